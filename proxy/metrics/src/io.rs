@@ -1,0 +1,90 @@
+//! Byte counting on a connection.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pin_project_lite::pin_project! {
+    /// Counts bytes read from and written to `io`: one atomic add per read or write call.
+    #[derive(Debug)]
+    pub struct MeteredIo<T> {
+        #[pin]
+        io: T,
+        read: IntCounter,
+        written: IntCounter,
+    }
+}
+
+impl<T> MeteredIo<T> {
+    /// Wraps `io`; `read` counts bytes read from it, `written` bytes written to it.
+    pub fn new(io: T, read: IntCounter, written: IntCounter) -> Self {
+        Self { io, read, written }
+    }
+
+    /// The wrapped I/O.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for MeteredIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.io.poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.read.inc_by(n as u64);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for MeteredIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.io.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            this.written.inc_by(n as u64);
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.io.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            this.written.inc_by(n as u64);
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,137 @@
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+fn text(m: &Metrics) -> String {
+    String::from_utf8(m.encode().expect("encode")).expect("utf-8")
+}
+
+fn sample<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+}
+
+#[test]
+fn requests_and_connections_render_with_their_labels() {
+    let m = Metrics::new("1.2.3").expect("metrics");
+    m.request(
+        Direction::Outbound,
+        http::StatusCode::OK,
+        Duration::from_millis(3),
+    );
+    m.request(
+        Direction::Outbound,
+        http::StatusCode::OK,
+        Duration::from_millis(3),
+    );
+    m.request(
+        Direction::Inbound,
+        http::StatusCode::BAD_GATEWAY,
+        Duration::from_millis(1),
+    );
+    drop(m.connection_opened(Direction::Inbound));
+    let text = text(&m);
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_requests_total{direction="outbound",status_code="200"}"#
+        ),
+        Some("2"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_requests_total{direction="inbound",status_code="502"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_request_duration_seconds_bucket{direction="outbound",status_code="200",le="0.005"}"#
+        ),
+        Some("2")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_tcp_connections_opened_total{direction="inbound"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_tcp_connections_closed_total{direction="inbound"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(&text, r#"weft_build_info{version="1.2.3"}"#),
+        Some("1")
+    );
+    assert!(text.contains("# TYPE weft_request_duration_seconds histogram"));
+}
+
+#[test]
+fn detect_timeout_ports_are_bounded() {
+    let m = Metrics::new("t").expect("metrics");
+    for port in 0..(MAX_PORT_LABELS as u16 + 10) {
+        m.detect_timeout(Direction::Outbound, 1000 + port);
+    }
+    m.detect_timeout(Direction::Outbound, 1000);
+    let text = text(&m);
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("weft_protocol_detect_timeouts_total{"))
+        .count();
+    assert_eq!(series, MAX_PORT_LABELS + 1, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_protocol_detect_timeouts_total{direction="outbound",port="1000"}"#
+        ),
+        Some("2")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_protocol_detect_timeouts_total{direction="outbound",port="other"}"#
+        ),
+        Some("10")
+    );
+}
+
+#[tokio::test]
+async fn metered_io_counts_both_ways() {
+    let m = Metrics::new("t").expect("metrics");
+    let (a, mut b) = tokio::io::duplex(1024);
+    let mut io = MeteredIo::new(
+        a,
+        m.bytes(Direction::Inbound, Flow::ToServer),
+        m.bytes(Direction::Inbound, Flow::ToClient),
+    );
+    b.write_all(b"12345").await.expect("write");
+    let mut buf = [0u8; 5];
+    io.read_exact(&mut buf).await.expect("read");
+    io.write_all(b"abc").await.expect("write");
+    let text = text(&m);
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_tcp_bytes_total{direction="inbound",flow="to_server"}"#
+        ),
+        Some("5")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_tcp_bytes_total{direction="inbound",flow="to_client"}"#
+        ),
+        Some("3")
+    );
+}
