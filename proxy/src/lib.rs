@@ -1,1 +1,31 @@
+//! The Weft sidecar proxy.
+//!
+//! # Layout
+//! - [`config`]: every `WEFT_*` setting, parsed and validated before a port is bound.
+//! - [`app`]: binds the listeners and runs them until drained; a test builds the whole proxy
+//!   in-process on port 0 with it.
+//! - `accept`: one accept loop per listener, a task and a tracing span per connection.
+//! - `stack`: a connection's path: original destination -> protocol detection -> HTTP or TCP.
+//! - `detect`: reads the first bytes with a timeout (the decision is `weft-proxy-detect`'s).
+//! - `tcp`: opaque forwarding with half-close.
+//! - [`admin`]: `/live`, `/ready`, `/metrics`, `/log-level`, `/shutdown`, on its own thread.
+//! - [`drain`]: the shutdown signal and the connection tasks it waits for.
+//! - [`telemetry`]: logging setup and the run-time log filter handle.
+//!
+//! HTTP serving and upstream pools live in `weft-proxy-http`, sockets in `weft-proxy-transport`,
+//! metrics in `weft-proxy-metrics`.
 
+#![forbid(unsafe_code)]
+
+mod accept;
+pub mod admin;
+pub mod app;
+pub mod config;
+mod detect;
+pub mod drain;
+mod stack;
+mod tcp;
+pub mod telemetry;
+
+pub use app::{build, App};
+pub use config::Config;

@@ -1,1 +1,28 @@
+//! HTTP proxying for the Weft proxy.
+//!
+//! # Layout
+//! - [`headers`]: hop-by-hop header removal (RFC 9110 §7.6.1) and upgrade detection; pure.
+//! - [`client`]: [`Upstreams`], pooled keep-alive hyper clients, one per endpoint and protocol.
+//! - [`proxy`]: [`Proxy`], the per-connection service that forwards a request to its endpoint,
+//!   tunnels upgrades and CONNECT, and maps failures to statuses.
+//! - [`body`]: the response body type, which records the request's metrics when it ends.
+//! - [`server`]: serving one accepted connection as HTTP/1 or HTTP/2, with graceful shutdown.
+//!
+//! Bodies stream: a request or response body is passed frame by frame (trailers included) from
+//! one side to the other and never buffered whole.
 
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod client;
+pub mod headers;
+pub mod proxy;
+pub mod server;
+
+pub use client::{ClientSettings, Upstreams};
+pub use proxy::{Proxy, ProxyError};
+pub use server::{serve, ServerSettings};
+
+/// The response header that carries the proxy's reason for a status it made up itself
+/// (502, 504, ...), so the caller sees why without reading the proxy's logs.
+pub const ERROR_HEADER: &str = "weft-proxy-error";

@@ -1,0 +1,86 @@
+//! The response body the proxy hands back, which records the request's metrics when done.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use weft_proxy_metrics::{Direction, Metrics};
+
+/// An upstream's streamed body, or a short body the proxy wrote itself (an error message).
+pub type Inner = Either<Incoming, Full<Bytes>>;
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its request in `weft_requests_total` and
+    /// `weft_request_duration_seconds` when it is dropped: after its last frame was written, or
+    /// when the client went away. hyper may never poll an empty body, but it always drops it.
+    #[derive(Debug)]
+    pub struct ResponseBody {
+        #[pin]
+        inner: Inner,
+        recorder: Recorder,
+    }
+}
+
+#[derive(Debug)]
+struct Recorder {
+    metrics: Arc<Metrics>,
+    direction: Direction,
+    status: StatusCode,
+    start: Instant,
+}
+
+impl ResponseBody {
+    /// Wraps `inner`, the body of a response with `status` to a request that arrived at `start`.
+    pub fn new(
+        inner: Inner,
+        metrics: Arc<Metrics>,
+        direction: Direction,
+        status: StatusCode,
+        start: Instant,
+    ) -> Self {
+        Self {
+            inner,
+            recorder: Recorder {
+                metrics,
+                direction,
+                status,
+                start,
+            },
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.metrics
+            .request(self.direction, self.status, self.start.elapsed());
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = <Inner as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,180 @@
+//! The admin server on its own thread and runtime, so a busy data path never delays a probe
+//! or a scrape.
+//!
+//! `GET /live`, `GET /ready`, `GET /metrics`, `GET|PUT /log-level`, `POST /shutdown`. Anything
+//! that changes the proxy (`PUT /log-level`, `POST /shutdown`) is accepted from loopback only:
+//! the port is reachable from the pod network so Prometheus can scrape it.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weft_proxy_metrics::Metrics;
+
+use crate::{drain::Drain, telemetry::LogHandle};
+
+/// The largest body `PUT /log-level` accepts.
+const MAX_LOG_LEVEL_BODY: usize = 4 * 1024;
+
+/// What the admin server reports on and acts on.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    pub drain: Drain,
+    pub log: Option<LogHandle>,
+}
+
+/// Serves `listener` on a dedicated thread until `stop` fires. The listener was bound by the
+/// caller, so bind errors surface before anything starts.
+pub fn spawn(
+    admin: Admin,
+    listener: std::net::TcpListener,
+    stop: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("weft-admin".into())
+        .spawn(move || rt.block_on(serve(admin, listener, stop)))
+}
+
+async fn serve(admin: Admin, listener: std::net::TcpListener, stop: CancellationToken) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "admin listener unusable");
+            return;
+        }
+    };
+    let admin = Arc::new(admin);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            res = listener.accept() => match res {
+                Ok(conn) => conn,
+                Err(e) => {
+                    debug!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                debug!(error = %e, "admin connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let local = peer.ip().to_canonical().is_loopback();
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/ready") => {
+            if admin.drain.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if admin.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => match admin.metrics.encode() {
+            Ok(body) => {
+                let mut rsp = Response::new(Full::new(Bytes::from(body)));
+                rsp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(Metrics::content_type()),
+                );
+                rsp
+            }
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding metrics failed: {e}\n"),
+            ),
+        },
+        (&Method::GET, "/log-level") => match &admin.log {
+            Some(log) => text(StatusCode::OK, format!("{}\n", log.get())),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "no run-time log control in this process\n",
+            ),
+        },
+        (&Method::PUT, "/log-level") if !local => forbidden(),
+        (&Method::PUT, "/log-level") => {
+            let Some(log) = &admin.log else {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "no run-time log control in this process\n",
+                );
+            };
+            let body = match Limited::new(req.into_body(), MAX_LOG_LEVEL_BODY)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")),
+            };
+            let Ok(filter) = std::str::from_utf8(&body) else {
+                return text(StatusCode::BAD_REQUEST, "the log filter must be UTF-8\n");
+            };
+            match log.set(filter.trim()) {
+                Ok(()) => {
+                    info!(filter = filter.trim(), "log filter changed");
+                    text(StatusCode::OK, format!("{}\n", filter.trim()))
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            }
+        }
+        (&Method::POST, "/shutdown") if !local => forbidden(),
+        (&Method::POST, "/shutdown") => {
+            info!(%peer, "shutdown requested through the admin server");
+            admin.drain.start();
+            text(StatusCode::OK, "shutdown\n")
+        }
+        (_, "/live" | "/ready" | "/metrics" | "/log-level" | "/shutdown") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn forbidden() -> Response<Full<Bytes>> {
+    text(StatusCode::FORBIDDEN, "accepted from loopback only\n")
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(body.into()));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}

@@ -1,0 +1,250 @@
+//! Building the proxy: bind every port from a validated [`Config`], then run until drained.
+//!
+//! [`build`] binds on the addresses the config names (port 0 picks a free one), so a test can
+//! build the whole proxy in-process and read the bound addresses back.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{atomic::AtomicBool, atomic::Ordering, Arc},
+};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weft_proxy_http::Upstreams;
+use weft_proxy_metrics::{Direction, Metrics};
+use weft_proxy_transport::bind;
+
+use crate::{
+    accept, admin,
+    config::{Config, Target},
+    drain::{Drain, Drained},
+    stack::Stack,
+    telemetry::LogHandle,
+};
+
+/// A proxy with its ports bound, not yet serving.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    outbound: Vec<TcpListener>,
+    inbound: TcpListener,
+    admin: std::net::TcpListener,
+    addrs: Addrs,
+    metrics: Arc<Metrics>,
+    drain: Drain,
+    log: Option<LogHandle>,
+}
+
+/// Where the proxy's listeners ended up.
+#[derive(Clone, Copy, Debug)]
+pub struct Addrs {
+    /// The outbound listener (IPv4 loopback; IPv6 loopback on the same port when available).
+    pub outbound: SocketAddr,
+    /// The inbound listener.
+    pub inbound: SocketAddr,
+    /// The admin server.
+    pub admin: SocketAddr,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A port could not be bound.
+    #[error("cannot bind the {listener} listener on {addr}: {source}; is another process using the port?")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// The metrics registry refused a definition (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Binds every listener. Nothing is served until [`App::run`].
+pub async fn build(config: Config, log: Option<LogHandle>) -> Result<App, BuildError> {
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
+
+    let v4_loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.outbound_port);
+    let outbound_v4 = bind_as("outbound", v4_loopback)?;
+    let outbound_addr = local_addr("outbound", &outbound_v4, v4_loopback)?;
+    let mut outbound = vec![outbound_v4];
+    // IPv6 REDIRECT lands on ::1; a host without IPv6 simply has no such listener.
+    let v6_loopback = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), outbound_addr.port());
+    match bind(v6_loopback) {
+        Ok(l) => outbound.push(l),
+        Err(e) => debug!(addr = %v6_loopback, error = %e, "no IPv6 outbound listener"),
+    }
+
+    let inbound = bind_any("inbound", config.inbound_port)?;
+    let inbound_addr = local_addr(
+        "inbound",
+        &inbound,
+        SocketAddr::from(([0; 4], config.inbound_port)),
+    )?;
+    let admin = bind_any("admin", config.admin_port)?;
+    let admin_addr = local_addr(
+        "admin",
+        &admin,
+        SocketAddr::from(([0; 4], config.admin_port)),
+    )?;
+    let admin = admin.into_std().map_err(|source| BuildError::Bind {
+        listener: "admin",
+        addr: admin_addr,
+        source,
+    })?;
+
+    Ok(App {
+        addrs: Addrs {
+            outbound: outbound_addr,
+            inbound: inbound_addr,
+            admin: admin_addr,
+        },
+        config,
+        outbound,
+        inbound,
+        admin,
+        metrics,
+        drain: Drain::new(),
+        log,
+    })
+}
+
+impl App {
+    /// Where the listeners are bound.
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// The drain handle: [`Drain::start`] begins a graceful shutdown.
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
+    }
+
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves until the drain starts and completes (or its grace period runs out).
+    pub async fn run(self) -> io::Result<Drained> {
+        let App {
+            config,
+            outbound,
+            inbound,
+            admin,
+            addrs,
+            metrics,
+            drain,
+            log,
+        } = self;
+        let ready = Arc::new(AtomicBool::new(false));
+        let stop_admin = CancellationToken::new();
+        let admin_thread = admin::spawn(
+            admin::Admin {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+                drain: drain.clone(),
+                log,
+            },
+            admin,
+            stop_admin.clone(),
+        )?;
+
+        let upstreams = Arc::new(Upstreams::new(config.client.clone()));
+        let stack = |direction, target| {
+            Arc::new(Stack {
+                direction,
+                target,
+                opaque_ports: config.opaque_ports.clone(),
+                detect_timeout: config.detect_timeout,
+                connect_timeout: config.client.connect_timeout,
+                server: config.server.clone(),
+                upstreams: upstreams.clone(),
+                metrics: metrics.clone(),
+                drain: drain.clone(),
+            })
+        };
+        let outbound_stack = stack(Direction::Outbound, config.outbound_target);
+        for listener in outbound {
+            tokio::spawn(accept::serve(listener, outbound_stack.clone()));
+        }
+        tokio::spawn(accept::serve(
+            inbound,
+            stack(Direction::Inbound, config.inbound_target),
+        ));
+
+        info!(
+            outbound = %addrs.outbound,
+            inbound = %addrs.inbound,
+            admin = %addrs.admin,
+            outbound_mode = mode(config.outbound_target),
+            inbound_mode = mode(config.inbound_target),
+            "listening"
+        );
+        ready.store(true, Ordering::Release);
+
+        let drained = drain.wait(config.shutdown_grace).await;
+        match drained {
+            Drained::Clean => info!("drained: every connection finished"),
+            Drained::GraceExpired => warn!(
+                grace = ?config.shutdown_grace,
+                "grace period over with connections still open; closing them"
+            ),
+        }
+        stop_admin.cancel();
+        if tokio::task::spawn_blocking(move || admin_thread.join())
+            .await
+            .is_err()
+        {
+            warn!("admin thread did not stop cleanly");
+        }
+        Ok(drained)
+    }
+}
+
+fn mode(target: Target) -> String {
+    match target {
+        Target::Transparent => "transparent".into(),
+        Target::Explicit(addr) => format!("explicit to {addr}"),
+    }
+}
+
+fn bind_as(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, BuildError> {
+    bind(addr).map_err(|source| BuildError::Bind {
+        listener,
+        addr,
+        source,
+    })
+}
+
+/// Binds `[::]:port` dual-stack, or `0.0.0.0:port` on a host without IPv6.
+fn bind_any(listener: &'static str, port: u16) -> Result<TcpListener, BuildError> {
+    match bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(BuildError::Bind {
+            listener,
+            addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            source: e,
+        }),
+        Err(_) => bind_as(
+            listener,
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        ),
+    }
+}
+
+fn local_addr(
+    listener: &'static str,
+    l: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, BuildError> {
+    l.local_addr().map_err(|source| BuildError::Bind {
+        listener,
+        addr,
+        source,
+    })
+}

@@ -1,0 +1,406 @@
+//! The proxy's configuration: every `WEFT_*` variable, parsed and validated before any port is
+//! bound.
+//!
+//! Values come from a [`Source`]: the environment, command-line flags of the same meaning
+//! (`--outbound-port 15140` is `WEFT_OUTBOUND_PORT=15140`; a flag wins over the environment), or
+//! a `HashMap` in tests. [`VARS`] is the one list of variables; `weft-proxy --help` prints it and a
+//! test checks that `docs/proxy-config.md` documents each one.
+
+use std::{collections::HashMap, ffi::OsString, fmt, net::SocketAddr, time::Duration};
+
+use weft_proxy_http::{server::MIN_HEADER_BYTES, ClientSettings, ServerSettings};
+
+/// Where configuration values come from.
+pub trait Source {
+    /// The raw value of `key`, if set.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+/// The process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+/// Looks in `first`, then in `second`.
+#[derive(Debug)]
+pub struct Layered<A, B>(pub A, pub B);
+
+impl<A: Source, B: Source> Source for Layered<A, B> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).or_else(|| self.1.get(key))
+    }
+}
+
+/// One configuration variable.
+#[derive(Clone, Copy, Debug)]
+pub struct Var {
+    /// The environment variable's name.
+    pub key: &'static str,
+    /// Its default, as it would be written; empty when unset means something.
+    pub default: &'static str,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+/// Names of the variables.
+pub mod keys {
+    pub const OUTBOUND_PORT: &str = "WEFT_OUTBOUND_PORT";
+    pub const INBOUND_PORT: &str = "WEFT_INBOUND_PORT";
+    pub const ADMIN_PORT: &str = "WEFT_ADMIN_PORT";
+    pub const OUTBOUND_TARGET: &str = "WEFT_OUTBOUND_TARGET";
+    pub const INBOUND_TARGET: &str = "WEFT_INBOUND_TARGET";
+    pub const OPAQUE_PORTS: &str = "WEFT_OPAQUE_PORTS";
+    pub const DETECT_TIMEOUT: &str = "WEFT_DETECT_TIMEOUT";
+    pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
+    pub const HEADER_READ_TIMEOUT: &str = "WEFT_HEADER_READ_TIMEOUT";
+    pub const MAX_HEADER_BYTES: &str = "WEFT_MAX_HEADER_BYTES";
+    pub const UPSTREAM_IDLE_TIMEOUT: &str = "WEFT_UPSTREAM_IDLE_TIMEOUT";
+    pub const UPSTREAM_MAX_IDLE: &str = "WEFT_UPSTREAM_MAX_IDLE";
+    pub const SHUTDOWN_GRACE: &str = "WEFT_SHUTDOWN_GRACE";
+    pub const THREADS: &str = "WEFT_THREADS";
+    pub const LOG: &str = "WEFT_LOG";
+    pub const LOG_FORMAT: &str = "WEFT_LOG_FORMAT";
+}
+
+/// Every variable the proxy reads, with its default and meaning.
+pub const VARS: &[Var] = &[
+    Var { key: keys::OUTBOUND_PORT, default: "15140", doc: "Port of the outbound listener (the app's redirected outgoing TCP); bound on 127.0.0.1 and ::1." },
+    Var { key: keys::INBOUND_PORT, default: "15143", doc: "Port of the inbound listener (redirected incoming TCP); bound on all addresses, IPv4 and IPv6." },
+    Var { key: keys::ADMIN_PORT, default: "15190", doc: "Port of the admin server: /live, /ready, /metrics, /log-level, POST /shutdown; bound on all addresses, changes accepted from loopback only." },
+    Var { key: keys::OUTBOUND_TARGET, default: "", doc: "Explicit mode: send every outbound connection to this ip:port instead of its SO_ORIGINAL_DST. Unset: transparent (iptables REDIRECT)." },
+    Var { key: keys::INBOUND_TARGET, default: "", doc: "Explicit mode: send every inbound connection to this ip:port instead of its SO_ORIGINAL_DST. Unset: transparent." },
+    Var { key: keys::OPAQUE_PORTS, default: "25,587,3306,5432,6379,11211", doc: "Destination ports and ranges (a,b,c-d) forwarded as TCP with no protocol detection: server-speaks-first protocols. Empty: none." },
+    Var { key: keys::DETECT_TIMEOUT, default: "10s", doc: "How long to wait for a client's first bytes before forwarding the connection as opaque TCP (counted in weft_protocol_detect_timeouts_total)." },
+    Var { key: keys::CONNECT_TIMEOUT, default: "1s", doc: "The longest a TCP connect to an upstream may take; past it an HTTP request is answered 504." },
+    Var { key: keys::HEADER_READ_TIMEOUT, default: "10s", doc: "An HTTP/1 client must send a request's whole head within this time, or its connection is closed." },
+    Var { key: keys::MAX_HEADER_BYTES, default: "65536", doc: "The largest request head accepted (at least 8192); HTTP/1 answers 431 past it." },
+    Var { key: keys::UPSTREAM_IDLE_TIMEOUT, default: "90s", doc: "How long an idle pooled upstream connection is kept." },
+    Var { key: keys::UPSTREAM_MAX_IDLE, default: "64", doc: "The most idle HTTP/1 connections pooled per upstream endpoint." },
+    Var { key: keys::SHUTDOWN_GRACE, default: "30s", doc: "On SIGTERM, SIGINT or POST /shutdown: how long in-flight requests and connections may take to finish before the proxy exits." },
+    Var { key: keys::THREADS, default: "1", doc: "Data-path worker threads (the admin server has its own thread)." },
+    Var { key: keys::LOG, default: "info", doc: "Log filter in tracing's EnvFilter syntax (e.g. info,weft_proxy=debug); changeable at run time with PUT /log-level." },
+    Var { key: keys::LOG_FORMAT, default: "plain", doc: "Log format: plain or json." },
+];
+
+/// How a listener finds where each connection goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `SO_ORIGINAL_DST`, after an iptables REDIRECT.
+    Transparent,
+    /// A fixed address, for hosts without iptables.
+    Explicit(SocketAddr),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub outbound_port: u16,
+    pub inbound_port: u16,
+    pub admin_port: u16,
+    pub outbound_target: Target,
+    pub inbound_target: Target,
+    pub opaque_ports: PortSet,
+    pub detect_timeout: Duration,
+    pub server: ServerSettings,
+    pub client: ClientSettings,
+    pub shutdown_grace: Duration,
+    pub threads: usize,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+/// A configuration value that cannot be used: names the variable, the value and the reason.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable's value is invalid.
+    #[error("{key}={value:?}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A command-line argument is not one of the known flags.
+    #[error("unknown argument {0:?}; run with --help for the list of settings")]
+    UnknownFlag(String),
+    /// A flag was given without its value.
+    #[error("flag --{0} needs a value")]
+    MissingValue(String),
+}
+
+impl Config {
+    /// Reads and validates every variable from `source`.
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader { source };
+        let threads = r.parse(keys::THREADS, |v| match v.parse::<usize>() {
+            Ok(n @ 1..=256) => Ok(n),
+            _ => Err("expected a whole number of threads from 1 to 256".into()),
+        })?;
+        let max_header_bytes = r.parse(keys::MAX_HEADER_BYTES, |v| match v.parse::<usize>() {
+            Ok(n) if (MIN_HEADER_BYTES..=16 * 1024 * 1024).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "expected a byte count from {MIN_HEADER_BYTES} to 16777216"
+            )),
+        })?;
+        let log = r.value(keys::LOG);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            return Err(r.invalid(keys::LOG, &log, format!("not a log filter: {e}")));
+        }
+        Ok(Self {
+            outbound_port: r.parse(keys::OUTBOUND_PORT, parse_port)?,
+            inbound_port: r.parse(keys::INBOUND_PORT, parse_port)?,
+            admin_port: r.parse(keys::ADMIN_PORT, parse_port)?,
+            outbound_target: r.parse(keys::OUTBOUND_TARGET, parse_target)?,
+            inbound_target: r.parse(keys::INBOUND_TARGET, parse_target)?,
+            opaque_ports: r.parse(keys::OPAQUE_PORTS, |v| v.parse::<PortSet>())?,
+            detect_timeout: r.parse(keys::DETECT_TIMEOUT, parse_duration)?,
+            server: ServerSettings {
+                header_read_timeout: r.parse(keys::HEADER_READ_TIMEOUT, parse_duration)?,
+                max_header_bytes,
+            },
+            client: ClientSettings {
+                connect_timeout: r.parse(keys::CONNECT_TIMEOUT, parse_duration)?,
+                idle_timeout: r.parse(keys::UPSTREAM_IDLE_TIMEOUT, parse_duration)?,
+                max_idle_per_endpoint: r.parse(keys::UPSTREAM_MAX_IDLE, |v| {
+                    v.parse::<usize>()
+                        .map_err(|_| "expected a whole number".to_string())
+                })?,
+            },
+            shutdown_grace: r.parse(keys::SHUTDOWN_GRACE, parse_any_duration)?,
+            threads,
+            log,
+            log_format: r.parse(keys::LOG_FORMAT, |v| match v {
+                "plain" => Ok(LogFormat::Plain),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected plain or json".into()),
+            })?,
+        })
+    }
+
+    /// The default configuration: every variable unset.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_source(&HashMap::new())
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run with these flag values (keys are `WEFT_*` names).
+    Run(HashMap<String, String>),
+    /// Print the settings and exit.
+    Help,
+    /// Print the version and exit.
+    Version,
+}
+
+/// Parses `--kebab-name VALUE` or `--kebab-name=VALUE` into `WEFT_KEBAB_NAME`, accepting only
+/// names in [`VARS`].
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, ConfigError> {
+    let mut flags = HashMap::new();
+    let mut args = args.into_iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(ConfigError::UnknownFlag(arg));
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        let key = format!("WEFT_{}", name.replace('-', "_").to_ascii_uppercase());
+        if !VARS.iter().any(|v| v.key == key) {
+            return Err(ConfigError::UnknownFlag(arg));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args
+                .next()
+                .ok_or_else(|| ConfigError::MissingValue(name.to_string()))?,
+        };
+        flags.insert(key, value);
+    }
+    Ok(Command::Run(flags))
+}
+
+/// The `--help` text: every variable with its flag, default and meaning.
+pub fn help() -> String {
+    let mut out = String::from(
+        "weft-proxy: the Weft sidecar proxy\n\n\
+         Every setting is an environment variable, or a flag of the same name\n\
+         (WEFT_OUTBOUND_PORT is --outbound-port). A flag wins over the environment.\n\n",
+    );
+    for v in VARS {
+        let flag = v.key["WEFT_".len()..]
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        let default = if v.default.is_empty() {
+            "unset"
+        } else {
+            v.default
+        };
+        out.push_str(&format!(
+            "  {} (--{flag}), default {default}\n      {}\n",
+            v.key, v.doc
+        ));
+    }
+    out
+}
+
+struct Reader<'a> {
+    source: &'a dyn Source,
+}
+
+impl Reader<'_> {
+    fn value(&self, key: &'static str) -> String {
+        self.source
+            .get(key)
+            .unwrap_or_else(|| default_of(key).to_string())
+    }
+
+    fn parse<T>(
+        &self,
+        key: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let value = self.value(key);
+        f(value.trim()).map_err(|reason| self.invalid(key, &value, reason))
+    }
+
+    fn invalid(&self, key: &'static str, value: &str, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            reason,
+        }
+    }
+}
+
+fn default_of(key: &str) -> &'static str {
+    VARS.iter().find(|v| v.key == key).map_or("", |v| v.default)
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    v.parse::<u16>()
+        .map_err(|_| "expected a port number from 0 to 65535".into())
+}
+
+fn parse_target(v: &str) -> Result<Target, String> {
+    if v.is_empty() {
+        return Ok(Target::Transparent);
+    }
+    match v.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(Target::Explicit(a)),
+        _ => Err(
+            "expected ip:port (e.g. 127.0.0.1:8080 or [::1]:8080), or unset for transparent mode"
+                .into(),
+        ),
+    }
+}
+
+/// A duration with a unit (`500ms`, `10s`, `1m`), greater than zero.
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    match parse_any_duration(v)? {
+        Duration::ZERO => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+/// A duration with a unit; zero allowed.
+fn parse_any_duration(v: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(v)
+        .map_err(|e| format!("expected a duration with a unit, like 500ms, 10s or 1m ({e})"))?;
+    if d > Duration::from_secs(24 * 3600) {
+        return Err("must be at most 24h".into());
+    }
+    Ok(d)
+}
+
+/// A set of TCP ports, from a list of ports and inclusive ranges: `25,587,3306-3310`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet {
+    /// One bit per port: a lookup per accepted connection is one load.
+    bits: Box<[u64; 1024]>,
+}
+
+impl PortSet {
+    /// The empty set.
+    pub fn empty() -> Self {
+        Self {
+            bits: Box::new([0; 1024]),
+        }
+    }
+
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        self.bits[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+
+    fn insert(&mut self, port: u16) {
+        self.bits[usize::from(port / 64)] |= 1 << (port % 64);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..=u16::MAX).filter(|p| self.contains(*p))
+    }
+}
+
+impl std::str::FromStr for PortSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut set = PortSet::empty();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let port = |p: &str| {
+                p.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{p:?} is not a port from 1 to 65535"))
+            };
+            let (lo, hi) = match item.split_once('-') {
+                Some((lo, hi)) => (port(lo)?, port(hi)?),
+                None => (port(item)?, port(item)?),
+            };
+            if lo > hi {
+                return Err(format!("range {item:?} runs backwards"));
+            }
+            for p in lo..=hi {
+                set.insert(p);
+            }
+        }
+        Ok(set)
+    }
+}
+
+impl fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;
