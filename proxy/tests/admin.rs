@@ -1,0 +1,61 @@
+//! The admin server in-process: probes, metrics, shutdown.
+
+#[macro_use]
+mod support;
+
+use weft_proxy::drain::Drained;
+
+use support::{app::App, get, request, TestProxy};
+
+#[tokio::test]
+async fn probes_and_metrics() {
+    let app = App::start().await;
+    let proxy = TestProxy::to(app.addr).await;
+    assert_eq!(
+        get(proxy.admin(), "/live").await,
+        Some((200, "live\n".into()))
+    );
+    assert_eq!(
+        get(proxy.admin(), "/ready").await,
+        Some((200, "ready\n".into()))
+    );
+    assert_eq!(get(proxy.admin(), "/nope").await.map(|(s, _)| s), Some(404));
+    assert_eq!(
+        request(proxy.admin(), "DELETE", "/metrics", "")
+            .await
+            .map(|(s, _)| s),
+        Some(405)
+    );
+    assert_eq!(get(proxy.outbound(), "/").await, Some((200, "ok".into())));
+
+    let (status, text) = get(proxy.admin(), "/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    for series in [
+        r#"weft_requests_total{direction="outbound",status_code="200"} 1"#,
+        r#"weft_tcp_connections_opened_total{direction="outbound"} 1"#,
+        "# TYPE weft_request_duration_seconds histogram",
+        "# TYPE weft_tcp_bytes_total counter",
+        r#"weft_build_info{version=""#,
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn post_shutdown_from_loopback_drains_and_stops() {
+    let proxy = TestProxy::with(&[]).await;
+    assert_eq!(
+        get(proxy.admin(), "/shutdown").await.map(|(s, _)| s),
+        Some(405)
+    );
+    assert_eq!(
+        request(proxy.admin(), "POST", "/shutdown", "").await,
+        Some((200, "shutdown\n".into()))
+    );
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(10), proxy.task)
+        .await
+        .expect("stopped within 10s")
+        .expect("task")
+        .expect("run");
+    assert_eq!(drained, Drained::Clean);
+}
