@@ -124,14 +124,13 @@ async fn garbage_and_random_bytes_cause_no_harm() {
         seed ^= seed << 17;
         seed
     };
-    let mut inputs: Vec<Vec<u8>> = Vec::new();
     // TLS-looking records of garbage, truncated HTTP/2 prefaces, HTTP with binary, random.
-    inputs.push(vec![
-        0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0xde, 0xad, 0xbe, 0xef,
-    ]);
-    inputs.push(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec());
-    inputs.push(b"PRI * HTTP/2.0\r\n".to_vec());
-    inputs.push(b"GET /\x00\xff HTTP/1.1\r\n\r\n".to_vec());
+    let mut inputs: Vec<Vec<u8>> = vec![
+        vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0xde, 0xad, 0xbe, 0xef],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+        b"PRI * HTTP/2.0\r\n".to_vec(),
+        b"GET /\x00\xff HTTP/1.1\r\n\r\n".to_vec(),
+    ];
     for _ in 0..60 {
         let len = (next() % 4096) as usize;
         inputs.push((0..len).map(|_| next() as u8).collect());

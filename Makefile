@@ -1,0 +1,37 @@
+# The commands a newcomer runs. README and CI call these same targets.
+.PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench
+
+CARGO ?= cargo
+
+## demo: put weft-proxy between a client and a server on loopback; Ctrl-C stops it
+demo: deps
+	scripts/try-proxy.sh
+
+## test: everything CI checks: lint, unit and integration tests (the root-only tier included
+## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
+test: deps lint unit demo-once fuzz-smoke
+
+deps:
+	scripts/install-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked
+
+demo-once:
+	scripts/try-proxy.sh --once
+
+## fuzz-smoke: build every fuzz target and run each for a few seconds
+fuzz-smoke:
+	scripts/fuzz.sh --run 10
+
+## fuzz: run every fuzz target for five minutes
+fuzz:
+	scripts/fuzz.sh --run 300
+
+## bench: criterion micro-benchmarks of the hot pure code
+bench:
+	$(CARGO) bench --workspace
