@@ -83,7 +83,7 @@ pub const VARS: &[Var] = &[
     Var { key: keys::OPAQUE_PORTS, default: "25,587,3306,5432,6379,11211", doc: "Destination ports and ranges (a,b,c-d) forwarded as TCP with no protocol detection: server-speaks-first protocols. Empty: none." },
     Var { key: keys::DETECT_TIMEOUT, default: "10s", doc: "How long to wait for a client's first bytes before forwarding the connection as opaque TCP (counted in weft_protocol_detect_timeouts_total)." },
     Var { key: keys::CONNECT_TIMEOUT, default: "1s", doc: "The longest a TCP connect to an upstream may take; past it an HTTP request is answered 504." },
-    Var { key: keys::HEADER_READ_TIMEOUT, default: "10s", doc: "An HTTP/1 client must send a request's whole head within this time, or its connection is closed." },
+    Var { key: keys::HEADER_READ_TIMEOUT, default: "30s", doc: "An HTTP/1 client must send a request's whole head within this time, or its connection is closed (slow-client protection). The clock also runs while a keep-alive connection waits for its next request, so it is the idle timeout of client connections too." },
     Var { key: keys::MAX_HEADER_BYTES, default: "65536", doc: "The largest request head accepted (at least 8192); HTTP/1 answers 431 past it." },
     Var { key: keys::UPSTREAM_IDLE_TIMEOUT, default: "90s", doc: "How long an idle pooled upstream connection is kept." },
     Var { key: keys::UPSTREAM_MAX_IDLE, default: "64", doc: "The most idle HTTP/1 connections pooled per upstream endpoint." },

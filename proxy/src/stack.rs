@@ -66,7 +66,9 @@ impl Stack {
                 Ok((Detected::Known(p), prefix)) => (p, prefix),
                 Ok((Detected::Eof, prefix)) => (Protocol::Opaque, prefix),
                 Ok((Detected::Timeout, prefix)) => {
-                    info!(
+                    // The metric is the operator's signal; a log line per connection of a
+                    // server-speaks-first protocol would flood.
+                    debug!(
                         timeout = ?self.detect_timeout,
                         port = dst.0.port(),
                         "no protocol detected before the timeout; forwarding as opaque TCP \
