@@ -93,7 +93,7 @@ async fn serve(admin: Admin, listener: std::net::TcpListener, stop: Cancellation
 }
 
 async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let local = peer.ip().to_canonical().is_loopback();
+    let local = may_change_state(peer);
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::GET, "/ready") => {
@@ -165,6 +165,12 @@ async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Resp
     }
 }
 
+/// Whether `peer` may change the proxy (log level, shutdown): loopback only, including an IPv4
+/// loopback client seen on the dual-stack listener as `::ffff:127.0.0.1`.
+fn may_change_state(peer: SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
+}
+
 fn forbidden() -> Response<Full<Bytes>> {
     text(StatusCode::FORBIDDEN, "accepted from loopback only\n")
 }
@@ -177,4 +183,29 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_peers_change_state() {
+        for ok in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(may_change_state(ok.parse().expect("addr")), "{ok}");
+        }
+        for no in [
+            "198.18.0.5:1",
+            "[2001:2::5]:1",
+            "[::ffff:198.18.0.5]:1",
+            "0.0.0.0:1",
+        ] {
+            assert!(!may_change_state(no.parse().expect("addr")), "{no}");
+        }
+    }
 }
