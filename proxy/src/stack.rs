@@ -47,7 +47,8 @@ impl Stack {
             Target::Transparent => match orig_dst(&stream) {
                 Ok(dst) => dst,
                 Err(e) => {
-                    info!(error = %e, "connection refused");
+                    // Anyone who can reach the port can cause this: no log flood at info.
+                    debug!(error = %e, "connection refused");
                     return;
                 }
             },

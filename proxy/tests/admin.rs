@@ -59,3 +59,31 @@ async fn post_shutdown_from_loopback_drains_and_stops() {
         .expect("run");
     assert_eq!(drained, Drained::Clean);
 }
+
+#[tokio::test]
+async fn another_process_on_the_ipv6_outbound_port_is_a_start_error() {
+    let Ok(squatter) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIPPED: no IPv6 loopback on this host");
+        return;
+    };
+    let port = squatter.local_addr().expect("addr").port();
+    let config = weft_proxy::Config::from_source(
+        &[
+            ("WEFT_OUTBOUND_PORT", port.to_string()),
+            ("WEFT_INBOUND_PORT", "0".into()),
+            ("WEFT_ADMIN_PORT", "0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<std::collections::HashMap<_, _>>(),
+    )
+    .expect("config");
+    let err = weft_proxy::build(config, None)
+        .await
+        .expect_err("[::1] port is taken");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("outbound") && msg.contains(&format!("[::1]:{port}")),
+        "{msg}"
+    );
+}

@@ -129,24 +129,30 @@ fn detect_http1(buf: &[u8]) -> Detection {
             Some(_) => return Detection::Known(Protocol::Opaque),
         }
     }
-    // Request target and version: find the end of the line. A request line too long for the
-    // peek buffer is still HTTP/1 by its method; the HTTP server rejects it with a status.
+    // Request target and version, up to the line end. A control byte (other than CR) cannot
+    // appear in a request line, and it disqualifies the line wherever it falls, whether or not
+    // the line end has been read yet: the answer must not depend on how the client's bytes were
+    // split into reads (the fuzz target checks this).
     let rest = &buf[i + 1..];
-    let Some(eol) = rest.iter().position(|&b| b == b'\n') else {
-        if buf.len() >= MAX_PEEK {
-            return Detection::Known(Protocol::Http1);
+    for (j, &b) in rest.iter().enumerate() {
+        match b {
+            b'\n' => return request_line_end(&rest[..j]),
+            b'\r' => {}
+            0x00..=0x1f | 0x7f => return Detection::Known(Protocol::Opaque),
+            _ => {}
         }
-        // Control bytes cannot appear in a request target: no need to wait for a line end.
-        return if rest
-            .iter()
-            .all(|&b| b == b'\r' || (0x20..0x7f).contains(&b))
-        {
-            Detection::NeedMore
-        } else {
-            Detection::Known(Protocol::Opaque)
-        };
-    };
-    let line = &rest[..eol];
+    }
+    // A request line too long for the peek buffer is still HTTP/1 by its method; the HTTP
+    // server rejects it with a status (414).
+    if buf.len() >= MAX_PEEK {
+        Detection::Known(Protocol::Http1)
+    } else {
+        Detection::NeedMore
+    }
+}
+
+/// The rest of a request line after the method: `request-target SP HTTP/1.x [CR]`.
+fn request_line_end(line: &[u8]) -> Detection {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     match line.rsplit(|&b| b == b' ').next() {
         Some(b"HTTP/1.1") | Some(b"HTTP/1.0") if line.len() > 9 => {

@@ -122,3 +122,25 @@ fn never_need_more_at_max_peek_for_any_first_byte() {
         }
     }
 }
+
+/// Inputs the fuzz target found: a control byte decided "opaque" on a short read but not once the
+/// line end (or a full buffer) arrived.
+#[test]
+fn the_answer_does_not_depend_on_how_bytes_were_split() {
+    for (short, long) in [
+        (&b"GET /\x01"[..], &b"GET /\x01 HTTP/1.1\r\n"[..]),
+        (b"- \x1b", b"- \x1b HTTP/1.1\r\n"),
+    ] {
+        assert_eq!(detect(short), known(Protocol::Opaque));
+        assert_eq!(detect(long), known(Protocol::Opaque));
+    }
+    let mut full = b"GET /\x01".to_vec();
+    full.resize(MAX_PEEK, b'a');
+    assert_eq!(detect(&full), known(Protocol::Opaque));
+    // Non-ASCII bytes (a UTF-8 path some clients send raw) are not control bytes: still HTTP.
+    assert_eq!(detect(b"GET /caf\xc3"), Detection::NeedMore);
+    assert_eq!(
+        detect(b"GET /caf\xc3\xa9 HTTP/1.1\r\n"),
+        known(Protocol::Http1)
+    );
+}
