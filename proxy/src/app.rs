@@ -72,11 +72,19 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> Result<App, BuildE
     let outbound_v4 = bind_as("outbound", v4_loopback)?;
     let outbound_addr = local_addr("outbound", &outbound_v4, v4_loopback)?;
     let mut outbound = vec![outbound_v4];
-    // IPv6 REDIRECT lands on ::1; a host without IPv6 simply has no such listener.
+    // IPv6 REDIRECT lands on ::1. A host without IPv6 simply has no such listener, but another
+    // process on [::1]:port would silently receive the pod's redirected IPv6 traffic: an error.
     let v6_loopback = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), outbound_addr.port());
     match bind(v6_loopback) {
         Ok(l) => outbound.push(l),
-        Err(e) => debug!(addr = %v6_loopback, error = %e, "no IPv6 outbound listener"),
+        Err(e) if no_ipv6(&e) => debug!(addr = %v6_loopback, error = %e, "no IPv6 on this host"),
+        Err(source) => {
+            return Err(BuildError::Bind {
+                listener: "outbound",
+                addr: v6_loopback,
+                source,
+            })
+        }
     }
 
     let inbound = bind_any("inbound", config.inbound_port)?;
@@ -223,19 +231,30 @@ fn bind_as(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, Buil
 
 /// Binds `[::]:port` dual-stack, or `0.0.0.0:port` on a host without IPv6.
 fn bind_any(listener: &'static str, port: u16) -> Result<TcpListener, BuildError> {
-    match bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
+    let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+    match bind(any) {
         Ok(l) => Ok(l),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(BuildError::Bind {
-            listener,
-            addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
-            source: e,
-        }),
-        Err(_) => bind_as(
+        Err(e) if no_ipv6(&e) => bind_as(
             listener,
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
         ),
+        Err(source) => Err(BuildError::Bind {
+            listener,
+            addr: any,
+            source,
+        }),
     }
 }
+
+/// Whether a bind error means the host has no IPv6 (module absent, disabled, no `::1`), as
+/// opposed to a conflict that must not be papered over.
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(EAFNOSUPPORT | EADDRNOTAVAIL))
+}
+
+/// Linux errno values (a stable ABI).
+const EAFNOSUPPORT: i32 = 97;
+const EADDRNOTAVAIL: i32 = 99;
 
 fn local_addr(
     listener: &'static str,
