@@ -17,9 +17,11 @@ use support::{app::App, get, parse_response, TestProxy};
 async fn exchange(proxy: &TestProxy, raw: Vec<u8>) -> Vec<u8> {
     let s = TcpStream::connect(proxy.outbound()).await.expect("connect");
     let (mut r, mut w) = s.into_split();
-    // The proxy may answer and close before reading everything: write on the side.
+    // The proxy may answer and close before reading everything: write on the side, then
+    // half-close so that whatever reads our bytes (the proxy, or the app behind it) sees the end.
     let writer = tokio::spawn(async move {
         let _ = w.write_all(&raw).await;
+        let _ = w.shutdown().await;
         w
     });
     let mut out = Vec::new();
