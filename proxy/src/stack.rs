@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 use weft_proxy_detect::Protocol;
 use weft_proxy_http::{client::UpstreamVersion, Proxy, ServerSettings, Upstreams};
-use weft_proxy_metrics::{Direction, Flow, MeteredIo, Metrics};
+use weft_proxy_metrics::{Direction, Metrics};
 use weft_proxy_transport::{orig_dst, OrigDstAddr, PrefixedIo};
 
 use crate::{
@@ -38,13 +38,15 @@ pub(crate) struct Stack {
 impl Stack {
     /// Serves one connection to the end. Errors are logged here, in the connection's span.
     pub(crate) async fn serve(self: Arc<Self>, stream: TcpStream) {
-        let _open = self.metrics.connection_opened(self.direction);
-        if let Err(e) = stream.set_nodelay(true) {
+        // Counted from here to the socket's drop, which for an upgraded connection is the end
+        // of its tunnel.
+        let mut io = self.metrics.accepted(self.direction, stream);
+        if let Err(e) = io.get_ref().set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
         let dst = match self.target {
             Target::Explicit(addr) => OrigDstAddr(addr),
-            Target::Transparent => match orig_dst(&stream) {
+            Target::Transparent => match orig_dst(io.get_ref()) {
                 Ok(dst) => dst,
                 Err(e) => {
                     // Anyone who can reach the port can cause this: no log flood at info.
@@ -55,11 +57,6 @@ impl Stack {
         };
         tracing::Span::current().record("dst", tracing::field::display(dst));
 
-        let mut io = MeteredIo::new(
-            stream,
-            self.metrics.bytes(self.direction, Flow::ToServer),
-            self.metrics.bytes(self.direction, Flow::ToClient),
-        );
         let (protocol, prefix) = if self.opaque_ports.contains(dst.0.port()) {
             (Protocol::Opaque, bytes::Bytes::new())
         } else {

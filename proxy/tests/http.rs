@@ -189,6 +189,15 @@ async fn websocket_upgrade_becomes_a_tunnel() {
             .expect("read echo");
         assert_eq!(back, msg);
     }
+    // The tunnel is the connection: open while it lasts, closed when it ends.
+    let closed = r#"weft_tcp_connections_closed_total{direction="outbound"}"#;
+    assert_eq!(
+        proxy.metric(closed),
+        Some(0.0),
+        "counted closed while the tunnel is open"
+    );
+    drop(s);
+    assert_eventually!(proxy.metric(closed) == Some(1.0), "tunnel close counted");
 }
 
 #[tokio::test]
@@ -314,5 +323,21 @@ async fn empty_head_request_is_counted() {
     assert_eventually!(
         proxy.metric(r#"weft_requests_total{direction="outbound",status_code="200"}"#) == Some(1.0),
         "HEAD request counted"
+    );
+}
+
+#[tokio::test]
+async fn the_inbound_listener_proxies_and_labels_inbound() {
+    let app = App::start().await;
+    let proxy = TestProxy::with(&[("WEFT_INBOUND_TARGET", &app.addr.to_string())]).await;
+    let inbound = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.addrs.inbound.port()));
+    assert_eq!(support::get(inbound, "/").await, Some((200, "ok".into())));
+    assert_eq!(
+        proxy.metric(r#"weft_requests_total{direction="inbound",status_code="200"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        proxy.metric(r#"weft_requests_total{direction="outbound",status_code="200"}"#),
+        None
     );
 }

@@ -9,21 +9,31 @@ use std::{
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::ConnectionGuard;
+
 pin_project_lite::pin_project! {
-    /// Counts bytes read from and written to `io`: one atomic add per read or write call.
+    /// An accepted connection's socket, counted: bytes read from and written to it (one atomic
+    /// add per read or write call), and its close, when the socket itself is dropped: after an
+    /// HTTP upgrade that is when the tunnel ends, not when the HTTP exchange does.
     #[derive(Debug)]
     pub struct MeteredIo<T> {
         #[pin]
         io: T,
         read: IntCounter,
         written: IntCounter,
+        _open: ConnectionGuard,
     }
 }
 
 impl<T> MeteredIo<T> {
-    /// Wraps `io`; `read` counts bytes read from it, `written` bytes written to it.
-    pub fn new(io: T, read: IntCounter, written: IntCounter) -> Self {
-        Self { io, read, written }
+    /// Made by [`crate::Metrics::accepted`].
+    pub(crate) fn new(io: T, read: IntCounter, written: IntCounter, open: ConnectionGuard) -> Self {
+        Self {
+            io,
+            read,
+            written,
+            _open: open,
+        }
     }
 
     /// The wrapped I/O.

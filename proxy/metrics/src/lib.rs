@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`Metrics`]: every metric the proxy exports, registered once, with typed label arguments so a
 //!   caller cannot invent a label value; [`Metrics::encode`] renders the Prometheus text format.
-//! - [`io`]: [`MeteredIo`], which counts a connection's bytes as they pass.
+//! - [`io`]: [`MeteredIo`], an accepted socket whose bytes and close are counted.
 //!
 //! Cardinality is bounded by construction: `direction` and `flow` are enums, `status_code` is an
 //! HTTP status (at most 900 values, `http` keeps the strings static), and the `port` label of
@@ -183,20 +183,21 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts an accepted connection; the guard counts its close when dropped.
-    pub fn connection_opened(&self, direction: Direction) -> ConnectionGuard {
-        self.tcp_opened
-            .with_label_values(&[direction.as_str()])
-            .inc();
-        ConnectionGuard {
-            closed: self.tcp_closed.with_label_values(&[direction.as_str()]),
-        }
-    }
-
-    /// The byte counter for one flow, to hand to [`MeteredIo`].
-    pub fn bytes(&self, direction: Direction, flow: Flow) -> IntCounter {
-        self.tcp_bytes
-            .with_label_values(&[direction.as_str(), flow.as_str()])
+    /// Counts an accepted connection and wraps its socket so that its bytes and its close are
+    /// counted too.
+    pub fn accepted<T>(&self, direction: Direction, io: T) -> MeteredIo<T> {
+        let d = direction.as_str();
+        self.tcp_opened.with_label_values(&[d]).inc();
+        MeteredIo::new(
+            io,
+            self.tcp_bytes
+                .with_label_values(&[d, Flow::ToServer.as_str()]),
+            self.tcp_bytes
+                .with_label_values(&[d, Flow::ToClient.as_str()]),
+            ConnectionGuard {
+                closed: self.tcp_closed.with_label_values(&[d]),
+            },
+        )
     }
 
     /// Counts a detection timeout on destination `port`.
@@ -234,7 +235,7 @@ impl Metrics {
 
 /// Counts a connection's close when dropped.
 #[derive(Debug)]
-pub struct ConnectionGuard {
+struct ConnectionGuard {
     closed: IntCounter,
 }
 

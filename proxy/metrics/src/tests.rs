@@ -32,7 +32,16 @@ fn requests_and_connections_render_with_their_labels() {
         http::StatusCode::BAD_GATEWAY,
         Duration::from_millis(1),
     );
-    drop(m.connection_opened(Direction::Inbound));
+    let (socket, _peer) = tokio::io::duplex(64);
+    let conn = m.accepted(Direction::Inbound, socket);
+    assert_eq!(
+        sample(
+            &text(&m),
+            r#"weft_tcp_connections_closed_total{direction="inbound"}"#
+        ),
+        Some("0")
+    );
+    drop(conn);
     let text = text(&m);
     assert_eq!(
         sample(
@@ -110,11 +119,7 @@ fn detect_timeout_ports_are_bounded() {
 async fn metered_io_counts_both_ways() {
     let m = Metrics::new("t").expect("metrics");
     let (a, mut b) = tokio::io::duplex(1024);
-    let mut io = MeteredIo::new(
-        a,
-        m.bytes(Direction::Inbound, Flow::ToServer),
-        m.bytes(Direction::Inbound, Flow::ToClient),
-    );
+    let mut io = m.accepted(Direction::Inbound, a);
     b.write_all(b"12345").await.expect("write");
     let mut buf = [0u8; 5];
     io.read_exact(&mut buf).await.expect("read");
