@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench
+.PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro
 
 CARGO ?= cargo
 
@@ -9,7 +9,7 @@ demo: deps
 
 ## test: everything CI checks: lint, unit and integration tests (the root-only tier included
 ## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
-test: deps lint unit demo-once fuzz-smoke
+test: deps lint unit demo-once fuzz-smoke bench-smoke
 
 deps:
 	scripts/install-deps.sh
@@ -32,6 +32,19 @@ fuzz-smoke:
 fuzz:
 	scripts/fuzz.sh --run 300
 
-## bench: criterion micro-benchmarks of the hot pure code
-bench:
-	$(CARGO) bench --workspace
+## bench: Weft against a direct connection and HAProxy (about 15 minutes); writes BENCHMARKS.md
+bench: bench-deps
+	$(CARGO) build --release --locked -p weft-proxy -p weft-bench
+	./target/release/weft-bench run
+
+## bench-smoke: the same harness in under a minute, to prove it works; writes nothing
+bench-smoke: bench-deps
+	$(CARGO) build --release --locked -p weft-proxy -p weft-bench
+	./target/release/weft-bench run --smoke
+
+bench-deps:
+	scripts/bench-deps.sh
+
+## bench-micro: criterion micro-benchmarks of the hot pure code
+bench-micro:
+	$(CARGO) bench --workspace --exclude weft-bench

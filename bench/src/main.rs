@@ -1,0 +1,399 @@
+//! `weft-bench`: Weft against a direct connection and against HAProxy, on loopback.
+//!
+//! `weft-bench run` starts the upstream (`weft-bench server`), a chain per set-up, and drives the
+//! same load through each, interleaved (A B C D A B C D ...) so drift hits every set-up alike.
+//! It prints one report and, unless `--smoke`, writes it into `BENCHMARKS.md` and
+//! `bench/runs/`. See `bench/README.md`.
+
+// A binary: `pub` marks what the modules share with each other, nothing more.
+#![allow(unreachable_pub)]
+
+mod load;
+mod procs;
+mod report;
+mod server;
+mod setups;
+mod tcp;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use load::{Pace, Protocol};
+use procs::{free_port, Proc};
+use setups::{Certs, Chain, Mode, SETUPS};
+
+#[derive(Parser, Debug)]
+#[command(about = "Weft's benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The upstream: HTTP/1.1 + h2c with a fixed body, gRPC echo, TCP echo.
+    Server {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        http: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        tcp: SocketAddr,
+        /// Response body size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        body_size: usize,
+    },
+    /// Run the benchmark.
+    Run {
+        /// A quick pass (well under a minute) that proves the harness works; writes nothing.
+        #[arg(long)]
+        smoke: bool,
+        /// Repetitions of each run per set-up (the report gives median, min and max).
+        #[arg(long)]
+        reps: Option<usize>,
+        /// Response body size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        body_size: usize,
+        /// The report file to update (between its bench markers).
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+}
+
+/// What one run of the harness measures.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub smoke: bool,
+    pub reps: usize,
+    pub warmup: Duration,
+    pub rate_duration: Duration,
+    pub max_duration: Duration,
+    pub scenarios: Vec<(Protocol, Pace, u32)>,
+    pub pingpongs: usize,
+    pub bulk_bytes: u64,
+    pub body_size: usize,
+}
+
+impl Plan {
+    fn new(smoke: bool, reps: Option<usize>, body_size: usize) -> Plan {
+        use Pace::*;
+        use Protocol::*;
+        if smoke {
+            return Plan {
+                smoke,
+                reps: reps.unwrap_or(1),
+                warmup: Duration::from_millis(200),
+                rate_duration: Duration::from_millis(1000),
+                max_duration: Duration::from_millis(1000),
+                scenarios: vec![
+                    (Http1, Rate(200), 4),
+                    (Http2, Rate(200), 4),
+                    (Grpc, Rate(200), 4),
+                    (Http1, Max, 4),
+                ],
+                pingpongs: 200,
+                bulk_bytes: 8 << 20,
+                body_size,
+            };
+        }
+        Plan {
+            smoke,
+            reps: reps.unwrap_or(3),
+            warmup: Duration::from_secs(1),
+            rate_duration: Duration::from_secs(5),
+            max_duration: Duration::from_secs(4),
+            scenarios: vec![
+                (Http1, Rate(1000), 4),
+                (Http1, Rate(1000), 16),
+                (Http1, Rate(5000), 16),
+                (Http1, Max, 16),
+                (Http2, Rate(1000), 4),
+                (Http2, Rate(1000), 16),
+                (Http2, Rate(5000), 16),
+                (Http2, Max, 16),
+                (Grpc, Rate(1000), 4),
+                (Grpc, Rate(1000), 16),
+                (Grpc, Max, 16),
+            ],
+            pingpongs: 5000,
+            bulk_bytes: 512 << 20,
+            body_size,
+        }
+    }
+}
+
+/// One measured HTTP run.
+#[derive(Clone, Debug)]
+pub struct HttpSample {
+    pub outcome: load::Outcome,
+    /// CPU time the set-up's proxies used during the run (none for `direct`).
+    pub cpu: Option<Duration>,
+    pub duration: Duration,
+}
+
+/// One measured opaque TCP round.
+#[derive(Clone, Debug)]
+pub struct TcpSample {
+    pub rtt_p50_us: f64,
+    pub rtt_p99_us: f64,
+    pub bulk_mib_s: f64,
+}
+
+/// Memory of one set-up's proxies: the largest process's idle RSS and peak RSS, KiB.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    pub idle_kib: u64,
+    pub peak_kib: u64,
+}
+
+/// Everything a run found.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub http: BTreeMap<(Protocol, Pace, u32, &'static str), Vec<HttpSample>>,
+    pub tcp: BTreeMap<&'static str, Vec<TcpSample>>,
+    /// Keyed by set-up and the traffic its chain carried.
+    pub memory: BTreeMap<(&'static str, &'static str), Memory>,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Server {
+            http,
+            tcp,
+            body_size,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(server::run(http, tcp, body_size)),
+        Cmd::Run {
+            smoke,
+            reps,
+            body_size,
+            out,
+        } => {
+            let plan = Plan::new(smoke, reps, body_size);
+            let started = Instant::now();
+            let machine = report::Machine::read(&find_oha()?);
+            let results = run(&plan)?;
+            let text = report::render(&plan, &machine, &results, started.elapsed());
+            println!("{text}");
+            if !plan.smoke {
+                report::write(&out, &machine, &text)?;
+                eprintln!("weft-bench: wrote {} and bench/runs/", out.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run(plan: &Plan) -> anyhow::Result<Results> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("binary folder")?;
+    let weft_bin = dir.join("weft-proxy");
+    anyhow::ensure!(
+        weft_bin.exists(),
+        "{} not built; run `make bench`",
+        weft_bin.display()
+    );
+    let oha = find_oha()?;
+    let work = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let _cleanup = RemoveOnDrop(work.clone());
+    let certs = Certs::create(&work)?;
+    // A gRPC frame: uncompressed flag, big-endian length, a 64-byte message.
+    let grpc_message = work.join("grpc-message.bin");
+    let mut frame = vec![0u8, 0, 0, 0, 64];
+    frame.extend([b'm'; 64]);
+    std::fs::write(&grpc_message, frame)?;
+
+    let (server, lines) = Proc::spawn_reading(
+        "upstream",
+        Command::new(&exe)
+            .args(["server", "--body-size", &plan.body_size.to_string()])
+            .arg("--http")
+            .arg(format!("127.0.0.1:{}", free_port()?))
+            .arg("--tcp")
+            .arg(format!("127.0.0.1:{}", free_port()?)),
+        2,
+    )?;
+    let addr = |prefix: &str| -> anyhow::Result<SocketAddr> {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .context("upstream address")?
+            .trim()
+            .parse()
+            .context("upstream address")
+    };
+    let (http_up, tcp_up) = (addr("http ")?, addr("tcp ")?);
+    let _server = server;
+
+    let mut results = Results::default();
+    let mut chains: BTreeMap<(&'static str, Mode), Chain> = BTreeMap::new();
+    for mode in [Mode::Http1, Mode::Http2, Mode::Tcp] {
+        let upstream = if mode == Mode::Tcp { tcp_up } else { http_up };
+        chains.insert(("direct", mode), Chain::direct(upstream));
+        // One Weft chain carries HTTP/1 and HTTP/2 alike: the proxy detects the protocol.
+        if mode != Mode::Http2 {
+            chains.insert(("weft", mode), Chain::weft(&weft_bin, upstream)?);
+        }
+        chains.insert(
+            ("haproxy-mtls", mode),
+            Chain::haproxy(&certs, &work, mode, true, upstream)?,
+        );
+        chains.insert(
+            ("haproxy-plain", mode),
+            Chain::haproxy(&certs, &work, mode, false, upstream)?,
+        );
+    }
+    for ((setup, mode), chain) in &chains {
+        let idle = chain
+            .procs
+            .iter()
+            .map(|p| p.status_kib("VmRSS"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(&kib) = idle.iter().max() {
+            results
+                .memory
+                .entry((setup, mode_name(*mode)))
+                .or_default()
+                .idle_kib = kib;
+        }
+    }
+    let chain_for = |setup: &'static str, protocol: Protocol| {
+        let mode = match (setup, protocol) {
+            (_, Protocol::Http1) | ("weft", _) => Mode::Http1,
+            _ => Mode::Http2,
+        };
+        (setup, mode)
+    };
+
+    for &(protocol, pace, conns) in &plan.scenarios {
+        let duration = if pace == Pace::Max {
+            plan.max_duration
+        } else {
+            plan.rate_duration
+        };
+        eprintln!("weft-bench: {} {:?} x{conns}", protocol.name(), pace);
+        for setup in SETUPS {
+            let chain = &chains[&chain_for(setup, protocol)];
+            load::run(
+                &oha,
+                &grpc_message,
+                chain.entry,
+                protocol,
+                pace,
+                conns,
+                plan.warmup,
+            )
+            .with_context(|| format!("warm-up of {setup}"))?;
+        }
+        for _ in 0..plan.reps {
+            for setup in SETUPS {
+                let key = chain_for(setup, protocol);
+                let chain = chains.get_mut(&(key.0, key.1)).context("chain")?;
+                let before = chain.cpu()?;
+                let outcome = load::run(
+                    &oha,
+                    &grpc_message,
+                    chain.entry,
+                    protocol,
+                    pace,
+                    conns,
+                    duration,
+                )
+                .with_context(|| format!("{setup}: {} {pace:?} x{conns}", protocol.name()))?;
+                let cpu = (!chain.procs.is_empty())
+                    .then(|| chain.cpu().map(|after| after - before))
+                    .transpose()?;
+                chain.check_running()?;
+                results
+                    .http
+                    .entry((protocol, pace, conns, setup))
+                    .or_default()
+                    .push(HttpSample {
+                        outcome,
+                        cpu,
+                        duration,
+                    });
+            }
+        }
+    }
+
+    eprintln!("weft-bench: opaque TCP");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for _ in 0..plan.reps {
+        for setup in SETUPS {
+            let entry = chains[&(setup, Mode::Tcp)].entry;
+            let pp = rt
+                .block_on(tcp::ping_pong(entry, plan.pingpongs, 64))
+                .with_context(|| format!("{setup} ping-pong"))?;
+            let took = rt
+                .block_on(tcp::bulk(entry, plan.bulk_bytes))
+                .with_context(|| format!("{setup} bulk"))?;
+            results.tcp.entry(setup).or_default().push(TcpSample {
+                rtt_p50_us: pp.quantile(0.5).as_secs_f64() * 1e6,
+                rtt_p99_us: pp.quantile(0.99).as_secs_f64() * 1e6,
+                bulk_mib_s: plan.bulk_bytes as f64 / (1 << 20) as f64 / took.as_secs_f64(),
+            });
+        }
+    }
+    for ((setup, mode), chain) in &chains {
+        let peak = chain
+            .procs
+            .iter()
+            .map(|p| p.status_kib("VmHWM"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(&kib) = peak.iter().max() {
+            results
+                .memory
+                .entry((setup, mode_name(*mode)))
+                .or_default()
+                .peak_kib = kib;
+        }
+    }
+    Ok(results)
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Http1 => "http",
+        Mode::Http2 => "h2",
+        Mode::Tcp => "tcp",
+    }
+}
+
+/// oha from PATH or cargo's bin folder.
+fn find_oha() -> anyhow::Result<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|c| c.join("bin/oha"));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("oha"));
+    for candidate in on_path.chain(cargo_bin) {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("oha not found; `make bench` installs it (cargo install --locked oha)")
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

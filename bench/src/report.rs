@@ -1,0 +1,407 @@
+//! The report: one Markdown text, printed and written into `BENCHMARKS.md` (between markers)
+//! and `bench/runs/<date>-<commit>.md`.
+
+use std::{fmt::Write as _, path::Path, process::Command, time::Duration};
+
+use crate::{
+    load::{Pace, Protocol},
+    setups::SETUPS,
+    Plan, Results,
+};
+
+const BEGIN: &str = "<!-- bench:latest:begin -->";
+const END: &str = "<!-- bench:latest:end -->";
+
+/// Where and with what the run happened.
+#[derive(Debug)]
+pub struct Machine {
+    pub date: String,
+    pub commit: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub kernel: String,
+    pub oha: String,
+    pub haproxy: String,
+}
+
+impl Machine {
+    pub fn read(oha: &Path) -> Machine {
+        let out = |cmd: &str, args: &[&str]| {
+            Command::new(cmd)
+                .args(args)
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let dirty = !out("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        Machine {
+            date: out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            commit: format!(
+                "{}{}",
+                out("git", &["rev-parse", "--short", "HEAD"]),
+                if dirty { "-dirty" } else { "" }
+            ),
+            cpu: cpuinfo
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("model name")?
+                        .split_once(':')
+                        .map(|(_, v)| v.trim().to_string())
+                })
+                .unwrap_or_else(|| "unknown".into()),
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            oha: crate::load::version(oha),
+            haproxy: out("haproxy", &["-v"])
+                .lines()
+                .next()
+                .unwrap_or("haproxy")
+                .to_string(),
+        }
+    }
+}
+
+/// Median, min and max of a set of runs.
+#[derive(Clone, Copy, Debug)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Stat {
+    fn of(mut values: Vec<f64>) -> Option<Stat> {
+        values.retain(|v| v.is_finite());
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Some(Stat {
+            median,
+            min: values[0],
+            max: values[n - 1],
+        })
+    }
+
+    fn show(self, decimals: usize) -> String {
+        if (self.max - self.min).abs() < f64::EPSILON {
+            return format!("{:.*}", decimals, self.median);
+        }
+        format!(
+            "{:.*} [{:.*}–{:.*}]",
+            decimals, self.median, decimals, self.min, decimals, self.max
+        )
+    }
+}
+
+fn show(stat: Option<Stat>, decimals: usize) -> String {
+    stat.map_or_else(|| "–".into(), |s| s.show(decimals))
+}
+
+fn ratio(a: Option<Stat>, b: Option<Stat>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
+        _ => "–".into(),
+    }
+}
+
+fn pace_name(pace: Pace) -> String {
+    match pace {
+        Pace::Rate(r) => format!("{r} rps"),
+        Pace::Max => "max".into(),
+    }
+}
+
+/// Renders the whole report.
+pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "## Run of {}, commit `{}`{}\n",
+        m.date,
+        m.commit,
+        if plan.smoke { " (smoke)" } else { "" }
+    );
+    let _ = writeln!(
+        o,
+        "Machine: {}, {} cores, Linux {}. Load: {}. {}. Took {:.0} s.\n",
+        m.cpu,
+        m.cores,
+        m.kernel,
+        m.oha,
+        m.haproxy,
+        took.as_secs_f64()
+    );
+    let _ = writeln!(
+        o,
+        "Each figure is the median of {} runs per set-up, with [min–max] when they differ; runs \
+         interleave the set-ups; a {:.1} s warm-up per scenario and set-up is discarded. Fixed-rate \
+         runs last {:.0} s, open loop with oha's latency correction (coordinated omission); \
+         maximum-throughput runs last {:.0} s, closed loop. Responses are {} bytes. Every proxy has \
+         one thread. **Weft's hop between its two proxies is plaintext** until mTLS lands (issue 4): \
+         `haproxy-plain` is the like-for-like comparison today, `haproxy-mtls` the target chain.\n",
+        plan.reps,
+        plan.warmup.as_secs_f64(),
+        plan.rate_duration.as_secs_f64(),
+        plan.max_duration.as_secs_f64(),
+        plan.body_size
+    );
+
+    let http = |p: Protocol, pace: Pace, c: u32, s: &'static str| r.http.get(&(p, pace, c, s));
+    let pct = |p, pace, c, s, i: usize| {
+        http(p, pace, c, s)
+            .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.percentiles_us[i]).collect()))
+    };
+    let added_p99 = |p, pace, c, s| {
+        let (Some(prox), Some(direct)) = (http(p, pace, c, s), http(p, pace, c, "direct")) else {
+            return None;
+        };
+        // Pair each run with the direct run of the same round: drift cancels.
+        Stat::of(
+            prox.iter()
+                .zip(direct)
+                .map(|(a, b)| a.outcome.percentiles_us[2] - b.outcome.percentiles_us[2])
+                .collect(),
+        )
+    };
+    let mut scenarios: Vec<(Protocol, Pace, u32)> = plan.scenarios.clone();
+    scenarios.dedup();
+
+    let _ = writeln!(o, "### Latency at a fixed rate, µs\n");
+    let _ = writeln!(o, "| protocol | rate | conns | set-up | p50 | p90 | p99 | p99.9 | p99 added over direct | achieved rps |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    for &(p, pace, c) in scenarios.iter().filter(|s| s.1 != Pace::Max) {
+        for s in SETUPS {
+            let rps = http(p, pace, c, s)
+                .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.rps).collect()));
+            let added = if s == "direct" {
+                "–".into()
+            } else {
+                show(added_p99(p, pace, c, s), 0)
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {c} | {s} | {} | {} | {} | {} | {added} | {} |",
+                p.name(),
+                pace_name(pace),
+                show(pct(p, pace, c, s, 0), 0),
+                show(pct(p, pace, c, s, 1), 0),
+                show(pct(p, pace, c, s, 2), 0),
+                show(pct(p, pace, c, s, 3), 0),
+                show(rps, 0)
+            );
+        }
+    }
+
+    let _ = writeln!(o, "\n### Ratios at a fixed rate (medians)\n");
+    let _ = writeln!(o, "| protocol | rate | conns | Weft/direct p99 | Weft/HAProxy-mTLS p99 | Weft/HAProxy-plain p99 | added p99: Weft/HAProxy-mTLS | added p99: Weft/HAProxy-plain |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    for &(p, pace, c) in scenarios.iter().filter(|s| s.1 != Pace::Max) {
+        let weft = pct(p, pace, c, "weft", 2);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {c} | {} | {} | {} | {} | {} |",
+            p.name(),
+            pace_name(pace),
+            ratio(weft, pct(p, pace, c, "direct", 2)),
+            ratio(weft, pct(p, pace, c, "haproxy-mtls", 2)),
+            ratio(weft, pct(p, pace, c, "haproxy-plain", 2)),
+            ratio(
+                added_p99(p, pace, c, "weft"),
+                added_p99(p, pace, c, "haproxy-mtls")
+            ),
+            ratio(
+                added_p99(p, pace, c, "weft"),
+                added_p99(p, pace, c, "haproxy-plain")
+            ),
+        );
+    }
+
+    // Requests per CPU-second of one proxy: a chain has two proxies on every request's path.
+    let per_core = |p, c, s| {
+        http(p, Pace::Max, c, s).and_then(|v| {
+            Stat::of(
+                v.iter()
+                    .filter_map(|x| Some(2.0 * x.outcome.requests as f64 / x.cpu?.as_secs_f64()))
+                    .collect(),
+            )
+        })
+    };
+    let cpu_10k = |p, pace, c, s| {
+        http(p, pace, c, s).and_then(|v| {
+            Stat::of(
+                v.iter()
+                    .filter_map(|x| {
+                        Some(x.cpu?.as_secs_f64() * 10_000.0 / x.outcome.requests as f64)
+                    })
+                    .collect(),
+            )
+        })
+    };
+    let _ = writeln!(o, "\n### Maximum throughput (closed loop) and CPU\n");
+    let _ = writeln!(o, "| protocol | conns | set-up | requests/s | requests per proxy CPU-second | CPU s per 10k requests (both proxies) | CPU s per 10k at a fixed rate (both proxies) |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    for &(p, _, c) in scenarios.iter().filter(|s| s.1 == Pace::Max) {
+        for s in SETUPS {
+            let rps = http(p, Pace::Max, c, s)
+                .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.rps).collect()));
+            let at_rate = scenarios
+                .iter()
+                .find(|x| x.0 == p && matches!(x.1, Pace::Rate(_)))
+                .and_then(|&(_, pace, c2)| {
+                    Some(format!(
+                        "{} at {}, {c2} conns",
+                        cpu_10k(p, pace, c2, s)?.show(3),
+                        pace_name(pace)
+                    ))
+                });
+            let _ = writeln!(
+                o,
+                "| {} | {c} | {s} | {} | {} | {} | {} |",
+                p.name(),
+                show(rps, 0),
+                show(per_core(p, c, s), 0),
+                show(cpu_10k(p, Pace::Max, c, s), 3),
+                at_rate.unwrap_or_else(|| "–".into())
+            );
+        }
+    }
+
+    let _ = writeln!(o, "\n### Opaque TCP (one connection)\n");
+    let _ = writeln!(
+        o,
+        "| set-up | round trip p50, µs | round trip p99, µs | bulk echo, MiB/s each way |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|");
+    for s in SETUPS {
+        let v = r.tcp.get(s).cloned().unwrap_or_default();
+        let st = |f: fn(&crate::TcpSample) -> f64| Stat::of(v.iter().map(f).collect());
+        let _ = writeln!(
+            o,
+            "| {s} | {} | {} | {} |",
+            show(st(|x| x.rtt_p50_us), 0),
+            show(st(|x| x.rtt_p99_us), 0),
+            show(st(|x| x.bulk_mib_s), 0)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nNew mTLS connections per second: not measured yet (Weft has no mTLS until issue 4)."
+    );
+
+    let _ = writeln!(
+        o,
+        "\n### Memory per proxy process, MiB (the larger of a chain's two)\n"
+    );
+    let _ = writeln!(
+        o,
+        "| set-up | traffic | idle RSS | peak RSS (VmHWM) after the run |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|");
+    for ((s, traffic), mem) in &r.memory {
+        if *s == "direct" {
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "| {s} | {traffic} | {:.1} | {:.1} |",
+            mem.idle_kib as f64 / 1024.0,
+            mem.peak_kib as f64 / 1024.0
+        );
+    }
+
+    // Goals of issue 3, on this machine in this run.
+    let base = (Protocol::Http1, Pace::Rate(1000), 4);
+    let added_weft = added_p99(base.0, base.1, base.2, "weft");
+    let added_hap = added_p99(base.0, base.1, base.2, "haproxy-mtls");
+    let weft_core = per_core(Protocol::Http1, 16, "weft");
+    let hap_core = per_core(Protocol::Http1, 16, "haproxy-mtls");
+    let weft_idle = r
+        .memory
+        .get(&("weft", "http"))
+        .map(|m| m.idle_kib as f64 / 1024.0);
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    let _ = writeln!(o, "\n### Goals\n");
+    let _ = writeln!(o, "| goal | Weft | HAProxy (mTLS) | verdict |");
+    let _ = writeln!(o, "|---|---|---|---|");
+    let _ = writeln!(
+        o,
+        "| added p99 at 1,000 rps (HTTP/1.1, 4 conns) at most half of HAProxy's, µs | {} | {} | {} |",
+        show(added_weft, 0),
+        show(added_hap, 0),
+        verdict(added_weft.zip(added_hap).map(|(w, h)| w.median <= 0.5 * h.median))
+    );
+    let _ = writeln!(
+        o,
+        "| requests per proxy CPU-second above HAProxy's (HTTP/1.1, closed loop) | {} | {} | {} |",
+        show(weft_core, 0),
+        show(hap_core, 0),
+        verdict(weft_core.zip(hap_core).map(|(w, h)| w.median > h.median))
+    );
+    let _ = writeln!(
+        o,
+        "| idle RSS per proxy under 6 MiB | {} | – | {} |",
+        weft_idle.map_or("–".into(), |v| format!("{v:.1}")),
+        verdict(weft_idle.map(|v| v < 6.0))
+    );
+    let _ = writeln!(
+        o,
+        "\nThe comparison with HAProxy-mTLS flatters Weft until Weft's hop carries TLS too; the \
+         HAProxy-plain rows are the fair one today."
+    );
+
+    // Is the load tool the bottleneck? The direct set-up shows what it can drive.
+    if let (Some(direct), Some(weft)) = (
+        http(Protocol::Http1, Pace::Max, 16, "direct")
+            .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.rps).collect())),
+        http(Protocol::Http1, Pace::Max, 16, "weft")
+            .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.rps).collect())),
+    ) {
+        let _ = writeln!(
+            o,
+            "\nLoad tool check: closed loop, oha drives the upstream directly at {:.0} requests/s, \
+             {:.1}x what it gets through Weft, so the proxied figures are not capped by the client. \
+             Every process shares the same {} cores, so client, proxies and server compete for CPU \
+             alike in every set-up.",
+            direct.median,
+            direct.median / weft.median.max(1.0),
+            m.cores
+        );
+    }
+    o
+}
+
+/// Replaces the latest-run section of `out` and saves the run under `bench/runs/`.
+pub fn write(out: &Path, m: &Machine, text: &str) -> anyhow::Result<()> {
+    let doc = std::fs::read_to_string(out).unwrap_or_default();
+    let section = format!("{BEGIN}\n{text}\n{END}");
+    let doc = match (doc.find(BEGIN), doc.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{section}{}", &doc[..b], &doc[e + END.len()..]),
+        _ => format!("{doc}\n## Latest run\n\n{section}\n"),
+    };
+    std::fs::write(out, doc)?;
+    let runs = Path::new("bench/runs");
+    std::fs::create_dir_all(runs)?;
+    let name = format!(
+        "{}-{}.md",
+        m.date.split(' ').next().unwrap_or("run"),
+        m.commit
+    );
+    std::fs::write(runs.join(name), text)?;
+    Ok(())
+}

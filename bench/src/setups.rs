@@ -1,0 +1,299 @@
+//! The set-ups under test, each a chain of processes in front of the same upstream:
+//!
+//! - `direct`: client -> server.
+//! - `weft`: client -> weft-proxy (outbound) -> weft-proxy (inbound) -> server.
+//! - `haproxy-mtls`: client -> haproxy -> TLS 1.3 with client certificates -> haproxy -> server.
+//! - `haproxy-plain`: the same HAProxy chain with a plaintext hop, the like-for-like comparison
+//!   while Weft's hop has no TLS yet.
+//!
+//! Each proxy runs one thread (`WEFT_THREADS=1`, `nbthread 1`).
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::Context;
+
+use crate::procs::{free_port, wait_listening, Proc};
+
+/// Which kind of traffic a chain carries; HAProxy needs a configuration per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    Http1,
+    Http2,
+    Tcp,
+}
+
+/// A set-up: where the client connects, and the proxy processes on the path.
+#[derive(Debug)]
+pub struct Chain {
+    pub entry: SocketAddr,
+    pub procs: Vec<Proc>,
+}
+
+/// Names of the set-ups, in the order runs interleave.
+pub const SETUPS: [&str; 4] = ["direct", "weft", "haproxy-mtls", "haproxy-plain"];
+
+impl Chain {
+    pub fn direct(upstream: SocketAddr) -> Chain {
+        Chain {
+            entry: upstream,
+            procs: Vec::new(),
+        }
+    }
+
+    /// Two weft-proxy processes: the first's outbound listener forwards to the second's inbound
+    /// listener, which forwards to `upstream` (explicit mode both).
+    pub fn weft(bin: &Path, upstream: SocketAddr) -> anyhow::Result<Chain> {
+        let (out_port, in_port) = (free_port()?, free_port()?);
+        let proxy = |name: &str, env: &[(&str, String)]| -> anyhow::Result<Proc> {
+            let mut cmd = Command::new(bin);
+            cmd.env_clear()
+                .env("WEFT_THREADS", "1")
+                .env("WEFT_LOG", "warn")
+                .env("WEFT_OUTBOUND_PORT", free_port()?.to_string())
+                .env("WEFT_INBOUND_PORT", free_port()?.to_string())
+                .env("WEFT_ADMIN_PORT", free_port()?.to_string());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            Proc::spawn(name, &mut cmd)
+        };
+        let inbound = proxy(
+            "weft-inbound",
+            &[
+                ("WEFT_INBOUND_PORT", in_port.to_string()),
+                ("WEFT_INBOUND_TARGET", upstream.to_string()),
+            ],
+        )?;
+        let outbound = proxy(
+            "weft-outbound",
+            &[
+                ("WEFT_OUTBOUND_PORT", out_port.to_string()),
+                ("WEFT_OUTBOUND_TARGET", format!("127.0.0.1:{in_port}")),
+            ],
+        )?;
+        let entry = SocketAddr::from(([127, 0, 0, 1], out_port));
+        wait_listening(
+            SocketAddr::from(([127, 0, 0, 1], in_port)),
+            "weft inbound proxy",
+        )?;
+        wait_listening(entry, "weft outbound proxy")?;
+        Ok(Chain {
+            entry,
+            procs: vec![outbound, inbound],
+        })
+    }
+
+    /// Two haproxy processes, the hop between them TLS 1.3 with client certificates (`tls`) or
+    /// plaintext. Keep-alive and connection reuse on both hops.
+    pub fn haproxy(
+        certs: &Certs,
+        work: &Path,
+        mode: Mode,
+        tls: bool,
+        upstream: SocketAddr,
+    ) -> anyhow::Result<Chain> {
+        let (entry_port, hop_port) = (free_port()?, free_port()?);
+        let setup = if tls { "haproxy-mtls" } else { "haproxy-plain" };
+        let tag = format!("{setup}-{mode:?}").to_lowercase();
+        let http = mode != Mode::Tcp;
+        let h2 = mode == Mode::Http2;
+        let alpn = if h2 { "h2" } else { "http/1.1" };
+        let mut defaults = String::new();
+        let _ = writeln!(defaults, "global\n    nbthread 1\n    maxconn 8000\n");
+        let _ = writeln!(
+            defaults,
+            "defaults\n    mode {}\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s",
+            if http { "http" } else { "tcp" }
+        );
+        if http {
+            let _ = writeln!(
+                defaults,
+                "    timeout http-keep-alive 60s\n    http-reuse always"
+            );
+        }
+        let client_tls = if tls {
+            let mut s = format!(
+                " ssl crt {} ca-file {} verify required verifyhost server ssl-min-ver TLSv1.3",
+                certs.client_pem.display(),
+                certs.ca.display()
+            );
+            if http {
+                let _ = write!(s, " alpn {alpn}");
+            }
+            s
+        } else if h2 {
+            " proto h2".to_string()
+        } else {
+            String::new()
+        };
+        let server_tls = if tls {
+            let mut s = format!(
+                " ssl crt {} ca-file {} verify required ssl-min-ver TLSv1.3",
+                certs.server_pem.display(),
+                certs.ca.display()
+            );
+            if http {
+                let _ = write!(s, " alpn {alpn}");
+            }
+            s
+        } else if h2 {
+            " proto h2".to_string()
+        } else {
+            String::new()
+        };
+        let h2_proto = if h2 { " proto h2" } else { "" };
+        let first = format!(
+            "{defaults}\nfrontend entry\n    bind 127.0.0.1:{entry_port}{h2_proto}\n    default_backend hop\n\
+             backend hop\n    server next 127.0.0.1:{hop_port}{client_tls}\n"
+        );
+        let second = format!(
+            "{defaults}\nfrontend hop\n    bind 127.0.0.1:{hop_port}{server_tls}\n    default_backend app\n\
+             backend app\n    server app {upstream}{h2_proto}\n"
+        );
+        let mut procs = Vec::new();
+        for (name, cfg) in [("second", second), ("first", first)] {
+            let path = work.join(format!("{tag}-{name}.cfg"));
+            std::fs::write(&path, cfg)?;
+            let check = Command::new("haproxy")
+                .arg("-c")
+                .arg("-q")
+                .arg("-f")
+                .arg(&path)
+                .output()?;
+            anyhow::ensure!(
+                check.status.success(),
+                "haproxy rejected {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&check.stderr)
+            );
+            procs.push(Proc::spawn(
+                &format!("{tag}-{name}"),
+                Command::new("haproxy").arg("-db").arg("-f").arg(&path),
+            )?);
+        }
+        let entry = SocketAddr::from(([127, 0, 0, 1], entry_port));
+        wait_listening(
+            SocketAddr::from(([127, 0, 0, 1], hop_port)),
+            "second haproxy",
+        )?;
+        wait_listening(entry, "first haproxy")?;
+        procs.reverse();
+        Ok(Chain { entry, procs })
+    }
+
+    /// Total CPU time of the chain's proxies.
+    pub fn cpu(&self) -> anyhow::Result<std::time::Duration> {
+        self.procs.iter().map(Proc::cpu).sum()
+    }
+
+    /// Fails if a proxy of the chain died.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        self.procs.iter_mut().try_for_each(Proc::check_running)
+    }
+}
+
+/// ECDSA P-256 certificates for the HAProxy TLS hop, made with openssl.
+#[derive(Debug)]
+pub struct Certs {
+    pub ca: PathBuf,
+    pub server_pem: PathBuf,
+    pub client_pem: PathBuf,
+}
+
+impl Certs {
+    pub fn create(dir: &Path) -> anyhow::Result<Certs> {
+        let run = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .context("openssl")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=weft-bench-ca",
+            ],
+        ]
+        .concat())?;
+        for (name, eku) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            let ext = dir.join(format!("{name}.ext"));
+            std::fs::write(
+                &ext,
+                format!("subjectAltName=DNS:{name}\nextendedKeyUsage={eku}\n"),
+            )?;
+            let (key, csr, crt) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+            );
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat())?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext.to_string_lossy(),
+            ])?;
+            let pem = [
+                std::fs::read(dir.join(&crt))?,
+                std::fs::read(dir.join(&key))?,
+            ]
+            .concat();
+            std::fs::write(dir.join(format!("{name}.pem")), pem)?;
+        }
+        Ok(Certs {
+            ca: dir.join("ca.crt"),
+            server_pem: dir.join("server.pem"),
+            client_pem: dir.join("client.pem"),
+        })
+    }
+}
