@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Where weft-proxy's instructions go, per request: callgrind counts instructions (repeatable,
+# unlike time on a shared machine) while oha sends a fixed number of requests through one proxy
+# in explicit mode to the bench upstream. Prints instructions per request and the top functions.
+#
+# Usage: scripts/profile.sh [http1|http2] [REQUESTS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+proto=${1:-http1}
+n=${2:-20000}
+command -v valgrind >/dev/null || { echo "profile: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+scripts/bench-deps.sh
+oha="${CARGO_HOME:-$HOME/.cargo}/bin/oha"
+cargo build --release --locked -q -p weft-proxy -p weft-bench
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up=$(free_port); out=$(free_port); admin=$(free_port)
+./target/release/weft-bench server --http "127.0.0.1:$up" --tcp "127.0.0.1:$(free_port)" >/dev/null &
+pids+=($!)
+WEFT_OUTBOUND_PORT=$out WEFT_INBOUND_PORT=0 WEFT_ADMIN_PORT=$admin WEFT_LOG=warn \
+  WEFT_OUTBOUND_TARGET="127.0.0.1:$up" \
+  valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" -q ./target/release/weft-proxy &
+pids+=($!)
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+flags=()
+[ "$proto" = http2 ] && flags=(--http2 -p 1)
+"$oha" --no-tui -n 200 -c 4 "${flags[@]}" "http://127.0.0.1:$out/" >/dev/null  # warm-up
+# Only the measured requests are counted: zero the counters, measure, dump.
+callgrind_control -z >/dev/null
+"$oha" --no-tui -n "$n" -c 4 "${flags[@]}" "http://127.0.0.1:$out/" >/dev/null
+callgrind_control -d >/dev/null
+sleep 1
+curl -sf -XPOST "http://127.0.0.1:$admin/shutdown" >/dev/null
+wait "${pids[1]}" 2>/dev/null || true
+dump=$(ls -t "$work"/callgrind.out* | grep -v '\.out$' | head -1 || true)
+[ -n "$dump" ] || dump="$work/callgrind.out"
+total=$(callgrind_annotate "$dump" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",","",$1); print $1}')
+echo "profile: $proto, $n requests: $total instructions, $((total / n)) per request"
+callgrind_annotate --inclusive=no "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | head -40
