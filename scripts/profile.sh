@@ -46,6 +46,8 @@ curl -sf -XPOST "http://127.0.0.1:$admin/shutdown" >/dev/null
 wait "${pids[1]}" 2>/dev/null || true
 dump=$(ls -t "$work"/callgrind.out* | grep -v '\.out$' | head -1 || true)
 [ -n "$dump" ] || dump="$work/callgrind.out"
+cp "$dump" "${PROFILE_OUT:-/tmp/weft-profile.out}"
 total=$(callgrind_annotate "$dump" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",","",$1); print $1}')
 echo "profile: $proto, $n requests: $total instructions, $((total / n)) per request"
-callgrind_annotate --inclusive=no "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | head -40
+callgrind_annotate --inclusive=no --threshold=100 "$dump" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | head -40
+echo "profile: the whole dump is in ${PROFILE_OUT:-/tmp/weft-profile.out} (callgrind_annotate, kcachegrind)"

@@ -162,7 +162,7 @@ impl App {
             stop_admin.clone(),
         )?;
 
-        let upstreams = Arc::new(Upstreams::new(config.client.clone()));
+        let upstreams = Upstreams::new(config.client.clone());
         let stack = |direction, target| {
             Arc::new(Stack {
                 direction,

@@ -341,3 +341,103 @@ async fn the_inbound_listener_proxies_and_labels_inbound() {
         None
     );
 }
+
+/// An upstream that answers one request per connection and then closes it without saying so
+/// (no `Connection: close`): its connections look reusable until they are not.
+async fn one_shot_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let _ = read_head(&mut s).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                let _ = s.shutdown().await;
+                drop(s);
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    (addr, closed)
+}
+
+/// Mostly the pool's readiness check at checkout catches these; the retry in `send_h1` covers
+/// the narrower race where the close lands between checkout and write, which this test cannot
+/// force.
+#[tokio::test]
+async fn pooled_connections_closed_by_the_upstream_cause_no_errors() {
+    let (upstream, _closed) = one_shot_upstream().await;
+    let proxy = TestProxy::to(upstream).await;
+    let mut client = h1(proxy.outbound()).await;
+    for i in 0..30 {
+        let rsp = client
+            .send_request(
+                Request::get("/")
+                    .header("host", "flaky")
+                    .body(Full::default())
+                    .expect("req"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(
+            rsp.status(),
+            StatusCode::OK,
+            "request {i}: {:?}",
+            rsp.headers().get("weft-proxy-error")
+        );
+        rsp.into_body().collect().await.expect("body");
+    }
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let _ = read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .expect("write");
+        // Keep-alive from our side: only the proxy closing makes this read return.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+        let _ = closed_tx.send(());
+    });
+    let proxy = TestProxy::with(&[
+        ("WEFT_OUTBOUND_TARGET", &upstream.to_string()),
+        ("WEFT_UPSTREAM_IDLE_TIMEOUT", "300ms"),
+    ])
+    .await;
+    let mut client = h1(proxy.outbound()).await;
+    let rsp = client
+        .send_request(
+            Request::get("/")
+                .header("host", "idle")
+                .body(Full::default())
+                .expect("req"),
+        )
+        .await
+        .expect("response");
+    rsp.into_body().collect().await.expect("body");
+    let start = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the proxy closed its idle upstream connection within 10s");
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "closed before it was idle long"
+    );
+}

@@ -14,13 +14,16 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use weft_proxy_metrics::{Direction, Metrics};
 
+use crate::client::Checkout;
+
 /// An upstream's streamed body, or a short body the proxy wrote itself (an error message).
 pub type Inner = Either<Incoming, Full<Bytes>>;
 
 pin_project_lite::pin_project! {
-    /// A response body that counts its request in `weft_requests_total` and
-    /// `weft_request_duration_seconds` when it is dropped: after its last frame was written, or
-    /// when the client went away. hyper may never poll an empty body, but it always drops it.
+    /// A response body that, when dropped (after its last frame was written, or when the client
+    /// went away; hyper may never poll an empty body, but it always drops it), counts its request
+    /// in `weft_requests_total` and `weft_request_duration_seconds` and hands the upstream
+    /// HTTP/1 connection back to its pool.
     #[derive(Debug)]
     pub struct ResponseBody {
         #[pin]
@@ -35,16 +38,19 @@ struct Recorder {
     direction: Direction,
     status: StatusCode,
     start: Instant,
+    checkout: Option<Checkout>,
 }
 
 impl ResponseBody {
-    /// Wraps `inner`, the body of a response with `status` to a request that arrived at `start`.
+    /// Wraps `inner`, the body of a response with `status` to a request that arrived at `start`,
+    /// read from the upstream connection `checkout` (HTTP/1).
     pub fn new(
         inner: Inner,
         metrics: Arc<Metrics>,
         direction: Direction,
         status: StatusCode,
         start: Instant,
+        checkout: Option<Checkout>,
     ) -> Self {
         Self {
             inner,
@@ -53,6 +59,7 @@ impl ResponseBody {
                 direction,
                 status,
                 start,
+                checkout,
             },
         }
     }
@@ -62,6 +69,10 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.metrics
             .request(self.direction, self.status, self.start.elapsed());
+        // `inner`, declared first, is already dropped: the response has been read (or abandoned).
+        if let Some(checkout) = self.checkout.take() {
+            checkout.release();
+        }
     }
 }
 

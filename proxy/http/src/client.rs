@@ -1,32 +1,36 @@
-//! Pooled upstream clients.
+//! Pooled upstream connections, on hyper's connection API.
 //!
-//! hyper-util's pooled client does the pooling: keep-alive HTTP/1 connections reused one request
-//! at a time, and one multiplexed HTTP/2 connection per endpoint. Its pool is keyed by the
-//! request's authority, but a transparent proxy must connect to the *original destination*
-//! whatever the `Host` header says, so each endpoint gets its own client whose connector always
-//! dials that endpoint. The `Host` header and `:authority` are forwarded untouched.
+//! Each endpoint (address and HTTP version) has its own pool, so the proxy always dials the
+//! connection's original destination whatever the `Host` header says, and forwards `Host` and
+//! `:authority` untouched:
+//!
+//! - HTTP/1: idle connections wait in a list; a request takes one (or dials), and the connection
+//!   goes back when the response body is dropped, if it is ready for another request. A pooled
+//!   connection that the server closed before our request was written is retried once on a fresh
+//!   connection: the request was never sent, so nothing is replayed.
+//! - HTTP/2: one multiplexed connection per endpoint, shared by every request.
+//!
+//! Why not hyper-util's pooled client: profiled through the proxy (`scripts/profile.sh`), it cost
+//! about 9,500 instructions per request, a quarter of the proxy's total: a task spawned per request
+//! to return the connection, its pool key SipHashed several times, large futures moved. This pool
+//! costs a lookup per connection and a `Vec` push/pop per request. It is also where the mesh's
+//! endpoint connect (mTLS, one HTTP/2 connection per peer proxy) slots in.
 
 use std::{
     collections::HashMap,
-    future::Future,
     net::SocketAddr,
-    pin::Pin,
-    sync::Mutex,
-    task::{Context, Poll},
+    sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
 
-use http::Uri;
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::Client,
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+use http::{Request, Response};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
 };
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
 use weft_proxy_transport::{connect, ConnectError};
-
-/// A pooled client for one endpoint and protocol.
-pub type UpstreamClient = Client<EndpointConnector, Incoming>;
 
 /// How upstream connections are made and kept.
 #[derive(Clone, Debug)]
@@ -48,96 +52,263 @@ pub enum UpstreamVersion {
     Http2,
 }
 
-/// The pooled clients of every endpoint the proxy has talked to recently.
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The HTTP exchange failed (handshake, reset, protocol error).
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// The pools of every endpoint the proxy has talked to recently.
 #[derive(Debug)]
 pub struct Upstreams {
     settings: ClientSettings,
-    clients: Mutex<Clients>,
+    endpoints: Mutex<HashMap<(SocketAddr, UpstreamVersion), Arc<Endpoint>>>,
+}
+
+impl Upstreams {
+    /// An empty set of pools. A background task closes connections idle for longer than the
+    /// idle timeout and forgets endpoints with nothing pooled; it stops when this is dropped.
+    pub fn new(settings: ClientSettings) -> Arc<Self> {
+        let this = Arc::new(Self {
+            settings,
+            endpoints: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(reap(Arc::downgrade(&this)));
+        this
+    }
+
+    /// The pool for `addr` speaking `version`. Called once per accepted connection.
+    pub fn endpoint(&self, addr: SocketAddr, version: UpstreamVersion) -> Arc<Endpoint> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        endpoints
+            .entry((addr, version))
+            .or_insert_with(|| {
+                Arc::new(Endpoint {
+                    addr,
+                    version,
+                    settings: self.settings.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    h2: Mutex::new(None),
+                    h2_connecting: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Closes idle connections past their timeout, and forgets endpoints nobody holds.
+async fn reap(upstreams: Weak<Upstreams>) {
+    let period = match upstreams.upgrade() {
+        Some(u) => (u.settings.idle_timeout / 2).max(Duration::from_millis(100)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(upstreams) = upstreams.upgrade() else {
+            return;
+        };
+        let mut endpoints = upstreams
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        endpoints.retain(|_, endpoint| {
+            endpoint.prune();
+            // Held elsewhere (a live downstream connection) or still pooling: keep.
+            Arc::strong_count(endpoint) > 1 || endpoint.has_connections()
+        });
+    }
+}
+
+/// One endpoint's connections.
+#[derive(Debug)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    version: UpstreamVersion,
+    settings: ClientSettings,
+    idle: Mutex<Vec<Idle>>,
+    /// The shared HTTP/2 connection and when a request last used it.
+    h2: Mutex<Option<(http2::SendRequest<Incoming>, Instant)>>,
+    /// Held while dialling HTTP/2, so concurrent first requests share one connection.
+    h2_connecting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
-struct Clients {
-    by_endpoint: HashMap<(SocketAddr, UpstreamVersion), (UpstreamClient, Instant)>,
-    /// The map is swept of clients unused for an idle timeout when it grows past this size.
-    sweep_at: usize,
+struct Idle {
+    tx: http1::SendRequest<Incoming>,
+    since: Instant,
 }
 
-/// Sweeping starts once this many endpoints are cached.
-const MIN_SWEEP_AT: usize = 1024;
+/// An HTTP/1 connection lent to one request; hand it back with [`Checkout::release`] when the
+/// response body is done.
+#[derive(Debug)]
+pub struct Checkout {
+    tx: http1::SendRequest<Incoming>,
+    endpoint: Arc<Endpoint>,
+}
 
-impl Upstreams {
-    /// An empty set of clients.
-    pub fn new(settings: ClientSettings) -> Self {
-        Self {
-            settings,
-            clients: Mutex::new(Clients {
-                by_endpoint: HashMap::new(),
-                sweep_at: MIN_SWEEP_AT,
-            }),
+impl Checkout {
+    /// Returns the connection to the pool if it can take another request now (its response was
+    /// read to the end and it was not upgraded); otherwise it closes.
+    pub fn release(self) {
+        if self.tx.is_ready() {
+            let mut idle = self.endpoint.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < self.endpoint.settings.max_idle_per_endpoint {
+                idle.push(Idle {
+                    tx: self.tx,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+}
+
+impl Endpoint {
+    /// Sends `req` on a pooled or new connection. For HTTP/1 the connection comes back as a
+    /// [`Checkout`] to release when the response body is done.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Checkout>), ClientError> {
+        match self.version {
+            UpstreamVersion::Http1 => self.send_h1(req).await.map(|(rsp, c)| (rsp, Some(c))),
+            UpstreamVersion::Http2 => self.send_h2(req).await.map(|rsp| (rsp, None)),
         }
     }
 
-    /// The pooled client for `addr` speaking `version`, made on first use.
-    ///
-    /// Called once per accepted connection, not per request.
-    pub fn client(&self, addr: SocketAddr, version: UpstreamVersion) -> UpstreamClient {
-        let now = Instant::now();
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((client, used)) = clients.by_endpoint.get_mut(&(addr, version)) {
-            *used = now;
-            return client.clone();
+    async fn send_h1(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Checkout), ClientError> {
+        let mut req = req;
+        if let Some(mut tx) = self.take_idle() {
+            match tx.try_send_request(req).await {
+                Ok(rsp) => {
+                    return Ok((
+                        rsp,
+                        Checkout {
+                            tx,
+                            endpoint: self.clone(),
+                        },
+                    ))
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: the pooled connection was closing. Retry on a new one.
+                    Some(unsent) => {
+                        debug!(addr = %self.addr, error = %e.error(), "pooled connection was closed; reconnecting");
+                        req = unsent;
+                    }
+                    None => return Err(e.into_error().into()),
+                },
+            }
         }
-        if clients.by_endpoint.len() >= clients.sweep_at {
-            // A client unused for an idle timeout holds no pooled connection worth keeping;
-            // connections still in use keep their own handle on it.
-            let idle = self.settings.idle_timeout;
-            clients
-                .by_endpoint
-                .retain(|_, (_, used)| now.duration_since(*used) < idle);
-            clients.sweep_at = (clients.by_endpoint.len() * 2).max(MIN_SWEEP_AT);
-        }
-        let client = self.build(addr, version);
-        clients
-            .by_endpoint
-            .insert((addr, version), (client.clone(), now));
-        client
+        // Dialling is the rare path: boxed, so its large future does not swell the future every
+        // request carries (hyper moves that into a task per HTTP/2 stream).
+        let mut tx = Box::pin(self.connect_h1()).await?;
+        let rsp = tx.send_request(req).await?;
+        Ok((
+            rsp,
+            Checkout {
+                tx,
+                endpoint: self.clone(),
+            },
+        ))
     }
 
-    fn build(&self, addr: SocketAddr, version: UpstreamVersion) -> UpstreamClient {
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
+    async fn send_h2(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ClientError> {
+        let mut tx = match self.shared_h2() {
+            Some(tx) => tx,
+            None => {
+                let _dialling = self.h2_connecting.lock().await;
+                match self.shared_h2() {
+                    Some(tx) => tx,
+                    None => {
+                        let tx = Box::pin(self.connect_h2()).await?;
+                        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((tx.clone(), Instant::now()));
+                        tx
+                    }
+                }
+            }
+        };
+        tx.ready().await?;
+        Ok(tx.send_request(req).await?)
+    }
+
+    /// A ready idle HTTP/1 connection, newest first; stale or closed ones are dropped.
+    fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.tx.is_ready() && conn.since.elapsed() < self.settings.idle_timeout {
+                return Some(conn.tx);
+            }
+        }
+        None
+    }
+
+    fn shared_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        let (tx, used) = h2.as_mut().filter(|(tx, _)| !tx.is_closed())?;
+        *used = Instant::now();
+        Some(tx.clone())
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, ClientError> {
+        let io = TokioIo::new(connect(self.addr, self.settings.connect_timeout).await?);
+        let (tx, conn) = http1::Builder::new().handshake(io).await?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(%addr, error = %e, "upstream connection closed with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, ClientError> {
+        let io = TokioIo::new(connect(self.addr, self.settings.connect_timeout).await?);
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(self.settings.idle_timeout)
-            .pool_max_idle_per_host(self.settings.max_idle_per_endpoint)
-            // The request's own Host header is forwarded as it came, or not at all.
-            .set_host(false)
-            .http2_only(version == UpstreamVersion::Http2);
-        builder.build(EndpointConnector {
-            addr,
-            timeout: self.settings.connect_timeout,
-        })
-    }
-}
-
-/// Dials one fixed endpoint, whatever the request URI says.
-#[derive(Clone, Debug)]
-pub struct EndpointConnector {
-    addr: SocketAddr,
-    timeout: Duration,
-}
-
-impl tower::Service<Uri> for EndpointConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
+            .handshake(io)
+            .await?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "upstream connection closed with an error");
+            }
+        });
+        Ok(tx)
     }
 
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let (addr, timeout) = (self.addr, self.timeout);
-        Box::pin(async move { connect(addr, timeout).await.map(TokioIo::new) })
+    /// Drops idle connections past the idle timeout, and an HTTP/2 connection that is closed or
+    /// unused for that long (requests still in flight keep it open until they finish).
+    fn prune(&self) {
+        let timeout = self.settings.idle_timeout;
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| c.since.elapsed() < timeout && !c.tx.is_closed());
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if h2
+            .as_ref()
+            .is_some_and(|(tx, used)| tx.is_closed() || used.elapsed() >= timeout)
+        {
+            *h2 = None;
+        }
+    }
+
+    fn has_connections(&self) -> bool {
+        !self
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+            || self.h2.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`headers`]: hop-by-hop header removal (RFC 9110 §7.6.1) and upgrade detection; pure.
-//! - [`client`]: [`Upstreams`], pooled keep-alive hyper clients, one per endpoint and protocol.
+//! - [`client`]: [`Upstreams`], keep-alive connection pools per endpoint and HTTP version.
 //! - [`proxy`]: [`Proxy`], the per-connection service that forwards a request to its endpoint,
 //!   tunnels upgrades and CONNECT, and maps failures to statuses.
 //! - [`body`]: the response body type, which records the request's metrics when it ends.
