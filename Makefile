@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro
+.PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro profile
 
 CARGO ?= cargo
 
@@ -32,7 +32,7 @@ fuzz-smoke:
 fuzz:
 	scripts/fuzz.sh --run 300
 
-## bench: Weft against a direct connection and HAProxy (about 15 minutes); writes BENCHMARKS.md
+## bench: Weft against a direct connection and HAProxy (about 10 minutes); writes BENCHMARKS.md
 bench: bench-deps
 	$(CARGO) build --release --locked -p weft-proxy -p weft-bench
 	./target/release/weft-bench run
@@ -48,3 +48,8 @@ bench-deps:
 ## bench-micro: criterion micro-benchmarks of the hot pure code
 bench-micro:
 	$(CARGO) bench --workspace --exclude weft-bench
+
+## profile: callgrind instruction counts per request through one proxy, by function
+profile: bench-deps
+	scripts/profile.sh http1 20000
+	scripts/profile.sh http2 20000

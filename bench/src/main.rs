@@ -105,9 +105,11 @@ impl Plan {
         Plan {
             smoke,
             reps: reps.unwrap_or(3),
+            // About 9 minutes in all, so a fresh machine (which first builds oha) stays well
+            // under 20.
             warmup: Duration::from_secs(1),
-            rate_duration: Duration::from_secs(5),
-            max_duration: Duration::from_secs(4),
+            rate_duration: Duration::from_secs(4),
+            max_duration: Duration::from_secs(3),
             scenarios: vec![
                 (Http1, Rate(1000), 4),
                 (Http1, Rate(1000), 16),
