@@ -1,0 +1,26 @@
+//! Weft identity, pure: no I/O, no clock of its own (callers pass `now`).
+//!
+//! # Layout
+//! - [`spiffe`]: [`SpiffeId`], parsed and validated per the SPIFFE spec and Weft's
+//!   `/ns/<namespace>/sa/<service-account>` shape.
+//! - [`ca`]: trust anchors and issuers (ECDSA P-256, rcgen), and CSR checking and signing: the
+//!   issuer signs only the identity the caller proved.
+//! - [`csr`]: the proxy's side, a key kept in memory and a CSR for its identity.
+//! - [`renew`]: renewal at 70 % of a certificate's life, with jitter.
+//! - [`inspect`](mod@inspect): what a certificate says (identities, issuer, validity).
+
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod csr;
+pub mod inspect;
+pub mod renew;
+pub mod spiffe;
+
+pub use ca::{Ca, CaError, CsrError, Signed};
+pub use csr::{new_key_and_csr, KeyAndCsr};
+pub use inspect::{inspect, CertInfo, InspectError};
+pub use spiffe::{SpiffeId, SpiffeIdError};
+
+#[cfg(test)]
+mod tests;
