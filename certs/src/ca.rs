@@ -55,6 +55,8 @@ pub enum CsrError {
     IdentityMismatch { asked: String, proven: SpiffeId },
     #[error("the issuer expired at {0}; rotate the issuer")]
     IssuerExpired(OffsetDateTime),
+    #[error("the issuer is not valid before {0}; is this machine's clock right?")]
+    IssuerNotYetValid(OffsetDateTime),
     #[error("signing failed: {0}")]
     Sign(rcgen::Error),
 }
@@ -171,6 +173,9 @@ impl Ca {
     ) -> Result<Signed, CsrError> {
         if now >= self.not_after {
             return Err(CsrError::IssuerExpired(self.not_after));
+        }
+        if now + CLOCK_SKEW < self.not_before {
+            return Err(CsrError::IssuerNotYetValid(self.not_before));
         }
         let csr =
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))

@@ -13,7 +13,7 @@ pub const MAX_ID_LEN: usize = 2048;
 pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
 /// A workload identity: trust domain, namespace and service account.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
     trust_domain: String,
     namespace: String,
@@ -107,6 +107,14 @@ impl FromStr for SpiffeId {
                 "Weft identities have the path /ns/<namespace>/sa/<service-account>",
             )),
         }
+    }
+}
+
+/// Debug shows the URI: error messages that embed an identity (rustls formats its errors with
+/// Debug) read as the operator would write it.
+impl fmt::Debug for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SpiffeId({self})")
     }
 }
 
