@@ -70,6 +70,18 @@ pub struct Signed {
     pub not_after: OffsetDateTime,
 }
 
+impl Signed {
+    /// The chain as PEM, leaf first: what a proxy presents and `weftctl certs inspect` reads.
+    pub fn chain_pem(&self) -> String {
+        let blocks: Vec<pem::Pem> = self
+            .chain_der
+            .iter()
+            .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
+            .collect();
+        pem::encode_many(&blocks)
+    }
+}
+
 impl Ca {
     /// A new self-signed trust anchor for `trust_domain`, valid for `lifetime` from `now`.
     pub fn new_anchor(
