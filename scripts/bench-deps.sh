@@ -4,19 +4,7 @@
 set -euo pipefail
 OHA_VERSION=1.16.0
 
-missing=()
-command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bench-deps: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "bench-deps: missing ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+"$(dirname "$0")/install-deps.sh" --require haproxy=haproxy openssl=openssl
 
 oha_bin="${CARGO_HOME:-$HOME/.cargo}/bin/oha"
 if ! "$oha_bin" --version 2>/dev/null | grep -qx "oha $OHA_VERSION"; then

@@ -256,12 +256,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
         );
     }
     for ((setup, mode), chain) in &chains {
-        let idle = chain
-            .procs
-            .iter()
-            .map(|p| p.status_kib("VmRSS"))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        if let Some(&kib) = idle.iter().max() {
+        if let Some(kib) = chain.max_status_kib("VmRSS")? {
             results
                 .memory
                 .entry((setup, mode_name(*mode)))
@@ -350,12 +345,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
         }
     }
     for ((setup, mode), chain) in &chains {
-        let peak = chain
-            .procs
-            .iter()
-            .map(|p| p.status_kib("VmHWM"))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        if let Some(&kib) = peak.iter().max() {
+        if let Some(kib) = chain.max_status_kib("VmHWM")? {
             results
                 .memory
                 .entry((setup, mode_name(*mode)))

@@ -116,36 +116,27 @@ impl Chain {
                 "    timeout http-keep-alive 60s\n    http-reuse always"
             );
         }
-        let client_tls = if tls {
-            let mut s = format!(
-                " ssl crt {} ca-file {} verify required verifyhost server ssl-min-ver TLSv1.3",
-                certs.client_pem.display(),
-                certs.ca.display()
-            );
-            if http {
-                let _ = write!(s, " alpn {alpn}");
+        // The hop's TLS parameters: each side presents `pem` and requires the other's certificate
+        // to chain to the test CA; without TLS, HTTP/2 is spoken in clear (h2c).
+        let hop = |pem: &Path, verify: &str| {
+            if tls {
+                let mut s = format!(
+                    " ssl crt {} ca-file {} verify required{verify} ssl-min-ver TLSv1.3",
+                    pem.display(),
+                    certs.ca.display()
+                );
+                if http {
+                    let _ = write!(s, " alpn {alpn}");
+                }
+                s
+            } else if h2 {
+                " proto h2".to_string()
+            } else {
+                String::new()
             }
-            s
-        } else if h2 {
-            " proto h2".to_string()
-        } else {
-            String::new()
         };
-        let server_tls = if tls {
-            let mut s = format!(
-                " ssl crt {} ca-file {} verify required ssl-min-ver TLSv1.3",
-                certs.server_pem.display(),
-                certs.ca.display()
-            );
-            if http {
-                let _ = write!(s, " alpn {alpn}");
-            }
-            s
-        } else if h2 {
-            " proto h2".to_string()
-        } else {
-            String::new()
-        };
+        let client_tls = hop(&certs.client_pem, " verifyhost server");
+        let server_tls = hop(&certs.server_pem, "");
         let h2_proto = if h2 { " proto h2" } else { "" };
         let first = format!(
             "{defaults}\nfrontend entry\n    bind 127.0.0.1:{entry_port}{h2_proto}\n    default_backend hop\n\
@@ -184,6 +175,16 @@ impl Chain {
         wait_listening(entry, "first haproxy")?;
         procs.reverse();
         Ok(Chain { entry, procs })
+    }
+
+    /// The largest value of a `/proc/PID/status` field among the chain's proxies, KiB.
+    pub fn max_status_kib(&self, field: &str) -> anyhow::Result<Option<u64>> {
+        let values = self
+            .procs
+            .iter()
+            .map(|p| p.status_kib(field))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(values.into_iter().max())
     }
 
     /// Total CPU time of the chain's proxies.
