@@ -13,11 +13,15 @@
 
 pub mod io;
 
-use std::{collections::HashSet, sync::Mutex, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
 
 use prometheus::{
-    core::Collector, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    core::Collector, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub use io::MeteredIo;
@@ -34,9 +38,9 @@ const DURATION_BUCKETS: &[f64] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Into the pod: a peer (or an unmeshed client) calling the app.
-    Inbound,
+    Inbound = 0,
     /// Out of the pod: the app calling something.
-    Outbound,
+    Outbound = 1,
 }
 
 impl Direction {
@@ -79,7 +83,20 @@ pub struct Metrics {
     tcp_bytes: IntCounterVec,
     detect_timeouts: IntCounterVec,
     detect_timeout_ports: Mutex<HashSet<u16>>,
+    /// The request series' handles by direction and status 100..=599, made on first use: a
+    /// request then costs two atomic updates, not two hashed lookups under a lock (profiled at
+    /// ~700 instructions per request).
+    request_handles: [Box<[OnceLock<RequestHandles>]>; 2],
 }
+
+#[derive(Debug)]
+struct RequestHandles {
+    count: IntCounter,
+    duration: Histogram,
+}
+
+/// Statuses with a cached handle: every standard one.
+const CACHED_STATUSES: std::ops::RangeInclusive<u16> = 100..=599;
 
 impl Metrics {
     /// Registers every metric, with `weft_build_info` set to `version`.
@@ -171,16 +188,33 @@ impl Metrics {
             tcp_bytes,
             detect_timeouts,
             detect_timeout_ports: Mutex::new(HashSet::new()),
+            request_handles: [(); 2].map(|()| CACHED_STATUSES.map(|_| OnceLock::new()).collect()),
         })
     }
 
     /// Counts one answered request and its duration.
     pub fn request(&self, direction: Direction, status: http::StatusCode, elapsed: Duration) {
-        let labels = [direction.as_str(), status.as_str()];
-        self.requests.with_label_values(&labels).inc();
-        self.request_duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
+        let make = || {
+            let labels = [direction.as_str(), status.as_str()];
+            RequestHandles {
+                count: self.requests.with_label_values(&labels),
+                duration: self.request_duration.with_label_values(&labels),
+            }
+        };
+        let code = status.as_u16();
+        let slot = CACHED_STATUSES.contains(&code).then(|| {
+            &self.request_handles[direction as usize][usize::from(code - CACHED_STATUSES.start())]
+        });
+        let uncached;
+        let handles = match slot {
+            Some(slot) => slot.get_or_init(make),
+            None => {
+                uncached = make();
+                &uncached
+            }
+        };
+        handles.count.inc();
+        handles.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts an accepted connection and wraps its socket so that its bytes and its close are

@@ -87,6 +87,42 @@ fn requests_and_connections_render_with_their_labels() {
 }
 
 #[test]
+fn unusual_statuses_and_unused_series() {
+    let m = Metrics::new("t").expect("metrics");
+    let odd = http::StatusCode::from_u16(799).expect("status");
+    m.request(Direction::Inbound, odd, Duration::from_millis(1));
+    m.request(Direction::Inbound, odd, Duration::from_millis(1));
+    m.request(
+        Direction::Outbound,
+        http::StatusCode::NOT_FOUND,
+        Duration::from_millis(1),
+    );
+    let text = text(&m);
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_requests_total{direction="inbound",status_code="799"}"#
+        ),
+        Some("2")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"weft_requests_total{direction="outbound",status_code="404"}"#
+        ),
+        Some("1")
+    );
+    // Cached handles exist only once used: no zero-valued series for every status.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("weft_requests_total{"))
+            .count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
 fn detect_timeout_ports_are_bounded() {
     let m = Metrics::new("t").expect("metrics");
     for port in 0..(MAX_PORT_LABELS as u16 + 10) {
