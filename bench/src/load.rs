@@ -92,6 +92,11 @@ pub fn run(
         );
     }
     let v: Value = serde_json::from_slice(&out.stdout).context("oha's JSON")?;
+    outcome(&v).with_context(|| format!("oha on {url}"))
+}
+
+/// Reads oha's JSON report. A run with failed requests is an error.
+fn outcome(v: &Value) -> anyhow::Result<Outcome> {
     let requests: u64 = v["statusCodeDistribution"]
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
@@ -118,7 +123,7 @@ pub fn run(
     };
     if outcome.requests == 0 || outcome.failures > 0 {
         bail!(
-            "{url}: {} requests, {} failed: status {} errors {}",
+            "{} requests, {} failed: status {} errors {}",
             outcome.requests,
             outcome.failures,
             v["statusCodeDistribution"],
@@ -136,4 +141,54 @@ pub fn version(oha: &Path) -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "oha (unknown version)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn report(status: Value, errors: Value) -> Value {
+        json!({
+            "summary": {"requestsPerSec": 999.5},
+            "statusCodeDistribution": status,
+            "errorDistribution": errors,
+            "latencyPercentiles": {"p50": 0.0001, "p90": 0.0002, "p99": 0.0004, "p99.9": 0.001},
+        })
+    }
+
+    #[test]
+    fn reads_rate_and_percentiles_in_microseconds() {
+        let o = outcome(&report(json!({"200": 4000}), json!({}))).expect("clean run");
+        assert_eq!(o.requests, 4000);
+        assert_eq!(o.rps, 999.5);
+        let [p50, _, p99, p999] = o.percentiles_us;
+        assert!(
+            (p50 - 100.0).abs() < 1e-6
+                && (p99 - 400.0).abs() < 1e-6
+                && (p999 - 1000.0).abs() < 1e-6
+        );
+    }
+
+    #[test]
+    fn unsent_requests_at_the_deadline_are_not_failures_but_everything_else_is() {
+        let o = outcome(&report(
+            json!({"200": 4000}),
+            json!({"aborted due to deadline": 3}),
+        ));
+        assert_eq!(o.expect("deadline leftovers are not failures").failures, 0);
+        let err = outcome(&report(json!({"200": 3999, "502": 1}), json!({}))).expect_err("a 502");
+        assert!(err.to_string().contains("1 failed"), "{err}");
+        let err = outcome(&report(
+            json!({"200": 4000}),
+            json!({"connection reset": 2}),
+        ))
+        .expect_err("reset");
+        assert!(err.to_string().contains("2 failed"), "{err}");
+        assert!(
+            outcome(&report(json!({}), json!({}))).is_err(),
+            "no requests at all"
+        );
+    }
 }

@@ -405,3 +405,22 @@ pub fn write(out: &Path, m: &Machine, text: &str) -> anyhow::Result<()> {
     std::fs::write(runs.join(name), text)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_min_max() {
+        let s = Stat::of(vec![3.0, 1.0, 2.0]).expect("stat");
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        let s = Stat::of(vec![4.0, 1.0, 2.0, 3.0]).expect("stat");
+        assert_eq!(s.median, 2.5);
+        assert!(Stat::of(vec![f64::NAN]).is_none());
+        assert_eq!(Stat::of(vec![5.0]).expect("stat").show(0), "5");
+        assert_eq!(
+            Stat::of(vec![5.0, 7.0, 6.0]).expect("stat").show(0),
+            "6 [5–7]"
+        );
+    }
+}
