@@ -1,8 +1,8 @@
 //! Sockets for the Weft proxy.
 //!
 //! # Layout
-//! - [`addr`]: newtypes for the addresses a connection carries, so a client's address can never
-//!   be passed where the original destination was meant.
+//! - [`addr`]: [`OrigDstAddr`], so a client's address can never be passed where the original
+//!   destination was meant.
 //! - [`orig_dst`]: `SO_ORIGINAL_DST`, the destination an iptables `REDIRECT` rewrote (IPv4/IPv6).
 //! - [`listen`]: binding listeners with the socket options a proxy wants.
 //! - [`connect`]: upstream connects with a timeout and errors that tell the operator what to check.
@@ -18,7 +18,7 @@ pub mod listen;
 pub mod orig_dst;
 pub mod prefixed;
 
-pub use addr::{ClientAddr, OrigDstAddr};
+pub use addr::OrigDstAddr;
 pub use connect::{connect, ConnectError};
 pub use listen::bind;
 pub use orig_dst::orig_dst;

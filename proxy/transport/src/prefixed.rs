@@ -25,11 +25,6 @@ impl<T> PrefixedIo<T> {
     pub fn new(prefix: Bytes, io: T) -> Self {
         Self { prefix, io }
     }
-
-    /// The wrapped I/O.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
 }
 
 impl<T: AsyncRead> AsyncRead for PrefixedIo<T> {
