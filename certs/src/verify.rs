@@ -68,6 +68,29 @@ impl TrustBundle {
     pub fn is_empty(&self) -> bool {
         self.anchors.is_empty()
     }
+
+    /// Checks a workload's chain (leaf first) as a peer would, for both server and client use,
+    /// and returns its SPIFFE ID. The control plane uses this to refuse an issuer whose
+    /// certificates no proxy would accept.
+    pub fn verify_workload(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+        provider: &CryptoProvider,
+    ) -> Result<SpiffeId, rustls::Error> {
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or(rustls::Error::NoCertificatesPresented)?;
+        let algorithms = &provider.signature_verification_algorithms;
+        for usage in [KeyUsage::server_auth(), KeyUsage::client_auth()] {
+            verify_chain(self, algorithms, leaf, intermediates, now, usage)?;
+        }
+        peer_identity(leaf).ok_or_else(|| {
+            identity_error(IdentityError::NoSpiffeId {
+                presented: presented(leaf),
+            })
+        })
+    }
 }
 
 impl fmt::Debug for TrustBundle {
@@ -86,6 +109,8 @@ pub enum IdentityError {
         expected: SpiffeId,
         presented: Vec<String>,
     },
+    #[error("certificate carries {presented:?}, not exactly one SPIFFE ID")]
+    NoSpiffeId { presented: Vec<String> },
     #[error("peer presented {presented:?}, not an identity of trust domain {trust_domain}")]
     ForeignTrustDomain {
         trust_domain: String,

@@ -246,3 +246,80 @@ fn bundles_must_hold_anchors() {
         Err(BundleError::Anchor { index: 0, .. })
     ));
 }
+
+#[test]
+fn verify_workload_returns_the_identity_of_a_good_chain() {
+    let pki = Pki::new();
+    let w = pki.current("shop", "web");
+    let id = pki
+        .bundle()
+        .verify_workload(&w.chain, UnixTime::now(), &provider())
+        .expect("verified");
+    assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
+}
+
+#[test]
+fn verify_workload_refuses_other_anchors_expiry_and_empty_chains() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let w = pki.current("shop", "web");
+    let err = other
+        .bundle()
+        .verify_workload(&w.chain, UnixTime::now(), &provider())
+        .expect_err("foreign anchor");
+    // Both PKIs use the same names, so webpki finds a candidate issuer whose signature fails.
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature
+            )
+        ),
+        "{err}"
+    );
+
+    let old = pki.workload(
+        "shop",
+        "web",
+        OffsetDateTime::now_utc() - 3 * DAY,
+        Duration::from_secs(3600),
+    );
+    let err = pki
+        .bundle()
+        .verify_workload(&old.chain, UnixTime::now(), &provider())
+        .expect_err("expired");
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::Expired)
+        ),
+        "{err}"
+    );
+
+    assert!(pki
+        .bundle()
+        .verify_workload(&[], UnixTime::now(), &provider())
+        .is_err());
+}
+
+#[test]
+fn the_store_presents_the_latest_certificate() {
+    let pki = Pki::new();
+    let store = crate::CertStore::new();
+    assert!(store.current().is_none());
+    assert!(!rustls::client::ResolvesClientCert::has_certs(&*store));
+    for sa in ["first", "second"] {
+        let id = SpiffeId::new(TD, "ns", sa).expect("id");
+        let req = new_key_and_csr(&id).expect("csr");
+        let signed = pki
+            .issuer
+            .sign_csr(&req.csr_der, &id, DAY, OffsetDateTime::now_utc())
+            .expect("signed");
+        store.store(crate::certified_key(&signed.chain_der, &req.key, &provider()).expect("key"));
+        let current = store.current().expect("stored");
+        assert_eq!(
+            peer_identity(current.end_entity_cert().expect("leaf")),
+            Some(id)
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Weft's wire protocol between the control plane and the proxies.
+//!
+//! The `.proto` files under `proto/` are the contract; the Rust types are generated from them
+//! at build time with protox, so no system `protoc` is needed. Feature `server` adds the server
+//! traits (the control plane), `client` the clients (the proxy).
+
+#![allow(unreachable_pub, missing_debug_implementations)]
+
+/// Certificates for workloads: `weft.identity.v1`.
+pub mod identity {
+    tonic::include_proto!("weft.identity.v1");
+
+    impl std::fmt::Debug for CertifyRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("CertifyRequest")
+                .field("identity", &self.identity)
+                .field("token", &format_args!("<{} bytes>", self.token.len()))
+                .field(
+                    "certificate_signing_request",
+                    &format_args!("<{} bytes>", self.certificate_signing_request.len()),
+                )
+                .finish()
+        }
+    }
+}
+
+#[cfg(feature = "client")]
+pub mod client;
+
+/// Largest gRPC message either side accepts. A CSR or a certificate chain is a few KiB; this
+/// bounds what a misbehaving peer can make the other buffer.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_certify_request_debugs_without_its_token() {
+        let req = crate::identity::CertifyRequest {
+            identity: "spiffe://cluster.local/ns/a/sa/b".into(),
+            token: "secret-token-value".into(),
+            certificate_signing_request: vec![1, 2, 3],
+        };
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("secret-token-value"), "{shown}");
+        assert!(
+            shown.contains("spiffe://cluster.local/ns/a/sa/b"),
+            "{shown}"
+        );
+    }
+}

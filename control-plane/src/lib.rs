@@ -1,0 +1,238 @@
+//! Weft's control plane. Today: the identity service, a CA that signs each proxy's certificate
+//! for the workload its token proves. The config server joins it on the same port (issue 5).
+//!
+//! # Layout
+//! - [`issuer`]: the issuer and trust anchors from a directory, reloaded when they change.
+//! - [`tokens`]: which workload a token proves: the [`tokens::TokenReviewer`] trait and the
+//!   local tokens file; [`kube_tokens`]: Kubernetes TokenReview.
+//! - [`identity`]: the `Certify` RPC.
+//! - [`serving`]: the control plane's own certificate for its gRPC port.
+//! - [`grpc`]: TLS and HTTP/2 serving; [`admin`]: `/metrics`, `/ready`, `/live`.
+
+pub mod admin;
+pub mod grpc;
+pub mod identity;
+pub mod issuer;
+pub mod kube_tokens;
+pub mod metrics;
+pub mod serving;
+pub mod tokens;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+use weft_certs::SpiffeId;
+
+use crate::{
+    identity::IdentityService, issuer::IssuerSource, metrics::Metrics, serving::ServingCert,
+    tokens::TokenReviewer,
+};
+
+/// Command-line arguments (each also read from a `WEFT_CP_*` environment variable).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "weft-control-plane", version, about)]
+pub struct Args {
+    /// Directory holding issuer.crt, issuer.key and anchors.pem (reloaded on change).
+    #[arg(long, env = "WEFT_CP_ISSUER")]
+    pub issuer: PathBuf,
+    /// Local mode: a tokens file (`token namespace service-account` per line, reloaded on
+    /// change). Without it, tokens are checked with Kubernetes TokenReview (in-cluster config
+    /// or $KUBECONFIG).
+    #[arg(long, env = "WEFT_CP_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// The trust domain of every identity issued.
+    #[arg(long, env = "WEFT_CP_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// The gRPC address (identity service), TLS.
+    #[arg(long, env = "WEFT_CP_GRPC_ADDR", default_value = "[::]:8443")]
+    pub grpc_addr: SocketAddr,
+    /// The admin address: /metrics, /ready, /live.
+    #[arg(long, env = "WEFT_CP_ADMIN_ADDR", default_value = "[::]:9990")]
+    pub admin_addr: SocketAddr,
+    /// How long workload certificates live (clamped to the issuer's own expiry).
+    #[arg(long, env = "WEFT_CP_CERT_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub cert_lifetime: Duration,
+    /// How often the issuer and tokens files are checked for changes.
+    #[arg(long, env = "WEFT_CP_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+    /// The control plane's own namespace: its identity is
+    /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "weft")]
+    pub namespace: String,
+    /// The control plane's own service account.
+    #[arg(
+        long,
+        env = "WEFT_CP_SERVICE_ACCOUNT",
+        default_value = "weft-control-plane"
+    )]
+    pub service_account: String,
+    /// Log filter (tracing-subscriber syntax).
+    #[arg(long, env = "WEFT_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: plain or json.
+    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "plain")]
+    pub log_format: String,
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let metrics = Arc::new(Metrics::new()?);
+    let issuer = IssuerSource::load(args.issuer.clone(), &args.trust_domain, provider.clone())
+        .context("loading the issuer")?;
+    metrics.issuer_expires_at(issuer.current().ca.not_after().unix_timestamp());
+    let own_id = SpiffeId::new(&args.trust_domain, &args.namespace, &args.service_account)
+        .context("the control plane's own identity")?;
+    let serving = Arc::new(ServingCert::new(
+        own_id,
+        args.cert_lifetime,
+        provider.clone(),
+        &issuer.current(),
+    )?);
+
+    let (reviewer, tokens_file): (Arc<dyn TokenReviewer>, _) = match &args.tokens {
+        Some(path) => {
+            let file = tokens::TokensFile::load(path.clone()).context("loading the tokens file")?;
+            info!(path = %path.display(), tokens = file.len(), "local mode: tokens from a file");
+            (file.clone(), Some(file))
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no --tokens file, and no Kubernetes API to review tokens with")?;
+            info!(
+                audience = kube_tokens::AUDIENCE,
+                "tokens checked with Kubernetes TokenReview"
+            );
+            (
+                Arc::new(kube_tokens::KubeTokenReviewer::new(
+                    client,
+                    kube_tokens::AUDIENCE,
+                )),
+                None,
+            )
+        }
+    };
+
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding the gRPC address {}", args.grpc_addr))?;
+    let admin = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
+    info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, identity = %serving.id(), "control plane serving");
+
+    let identity = IdentityService::new(
+        args.trust_domain.clone(),
+        issuer.clone(),
+        reviewer,
+        args.cert_lifetime,
+        metrics.clone(),
+    );
+    let tasks = TaskTracker::new();
+    tasks.spawn(admin::serve(admin, metrics.clone(), shutdown.clone()));
+    tasks.spawn(maintain(
+        issuer,
+        tokens_file,
+        serving.clone(),
+        metrics,
+        args.reload_interval,
+        shutdown.clone(),
+    ));
+    grpc::serve(
+        grpc,
+        serving.server_config()?,
+        identity,
+        grpc::Limits::default(),
+        shutdown,
+        tasks.clone(),
+    )
+    .await;
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+/// Every `interval`: take changed issuer and tokens files, and renew the serving certificate
+/// when due or when the issuer changed.
+async fn maintain(
+    issuer: Arc<IssuerSource>,
+    tokens: Option<Arc<tokens::TokensFile>>,
+    serving: Arc<ServingCert>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Errors repeat every tick until fixed: log each distinct one once.
+    let mut last_issuer_error = None;
+    let mut last_tokens_error = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut renew = serving.due();
+        match issuer.reload() {
+            Ok(false) => {}
+            Ok(true) => {
+                let current = issuer.current();
+                info!(dir = %issuer.dir().display(), not_after = %current.ca.not_after(), anchors = current.anchors.len(), "new issuer in force");
+                metrics.issuer_expires_at(current.ca.not_after().unix_timestamp());
+                metrics.reload("issuer", true);
+                last_issuer_error = None;
+                renew = true;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if last_issuer_error.as_ref() != Some(&msg) {
+                    warn!(error = %msg, "issuer files refused; the previous issuer stays in force");
+                    metrics.reload("issuer", false);
+                    last_issuer_error = Some(msg);
+                }
+            }
+        }
+        if renew {
+            if let Err(e) = serving.issue(&issuer.current()) {
+                warn!(error = %e, "renewing the serving certificate failed; will retry");
+            }
+        }
+        if let Some(tokens) = &tokens {
+            match tokens.reload() {
+                Ok(false) => {}
+                Ok(true) => {
+                    info!(path = %tokens.path().display(), tokens = tokens.len(), "tokens file reloaded");
+                    metrics.reload("tokens", true);
+                    last_tokens_error = None;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if last_tokens_error.as_ref() != Some(&msg) {
+                        warn!(error = %msg, "tokens file refused; the previous tokens stay in force");
+                        metrics.reload("tokens", false);
+                        last_tokens_error = Some(msg);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sets up logging from `--log` and `--log-format`.
+pub fn init_logging(filter: &str, format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("--log {filter:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "plain" => builder.init(),
+        "json" => builder.json().init(),
+        other => anyhow::bail!("--log-format {other:?}: expected plain or json"),
+    }
+    Ok(())
+}

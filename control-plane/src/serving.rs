@@ -1,0 +1,87 @@
+//! The control plane's own certificate, for its gRPC port: signed by its own issuer for
+//! `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, renewed at 70 % of its life
+//! and whenever the issuer changes. Proxies check it against their anchors and the identity
+//! they expect for the control plane.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use rustls::{crypto::CryptoProvider, ServerConfig};
+use time::OffsetDateTime;
+use weft_certs::{certified_key, new_key_and_csr, renew::renew_at, CertStore, SpiffeId};
+
+use crate::issuer::Issuer;
+
+/// The control plane's serving certificate and when to renew it.
+#[derive(Debug)]
+pub struct ServingCert {
+    id: SpiffeId,
+    lifetime: Duration,
+    provider: Arc<CryptoProvider>,
+    store: Arc<CertStore>,
+    renew_at: Mutex<SystemTime>,
+}
+
+impl ServingCert {
+    /// Issues the first certificate from `issuer`.
+    pub fn new(
+        id: SpiffeId,
+        lifetime: Duration,
+        provider: Arc<CryptoProvider>,
+        issuer: &Issuer,
+    ) -> anyhow::Result<Self> {
+        let this = Self {
+            id,
+            lifetime,
+            provider,
+            store: CertStore::new(),
+            renew_at: Mutex::new(SystemTime::UNIX_EPOCH),
+        };
+        this.issue(issuer)?;
+        Ok(this)
+    }
+
+    /// Signs a fresh key for our identity and swaps it in.
+    pub fn issue(&self, issuer: &Issuer) -> anyhow::Result<()> {
+        let req = new_key_and_csr(&self.id)?;
+        let signed = issuer.ca.sign_csr(
+            &req.csr_der,
+            &self.id,
+            self.lifetime,
+            OffsetDateTime::now_utc(),
+        )?;
+        let key = certified_key(&signed.chain_der, &req.key, &self.provider)?;
+        self.store.store(key);
+        let when = renew_at(
+            signed.not_before.into(),
+            signed.not_after.into(),
+            rand::random(),
+        );
+        *self.renew_at.lock().unwrap_or_else(|p| p.into_inner()) = when;
+        tracing::info!(identity = %self.id, not_after = %signed.not_after, "serving certificate issued");
+        Ok(())
+    }
+
+    /// Whether the certificate is due for renewal.
+    pub fn due(&self) -> bool {
+        SystemTime::now() >= *self.renew_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// TLS 1.3 with ALPN `h2`. No client certificate: a proxy asking for its first certificate
+    /// has none; it proves itself with its token instead.
+    pub fn server_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_cert_resolver(self.store.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The identity served.
+    pub fn id(&self) -> &SpiffeId {
+        &self.id
+    }
+}
