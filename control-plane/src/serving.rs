@@ -54,11 +54,10 @@ impl ServingCert {
         )?;
         let key = certified_key(&signed.chain_der, &req.key, &self.provider)?;
         self.store.store(key);
-        let when = renew_at(
-            signed.not_before.into(),
-            signed.not_after.into(),
-            rand::random(),
-        );
+        // From now, not from not_before: that is backdated for clock skew, which would put a
+        // short certificate's renewal in the past.
+        let now = SystemTime::now();
+        let when = renew_at(now, signed.not_after.into(), rand::random());
         *self.renew_at.lock().unwrap_or_else(|p| p.into_inner()) = when;
         tracing::info!(identity = %self.id, not_after = %signed.not_after, "serving certificate issued");
         Ok(())

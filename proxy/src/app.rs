@@ -16,11 +16,16 @@ use weft_proxy_http::Upstreams;
 use weft_proxy_metrics::{Direction, Metrics};
 use weft_proxy_transport::bind;
 
+use std::time::Duration;
+
+use weft_certs::{CertStore, TrustBundle};
+use weft_proxy_identity::{Certifier, CertifyConfig, MeshTls};
+
 use crate::{
     accept, admin,
-    config::{Config, Target},
+    config::{Config, IdentityConfig, Target},
     drain::{Drain, Drained},
-    stack::Stack,
+    stack::{Mesh, Stack},
     telemetry::LogHandle,
 };
 
@@ -162,7 +167,17 @@ impl App {
             stop_admin.clone(),
         )?;
 
-        let upstreams = Upstreams::new(config.client.clone());
+        let upstreams = Upstreams::new(config.client.clone(), metrics.clone());
+        let shutdown_identity = CancellationToken::new();
+        let (mesh, certified) = match &config.identity {
+            Some(identity) => {
+                let (mesh, certifier) = identity_stack(&config, identity, &addrs)?;
+                let held = certifier.subscribe();
+                tokio::spawn(certifier.run(shutdown_identity.clone()));
+                (Some(mesh), Some(held))
+            }
+            None => (None, None),
+        };
         let stack = |direction, target| {
             Arc::new(Stack {
                 direction,
@@ -174,6 +189,7 @@ impl App {
                 upstreams: upstreams.clone(),
                 metrics: metrics.clone(),
                 drain: drain.clone(),
+                mesh: mesh.clone(),
             })
         };
         let outbound_stack = stack(Direction::Outbound, config.outbound_target);
@@ -193,7 +209,26 @@ impl App {
             inbound_mode = mode(config.inbound_target),
             "listening"
         );
-        ready.store(true, Ordering::Release);
+        match certified {
+            // Ready once a certificate is held; the expiry metric follows every renewal.
+            Some(mut held) => {
+                let (metrics, ready) = (metrics.clone(), ready.clone());
+                tokio::spawn(async move {
+                    while held.changed().await.is_ok() {
+                        let Some(h) = *held.borrow_and_update() else {
+                            continue;
+                        };
+                        let expiry = h
+                            .not_after
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                        metrics.cert_expires_at(expiry);
+                        ready.store(true, Ordering::Release);
+                    }
+                });
+            }
+            None => ready.store(true, Ordering::Release),
+        }
 
         let drained = drain.wait(config.shutdown_grace).await;
         match drained {
@@ -203,6 +238,7 @@ impl App {
                 "grace period over with connections still open; closing them"
             ),
         }
+        shutdown_identity.cancel();
         stop_admin.cancel();
         if tokio::task::spawn_blocking(move || admin_thread.join())
             .await
@@ -212,6 +248,60 @@ impl App {
         }
         Ok(drained)
     }
+}
+
+/// The identity's TLS configs, the mesh map, and the certifier that fills the certificate store.
+fn identity_stack(
+    config: &Config,
+    identity: &IdentityConfig,
+    addrs: &Addrs,
+) -> io::Result<(Arc<Mesh>, Certifier)> {
+    let err = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    let pem = std::fs::read_to_string(&identity.trust_anchors).map_err(|e| {
+        err(format!(
+            "{}={}: {e}",
+            crate::config::keys::TRUST_ANCHORS,
+            identity.trust_anchors.display()
+        ))
+    })?;
+    let bundle = TrustBundle::from_pem(&pem).map_err(|e| {
+        err(format!(
+            "{}={}: {e}",
+            crate::config::keys::TRUST_ANCHORS,
+            identity.trust_anchors.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = Arc::new(
+        MeshTls::new(identity.id.clone(), bundle, provider, CertStore::new())
+            .map_err(|e| err(format!("TLS config: {e}")))?,
+    );
+    let certifier = Certifier::new(
+        CertifyConfig {
+            control_plane: identity.control_plane.clone(),
+            control_plane_id: identity.control_plane_id.clone(),
+            token_file: identity.token_file.clone(),
+            connect_timeout: config.client.connect_timeout.max(Duration::from_secs(2)),
+            request_timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        },
+        tls.clone(),
+    )
+    .map_err(|e| err(format!("TLS config: {e}")))?;
+    info!(identity = %identity.id, control_plane = %identity.control_plane, mtls = ?config.inbound_mtls, mesh_destinations = config.mesh_destinations.len(), "identity");
+    let mesh = Mesh {
+        own_id: identity.id.to_string().into(),
+        tls,
+        destinations: config.mesh_destinations.clone(),
+        inbound_mode: config.inbound_mtls,
+        own_ports: vec![
+            addrs.outbound.port(),
+            addrs.inbound.port(),
+            addrs.admin.port(),
+        ],
+    };
+    Ok((Arc::new(mesh), certifier))
 }
 
 fn mode(target: Target) -> String {

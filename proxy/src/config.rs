@@ -6,7 +6,11 @@
 //! a `HashMap` in tests. [`VARS`] is the one list of variables; `weft-proxy --help` prints it and a
 //! test checks that `docs/proxy-config.md` documents each one.
 
-use std::{collections::HashMap, ffi::OsString, fmt, net::SocketAddr, time::Duration};
+use std::{
+    collections::HashMap, ffi::OsString, fmt, net::SocketAddr, path::PathBuf, time::Duration,
+};
+
+use weft_certs::SpiffeId;
 
 use weft_proxy_http::{server::MIN_HEADER_BYTES, ClientSettings, ServerSettings};
 
@@ -71,6 +75,15 @@ pub mod keys {
     pub const THREADS: &str = "WEFT_THREADS";
     pub const LOG: &str = "WEFT_LOG";
     pub const LOG_FORMAT: &str = "WEFT_LOG_FORMAT";
+    pub const CONTROL_PLANE: &str = "WEFT_CONTROL_PLANE";
+    pub const CONTROL_PLANE_IDENTITY: &str = "WEFT_CONTROL_PLANE_IDENTITY";
+    pub const TRUST_DOMAIN: &str = "WEFT_TRUST_DOMAIN";
+    pub const TRUST_ANCHORS: &str = "WEFT_TRUST_ANCHORS";
+    pub const IDENTITY_TOKEN_FILE: &str = "WEFT_IDENTITY_TOKEN_FILE";
+    pub const NAMESPACE: &str = "WEFT_NAMESPACE";
+    pub const SERVICE_ACCOUNT: &str = "WEFT_SERVICE_ACCOUNT";
+    pub const INBOUND_MTLS: &str = "WEFT_INBOUND_MTLS";
+    pub const MESH_DESTINATIONS: &str = "WEFT_MESH_DESTINATIONS";
 }
 
 /// Every variable the proxy reads, with its default and meaning.
@@ -91,6 +104,15 @@ pub const VARS: &[Var] = &[
     Var { key: keys::THREADS, default: "1", doc: "Data-path worker threads (the admin server has its own thread)." },
     Var { key: keys::LOG, default: "info", doc: "Log filter in tracing's EnvFilter syntax (e.g. info,weft_proxy=debug); changeable at run time with PUT /log-level." },
     Var { key: keys::LOG_FORMAT, default: "plain", doc: "Log format: plain or json." },
+    Var { key: keys::CONTROL_PLANE, default: "", doc: "The control plane's gRPC address, host:port. Set: the proxy gets its certificate there and speaks mTLS to peer proxies. Unset: a plain pass-through proxy." },
+    Var { key: keys::CONTROL_PLANE_IDENTITY, default: "", doc: "The SPIFFE ID the control plane must present. Unset: spiffe://<WEFT_TRUST_DOMAIN>/ns/weft/sa/weft-control-plane." },
+    Var { key: keys::TRUST_DOMAIN, default: "cluster.local", doc: "The trust domain of this proxy's identity; inbound mTLS clients must belong to it." },
+    Var { key: keys::TRUST_ANCHORS, default: "", doc: "PEM file of trust anchors (one or more), for peers and the control plane. Required with a control plane." },
+    Var { key: keys::IDENTITY_TOKEN_FILE, default: "", doc: "File holding the token that proves this workload's identity (a projected service-account token on Kubernetes), re-read at every renewal. Required with a control plane." },
+    Var { key: keys::NAMESPACE, default: "", doc: "The workload's namespace: the proxy asks for spiffe://<trust domain>/ns/<namespace>/sa/<service account>. Required with a control plane (the downward API on Kubernetes)." },
+    Var { key: keys::SERVICE_ACCOUNT, default: "", doc: "The workload's service account. Required with a control plane." },
+    Var { key: keys::INBOUND_MTLS, default: "permissive", doc: "permissive: inbound plaintext from unmeshed clients is served; strict: only mesh mTLS is accepted, anything else is closed and counted in weft_inbound_connections_refused_total. Strict needs a control plane." },
+    Var { key: keys::MESH_DESTINATIONS, default: "", doc: "Static mesh map until discovery arrives: comma list of ip:port=spiffe-id or ip:port=spiffe-id@proxy-ip:proxy-port. A connection to ip:port goes over mTLS to the peer proxy (default ip:15143), which must present spiffe-id. Needs a control plane." },
 ];
 
 /// How a listener finds where each connection goes.
@@ -127,6 +149,39 @@ pub struct Config {
     pub threads: usize,
     pub log: String,
     pub log_format: LogFormat,
+    /// Set when a control plane is: the proxy's identity and mTLS.
+    pub identity: Option<IdentityConfig>,
+    pub inbound_mtls: MtlsMode,
+    /// Destinations reached over the mesh hop, and the peer proxy and identity for each.
+    pub mesh_destinations: HashMap<SocketAddr, MeshPeer>,
+}
+
+/// Where the proxy's certificate comes from, and whom it trusts.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    pub control_plane: String,
+    pub control_plane_id: SpiffeId,
+    pub trust_anchors: PathBuf,
+    pub token_file: PathBuf,
+    pub id: SpiffeId,
+}
+
+/// What inbound accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MtlsMode {
+    /// Mesh mTLS and plaintext from unmeshed clients.
+    Permissive,
+    /// Mesh mTLS only.
+    Strict,
+}
+
+/// A meshed destination's peer proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshPeer {
+    /// Where the peer proxy's inbound listener is.
+    pub proxy: SocketAddr,
+    /// The identity it must present.
+    pub id: SpiffeId,
 }
 
 /// A configuration value that cannot be used: names the variable, the value and the reason.
@@ -165,7 +220,7 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             return Err(r.invalid(keys::LOG, &log, format!("not a log filter: {e}")));
         }
-        Ok(Self {
+        Self {
             outbound_port: r.parse(keys::OUTBOUND_PORT, parse_port)?,
             inbound_port: r.parse(keys::INBOUND_PORT, parse_port)?,
             admin_port: r.parse(keys::ADMIN_PORT, parse_port)?,
@@ -193,7 +248,35 @@ impl Config {
                 "json" => Ok(LogFormat::Json),
                 _ => Err("expected plain or json".into()),
             })?,
-        })
+            identity: identity(&r)?,
+            inbound_mtls: r.parse(keys::INBOUND_MTLS, |v| match v {
+                "permissive" => Ok(MtlsMode::Permissive),
+                "strict" => Ok(MtlsMode::Strict),
+                _ => Err("expected permissive or strict".into()),
+            })?,
+            mesh_destinations: r.parse(keys::MESH_DESTINATIONS, parse_mesh_destinations)?,
+        }
+        .checked(&r)
+    }
+
+    /// Checks settings that only make sense together.
+    fn checked(self, r: &Reader<'_>) -> Result<Self, ConfigError> {
+        if self.identity.is_none() {
+            let needs = |key: &'static str, why: &str| {
+                r.invalid(
+                    key,
+                    &r.value(key),
+                    format!("{why} needs {} (a certificate)", keys::CONTROL_PLANE),
+                )
+            };
+            if self.inbound_mtls == MtlsMode::Strict {
+                return Err(needs(keys::INBOUND_MTLS, "strict mode"));
+            }
+            if !self.mesh_destinations.is_empty() {
+                return Err(needs(keys::MESH_DESTINATIONS, "mTLS to peers"));
+            }
+        }
+        Ok(self)
     }
 
     /// The default configuration: every variable unset.
@@ -268,6 +351,99 @@ pub fn help() -> String {
         ));
     }
     out
+}
+
+/// The identity settings, all required once a control plane is named.
+fn identity(r: &Reader<'_>) -> Result<Option<IdentityConfig>, ConfigError> {
+    let control_plane = r.value(keys::CONTROL_PLANE).trim().to_string();
+    if control_plane.is_empty() {
+        return Ok(None);
+    }
+    if control_plane
+        .rsplit_once(':')
+        .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+        .and_then(|p| p.parse::<u16>().ok())
+        .is_none()
+    {
+        return Err(r.invalid(
+            keys::CONTROL_PLANE,
+            &control_plane,
+            "expected host:port".into(),
+        ));
+    }
+    let required = |key: &'static str| {
+        let v = r.value(key).trim().to_string();
+        if v.is_empty() {
+            Err(r.invalid(
+                key,
+                "",
+                format!("required when {} is set", keys::CONTROL_PLANE),
+            ))
+        } else {
+            Ok(v)
+        }
+    };
+    let trust_domain = r.value(keys::TRUST_DOMAIN).trim().to_string();
+    let id = SpiffeId::new(
+        &trust_domain,
+        &required(keys::NAMESPACE)?,
+        &required(keys::SERVICE_ACCOUNT)?,
+    )
+    .map_err(|e| {
+        r.invalid(
+            keys::NAMESPACE,
+            &r.value(keys::NAMESPACE),
+            format!("with {}: {e}", keys::SERVICE_ACCOUNT),
+        )
+    })?;
+    let cp_id = r.value(keys::CONTROL_PLANE_IDENTITY).trim().to_string();
+    let control_plane_id = if cp_id.is_empty() {
+        SpiffeId::new(&trust_domain, "weft", "weft-control-plane")
+            .map_err(|e| r.invalid(keys::TRUST_DOMAIN, &trust_domain, e.to_string()))?
+    } else {
+        cp_id
+            .parse::<SpiffeId>()
+            .map_err(|e| r.invalid(keys::CONTROL_PLANE_IDENTITY, &cp_id, e.to_string()))?
+    };
+    Ok(Some(IdentityConfig {
+        control_plane,
+        control_plane_id,
+        trust_anchors: PathBuf::from(required(keys::TRUST_ANCHORS)?),
+        token_file: PathBuf::from(required(keys::IDENTITY_TOKEN_FILE)?),
+        id,
+    }))
+}
+
+/// `ip:port=spiffe-id[@proxy-ip:proxy-port],...`
+fn parse_mesh_destinations(v: &str) -> Result<HashMap<SocketAddr, MeshPeer>, String> {
+    let mut map = HashMap::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (dst, rest) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?}: expected ip:port=spiffe-id[@proxy-ip:port]"))?;
+        let dst: SocketAddr = dst
+            .trim()
+            .parse()
+            .map_err(|_| format!("{item:?}: {dst:?} is not ip:port"))?;
+        let (id, proxy) = match rest.split_once('@') {
+            Some((id, proxy)) => (
+                id,
+                proxy
+                    .trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| format!("{item:?}: {proxy:?} is not ip:port"))?,
+            ),
+            None => (rest, SocketAddr::new(dst.ip(), 15143)),
+        };
+        let id = id
+            .trim()
+            .parse::<SpiffeId>()
+            .map_err(|e| format!("{item:?}: {e}"))?;
+        if map.insert(dst, MeshPeer { proxy, id }).is_some() {
+            return Err(format!("{dst} is listed twice"));
+        }
+    }
+    Ok(map)
 }
 
 struct Reader<'a> {

@@ -6,6 +6,7 @@ use std::{io, time::Duration};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use weft_proxy_detect::{detect, Detection, Protocol, MAX_PEEK};
+use weft_proxy_identity::{classify, hello::MAX_HELLO_BYTES, Hello};
 
 /// What the stage found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,27 +25,103 @@ const INITIAL_READ: usize = 1024;
 
 /// Reads from `io` until the protocol is known, the client closes, or `timeout` passes.
 /// Returns what was read, to be replayed in front of the connection.
+#[cfg(test)]
 pub(crate) async fn read<I: AsyncRead + Unpin>(
     io: &mut I,
     timeout: Duration,
 ) -> io::Result<(Detected, Bytes)> {
-    let mut buf = BytesMut::with_capacity(INITIAL_READ);
+    read_more(io, BytesMut::new(), timeout).await
+}
+
+/// [`read`], continuing from bytes an earlier stage already read.
+pub(crate) async fn read_more<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: BytesMut,
+    timeout: Duration,
+) -> io::Result<(Detected, Bytes)> {
+    let decide = |b: &[u8]| match detect(b) {
+        Detection::Known(p) => Some(p),
+        Detection::NeedMore => None,
+    };
+    let (found, buf) = read_until(io, buf, timeout, MAX_PEEK, decide).await?;
+    let detected = match found {
+        Found::Known(p) => Detected::Known(p),
+        Found::Eof => Detected::Eof,
+        Found::Timeout => Detected::Timeout,
+    };
+    Ok((detected, buf.freeze()))
+}
+
+/// What the inbound side's first look found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FirstLook {
+    /// A peer proxy's mesh TLS, or the app's own TLS, or neither.
+    Hello(Hello),
+    Eof,
+    Timeout,
+}
+
+/// Reads until the bytes are known to be a mesh ClientHello, other TLS, or not TLS. Plaintext
+/// is decided by its first byte, so it costs no extra wait.
+pub(crate) async fn read_hello<I: AsyncRead + Unpin>(
+    io: &mut I,
+    timeout: Duration,
+) -> io::Result<(FirstLook, BytesMut)> {
+    let decide = |b: &[u8]| match classify(b) {
+        Hello::NeedMore => None,
+        other => Some(other),
+    };
+    let (found, buf) = read_until(io, BytesMut::new(), timeout, MAX_HELLO_BYTES, decide).await?;
+    let look = match found {
+        Found::Known(h) => FirstLook::Hello(h),
+        Found::Eof => FirstLook::Eof,
+        Found::Timeout => FirstLook::Timeout,
+    };
+    Ok((look, buf))
+}
+
+enum Found<T> {
+    Known(T),
+    Eof,
+    Timeout,
+}
+
+/// Reads into `buf` until `decide` answers, the client closes, or `timeout` passes. `decide`
+/// must answer by `max` bytes (the read never grows past `max` plus one read).
+async fn read_until<I, T>(
+    io: &mut I,
+    mut buf: BytesMut,
+    timeout: Duration,
+    max: usize,
+    decide: impl Fn(&[u8]) -> Option<T>,
+) -> io::Result<(Found<T>, BytesMut)>
+where
+    I: AsyncRead + Unpin,
+{
+    if !buf.is_empty() {
+        if let Some(t) = decide(&buf) {
+            return Ok((Found::Known(t), buf));
+        }
+    }
+    if buf.capacity() == 0 {
+        buf.reserve(INITIAL_READ);
+    }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     loop {
         if buf.len() == buf.capacity() {
-            buf.reserve(buf.len().min(MAX_PEEK - buf.len()));
+            buf.reserve(buf.len().min(max.saturating_sub(buf.len())).max(1));
         }
         let n = tokio::select! {
             biased;
             n = io.read_buf(&mut buf) => n?,
-            () = &mut deadline => return Ok((Detected::Timeout, buf.freeze())),
+            () = &mut deadline => return Ok((Found::Timeout, buf)),
         };
         if n == 0 {
-            return Ok((Detected::Eof, buf.freeze()));
+            return Ok((Found::Eof, buf));
         }
-        if let Detection::Known(p) = detect(&buf) {
-            return Ok((Detected::Known(p), buf.freeze()));
+        if let Some(t) = decide(&buf) {
+            return Ok((Found::Known(t), buf));
         }
     }
 }

@@ -1,22 +1,31 @@
-//! One accepted connection, top to bottom:
-//! target (original destination) -> detect -> HTTP (hyper, pooled upstreams) or opaque TCP.
+//! One accepted connection, top to bottom.
 //!
-//! Inbound and outbound share this path for now. Identity, mTLS and policy slot in on the
-//! inbound side after detection; routing and load balancing on the outbound side before the
-//! endpoint connect.
+//! - Outbound: target (original destination) -> detect -> HTTP (hyper, pooled upstreams) or
+//!   opaque TCP. A destination in the mesh map goes over the mesh hop instead: its requests
+//!   and streams ride one mTLS HTTP/2 connection to the peer proxy.
+//! - Inbound, with an identity: the first bytes decide. A peer proxy's ClientHello (mesh ALPN)
+//!   is terminated here and served as the mesh hop; anything else is plaintext or the app's own
+//!   TLS, served as before in permissive mode and refused in strict mode.
+//! - Inbound, without an identity: as outbound.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 use weft_proxy_detect::Protocol;
-use weft_proxy_http::{client::UpstreamVersion, Proxy, ServerSettings, Upstreams};
-use weft_proxy_metrics::{Direction, Metrics};
+use weft_proxy_http::{
+    client::{MeshConnect, UpstreamVersion, TLS_HANDSHAKE_TIMEOUT},
+    mesh_server::{serve_mesh, Deliver, MeshInbound},
+    Proxy, ServerSettings, Upstreams,
+};
+use weft_proxy_identity::{Hello, MeshTls};
+use weft_proxy_metrics::{Direction, Handshake, MeteredIo, Metrics};
 use weft_proxy_transport::{orig_dst, OrigDstAddr, PrefixedIo};
 
 use crate::{
-    config::{PortSet, Target},
-    detect::{self, Detected},
+    config::{MeshPeer, MtlsMode, PortSet, Target},
+    detect::{self, Detected, FirstLook},
     drain::Drain,
     tcp,
 };
@@ -33,34 +42,163 @@ pub(crate) struct Stack {
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) drain: Drain,
+    pub(crate) mesh: Option<Arc<Mesh>>,
 }
+
+/// The proxy's identity and who it reaches over the mesh hop.
+#[derive(Debug)]
+pub(crate) struct Mesh {
+    pub(crate) tls: Arc<MeshTls>,
+    pub(crate) own_id: Arc<str>,
+    pub(crate) destinations: HashMap<SocketAddr, MeshPeer>,
+    pub(crate) inbound_mode: MtlsMode,
+    /// The proxy's own ports: never a delivery target.
+    pub(crate) own_ports: Vec<u16>,
+}
+
+type Accepted = MeteredIo<TcpStream>;
 
 impl Stack {
     /// Serves one connection to the end. Errors are logged here, in the connection's span.
     pub(crate) async fn serve(self: Arc<Self>, stream: TcpStream) {
         // Counted from here to the socket's drop, which for an upgraded connection is the end
         // of its tunnel.
-        let mut io = self.metrics.accepted(self.direction, stream);
+        let io = self.metrics.accepted(self.direction, stream);
         if let Err(e) = io.get_ref().set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
         let dst = match self.target {
-            Target::Explicit(addr) => OrigDstAddr(addr),
-            Target::Transparent => match orig_dst(io.get_ref()) {
-                Ok(dst) => dst,
+            Target::Explicit(addr) => Ok(OrigDstAddr(addr)),
+            Target::Transparent => orig_dst(io.get_ref()),
+        };
+        if let Ok(dst) = &dst {
+            tracing::Span::current().record("dst", tracing::field::display(dst));
+        }
+        match (&self.mesh, self.direction) {
+            (Some(mesh), Direction::Inbound) => {
+                // A peer proxy dials the inbound port itself: no original destination.
+                self.serve_inbound(io, dst.ok(), mesh).await;
+            }
+            _ => match dst {
+                Ok(dst) => {
+                    let peer = match &self.mesh {
+                        Some(mesh) => mesh.destinations.get(&dst.0),
+                        None => None,
+                    };
+                    self.serve_plain(io, dst, BytesMut::new(), None, peer).await;
+                }
                 Err(e) => {
                     // Anyone who can reach the port can cause this: no log flood at info.
                     debug!(error = %e, "connection refused");
-                    return;
                 }
             },
-        };
-        tracing::Span::current().record("dst", tracing::field::display(dst));
+        }
+    }
 
+    /// Inbound with an identity: mesh TLS is terminated; the rest depends on the mode.
+    async fn serve_inbound(&self, mut io: Accepted, dst: Option<OrigDstAddr>, mesh: &Mesh) {
+        let (look, buf) = match detect::read_hello(&mut io, self.detect_timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "connection failed before its first bytes were read");
+                return;
+            }
+        };
+        if look == FirstLook::Hello(Hello::Mesh) {
+            return self.serve_mesh(io, buf, dst, mesh).await;
+        }
+        let Some(dst) = dst else {
+            debug!("a direct connection to the inbound port that is not mesh TLS; closing");
+            self.metrics.inbound_refused("not_mesh_tls");
+            return;
+        };
+        if mesh.inbound_mode == MtlsMode::Strict {
+            debug!(first_look = ?look, "strict mTLS: refusing a connection that is not mesh TLS");
+            self.metrics.inbound_refused("plaintext_in_strict_mode");
+            return;
+        }
+        let preset = match look {
+            FirstLook::Eof => Some(Detected::Eof),
+            FirstLook::Timeout => Some(Detected::Timeout),
+            FirstLook::Hello(Hello::OtherTls) => Some(Detected::Known(Protocol::Tls)),
+            FirstLook::Hello(_) => None,
+        };
+        self.serve_plain(io, dst, buf, preset, None).await;
+    }
+
+    /// Terminates a peer proxy's mTLS and serves the mesh hop on it.
+    async fn serve_mesh(&self, io: Accepted, buf: BytesMut, dst: Option<OrigDstAddr>, mesh: &Mesh) {
+        let local = io.get_ref().local_addr();
+        let acceptor = tokio_rustls::TlsAcceptor::from(mesh.tls.server_config());
+        let handshake = acceptor.accept(PrefixedIo::new(buf.freeze(), io));
+        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let result = weft_proxy_http::client::handshake_result(&e);
+                self.metrics.tls_handshake(Direction::Inbound, result);
+                info!(error = %e, "mesh TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                self.metrics
+                    .tls_handshake(Direction::Inbound, Handshake::Timeout);
+                debug!("mesh TLS handshake timed out");
+                return;
+            }
+        };
+        self.metrics
+            .tls_handshake(Direction::Inbound, Handshake::Ok);
+        let client_id = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(weft_certs::peer_identity)
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        tracing::Span::current().record("protocol", "mesh");
+        tracing::Span::current().record("client_id", client_id.as_str());
+        let deliver = match (self.target, dst, local) {
+            (Target::Explicit(addr), _, _) => Deliver::To(addr),
+            (Target::Transparent, _, Ok(local)) => Deliver::LocalPort(local.ip().to_canonical()),
+            (Target::Transparent, _, Err(e)) => {
+                debug!(error = %e, "no local address");
+                return;
+            }
+        };
+        let ctx = MeshInbound {
+            deliver,
+            upstreams: self.upstreams.clone(),
+            series: self
+                .metrics
+                .mesh(Direction::Inbound, &client_id, &mesh.own_id),
+            tunnels: self.drain.tasks().clone(),
+            connect_timeout: self.connect_timeout,
+            own_ports: mesh.own_ports.clone(),
+        };
+        let shutdown = self.drain.signal().clone();
+        if let Err(e) = serve_mesh(tls, &self.server, ctx, shutdown).await {
+            debug!(error = %e, "mesh connection closed with an error");
+        }
+    }
+
+    /// Detection, then HTTP or opaque TCP, to `dst` directly or over the mesh hop to `peer`.
+    async fn serve_plain(
+        &self,
+        mut io: Accepted,
+        dst: OrigDstAddr,
+        buf: BytesMut,
+        preset: Option<Detected>,
+        peer: Option<&MeshPeer>,
+    ) {
         let (protocol, prefix) = if self.opaque_ports.contains(dst.0.port()) {
-            (Protocol::Opaque, bytes::Bytes::new())
+            (Protocol::Opaque, buf.freeze())
         } else {
-            match detect::read(&mut io, self.detect_timeout).await {
+            let detected = match preset {
+                Some(d) => Ok((d, buf.freeze())),
+                None => detect::read_more(&mut io, buf, self.detect_timeout).await,
+            };
+            match detected {
                 Ok((Detected::Known(p), prefix)) => (p, prefix),
                 Ok((Detected::Eof, prefix)) => (Protocol::Opaque, prefix),
                 Ok((Detected::Timeout, prefix)) => {
@@ -84,28 +222,58 @@ impl Stack {
         tracing::Span::current().record("protocol", protocol.as_str());
         let io = PrefixedIo::new(prefix, io);
 
+        let mesh = match (peer, &self.mesh) {
+            (Some(peer), Some(mesh)) => match mesh.tls.client_config(&peer.id) {
+                Ok(tls) => Some((
+                    self.upstreams.mesh(
+                        peer.proxy,
+                        MeshConnect {
+                            tls,
+                            server_id: peer.id.to_string().into(),
+                            client_id: mesh.own_id.clone(),
+                        },
+                    ),
+                    self.metrics
+                        .mesh(self.direction, &mesh.own_id, &peer.id.to_string()),
+                )),
+                Err(e) => {
+                    info!(error = %e, peer = %peer.id, "no TLS config for the peer");
+                    return;
+                }
+            },
+            _ => None,
+        };
+
         if protocol.is_http() {
-            let version = if protocol == Protocol::Http2 {
-                UpstreamVersion::Http2
-            } else {
-                UpstreamVersion::Http1
+            let (endpoint, series) = match mesh {
+                Some(m) => m,
+                None => {
+                    let version = if protocol == Protocol::Http2 {
+                        UpstreamVersion::Http2
+                    } else {
+                        UpstreamVersion::Http1
+                    };
+                    (
+                        self.upstreams.endpoint(dst.0, version),
+                        self.metrics.plaintext(self.direction),
+                    )
+                }
             };
-            let proxy = Proxy::new(
-                dst,
-                version,
-                &self.upstreams,
-                self.direction,
-                self.metrics.clone(),
-                self.drain.tasks().clone(),
-            );
+            let proxy = Proxy::new(dst, endpoint, series, self.drain.tasks().clone());
             let shutdown = self.drain.signal().clone();
             if let Err(e) =
                 weft_proxy_http::serve(io, protocol, &self.server, proxy, shutdown).await
             {
                 debug!(error = %e, "http connection closed with an error");
             }
-        } else if let Err(e) = tcp::forward(io, dst, self.connect_timeout).await {
-            info!(error = %e, "tcp connection failed");
+        } else {
+            let result = match mesh {
+                Some((endpoint, _)) => tcp::forward_mesh(io, dst, &endpoint).await,
+                None => tcp::forward(io, dst, self.connect_timeout).await,
+            };
+            if let Err(e) = result {
+                info!(error = %e, "tcp connection failed");
+            }
         }
     }
 }

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
+use weft_proxy_http::client::{ClientError, Endpoint};
 use weft_proxy_transport::{connect, ConnectError, OrigDstAddr};
 
 /// Why an opaque forward ended early.
@@ -11,6 +13,12 @@ use weft_proxy_transport::{connect, ConnectError, OrigDstAddr};
 pub(crate) enum ForwardError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("mesh tunnel to {dst}: {source}")]
+    Mesh {
+        dst: OrigDstAddr,
+        #[source]
+        source: ClientError,
+    },
     #[error("copying to or from {dst} failed: {source}")]
     Copy {
         dst: OrigDstAddr,
@@ -34,5 +42,32 @@ where
         .await
         .map_err(|source| ForwardError::Copy { dst, source })?;
     debug!(to_server, to_client, "tcp forward done");
+    Ok(())
+}
+
+/// Opens a CONNECT stream to `dst`'s port over the mesh connection to its peer proxy and copies
+/// until both sides have closed, with half-close as in [`forward`].
+pub(crate) async fn forward_mesh<I>(
+    mut client: I,
+    dst: OrigDstAddr,
+    peer: &Endpoint,
+) -> Result<(), ForwardError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let authority =
+        http::uri::Authority::try_from(dst.to_string()).map_err(|e| ForwardError::Copy {
+            dst,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+    let tunnel = peer
+        .open_tunnel(authority, dst.0.port())
+        .await
+        .map_err(|source| ForwardError::Mesh { dst, source })?;
+    let mut server = TokioIo::new(tunnel);
+    let (to_server, to_client) = tokio::io::copy_bidirectional(&mut client, &mut server)
+        .await
+        .map_err(|source| ForwardError::Copy { dst, source })?;
+    debug!(to_server, to_client, "mesh tcp forward done");
     Ok(())
 }

@@ -112,7 +112,13 @@ fn ipv4_http1_request_is_redirected_through_the_proxy() {
         seen.peer, client_addr,
         "the server saw the client's own socket: the request bypassed the proxy"
     );
-    let outbound_200 = [("direction", "outbound"), ("status_code", "200")];
+    let outbound_200 = [
+        ("client_id", ""),
+        ("direction", "outbound"),
+        ("server_id", ""),
+        ("status_code", "200"),
+        ("tls", "false"),
+    ];
     let outbound = [("direction", "outbound")];
     pod.wait_for_metric(
         "weft_requests_total",

@@ -12,7 +12,7 @@ use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use weft_proxy_metrics::{Direction, Metrics};
+use weft_proxy_metrics::RequestSeries;
 
 use crate::client::Checkout;
 
@@ -34,8 +34,7 @@ pin_project_lite::pin_project! {
 
 #[derive(Debug)]
 struct Recorder {
-    metrics: Arc<Metrics>,
-    direction: Direction,
+    series: Arc<RequestSeries>,
     status: StatusCode,
     start: Instant,
     checkout: Option<Checkout>,
@@ -46,8 +45,7 @@ impl ResponseBody {
     /// read from the upstream connection `checkout` (HTTP/1).
     pub fn new(
         inner: Inner,
-        metrics: Arc<Metrics>,
-        direction: Direction,
+        series: Arc<RequestSeries>,
         status: StatusCode,
         start: Instant,
         checkout: Option<Checkout>,
@@ -55,8 +53,7 @@ impl ResponseBody {
         Self {
             inner,
             recorder: Recorder {
-                metrics,
-                direction,
+                series,
                 status,
                 start,
                 checkout,
@@ -67,8 +64,7 @@ impl ResponseBody {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.metrics
-            .request(self.direction, self.status, self.start.elapsed());
+        self.series.record(self.status, self.start.elapsed());
         // `inner`, declared first, is already dropped: the response has been read (or abandoned).
         if let Some(checkout) = self.checkout.take() {
             checkout.release();

@@ -23,13 +23,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::{Either, Empty};
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_rustls::TlsConnector;
 use tracing::debug;
+use weft_proxy_metrics::{Direction, Handshake, Metrics};
 use weft_proxy_transport::{connect, ConnectError};
 
 /// How upstream connections are made and kept.
@@ -42,6 +46,32 @@ pub struct ClientSettings {
     /// The most idle HTTP/1 connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
 }
+
+/// The longest a mesh TLS handshake may take once TCP is connected.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach a peer proxy: mutual TLS that must find `server_id` at the other end.
+#[derive(Clone)]
+pub struct MeshConnect {
+    /// The TLS 1.3 client config that checks the peer is `server_id`.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The SPIFFE ID the peer must present (for logs and metrics; the config enforces it).
+    pub server_id: Arc<str>,
+    /// This proxy's own SPIFFE ID (the metrics' `client_id`).
+    pub client_id: Arc<str>,
+}
+
+impl std::fmt::Debug for MeshConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshConnect")
+            .field("server_id", &self.server_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an HTTP/2 upstream connection carries: the client's body, or nothing (a tunnel's
+/// CONNECT).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// Which HTTP version an upstream connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,21 +91,39 @@ pub enum ClientError {
     /// The HTTP exchange failed (handshake, reset, protocol error).
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// The mesh TLS handshake with the peer proxy failed (wrong identity, untrusted, timeout).
+    #[error("mTLS to {addr} (expecting {server_id}) failed: {reason}")]
+    Tls {
+        addr: SocketAddr,
+        server_id: Arc<str>,
+        reason: String,
+    },
+    /// The peer proxy refused to open a tunnel.
+    #[error("peer proxy {addr} refused the tunnel: {status}")]
+    TunnelRefused {
+        addr: SocketAddr,
+        status: http::StatusCode,
+    },
 }
 
 /// The pools of every endpoint the proxy has talked to recently.
 #[derive(Debug)]
 pub struct Upstreams {
     settings: ClientSettings,
-    endpoints: Mutex<HashMap<(SocketAddr, UpstreamVersion), Arc<Endpoint>>>,
+    metrics: Arc<Metrics>,
+    endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
 }
+
+/// An endpoint: where, which HTTP version, and for the mesh hop, which peer identity.
+type EndpointKey = (SocketAddr, UpstreamVersion, Option<Arc<str>>);
 
 impl Upstreams {
     /// An empty set of pools. A background task closes connections idle for longer than the
     /// idle timeout and forgets endpoints with nothing pooled; it stops when this is dropped.
-    pub fn new(settings: ClientSettings) -> Arc<Self> {
+    pub fn new(settings: ClientSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         let this = Arc::new(Self {
             settings,
+            metrics,
             endpoints: Mutex::new(HashMap::new()),
         });
         tokio::spawn(reap(Arc::downgrade(&this)));
@@ -84,14 +132,28 @@ impl Upstreams {
 
     /// The pool for `addr` speaking `version`. Called once per accepted connection.
     pub fn endpoint(&self, addr: SocketAddr, version: UpstreamVersion) -> Arc<Endpoint> {
+        self.get_or_make((addr, version, None), None)
+    }
+
+    /// The one HTTP/2 mTLS connection to the peer proxy at `addr`, shared by every request and
+    /// tunnel to that peer whatever the app's protocol.
+    pub fn mesh(&self, addr: SocketAddr, mesh: MeshConnect) -> Arc<Endpoint> {
+        let key = (addr, UpstreamVersion::Http2, Some(mesh.server_id.clone()));
+        self.get_or_make(key, Some(mesh))
+    }
+
+    fn get_or_make(&self, key: EndpointKey, mesh: Option<MeshConnect>) -> Arc<Endpoint> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let (addr, version, _) = key;
         endpoints
-            .entry((addr, version))
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(Endpoint {
                     addr,
                     version,
                     settings: self.settings.clone(),
+                    mesh,
+                    metrics: self.metrics.clone(),
                     idle: Mutex::new(Vec::new()),
                     h2: Mutex::new(None),
                     h2_connecting: tokio::sync::Mutex::new(()),
@@ -99,6 +161,24 @@ impl Upstreams {
             })
             .clone()
     }
+}
+
+/// The HTTP/2 handshake on `io`, the connection's task spawned.
+async fn h2_handshake<I>(
+    builder: &http2::Builder<TokioExecutor>,
+    io: I,
+    addr: SocketAddr,
+) -> Result<http2::SendRequest<UpstreamBody>, ClientError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = builder.handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(%addr, error = %e, "upstream connection closed with an error");
+        }
+    });
+    Ok(tx)
 }
 
 /// Closes idle connections past their timeout, and forgets endpoints nobody holds.
@@ -132,9 +212,12 @@ pub struct Endpoint {
     addr: SocketAddr,
     version: UpstreamVersion,
     settings: ClientSettings,
+    /// Set for the mesh hop: TLS to a peer proxy.
+    mesh: Option<MeshConnect>,
+    metrics: Arc<Metrics>,
     idle: Mutex<Vec<Idle>>,
     /// The shared HTTP/2 connection and when a request last used it.
-    h2: Mutex<Option<(http2::SendRequest<Incoming>, Instant)>>,
+    h2: Mutex<Option<(http2::SendRequest<UpstreamBody>, Instant)>>,
     /// Held while dialling HTTP/2, so concurrent first requests share one connection.
     h2_connecting: tokio::sync::Mutex<()>,
 }
@@ -178,7 +261,10 @@ impl Endpoint {
     ) -> Result<(Response<Incoming>, Option<Checkout>), ClientError> {
         match self.version {
             UpstreamVersion::Http1 => self.send_h1(req).await.map(|(rsp, c)| (rsp, Some(c))),
-            UpstreamVersion::Http2 => self.send_h2(req).await.map(|rsp| (rsp, None)),
+            UpstreamVersion::Http2 => self
+                .send_h2(req.map(Either::Left))
+                .await
+                .map(|rsp| (rsp, None)),
         }
     }
 
@@ -221,7 +307,44 @@ impl Endpoint {
         ))
     }
 
-    async fn send_h2(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ClientError> {
+    /// The mesh hop, if this endpoint is a peer proxy.
+    pub fn mesh(&self) -> Option<&MeshConnect> {
+        self.mesh.as_ref()
+    }
+
+    /// The address dialled.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Opens a byte stream to `port` on the peer proxy's pod: an HTTP/2 CONNECT on the shared
+    /// mesh connection. Opaque TCP and HTTP/1 upgrades ride these.
+    pub async fn open_tunnel(
+        &self,
+        authority: http::uri::Authority,
+        port: u16,
+    ) -> Result<hyper::upgrade::Upgraded, ClientError> {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        *req.method_mut() = http::Method::CONNECT;
+        *req.uri_mut() = http::Uri::from(authority);
+        *req.version_mut() = http::Version::HTTP_2;
+        req.headers_mut()
+            .insert(crate::mesh::DST_PORT_HEADER, http::HeaderValue::from(port));
+        let mut rsp = self.send_h2(req).await?;
+        if rsp.status() != http::StatusCode::OK {
+            return Err(ClientError::TunnelRefused {
+                addr: self.addr,
+                status: rsp.status(),
+            });
+        }
+        Ok(hyper::upgrade::on(&mut rsp).await?)
+    }
+
+    /// Sends on the shared HTTP/2 connection, dialling it first if needed.
+    pub async fn send_h2(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let mut tx = match self.shared_h2() {
             Some(tx) => tx,
             None => {
@@ -252,7 +375,7 @@ impl Endpoint {
         None
     }
 
-    fn shared_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+    fn shared_h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         let (tx, used) = h2.as_mut().filter(|(tx, _)| !tx.is_closed())?;
         *used = Instant::now();
@@ -271,19 +394,51 @@ impl Endpoint {
         Ok(tx)
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, ClientError> {
-        let io = TokioIo::new(connect(self.addr, self.settings.connect_timeout).await?);
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
-            .await?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%addr, error = %e, "upstream connection closed with an error");
+    async fn connect_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, ClientError> {
+        let tcp = connect(self.addr, self.settings.connect_timeout).await?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        match &self.mesh {
+            None => h2_handshake(&builder, tcp, self.addr).await,
+            Some(mesh) => {
+                let tls = self.tls_connect(mesh, tcp).await?;
+                // Mesh connections are long-lived and shared: keep them checked, so a peer that
+                // vanished is noticed before a request is sent into the void.
+                builder
+                    .keep_alive_interval(Duration::from_secs(20))
+                    .keep_alive_timeout(Duration::from_secs(10))
+                    .keep_alive_while_idle(true);
+                h2_handshake(&builder, tls, self.addr).await
             }
-        });
-        Ok(tx)
+        }
+    }
+
+    async fn tls_connect(
+        &self,
+        mesh: &MeshConnect,
+        tcp: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
+        // No SNI is sent (see the config); the name only satisfies the API.
+        let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+        let handshake = TlsConnector::from(mesh.tls.clone()).connect(name, tcp);
+        let (result, reason) = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => {
+                self.metrics
+                    .tls_handshake(Direction::Outbound, Handshake::Ok);
+                return Ok(tls);
+            }
+            Ok(Err(e)) => (handshake_result(&e), e.to_string()),
+            Err(_) => (
+                Handshake::Timeout,
+                format!("no handshake within {TLS_HANDSHAKE_TIMEOUT:?}"),
+            ),
+        };
+        self.metrics.tls_handshake(Direction::Outbound, result);
+        Err(ClientError::Tls {
+            addr: self.addr,
+            server_id: mesh.server_id.clone(),
+            reason,
+        })
     }
 
     /// Drops idle connections past the idle timeout, and an HTTP/2 connection that is closed or
@@ -310,5 +465,36 @@ impl Endpoint {
             .unwrap_or_else(|p| p.into_inner())
             .is_empty()
             || self.h2.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+/// Sorts a failed handshake for `weft_tls_handshakes_total`, from the rustls error inside.
+pub fn handshake_result(e: &std::io::Error) -> Handshake {
+    use rustls::{CertificateError as C, Error as E};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) else {
+        return Handshake::Error;
+    };
+    match tls {
+        E::InvalidCertificate(C::Expired | C::NotValidYet | C::ExpiredContext { .. }) => {
+            Handshake::Expired
+        }
+        E::InvalidCertificate(C::Other(other))
+            if other
+                .0
+                .downcast_ref::<weft_certs::verify::IdentityError>()
+                .is_some() =>
+        {
+            Handshake::WrongIdentity
+        }
+        E::InvalidCertificate(_) => Handshake::Untrusted,
+        E::NoCertificatesPresented => Handshake::NoCertificate,
+        E::AlertReceived(rustls::AlertDescription::CertificateRequired) => Handshake::NoCertificate,
+        E::AlertReceived(
+            rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateUnknown,
+        ) => Handshake::Untrusted,
+        E::AlertReceived(rustls::AlertDescription::CertificateExpired) => Handshake::Expired,
+        _ => Handshake::Error,
     }
 }

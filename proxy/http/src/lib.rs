@@ -5,6 +5,9 @@
 //! - [`client`]: [`Upstreams`], keep-alive connection pools per endpoint and HTTP version.
 //! - [`proxy`]: [`Proxy`], the per-connection service that forwards a request to its endpoint,
 //!   tunnels upgrades and CONNECT, and maps failures to statuses.
+//! - [`mesh`]: how requests are marked for the mesh hop between two proxies; the hop itself
+//!   is an [`Endpoint`](client::Endpoint) with [`MeshConnect`](client::MeshConnect) (outbound)
+//!   and [`serve_mesh`](mesh_server::serve_mesh) (inbound).
 //! - [`body`]: the response body type, which records the request's metrics when it ends.
 //! - [`server`]: serving one accepted connection as HTTP/1 or HTTP/2, with graceful shutdown.
 //!
@@ -16,6 +19,8 @@
 pub mod body;
 pub mod client;
 pub mod headers;
+pub mod mesh;
+pub mod mesh_server;
 pub mod proxy;
 pub mod server;
 

@@ -13,13 +13,13 @@ use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
-use weft_proxy_metrics::{Direction, Metrics};
+use weft_proxy_metrics::RequestSeries;
 use weft_proxy_transport::{ConnectError, OrigDstAddr};
 
 use crate::{
     body::ResponseBody,
-    client::{Checkout, ClientError, Endpoint, UpstreamVersion, Upstreams},
-    headers, ERROR_HEADER,
+    client::{Checkout, ClientError, Endpoint},
+    headers, mesh, ERROR_HEADER,
 };
 
 /// Why the proxy answered a request itself instead of relaying the upstream's response.
@@ -38,6 +38,9 @@ pub enum ProxyError {
     /// The request cannot be sent on as it is.
     #[error("invalid request: {0}")]
     InvalidRequest(#[source] http::Error),
+    /// The mesh hop failed: mTLS to the peer proxy, or the peer refused a tunnel.
+    #[error(transparent)]
+    Mesh(ClientError),
 }
 
 impl ProxyError {
@@ -45,7 +48,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Connect(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Connect(_) | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect(_) | ProxyError::Upstream { .. } | ProxyError::Mesh(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -54,6 +59,9 @@ impl ProxyError {
         match e {
             ClientError::Connect(e) => ProxyError::Connect(e),
             ClientError::Http(source) => ProxyError::Upstream { addr, source },
+            e @ (ClientError::Tls { .. } | ClientError::TunnelRefused { .. }) => {
+                ProxyError::Mesh(e)
+            }
         }
     }
 
@@ -85,28 +93,25 @@ pub struct Proxy {
 struct Inner {
     dst: OrigDstAddr,
     endpoint: Arc<Endpoint>,
-    direction: Direction,
-    metrics: Arc<Metrics>,
+    series: Arc<RequestSeries>,
     /// Upgraded tunnels outlive their request; the drain waits for them.
     tunnels: TaskTracker,
 }
 
 impl Proxy {
-    /// A proxy for one connection whose requests go to `dst` as `version`.
+    /// A proxy for one connection whose requests, addressed to `dst`, go to `endpoint` (the
+    /// destination itself, or the peer proxy in front of it), counted in `series`.
     pub fn new(
         dst: OrigDstAddr,
-        version: UpstreamVersion,
-        upstreams: &Upstreams,
-        direction: Direction,
-        metrics: Arc<Metrics>,
+        endpoint: Arc<Endpoint>,
+        series: Arc<RequestSeries>,
         tunnels: TaskTracker,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 dst,
-                endpoint: upstreams.endpoint(dst.0, version),
-                direction,
-                metrics,
+                endpoint,
+                series,
                 tunnels,
             }),
         }
@@ -127,16 +132,7 @@ impl Proxy {
         };
         let status = rsp.status();
         let inner = &self.inner;
-        Ok(rsp.map(|b| {
-            ResponseBody::new(
-                b,
-                inner.metrics.clone(),
-                inner.direction,
-                status,
-                start,
-                checkout,
-            )
-        }))
+        Ok(rsp.map(|b| ResponseBody::new(b, inner.series.clone(), status, start, checkout)))
     }
 
     async fn forward(
@@ -146,17 +142,32 @@ impl Proxy {
         let connect = headers::is_connect(&req);
         let upgrade = connect || headers::is_upgrade(&req);
         headers::strip_hop_by_hop(req.headers_mut(), upgrade && !connect);
-        if !connect {
-            self.set_upstream_uri(&mut req)?;
-        }
         let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let endpoint = &self.inner.endpoint;
+        let dst = self.inner.dst;
+        let client_error = |e| ProxyError::from_client(dst, e);
 
-        let (mut rsp, checkout) = self
-            .inner
-            .endpoint
-            .send(req)
-            .await
-            .map_err(|e| ProxyError::from_client(self.inner.dst, e))?;
+        let (mut rsp, checkout) = if endpoint.mesh().is_none() {
+            if !connect {
+                self.set_upstream_uri(&mut req)?;
+            }
+            endpoint.send(req).await.map_err(client_error)?
+        } else if upgrade {
+            // The rare path, boxed so it does not swell every request's future.
+            (Box::pin(self.upgrade_over_mesh(req, connect)).await?, None)
+        } else {
+            // Every request crosses the mesh hop as HTTP/2, marked with what the other side
+            // needs to hand it on.
+            let version = req.version();
+            mesh::mark_outbound(req.headers_mut(), version, dst.0.port());
+            *req.version_mut() = Version::HTTP_2;
+            self.set_upstream_uri(&mut req)?;
+            let rsp = endpoint
+                .send_h2(req.map(Either::Left))
+                .await
+                .map_err(client_error)?;
+            (rsp, None)
+        };
 
         let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(rsp.headers_mut(), switching);
@@ -167,6 +178,44 @@ impl Proxy {
             }
         }
         Ok((rsp, checkout))
+    }
+
+    /// An HTTP/1 upgrade or CONNECT to a meshed destination: HTTP/1 inside a CONNECT stream to
+    /// the port, which the upgrade then owns.
+    async fn upgrade_over_mesh(
+        &self,
+        mut req: Request<Incoming>,
+        connect: bool,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let dst = self.inner.dst;
+        let client_error = |e| ProxyError::from_client(dst, e);
+        *req.version_mut() = Version::HTTP_11;
+        if !connect {
+            self.set_upstream_uri(&mut req)?;
+        }
+        let tunnel = self
+            .inner
+            .endpoint
+            .open_tunnel(self.authority()?, dst.0.port())
+            .await
+            .map_err(client_error)?;
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(tunnel)
+            .await
+            .map_err(|e| client_error(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(error = %e, "tunnelled upgrade connection failed");
+            }
+        });
+        tx.send_request(req)
+            .await
+            .map_err(|e| client_error(e.into()))
+    }
+
+    /// The destination as an authority, for requests that name none.
+    fn authority(&self) -> Result<Authority, ProxyError> {
+        Authority::try_from(self.inner.dst.to_string())
+            .map_err(|e| ProxyError::InvalidRequest(e.into()))
     }
 
     /// The URI form each upstream version needs, leaving `Host` alone: HTTP/1 sends
@@ -194,8 +243,7 @@ impl Proxy {
             .map(|h| Authority::try_from(h.as_bytes()))
         {
             Some(Ok(a)) => a,
-            _ => Authority::try_from(self.inner.dst.to_string())
-                .map_err(|e| ProxyError::InvalidRequest(e.into()))?,
+            _ => self.authority()?,
         };
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme.get_or_insert(Scheme::HTTP);
@@ -231,32 +279,36 @@ mod tests {
 
     /// hyper moves this future into a new task for every HTTP/2 stream: its size is copied per
     /// request. Profiling found the dial path's futures inflating it (2,904 bytes); boxed, it is
-    /// 2,032, the rest being hyper's own send futures. A regression guard.
+    /// 2,032, the rest being hyper's own send futures. The HTTP/2 request body became an
+    /// `Either` (so the mesh hop can send a body-less CONNECT on the same connection): 2,072.
+    /// A regression guard.
     #[test]
     fn the_per_request_future_stays_small() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
         let _guard = rt.enter();
-        let upstreams = Upstreams::new(crate::ClientSettings {
-            connect_timeout: std::time::Duration::from_secs(1),
-            idle_timeout: std::time::Duration::from_secs(1),
-            max_idle_per_endpoint: 1,
-        });
-        let metrics = Arc::new(Metrics::new("t").expect("metrics"));
+        let metrics = Arc::new(weft_proxy_metrics::Metrics::new("t").expect("metrics"));
+        let upstreams = crate::Upstreams::new(
+            crate::ClientSettings {
+                connect_timeout: std::time::Duration::from_secs(1),
+                idle_timeout: std::time::Duration::from_secs(1),
+                max_idle_per_endpoint: 1,
+            },
+            metrics.clone(),
+        );
+        let dst = OrigDstAddr(([127, 0, 0, 1], 1).into());
         let proxy = Proxy::new(
-            OrigDstAddr(([127, 0, 0, 1], 1).into()),
-            UpstreamVersion::Http2,
-            &upstreams,
-            Direction::Outbound,
-            metrics,
+            dst,
+            upstreams.endpoint(dst.0, crate::client::UpstreamVersion::Http2),
+            metrics.plaintext(weft_proxy_metrics::Direction::Outbound),
             TaskTracker::new(),
         );
         // A request body of the real type needs a connection; the future's size does not
         // depend on the value, so build the future inside a closure that is never called.
         let make = |req: Request<Incoming>| proxy.clone().handle(req);
         let size = size_of_return(&make);
-        assert!(size <= 2048, "Proxy::handle's future grew to {size} bytes");
+        assert!(size <= 2072, "Proxy::handle's future grew to {size} bytes");
 
         fn size_of_return<F, Fut>(_: &F) -> usize
         where

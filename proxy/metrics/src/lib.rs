@@ -14,14 +14,14 @@
 pub mod io;
 
 use std::{
-    collections::HashSet,
-    sync::{Mutex, OnceLock},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
 use prometheus::{
     core::Collector, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub use io::MeteredIo;
@@ -83,10 +83,126 @@ pub struct Metrics {
     tcp_bytes: IntCounterVec,
     detect_timeouts: IntCounterVec,
     detect_timeout_ports: Mutex<HashSet<u16>>,
-    /// The request series' handles by direction and status 100..=599, made on first use: a
-    /// request then costs two atomic updates, not two hashed lookups under a lock (profiled at
-    /// ~700 instructions per request).
-    request_handles: [Box<[OnceLock<RequestHandles>]>; 2],
+    /// The plaintext series of each direction, for connections without mesh TLS.
+    plaintext: [Arc<RequestSeries>; 2],
+    /// Series of mTLS peers, by direction and identities; bounded by [`MAX_IDENTITY_SERIES`].
+    peer_series: Mutex<HashMap<PeerKey, Arc<RequestSeries>>>,
+    tls_handshakes: IntCounterVec,
+    cert_expiry: IntGauge,
+    inbound_refused: IntCounterVec,
+}
+
+/// A mesh series' key: direction, client identity, server identity.
+type PeerKey = (Direction, Arc<str>, Arc<str>);
+
+/// Distinct (client, server) identity pairs labelled per direction before the rest fold into
+/// `client_id="other"`.
+pub const MAX_IDENTITY_SERIES: usize = 1024;
+
+/// The request series of one kind of connection: direction, whether it is mesh TLS, and the
+/// identities at both ends. A connection looks it up once; each request then costs two atomic
+/// updates through handles cached per status 100..=599, not two hashed lookups under a lock
+/// (profiled at ~700 instructions per request).
+#[derive(Debug)]
+pub struct RequestSeries {
+    labels: [String; 4],
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    handles: Box<[OnceLock<RequestHandles>]>,
+}
+
+impl RequestSeries {
+    fn new(
+        requests: &IntCounterVec,
+        request_duration: &HistogramVec,
+        direction: Direction,
+        tls: bool,
+        client_id: &str,
+        server_id: &str,
+    ) -> Self {
+        Self {
+            labels: [
+                direction.as_str().to_string(),
+                tls.to_string(),
+                client_id.to_string(),
+                server_id.to_string(),
+            ],
+            requests: requests.clone(),
+            request_duration: request_duration.clone(),
+            handles: CACHED_STATUSES.map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        let make = || {
+            let [d, t, c, s] = &self.labels;
+            let labels = [d.as_str(), t, c, s, status.as_str()];
+            RequestHandles {
+                count: self.requests.with_label_values(&labels),
+                duration: self.request_duration.with_label_values(&labels),
+            }
+        };
+        let code = status.as_u16();
+        let slot = CACHED_STATUSES
+            .contains(&code)
+            .then(|| &self.handles[usize::from(code - CACHED_STATUSES.start())]);
+        let uncached;
+        let handles = match slot {
+            Some(slot) => slot.get_or_init(make),
+            None => {
+                uncached = make();
+                &uncached
+            }
+        };
+        handles.count.inc();
+        handles.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The outcome of a mesh TLS handshake: the `result` label, a closed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Both sides verified.
+    Ok,
+    /// The peer's chain does not lead to a trusted anchor (or its signature is bad).
+    Untrusted,
+    /// A trusted chain, but not the identity expected.
+    WrongIdentity,
+    /// The peer's certificate has expired or is not yet valid.
+    Expired,
+    /// The peer presented no certificate.
+    NoCertificate,
+    /// The handshake did not finish in time.
+    Timeout,
+    /// Anything else (protocol errors, resets).
+    Error,
+}
+
+impl Handshake {
+    /// Every result, so each series exists from the start.
+    pub const ALL: [Handshake; 7] = [
+        Handshake::Ok,
+        Handshake::Untrusted,
+        Handshake::WrongIdentity,
+        Handshake::Expired,
+        Handshake::NoCertificate,
+        Handshake::Timeout,
+        Handshake::Error,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Handshake::Ok => "ok",
+            Handshake::Untrusted => "untrusted",
+            Handshake::WrongIdentity => "wrong_identity",
+            Handshake::Expired => "expired",
+            Handshake::NoCertificate => "no_certificate",
+            Handshake::Timeout => "timeout",
+            Handshake::Error => "error",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -109,9 +225,11 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "weft_requests_total",
-                    "HTTP requests the proxy answered, by response status.",
+                    "HTTP requests the proxy answered, by response status. tls is \"true\" \
+                     on the mesh hop (mTLS), with the SPIFFE IDs of both ends in client_id and \
+                     server_id; empty otherwise.",
                 ),
-                &["direction", "status_code"],
+                &["direction", "tls", "client_id", "server_id", "status_code"],
             ),
         )?;
         let request_duration = register(
@@ -122,7 +240,7 @@ impl Metrics {
                     "Time from a request's arrival to the end of its response body.",
                 )
                 .buckets(DURATION_BUCKETS.to_vec()),
-                &["direction", "status_code"],
+                &["direction", "tls", "client_id", "server_id", "status_code"],
             ),
         )?;
         let tcp_opened = register(
@@ -175,10 +293,53 @@ impl Metrics {
             ),
         )?;
         build_info.with_label_values(&[version]).set(1);
+        let tls_handshakes = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "weft_tls_handshakes_total",
+                    "Mesh TLS handshakes, by direction and result.",
+                ),
+                &["direction", "result"],
+            ),
+        )?;
+        let cert_expiry = register(
+            &registry,
+            IntGauge::new(
+                "weft_identity_cert_expiry_timestamp_seconds",
+                "When the proxy's current certificate expires, seconds since the Unix epoch; 0 \
+                 before the first one.",
+            ),
+        )?;
+        let inbound_refused = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "weft_inbound_connections_refused_total",
+                    "Inbound connections refused before reaching the app, by reason.",
+                ),
+                &["reason"],
+            ),
+        )?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let plaintext = [Direction::Inbound, Direction::Outbound].map(|d| {
+            Arc::new(RequestSeries::new(
+                &requests,
+                &request_duration,
+                d,
+                false,
+                "",
+                "",
+            ))
+        });
+        for d in [Direction::Inbound, Direction::Outbound] {
+            for h in Handshake::ALL {
+                tls_handshakes.with_label_values(&[d.as_str(), h.as_str()]);
+            }
+        }
         Ok(Self {
             registry,
             requests,
@@ -188,33 +349,76 @@ impl Metrics {
             tcp_bytes,
             detect_timeouts,
             detect_timeout_ports: Mutex::new(HashSet::new()),
-            request_handles: [(); 2].map(|()| CACHED_STATUSES.map(|_| OnceLock::new()).collect()),
+            plaintext,
+            peer_series: Mutex::new(HashMap::new()),
+            tls_handshakes,
+            cert_expiry,
+            inbound_refused,
         })
     }
 
-    /// Counts one answered request and its duration.
+    /// The series for plaintext (non-mesh) connections in `direction`.
+    pub fn plaintext(&self, direction: Direction) -> Arc<RequestSeries> {
+        self.plaintext[direction as usize].clone()
+    }
+
+    /// The series for a mesh connection in `direction` between `client_id` and `server_id`.
+    /// Called once per connection.
+    pub fn mesh(
+        &self,
+        direction: Direction,
+        client_id: &str,
+        server_id: &str,
+    ) -> Arc<RequestSeries> {
+        let mut series = self.peer_series.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (
+            direction,
+            Arc::<str>::from(client_id),
+            Arc::<str>::from(server_id),
+        );
+        if let Some(s) = series.get(&key) {
+            return s.clone();
+        }
+        let (client_id, key) = if series.len() < MAX_IDENTITY_SERIES {
+            (client_id, key)
+        } else {
+            ("other", (direction, Arc::from("other"), key.2))
+        };
+        series
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(RequestSeries::new(
+                    &self.requests,
+                    &self.request_duration,
+                    direction,
+                    true,
+                    client_id,
+                    server_id,
+                ))
+            })
+            .clone()
+    }
+
+    /// Counts one answered plaintext request and its duration.
     pub fn request(&self, direction: Direction, status: http::StatusCode, elapsed: Duration) {
-        let make = || {
-            let labels = [direction.as_str(), status.as_str()];
-            RequestHandles {
-                count: self.requests.with_label_values(&labels),
-                duration: self.request_duration.with_label_values(&labels),
-            }
-        };
-        let code = status.as_u16();
-        let slot = CACHED_STATUSES.contains(&code).then(|| {
-            &self.request_handles[direction as usize][usize::from(code - CACHED_STATUSES.start())]
-        });
-        let uncached;
-        let handles = match slot {
-            Some(slot) => slot.get_or_init(make),
-            None => {
-                uncached = make();
-                &uncached
-            }
-        };
-        handles.count.inc();
-        handles.duration.observe(elapsed.as_secs_f64());
+        self.plaintext[direction as usize].record(status, elapsed);
+    }
+
+    /// Counts a mesh TLS handshake.
+    pub fn tls_handshake(&self, direction: Direction, result: Handshake) {
+        self.tls_handshakes
+            .with_label_values(&[direction.as_str(), result.as_str()])
+            .inc();
+    }
+
+    /// Sets when the proxy's certificate expires.
+    pub fn cert_expires_at(&self, unix_seconds: i64) {
+        self.cert_expiry.set(unix_seconds);
+    }
+
+    /// Counts an inbound connection refused for `reason` (a static label value).
+    pub fn inbound_refused(&self, reason: &'static str) {
+        self.inbound_refused.with_label_values(&[reason]).inc();
     }
 
     /// Counts an accepted connection and wraps its socket so that its bytes and its close are

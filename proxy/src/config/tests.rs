@@ -148,3 +148,87 @@ fn help_and_docs_list_every_variable() {
         );
     }
 }
+
+#[test]
+fn identity_settings_are_all_required_with_a_control_plane() {
+    let base = [
+        (keys::CONTROL_PLANE, "cp.weft:8443"),
+        (keys::TRUST_ANCHORS, "/etc/weft/anchors.pem"),
+        (keys::IDENTITY_TOKEN_FILE, "/var/run/secrets/token"),
+        (keys::NAMESPACE, "shop"),
+        (keys::SERVICE_ACCOUNT, "web"),
+    ];
+    let c = Config::from_source(&source(&base)).expect("valid");
+    let id = c.identity.expect("identity");
+    assert_eq!(id.id.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
+    assert_eq!(
+        id.control_plane_id.to_string(),
+        "spiffe://cluster.local/ns/weft/sa/weft-control-plane"
+    );
+    for missing in [
+        keys::TRUST_ANCHORS,
+        keys::IDENTITY_TOKEN_FILE,
+        keys::NAMESPACE,
+        keys::SERVICE_ACCOUNT,
+    ] {
+        let partial: Vec<_> = base
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != missing)
+            .collect();
+        let err = Config::from_source(&source(&partial)).expect_err(missing);
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, reason, .. } if *key == missing && reason.contains("required")),
+            "{missing}: {err}"
+        );
+    }
+    let mut bad = base.to_vec();
+    bad.push((keys::NAMESPACE, "Shop!"));
+    assert!(Config::from_source(&source(&bad)).is_err());
+    let mut bad = base.to_vec();
+    bad[0] = (keys::CONTROL_PLANE, "no-port");
+    assert!(Config::from_source(&source(&bad)).is_err());
+}
+
+#[test]
+fn mtls_settings_need_a_control_plane() {
+    for (key, value) in [
+        (keys::INBOUND_MTLS, "strict"),
+        (
+            keys::MESH_DESTINATIONS,
+            "10.0.0.1:80=spiffe://cluster.local/ns/a/sa/b",
+        ),
+    ] {
+        let err = Config::from_source(&source(&[(key, value)])).expect_err(key);
+        assert!(err.to_string().contains("WEFT_CONTROL_PLANE"), "{err}");
+    }
+    let err = Config::from_source(&source(&[(keys::INBOUND_MTLS, "sometimes")])).expect_err("mode");
+    assert!(err.to_string().contains("permissive or strict"), "{err}");
+}
+
+#[test]
+fn mesh_destinations_parse_with_default_and_explicit_peers() {
+    let map = parse_mesh_destinations(
+        "10.0.0.1:80=spiffe://cluster.local/ns/a/sa/b, [fd00::1]:443=spiffe://cluster.local/ns/c/sa/d@127.0.0.1:25143",
+    )
+    .expect("valid");
+    let v4 = &map[&"10.0.0.1:80".parse().expect("addr")];
+    assert_eq!(v4.proxy, "10.0.0.1:15143".parse().expect("addr"));
+    assert_eq!(v4.id.to_string(), "spiffe://cluster.local/ns/a/sa/b");
+    let v6 = &map[&"[fd00::1]:443".parse().expect("addr")];
+    assert_eq!(v6.proxy, "127.0.0.1:25143".parse().expect("addr"));
+    for (bad, why) in [
+        ("10.0.0.1:80", "expected ip:port=spiffe-id"),
+        ("host:80=spiffe://cluster.local/ns/a/sa/b", "is not ip:port"),
+        ("10.0.0.1:80=spiffe://x/y", "10.0.0.1:80"),
+        ("10.0.0.1:80=spiffe://cluster.local/ns/a/sa/b@nowhere", "is not ip:port"),
+        (
+            "10.0.0.1:80=spiffe://cluster.local/ns/a/sa/b,10.0.0.1:80=spiffe://cluster.local/ns/a/sa/c",
+            "listed twice",
+        ),
+    ] {
+        let err = parse_mesh_destinations(bad).expect_err(bad);
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+    assert!(parse_mesh_destinations("").expect("empty").is_empty());
+}

@@ -1,0 +1,17 @@
+//! The proxy's identity and the mesh's TLS.
+//!
+//! # Layout
+//! - [`tls`]: the rustls configs of the mesh hop: TLS 1.3 only, ALPN [`MESH_ALPN`], both sides
+//!   presenting the proxy's current certificate and checking the peer's SPIFFE ID.
+//! - [`hello`]: recognising a mesh ClientHello among the bytes an inbound connection starts with.
+//! - [`certify`]: getting the proxy's certificate from the control plane, and renewing it.
+
+#![forbid(unsafe_code)]
+
+pub mod certify;
+pub mod hello;
+pub mod tls;
+
+pub use certify::{Certifier, CertifyConfig};
+pub use hello::{classify, Hello};
+pub use tls::{MeshTls, MESH_ALPN};

@@ -1,0 +1,516 @@
+//! Identity and mutual TLS between proxies: the real control plane and two proxies on loopback.
+//!
+//! The client app talks plaintext to proxy A (outbound, explicit mode); A reaches proxy B's
+//! inbound over mTLS with HTTP/2, and B hands the request to the server app in the protocol the
+//! client spoke.
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use support::{
+    app::App,
+    get,
+    mesh::{identity_env, proxy, route, spiffe, ControlPlane, Pki},
+    read_head, TestProxy,
+};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// B serves `target` for shop/api; A reaches `target` through B as shop/web, expecting
+/// `expect_id` from B.
+async fn pair(
+    pki: &Pki,
+    cp: &ControlPlane,
+    target: std::net::SocketAddr,
+    expect_id: &str,
+) -> (TestProxy, TestProxy) {
+    let b = proxy(
+        &identity_env(pki, cp.addr, "shop", "api"),
+        &[("WEFT_INBOUND_TARGET", target.to_string())],
+    )
+    .await;
+    let a = proxy(
+        &identity_env(pki, cp.addr, "shop", "web"),
+        &[
+            ("WEFT_OUTBOUND_TARGET", target.to_string()),
+            ("WEFT_MESH_DESTINATIONS", route(target, expect_id, &b)),
+        ],
+    )
+    .await;
+    (a, b)
+}
+
+fn mesh_series(direction: &str, status: u16) -> String {
+    format!(
+        r#"weft_requests_total{{client_id="{}",direction="{direction}",server_id="{}",status_code="{status}",tls="true"}}"#,
+        spiffe("shop", "web"),
+        spiffe("shop", "api"),
+    )
+}
+
+async fn h1_get(addr: std::net::SocketAddr, path: &str) -> http::Response<Bytes> {
+    let io = TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "api.shop.svc")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let rsp = tx.send_request(req).await.expect("response");
+    let (parts, body) = rsp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    http::Response::from_parts(parts, body)
+}
+
+#[tokio::test]
+async fn http1_and_http2_cross_one_mtls_connection_and_both_identities_show() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let app = App::start().await;
+    let (a, b) = pair(&pki, &cp, app.addr, &spiffe("shop", "api")).await;
+
+    // HTTP/1.1 in, HTTP/1.1 out at the far end.
+    let rsp = h1_get(a.outbound(), "/echo").await;
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(rsp.headers()["x-seen-version"], "HTTP/1.1");
+    assert_eq!(rsp.headers()["x-seen-host"], "api.shop.svc");
+
+    // HTTP/2 in, HTTP/2 out, on the same mesh connection.
+    let io = TokioIo::new(TcpStream::connect(a.outbound()).await.expect("connect"));
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::get("http://api.shop.svc/echo")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let rsp = tx.send_request(req).await.expect("h2 response");
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["x-seen-version"], "HTTP/2.0");
+        assert_eq!(rsp.headers()["x-seen-host"], "api.shop.svc");
+    }
+
+    // The mesh headers never reach the app.
+    assert_eq!(
+        b.metric(r#"weft_tcp_connections_opened_total{direction="inbound"}"#),
+        Some(1.0),
+        "one mesh connection carried HTTP/1 and HTTP/2:\n{}",
+        b.metrics_text()
+    );
+    assert_eventually!(
+        a.metric(&mesh_series("outbound", 200)) == Some(4.0),
+        "A counts 4 mTLS requests with both identities:\n{}",
+        a.metrics_text()
+    );
+    assert_eventually!(
+        b.metric(&mesh_series("inbound", 200)) == Some(4.0),
+        "B counts 4 mTLS requests with both identities:\n{}",
+        b.metrics_text()
+    );
+    assert_eq!(
+        a.metric(r#"weft_tls_handshakes_total{direction="outbound",result="ok"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        b.metric(r#"weft_tls_handshakes_total{direction="inbound",result="ok"}"#),
+        Some(1.0)
+    );
+    let expiry = a
+        .metric("weft_identity_cert_expiry_timestamp_seconds")
+        .expect("expiry metric");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+    assert!(
+        (now + 23.0 * 3600.0..=now + 24.0 * 3600.0 + 60.0).contains(&expiry),
+        "A's certificate expires in about a day: {expiry} vs now {now}"
+    );
+    assert_eq!(
+        cp.metric("weft_identity_certificates_issued_total").await,
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn opaque_tcp_and_websocket_upgrades_ride_the_mesh_connection() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let app = App::start().await;
+    let (a, b) = pair(&pki, &cp, app.addr, &spiffe("shop", "api")).await;
+
+    // A WebSocket-style upgrade: 101, then bytes both ways.
+    let mut ws = TcpStream::connect(a.outbound()).await.expect("connect");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = read_head(&mut ws).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ws.write_all(b"ping over the mesh").await.expect("write");
+    let mut buf = [0u8; 18];
+    ws.read_exact(&mut buf).await.expect("echo");
+    assert_eq!(&buf, b"ping over the mesh");
+
+    // Opaque TCP (not HTTP): a CONNECT stream to the app's port; the app's CONNECT echo is not
+    // involved, the bytes go straight to its socket, so speak HTTP inside by hand.
+    let mut tcp = TcpStream::connect(a.outbound()).await.expect("connect");
+    tcp.write_all(b"\x00\x01binary hello").await.expect("write");
+    // The app is an HTTP server: binary garbage gets a 400 back through the tunnel.
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got))
+        .await
+        .expect("answer within 10s")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 400"),
+        "the app's own answer came back through the mesh tunnel: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(
+        b.metric(r#"weft_tcp_connections_opened_total{direction="inbound"}"#),
+        Some(1.0),
+        "both rode one mesh connection"
+    );
+    drop(ws);
+}
+
+#[tokio::test]
+async fn a_peer_with_the_wrong_identity_is_refused() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let app = App::start().await;
+    let (a, _b) = pair(&pki, &cp, app.addr, &spiffe("shop", "billing")).await;
+    let rsp = h1_get(a.outbound(), "/echo").await;
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    let why = rsp.headers()["weft-proxy-error"].to_str().expect("ascii");
+    assert!(
+        why.contains("spiffe://cluster.local/ns/shop/sa/billing")
+            && why.contains("spiffe://cluster.local/ns/shop/sa/api"),
+        "the error names both identities: {why}"
+    );
+    assert_eq!(
+        a.metric(r#"weft_tls_handshakes_total{direction="outbound",result="wrong_identity"}"#),
+        Some(1.0),
+        "{}",
+        a.metrics_text()
+    );
+    assert_eq!(app.connections(), 0, "nothing reached the app");
+}
+
+#[tokio::test]
+async fn a_peer_from_another_trust_anchor_is_refused() {
+    let pki = Pki::new(1);
+    let other = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let other_cp = ControlPlane::start(&other, DAY).await;
+    let app = App::start().await;
+    // B's certificate comes from another PKI altogether.
+    let b = proxy(
+        &identity_env(&other, other_cp.addr, "shop", "api"),
+        &[("WEFT_INBOUND_TARGET", app.addr.to_string())],
+    )
+    .await;
+    let a = proxy(
+        &identity_env(&pki, cp.addr, "shop", "web"),
+        &[
+            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
+            (
+                "WEFT_MESH_DESTINATIONS",
+                route(app.addr, &spiffe("shop", "api"), &b),
+            ),
+        ],
+    )
+    .await;
+    let rsp = h1_get(a.outbound(), "/").await;
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        a.metric(r#"weft_tls_handshakes_total{direction="outbound",result="untrusted"}"#),
+        Some(1.0),
+        "{}",
+        a.metrics_text()
+    );
+    assert_eventually!(
+        b.metric(r#"weft_tls_handshakes_total{direction="inbound",result="ok"}"#) == Some(0.0),
+        "B accepted nothing"
+    );
+    assert_eq!(app.connections(), 0, "nothing reached the app");
+}
+
+#[tokio::test]
+async fn an_expired_peer_is_refused() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    // B's control plane hands out 2-second certificates, then goes away: B cannot renew.
+    let short = ControlPlane::start(&pki, Duration::from_secs(2)).await;
+    let app = App::start().await;
+    let b = proxy(
+        &identity_env(&pki, short.addr, "shop", "api"),
+        &[("WEFT_INBOUND_TARGET", app.addr.to_string())],
+    )
+    .await;
+    short.stop().await;
+    let a = proxy(
+        &identity_env(&pki, cp.addr, "shop", "web"),
+        &[
+            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
+            (
+                "WEFT_MESH_DESTINATIONS",
+                route(app.addr, &spiffe("shop", "api"), &b),
+            ),
+        ],
+    )
+    .await;
+    let expiry = b
+        .metric("weft_identity_cert_expiry_timestamp_seconds")
+        .expect("expiry");
+    // Wait (bounded) until B's certificate is past its end.
+    assert_eventually!(
+        @ Duration::from_secs(5),
+        (time::OffsetDateTime::now_utc().unix_timestamp() as f64) > expiry + 1.0,
+        "B's certificate expired"
+    );
+    let rsp = h1_get(a.outbound(), "/").await;
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        a.metric(r#"weft_tls_handshakes_total{direction="outbound",result="expired"}"#),
+        Some(1.0),
+        "{}",
+        a.metrics_text()
+    );
+    assert_eq!(app.connections(), 0);
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_plaintext_and_permissive_serves_it() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let app = App::start().await;
+    let env = identity_env(&pki, cp.addr, "shop", "api");
+    let strict = proxy(
+        &env,
+        &[
+            ("WEFT_INBOUND_TARGET", app.addr.to_string()),
+            ("WEFT_INBOUND_MTLS", "strict".into()),
+        ],
+    )
+    .await;
+    let permissive = proxy(&env, &[("WEFT_INBOUND_TARGET", app.addr.to_string())]).await;
+    let inbound =
+        |p: &TestProxy| std::net::SocketAddr::from(([127, 0, 0, 1], p.addrs.inbound.port()));
+
+    assert_eq!(
+        get(inbound(&strict), "/").await,
+        None,
+        "strict closes plaintext"
+    );
+    assert_eq!(
+        strict
+            .metric(r#"weft_inbound_connections_refused_total{reason="plaintext_in_strict_mode"}"#),
+        Some(1.0)
+    );
+    assert_eq!(app.connections(), 0);
+    assert_eq!(
+        get(inbound(&permissive), "/").await.map(|(s, _)| s),
+        Some(200),
+        "permissive serves an unmeshed client"
+    );
+    // A meshed client gets through strict mode.
+    let a = proxy(
+        &identity_env(&pki, cp.addr, "shop", "web"),
+        &[
+            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
+            (
+                "WEFT_MESH_DESTINATIONS",
+                route(app.addr, &spiffe("shop", "api"), &strict),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(h1_get(a.outbound(), "/").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_proxy_is_not_ready_until_it_holds_a_certificate() {
+    let pki = Pki::new(1);
+    // Nothing listens at the control plane's address yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let mut settings: Vec<(String, String)> = identity_env(&pki, addr, "shop", "web");
+    settings.extend([
+        ("WEFT_OUTBOUND_PORT".into(), "0".into()),
+        ("WEFT_INBOUND_PORT".into(), "0".into()),
+        ("WEFT_ADMIN_PORT".into(), "0".into()),
+    ]);
+    let source: std::collections::HashMap<String, String> = settings.into_iter().collect();
+    let config = weft_proxy::Config::from_source(&source).expect("config");
+    let app = weft_proxy::build(config, None).await.expect("build");
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], app.addrs().admin.port()));
+    let drain = app.drain();
+    let task = tokio::spawn(app.run());
+    // Bounded: the proxy retries with backoff; it must stay unready meanwhile.
+    for _ in 0..20 {
+        let status = get(admin, "/ready").await.map(|(s, _)| s);
+        assert!(
+            status == Some(503) || status.is_none(),
+            "ready without a certificate: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let cp = ControlPlane::start_at(&pki, DAY, addr).await;
+    assert_eventually!(
+        get(admin, "/ready").await.map(|(s, _)| s) == Some(200),
+        "ready once the control plane answers"
+    );
+    drain.start();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_the_control_plane_leaves_traffic_flowing() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let app = App::start().await;
+    let (a, b) = pair(&pki, &cp, app.addr, &spiffe("shop", "api")).await;
+    assert_eq!(h1_get(a.outbound(), "/").await.status(), StatusCode::OK);
+    cp.stop().await;
+    for _ in 0..5 {
+        assert_eq!(h1_get(a.outbound(), "/").await.status(), StatusCode::OK);
+    }
+    assert_eq!(get(a.admin(), "/ready").await.map(|(s, _)| s), Some(200));
+    assert_eq!(get(b.admin(), "/ready").await.map(|(s, _)| s), Some(200));
+}
+
+#[tokio::test]
+async fn five_second_certificates_renew_under_a_long_lived_stream_without_error() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, Duration::from_secs(5)).await;
+    let app = App::start().await;
+    let (a, b) = pair(&pki, &cp, app.addr, &spiffe("shop", "api")).await;
+    let first = (
+        a.metric("weft_identity_cert_expiry_timestamp_seconds"),
+        b.metric("weft_identity_cert_expiry_timestamp_seconds"),
+    );
+
+    // A long-lived upgraded stream, and a keep-alive client, across several renewals.
+    let mut ws = TcpStream::connect(a.outbound()).await.expect("connect");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    assert!(read_head(&mut ws).await.starts_with("HTTP/1.1 101"));
+    let io = TokioIo::new(TcpStream::connect(a.outbound()).await.expect("connect"));
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+
+    let start = tokio::time::Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(8) && rounds < 100 {
+        rounds += 1;
+        let msg = format!("round {rounds:03}");
+        ws.write_all(msg.as_bytes()).await.expect("stream write");
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut buf))
+            .await
+            .expect("echo within 5s")
+            .expect("stream read");
+        assert_eq!(buf, msg.as_bytes());
+        let req = Request::get("/")
+            .header("host", "api")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let rsp = tx.send_request(req).await.expect("keep-alive request");
+        assert_eq!(rsp.status(), StatusCode::OK, "round {rounds}");
+        rsp.into_body().collect().await.expect("body");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let later = (
+        a.metric("weft_identity_cert_expiry_timestamp_seconds"),
+        b.metric("weft_identity_cert_expiry_timestamp_seconds"),
+    );
+    assert!(
+        later.0 > first.0 && later.1 > first.1,
+        "both proxies renewed: {first:?} -> {later:?}"
+    );
+    let issued = cp
+        .metric("weft_identity_certificates_issued_total")
+        .await
+        .expect("issued");
+    assert!(issued >= 4.0, "at least one renewal each: {issued} issued");
+    // A new mesh connection after renewal uses the new certificates.
+    let c = proxy(
+        &identity_env(&pki, cp.addr, "shop", "web"),
+        &[
+            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
+            (
+                "WEFT_MESH_DESTINATIONS",
+                route(app.addr, &spiffe("shop", "api"), &b),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(h1_get(c.outbound(), "/").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn issuer_rotation_through_overlapping_anchors_drops_no_request() {
+    // Both anchors are trusted everywhere from the start; the issuer moves from the first to
+    // the second while requests keep flowing and 3-second certificates renew.
+    let pki = Pki::new(2);
+    let cp = ControlPlane::start(&pki, Duration::from_secs(3)).await;
+    let app = App::start().await;
+    let (a, _b) = pair(&pki, &cp, app.addr, &spiffe("shop", "api")).await;
+    let outbound = a.outbound();
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(6) && ok + (failed.len() as u32) < 400 {
+            match get(outbound, "/").await {
+                Some((200, _)) => ok += 1,
+                other => failed.push(other),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (ok, failed)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pki.issue_from(1);
+    assert_eventually!(
+        cp.metric(r#"weft_identity_file_reloads_total{file="issuer",result="applied"}"#)
+            .await
+            == Some(1.0),
+        "the control plane took the new issuer"
+    );
+    let (ok, failed) = load.await.expect("load");
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {failed:?}",
+        failed.len()
+    );
+    assert!(ok > 50, "only {ok} requests ran");
+    let issued = cp
+        .metric("weft_identity_certificates_issued_total")
+        .await
+        .expect("issued");
+    assert!(
+        issued >= 4.0,
+        "both proxies renewed under the new issuer: {issued}"
+    );
+}
