@@ -93,16 +93,22 @@ async fn serve_conn(
     shutdown: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "TLS handshake timed out");
-            return;
-        }
+    // A client still in its handshake at shutdown has no call in flight: drop it rather than
+    // hold the exit up for the rest of the handshake timeout.
+    let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = shutdown.cancelled() => return,
     };
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())

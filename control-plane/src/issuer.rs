@@ -19,7 +19,7 @@ use std::{
 use arc_swap::ArcSwap;
 use rustls::{crypto::CryptoProvider, pki_types::CertificateDer, pki_types::UnixTime};
 use time::OffsetDateTime;
-use weft_certs::{new_key_and_csr, Ca, SpiffeId, TrustBundle};
+use weft_certs::{new_key_and_csr, Ca, CaError, SpiffeId, TrustBundle};
 
 /// File names inside the issuer directory.
 pub const ISSUER_CERT: &str = "issuer.crt";
@@ -134,6 +134,17 @@ fn read(path: &Path) -> Result<Vec<u8>, IssuerError> {
     Ok(raw)
 }
 
+/// The file to name when a CA does not load: the key when the key is what failed.
+fn file_at_fault(e: &CaError) -> &'static str {
+    match e {
+        CaError::KeyAlgorithm
+        | CaError::Rcgen(rcgen::Error::CouldNotParseKeyPair | rcgen::Error::PemError(_)) => {
+            ISSUER_KEY
+        }
+        CaError::Rcgen(_) | CaError::NotCa | CaError::KeyMismatch => ISSUER_CERT,
+    }
+}
+
 fn check(
     dir: &Path,
     trust_domain: &str,
@@ -148,7 +159,7 @@ fn check(
     };
     let ca = Ca::from_pem(text(0, ISSUER_CERT)?, text(1, ISSUER_KEY)?).map_err(|e| {
         IssuerError::Invalid {
-            path: dir.join(ISSUER_CERT),
+            path: dir.join(file_at_fault(&e)),
             reason: e.to_string(),
         }
     })?;

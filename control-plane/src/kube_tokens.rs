@@ -6,6 +6,8 @@
 //! cannot be reached, or answers with an error, makes the request retryable (`Unavailable`),
 //! never accepted.
 
+use std::time::Duration;
+
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::{api::PostParams, Api, Client};
 
@@ -14,17 +16,24 @@ use crate::tokens::{ReviewFuture, TokenError, TokenReviewer, Workload};
 /// The audience a proxy's projected token must carry.
 pub const AUDIENCE: &str = "identity.weft.dev";
 
+/// How long a TokenReview may take. kube-rs sets no read timeout, so without this an API
+/// server that accepts the request and never answers would hold the call (and a shutdown
+/// waiting for it) forever. A review takes milliseconds when the API server is well.
+pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Reviews tokens with the Kubernetes API server.
 #[derive(Clone)]
 pub struct KubeTokenReviewer {
     api: Api<TokenReview>,
     audience: String,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for KubeTokenReviewer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeTokenReviewer")
             .field("audience", &self.audience)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -35,7 +44,14 @@ impl KubeTokenReviewer {
         Self {
             api: Api::all(client),
             audience: audience.to_string(),
+            timeout: REVIEW_TIMEOUT,
         }
+    }
+
+    /// Gives up on a review after `timeout` instead of [`REVIEW_TIMEOUT`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     async fn check(&self, token: &str) -> Result<Workload, TokenError> {
@@ -46,11 +62,18 @@ impl KubeTokenReviewer {
             },
             ..Default::default()
         };
-        let reviewed = self
-            .api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| TokenError::Unavailable(format!("TokenReview failed: {e}")))?;
+        let reviewed = tokio::time::timeout(
+            self.timeout,
+            self.api.create(&PostParams::default(), &review),
+        )
+        .await
+        .map_err(|_| {
+            TokenError::Unavailable(format!(
+                "TokenReview got no answer within {:?}; is the API server overloaded?",
+                self.timeout
+            ))
+        })?
+        .map_err(|e| TokenError::Unavailable(format!("TokenReview failed: {e}")))?;
         let status = reviewed
             .status
             .ok_or_else(|| TokenError::Unavailable("TokenReview has no status".to_string()))?;

@@ -31,6 +31,9 @@ use crate::{
     tokens::TokenReviewer,
 };
 
+/// How long calls in flight at shutdown may run before their connections are closed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Command-line arguments (each also read from a `WEFT_CP_*` environment variable).
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "weft-control-plane", version, about)]
@@ -77,7 +80,8 @@ pub struct Args {
     pub log_format: String,
 }
 
-/// Runs until `shutdown` is cancelled.
+/// Runs until `shutdown` is cancelled, then lets calls in flight finish for at most
+/// [`SHUTDOWN_GRACE`].
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let metrics = Arc::new(Metrics::new()?);
@@ -152,7 +156,18 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     )
     .await;
     tasks.close();
-    tasks.wait().await;
+    // Connections drain gracefully, but a client that never finishes its request must not
+    // keep the process alive: past the grace, return; what is left ends with the runtime.
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            grace = ?SHUTDOWN_GRACE,
+            connections = tasks.len(),
+            "calls still in flight after the shutdown grace; exiting without them"
+        );
+    }
     Ok(())
 }
 
@@ -178,7 +193,9 @@ async fn maintain(
         }
         let mut renew = serving.due();
         match issuer.reload() {
-            Ok(false) => {}
+            // The files are those in force again (a bad edit reverted): the next bad edit,
+            // even the same one, is news.
+            Ok(false) => last_issuer_error = None,
             Ok(true) => {
                 let current = issuer.current();
                 info!(dir = %issuer.dir().display(), not_after = %current.ca.not_after(), anchors = current.anchors.len(), "new issuer in force");
@@ -203,7 +220,7 @@ async fn maintain(
         }
         if let Some(tokens) = &tokens {
             match tokens.reload() {
-                Ok(false) => {}
+                Ok(false) => last_tokens_error = None,
                 Ok(true) => {
                     info!(path = %tokens.path().display(), tokens = tokens.len(), "tokens file reloaded");
                     metrics.reload("tokens", true);

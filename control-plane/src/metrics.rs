@@ -87,6 +87,11 @@ impl Metrics {
         for r in Refusal::ALL {
             refusals.with_label_values(&[r.as_str()]);
         }
+        for file in ["issuer", "tokens"] {
+            for result in ["applied", "refused"] {
+                reloads.with_label_values(&[file, result]);
+            }
+        }
         Ok(Self {
             registry,
             issued,
