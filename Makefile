@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-## demo: put weft-proxy between a client and a server on loopback; Ctrl-C stops it
+## demo: a two-proxy mesh with mTLS and the control plane on loopback; Ctrl-C stops it
 demo: deps
 	scripts/try-proxy.sh
 
@@ -34,12 +34,12 @@ fuzz:
 
 ## bench: Weft against a direct connection and HAProxy (about 10 minutes); writes BENCHMARKS.md
 bench: bench-deps
-	$(CARGO) build --release --locked -p weft-proxy -p weft-bench
+	$(CARGO) build --release --locked -p weft-proxy -p weft-control-plane -p weft-bench
 	./target/release/weft-bench run
 
 ## bench-smoke: the same harness in under a minute, to prove it works; writes nothing
 bench-smoke: bench-deps
-	$(CARGO) build --release --locked -p weft-proxy -p weft-bench
+	$(CARGO) build --release --locked -p weft-proxy -p weft-control-plane -p weft-bench
 	./target/release/weft-bench run --smoke
 
 bench-deps:

@@ -209,6 +209,11 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
     std::fs::create_dir_all(&work)?;
     let _cleanup = RemoveOnDrop(work.clone());
     let certs = Certs::create(&work)?;
+    anyhow::ensure!(
+        dir.join("weft-control-plane").exists(),
+        "weft-control-plane not built; run `make bench`"
+    );
+    let mesh = setups::MeshPki::start(dir, &work)?;
     // A gRPC frame: uncompressed flag, big-endian length, a 64-byte message.
     let grpc_message = work.join("grpc-message.bin");
     let mut frame = vec![0u8, 0, 0, 0, 64];
@@ -244,7 +249,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
         chains.insert(("direct", mode), Chain::direct(upstream));
         // One Weft chain carries HTTP/1 and HTTP/2 alike: the proxy detects the protocol.
         if mode != Mode::Http2 {
-            chains.insert(("weft", mode), Chain::weft(&weft_bin, upstream)?);
+            chains.insert(("weft", mode), Chain::weft(&weft_bin, &mesh, upstream)?);
         }
         chains.insert(
             ("haproxy-mtls", mode),

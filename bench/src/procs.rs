@@ -124,6 +124,26 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Waits up to 10 s for something to accept on `addr`.
+/// Waits (up to 10 s) until `GET /ready` on `admin` answers 200.
+pub fn wait_ready(admin: SocketAddr, what: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect_timeout(&admin, Duration::from_millis(200)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut head = [0u8; 12];
+            if s.write_all(b"GET /ready HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_exact(&mut head).is_ok()
+                && &head[9..12] == b"200"
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{what} was not ready on {admin} within 10s")
+}
+
 pub fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {

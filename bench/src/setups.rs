@@ -1,10 +1,11 @@
 //! The set-ups under test, each a chain of processes in front of the same upstream:
 //!
 //! - `direct`: client -> server.
-//! - `weft`: client -> weft-proxy (outbound) -> weft-proxy (inbound) -> server.
+//! - `weft`: client -> weft-proxy (outbound) -> mTLS (TLS 1.3, ECDSA P-256, certificates from
+//!   the real control plane) -> weft-proxy (inbound) -> server.
 //! - `haproxy-mtls`: client -> haproxy -> TLS 1.3 with client certificates -> haproxy -> server.
-//! - `haproxy-plain`: the same HAProxy chain with a plaintext hop, the like-for-like comparison
-//!   while Weft's hop has no TLS yet.
+//! - `haproxy-plain`: the same HAProxy chain with a plaintext hop, to show what the hop's TLS
+//!   costs.
 //!
 //! Each proxy runs one thread (`WEFT_THREADS=1`, `nbthread 1`).
 
@@ -17,7 +18,69 @@ use std::{
 
 use anyhow::Context;
 
-use crate::procs::{free_port, wait_listening, Proc};
+use crate::procs::{free_port, wait_listening, wait_ready, Proc};
+
+/// The control plane and PKI the Weft chains take their identities from: an anchor, an issuer,
+/// a tokens file, and `weft-control-plane` serving them.
+#[derive(Debug)]
+pub struct MeshPki {
+    pub control_plane: SocketAddr,
+    pub anchors: PathBuf,
+    dir: PathBuf,
+    _proc: Proc,
+}
+
+impl MeshPki {
+    /// Writes the PKI under `work` and starts the control plane from `bin_dir`.
+    pub fn start(bin_dir: &Path, work: &Path) -> anyhow::Result<MeshPki> {
+        use weft_certs::Ca;
+        let dir = work.join("mesh");
+        std::fs::create_dir_all(dir.join("issuer"))?;
+        let now = time::OffsetDateTime::now_utc();
+        let year = std::time::Duration::from_secs(365 * 24 * 3600);
+        let anchor = Ca::new_anchor("cluster.local", year, now)?;
+        let issuer = anchor.new_issuer("cluster.local", year, now)?;
+        std::fs::write(dir.join("issuer/issuer.crt"), issuer.cert_pem())?;
+        std::fs::write(dir.join("issuer/issuer.key"), issuer.key_pem())?;
+        std::fs::write(dir.join("issuer/anchors.pem"), anchor.cert_pem())?;
+        let anchors = dir.join("anchors.pem");
+        std::fs::write(&anchors, anchor.cert_pem())?;
+        let mut tokens = String::new();
+        for sa in ["client", "server"] {
+            let token = format!("bench-token-for-{sa}-0123456789");
+            std::fs::write(dir.join(format!("{sa}.token")), &token)?;
+            let _ = writeln!(tokens, "{token} bench {sa}");
+        }
+        std::fs::write(dir.join("tokens"), tokens)?;
+        let control_plane = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let proc = Proc::spawn(
+            "weft-control-plane",
+            Command::new(bin_dir.join("weft-control-plane"))
+                .env_clear()
+                .env("WEFT_LOG", "warn")
+                .arg("--issuer")
+                .arg(dir.join("issuer"))
+                .arg("--tokens")
+                .arg(dir.join("tokens"))
+                .arg("--grpc-addr")
+                .arg(control_plane.to_string())
+                .arg("--admin-addr")
+                .arg(admin.to_string()),
+        )?;
+        wait_ready(admin, "weft-control-plane")?;
+        Ok(MeshPki {
+            control_plane,
+            anchors,
+            dir,
+            _proc: proc,
+        })
+    }
+
+    fn token_file(&self, sa: &str) -> PathBuf {
+        self.dir.join(format!("{sa}.token"))
+    }
+}
 
 /// Which kind of traffic a chain carries; HAProxy needs a configuration per kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,43 +108,58 @@ impl Chain {
         }
     }
 
-    /// Two weft-proxy processes: the first's outbound listener forwards to the second's inbound
-    /// listener, which forwards to `upstream` (explicit mode both).
-    pub fn weft(bin: &Path, upstream: SocketAddr) -> anyhow::Result<Chain> {
+    /// Two weft-proxy processes with identities from `mesh`'s control plane: the first's
+    /// outbound listener sends `upstream` over mTLS to the second's inbound listener, which
+    /// forwards to `upstream` (explicit mode both).
+    pub fn weft(bin: &Path, mesh: &MeshPki, upstream: SocketAddr) -> anyhow::Result<Chain> {
         let (out_port, in_port) = (free_port()?, free_port()?);
-        let proxy = |name: &str, env: &[(&str, String)]| -> anyhow::Result<Proc> {
-            let mut cmd = Command::new(bin);
-            cmd.env_clear()
-                .env("WEFT_THREADS", "1")
-                .env("WEFT_LOG", "warn")
-                .env("WEFT_OUTBOUND_PORT", free_port()?.to_string())
-                .env("WEFT_INBOUND_PORT", free_port()?.to_string())
-                .env("WEFT_ADMIN_PORT", free_port()?.to_string());
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            Proc::spawn(name, &mut cmd)
-        };
-        let inbound = proxy(
+        let proxy =
+            |name: &str, sa: &str, env: &[(&str, String)]| -> anyhow::Result<(Proc, SocketAddr)> {
+                let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                let mut cmd = Command::new(bin);
+                cmd.env_clear()
+                    .env("WEFT_THREADS", "1")
+                    .env("WEFT_LOG", "warn")
+                    .env("WEFT_OUTBOUND_PORT", free_port()?.to_string())
+                    .env("WEFT_INBOUND_PORT", free_port()?.to_string())
+                    .env("WEFT_ADMIN_PORT", admin.port().to_string())
+                    .env("WEFT_CONTROL_PLANE", mesh.control_plane.to_string())
+                    .env("WEFT_TRUST_ANCHORS", &mesh.anchors)
+                    .env("WEFT_IDENTITY_TOKEN_FILE", mesh.token_file(sa))
+                    .env("WEFT_NAMESPACE", "bench")
+                    .env("WEFT_SERVICE_ACCOUNT", sa);
+                for (k, v) in env {
+                    cmd.env(k, v);
+                }
+                Ok((Proc::spawn(name, &mut cmd)?, admin))
+            };
+        let (inbound, inbound_admin) = proxy(
             "weft-inbound",
+            "server",
             &[
                 ("WEFT_INBOUND_PORT", in_port.to_string()),
                 ("WEFT_INBOUND_TARGET", upstream.to_string()),
+                ("WEFT_INBOUND_MTLS", "strict".to_string()),
             ],
         )?;
-        let outbound = proxy(
+        let (outbound, outbound_admin) = proxy(
             "weft-outbound",
+            "client",
             &[
                 ("WEFT_OUTBOUND_PORT", out_port.to_string()),
-                ("WEFT_OUTBOUND_TARGET", format!("127.0.0.1:{in_port}")),
+                ("WEFT_OUTBOUND_TARGET", upstream.to_string()),
+                (
+                    "WEFT_MESH_DESTINATIONS",
+                    format!(
+                        "{upstream}=spiffe://cluster.local/ns/bench/sa/server@127.0.0.1:{in_port}"
+                    ),
+                ),
             ],
         )?;
         let entry = SocketAddr::from(([127, 0, 0, 1], out_port));
-        wait_listening(
-            SocketAddr::from(([127, 0, 0, 1], in_port)),
-            "weft inbound proxy",
-        )?;
-        wait_listening(entry, "weft outbound proxy")?;
+        // Ready means holding a certificate.
+        wait_ready(inbound_admin, "weft inbound proxy")?;
+        wait_ready(outbound_admin, "weft outbound proxy")?;
         Ok(Chain {
             entry,
             procs: vec![outbound, inbound],
