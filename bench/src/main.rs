@@ -151,6 +151,9 @@ pub struct TcpSample {
 #[derive(Clone, Debug, Default)]
 pub struct Memory {
     pub idle_kib: u64,
+    /// Private (anonymous) memory at idle: heap and stacks, without the binary's and libraries'
+    /// code pages, which are shared and reclaimable.
+    pub idle_anon_kib: u64,
     pub peak_kib: u64,
 }
 
@@ -261,12 +264,12 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
         );
     }
     for ((setup, mode), chain) in &chains {
+        let memory = results.memory.entry((setup, mode_name(*mode))).or_default();
         if let Some(kib) = chain.max_status_kib("VmRSS")? {
-            results
-                .memory
-                .entry((setup, mode_name(*mode)))
-                .or_default()
-                .idle_kib = kib;
+            memory.idle_kib = kib;
+        }
+        if let Some(kib) = chain.max_status_kib("RssAnon")? {
+            memory.idle_anon_kib = kib;
         }
     }
     let chain_for = |setup: &'static str, protocol: Protocol| {

@@ -309,17 +309,18 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
     );
     let _ = writeln!(
         o,
-        "| set-up | traffic | idle RSS | peak RSS (VmHWM) after the run |"
+        "| set-up | traffic | idle RSS | idle private (RssAnon) | peak RSS (VmHWM) after the run |"
     );
-    let _ = writeln!(o, "|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|");
     for ((s, traffic), mem) in &r.memory {
         if *s == "direct" {
             continue;
         }
         let _ = writeln!(
             o,
-            "| {s} | {traffic} | {:.1} | {:.1} |",
+            "| {s} | {traffic} | {:.1} | {:.1} | {:.1} |",
             mem.idle_kib as f64 / 1024.0,
+            mem.idle_anon_kib as f64 / 1024.0,
             mem.peak_kib as f64 / 1024.0
         );
     }

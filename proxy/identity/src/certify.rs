@@ -245,13 +245,17 @@ impl Certifier {
             addr: addr.clone(),
             reason,
         };
-        let addrs: Vec<_> = tokio::net::lookup_host(addr.as_str())
-            .await
-            .map_err(|e| CertifyError::Resolve {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?
-            .collect();
+        // An ip:port needs no resolver (whose lookup runs on a blocking thread).
+        let addrs: Vec<_> = match addr.parse::<std::net::SocketAddr>() {
+            Ok(sa) => vec![sa],
+            Err(_) => tokio::net::lookup_host(addr.as_str())
+                .await
+                .map_err(|e| CertifyError::Resolve {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?
+                .collect(),
+        };
         let mut last = String::from("no addresses");
         for sa in addrs {
             let attempt = async {
