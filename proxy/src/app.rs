@@ -7,25 +7,23 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{atomic::AtomicBool, atomic::Ordering, Arc},
+    time::Duration,
 };
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use weft_proxy_http::Upstreams;
+use weft_certs::{CertStore, TrustBundle};
+use weft_proxy_http::{client::MeshConnect, Upstreams};
+use weft_proxy_identity::{Certifier, CertifyConfig, MeshTls};
 use weft_proxy_metrics::{Direction, Metrics};
 use weft_proxy_transport::bind;
-
-use std::time::Duration;
-
-use weft_certs::{CertStore, TrustBundle};
-use weft_proxy_identity::{Certifier, CertifyConfig, MeshTls};
 
 use crate::{
     accept, admin,
     config::{Config, IdentityConfig, Target},
     drain::{Drain, Drained},
-    stack::{Mesh, Stack},
+    stack::{Mesh, MeshRoute, Stack},
     telemetry::LogHandle,
 };
 
@@ -171,7 +169,7 @@ impl App {
         let shutdown_identity = CancellationToken::new();
         let (mesh, certified) = match &config.identity {
             Some(identity) => {
-                let (mesh, certifier) = identity_stack(&config, identity, &addrs)?;
+                let (mesh, certifier) = identity_stack(&config, identity, &addrs, &metrics)?;
                 let held = certifier.subscribe();
                 tokio::spawn(certifier.run(shutdown_identity.clone()));
                 (Some(mesh), Some(held))
@@ -255,6 +253,7 @@ fn identity_stack(
     config: &Config,
     identity: &IdentityConfig,
     addrs: &Addrs,
+    metrics: &Metrics,
 ) -> io::Result<(Arc<Mesh>, Certifier)> {
     let err = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
     let pem = std::fs::read_to_string(&identity.trust_anchors).map_err(|e| {
@@ -290,10 +289,27 @@ fn identity_stack(
     )
     .map_err(|e| err(format!("TLS config: {e}")))?;
     info!(identity = %identity.id, control_plane = %identity.control_plane, mtls = ?config.inbound_mtls, mesh_destinations = config.mesh_destinations.len(), "identity");
+    let own_id: Arc<str> = identity.id.to_string().into();
+    let mut destinations = std::collections::HashMap::new();
+    for (dst, peer) in &config.mesh_destinations {
+        let server_id: Arc<str> = peer.id.to_string().into();
+        let route = MeshRoute {
+            proxy: peer.proxy,
+            connect: MeshConnect {
+                tls: tls
+                    .client_config(&peer.id)
+                    .map_err(|e| err(format!("TLS config for {}: {e}", peer.id)))?,
+                server_id: server_id.clone(),
+                client_id: own_id.clone(),
+            },
+            series: metrics.mesh(Direction::Outbound, &own_id, &server_id),
+        };
+        destinations.insert(*dst, route);
+    }
     let mesh = Mesh {
-        own_id: identity.id.to_string().into(),
+        own_id,
         tls,
-        destinations: config.mesh_destinations.clone(),
+        destinations,
         inbound_mode: config.inbound_mtls,
         own_ports: vec![
             addrs.outbound.port(),

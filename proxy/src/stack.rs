@@ -20,11 +20,11 @@ use weft_proxy_http::{
     Proxy, ServerSettings, Upstreams,
 };
 use weft_proxy_identity::{Hello, MeshTls};
-use weft_proxy_metrics::{Direction, Handshake, MeteredIo, Metrics};
+use weft_proxy_metrics::{Direction, Handshake, MeteredIo, Metrics, RequestSeries};
 use weft_proxy_transport::{orig_dst, OrigDstAddr, PrefixedIo};
 
 use crate::{
-    config::{MeshPeer, MtlsMode, PortSet, Target},
+    config::{MtlsMode, PortSet, Target},
     detect::{self, Detected, FirstLook},
     drain::Drain,
     tcp,
@@ -50,10 +50,22 @@ pub(crate) struct Stack {
 pub(crate) struct Mesh {
     pub(crate) tls: Arc<MeshTls>,
     pub(crate) own_id: Arc<str>,
-    pub(crate) destinations: HashMap<SocketAddr, MeshPeer>,
+    pub(crate) destinations: HashMap<SocketAddr, MeshRoute>,
     pub(crate) inbound_mode: MtlsMode,
     /// The proxy's own ports: never a delivery target.
     pub(crate) own_ports: Vec<u16>,
+}
+
+/// How to reach one meshed destination, prepared once so a connection costs a map lookup and
+/// two reference counts.
+#[derive(Debug)]
+pub(crate) struct MeshRoute {
+    /// The peer proxy's inbound listener.
+    pub(crate) proxy: SocketAddr,
+    /// The TLS config that checks the peer's identity, and both identities.
+    pub(crate) connect: MeshConnect,
+    /// The request series of this (client, server) pair.
+    pub(crate) series: Arc<RequestSeries>,
 }
 
 type Accepted = MeteredIo<TcpStream>;
@@ -189,7 +201,7 @@ impl Stack {
         dst: OrigDstAddr,
         buf: BytesMut,
         preset: Option<Detected>,
-        peer: Option<&MeshPeer>,
+        peer: Option<&MeshRoute>,
     ) {
         let (protocol, prefix) = if self.opaque_ports.contains(dst.0.port()) {
             (Protocol::Opaque, buf.freeze())
@@ -222,27 +234,12 @@ impl Stack {
         tracing::Span::current().record("protocol", protocol.as_str());
         let io = PrefixedIo::new(prefix, io);
 
-        let mesh = match (peer, &self.mesh) {
-            (Some(peer), Some(mesh)) => match mesh.tls.client_config(&peer.id) {
-                Ok(tls) => Some((
-                    self.upstreams.mesh(
-                        peer.proxy,
-                        MeshConnect {
-                            tls,
-                            server_id: peer.id.to_string().into(),
-                            client_id: mesh.own_id.clone(),
-                        },
-                    ),
-                    self.metrics
-                        .mesh(self.direction, &mesh.own_id, &peer.id.to_string()),
-                )),
-                Err(e) => {
-                    info!(error = %e, peer = %peer.id, "no TLS config for the peer");
-                    return;
-                }
-            },
-            _ => None,
-        };
+        let mesh = peer.map(|route| {
+            (
+                self.upstreams.mesh(route.proxy, route.connect.clone()),
+                route.series.clone(),
+            )
+        });
 
         if protocol.is_http() {
             let (endpoint, series) = match mesh {
