@@ -2,6 +2,10 @@
 .PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro profile
 
 CARGO ?= cargo
+# Every release build names the same packages, so cargo unifies features once and the demo's
+# build serves the benchmark's (and the other way round) instead of rebuilding dependencies.
+RELEASE_PACKAGES = -p weft-proxy -p weft-control-plane -p weftctl -p weft-bench
+export RELEASE_PACKAGES
 
 ## demo: a two-proxy mesh with mTLS and the control plane on loopback; Ctrl-C stops it
 demo: deps
@@ -34,12 +38,12 @@ fuzz:
 
 ## bench: Weft against a direct connection and HAProxy (about 10 minutes); writes BENCHMARKS.md
 bench: bench-deps
-	$(CARGO) build --release --locked -p weft-proxy -p weft-control-plane -p weft-bench
+	$(CARGO) build --release --locked $(RELEASE_PACKAGES)
 	./target/release/weft-bench run
 
 ## bench-smoke: the same harness in under a minute, to prove it works; writes nothing
 bench-smoke: bench-deps
-	$(CARGO) build --release --locked -p weft-proxy -p weft-control-plane -p weft-bench
+	$(CARGO) build --release --locked $(RELEASE_PACKAGES)
 	./target/release/weft-bench run --smoke
 
 bench-deps:

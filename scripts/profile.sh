@@ -11,7 +11,8 @@ n=${2:-20000}
 command -v valgrind >/dev/null || { echo "profile: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 scripts/bench-deps.sh
 oha="${CARGO_HOME:-$HOME/.cargo}/bin/oha"
-cargo build --release --locked -q -p weft-proxy -p weft-bench
+# shellcheck disable=SC2086
+cargo build --release --locked -q ${RELEASE_PACKAGES:--p weft-proxy -p weft-control-plane -p weftctl -p weft-bench}
 
 work=$(mktemp -d)
 pids=()

@@ -498,3 +498,50 @@ pub fn handshake_result(e: &std::io::Error) -> Handshake {
         _ => Handshake::Error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{io, sync::Arc};
+
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E, OtherError};
+
+    use super::*;
+
+    fn io_err(e: E) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn handshake_failures_are_sorted_by_cause() {
+        let wrong_id = weft_certs::verify::IdentityError::Mismatch {
+            expected: "spiffe://cluster.local/ns/a/sa/b".parse().expect("id"),
+            presented: vec!["spiffe://cluster.local/ns/a/sa/c".into()],
+        };
+        for (e, want) in [
+            (E::InvalidCertificate(C::Expired), Handshake::Expired),
+            (E::InvalidCertificate(C::NotValidYet), Handshake::Expired),
+            (
+                E::InvalidCertificate(C::Other(OtherError(Arc::new(wrong_id)))),
+                Handshake::WrongIdentity,
+            ),
+            (
+                E::InvalidCertificate(C::UnknownIssuer),
+                Handshake::Untrusted,
+            ),
+            (E::InvalidCertificate(C::BadSignature), Handshake::Untrusted),
+            (E::NoCertificatesPresented, Handshake::NoCertificate),
+            (
+                E::AlertReceived(A::CertificateRequired),
+                Handshake::NoCertificate,
+            ),
+            (E::AlertReceived(A::UnknownCA), Handshake::Untrusted),
+            (E::AlertReceived(A::CertificateExpired), Handshake::Expired),
+            (E::AlertReceived(A::HandshakeFailure), Handshake::Error),
+        ] {
+            let shown = format!("{e:?}");
+            assert_eq!(handshake_result(&io_err(e)), want, "{shown}");
+        }
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(handshake_result(&reset), Handshake::Error);
+    }
+}
