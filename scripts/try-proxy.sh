@@ -44,7 +44,7 @@ wait_ok() {
   return 1
 }
 
-echo "== building weft-proxy, weft-control-plane and weftctl (release)"
+echo "== building weft-proxy, weft-control-plane and weftctl (release; with weft-bench, one build for all make targets)"
 # The same package set as the Makefile's other release builds, so they share one build.
 # shellcheck disable=SC2086
 cargo build --release -q ${RELEASE_PACKAGES:--p weft-proxy -p weft-control-plane -p weftctl -p weft-bench}
