@@ -21,6 +21,8 @@ use rustls::{crypto::CryptoProvider, pki_types::CertificateDer, pki_types::UnixT
 use time::OffsetDateTime;
 use weft_certs::{new_key_and_csr, Ca, CaError, SpiffeId, TrustBundle};
 
+use crate::files::{read_bounded, ReadError};
+
 /// File names inside the issuer directory.
 pub const ISSUER_CERT: &str = "issuer.crt";
 pub const ISSUER_KEY: &str = "issuer.key";
@@ -114,24 +116,16 @@ fn read_all(dir: &Path) -> Result<[Vec<u8>; 3], IssuerError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, IssuerError> {
-    use std::io::Read;
-    let err = |source| IssuerError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .map_err(err)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(err)?;
-    if raw.len() as u64 > MAX_FILE_BYTES {
-        return Err(IssuerError::Invalid {
+    read_bounded(path, MAX_FILE_BYTES).map_err(|e| match e {
+        ReadError::Io(source) => IssuerError::Read {
             path: path.to_path_buf(),
-            reason: format!("larger than {MAX_FILE_BYTES} bytes"),
-        });
-    }
-    Ok(raw)
+            source,
+        },
+        ReadError::TooLarge(max) => IssuerError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("larger than {max} bytes"),
+        },
+    })
 }
 
 /// The file to name when a CA does not load: the key when the key is what failed.

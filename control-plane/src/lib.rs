@@ -10,6 +10,7 @@
 //! - [`grpc`]: TLS and HTTP/2 serving; [`admin`]: `/metrics`, `/ready`, `/live`.
 
 pub mod admin;
+mod files;
 pub mod grpc;
 pub mod identity;
 pub mod issuer;

@@ -8,6 +8,8 @@ use std::{collections::HashMap, fmt, future::Future, path::PathBuf, pin::Pin, sy
 
 use arc_swap::ArcSwap;
 
+use crate::files::{read_bounded, ReadError};
+
 /// The workload a token proves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
@@ -127,25 +129,17 @@ impl TokenReviewer for TokensFile {
 const MAX_FILE_BYTES: u64 = 4 << 20;
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, TokensFileError> {
-    use std::io::Read;
-    let err = |source| TokensFileError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .map_err(err)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(err)?;
-    if raw.len() as u64 > MAX_FILE_BYTES {
-        return Err(TokensFileError::Parse {
+    read_bounded(path, MAX_FILE_BYTES).map_err(|e| match e {
+        ReadError::Io(source) => TokensFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        ReadError::TooLarge(max) => TokensFileError::Parse {
             path: path.to_path_buf(),
             line: 0,
-            reason: format!("larger than {MAX_FILE_BYTES} bytes"),
-        });
-    }
-    Ok(raw)
+            reason: format!("larger than {max} bytes"),
+        },
+    })
 }
 
 fn parse(path: &std::path::Path, raw: Vec<u8>) -> Result<Tokens, TokensFileError> {

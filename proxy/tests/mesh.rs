@@ -7,7 +7,7 @@
 #[macro_use]
 mod support;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -32,23 +32,43 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 async fn pair(
     pki: &Pki,
     cp: &ControlPlane,
-    target: std::net::SocketAddr,
+    target: SocketAddr,
     expect_id: &str,
 ) -> (TestProxy, TestProxy) {
-    let b = proxy(
-        &identity_env(pki, cp.addr, "shop", "api"),
+    let b = server(pki, cp.addr, target).await;
+    let a = client_expecting(pki, cp.addr, target, &b, expect_id).await;
+    (a, b)
+}
+
+/// A shop/api proxy (certificate from `cp`) whose inbound delivers to `target`.
+async fn server(pki: &Pki, cp: SocketAddr, target: SocketAddr) -> TestProxy {
+    proxy(
+        &identity_env(pki, cp, "shop", "api"),
         &[("WEFT_INBOUND_TARGET", target.to_string())],
     )
-    .await;
-    let a = proxy(
-        &identity_env(pki, cp.addr, "shop", "web"),
+    .await
+}
+
+/// A shop/web proxy whose outbound reaches `target` through `peer`, which must be shop/api.
+async fn client(pki: &Pki, cp: SocketAddr, target: SocketAddr, peer: &TestProxy) -> TestProxy {
+    client_expecting(pki, cp, target, peer, &spiffe("shop", "api")).await
+}
+
+async fn client_expecting(
+    pki: &Pki,
+    cp: SocketAddr,
+    target: SocketAddr,
+    peer: &TestProxy,
+    expect_id: &str,
+) -> TestProxy {
+    proxy(
+        &identity_env(pki, cp, "shop", "web"),
         &[
             ("WEFT_OUTBOUND_TARGET", target.to_string()),
-            ("WEFT_MESH_DESTINATIONS", route(target, expect_id, &b)),
+            ("WEFT_MESH_DESTINATIONS", route(target, expect_id, peer)),
         ],
     )
-    .await;
-    (a, b)
+    .await
 }
 
 fn mesh_series(direction: &str, status: u16) -> String {
@@ -218,22 +238,8 @@ async fn a_peer_from_another_trust_anchor_is_refused() {
     let other_cp = ControlPlane::start(&other, DAY).await;
     let app = App::start().await;
     // B's certificate comes from another PKI altogether.
-    let b = proxy(
-        &identity_env(&other, other_cp.addr, "shop", "api"),
-        &[("WEFT_INBOUND_TARGET", app.addr.to_string())],
-    )
-    .await;
-    let a = proxy(
-        &identity_env(&pki, cp.addr, "shop", "web"),
-        &[
-            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
-            (
-                "WEFT_MESH_DESTINATIONS",
-                route(app.addr, &spiffe("shop", "api"), &b),
-            ),
-        ],
-    )
-    .await;
+    let b = server(&other, other_cp.addr, app.addr).await;
+    let a = client(&pki, cp.addr, app.addr, &b).await;
     let rsp = h1_get(a.outbound(), "/").await;
     assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(
@@ -256,23 +262,9 @@ async fn an_expired_peer_is_refused() {
     // B's control plane hands out 2-second certificates, then goes away: B cannot renew.
     let short = ControlPlane::start(&pki, Duration::from_secs(2)).await;
     let app = App::start().await;
-    let b = proxy(
-        &identity_env(&pki, short.addr, "shop", "api"),
-        &[("WEFT_INBOUND_TARGET", app.addr.to_string())],
-    )
-    .await;
+    let b = server(&pki, short.addr, app.addr).await;
     short.stop().await;
-    let a = proxy(
-        &identity_env(&pki, cp.addr, "shop", "web"),
-        &[
-            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
-            (
-                "WEFT_MESH_DESTINATIONS",
-                route(app.addr, &spiffe("shop", "api"), &b),
-            ),
-        ],
-    )
-    .await;
+    let a = client(&pki, cp.addr, app.addr, &b).await;
     let expiry = b
         .metric("weft_identity_cert_expiry_timestamp_seconds")
         .expect("expiry");
@@ -328,17 +320,7 @@ async fn strict_mode_refuses_plaintext_and_permissive_serves_it() {
         "permissive serves an unmeshed client"
     );
     // A meshed client gets through strict mode.
-    let a = proxy(
-        &identity_env(&pki, cp.addr, "shop", "web"),
-        &[
-            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
-            (
-                "WEFT_MESH_DESTINATIONS",
-                route(app.addr, &spiffe("shop", "api"), &strict),
-            ),
-        ],
-    )
-    .await;
+    let a = client(&pki, cp.addr, app.addr, &strict).await;
     assert_eq!(h1_get(a.outbound(), "/").await.status(), StatusCode::OK);
 }
 
@@ -455,17 +437,7 @@ async fn five_second_certificates_renew_under_a_long_lived_stream_without_error(
         .expect("issued");
     assert!(issued >= 4.0, "at least one renewal each: {issued} issued");
     // A new mesh connection after renewal uses the new certificates.
-    let c = proxy(
-        &identity_env(&pki, cp.addr, "shop", "web"),
-        &[
-            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
-            (
-                "WEFT_MESH_DESTINATIONS",
-                route(app.addr, &spiffe("shop", "api"), &b),
-            ),
-        ],
-    )
-    .await;
+    let c = client(&pki, cp.addr, app.addr, &b).await;
     assert_eq!(h1_get(c.outbound(), "/").await.status(), StatusCode::OK);
 }
 
