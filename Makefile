@@ -53,7 +53,9 @@ bench-deps:
 bench-micro:
 	$(CARGO) bench --workspace --exclude weft-bench
 
-## profile: callgrind instruction counts per request through one proxy, by function
+## profile: callgrind instruction counts per request through one proxy, by function, plain and on the mesh hop
 profile: bench-deps
 	scripts/profile.sh http1 20000
 	scripts/profile.sh http2 20000
+	scripts/profile.sh http1 5000 mesh-outbound
+	scripts/profile.sh http1 5000 mesh-inbound
