@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod identity;
 pub mod issuer;
 pub mod kube_tokens;
+pub mod local;
 pub mod metrics;
 pub mod serving;
 pub mod tokens;

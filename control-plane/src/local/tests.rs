@@ -1,0 +1,160 @@
+use super::*;
+
+fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    dir
+}
+
+const GOOD: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  clusterIP: 198.19.0.10
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: api-abc12
+  namespace: shop
+  labels: {kubernetes.io/service-name: api}
+addressType: IPv4
+endpoints:
+  - addresses: [198.18.0.11]
+    targetRef: {kind: Pod, name: api-1, namespace: shop}
+  - addresses: [198.18.0.12]
+ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-1, namespace: shop}
+spec:
+  serviceAccountName: api
+  containers: [{name: app, image: example/api}]
+status:
+  podIP: 198.18.0.11
+  podIPs: [{ip: 198.18.0.11}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: later}
+---
+"#;
+
+#[test]
+fn a_folder_of_multi_document_files_loads_into_typed_objects() {
+    let dir = folder(&[("shop.yaml", GOOD), ("notes.txt", "not yaml at all: [")]);
+    let snap = load_dir(dir.path()).expect("valid folder");
+    let key = ("shop".to_string(), "api".to_string());
+    let svc = &snap.services[&key];
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("198.19.0.10")
+    );
+    let slice = &snap.endpoint_slices[&("shop".to_string(), "api-abc12".to_string())];
+    assert_eq!(slice.endpoints.len(), 2);
+    let pod = &snap.pods[&("shop".to_string(), "api-1".to_string())];
+    assert_eq!(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref()),
+        Some("api")
+    );
+    assert_eq!(snap.services.len(), 1, "HTTPRoute skipped, not refused");
+}
+
+#[test]
+fn bad_documents_are_refused_with_file_document_field_and_reason() {
+    for (text, document, field, reason) in [
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 0}]}\n",
+            0,
+            "spec.ports[0].port",
+            "0 is not a port",
+        ),
+        (
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: http}]}\n",
+            0,
+            "spec.ports[0].port",
+            "invalid type",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.0.0.300}\n",
+            1,
+            "spec.clusterIP",
+            "not an IP address",
+        ),
+        (
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: []\n",
+            0,
+            "metadata.labels",
+            "kubernetes.io/service-name",
+        ),
+        (
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: a}}\naddressType: IPv4\nendpoints: [{addresses: ['2001:2::1']}]\n",
+            0,
+            "endpoints[0].addresses[0]",
+            "not an IPv4 address",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name}\nspec: {}\n",
+            0,
+            "metadata.name",
+            "not a valid Kubernetes name",
+        ),
+        ("kind: Service\n", 0, "apiVersion", "missing"),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {}\n",
+            1,
+            "metadata.name",
+            "defined twice",
+        ),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n", 0, "", "not YAML"),
+    ] {
+        let dir = folder(&[("svc.yaml", text)]);
+        let errors = load_dir(dir.path()).expect_err(text);
+        assert_eq!(errors.len(), 1, "{text}: {errors:?}");
+        let e = &errors[0];
+        assert!(e.file.ends_with("svc.yaml"), "{e}");
+        assert_eq!(e.document, document, "{text}: {e}");
+        assert_eq!(e.field, field, "{text}: {e}");
+        assert!(e.reason.contains(reason), "{text}: {e}");
+        let shown = e.to_string();
+        assert!(shown.contains("svc.yaml") && shown.contains(&format!("document {document}")), "{shown}");
+    }
+}
+
+#[test]
+fn one_bad_document_refuses_the_whole_folder_and_lists_every_problem() {
+    let dir = folder(&[
+        ("a.yaml", GOOD),
+        ("b.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 70000}]}\n"),
+        ("c.yml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {serviceAccountName: 'No Good', containers: []}\n"),
+    ]);
+    let errors = load_dir(dir.path()).expect_err("refused");
+    let files: Vec<_> = errors
+        .iter()
+        .map(|e| e.file.file_name().map(|f| f.to_owned()))
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(files
+        .iter()
+        .any(|f| f.as_deref() == Some(std::ffi::OsStr::new("b.yaml"))));
+    assert!(files
+        .iter()
+        .any(|f| f.as_deref() == Some(std::ffi::OsStr::new("c.yml"))));
+}
+
+#[test]
+fn a_missing_folder_is_a_clear_error() {
+    let errors = load_dir(Path::new("/nonexistent/weft-config")).expect_err("missing");
+    assert!(
+        errors[0].to_string().contains("/nonexistent/weft-config"),
+        "{}",
+        errors[0]
+    );
+}
