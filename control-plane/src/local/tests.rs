@@ -83,7 +83,7 @@ fn bad_documents_are_refused_with_file_document_field_and_reason() {
             "invalid type",
         ),
         (
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.0.0.300}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 198.18.0.300}\n",
             1,
             "spec.clusterIP",
             "not an IP address",

@@ -196,7 +196,7 @@ fn mtls_settings_need_a_control_plane() {
         (keys::INBOUND_MTLS, "strict"),
         (
             keys::MESH_DESTINATIONS,
-            "10.0.0.1:80=spiffe://cluster.local/ns/a/sa/b",
+            "198.18.0.1:80=spiffe://cluster.local/ns/a/sa/b",
         ),
     ] {
         let err = Config::from_source(&source(&[(key, value)])).expect_err(key);
@@ -209,21 +209,21 @@ fn mtls_settings_need_a_control_plane() {
 #[test]
 fn mesh_destinations_parse_with_default_and_explicit_peers() {
     let map = parse_mesh_destinations(
-        "10.0.0.1:80=spiffe://cluster.local/ns/a/sa/b, [fd00::1]:443=spiffe://cluster.local/ns/c/sa/d@127.0.0.1:25143",
+        "198.18.0.1:80=spiffe://cluster.local/ns/a/sa/b, [fd00::1]:443=spiffe://cluster.local/ns/c/sa/d@127.0.0.1:25143",
     )
     .expect("valid");
-    let v4 = &map[&"10.0.0.1:80".parse().expect("addr")];
-    assert_eq!(v4.proxy, "10.0.0.1:15143".parse().expect("addr"));
+    let v4 = &map[&"198.18.0.1:80".parse().expect("addr")];
+    assert_eq!(v4.proxy, "198.18.0.1:15143".parse().expect("addr"));
     assert_eq!(v4.id.to_string(), "spiffe://cluster.local/ns/a/sa/b");
     let v6 = &map[&"[fd00::1]:443".parse().expect("addr")];
     assert_eq!(v6.proxy, "127.0.0.1:25143".parse().expect("addr"));
     for (bad, why) in [
-        ("10.0.0.1:80", "expected ip:port=spiffe-id"),
+        ("198.18.0.1:80", "expected ip:port=spiffe-id"),
         ("host:80=spiffe://cluster.local/ns/a/sa/b", "is not ip:port"),
-        ("10.0.0.1:80=spiffe://x/y", "10.0.0.1:80"),
-        ("10.0.0.1:80=spiffe://cluster.local/ns/a/sa/b@nowhere", "is not ip:port"),
+        ("198.18.0.1:80=spiffe://x/y", "198.18.0.1:80"),
+        ("198.18.0.1:80=spiffe://cluster.local/ns/a/sa/b@nowhere", "is not ip:port"),
         (
-            "10.0.0.1:80=spiffe://cluster.local/ns/a/sa/b,10.0.0.1:80=spiffe://cluster.local/ns/a/sa/c",
+            "198.18.0.1:80=spiffe://cluster.local/ns/a/sa/b,198.18.0.1:80=spiffe://cluster.local/ns/a/sa/c",
             "listed twice",
         ),
     ] {
