@@ -185,35 +185,19 @@ async fn maintain(
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Errors repeat every tick until fixed: log each distinct one once.
-    let mut last_issuer_error = None;
-    let mut last_tokens_error = None;
+    let mut issuer_file = Watched::new("issuer", "the previous issuer stays in force");
+    let mut tokens_file = Watched::new("tokens", "the previous tokens stay in force");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let mut renew = serving.due();
-        match issuer.reload() {
-            // The files are those in force again (a bad edit reverted): the next bad edit,
-            // even the same one, is news.
-            Ok(false) => last_issuer_error = None,
-            Ok(true) => {
-                let current = issuer.current();
-                info!(dir = %issuer.dir().display(), not_after = %current.ca.not_after(), anchors = current.anchors.len(), "new issuer in force");
-                metrics.issuer_expires_at(current.ca.not_after().unix_timestamp());
-                metrics.reload("issuer", true);
-                last_issuer_error = None;
-                renew = true;
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                if last_issuer_error.as_ref() != Some(&msg) {
-                    warn!(error = %msg, "issuer files refused; the previous issuer stays in force");
-                    metrics.reload("issuer", false);
-                    last_issuer_error = Some(msg);
-                }
-            }
+        if issuer_file.seen(issuer.reload(), &metrics) {
+            let current = issuer.current();
+            info!(dir = %issuer.dir().display(), not_after = %current.ca.not_after(), anchors = current.anchors.len(), "new issuer in force");
+            metrics.issuer_expires_at(current.ca.not_after().unix_timestamp());
+            renew = true;
         }
         if renew {
             if let Err(e) = serving.issue(&issuer.current()) {
@@ -221,21 +205,49 @@ async fn maintain(
             }
         }
         if let Some(tokens) = &tokens {
-            match tokens.reload() {
-                Ok(false) => last_tokens_error = None,
-                Ok(true) => {
-                    info!(path = %tokens.path().display(), tokens = tokens.len(), "tokens file reloaded");
-                    metrics.reload("tokens", true);
-                    last_tokens_error = None;
+            if tokens_file.seen(tokens.reload(), &metrics) {
+                info!(path = %tokens.path().display(), tokens = tokens.len(), "tokens file reloaded");
+            }
+        }
+    }
+}
+
+/// The reload outcomes of one watched file set. A refusal repeats every tick until the files
+/// are fixed, so each distinct one is logged and counted once; back to the files in force (a
+/// bad edit reverted), the next bad edit, even the same one, is news again.
+struct Watched {
+    file: &'static str,
+    kept: &'static str,
+    last_error: Option<String>,
+}
+
+impl Watched {
+    fn new(file: &'static str, kept: &'static str) -> Self {
+        Self {
+            file,
+            kept,
+            last_error: None,
+        }
+    }
+
+    /// Records one reload's result; returns whether new files took effect.
+    fn seen<E: std::fmt::Display>(&mut self, result: Result<bool, E>, metrics: &Metrics) -> bool {
+        match result {
+            Ok(applied) => {
+                self.last_error = None;
+                if applied {
+                    metrics.reload(self.file, true);
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    if last_tokens_error.as_ref() != Some(&msg) {
-                        warn!(error = %msg, "tokens file refused; the previous tokens stay in force");
-                        metrics.reload("tokens", false);
-                        last_tokens_error = Some(msg);
-                    }
+                applied
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.last_error.as_ref() != Some(&msg) {
+                    warn!(error = %msg, "{} files refused; {}", self.file, self.kept);
+                    metrics.reload(self.file, false);
+                    self.last_error = Some(msg);
                 }
+                false
             }
         }
     }

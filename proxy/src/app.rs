@@ -300,7 +300,6 @@ fn identity_stack(
                     .client_config(&peer.id)
                     .map_err(|e| err(format!("TLS config for {}: {e}", peer.id)))?,
                 server_id: server_id.clone(),
-                client_id: own_id.clone(),
             },
             series: metrics.mesh(Direction::Outbound, &own_id, &server_id),
         };

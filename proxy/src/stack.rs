@@ -117,7 +117,7 @@ impl Stack {
             }
         };
         if look == FirstLook::Hello(Hello::Mesh) {
-            return self.serve_mesh(io, buf, dst, mesh).await;
+            return self.serve_mesh(io, buf, mesh).await;
         }
         let Some(dst) = dst else {
             debug!("a direct connection to the inbound port that is not mesh TLS; closing");
@@ -139,7 +139,7 @@ impl Stack {
     }
 
     /// Terminates a peer proxy's mTLS and serves the mesh hop on it.
-    async fn serve_mesh(&self, io: Accepted, buf: BytesMut, dst: Option<OrigDstAddr>, mesh: &Mesh) {
+    async fn serve_mesh(&self, io: Accepted, buf: BytesMut, mesh: &Mesh) {
         let local = io.get_ref().local_addr();
         let acceptor = tokio_rustls::TlsAcceptor::from(mesh.tls.server_config());
         let handshake = acceptor.accept(PrefixedIo::new(buf.freeze(), io));
@@ -170,10 +170,10 @@ impl Stack {
             .unwrap_or_default();
         tracing::Span::current().record("protocol", "mesh");
         tracing::Span::current().record("client_id", client_id.as_str());
-        let deliver = match (self.target, dst, local) {
-            (Target::Explicit(addr), _, _) => Deliver::To(addr),
-            (Target::Transparent, _, Ok(local)) => Deliver::LocalPort(local.ip().to_canonical()),
-            (Target::Transparent, _, Err(e)) => {
+        let deliver = match (self.target, local) {
+            (Target::Explicit(addr), _) => Deliver::To(addr),
+            (Target::Transparent, Ok(local)) => Deliver::LocalPort(local.ip().to_canonical()),
+            (Target::Transparent, Err(e)) => {
                 debug!(error = %e, "no local address");
                 return;
             }

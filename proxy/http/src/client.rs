@@ -55,10 +55,9 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct MeshConnect {
     /// The TLS 1.3 client config that checks the peer is `server_id`.
     pub tls: Arc<rustls::ClientConfig>,
-    /// The SPIFFE ID the peer must present (for logs and metrics; the config enforces it).
+    /// The SPIFFE ID the peer must present (for errors and the pool key; the config enforces
+    /// it).
     pub server_id: Arc<str>,
-    /// This proxy's own SPIFFE ID (the metrics' `client_id`).
-    pub client_id: Arc<str>,
 }
 
 impl std::fmt::Debug for MeshConnect {
