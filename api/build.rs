@@ -1,7 +1,10 @@
 //! Compiles the .proto files with protox (pure Rust), so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/weft/identity/v1/identity.proto"];
+    let protos = [
+        "proto/weft/identity/v1/identity.proto",
+        "proto/weft/destination/v1/destination.proto",
+    ];
     let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .build_server(cfg!(feature = "server"))

@@ -24,12 +24,22 @@ pub mod identity {
     }
 }
 
+/// Discovery, endpoints and identities of destinations: `weft.destination.v1`.
+pub mod destination {
+    tonic::include_proto!("weft.destination.v1");
+}
+
 #[cfg(feature = "client")]
 pub mod client;
 
 /// Largest gRPC message either side accepts. A CSR or a certificate chain is a few KiB; this
 /// bounds what a misbehaving peer can make the other buffer.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Largest discovery update either side accepts: a snapshot of a Service with ~20,000
+/// endpoints (about 100 bytes each). Larger Services are refused by the control plane with a
+/// clear error rather than cut short.
+pub const MAX_UPDATE_BYTES: usize = 2 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

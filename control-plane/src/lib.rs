@@ -14,10 +14,13 @@ mod files;
 pub mod grpc;
 pub mod identity;
 pub mod issuer;
+pub mod kube_source;
 pub mod kube_tokens;
 pub mod local;
 pub mod metrics;
+pub mod model;
 pub mod serving;
+pub mod source;
 pub mod tokens;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};

@@ -11,35 +11,23 @@
 //! and every typed document through serde_path_to_error, so a type error names its field.
 
 use std::{
-    collections::BTreeMap,
     fmt,
-    net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use k8s_openapi::api::{core::v1::Pod, core::v1::Service, discovery::v1::EndpointSlice};
 use serde::de::DeserializeOwned;
 
-use crate::files::{read_bounded, ReadError};
+use crate::{
+    files::{read_bounded, ReadError},
+    model::{problem, Problem, Snapshot},
+};
 
 /// Largest YAML file read.
 const MAX_FILE_BYTES: u64 = 8 << 20;
 /// Most documents read from the whole folder.
 const MAX_DOCUMENTS: usize = 100_000;
-/// The label tying an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
-/// An object's namespace and name.
-pub type Key = (String, String);
-
-/// Everything a folder held, by namespace and name.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Snapshot {
-    pub services: BTreeMap<Key, Service>,
-    pub endpoint_slices: BTreeMap<Key, EndpointSlice>,
-    pub pods: BTreeMap<Key, Pod>,
-}
-
 /// One refused document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocError {
@@ -124,8 +112,8 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
                 errors.push(DocError {
                     file: file.clone(),
                     document: index,
-                    field: e.0,
-                    reason: e.1,
+                    field: e.field,
+                    reason: e.reason,
                 });
             }
         }
@@ -146,13 +134,6 @@ fn doc_error(file: &Path, document: usize, field: &str, reason: String) -> DocEr
     }
 }
 
-/// (field, reason)
-type Problem = (String, String);
-
-fn problem(field: &str, reason: impl Into<String>) -> Problem {
-    (field.to_string(), reason.into())
-}
-
 fn add(snapshot: &mut Snapshot, value: serde_yaml::Value) -> Result<(), Problem> {
     if value.is_null() {
         return Ok(()); // an empty document (a trailing `---`)
@@ -166,26 +147,11 @@ fn add(snapshot: &mut Snapshot, value: serde_yaml::Value) -> Result<(), Problem>
     let api_version = text("apiVersion").ok_or_else(|| problem("apiVersion", "missing"))?;
     let kind = text("kind").ok_or_else(|| problem("kind", "missing"))?;
     match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => {
-            let svc: Service = typed(value)?;
-            check_service(&svc)?;
-            insert(&mut snapshot.services, key(&svc.metadata)?, svc, "Service")
-        }
+        ("v1", "Service") => snapshot.add_service(Arc::new(typed::<Service>(value)?)),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let slice: EndpointSlice = typed(value)?;
-            check_slice(&slice)?;
-            insert(
-                &mut snapshot.endpoint_slices,
-                key(&slice.metadata)?,
-                slice,
-                "EndpointSlice",
-            )
+            snapshot.add_endpoint_slice(Arc::new(typed::<EndpointSlice>(value)?))
         }
-        ("v1", "Pod") => {
-            let pod: Pod = typed(value)?;
-            check_pod(&pod)?;
-            insert(&mut snapshot.pods, key(&pod.metadata)?, pod, "Pod")
-        }
+        ("v1", "Pod") => snapshot.add_pod(Arc::new(typed::<Pod>(value)?)),
         _ => Ok(()),
     }
 }
@@ -194,156 +160,11 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
-        (field, e.into_inner().to_string())
+        Problem {
+            field,
+            reason: e.into_inner().to_string(),
+        }
     })
-}
-
-fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Result<Key, Problem> {
-    let name = meta
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| problem("metadata.name", "missing"))?;
-    let namespace = meta
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
-    // Names may be DNS subdomains (dots allowed); namespaces must be DNS labels.
-    if !is_dns_subdomain(&name) {
-        return Err(problem(
-            "metadata.name",
-            format!("{name:?} is not a valid Kubernetes name"),
-        ));
-    }
-    if !is_dns_label(&namespace) {
-        return Err(problem(
-            "metadata.namespace",
-            format!("{namespace:?} is not a valid Kubernetes name"),
-        ));
-    }
-    Ok((namespace, name))
-}
-
-fn insert<T>(map: &mut BTreeMap<Key, T>, key: Key, value: T, kind: &str) -> Result<(), Problem> {
-    if map.contains_key(&key) {
-        return Err(problem(
-            "metadata.name",
-            format!("{kind} {}/{} is defined twice", key.0, key.1),
-        ));
-    }
-    map.insert(key, value);
-    Ok(())
-}
-
-fn check_service(svc: &Service) -> Result<(), Problem> {
-    let Some(spec) = &svc.spec else {
-        return Err(problem("spec", "missing"));
-    };
-    if let Some(ip) = &spec.cluster_ip {
-        if ip != "None" && !ip.is_empty() && ip.parse::<IpAddr>().is_err() {
-            return Err(problem(
-                "spec.clusterIP",
-                format!("{ip:?} is not an IP address or None"),
-            ));
-        }
-    }
-    for (i, port) in spec.ports.iter().flatten().enumerate() {
-        if !(1..=65535).contains(&port.port) {
-            return Err(problem(
-                &format!("spec.ports[{i}].port"),
-                format!("{} is not a port", port.port),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_slice(slice: &EndpointSlice) -> Result<(), Problem> {
-    let labels = slice.metadata.labels.as_ref();
-    if labels.and_then(|l| l.get(SERVICE_NAME_LABEL)).is_none() {
-        return Err(problem(
-            "metadata.labels",
-            format!("missing {SERVICE_NAME_LABEL}: which Service is this slice for?"),
-        ));
-    }
-    let want_v6 = match slice.address_type.as_str() {
-        "IPv4" => false,
-        "IPv6" => true,
-        other => {
-            return Err(problem(
-                "addressType",
-                format!("{other:?}: expected IPv4 or IPv6"),
-            ));
-        }
-    };
-    for (i, endpoint) in slice.endpoints.iter().enumerate() {
-        for (j, addr) in endpoint.addresses.iter().enumerate() {
-            match addr.parse::<IpAddr>() {
-                Ok(ip) if ip.is_ipv6() == want_v6 => {}
-                _ => {
-                    return Err(problem(
-                        &format!("endpoints[{i}].addresses[{j}]"),
-                        format!("{addr:?} is not an {} address", slice.address_type),
-                    ))
-                }
-            }
-        }
-    }
-    for (i, port) in slice.ports.iter().flatten().enumerate() {
-        if let Some(p) = port.port {
-            if !(1..=65535).contains(&p) {
-                return Err(problem(
-                    &format!("ports[{i}].port"),
-                    format!("{p} is not a port"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_pod(pod: &Pod) -> Result<(), Problem> {
-    if let Some(sa) = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.as_ref())
-    {
-        if !is_dns_subdomain(sa) {
-            return Err(problem(
-                "spec.serviceAccountName",
-                format!("{sa:?} is not a valid name"),
-            ));
-        }
-    }
-    for (i, ip) in pod
-        .status
-        .iter()
-        .flat_map(|s| s.pod_ips.iter().flatten())
-        .enumerate()
-    {
-        if ip.ip.parse::<IpAddr>().is_err() {
-            return Err(problem(
-                &format!("status.podIPs[{i}].ip"),
-                format!("{:?} is not an IP address", ip.ip),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// RFC 1123 label: lowercase alphanumerics and '-', 1–63, alphanumeric at both ends.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// RFC 1123 subdomain: labels joined by '.', at most 253.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 #[cfg(test)]

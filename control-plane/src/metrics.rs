@@ -1,6 +1,6 @@
 //! The control plane's Prometheus metrics, served on the admin port.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Why a certificate request was refused: the `reason` label, a closed set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,22 @@ pub struct Metrics {
     refusals: IntCounterVec,
     issuer_expiry: IntGauge,
     reloads: IntCounterVec,
+    config_refused: IntCounterVec,
+    config_applied: IntCounterVec,
+    pub(crate) discovery: DiscoveryMetrics,
+}
+
+/// The destination service's metrics.
+#[derive(Debug, Clone)]
+pub(crate) struct DiscoveryMetrics {
+    /// Open `Watch` streams.
+    pub(crate) subscribers: IntGauge,
+    /// Updates written to streams, by kind (`snapshot`, `delta`, `not_a_service`).
+    pub(crate) updates: IntCounterVec,
+    /// From a snapshot's publication by its source to an update's hand-off to the stream.
+    pub(crate) push_latency: Histogram,
+    /// Destinations the index tracks for subscribers.
+    pub(crate) destinations: IntGauge,
 }
 
 impl Metrics {
@@ -76,6 +92,56 @@ impl Metrics {
             ),
             &["file", "result"],
         )?;
+        let config_refused = IntCounterVec::new(
+            Opts::new(
+                "weft_config_refused_documents_total",
+                "Config documents (YAML documents or API objects) refused, by source.",
+            ),
+            &["source"],
+        )?;
+        let config_applied = IntCounterVec::new(
+            Opts::new(
+                "weft_config_snapshots_total",
+                "Config states a source read, by source and result (applied or refused).",
+            ),
+            &["source", "result"],
+        )?;
+        let discovery = DiscoveryMetrics {
+            subscribers: IntGauge::new(
+                "weft_discovery_subscribers",
+                "Open destination Watch streams.",
+            )?,
+            updates: IntCounterVec::new(
+                Opts::new(
+                    "weft_discovery_updates_pushed_total",
+                    "Destination updates written to proxies' streams, by kind.",
+                ),
+                &["kind"],
+            )?,
+            push_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "weft_discovery_push_latency_seconds",
+                    "From a config change taking effect to its update leaving for a proxy.",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0,
+                ]),
+            )?,
+            destinations: IntGauge::new(
+                "weft_discovery_destinations",
+                "Destinations the index tracks for subscribed proxies.",
+            )?,
+        };
+        registry.register(Box::new(config_refused.clone()))?;
+        registry.register(Box::new(config_applied.clone()))?;
+        registry.register(Box::new(discovery.subscribers.clone()))?;
+        registry.register(Box::new(discovery.updates.clone()))?;
+        registry.register(Box::new(discovery.push_latency.clone()))?;
+        registry.register(Box::new(discovery.destinations.clone()))?;
+        for kind in ["snapshot", "delta", "not_a_service"] {
+            discovery.updates.with_label_values(&[kind]);
+        }
         registry.register(Box::new(issued.clone()))?;
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(issuer_expiry.clone()))?;
@@ -98,6 +164,9 @@ impl Metrics {
             refusals,
             issuer_expiry,
             reloads,
+            config_refused,
+            config_applied,
+            discovery,
         })
     }
 
@@ -117,6 +186,29 @@ impl Metrics {
     pub fn reload(&self, file: &'static str, applied: bool) {
         let result = if applied { "applied" } else { "refused" };
         self.reloads.with_label_values(&[file, result]).inc();
+    }
+
+    /// A source refused `documents` documents (or API objects) of a change.
+    pub fn config_refused(&self, source: &'static str, documents: usize) {
+        self.config_refused
+            .with_label_values(&[source])
+            .inc_by(documents as u64);
+    }
+
+    /// A source read a new state: applied, or refused (the last good one stays).
+    pub fn config_read(&self, source: &'static str, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.config_applied
+            .with_label_values(&[source, result])
+            .inc();
+    }
+
+    /// Makes a source's series exist from the start.
+    pub fn config_source(&self, source: &'static str) {
+        self.config_refused.with_label_values(&[source]);
+        for result in ["applied", "refused"] {
+            self.config_applied.with_label_values(&[source, result]);
+        }
     }
 
     /// The Prometheus text exposition.

@@ -1,0 +1,1 @@
+//! The Kubernetes config source: kube-rs reflectors on Services, EndpointSlices and Pods.

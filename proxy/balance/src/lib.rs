@@ -1,0 +1,2 @@
+//! Load balancing for the Weft proxy (being written).
+#![forbid(unsafe_code)]
