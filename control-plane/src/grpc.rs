@@ -15,9 +15,11 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
-use weft_api::identity::identity_server::IdentityServer;
+use weft_api::{
+    destination::destination_server::DestinationServer, identity::identity_server::IdentityServer,
+};
 
-use crate::identity::IdentityService;
+use crate::{discovery::DestinationService, identity::IdentityService};
 
 /// Bounds on what one client can make the server hold.
 #[derive(Clone, Debug)]
@@ -33,7 +35,9 @@ impl Default for Limits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 10_000,
-            max_concurrent_streams: 100,
+            // A proxy opens one discovery stream per destination it talks to, all on one
+            // connection.
+            max_concurrent_streams: 4096,
             max_header_list_bytes: 16 * 1024,
         }
     }
@@ -44,13 +48,19 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     identity: IdentityService,
+    destination: DestinationService,
     limits: Limits,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let service = IdentityServer::new(identity)
-        .max_decoding_message_size(weft_api::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(weft_api::MAX_MESSAGE_BYTES);
+    let service = Services {
+        identity: IdentityServer::new(identity)
+            .max_decoding_message_size(weft_api::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(weft_api::MAX_MESSAGE_BYTES),
+        destination: DestinationServer::new(destination)
+            .max_decoding_message_size(weft_api::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(weft_api::MAX_UPDATE_BYTES),
+    };
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -88,7 +98,7 @@ async fn serve_conn(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    service: IdentityServer<IdentityService>,
+    service: Services,
     limits: &Limits,
     shutdown: CancellationToken,
 ) {
@@ -126,5 +136,40 @@ async fn serve_conn(
     };
     if let Err(e) = result {
         debug!(%peer, error = %e, "gRPC connection closed with an error");
+    }
+}
+
+/// Both services on one port, routed by the gRPC path's service name. (tonic's `Routes` would
+/// bring axum for a two-way `match`.)
+#[derive(Clone, Debug)]
+struct Services {
+    identity: IdentityServer<IdentityService>,
+    destination: DestinationServer<DestinationService>,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl tower_service::Service<http::Request<hyper::body::Incoming>> for Services {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if req
+            .uri()
+            .path()
+            .starts_with("/weft.destination.v1.Destination/")
+        {
+            Box::pin(self.destination.call(req))
+        } else {
+            Box::pin(self.identity.call(req))
+        }
     }
 }

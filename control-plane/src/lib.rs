@@ -10,9 +10,11 @@
 //! - [`grpc`]: TLS and HTTP/2 serving; [`admin`]: `/metrics`, `/ready`, `/live`.
 
 pub mod admin;
+pub mod discovery;
 mod files;
 pub mod grpc;
 pub mod identity;
+pub mod index;
 pub mod issuer;
 pub mod kube_source;
 pub mod kube_tokens;
@@ -54,7 +56,18 @@ pub struct Args {
     /// The trust domain of every identity issued.
     #[arg(long, env = "WEFT_CP_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
-    /// The gRPC address (identity service), TLS.
+    /// Where Services, EndpointSlices and Pods come from: `kubernetes` (watch the API) or
+    /// `local:DIR` (a folder of the same YAML, reloaded on change). Default: `kubernetes`
+    /// without --tokens; with --tokens (local mode), an empty config (no Services known).
+    #[arg(long, env = "WEFT_CP_SOURCE", value_parser = parse_source)]
+    pub source: Option<SourceArg>,
+    /// How often a local config folder is checked for changes.
+    #[arg(long, env = "WEFT_CP_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub config_poll_interval: Duration,
+    /// The cluster's DNS domain, for targets named `name.namespace.svc.<domain>:port`.
+    #[arg(long, env = "WEFT_CP_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The gRPC address (identity and destination services), TLS.
     #[arg(long, env = "WEFT_CP_GRPC_ADDR", default_value = "[::]:8443")]
     pub grpc_addr: SocketAddr,
     /// The admin address: /metrics, /ready, /live.
@@ -83,6 +96,62 @@ pub struct Args {
     /// Log format: plain or json.
     #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "plain")]
     pub log_format: String,
+}
+
+/// Where the config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceArg {
+    /// The Kubernetes API, through the in-cluster config or `$KUBECONFIG`.
+    Kubernetes,
+    /// A folder of YAML.
+    Local(PathBuf),
+}
+
+fn parse_source(s: &str) -> Result<SourceArg, String> {
+    match s {
+        "kubernetes" => Ok(SourceArg::Kubernetes),
+        _ => match s.strip_prefix("local:") {
+            Some(dir) if !dir.is_empty() => Ok(SourceArg::Local(PathBuf::from(dir))),
+            _ => Err(format!("{s:?}: expected kubernetes or local:DIR")),
+        },
+    }
+}
+
+/// How long the Kubernetes source waits for a burst of changes to settle before publishing.
+const KUBE_SETTLE: Duration = Duration::from_millis(100);
+
+/// The config source `args` name, loaded (a local folder) or connected (Kubernetes).
+async fn config_source(
+    args: &Args,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<model::Snapshot>, Option<Box<dyn source::ConfigSource>>)> {
+    let source = match (&args.source, &args.tokens) {
+        (Some(s), _) => s.clone(),
+        (None, None) => SourceArg::Kubernetes,
+        (None, Some(_)) => {
+            info!("no --source: no Services known, every destination is forwarded as it is");
+            return Ok((Arc::default(), None));
+        }
+    };
+    match source {
+        SourceArg::Local(dir) => {
+            let local =
+                local::LocalSource::load(dir.clone(), args.config_poll_interval, metrics.clone())
+                    .with_context(|| format!("--source local:{}", dir.display()))?;
+            let snapshot = local.snapshot();
+            info!(dir = %dir.display(), services = snapshot.services.len(), endpoint_slices = snapshot.endpoint_slices.len(), pods = snapshot.pods.len(), "config from a local folder");
+            Ok((snapshot, Some(Box::new(local))))
+        }
+        SourceArg::Kubernetes => {
+            let client = kube::Client::try_default().await.context(
+                "--source kubernetes: no Kubernetes API (in-cluster config or $KUBECONFIG)",
+            )?;
+            info!("config from the Kubernetes API");
+            // WIRING: the Kubernetes source lands in kube_source.rs (in progress).
+            let _ = (client, KUBE_SETTLE);
+            anyhow::bail!("--source kubernetes is being built; use --source local:DIR")
+        }
+    }
 }
 
 /// Runs until `shutdown` is cancelled, then lets calls in flight finish for at most
@@ -126,6 +195,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         }
     };
 
+    let (snapshot, source) = config_source(&args, &metrics).await?;
+    let hub = discovery::Hub::new(
+        snapshot.clone(),
+        &args.trust_domain,
+        &args.cluster_domain,
+        metrics.discovery.clone(),
+    );
+
     let grpc = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("binding the gRPC address {}", args.grpc_addr))?;
@@ -143,6 +220,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     );
     let tasks = TaskTracker::new();
     tasks.spawn(admin::serve(admin, metrics.clone(), shutdown.clone()));
+    if let Some(source) = source {
+        let (tx, rx) = tokio::sync::watch::channel(snapshot);
+        info!(source = source.name(), "watching the config source");
+        tasks.spawn(source.run(tx, shutdown.clone()));
+        tasks.spawn(hub.clone().follow(rx, shutdown.clone()));
+    }
+    let destination = discovery::DestinationService::new(hub, shutdown.clone());
     tasks.spawn(maintain(
         issuer,
         tokens_file,
@@ -155,6 +239,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         grpc,
         serving.server_config()?,
         identity,
+        destination,
         grpc::Limits::default(),
         shutdown,
         tasks.clone(),

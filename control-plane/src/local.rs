@@ -14,14 +14,21 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use k8s_openapi::api::{core::v1::Pod, core::v1::Service, discovery::v1::EndpointSlice};
 use serde::de::DeserializeOwned;
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
 use crate::{
     files::{read_bounded, ReadError},
+    metrics::Metrics,
     model::{problem, Problem, Snapshot},
+    source::{ConfigSource, SourceFuture},
 };
 
 /// Largest YAML file read.
@@ -59,14 +66,7 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
             reason,
         }]
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| whole(format!("cannot read the folder: {e}")))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
-        .collect();
-    files.sort();
+    let files = yaml_files(dir).map_err(|e| whole(format!("cannot read the folder: {e}")))?;
     let mut snapshot = Snapshot::default();
     let mut errors = Vec::new();
     let mut documents = 0;
@@ -125,6 +125,18 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
     }
 }
 
+/// The folder's `*.yaml` and `*.yml` files, in name order.
+fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 fn doc_error(file: &Path, document: usize, field: &str, reason: String) -> DocError {
     DocError {
         file: file.to_path_buf(),
@@ -165,6 +177,165 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Problem> {
             reason: e.into_inner().to_string(),
         }
     })
+}
+
+/// The local folder as a [`ConfigSource`]: polled every `interval`, compared by content, and
+/// published only when a changed folder loads whole.
+///
+/// Polling rather than inotify, as for the issuer files: a ConfigMap volume updates by
+/// swapping a `..data` symlink, editors write through temporary files and renames, and a
+/// content comparison is right in every case for the cost of reading a few files a second.
+#[derive(Debug)]
+pub struct LocalSource {
+    dir: PathBuf,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    /// The folder's content when `snapshot` was read.
+    fingerprint: u64,
+    snapshot: Arc<Snapshot>,
+}
+
+impl LocalSource {
+    /// Loads `dir` now: a folder that does not load is a start error listing every problem,
+    /// since starting empty would tell every proxy that no Service exists.
+    pub fn load(
+        dir: PathBuf,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LoadError> {
+        metrics.config_source(NAME);
+        let fingerprint = fingerprint(&dir);
+        let snapshot = load_dir(&dir).map_err(|errors| {
+            metrics.config_refused(NAME, errors.len());
+            LoadError(errors)
+        })?;
+        metrics.config_read(NAME, true);
+        Ok(Self {
+            dir,
+            interval,
+            metrics,
+            fingerprint,
+            snapshot: Arc::new(snapshot),
+        })
+    }
+
+    /// What the folder held when last loaded.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    /// Reads the folder again if its content changed. `Ok(Some)` is a new snapshot, `Ok(None)`
+    /// no change (or no change since a refusal), `Err` a refused change.
+    fn poll(&mut self) -> Result<Option<Arc<Snapshot>>, LoadError> {
+        let fingerprint = fingerprint(&self.dir);
+        if fingerprint == self.fingerprint {
+            return Ok(None);
+        }
+        self.fingerprint = fingerprint;
+        match load_dir(&self.dir) {
+            Ok(snapshot) => {
+                self.metrics.config_read(NAME, true);
+                if *self.snapshot == snapshot {
+                    return Ok(None);
+                }
+                self.snapshot = Arc::new(snapshot);
+                Ok(Some(self.snapshot.clone()))
+            }
+            Err(errors) => {
+                self.metrics.config_read(NAME, false);
+                self.metrics.config_refused(NAME, errors.len());
+                Err(LoadError(errors))
+            }
+        }
+    }
+}
+
+const NAME: &str = "local";
+
+impl ConfigSource for LocalSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(
+        mut self: Box<Self>,
+        out: watch::Sender<Arc<Snapshot>>,
+        shutdown: CancellationToken,
+    ) -> SourceFuture {
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(self.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                // Reading and parsing files is blocking work: off the async workers.
+                let (source, result) = match tokio::task::spawn_blocking(move || {
+                    let result = self.poll();
+                    (self, result)
+                })
+                .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the config folder panicked");
+                        return;
+                    }
+                };
+                self = source;
+                match result {
+                    Ok(Some(snapshot)) => {
+                        info!(
+                            dir = %self.dir.display(),
+                            services = snapshot.services.len(),
+                            endpoint_slices = snapshot.endpoint_slices.len(),
+                            pods = snapshot.pods.len(),
+                            "config folder changed; new config in force"
+                        );
+                        out.send_replace(snapshot);
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(
+                        dir = %self.dir.display(),
+                        "config folder change refused; the previous config stays in force: {e}"
+                    ),
+                }
+            }
+        })
+    }
+}
+
+/// A folder that did not load, with every problem.
+#[derive(Debug)]
+pub struct LoadError(pub Vec<DocError>);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} document(s) refused", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "; {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// A digest of the folder's YAML files' names and contents (bounded reads; unreadable files
+/// count by their error, so a fixed permission is a change).
+fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for file in yaml_files(dir).unwrap_or_default() {
+        file.hash(&mut h);
+        match read_bounded(&file, MAX_FILE_BYTES) {
+            Ok(raw) => raw.hash(&mut h),
+            Err(ReadError::Io(e)) => e.kind().hash(&mut h),
+            Err(ReadError::TooLarge(_)) => "too large".hash(&mut h),
+        }
+    }
+    h.finish()
 }
 
 #[cfg(test)]

@@ -51,20 +51,20 @@ pub struct Metrics {
     reloads: IntCounterVec,
     config_refused: IntCounterVec,
     config_applied: IntCounterVec,
-    pub(crate) discovery: DiscoveryMetrics,
+    pub discovery: DiscoveryMetrics,
 }
 
 /// The destination service's metrics.
 #[derive(Debug, Clone)]
-pub(crate) struct DiscoveryMetrics {
+pub struct DiscoveryMetrics {
     /// Open `Watch` streams.
-    pub(crate) subscribers: IntGauge,
+    pub subscribers: IntGauge,
     /// Updates written to streams, by kind (`snapshot`, `delta`, `not_a_service`).
-    pub(crate) updates: IntCounterVec,
+    pub updates: IntCounterVec,
     /// From a snapshot's publication by its source to an update's hand-off to the stream.
-    pub(crate) push_latency: Histogram,
+    pub push_latency: Histogram,
     /// Destinations the index tracks for subscribers.
-    pub(crate) destinations: IntGauge,
+    pub destinations: IntGauge,
 }
 
 impl Metrics {

@@ -689,12 +689,16 @@ async fn kubernetes_token_review_decides_who_gets_a_certificate() {
     let api = FakeApiServer::start(verdicts).await;
     let pki = Pki::new(1);
     let kubeconfig = api.kubeconfig(pki.dir.path());
+    // This fake API server speaks only TokenReview: discovery reads an (empty) folder.
+    let config = pki.path("config");
+    std::fs::create_dir(&config).expect("mkdir");
+    let source = format!("local:{}", config.display());
     let cp = ControlPlane::start(
         &pki,
         Tokens::Kube {
             kubeconfig: &kubeconfig,
         },
-        &[],
+        &["--source", &source],
     )
     .await;
     assert!(

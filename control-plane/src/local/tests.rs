@@ -158,3 +158,69 @@ fn a_missing_folder_is_a_clear_error() {
         errors[0]
     );
 }
+
+#[test]
+fn the_source_publishes_changes_and_refuses_bad_edits_keeping_the_last_good() {
+    let dir = folder(&[("shop.yaml", GOOD)]);
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let mut source = LocalSource::load(
+        dir.path().to_path_buf(),
+        Duration::from_millis(10),
+        metrics.clone(),
+    )
+    .expect("loads");
+    let first = source.snapshot();
+    assert_eq!(source.poll().expect("unchanged"), None);
+
+    std::fs::write(
+        dir.path().join("more.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n",
+    )
+    .expect("write");
+    let second = source.poll().expect("applied").expect("changed");
+    assert_eq!(second.services.len(), 2);
+
+    std::fs::write(
+        dir.path().join("more.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: -1}]}\n",
+    )
+    .expect("write");
+    let refused = source.poll().expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("more.yaml document 0 field spec.ports[0].port"),
+        "{refused}"
+    );
+    assert_eq!(source.snapshot(), second, "the last good config stays");
+    assert_eq!(
+        source.poll().expect("no news"),
+        None,
+        "a refusal is reported once"
+    );
+
+    std::fs::remove_file(dir.path().join("more.yaml")).expect("rm");
+    assert_eq!(source.poll().expect("applied"), Some(first));
+    let text = metrics.encode();
+    assert!(
+        text.contains("weft_config_refused_documents_total{source=\"local\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_config_snapshots_total{result=\"refused\",source=\"local\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_folder_that_does_not_load_is_a_start_error() {
+    let dir = folder(&[("bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {serviceAccountName: 'No Good', containers: []}\n")]);
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let e = LocalSource::load(dir.path().to_path_buf(), Duration::from_secs(1), metrics)
+        .expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("bad.yaml document 0 field spec.serviceAccountName"),
+        "{e}"
+    );
+}

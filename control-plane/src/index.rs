@@ -1,0 +1,424 @@
+//! From a [`Snapshot`] to what a proxy is told about one destination. Pure: no I/O, no clock.
+//!
+//! A destination ([`Target`]) is a Service's cluster IP and port (what a redirected
+//! connection's original destination is), the Service's DNS name and port, or a pod's IP and
+//! port (a client calling a pod directly, a headless Service). The answer ([`Answer`]) is the
+//! ready endpoints of that Service port, each with the identity its proxy must present, or
+//! "not a Service" (the proxy forwards as it is).
+//!
+//! What Kubernetes users expect, as Linkerd's destination service and Istio's EDS give it:
+//! - the Service port's `targetPort` is resolved through the EndpointSlice ports by port name
+//!   (as kube-proxy does), so a named target port may differ per pod;
+//! - an endpoint is used when `conditions.ready` is not false, at its first address (the API
+//!   says the addresses of one endpoint are fungible);
+//! - an endpoint's pod comes from its `targetRef`, else from its address; the pod is meshed
+//!   when it runs a container named `weft-proxy` (or carries `weft.dev/injected`), reached on
+//!   that container's `weft-inbound` port (default 15143), and must present
+//!   `spiffe://<trust-domain>/ns/<pod namespace>/sa/<service account or default>`;
+//! - a Service with no ready endpoints is still a Service: the answer is an empty set, and the
+//!   proxy answers 503 rather than sending the traffic around the mesh.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    sync::Arc,
+};
+
+use k8s_openapi::api::{
+    core::v1::{Pod, Service, ServicePort},
+    discovery::v1::EndpointSlice,
+};
+use weft_api::destination as pb;
+
+use crate::model::{Key, Snapshot, SERVICE_NAME_LABEL};
+
+/// The container a meshed pod's proxy runs in.
+pub const PROXY_CONTAINER: &str = "weft-proxy";
+/// The proxy container's inbound port's name.
+pub const INBOUND_PORT_NAME: &str = "weft-inbound";
+/// The annotation the injector sets on meshed pods.
+pub const INJECTED_ANNOTATION: &str = "weft.dev/injected";
+/// The proxy's inbound port when the pod does not name one.
+pub const DEFAULT_INBOUND_PORT: u16 = 15143;
+/// Longest target string accepted.
+pub const MAX_TARGET_LEN: usize = 320;
+
+/// A destination a proxy asks about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// An IP and port: a Service's cluster IP, or a pod's IP.
+    Addr(SocketAddr),
+    /// `name.namespace.svc.<cluster-domain>:port`.
+    Name {
+        namespace: String,
+        name: String,
+        port: u16,
+    },
+}
+
+/// Why a target string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("target {target:?}: {reason}")]
+pub struct TargetError {
+    target: String,
+    reason: &'static str,
+}
+
+impl Target {
+    /// Parses `ip:port`, `[v6]:port` or `name.namespace.svc.<cluster_domain>:port`.
+    pub fn parse(s: &str, cluster_domain: &str) -> Result<Self, TargetError> {
+        let err = |reason| TargetError {
+            target: s.chars().take(64).collect(),
+            reason,
+        };
+        if s.len() > MAX_TARGET_LEN {
+            return Err(err("longer than 320 bytes"));
+        }
+        if let Ok(addr) = SocketAddr::from_str(s) {
+            if addr.port() == 0 {
+                return Err(err("port 0"));
+            }
+            return Ok(Target::Addr(SocketAddr::new(
+                addr.ip().to_canonical(),
+                addr.port(),
+            )));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| err("no :port"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| err("the port is not 1-65535"))?;
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let rest = host
+            .strip_suffix(cluster_domain)
+            .and_then(|r| r.strip_suffix(".svc."))
+            .ok_or_else(|| err("expected ip:port or name.namespace.svc.<cluster-domain>:port"))?;
+        let (name, namespace) = rest
+            .split_once('.')
+            .ok_or_else(|| err("expected name.namespace.svc.<cluster-domain>:port"))?;
+        if !crate::model::is_dns_label(name) || !crate::model::is_dns_label(namespace) {
+            return Err(err("the name or namespace is not a DNS label"));
+        }
+        Ok(Target::Name {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Name {
+                namespace,
+                name,
+                port,
+            } => write!(f, "{name}.{namespace}.svc:{port}"),
+        }
+    }
+}
+
+/// What a proxy is told about one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Forward as it is.
+    NotAService,
+    /// Balance over these endpoints.
+    Endpoints {
+        /// The Service port (absent for a pod's own address).
+        service: Option<pb::ServiceRef>,
+        /// By address.
+        endpoints: BTreeMap<String, pb::Endpoint>,
+    },
+}
+
+impl Answer {
+    /// The whole answer as an update.
+    pub fn whole(&self, version: u64) -> pb::Update {
+        let kind = match self {
+            Answer::NotAService => pb::update::Kind::NotAService(pb::NotAService {}),
+            Answer::Endpoints { service, endpoints } => pb::update::Kind::Snapshot(pb::Snapshot {
+                service: service.clone(),
+                endpoints: endpoints.values().cloned().collect(),
+            }),
+        };
+        pb::Update {
+            version,
+            kind: Some(kind),
+        }
+    }
+
+    /// The update that takes a proxy holding `old` to `self`: a delta when both are endpoint
+    /// sets of the same Service, else the whole answer. `None` when nothing changed.
+    pub fn since(&self, old: &Answer, version: u64) -> Option<pb::Update> {
+        if self == old {
+            return None;
+        }
+        let (
+            Answer::Endpoints {
+                service,
+                endpoints: new,
+            },
+            Answer::Endpoints {
+                service: old_service,
+                endpoints: old,
+            },
+        ) = (self, old)
+        else {
+            return Some(self.whole(version));
+        };
+        if service != old_service {
+            return Some(self.whole(version));
+        }
+        let upserts = new
+            .iter()
+            .filter(|(addr, ep)| old.get(*addr) != Some(ep))
+            .map(|(_, ep)| ep.clone())
+            .collect();
+        let removed = old
+            .keys()
+            .filter(|addr| !new.contains_key(*addr))
+            .cloned()
+            .collect();
+        Some(pb::Update {
+            version,
+            kind: Some(pb::update::Kind::Delta(pb::Delta { upserts, removed })),
+        })
+    }
+}
+
+/// A snapshot prepared for lookups: built once per snapshot, then each subscribed target's
+/// answer is a few map lookups.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    trust_domain: String,
+    snapshot: Arc<Snapshot>,
+    /// Cluster IP -> Service key.
+    by_cluster_ip: HashMap<IpAddr, Key>,
+    /// Service key -> its EndpointSlices' keys.
+    slices: HashMap<Key, Vec<Key>>,
+    /// Pod IP -> pod key.
+    pod_by_ip: HashMap<IpAddr, Key>,
+}
+
+impl Lookup {
+    /// Indexes `snapshot` for identities in `trust_domain`.
+    pub fn new(snapshot: Arc<Snapshot>, trust_domain: &str) -> Self {
+        let mut by_cluster_ip = HashMap::new();
+        for (key, svc) in &snapshot.services {
+            for ip in cluster_ips(svc) {
+                by_cluster_ip.insert(ip, key.clone());
+            }
+        }
+        let mut slices: HashMap<Key, Vec<Key>> = HashMap::new();
+        for (key, slice) in &snapshot.endpoint_slices {
+            if let Some(svc) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
+                slices
+                    .entry((key.0.clone(), svc.clone()))
+                    .or_default()
+                    .push(key.clone());
+            }
+        }
+        let mut pod_by_ip = HashMap::new();
+        for (key, pod) in &snapshot.pods {
+            for ip in pod_ips(pod) {
+                pod_by_ip.insert(ip, key.clone());
+            }
+        }
+        Self {
+            trust_domain: trust_domain.to_string(),
+            snapshot,
+            by_cluster_ip,
+            slices,
+            pod_by_ip,
+        }
+    }
+
+    /// How many Services the snapshot holds.
+    pub fn services(&self) -> usize {
+        self.snapshot.services.len()
+    }
+
+    /// The answer for `target`.
+    pub fn answer(&self, target: &Target) -> Answer {
+        match target {
+            Target::Addr(addr) => {
+                if let Some(key) = self.by_cluster_ip.get(&addr.ip()) {
+                    return self.service_answer(key, addr.port());
+                }
+                match self.pod_by_ip.get(&addr.ip()) {
+                    Some(pod) => self.pod_answer(pod, *addr),
+                    None => Answer::NotAService,
+                }
+            }
+            Target::Name {
+                namespace,
+                name,
+                port,
+            } => self.service_answer(&(namespace.clone(), name.clone()), *port),
+        }
+    }
+
+    fn service_answer(&self, key: &Key, port: u16) -> Answer {
+        let Some(svc) = self.snapshot.services.get(key) else {
+            return Answer::NotAService;
+        };
+        let Some(svc_port) = svc
+            .spec
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .find(|p| p.port == i32::from(port))
+        else {
+            // A Service's IP on a port it does not expose: nothing listens there.
+            return Answer::NotAService;
+        };
+        let mut endpoints = BTreeMap::new();
+        for slice_key in self.slices.get(key).into_iter().flatten() {
+            let Some(slice) = self.snapshot.endpoint_slices.get(slice_key) else {
+                continue;
+            };
+            let Some(target_port) = slice_port(slice, svc_port) else {
+                continue;
+            };
+            for ep in &slice.endpoints {
+                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                    continue;
+                };
+                let addr = SocketAddr::new(ip.to_canonical(), target_port);
+                let pod = ep
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| {
+                        let ns = r.namespace.clone().unwrap_or_else(|| slice_key.0.clone());
+                        Some((ns, r.name.clone()?))
+                    })
+                    .filter(|k| self.snapshot.pods.contains_key(k))
+                    .or_else(|| self.pod_by_ip.get(&ip).cloned());
+                let mut endpoint = self.endpoint(addr, pod.as_ref());
+                endpoint.zone = ep.zone.clone().unwrap_or_default();
+                endpoints.insert(endpoint.address.clone(), endpoint);
+            }
+        }
+        Answer::Endpoints {
+            service: Some(pb::ServiceRef {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                port: u32::from(port),
+            }),
+            endpoints,
+        }
+    }
+
+    /// A pod's own address: one endpoint, worth an answer only if the pod is meshed (else
+    /// forwarding as it is does the same).
+    fn pod_answer(&self, pod: &Key, addr: SocketAddr) -> Answer {
+        let endpoint = self.endpoint(addr, Some(pod));
+        if endpoint.mesh.is_none() {
+            return Answer::NotAService;
+        }
+        Answer::Endpoints {
+            service: None,
+            endpoints: BTreeMap::from([(endpoint.address.clone(), endpoint)]),
+        }
+    }
+
+    fn endpoint(&self, addr: SocketAddr, pod: Option<&Key>) -> pb::Endpoint {
+        let pod_obj = pod.and_then(|k| self.snapshot.pods.get(k));
+        pb::Endpoint {
+            address: addr.to_string(),
+            weight: 1,
+            mesh: pod_obj.and_then(|p| self.mesh(p)),
+            pod: pod.map(|(ns, n)| format!("{ns}/{n}")).unwrap_or_default(),
+            zone: String::new(),
+        }
+    }
+
+    fn mesh(&self, pod: &Pod) -> Option<pb::MeshEndpoint> {
+        let spec = pod.spec.as_ref();
+        let proxy = spec.and_then(|s| s.containers.iter().find(|c| c.name == PROXY_CONTAINER));
+        let injected = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(INJECTED_ANNOTATION));
+        if proxy.is_none() && !injected {
+            return None;
+        }
+        let inbound_port = proxy
+            .and_then(|c| c.ports.as_ref())
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(INBOUND_PORT_NAME))
+            })
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .unwrap_or(DEFAULT_INBOUND_PORT);
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let sa = spec
+            .and_then(|s| s.service_account_name.as_deref())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
+        Some(pb::MeshEndpoint {
+            identity: format!("spiffe://{}/ns/{namespace}/sa/{sa}", self.trust_domain),
+            inbound_port: u32::from(inbound_port),
+        })
+    }
+}
+
+fn cluster_ips(svc: &Service) -> impl Iterator<Item = IpAddr> + '_ {
+    let spec = svc.spec.as_ref();
+    let one = spec.and_then(|s| s.cluster_ip.as_deref());
+    let many = spec
+        .and_then(|s| s.cluster_ips.as_ref())
+        .into_iter()
+        .flatten();
+    one.into_iter()
+        .chain(many.map(String::as_str))
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+}
+
+fn pod_ips(pod: &Pod) -> impl Iterator<Item = IpAddr> + '_ {
+    let status = pod.status.as_ref();
+    let one = status.and_then(|s| s.pod_ip.as_deref());
+    let many = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|p| p.ip.as_str());
+    one.into_iter()
+        .chain(many)
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+}
+
+/// The port of `slice` serving `svc_port`: matched by name, as kube-proxy does (an unnamed
+/// Service port matches an unnamed slice port).
+fn slice_port(slice: &EndpointSlice, svc_port: &ServicePort) -> Option<u16> {
+    let want = svc_port.name.as_deref().unwrap_or("");
+    slice
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref().unwrap_or("") == want)
+        .and_then(|p| p.port)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
+#[cfg(test)]
+mod tests;

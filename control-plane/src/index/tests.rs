@@ -1,0 +1,250 @@
+use super::*;
+
+fn snapshot(yaml: &str) -> Arc<Snapshot> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("c.yaml"), yaml).expect("write");
+    Arc::new(crate::local::load_dir(dir.path()).expect("valid"))
+}
+
+const SHOP: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  clusterIP: 198.19.0.10
+  ports: [{name: http, port: 80, targetPort: http}, {name: grpc, port: 9090}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: api-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: api}
+addressType: IPv4
+endpoints:
+  - addresses: [198.18.0.11]
+    targetRef: {kind: Pod, name: api-a, namespace: shop}
+    zone: z1
+  - addresses: [198.18.0.12]
+    conditions: {ready: true}
+  - addresses: [198.18.0.13]
+    conditions: {ready: false}
+ports: [{name: http, port: 8080}, {name: grpc, port: 9091}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: api-2
+  namespace: shop
+  labels: {kubernetes.io/service-name: api}
+addressType: IPv4
+endpoints:
+  - addresses: [198.18.0.14]
+ports: [{name: http, port: 8081}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-a, namespace: shop}
+spec:
+  serviceAccountName: api
+  containers:
+    - {name: app, image: example/api}
+    - name: weft-proxy
+      image: weft/proxy
+      ports: [{name: weft-inbound, containerPort: 15999}]
+status: {podIP: 198.18.0.11}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: api-b
+  namespace: shop
+  annotations: {weft.dev/injected: v1}
+spec:
+  containers: [{name: app, image: example/api}]
+status: {podIPs: [{ip: 198.18.0.12}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: shop}
+spec:
+  containers: [{name: app, image: example/api}]
+status: {podIP: 198.18.0.20}
+"#;
+
+fn addr(s: &str) -> Target {
+    Target::Addr(s.parse().expect("addr"))
+}
+
+fn endpoints(answer: &Answer) -> &BTreeMap<String, pb::Endpoint> {
+    match answer {
+        Answer::Endpoints { endpoints, .. } => endpoints,
+        Answer::NotAService => panic!("expected endpoints"),
+    }
+}
+
+#[test]
+fn a_cluster_ip_resolves_to_ready_endpoints_on_the_named_target_port() {
+    let lookup = Lookup::new(snapshot(SHOP), "cluster.local");
+    let answer = lookup.answer(&addr("198.19.0.10:80"));
+    let eps = endpoints(&answer);
+    let addrs: Vec<&str> = eps.keys().map(String::as_str).collect();
+    // Not ready (.13) left out; each slice's own port for the "http" name.
+    assert_eq!(
+        addrs,
+        ["198.18.0.11:8080", "198.18.0.12:8080", "198.18.0.14:8081"]
+    );
+    let a = &eps["198.18.0.11:8080"];
+    assert_eq!(a.pod, "shop/api-a");
+    assert_eq!(a.zone, "z1");
+    let mesh = a.mesh.as_ref().expect("meshed: runs weft-proxy");
+    assert_eq!(mesh.identity, "spiffe://cluster.local/ns/shop/sa/api");
+    assert_eq!(mesh.inbound_port, 15999);
+    // Found by IP, no targetRef; annotated; no service account means `default`.
+    let b = &eps["198.18.0.12:8080"];
+    assert_eq!(b.pod, "shop/api-b");
+    let mesh = b.mesh.as_ref().expect("meshed: annotated");
+    assert_eq!(mesh.identity, "spiffe://cluster.local/ns/shop/sa/default");
+    assert_eq!(mesh.inbound_port, 15143);
+    // No pod known: plaintext, straight to the endpoint.
+    assert!(eps["198.18.0.14:8081"].mesh.is_none());
+
+    let Answer::Endpoints { service, .. } = &answer else {
+        unreachable!()
+    };
+    assert_eq!(
+        service,
+        &Some(pb::ServiceRef {
+            namespace: "shop".into(),
+            name: "api".into(),
+            port: 80
+        })
+    );
+}
+
+#[test]
+fn the_name_and_the_cluster_ip_give_the_same_answer() {
+    let lookup = Lookup::new(snapshot(SHOP), "cluster.local");
+    let by_name = Target::parse("api.shop.svc.cluster.local:80", "cluster.local").expect("name");
+    assert_eq!(
+        lookup.answer(&by_name),
+        lookup.answer(&addr("198.19.0.10:80"))
+    );
+    // The second port: only the slice that names it serves it.
+    let grpc = lookup.answer(&addr("198.19.0.10:9090"));
+    let addrs: Vec<&str> = endpoints(&grpc).keys().map(String::as_str).collect();
+    assert_eq!(addrs, ["198.18.0.11:9091", "198.18.0.12:9091"]);
+}
+
+#[test]
+fn unknown_addresses_ports_and_unmeshed_pods_are_not_services() {
+    let lookup = Lookup::new(snapshot(SHOP), "cluster.local");
+    assert_eq!(lookup.answer(&addr("198.19.0.99:80")), Answer::NotAService);
+    assert_eq!(lookup.answer(&addr("198.19.0.10:81")), Answer::NotAService);
+    assert_eq!(lookup.answer(&addr("198.18.0.20:80")), Answer::NotAService);
+    let missing = Target::parse("nope.shop.svc.cluster.local:80", "cluster.local").expect("ok");
+    assert_eq!(lookup.answer(&missing), Answer::NotAService);
+}
+
+#[test]
+fn a_meshed_pod_ip_is_one_endpoint_with_its_identity() {
+    let lookup = Lookup::new(snapshot(SHOP), "cluster.local");
+    let answer = lookup.answer(&addr("198.18.0.11:7000"));
+    let eps = endpoints(&answer);
+    assert_eq!(eps.len(), 1);
+    let ep = &eps["198.18.0.11:7000"];
+    assert_eq!(
+        ep.mesh.as_ref().map(|m| m.identity.as_str()),
+        Some("spiffe://cluster.local/ns/shop/sa/api")
+    );
+}
+
+#[test]
+fn a_service_without_endpoints_is_an_empty_set_not_pass_through() {
+    let lookup = Lookup::new(
+        snapshot(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: idle}\nspec: {clusterIP: 198.19.0.5, ports: [{port: 80}]}\n",
+        ),
+        "cluster.local",
+    );
+    let answer = lookup.answer(&addr("198.19.0.5:80"));
+    assert!(endpoints(&answer).is_empty());
+}
+
+#[test]
+fn targets_parse_strictly() {
+    let td = "cluster.local";
+    assert_eq!(
+        Target::parse("[2001:2::1]:80", td),
+        Ok(Target::Addr("[2001:2::1]:80".parse().expect("v6")))
+    );
+    assert_eq!(
+        Target::parse("::ffff:198.18.0.1:80", td).ok(),
+        None,
+        "an unbracketed v6 address is ambiguous"
+    );
+    assert_eq!(
+        Target::parse("[::ffff:198.18.0.1]:80", td),
+        Ok(addr("198.18.0.1:80")),
+        "v4-mapped is the v4 address"
+    );
+    assert_eq!(
+        Target::parse("web.shop.svc.cluster.local.:8080", td),
+        Ok(Target::Name {
+            namespace: "shop".into(),
+            name: "web".into(),
+            port: 8080
+        })
+    );
+    for bad in [
+        "",
+        "198.18.0.1",
+        "198.18.0.1:0",
+        "web:80",
+        "web.shop:80",
+        "web.shop.svc.other.domain:80",
+        "a.b.c.svc.cluster.local:80",
+        "Web.shop.svc.cluster.local:80",
+        "web.shop.svc.cluster.local:99999",
+    ] {
+        let e = Target::parse(bad, td).expect_err(bad);
+        assert!(e.to_string().contains("target"), "{e}");
+    }
+    assert!(Target::parse(&"a".repeat(400), td).is_err());
+}
+
+#[test]
+fn updates_are_deltas_within_a_service_and_whole_otherwise() {
+    let lookup = Lookup::new(snapshot(SHOP), "cluster.local");
+    let full = lookup.answer(&addr("198.19.0.10:80"));
+    assert_eq!(full.since(&full, 2), None, "nothing changed");
+
+    let Answer::Endpoints {
+        service,
+        mut endpoints,
+    } = full.clone()
+    else {
+        unreachable!()
+    };
+    endpoints.remove("198.18.0.14:8081");
+    if let Some(ep) = endpoints.get_mut("198.18.0.12:8080") {
+        ep.zone = "z2".into();
+    }
+    let fewer = Answer::Endpoints {
+        service: service.clone(),
+        endpoints,
+    };
+    let update = fewer.since(&full, 3).expect("changed");
+    assert_eq!(update.version, 3);
+    let Some(pb::update::Kind::Delta(delta)) = update.kind else {
+        panic!("a delta: {update:?}")
+    };
+    assert_eq!(delta.removed, ["198.18.0.14:8081"]);
+    assert_eq!(delta.upserts.len(), 1);
+    assert_eq!(delta.upserts[0].zone, "z2");
+
+    let gone = Answer::NotAService.since(&full, 4).expect("changed");
+    assert!(matches!(gone.kind, Some(pb::update::Kind::NotAService(_))));
+    let back = full.since(&Answer::NotAService, 5).expect("changed");
+    assert!(matches!(back.kind, Some(pb::update::Kind::Snapshot(_))));
+}

@@ -1,0 +1,224 @@
+//! The destination service end to end: the real `weft-control-plane` binary reading a local
+//! folder of Kubernetes YAML, and a client that watches destinations as a proxy does.
+
+#[macro_use]
+mod support;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use hyper_util::rt::TokioIo;
+use support::{client_config, cp_id, tls_connect, write_atomic, ControlPlane, Pki, Tokens};
+use tonic::{Code, Streaming};
+use weft_api::{
+    client::H2Connection,
+    destination::{self as pb, destination_client::DestinationClient},
+};
+
+fn service(endpoints: &[&str]) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|a| format!("  - addresses: [{a}]\n    targetRef: {{kind: Pod, name: api-{}, namespace: shop}}\n", a.replace('.', "-")))
+        .collect();
+    let pods: String = endpoints
+        .iter()
+        .map(|a| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: api-{}, namespace: shop}}\n\
+                 spec:\n  serviceAccountName: api\n  containers:\n  - {{name: app, image: x}}\n  - {{name: weft-proxy, image: y}}\n\
+                 status: {{podIP: {a}}}\n",
+                a.replace('.', "-")
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: shop}}\n\
+         spec: {{clusterIP: 198.19.0.10, ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: api-1, namespace: shop, labels: {{kubernetes.io/service-name: api}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{eps}{pods}"
+    )
+}
+
+async fn start(pki: &Pki, config: &Path) -> ControlPlane {
+    let source = format!("local:{}", config.display());
+    ControlPlane::start(
+        pki,
+        Tokens::File(&pki.tokens_path()),
+        &["--source", &source, "--config-poll-interval", "50ms"],
+    )
+    .await
+}
+
+async fn client(cp: &ControlPlane, pki: &Pki) -> DestinationClient<H2Connection> {
+    let tls = tls_connect(cp.grpc, client_config(&pki.bundle_pem(), &cp_id()))
+        .await
+        .expect("TLS to the control plane");
+    let conn = H2Connection::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP/2");
+    DestinationClient::with_origin(conn, "https://control-plane".parse().expect("origin"))
+}
+
+async fn watch(
+    client: &mut DestinationClient<H2Connection>,
+    target: &str,
+) -> Result<Streaming<pb::Update>, tonic::Status> {
+    let req = pb::WatchRequest {
+        target: target.into(),
+        proxy_id: "spiffe://cluster.local/ns/test/sa/test".into(),
+    };
+    tokio::time::timeout(Duration::from_secs(5), client.watch(req))
+        .await
+        .expect("answered")
+        .map(|r| r.into_inner())
+}
+
+async fn next(stream: &mut Streaming<pb::Update>, patience: Duration) -> Option<pb::Update> {
+    tokio::time::timeout(patience, stream.message())
+        .await
+        .ok()
+        .and_then(|r| r.expect("stream ok"))
+}
+
+fn addresses(eps: &[pb::Endpoint]) -> Vec<&str> {
+    let mut v: Vec<&str> = eps.iter().map(|e| e.address.as_str()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_watch_gets_the_endpoints_then_each_yaml_change_once() {
+    let pki = Pki::new(1);
+    let config = pki.path("config");
+    std::fs::create_dir(&config).expect("mkdir");
+    write_atomic(
+        &config.join("api.yaml"),
+        &service(&["198.18.0.11", "198.18.0.12"]),
+    );
+    let cp = start(&pki, &config).await;
+    let mut client = client(&cp, &pki).await;
+
+    let mut by_ip = watch(&mut client, "198.19.0.10:80").await.expect("watch");
+    let mut by_name = watch(&mut client, "api.shop.svc.cluster.local:80")
+        .await
+        .expect("watch");
+    for stream in [&mut by_ip, &mut by_name] {
+        let first = next(stream, Duration::from_secs(5)).await.expect("first");
+        let Some(pb::update::Kind::Snapshot(snap)) = first.kind else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            addresses(&snap.endpoints),
+            ["198.18.0.11:8080", "198.18.0.12:8080"]
+        );
+        let mesh = snap.endpoints[0].mesh.as_ref().expect("meshed pod");
+        assert_eq!(mesh.identity, "spiffe://cluster.local/ns/shop/sa/api");
+        assert_eq!(mesh.inbound_port, 15143);
+        assert_eq!(snap.service.as_ref().map(|s| s.name.as_str()), Some("api"));
+    }
+    let mut unknown = watch(&mut client, "198.19.0.99:80").await.expect("watch");
+    let first = next(&mut unknown, Duration::from_secs(5))
+        .await
+        .expect("first");
+    assert!(matches!(first.kind, Some(pb::update::Kind::NotAService(_))));
+    assert_eq!(cp.metric_now("weft_discovery_subscribers").await, 3.0);
+
+    // An endpoint removed from the YAML: one delta to each subscriber of the Service.
+    write_atomic(&config.join("api.yaml"), &service(&["198.18.0.11"]));
+    for stream in [&mut by_ip, &mut by_name] {
+        let update = next(stream, Duration::from_secs(5))
+            .await
+            .expect("a change");
+        let Some(pb::update::Kind::Delta(delta)) = update.kind else {
+            panic!("{update:?}")
+        };
+        assert_eq!(delta.removed, ["198.18.0.12:8080"]);
+        assert!(update.version > first.version);
+    }
+
+    // An invalid edit: refused, named in the log, counted, and nothing reaches a proxy.
+    write_atomic(
+        &config.join("api.yaml"),
+        &service(&["198.18.0.11"]).replace("port: 8080", "port: 80800"),
+    );
+    assert_eventually!(
+        cp.metric("weft_config_refused_documents_total{source=\"local\"}")
+            .await
+            == Some(1.0),
+        "the bad edit is counted"
+    );
+    assert_eventually!(
+        cp.logs()
+            .contains("api.yaml document 1 field ports[0].port: 80800 is not a port"),
+        "the log names file, document, field and reason"
+    );
+    assert_eq!(next(&mut by_ip, Duration::from_millis(300)).await, None);
+
+    // Fixed: the next change flows.
+    write_atomic(
+        &config.join("api.yaml"),
+        &service(&["198.18.0.11", "198.18.0.13"]),
+    );
+    let update = next(&mut by_ip, Duration::from_secs(5))
+        .await
+        .expect("a change");
+    let Some(pb::update::Kind::Delta(delta)) = update.kind else {
+        panic!("{update:?}")
+    };
+    assert_eq!(addresses(&delta.upserts), ["198.18.0.13:8080"]);
+    assert!(delta.removed.is_empty());
+    assert!(
+        cp.metric_now("weft_discovery_push_latency_seconds_count")
+            .await
+            >= 7.0
+    );
+
+    drop((by_ip, by_name, unknown));
+    assert_eventually!(
+        cp.metric("weft_discovery_subscribers").await == Some(0.0),
+        "closed streams are counted out"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_target_is_invalid_argument() {
+    let pki = Pki::new(1);
+    let config = pki.path("config");
+    std::fs::create_dir(&config).expect("mkdir");
+    let cp = start(&pki, &config).await;
+    let mut client = client(&cp, &pki).await;
+    for bad in ["", "web", "web.shop:80", "198.18.0.1:0", &"x".repeat(1000)] {
+        let e = watch(&mut client, bad).await.expect_err(bad);
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e}");
+        assert!(e.message().contains("target"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_folder_at_start_is_an_error_naming_every_problem() {
+    let pki = Pki::new(1);
+    let config = pki.path("config");
+    std::fs::create_dir(&config).expect("mkdir");
+    std::fs::write(
+        config.join("a.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: nope}\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_weft-control-plane"))
+        .env_clear()
+        .arg("--issuer")
+        .arg(pki.issuer_dir())
+        .arg("--tokens")
+        .arg(pki.tokens_path())
+        .arg("--source")
+        .arg(format!("local:{}", config.display()))
+        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a.yaml document 0 field spec.clusterIP"),
+        "{stderr}"
+    );
+}
