@@ -117,7 +117,7 @@ done
 echo "== the client proxy's metrics (curl http://127.0.0.1:$client_admin/metrics):"
 metrics=$(curl -sS --max-time 5 "http://127.0.0.1:$client_admin/metrics")
 echo "$metrics" | grep -E '^weft_(requests_total|tls_handshakes_total\{.*result="ok"|identity_cert_expiry)' | sed 's/^/   /'
-echo "$metrics" | grep -q 'weft_requests_total{client_id="spiffe://cluster.local/ns/demo/sa/client",direction="outbound",server_id="spiffe://cluster.local/ns/demo/sa/app",status_code="200",tls="true"} 3' \
+echo "$metrics" | grep -q 'weft_requests_total{client_id="spiffe://cluster.local/ns/demo/sa/client",direction="outbound",dst_endpoint="",dst_service="",server_id="spiffe://cluster.local/ns/demo/sa/app",status_code="200",tls="true"} 3' \
   || fail "the client proxy did not count 3 mTLS requests with both identities"
 
 echo "== plaintext straight to the app's proxy is refused (strict mTLS):"

@@ -115,6 +115,8 @@ fn ipv4_http1_request_is_redirected_through_the_proxy() {
     let outbound_200 = [
         ("client_id", ""),
         ("direction", "outbound"),
+        ("dst_endpoint", ""),
+        ("dst_service", ""),
         ("server_id", ""),
         ("status_code", "200"),
         ("tls", "false"),

@@ -9,20 +9,20 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use rustls::{
-    pki_types::{CertificateDer, UnixTime},
-    ClientConfig,
-};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio::{io::AsyncReadExt, sync::watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use weft_api::{
     client::H2Connection,
     identity::{identity_client::IdentityClient, CertifyRequest},
 };
-use weft_certs::{certified_key, new_key_and_csr, renew::renew_at, SpiffeId, SpiffeServerVerifier};
+use weft_certs::{certified_key, new_key_and_csr, renew::renew_at, SpiffeId};
 
-use crate::MeshTls;
+use crate::{
+    control_plane::{origin, ControlPlaneDialer, DialError},
+    MeshTls,
+};
 
 /// The shortest wait before renewing, so a certificate issued nearly expired cannot make the
 /// proxy hammer the control plane.
@@ -85,31 +85,29 @@ pub struct Held {
 pub struct Certifier {
     config: CertifyConfig,
     tls: Arc<MeshTls>,
-    control_plane_tls: Arc<ClientConfig>,
+    dialer: ControlPlaneDialer,
     held: watch::Sender<Option<Held>>,
 }
 
 impl Certifier {
     pub fn new(config: CertifyConfig, tls: Arc<MeshTls>) -> Result<Self, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = SpiffeServerVerifier::new(
-            tls.bundle().clone(),
+        let dialer = ControlPlaneDialer::new(
+            config.control_plane.clone(),
             config.control_plane_id.clone(),
-            &provider,
-        );
-        let mut cp = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        cp.alpn_protocols = vec![b"h2".to_vec()];
-        cp.enable_sni = false;
+            tls.bundle().clone(),
+            config.connect_timeout,
+        )?;
         Ok(Self {
             config,
             tls,
-            control_plane_tls: Arc::new(cp),
+            dialer,
             held: watch::channel(None).0,
         })
+    }
+
+    /// The dialer this certifier reaches the control plane with (discovery shares it).
+    pub fn dialer(&self) -> &ControlPlaneDialer {
+        &self.dialer
     }
 
     /// The certificate held, updated on every renewal: `/ready` and the expiry metric follow it.
@@ -240,52 +238,11 @@ impl Certifier {
     }
 
     async fn connect(&self) -> Result<H2Connection, CertifyError> {
-        let addr = &self.config.control_plane;
-        let fail = |reason: String| CertifyError::Connect {
-            addr: addr.clone(),
-            reason,
-        };
-        // An ip:port needs no resolver (whose lookup runs on a blocking thread).
-        let addrs: Vec<_> = match addr.parse::<std::net::SocketAddr>() {
-            Ok(sa) => vec![sa],
-            Err(_) => tokio::net::lookup_host(addr.as_str())
-                .await
-                .map_err(|e| CertifyError::Resolve {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?
-                .collect(),
-        };
-        let mut last = String::from("no addresses");
-        for sa in addrs {
-            let attempt = async {
-                let tcp = tokio::net::TcpStream::connect(sa)
-                    .await
-                    .map_err(|e| format!("{sa}: {e}"))?;
-                let _ = tcp.set_nodelay(true);
-                let name = rustls::pki_types::ServerName::IpAddress(sa.ip().into());
-                tokio_rustls::TlsConnector::from(self.control_plane_tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("{sa}: TLS: {e}"))
-            };
-            match tokio::time::timeout(self.config.connect_timeout, attempt).await {
-                Ok(Ok(tls)) => {
-                    return H2Connection::handshake(hyper_util::rt::TokioIo::new(tls))
-                        .await
-                        .map_err(|e| fail(format!("HTTP/2: {e}")));
-                }
-                Ok(Err(e)) => last = e,
-                Err(_) => last = format!("{sa}: timed out after {:?}", self.config.connect_timeout),
-            }
-            debug!(error = %last, "control plane address failed");
-        }
-        Err(fail(last))
+        self.dialer.connect().await.map_err(|e| match e {
+            DialError::Resolve { addr, reason } => CertifyError::Resolve { addr, reason },
+            DialError::Connect { addr, reason } => CertifyError::Connect { addr, reason },
+        })
     }
-}
-
-fn origin() -> http::Uri {
-    http::Uri::from_static("https://weft-control-plane")
 }
 
 fn humantime_ts(t: SystemTime) -> String {

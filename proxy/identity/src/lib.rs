@@ -5,13 +5,17 @@
 //!   presenting the proxy's current certificate and checking the peer's SPIFFE ID.
 //! - [`hello`]: recognising a mesh ClientHello among the bytes an inbound connection starts with.
 //! - [`certify`]: getting the proxy's certificate from the control plane, and renewing it.
+//! - [`control_plane`]: dialing the control plane (TLS checked against its SPIFFE ID), for
+//!   the certifier and discovery alike.
 
 #![forbid(unsafe_code)]
 
 pub mod certify;
+pub mod control_plane;
 pub mod hello;
 pub mod tls;
 
 pub use certify::{Certifier, CertifyConfig};
+pub use control_plane::{ControlPlaneDialer, DialError};
 pub use hello::{classify, Hello};
 pub use tls::{MeshTls, MESH_ALPN};

@@ -90,10 +90,43 @@ pub struct Metrics {
     tls_handshakes: IntCounterVec,
     cert_expiry: IntGauge,
     inbound_refused: IntCounterVec,
+    /// Series of balanced destinations; bounded by [`MAX_ENDPOINT_SERIES`].
+    endpoint_series: Mutex<HashMap<Destination, Arc<RequestSeries>>>,
+    config_updates: IntCounterVec,
+    /// Connections that found a Service with no endpoints, by protocol.
+    no_endpoints: IntCounterVec,
 }
 
 /// A mesh series' key: direction, client identity, server identity.
 type PeerKey = (Direction, Arc<str>, Arc<str>);
+
+/// The request series' labels, in the order [`RequestSeries`] fills them.
+const REQUEST_LABELS: &[&str] = &[
+    "direction",
+    "tls",
+    "client_id",
+    "server_id",
+    "dst_service",
+    "dst_endpoint",
+    "status_code",
+];
+
+/// Distinct (service, endpoint) pairs labelled before further endpoints fold into
+/// `dst_endpoint="other"` (the service stays).
+pub const MAX_ENDPOINT_SERIES: usize = 1024;
+
+/// Who a request went to when it was balanced over a Service's endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Destination {
+    /// Mesh TLS to the endpoint's proxy, with both identities; or plaintext.
+    pub tls: bool,
+    pub client_id: Arc<str>,
+    pub server_id: Arc<str>,
+    /// `namespace/name:port`.
+    pub service: Arc<str>,
+    /// `ip:port`.
+    pub endpoint: Arc<str>,
+}
 
 /// Distinct (client, server) identity pairs labelled per direction before the rest fold into
 /// `client_id="other"`.
@@ -105,7 +138,7 @@ pub const MAX_IDENTITY_SERIES: usize = 1024;
 /// (profiled at ~700 instructions per request).
 #[derive(Debug)]
 pub struct RequestSeries {
-    labels: [String; 4],
+    labels: [String; 6],
     requests: IntCounterVec,
     request_duration: HistogramVec,
     handles: Box<[OnceLock<RequestHandles>]>,
@@ -119,6 +152,7 @@ impl RequestSeries {
         tls: bool,
         client_id: &str,
         server_id: &str,
+        dst: (&str, &str),
     ) -> Self {
         Self {
             labels: [
@@ -126,6 +160,8 @@ impl RequestSeries {
                 tls.to_string(),
                 client_id.to_string(),
                 server_id.to_string(),
+                dst.0.to_string(),
+                dst.1.to_string(),
             ],
             requests: requests.clone(),
             request_duration: request_duration.clone(),
@@ -136,8 +172,8 @@ impl RequestSeries {
     /// Counts one answered request and its duration.
     pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
         let make = || {
-            let [d, t, c, s] = &self.labels;
-            let labels = [d.as_str(), t, c, s, status.as_str()];
+            let [d, t, c, s, svc, ep] = &self.labels;
+            let labels = [d.as_str(), t, c, s, svc, ep, status.as_str()];
             RequestHandles {
                 count: self.requests.with_label_values(&labels),
                 duration: self.request_duration.with_label_values(&labels),
@@ -227,9 +263,10 @@ impl Metrics {
                     "weft_requests_total",
                     "HTTP requests the proxy answered, by response status. tls is \"true\" \
                      on the mesh hop (mTLS), with the SPIFFE IDs of both ends in client_id and \
-                     server_id; empty otherwise.",
+                     server_id; empty otherwise. Outbound requests to a Service carry \
+                     dst_service (namespace/name:port) and dst_endpoint (ip:port).",
                 ),
-                &["direction", "tls", "client_id", "server_id", "status_code"],
+                REQUEST_LABELS,
             ),
         )?;
         let request_duration = register(
@@ -240,7 +277,7 @@ impl Metrics {
                     "Time from a request's arrival to the end of its response body.",
                 )
                 .buckets(DURATION_BUCKETS.to_vec()),
-                &["direction", "tls", "client_id", "server_id", "status_code"],
+                REQUEST_LABELS,
             ),
         )?;
         let tcp_opened = register(
@@ -321,6 +358,33 @@ impl Metrics {
                 &["reason"],
             ),
         )?;
+        let config_updates = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "weft_config_updates_total",
+                    "Discovery updates received from the control plane, by kind (snapshot, \
+                     delta, not_a_service) and result (applied, refused).",
+                ),
+                &["kind", "result"],
+            ),
+        )?;
+        for kind in ["snapshot", "delta", "not_a_service"] {
+            for result in ["applied", "refused"] {
+                config_updates.with_label_values(&[kind, result]);
+            }
+        }
+        let no_endpoints = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "weft_no_endpoints_total",
+                    "Requests (http) and connections (tcp) to a Service that had no ready \
+                     endpoints, answered 503 or closed.",
+                ),
+                &["protocol"],
+            ),
+        )?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -333,6 +397,7 @@ impl Metrics {
                 false,
                 "",
                 "",
+                ("", ""),
             ))
         });
         for d in [Direction::Inbound, Direction::Outbound] {
@@ -354,7 +419,55 @@ impl Metrics {
             tls_handshakes,
             cert_expiry,
             inbound_refused,
+            endpoint_series: Mutex::new(HashMap::new()),
+            config_updates,
+            no_endpoints,
         })
+    }
+
+    /// The outbound series of requests balanced to `dst`. Called when an endpoint joins a
+    /// balancer, not per request.
+    pub fn endpoint(&self, dst: Destination) -> Arc<RequestSeries> {
+        let mut series = self
+            .endpoint_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = series.get(&dst) {
+            return s.clone();
+        }
+        let dst = if series.len() < MAX_ENDPOINT_SERIES {
+            dst
+        } else {
+            Destination {
+                endpoint: Arc::from("other"),
+                ..dst
+            }
+        };
+        series
+            .entry(dst.clone())
+            .or_insert_with(|| {
+                Arc::new(RequestSeries::new(
+                    &self.requests,
+                    &self.request_duration,
+                    Direction::Outbound,
+                    dst.tls,
+                    &dst.client_id,
+                    &dst.server_id,
+                    (&dst.service, &dst.endpoint),
+                ))
+            })
+            .clone()
+    }
+
+    /// One discovery update received: `kind` is `snapshot`, `delta` or `not_a_service`.
+    pub fn config_update(&self, kind: &'static str, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.config_updates.with_label_values(&[kind, result]).inc();
+    }
+
+    /// A request (`http`) or connection (`tcp`) found its Service without endpoints.
+    pub fn no_endpoints(&self, protocol: &'static str) {
+        self.no_endpoints.with_label_values(&[protocol]).inc();
     }
 
     /// The series for plaintext (non-mesh) connections in `direction`.
@@ -394,6 +507,7 @@ impl Metrics {
                     true,
                     client_id,
                     server_id,
+                    ("", ""),
                 ))
             })
             .clone()

@@ -46,7 +46,7 @@ fn requests_and_connections_render_with_their_labels() {
     assert_eq!(
         sample(
             &text,
-            r#"weft_requests_total{client_id="",direction="outbound",server_id="",status_code="200",tls="false"}"#
+            r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#
         ),
         Some("2"),
         "{text}"
@@ -54,14 +54,14 @@ fn requests_and_connections_render_with_their_labels() {
     assert_eq!(
         sample(
             &text,
-            r#"weft_requests_total{client_id="",direction="inbound",server_id="",status_code="502",tls="false"}"#
+            r#"weft_requests_total{client_id="",direction="inbound",dst_endpoint="",dst_service="",server_id="",status_code="502",tls="false"}"#
         ),
         Some("1")
     );
     assert_eq!(
         sample(
             &text,
-            r#"weft_request_duration_seconds_bucket{client_id="",direction="outbound",server_id="",status_code="200",tls="false",le="0.005"}"#
+            r#"weft_request_duration_seconds_bucket{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false",le="0.005"}"#
         ),
         Some("2")
     );
@@ -101,14 +101,14 @@ fn unusual_statuses_and_unused_series() {
     assert_eq!(
         sample(
             &text,
-            r#"weft_requests_total{client_id="",direction="inbound",server_id="",status_code="799",tls="false"}"#
+            r#"weft_requests_total{client_id="",direction="inbound",dst_endpoint="",dst_service="",server_id="",status_code="799",tls="false"}"#
         ),
         Some("2")
     );
     assert_eq!(
         sample(
             &text,
-            r#"weft_requests_total{client_id="",direction="outbound",server_id="",status_code="404",tls="false"}"#
+            r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="404",tls="false"}"#
         ),
         Some("1")
     );

@@ -1,0 +1,262 @@
+//! The proxy's discovery client.
+//!
+//! # Layout
+//! - [`Discovery`]: one `Watch` stream per destination the proxy sees traffic for, all on one
+//!   HTTP/2 connection to the control plane, each feeding a `watch` channel of [`Resolved`].
+//! - [`model`]: what an answer holds, checked: [`EndpointSet`], [`EndpointInfo`], and how a
+//!   wire update applies to the state held.
+//!
+//! The control plane being away changes nothing a connection sees: the last answer stays in
+//! force, and the stream is reopened with capped, jittered backoff. A destination nobody
+//! holds a receiver for is dropped (its stream closed), so the set follows the traffic.
+
+#![forbid(unsafe_code)]
+
+pub mod model;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weft_api::{
+    client::H2Connection,
+    destination::{destination_client::DestinationClient, WatchRequest},
+};
+use weft_proxy_identity::{control_plane::origin, ControlPlaneDialer};
+use weft_proxy_metrics::Metrics;
+
+pub use model::{EndpointInfo, EndpointSet, MeshPeer, Resolved, ServiceName, UpdateError};
+
+/// How discovery behaves.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// First retry delay after a failed stream; doubles per failure up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Most destinations watched at once; past it, new destinations are forwarded as they are
+    /// (and counted), rather than growing without bound.
+    pub max_destinations: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            max_destinations: 10_000,
+        }
+    }
+}
+
+/// Watches destinations on the control plane.
+#[derive(Debug)]
+pub struct Discovery {
+    dialer: ControlPlaneDialer,
+    proxy_id: String,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    /// The one connection every stream shares; replaced when it closes.
+    conn: tokio::sync::Mutex<Option<H2Connection>>,
+    watches: Mutex<HashMap<SocketAddr, Arc<watch::Sender<Resolved>>>>,
+}
+
+/// Why one stream ended.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error(transparent)]
+    Dial(#[from] weft_proxy_identity::DialError),
+    #[error("the control plane answered {code:?}: {message}")]
+    Status { code: tonic::Code, message: String },
+    #[error("the control plane sent an unusable update: {0}")]
+    Update(#[from] UpdateError),
+    #[error("the control plane closed the stream")]
+    Closed,
+}
+
+impl Discovery {
+    pub fn new(
+        dialer: ControlPlaneDialer,
+        proxy_id: String,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            dialer,
+            proxy_id,
+            settings,
+            metrics,
+            shutdown,
+            conn: tokio::sync::Mutex::new(None),
+            watches: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<watch::Sender<Resolved>>>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What is known of `dst`, and its changes. The first call for a destination starts its
+    /// watch; the value is [`Resolved::Pending`] until the control plane first answers.
+    /// `None` when the destination table is full.
+    pub fn resolve(self: &Arc<Self>, dst: SocketAddr) -> Option<watch::Receiver<Resolved>> {
+        let mut watches = self.lock();
+        if let Some(tx) = watches.get(&dst) {
+            return Some(tx.subscribe());
+        }
+        if watches.len() >= self.settings.max_destinations {
+            return None;
+        }
+        let (tx, rx) = watch::channel(Resolved::Pending);
+        let tx = Arc::new(tx);
+        watches.insert(dst, tx.clone());
+        tokio::spawn(self.clone().follow(dst, tx));
+        Some(rx)
+    }
+
+    /// Every destination watched and what is known of it, for `/config`.
+    pub fn destinations(&self) -> Vec<(SocketAddr, Resolved)> {
+        let mut all: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(dst, tx)| (*dst, tx.borrow().clone()))
+            .collect();
+        all.sort_by_key(|(dst, _)| *dst);
+        all
+    }
+
+    /// The control plane dialled.
+    pub fn control_plane(&self) -> &str {
+        self.dialer.addr()
+    }
+
+    /// Keeps `dst`'s answer current until nobody holds a receiver or shutdown.
+    async fn follow(self: Arc<Self>, dst: SocketAddr, tx: Arc<watch::Sender<Resolved>>) {
+        let mut failures: u32 = 0;
+        let mut last_error = String::new();
+        loop {
+            let result = tokio::select! {
+                r = self.stream(dst, &tx, &mut failures) => r,
+                _ = tx.closed() => Ok(()),
+                _ = self.shutdown.cancelled() => return,
+            };
+            if tx.is_closed() && self.forget(dst, &tx) {
+                debug!(%dst, "no longer watched");
+                return;
+            }
+            let e = match result {
+                Ok(()) => StreamError::Closed,
+                Err(e) => e,
+            };
+            failures = failures.saturating_add(1);
+            let delay = backoff(&self.settings, failures);
+            let msg = e.to_string();
+            // An outage fails every destination's stream in step: one line per distinct
+            // error per destination, the rest at debug.
+            if msg != last_error {
+                warn!(%dst, error = %msg, retry_in = ?delay, "discovery stream failed; the last answer stays in force");
+                last_error = msg;
+            } else {
+                debug!(%dst, error = %msg, retry_in = ?delay, "discovery stream failed again");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = tx.closed() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Drops `dst` if it still has no receivers (a new one may have arrived meanwhile).
+    fn forget(&self, dst: SocketAddr, tx: &Arc<watch::Sender<Resolved>>) -> bool {
+        let mut watches = self.lock();
+        if tx.receiver_count() == 0 {
+            watches.remove(&dst);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// One stream, from subscription to its end. A received update resets `failures`.
+    async fn stream(
+        &self,
+        dst: SocketAddr,
+        tx: &watch::Sender<Resolved>,
+        failures: &mut u32,
+    ) -> Result<(), StreamError> {
+        let conn = self.connection().await?;
+        let mut client = DestinationClient::with_origin(conn, origin())
+            .max_decoding_message_size(weft_api::MAX_UPDATE_BYTES);
+        let status = |s: tonic::Status| StreamError::Status {
+            code: s.code(),
+            message: s.message().to_string(),
+        };
+        let mut stream = client
+            .watch(WatchRequest {
+                target: dst.to_string(),
+                proxy_id: self.proxy_id.clone(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        // The first update on a stream is whole; deltas apply to what this stream sent.
+        let mut first = true;
+        while let Some(update) = stream.message().await.map_err(status)? {
+            let kind = model::kind(&update);
+            let next = {
+                let current = tx.borrow();
+                model::apply(if first { None } else { Some(&*current) }, update)
+            };
+            let next = match next {
+                Ok(n) => n,
+                Err(e) => {
+                    self.metrics.config_update(kind, false);
+                    return Err(e.into());
+                }
+            };
+            self.metrics.config_update(kind, true);
+            if first && *failures > 0 {
+                info!(%dst, "discovery stream re-established");
+            }
+            first = false;
+            *failures = 0;
+            tx.send_if_modified(|current| {
+                if *current == next {
+                    return false;
+                }
+                *current = next;
+                true
+            });
+        }
+        Err(StreamError::Closed)
+    }
+
+    /// The shared connection, dialled if there is none or it closed.
+    async fn connection(&self) -> Result<H2Connection, StreamError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        *conn = None;
+        let c = self.dialer.connect().await?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// `min * 2^(n-1)`, capped, with up to 50 % random reduction so a fleet does not retry in step.
+fn backoff(settings: &Settings, failures: u32) -> Duration {
+    let exp = settings
+        .min_backoff
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(settings.max_backoff);
+    exp.mul_f64(1.0 - 0.5 * rand::random::<f64>())
+}

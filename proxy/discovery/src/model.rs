@@ -1,0 +1,300 @@
+//! What the proxy holds of a destination, and how an update from the control plane applies
+//! to it. Pure. Every field that crosses the wire is checked here: the control plane is
+//! trusted, but an update that does not parse is refused whole, never half-applied.
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+
+use weft_api::destination::{self as pb, update::Kind};
+use weft_certs::SpiffeId;
+
+/// What is known of one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// Not yet answered.
+    Pending,
+    /// Not a Service: forward to the address as it is.
+    NotAService,
+    /// Balance over these endpoints.
+    Service(Arc<EndpointSet>),
+}
+
+/// A Service port's endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSet {
+    /// The control plane's version of this state.
+    pub version: u64,
+    /// The Service and port; `None` for a pod's own address.
+    pub service: Option<ServiceName>,
+    pub endpoints: BTreeMap<SocketAddr, EndpointInfo>,
+}
+
+/// `namespace/name:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.name, self.port)
+    }
+}
+
+/// One endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// Where the app's traffic is for.
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Reach it through its proxy with mTLS.
+    pub mesh: Option<MeshPeer>,
+    /// `namespace/name`, when known.
+    pub pod: String,
+    pub zone: String,
+}
+
+/// A meshed endpoint's proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshPeer {
+    /// Who the peer must be.
+    pub identity: SpiffeId,
+    /// Its inbound port on the endpoint's IP.
+    pub inbound_port: u16,
+}
+
+/// Why an update was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("an update with no kind")]
+    Empty,
+    #[error("a delta with nothing to apply it to")]
+    DeltaFirst,
+    #[error("endpoint {address:?}: {reason}")]
+    Endpoint { address: String, reason: String },
+    #[error("service {0:?}: the port is not 1-65535")]
+    ServicePort(String),
+}
+
+/// The update's kind, for metrics.
+pub fn kind(update: &pb::Update) -> &'static str {
+    match update.kind {
+        Some(Kind::Snapshot(_)) => "snapshot",
+        Some(Kind::Delta(_)) => "delta",
+        Some(Kind::NotAService(_)) => "not_a_service",
+        None => "empty",
+    }
+}
+
+/// The state after `update`, given the state `held` on this stream (`None` before its first
+/// update). A delta applies only to an endpoint set.
+pub fn apply(held: Option<&Resolved>, update: pb::Update) -> Result<Resolved, UpdateError> {
+    match update.kind.ok_or(UpdateError::Empty)? {
+        Kind::NotAService(_) => Ok(Resolved::NotAService),
+        Kind::Snapshot(snap) => {
+            let service = snap.service.map(service_name).transpose()?;
+            let mut endpoints = BTreeMap::new();
+            for ep in snap.endpoints {
+                let ep = endpoint(ep)?;
+                endpoints.insert(ep.addr, ep);
+            }
+            Ok(Resolved::Service(Arc::new(EndpointSet {
+                version: update.version,
+                service,
+                endpoints,
+            })))
+        }
+        Kind::Delta(delta) => {
+            let Some(Resolved::Service(set)) = held else {
+                return Err(UpdateError::DeltaFirst);
+            };
+            let mut next = EndpointSet::clone(set);
+            next.version = update.version;
+            for addr in delta.removed {
+                let parsed = addr
+                    .parse::<SocketAddr>()
+                    .map_err(|_| UpdateError::Endpoint {
+                        address: addr.clone(),
+                        reason: "not an ip:port".into(),
+                    })?;
+                next.endpoints.remove(&canonical(parsed));
+            }
+            for ep in delta.upserts {
+                let ep = endpoint(ep)?;
+                next.endpoints.insert(ep.addr, ep);
+            }
+            Ok(Resolved::Service(Arc::new(next)))
+        }
+    }
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn service_name(s: pb::ServiceRef) -> Result<ServiceName, UpdateError> {
+    let port = u16::try_from(s.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| UpdateError::ServicePort(format!("{}/{}", s.namespace, s.name)))?;
+    Ok(ServiceName {
+        namespace: s.namespace,
+        name: s.name,
+        port,
+    })
+}
+
+fn endpoint(ep: pb::Endpoint) -> Result<EndpointInfo, UpdateError> {
+    let fail = |reason: &str| UpdateError::Endpoint {
+        address: ep.address.chars().take(64).collect(),
+        reason: reason.to_string(),
+    };
+    let addr = ep
+        .address
+        .parse::<SocketAddr>()
+        .map_err(|_| fail("not an ip:port"))?;
+    if addr.port() == 0 {
+        return Err(fail("port 0"));
+    }
+    let mesh = match &ep.mesh {
+        None => None,
+        Some(m) => Some(MeshPeer {
+            identity: m
+                .identity
+                .parse()
+                .map_err(|e| fail(&format!("identity {:?}: {e}", m.identity)))?,
+            inbound_port: u16::try_from(m.inbound_port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| fail("the inbound port is not 1-65535"))?,
+        }),
+    };
+    Ok(EndpointInfo {
+        addr: canonical(addr),
+        weight: ep.weight.max(1),
+        mesh,
+        pod: ep.pod,
+        zone: ep.zone,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(addr: &str, id: Option<&str>) -> pb::Endpoint {
+        pb::Endpoint {
+            address: addr.into(),
+            weight: 0,
+            mesh: id.map(|i| pb::MeshEndpoint {
+                identity: i.into(),
+                inbound_port: 15143,
+            }),
+            pod: String::new(),
+            zone: String::new(),
+        }
+    }
+
+    fn snapshot(version: u64, eps: Vec<pb::Endpoint>) -> pb::Update {
+        pb::Update {
+            version,
+            kind: Some(Kind::Snapshot(pb::Snapshot {
+                service: Some(pb::ServiceRef {
+                    namespace: "shop".into(),
+                    name: "api".into(),
+                    port: 80,
+                }),
+                endpoints: eps,
+            })),
+        }
+    }
+
+    fn addrs(r: &Resolved) -> Vec<String> {
+        match r {
+            Resolved::Service(s) => s.endpoints.keys().map(|a| a.to_string()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn snapshots_replace_and_deltas_apply() {
+        let id = "spiffe://cluster.local/ns/shop/sa/api";
+        let first = apply(
+            None,
+            snapshot(
+                3,
+                vec![ep("198.18.0.1:80", Some(id)), ep("198.18.0.2:80", None)],
+            ),
+        )
+        .expect("valid");
+        assert_eq!(addrs(&first), ["198.18.0.1:80", "198.18.0.2:80"]);
+        let Resolved::Service(set) = &first else {
+            unreachable!()
+        };
+        assert_eq!(set.version, 3);
+        assert_eq!(set.endpoints.values().next().map(|e| e.weight), Some(1));
+        assert_eq!(
+            set.service.as_ref().map(|s| s.to_string()).as_deref(),
+            Some("shop/api:80")
+        );
+
+        let delta = pb::Update {
+            version: 4,
+            kind: Some(Kind::Delta(pb::Delta {
+                upserts: vec![ep("198.18.0.3:80", None)],
+                removed: vec!["198.18.0.1:80".into()],
+            })),
+        };
+        let next = apply(Some(&first), delta).expect("valid");
+        assert_eq!(addrs(&next), ["198.18.0.2:80", "198.18.0.3:80"]);
+
+        let gone = pb::Update {
+            version: 5,
+            kind: Some(Kind::NotAService(pb::NotAService {})),
+        };
+        assert_eq!(apply(Some(&next), gone), Ok(Resolved::NotAService));
+    }
+
+    #[test]
+    fn unusable_updates_are_refused_whole() {
+        let delta = pb::Update {
+            version: 1,
+            kind: Some(Kind::Delta(pb::Delta::default())),
+        };
+        assert_eq!(apply(None, delta.clone()), Err(UpdateError::DeltaFirst));
+        assert_eq!(
+            apply(Some(&Resolved::NotAService), delta),
+            Err(UpdateError::DeltaFirst)
+        );
+        assert_eq!(
+            apply(
+                None,
+                pb::Update {
+                    version: 1,
+                    kind: None
+                }
+            ),
+            Err(UpdateError::Empty)
+        );
+        for bad in [
+            ep("198.18.0.1", None),
+            ep("198.18.0.1:0", None),
+            ep("198.18.0.1:80", Some("spiffe://x/not-a-workload")),
+            pb::Endpoint {
+                mesh: Some(pb::MeshEndpoint {
+                    identity: "spiffe://cluster.local/ns/a/sa/b".into(),
+                    inbound_port: 70000,
+                }),
+                ..ep("198.18.0.1:80", None)
+            },
+        ] {
+            let e = apply(
+                None,
+                snapshot(1, vec![ep("198.18.0.9:80", None), bad.clone()]),
+            )
+            .expect_err("refused");
+            assert!(e.to_string().contains("endpoint"), "{e}");
+        }
+    }
+}
