@@ -49,6 +49,7 @@ fn spawn(stack: &Arc<Stack>, stream: tokio::net::TcpStream, peer: SocketAddr) {
         dst = tracing::field::Empty,
         protocol = tracing::field::Empty,
         client_id = tracing::field::Empty,
+        service = tracing::field::Empty,
     );
     let tasks = stack.drain.tasks().clone();
     tasks.spawn(stack.clone().serve(stream).instrument(span));

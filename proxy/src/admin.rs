@@ -1,7 +1,8 @@
 //! The admin server on its own thread and runtime, so a busy data path never delays a probe
 //! or a scrape.
 //!
-//! `GET /live`, `GET /ready`, `GET /metrics`, `GET|PUT /log-level`, `POST /shutdown`. Anything
+//! `GET /live`, `GET /ready`, `GET /metrics`, `GET /config`, `GET|PUT /log-level`,
+//! `POST /shutdown`. Anything
 //! that changes the proxy (`PUT /log-level`, `POST /shutdown`) is accepted from loopback only:
 //! the port is reachable from the pod network so Prometheus can scrape it.
 
@@ -36,6 +37,36 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
     pub drain: Drain,
     pub log: Option<LogHandle>,
+    /// The proxy's current view of its destinations, once discovery runs.
+    pub config: ConfigView,
+}
+
+/// Renders `/config`: set once when discovery starts.
+#[derive(Clone, Default)]
+pub struct ConfigView(Arc<std::sync::OnceLock<ViewFn>>);
+
+type ViewFn = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+impl std::fmt::Debug for ConfigView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigView")
+            .field("set", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl ConfigView {
+    /// Installs the renderer; a second call is ignored.
+    pub fn set(&self, view: impl Fn() -> serde_json::Value + Send + Sync + 'static) {
+        let _ = self.0.set(Box::new(view));
+    }
+
+    fn render(&self) -> serde_json::Value {
+        match self.0.get() {
+            Some(view) => view(),
+            None => serde_json::json!({ "control_plane": null, "destinations": [] }),
+        }
+    }
 }
 
 /// Serves `listener` on a dedicated thread until `stop` fires. The listener was bound by the
@@ -119,6 +150,16 @@ async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Resp
                 format!("encoding metrics failed: {e}\n"),
             ),
         },
+        (&Method::GET, "/config") => {
+            let view = admin.config.render();
+            let body = serde_json::to_vec_pretty(&view).unwrap_or_default();
+            let mut rsp = Response::new(Full::new(Bytes::from(body)));
+            rsp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            rsp
+        }
         (&Method::GET, "/log-level") => match &admin.log {
             Some(log) => text(StatusCode::OK, format!("{}\n", log.get())),
             None => text(

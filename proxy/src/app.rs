@@ -23,6 +23,7 @@ use crate::{
     accept, admin,
     config::{Config, IdentityConfig, Target},
     drain::{Drain, Drained},
+    outbound::Router,
     stack::{Mesh, MeshRoute, Stack},
     telemetry::LogHandle,
 };
@@ -153,6 +154,7 @@ impl App {
             log,
         } = self;
         let ready = Arc::new(AtomicBool::new(false));
+        let config_view = admin::ConfigView::default();
         let stop_admin = CancellationToken::new();
         let admin_thread = admin::spawn(
             admin::Admin {
@@ -160,6 +162,7 @@ impl App {
                 ready: ready.clone(),
                 drain: drain.clone(),
                 log,
+                config: config_view.clone(),
             },
             admin,
             stop_admin.clone(),
@@ -167,17 +170,40 @@ impl App {
 
         let upstreams = Upstreams::new(config.client.clone(), metrics.clone());
         let shutdown_identity = CancellationToken::new();
-        let (mesh, certified) = match &config.identity {
+        let (mesh, certified, router) = match &config.identity {
             Some(identity) => {
                 let (mesh, certifier) = identity_stack(&config, identity, &addrs, &metrics)?;
                 let held = certifier.subscribe();
+                let discovery = weft_proxy_discovery::Discovery::new(
+                    certifier.dialer().clone(),
+                    mesh.own_id.to_string(),
+                    weft_proxy_discovery::Settings::default(),
+                    metrics.clone(),
+                    shutdown_identity.clone(),
+                );
+                let router = Router::new(
+                    discovery,
+                    config.discovery.clone(),
+                    config.balance,
+                    upstreams.clone(),
+                    mesh.tls.clone(),
+                    mesh.own_id.clone(),
+                    metrics.clone(),
+                );
+                let view = router.clone();
+                config_view.set(move || view.view());
                 tokio::spawn(certifier.run(shutdown_identity.clone()));
-                (Some(mesh), Some(held))
+                (Some(mesh), Some(held), Some(router))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let stack = |direction, target| {
+            let router = match direction {
+                Direction::Outbound => router.clone(),
+                Direction::Inbound => None,
+            };
             Arc::new(Stack {
+                router,
                 direction,
                 target,
                 opaque_ports: config.opaque_ports.clone(),

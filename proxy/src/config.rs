@@ -84,13 +84,18 @@ pub mod keys {
     pub const SERVICE_ACCOUNT: &str = "WEFT_SERVICE_ACCOUNT";
     pub const INBOUND_MTLS: &str = "WEFT_INBOUND_MTLS";
     pub const MESH_DESTINATIONS: &str = "WEFT_MESH_DESTINATIONS";
+    pub const DISCOVERY_TIMEOUT: &str = "WEFT_DISCOVERY_TIMEOUT";
+    pub const DISCOVERY_IDLE_TIMEOUT: &str = "WEFT_DISCOVERY_IDLE_TIMEOUT";
+    pub const EJECTION_FAILURES: &str = "WEFT_EJECTION_FAILURES";
+    pub const EJECTION_MIN: &str = "WEFT_EJECTION_MIN";
+    pub const EJECTION_MAX: &str = "WEFT_EJECTION_MAX";
 }
 
 /// Every variable the proxy reads, with its default and meaning.
 pub const VARS: &[Var] = &[
     Var { key: keys::OUTBOUND_PORT, default: "15140", doc: "Port of the outbound listener (the app's redirected outgoing TCP); bound on 127.0.0.1 and ::1." },
     Var { key: keys::INBOUND_PORT, default: "15143", doc: "Port of the inbound listener (redirected incoming TCP); bound on all addresses, IPv4 and IPv6." },
-    Var { key: keys::ADMIN_PORT, default: "15190", doc: "Port of the admin server: /live, /ready, /metrics, /log-level, POST /shutdown; bound on all addresses, changes accepted from loopback only." },
+    Var { key: keys::ADMIN_PORT, default: "15190", doc: "Port of the admin server: /live, /ready, /metrics, /config, /log-level, POST /shutdown; bound on all addresses, changes accepted from loopback only." },
     Var { key: keys::OUTBOUND_TARGET, default: "", doc: "Explicit mode: send every outbound connection to this ip:port instead of its SO_ORIGINAL_DST. Unset: transparent (iptables REDIRECT)." },
     Var { key: keys::INBOUND_TARGET, default: "", doc: "Explicit mode: send every inbound connection to this ip:port instead of its SO_ORIGINAL_DST. Unset: transparent." },
     Var { key: keys::OPAQUE_PORTS, default: "25,587,3306,5432,6379,11211", doc: "Destination ports and ranges (a,b,c-d) forwarded as TCP with no protocol detection: server-speaks-first protocols. Empty: none." },
@@ -112,7 +117,12 @@ pub const VARS: &[Var] = &[
     Var { key: keys::NAMESPACE, default: "", doc: "The workload's namespace: the proxy asks for spiffe://<trust domain>/ns/<namespace>/sa/<service account>. Required with a control plane (the downward API on Kubernetes)." },
     Var { key: keys::SERVICE_ACCOUNT, default: "", doc: "The workload's service account. Required with a control plane." },
     Var { key: keys::INBOUND_MTLS, default: "permissive", doc: "permissive: inbound plaintext from unmeshed clients is served; strict: only mesh mTLS is accepted, anything else is closed and counted in weft_inbound_connections_refused_total. Strict needs a control plane." },
-    Var { key: keys::MESH_DESTINATIONS, default: "", doc: "Static mesh map until discovery arrives: comma list of ip:port=spiffe-id or ip:port=spiffe-id@proxy-ip:proxy-port. A connection to ip:port goes over mTLS to the peer proxy (default ip:15143), which must present spiffe-id. Needs a control plane." },
+    Var { key: keys::MESH_DESTINATIONS, default: "", doc: "Static mesh map, ahead of discovery: comma list of ip:port=spiffe-id or ip:port=spiffe-id@proxy-ip:proxy-port. A connection to ip:port goes over mTLS to the peer proxy (default ip:15143), which must present spiffe-id. Needs a control plane." },
+    Var { key: keys::DISCOVERY_TIMEOUT, default: "2s", doc: "With a control plane: how long the first connection to a destination waits for the control plane to say what it is; past it, that connection is forwarded as it is (later ones use the answer when it comes)." },
+    Var { key: keys::DISCOVERY_IDLE_TIMEOUT, default: "5m", doc: "A destination no connection has used for this long stops being watched (its balancer state is dropped)." },
+    Var { key: keys::EJECTION_FAILURES, default: "5", doc: "Consecutive failures (connect errors, resets, 5xx) that eject a Service endpoint from load balancing." },
+    Var { key: keys::EJECTION_MIN, default: "1s", doc: "How long an endpoint is first ejected; each ejection in a row doubles it (with jitter) up to WEFT_EJECTION_MAX. After it, one probe request decides whether it returns." },
+    Var { key: keys::EJECTION_MAX, default: "30s", doc: "The longest ejection." },
 ];
 
 /// How a listener finds where each connection goes.
@@ -154,6 +164,19 @@ pub struct Config {
     pub inbound_mtls: MtlsMode,
     /// Destinations reached over the mesh hop, and the peer proxy and identity for each.
     pub mesh_destinations: HashMap<SocketAddr, MeshPeer>,
+    /// Discovery, with a control plane.
+    pub discovery: DiscoveryConfig,
+    /// Load balancing over a Service's endpoints.
+    pub balance: weft_proxy_balance::Settings,
+}
+
+/// How destinations are looked up.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// How long a first connection waits for an answer.
+    pub timeout: Duration,
+    /// How long an unused destination stays watched.
+    pub idle_timeout: Duration,
 }
 
 /// Where the proxy's certificate comes from, and whom it trusts.
@@ -255,12 +278,34 @@ impl Config {
                 _ => Err("expected permissive or strict".into()),
             })?,
             mesh_destinations: r.parse(keys::MESH_DESTINATIONS, parse_mesh_destinations)?,
+            discovery: DiscoveryConfig {
+                timeout: r.parse(keys::DISCOVERY_TIMEOUT, parse_duration)?,
+                idle_timeout: r.parse(keys::DISCOVERY_IDLE_TIMEOUT, parse_duration)?,
+            },
+            balance: weft_proxy_balance::Settings {
+                failure_threshold: r.parse(keys::EJECTION_FAILURES, |v| {
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| "expected a whole number above 0".to_string())
+                })?,
+                min_ejection: r.parse(keys::EJECTION_MIN, parse_duration)?,
+                max_ejection: r.parse(keys::EJECTION_MAX, parse_duration)?,
+                ..weft_proxy_balance::Settings::default()
+            },
         }
         .checked(&r)
     }
 
     /// Checks settings that only make sense together.
     fn checked(self, r: &Reader<'_>) -> Result<Self, ConfigError> {
+        if self.balance.max_ejection < self.balance.min_ejection {
+            return Err(r.invalid(
+                keys::EJECTION_MAX,
+                &r.value(keys::EJECTION_MAX),
+                format!("shorter than {}", keys::EJECTION_MIN),
+            ));
+        }
         if self.identity.is_none() {
             let needs = |key: &'static str, why: &str| {
                 r.invalid(

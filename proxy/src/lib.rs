@@ -23,6 +23,7 @@ pub mod app;
 pub mod config;
 mod detect;
 pub mod drain;
+mod outbound;
 mod stack;
 mod tcp;
 pub mod telemetry;

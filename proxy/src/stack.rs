@@ -27,6 +27,7 @@ use crate::{
     config::{MtlsMode, PortSet, Target},
     detect::{self, Detected, FirstLook},
     drain::Drain,
+    outbound::{Resolution, Router},
     tcp,
 };
 
@@ -43,6 +44,8 @@ pub(crate) struct Stack {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) drain: Drain,
     pub(crate) mesh: Option<Arc<Mesh>>,
+    /// Outbound with a control plane: what each destination is (discovery).
+    pub(crate) router: Option<Arc<Router>>,
 }
 
 /// The proxy's identity and who it reaches over the mesh hop.
@@ -240,6 +243,18 @@ impl Stack {
                 route.series.clone(),
             )
         });
+        // Not in the static map: discovery says whether it is a Service.
+        let balanced = match (&mesh, &self.router, self.direction) {
+            (None, Some(router), Direction::Outbound) => match router.resolve(dst.0).await {
+                Resolution::Balanced(b) => Some(b),
+                Resolution::Passthrough => None,
+            },
+            _ => None,
+        };
+        if let Some(balancer) = balanced {
+            tracing::Span::current().record("service", balancer.service().as_ref());
+            return self.serve_balanced(io, dst, protocol, balancer).await;
+        }
 
         if protocol.is_http() {
             let (endpoint, series) = match mesh {
@@ -269,6 +284,44 @@ impl Stack {
                 None => tcp::forward(io, dst, self.connect_timeout).await,
             };
             if let Err(e) = result {
+                info!(error = %e, "tcp connection failed");
+            }
+        }
+    }
+
+    /// A Service's connection: HTTP balanced per request, opaque TCP per connection.
+    async fn serve_balanced(
+        &self,
+        io: PrefixedIo<Accepted>,
+        dst: OrigDstAddr,
+        protocol: Protocol,
+        balancer: Arc<weft_proxy_http::balanced::Balanced>,
+    ) {
+        if protocol.is_http() {
+            let version = if protocol == Protocol::Http2 {
+                UpstreamVersion::Http2
+            } else {
+                UpstreamVersion::Http1
+            };
+            let backend = weft_proxy_http::Backend::Balanced {
+                balancer,
+                version,
+                metrics: self.metrics.clone(),
+            };
+            let proxy = Proxy::with_backend(dst, backend, self.drain.tasks().clone());
+            let shutdown = self.drain.signal().clone();
+            if let Err(e) =
+                weft_proxy_http::serve(io, protocol, &self.server, proxy, shutdown).await
+            {
+                debug!(error = %e, "http connection closed with an error");
+            }
+        } else {
+            let Some(picked) = balancer.pick() else {
+                self.metrics.no_endpoints("tcp");
+                info!(service = %balancer.service(), "no ready endpoints; closing the connection");
+                return;
+            };
+            if let Err(e) = tcp::forward_balanced(io, picked, self.connect_timeout).await {
                 info!(error = %e, "tcp connection failed");
             }
         }

@@ -5,7 +5,10 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
-use weft_proxy_http::client::{ClientError, Endpoint};
+use weft_proxy_http::{
+    balanced::{Picked, Upstream},
+    client::{ClientError, Endpoint},
+};
 use weft_proxy_transport::{connect, ConnectError, OrigDstAddr};
 
 /// Why an opaque forward ended early.
@@ -69,5 +72,52 @@ where
         .await
         .map_err(|source| ForwardError::Copy { dst, source })?;
     debug!(to_server, to_client, "mesh tcp forward done");
+    Ok(())
+}
+
+/// Connects to the endpoint `picked` chose (plainly, or through its proxy) and copies until
+/// both sides have closed. The connect's outcome and time feed the endpoint's balancer state.
+pub(crate) async fn forward_balanced<I>(
+    mut client: I,
+    picked: Picked,
+    connect_timeout: Duration,
+) -> Result<(), ForwardError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let dst = OrigDstAddr(picked.slot.addr);
+    let copied = match &picked.slot.upstream {
+        Upstream::Plain { .. } => match connect(dst.0, connect_timeout).await {
+            Ok(mut server) => {
+                picked.finish(true);
+                tokio::io::copy_bidirectional(&mut client, &mut server).await
+            }
+            Err(e) => {
+                picked.finish(false);
+                return Err(e.into());
+            }
+        },
+        Upstream::Mesh(peer) => {
+            let authority = http::uri::Authority::try_from(dst.to_string()).map_err(|e| {
+                ForwardError::Copy {
+                    dst,
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                }
+            })?;
+            let peer = peer.clone();
+            match peer.open_tunnel(authority, dst.0.port()).await {
+                Ok(tunnel) => {
+                    picked.finish(true);
+                    tokio::io::copy_bidirectional(&mut client, &mut TokioIo::new(tunnel)).await
+                }
+                Err(source) => {
+                    picked.finish(false);
+                    return Err(ForwardError::Mesh { dst, source });
+                }
+            }
+        }
+    };
+    let (to_server, to_client) = copied.map_err(|source| ForwardError::Copy { dst, source })?;
+    debug!(to_server, to_client, endpoint = %dst, "balanced tcp forward done");
     Ok(())
 }

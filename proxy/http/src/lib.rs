@@ -8,6 +8,8 @@
 //! - [`mesh`]: how requests are marked for the mesh hop between two proxies; the hop itself
 //!   is an [`Endpoint`](client::Endpoint) with [`MeshConnect`](client::MeshConnect) (outbound)
 //!   and [`serve_mesh`](mesh_server::serve_mesh) (inbound).
+//! - [`balanced`]: [`Balanced`](balanced::Balanced), a Service's endpoints as one backend,
+//!   picked per request (power of two choices over peak-EWMA latency, with ejection).
 //! - [`body`]: the response body type, which records the request's metrics when it ends.
 //! - [`server`]: serving one accepted connection as HTTP/1 or HTTP/2, with graceful shutdown.
 //!
@@ -16,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod balanced;
 pub mod body;
 pub mod client;
 pub mod headers;
@@ -25,7 +28,7 @@ pub mod proxy;
 pub mod server;
 
 pub use client::{ClientSettings, Upstreams};
-pub use proxy::{Proxy, ProxyError};
+pub use proxy::{Backend, Proxy, ProxyError};
 pub use server::{serve, ServerSettings};
 
 /// The response header that carries the proxy's reason for a status it made up itself

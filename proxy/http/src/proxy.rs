@@ -17,8 +17,9 @@ use weft_proxy_metrics::RequestSeries;
 use weft_proxy_transport::{ConnectError, OrigDstAddr};
 
 use crate::{
+    balanced::{Balanced, Picked},
     body::ResponseBody,
-    client::{Checkout, ClientError, Endpoint},
+    client::{Checkout, ClientError, Endpoint, UpstreamVersion},
     headers, mesh, ERROR_HEADER,
 };
 
@@ -41,6 +42,9 @@ pub enum ProxyError {
     /// The mesh hop failed: mTLS to the peer proxy, or the peer refused a tunnel.
     #[error(transparent)]
     Mesh(ClientError),
+    /// The destination is a Service with no ready endpoints.
+    #[error("service {service} has no ready endpoints")]
+    NoEndpoints { service: Arc<str> },
 }
 
 impl ProxyError {
@@ -52,6 +56,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -92,10 +97,28 @@ pub struct Proxy {
 #[derive(Debug)]
 struct Inner {
     dst: OrigDstAddr,
-    endpoint: Arc<Endpoint>,
-    series: Arc<RequestSeries>,
+    backend: Backend,
     /// Upgraded tunnels outlive their request; the drain waits for them.
     tunnels: TaskTracker,
+}
+
+/// Where a connection's requests go.
+#[derive(Debug)]
+pub enum Backend {
+    /// Every request to one endpoint (the destination itself, or the peer proxy in front of
+    /// it), counted in `series`.
+    Fixed {
+        endpoint: Arc<Endpoint>,
+        series: Arc<RequestSeries>,
+    },
+    /// Each request to one of a Service's endpoints, chosen per request.
+    Balanced {
+        balancer: Arc<Balanced>,
+        /// The HTTP version of plaintext endpoints' pools (the client's).
+        version: UpstreamVersion,
+        /// Counts requests answered 503 for want of endpoints.
+        metrics: Arc<weft_proxy_metrics::Metrics>,
+    },
 }
 
 impl Proxy {
@@ -107,11 +130,15 @@ impl Proxy {
         series: Arc<RequestSeries>,
         tunnels: TaskTracker,
     ) -> Self {
+        Self::with_backend(dst, Backend::Fixed { endpoint, series }, tunnels)
+    }
+
+    /// A proxy for one connection whose requests, addressed to `dst`, go to `backend`.
+    pub fn with_backend(dst: OrigDstAddr, backend: Backend, tunnels: TaskTracker) -> Self {
         Self {
             inner: Arc::new(Inner {
                 dst,
-                endpoint,
-                series,
+                backend,
                 tunnels,
             }),
         }
@@ -123,7 +150,18 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
-        let (rsp, checkout) = match self.forward(req).await {
+        let endpoint = match &self.inner.backend {
+            Backend::Fixed { endpoint, .. } => endpoint,
+            Backend::Balanced {
+                balancer, metrics, ..
+            } => {
+                return Ok(match balancer.pick() {
+                    Some(picked) => self.balanced(req, picked, start).await,
+                    None => no_endpoints(balancer, metrics, start),
+                });
+            }
+        };
+        let (rsp, checkout) = match self.forward(req, endpoint, self.inner.dst.0.port()).await {
             Ok((rsp, checkout)) => (rsp.map(Either::Left), checkout),
             Err(e) => {
                 info!(error = %e, dst = %self.inner.dst, "request failed");
@@ -131,19 +169,62 @@ impl Proxy {
             }
         };
         let status = rsp.status();
-        let inner = &self.inner;
-        Ok(rsp.map(|b| ResponseBody::new(b, inner.series.clone(), status, start, checkout)))
+        let series = match &self.inner.backend {
+            Backend::Fixed { series, .. } => series,
+            Backend::Balanced { metrics, .. } => {
+                return Ok(rsp.map(|b| {
+                    let series = metrics.plaintext(weft_proxy_metrics::Direction::Outbound);
+                    ResponseBody::new(b, series, status, start, checkout)
+                }))
+            }
+        };
+        Ok(rsp.map(|b| ResponseBody::new(b, series.clone(), status, start, checkout)))
+    }
+
+    /// One request to a balanced endpoint: its outcome (an error, or a 5xx from the endpoint)
+    /// feeds the endpoint's latency and circuit breaker as soon as the response head is in.
+    /// Boxed: the rarer path must not swell every request's future.
+    fn balanced(
+        &self,
+        req: Request<Incoming>,
+        picked: Picked,
+        start: Instant,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let version = match &self.inner.backend {
+                Backend::Balanced { version, .. } => *version,
+                Backend::Fixed { .. } => UpstreamVersion::Http1,
+            };
+            let endpoint = picked.slot.endpoint(version).clone();
+            let port = picked.slot.addr.port();
+            let series = picked.slot.series.clone();
+            let (rsp, checkout) = match self.forward(req, &endpoint, port).await {
+                Ok((rsp, checkout)) => {
+                    picked.finish(!rsp.status().is_server_error());
+                    (rsp.map(Either::Left), checkout)
+                }
+                Err(e) => {
+                    picked.finish(false);
+                    info!(error = %e, dst = %self.inner.dst, endpoint = %endpoint.addr(), "request failed");
+                    (e.into_response(), None)
+                }
+            };
+            let status = rsp.status();
+            rsp.map(|b| ResponseBody::new(b, series, status, start, checkout))
+        })
     }
 
     async fn forward(
         &self,
         mut req: Request<Incoming>,
+        endpoint: &Arc<Endpoint>,
+        port: u16,
     ) -> Result<(Response<Incoming>, Option<Checkout>), ProxyError> {
         let connect = headers::is_connect(&req);
         let upgrade = connect || headers::is_upgrade(&req);
         headers::strip_hop_by_hop(req.headers_mut(), upgrade && !connect);
         let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let endpoint = &self.inner.endpoint;
         let dst = self.inner.dst;
         let client_error = |e| ProxyError::from_client(dst, e);
 
@@ -154,12 +235,15 @@ impl Proxy {
             endpoint.send(req).await.map_err(client_error)?
         } else if upgrade {
             // The rare path, boxed so it does not swell every request's future.
-            (Box::pin(self.upgrade_over_mesh(req, connect)).await?, None)
+            (
+                Box::pin(self.upgrade_over_mesh(req, connect, endpoint, port)).await?,
+                None,
+            )
         } else {
             // Every request crosses the mesh hop as HTTP/2, marked with what the other side
             // needs to hand it on.
             let version = req.version();
-            mesh::mark_outbound(req.headers_mut(), version, dst.0.port());
+            mesh::mark_outbound(req.headers_mut(), version, port);
             *req.version_mut() = Version::HTTP_2;
             self.set_upstream_uri(&mut req)?;
             let rsp = endpoint
@@ -186,6 +270,8 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         connect: bool,
+        endpoint: &Endpoint,
+        port: u16,
     ) -> Result<Response<Incoming>, ProxyError> {
         let dst = self.inner.dst;
         let client_error = |e| ProxyError::from_client(dst, e);
@@ -193,10 +279,8 @@ impl Proxy {
         if !connect {
             self.set_upstream_uri(&mut req)?;
         }
-        let tunnel = self
-            .inner
-            .endpoint
-            .open_tunnel(self.authority()?, dst.0.port())
+        let tunnel = endpoint
+            .open_tunnel(self.authority()?, port)
             .await
             .map_err(client_error)?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(tunnel)
@@ -257,6 +341,23 @@ impl Proxy {
     }
 }
 
+/// The answer for a Service without endpoints: 503, counted.
+fn no_endpoints(
+    balancer: &Balanced,
+    metrics: &weft_proxy_metrics::Metrics,
+    start: Instant,
+) -> Response<ResponseBody> {
+    metrics.no_endpoints("http");
+    let e = ProxyError::NoEndpoints {
+        service: balancer.service().clone(),
+    };
+    debug!(error = %e, "request refused");
+    let rsp = e.into_response();
+    let status = rsp.status();
+    let series = metrics.plaintext(weft_proxy_metrics::Direction::Outbound);
+    rsp.map(|b| ResponseBody::new(b, series, status, start, None))
+}
+
 /// Copies bytes both ways between the two sides of a switched connection until both close.
 async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
     let (down, up) = match tokio::try_join!(downstream, upstream) {
@@ -280,7 +381,7 @@ mod tests {
     /// hyper moves this future into a new task for every HTTP/2 stream: its size is copied per
     /// request. Profiling found the dial path's futures inflating it (2,904 bytes); boxed, it is
     /// 2,032, the rest being hyper's own send futures. The HTTP/2 request body became an
-    /// `Either` (so the mesh hop can send a body-less CONNECT on the same connection): 2,072.
+    /// `Either` (so the mesh hop can send a body-less CONNECT on the same connection): 2,072. The endpoint chosen per connection or per request (balancing): 2,080.
     /// A regression guard.
     #[test]
     fn the_per_request_future_stays_small() {
@@ -308,7 +409,7 @@ mod tests {
         // depend on the value, so build the future inside a closure that is never called.
         let make = |req: Request<Incoming>| proxy.clone().handle(req);
         let size = size_of_return(&make);
-        assert!(size <= 2072, "Proxy::handle's future grew to {size} bytes");
+        assert!(size <= 2080, "Proxy::handle's future grew to {size} bytes");
 
         fn size_of_return<F, Fut>(_: &F) -> usize
         where

@@ -113,13 +113,33 @@ impl ControlPlane {
     }
 
     pub async fn start_at(pki: &Pki, lifetime: Duration, addr: SocketAddr) -> Self {
+        Self::start_with(pki, lifetime, addr, None).await
+    }
+
+    /// Reads Services, EndpointSlices and Pods from `config` (polled every 50 ms).
+    pub async fn start_local(pki: &Pki, config: &Path) -> Self {
+        Self::start_with(
+            pki,
+            Duration::from_secs(24 * 3600),
+            free_port(),
+            Some(config),
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        pki: &Pki,
+        lifetime: Duration,
+        addr: SocketAddr,
+        config: Option<&Path>,
+    ) -> Self {
         let admin = free_port();
         let args = weft_control_plane::Args {
             issuer: pki.path("issuer"),
             tokens: Some(pki.path("tokens")),
             trust_domain: TD.into(),
-            source: None,
-            config_poll_interval: Duration::from_millis(100),
+            source: config.map(|c| weft_control_plane::SourceArg::Local(c.to_path_buf())),
+            config_poll_interval: Duration::from_millis(50),
             cluster_domain: "cluster.local".into(),
             grpc_addr: addr,
             admin_addr: admin,

@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod app;
+pub mod backend;
 pub mod mesh;
 pub mod process;
 pub mod tcp;
