@@ -88,34 +88,8 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
                 continue;
             }
         };
-        for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            documents += 1;
-            if documents > MAX_DOCUMENTS {
-                errors.push(doc_error(
-                    &file,
-                    index,
-                    "",
-                    format!("more than {MAX_DOCUMENTS} documents in the folder"),
-                ));
-                return Err(errors);
-            }
-            let value: Result<serde_yaml::Value, _> = serde::Deserialize::deserialize(doc);
-            let value = match value {
-                Ok(v) => v,
-                Err(e) => {
-                    errors.push(doc_error(&file, index, "", format!("not YAML: {e}")));
-                    // A syntax error ends the stream: nothing after it can be read reliably.
-                    break;
-                }
-            };
-            if let Err(e) = add(&mut snapshot, value) {
-                errors.push(DocError {
-                    file: file.clone(),
-                    document: index,
-                    field: e.field,
-                    reason: e.reason,
-                });
-            }
+        if read_documents(&file, &text, &mut snapshot, &mut errors, &mut documents).is_err() {
+            return Err(errors);
         }
     }
     if errors.is_empty() {
@@ -123,6 +97,58 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
     } else {
         Err(errors)
     }
+}
+
+/// Reads one file's text as the folder loader does, alone: for tests and the fuzz target.
+pub fn load_text(file: &Path, text: &str) -> Result<Snapshot, Vec<DocError>> {
+    let (mut snapshot, mut errors, mut documents) = (Snapshot::default(), Vec::new(), 0);
+    let _ = read_documents(file, text, &mut snapshot, &mut errors, &mut documents);
+    if errors.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Adds the documents of `text` to `snapshot`, their problems to `errors`. `Err` when the
+/// folder's document bound was passed: reading stops there.
+fn read_documents(
+    file: &Path,
+    text: &str,
+    snapshot: &mut Snapshot,
+    errors: &mut Vec<DocError>,
+    documents: &mut usize,
+) -> Result<(), ()> {
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        *documents += 1;
+        if *documents > MAX_DOCUMENTS {
+            errors.push(doc_error(
+                file,
+                index,
+                "",
+                format!("more than {MAX_DOCUMENTS} documents in the folder"),
+            ));
+            return Err(());
+        }
+        let value: Result<serde_yaml::Value, _> = serde::Deserialize::deserialize(doc);
+        let value = match value {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(doc_error(file, index, "", format!("not YAML: {e}")));
+                // A syntax error ends the stream: nothing after it can be read reliably.
+                break;
+            }
+        };
+        if let Err(e) = add(snapshot, value) {
+            errors.push(DocError {
+                file: file.to_path_buf(),
+                document: index,
+                field: e.field,
+                reason: e.reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The folder's `*.yaml` and `*.yml` files, in name order.

@@ -382,3 +382,31 @@ async fn a_service_without_endpoints_answers_503_and_an_unknown_destination_pass
         "not_a_service"
     );
 }
+
+#[tokio::test]
+async fn opaque_tcp_is_balanced_per_connection() {
+    let b = backends(3).await;
+    let s = setup(|svc| service_yaml("api", svc, &endpoints(&b))).await;
+    // The Service port listed opaque: no HTTP detection, each connection one endpoint.
+    let web = proxy(
+        &identity_env(&s.pki, s.cp.addr, "shop", "web"),
+        &[
+            ("WEFT_OUTBOUND_TARGET", s.service.to_string()),
+            ("WEFT_OPAQUE_PORTS", s.service.port().to_string()),
+        ],
+    )
+    .await;
+    let statuses = load(&web, 4, 30).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let spread = served(&b);
+    assert_eq!(spread.iter().sum::<usize>(), 120);
+    assert!(
+        spread.iter().all(|n| *n >= 15),
+        "every endpoint gets connections: {spread:?}"
+    );
+    assert_eq!(
+        web.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#),
+        None,
+        "opaque: no HTTP request was seen"
+    );
+}
