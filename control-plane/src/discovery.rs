@@ -44,6 +44,9 @@ pub struct Versioned {
 /// The shared index and its subscriptions.
 #[derive(Debug)]
 pub struct Hub {
+    /// False until a watched source published its first state: Watch answers UNAVAILABLE
+    /// (the proxy retries) rather than "no such Service".
+    synced: std::sync::atomic::AtomicBool,
     cluster_domain: String,
     trust_domain: String,
     metrics: DiscoveryMetrics,
@@ -65,6 +68,7 @@ impl Hub {
         metrics: DiscoveryMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
+            synced: std::sync::atomic::AtomicBool::new(true),
             cluster_domain: cluster_domain.to_string(),
             trust_domain: trust_domain.to_string(),
             metrics,
@@ -74,6 +78,12 @@ impl Hub {
                 targets: HashMap::new(),
             }),
         })
+    }
+
+    /// Marks whether the index holds a real state yet.
+    pub fn set_synced(&self, synced: bool) {
+        self.synced
+            .store(synced, std::sync::atomic::Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
@@ -158,6 +168,10 @@ impl Hub {
                 .is_err()
             {
                 tracing::error!("applying a config snapshot panicked; keeping the previous one");
+                continue;
+            }
+            if !self.synced.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                tracing::info!("config source in sync; serving discovery");
             }
         }
     }
@@ -233,6 +247,11 @@ impl destination_server::Destination for DestinationService {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
+        if !self.hub.synced.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Status::unavailable(
+                "the control plane has not finished reading the cluster yet; retry",
+            ));
+        }
         let target = Target::parse(&req.target, &self.hub.cluster_domain)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         debug!(%target, proxy = %req.proxy_id.chars().take(256).collect::<String>(), "watch");

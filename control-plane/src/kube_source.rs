@@ -180,6 +180,10 @@ impl ConfigSource for KubeSource {
         NAME
     }
 
+    fn ready_at_start(&self) -> bool {
+        false
+    }
+
     fn run(
         self: Box<Self>,
         out: watch::Sender<Arc<Snapshot>>,

@@ -1,5 +1,6 @@
-//! Weft's control plane. Today: the identity service, a CA that signs each proxy's certificate
-//! for the workload its token proves. The config server joins it on the same port (issue 5).
+//! Weft's control plane: the identity service, a CA that signs each proxy's certificate for the
+//! workload its token proves, and the destination service, which tells proxies where a
+//! destination's endpoints are and who each must be.
 //!
 //! # Layout
 //! - [`issuer`]: the issuer and trust anchors from a directory, reloaded when they change.
@@ -7,7 +8,12 @@
 //!   local tokens file; [`kube_tokens`]: Kubernetes TokenReview.
 //! - [`identity`]: the `Certify` RPC.
 //! - [`serving`]: the control plane's own certificate for its gRPC port.
-//! - [`grpc`]: TLS and HTTP/2 serving; [`admin`]: `/metrics`, `/ready`, `/live`.
+//! - [`model`]: the Kubernetes kinds discovery reads, and their checks; [`source`]: the
+//!   config source trait, with [`local`] (a YAML folder) and [`kube_source`] (the API).
+//! - [`index`]: from a snapshot to what a proxy is told about one destination;
+//!   [`discovery`]: the destination service, one shared index for every subscriber.
+//! - [`grpc`]: TLS and HTTP/2 serving of both services; [`admin`]: `/metrics`, `/ready`,
+//!   `/live`.
 
 pub mod admin;
 pub mod discovery;
@@ -147,9 +153,8 @@ async fn config_source(
                 "--source kubernetes: no Kubernetes API (in-cluster config or $KUBECONFIG)",
             )?;
             info!("config from the Kubernetes API");
-            // WIRING: the Kubernetes source lands in kube_source.rs (in progress).
-            let _ = (client, KUBE_SETTLE);
-            anyhow::bail!("--source kubernetes is being built; use --source local:DIR")
+            let source = kube_source::KubeSource::new(client, metrics.clone(), KUBE_SETTLE);
+            Ok((Arc::default(), Some(Box::new(source))))
         }
     }
 }
@@ -202,6 +207,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         &args.cluster_domain,
         metrics.discovery.clone(),
     );
+    // A watched source publishes its first state once it has read the whole cluster: until
+    // then, an empty index would tell every proxy that no Service exists.
+    if source.as_ref().is_some_and(|s| !s.ready_at_start()) {
+        hub.set_synced(false);
+    }
 
     let grpc = TcpListener::bind(args.grpc_addr)
         .await

@@ -21,11 +21,18 @@ pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A config source. `run` publishes every new complete state into `out` until `shutdown`.
 ///
-/// The first value in `out` is the state the source held when it was built (possibly empty);
-/// the index serves proxies from it at once.
+/// The first value in `out` is the state the source held when it was built: the real one if
+/// [`ConfigSource::ready_at_start`], else empty, and the index serves no proxy until `run`
+/// publishes its first state.
 pub trait ConfigSource: Send + 'static {
     /// A short name for logs and metrics (`local`, `kubernetes`).
     fn name(&self) -> &'static str;
+
+    /// Whether the state held when built is the real one (a folder read at start), or the
+    /// first real state comes later from `run` (the Kubernetes source, after its first lists).
+    fn ready_at_start(&self) -> bool {
+        true
+    }
 
     /// Runs the source. It must never publish a partially applied change.
     fn run(

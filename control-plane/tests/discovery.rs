@@ -3,6 +3,9 @@
 
 #[macro_use]
 mod support;
+#[path = "support/kube_watch.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod kube_watch;
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -221,4 +224,89 @@ async fn an_invalid_folder_at_start_is_an_error_naming_every_problem() {
         stderr.contains("a.yaml document 0 field spec.clusterIP"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn with_kubernetes_the_index_fills_from_list_and_watch_and_identities_come_from_pods() {
+    use kube_watch::{FakeKube, Kind};
+    use serde_json::json;
+
+    let api = FakeKube::start().await;
+    api.hold_lists(Kind::Pod);
+    api.apply(
+        Kind::Service,
+        json!({"metadata": {"name": "api", "namespace": "shop"},
+               "spec": {"clusterIP": "198.19.0.10", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+    );
+    api.apply(
+        Kind::EndpointSlice,
+        json!({"metadata": {"name": "api-1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "api"}},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+               "endpoints": [{"addresses": ["198.18.0.11"], "conditions": {"ready": true},
+                              "targetRef": {"kind": "Pod", "name": "api-a", "namespace": "shop"}}]}),
+    );
+    api.apply(
+        Kind::Pod,
+        json!({"metadata": {"name": "api-a", "namespace": "shop"},
+               "spec": {"serviceAccountName": "api-sa",
+                        "containers": [{"name": "app", "image": "a"}, {"name": "weft-proxy", "image": "p"}]},
+               "status": {"podIP": "198.18.0.11", "phase": "Running"}}),
+    );
+    let pki = Pki::new(1);
+    let kubeconfig = support::kube::kubeconfig(pki.dir.path(), api.addr);
+    let cp = ControlPlane::start(
+        &pki,
+        Tokens::Kube {
+            kubeconfig: &kubeconfig,
+        },
+        &["--source", "kubernetes"],
+    )
+    .await;
+    let mut client = client(&cp, &pki).await;
+
+    // Pods not listed yet: the index is not in sync, so a watch is told to retry, not that no
+    // Service exists.
+    let e = watch(&mut client, "198.19.0.10:80")
+        .await
+        .expect_err("not in sync");
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+
+    api.release_lists();
+    let mut stream: Option<Streaming<pb::Update>>;
+    assert_eventually!(
+        {
+            stream = watch(&mut client, "198.19.0.10:80").await.ok();
+            stream.is_some()
+        },
+        "the control plane syncs once every list is done"
+    );
+    let mut stream = stream.expect("stream");
+    let first = next(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("first");
+    let Some(pb::update::Kind::Snapshot(snap)) = first.kind else {
+        panic!("{first:?}")
+    };
+    assert_eq!(addresses(&snap.endpoints), ["198.18.0.11:8080"]);
+    assert_eq!(
+        snap.endpoints[0].mesh.as_ref().map(|m| m.identity.as_str()),
+        Some("spiffe://cluster.local/ns/shop/sa/api-sa")
+    );
+
+    // A watch event: a second endpoint, with no pod known (plaintext).
+    api.apply(
+        Kind::EndpointSlice,
+        json!({"metadata": {"name": "api-1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "api"}},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+               "endpoints": [{"addresses": ["198.18.0.11"], "targetRef": {"kind": "Pod", "name": "api-a", "namespace": "shop"}},
+                             {"addresses": ["198.18.0.12"]}]}),
+    );
+    let update = next(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("a change");
+    let Some(pb::update::Kind::Delta(delta)) = update.kind else {
+        panic!("{update:?}")
+    };
+    assert_eq!(addresses(&delta.upserts), ["198.18.0.12:8080"]);
+    assert!(delta.upserts[0].mesh.is_none());
 }
