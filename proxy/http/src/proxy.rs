@@ -17,7 +17,7 @@ use weft_proxy_metrics::RequestSeries;
 use weft_proxy_transport::{ConnectError, OrigDstAddr};
 
 use crate::{
-    balanced::{Balanced, Picked},
+    balanced::Balanced,
     body::ResponseBody,
     client::{Checkout, ClientError, Endpoint, UpstreamVersion},
     headers, mesh, ERROR_HEADER,
@@ -150,18 +150,25 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
-        let endpoint = match &self.inner.backend {
-            Backend::Fixed { endpoint, .. } => endpoint,
-            Backend::Balanced {
-                balancer, metrics, ..
-            } => {
-                return Ok(match balancer.pick() {
-                    Some(picked) => self.balanced(req, picked, start).await,
-                    None => no_endpoints(balancer, metrics, start),
-                });
-            }
+        // A balanced connection picks its endpoint per request.
+        let picked = match &self.inner.backend {
+            Backend::Balanced { balancer, .. } => balancer.pick(),
+            Backend::Fixed { .. } => None,
         };
-        let (rsp, checkout) = match self.forward(req, endpoint, self.inner.dst.0.port()).await {
+        let (endpoint, port) = match (&picked, &self.inner.backend) {
+            (Some(p), Backend::Balanced { version, .. }) => {
+                (p.slot.endpoint(*version), p.slot.addr.port())
+            }
+            (_, Backend::Fixed { endpoint, .. }) => (endpoint, self.inner.dst.0.port()),
+            (
+                None,
+                Backend::Balanced {
+                    balancer, metrics, ..
+                },
+            ) => return Ok(no_endpoints(balancer, metrics, start)),
+        };
+        let result = self.forward(req, endpoint, port).await;
+        let (rsp, checkout) = match result {
             Ok((rsp, checkout)) => (rsp.map(Either::Left), checkout),
             Err(e) => {
                 info!(error = %e, dst = %self.inner.dst, "request failed");
@@ -169,50 +176,20 @@ impl Proxy {
             }
         };
         let status = rsp.status();
-        let series = match &self.inner.backend {
-            Backend::Fixed { series, .. } => series,
-            Backend::Balanced { metrics, .. } => {
-                return Ok(rsp.map(|b| {
-                    let series = metrics.plaintext(weft_proxy_metrics::Direction::Outbound);
-                    ResponseBody::new(b, series, status, start, checkout)
-                }))
+        // The endpoint's latency and circuit breaker learn the outcome as soon as the head is
+        // in: an error, or a 5xx from the endpoint, is a failure.
+        let series = match (picked, &self.inner.backend) {
+            (Some(p), _) => {
+                let series = p.slot.series.clone();
+                p.finish(!status.is_server_error());
+                series
+            }
+            (None, Backend::Fixed { series, .. }) => series.clone(),
+            (None, Backend::Balanced { metrics, .. }) => {
+                metrics.plaintext(weft_proxy_metrics::Direction::Outbound)
             }
         };
-        Ok(rsp.map(|b| ResponseBody::new(b, series.clone(), status, start, checkout)))
-    }
-
-    /// One request to a balanced endpoint: its outcome (an error, or a 5xx from the endpoint)
-    /// feeds the endpoint's latency and circuit breaker as soon as the response head is in.
-    /// Boxed: the rarer path must not swell every request's future.
-    fn balanced(
-        &self,
-        req: Request<Incoming>,
-        picked: Picked,
-        start: Instant,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send + '_>>
-    {
-        Box::pin(async move {
-            let version = match &self.inner.backend {
-                Backend::Balanced { version, .. } => *version,
-                Backend::Fixed { .. } => UpstreamVersion::Http1,
-            };
-            let endpoint = picked.slot.endpoint(version).clone();
-            let port = picked.slot.addr.port();
-            let series = picked.slot.series.clone();
-            let (rsp, checkout) = match self.forward(req, &endpoint, port).await {
-                Ok((rsp, checkout)) => {
-                    picked.finish(!rsp.status().is_server_error());
-                    (rsp.map(Either::Left), checkout)
-                }
-                Err(e) => {
-                    picked.finish(false);
-                    info!(error = %e, dst = %self.inner.dst, endpoint = %endpoint.addr(), "request failed");
-                    (e.into_response(), None)
-                }
-            };
-            let status = rsp.status();
-            rsp.map(|b| ResponseBody::new(b, series, status, start, checkout))
-        })
+        Ok(rsp.map(|b| ResponseBody::new(b, series, status, start, checkout)))
     }
 
     async fn forward(
@@ -381,7 +358,9 @@ mod tests {
     /// hyper moves this future into a new task for every HTTP/2 stream: its size is copied per
     /// request. Profiling found the dial path's futures inflating it (2,904 bytes); boxed, it is
     /// 2,032, the rest being hyper's own send futures. The HTTP/2 request body became an
-    /// `Either` (so the mesh hop can send a body-less CONNECT on the same connection): 2,072. The endpoint chosen per connection or per request (balancing): 2,080.
+    /// `Either` (so the mesh hop can send a body-less CONNECT on the same connection): 2,072. Balancing picks an endpoint per request and holds the pick (the endpoint and its
+    /// in-flight record) across the request: 2,128, kept in the future rather than boxed, since
+    /// a heap allocation per request costs more than copying 56 bytes.
     /// A regression guard.
     #[test]
     fn the_per_request_future_stays_small() {
@@ -409,7 +388,7 @@ mod tests {
         // depend on the value, so build the future inside a closure that is never called.
         let make = |req: Request<Incoming>| proxy.clone().handle(req);
         let size = size_of_return(&make);
-        assert!(size <= 2080, "Proxy::handle's future grew to {size} bytes");
+        assert!(size <= 2128, "Proxy::handle's future grew to {size} bytes");
 
         fn size_of_return<F, Fut>(_: &F) -> usize
         where
