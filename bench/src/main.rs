@@ -3,11 +3,13 @@
 //! `weft-bench run` starts the upstream (`weft-bench server`), a chain per set-up, and drives the
 //! same load through each, interleaved (A B C D A B C D ...) so drift hits every set-up alike.
 //! It prints one report and, unless `--smoke`, writes it into `BENCHMARKS.md` and
-//! `bench/runs/`. See `bench/README.md`.
+//! `bench/runs/`. `weft-bench discovery` plays many proxies against one control plane
+//! ([`discovery`]). See `bench/README.md`.
 
 // A binary: `pub` marks what the modules share with each other, nothing more.
 #![allow(unreachable_pub)]
 
+mod discovery;
 mod load;
 mod procs;
 mod report;
@@ -61,6 +63,29 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         body_size: usize,
         /// The report file to update (between its bench markers).
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+    /// Many simulated proxies watching destinations on one control plane: time until all have
+    /// their first update, push latency of a change, the control plane's memory.
+    Discovery {
+        /// Subscriber (Watch stream) counts, comma-separated; a fresh control plane each.
+        /// Default 100,1000,10000 (smoke: 20).
+        #[arg(long, value_delimiter = ',')]
+        subscribers: Option<Vec<usize>>,
+        /// Services in the cluster. Default 1000 (smoke: 50).
+        #[arg(long)]
+        services: Option<usize>,
+        /// Ready, meshed endpoints per Service.
+        #[arg(long, default_value_t = 3)]
+        endpoints: usize,
+        /// Destinations each simulated proxy watches, all on its one HTTP/2 connection.
+        #[arg(long, default_value_t = 10)]
+        watches_per_proxy: usize,
+        /// Tiny sizes (under 20 s) to prove the harness works; writes nothing.
+        #[arg(long)]
+        smoke: bool,
+        /// The report file to update (between its discovery markers).
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
     },
@@ -194,6 +219,18 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("weft-bench: wrote {} and bench/runs/", out.display());
             }
             Ok(())
+        }
+        Cmd::Discovery {
+            subscribers,
+            services,
+            endpoints,
+            watches_per_proxy,
+            smoke,
+            out,
+        } => {
+            let plan =
+                discovery::Plan::new(smoke, subscribers, services, endpoints, watches_per_proxy)?;
+            discovery::main(plan, &out)
         }
     }
 }

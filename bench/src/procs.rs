@@ -66,23 +66,12 @@ impl Proc {
 
     /// User plus system CPU time so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name (which may hold spaces) start past the last ')'.
-        let rest = stat.rsplit_once(')').context("stat format")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+        cpu_of(self.pid()).with_context(|| format!("CPU time of {}", self.name))
     }
 
     /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
     pub fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("{field} of {}", self.name))
+        status_kib_of(self.pid(), field).with_context(|| format!("{field} of {}", self.name))
     }
 
     /// Fails if the process has exited.
@@ -101,6 +90,30 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// User plus system CPU time of process `pid` so far (`std::process::id()` for this one).
+pub fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start past the last ')'.
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let field = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("stat format")?.parse::<u64>()?)
+    };
+    let ticks = field(11)? + field(12)?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+/// A `/proc/PID/status` field of process `pid` in KiB (`VmRSS`, `RssAnon`, `VmHWM`).
+pub fn status_kib_of(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 /// The kernel's clock tick (`sysconf(_SC_CLK_TCK)`), read once through `getconf`.
@@ -123,27 +136,32 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Waits up to 10 s for something to accept on `addr`.
 /// Waits (up to 10 s) until `GET /ready` on `admin` answers 200.
 pub fn wait_ready(admin: SocketAddr, what: &str) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect_timeout(&admin, Duration::from_millis(200)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut head = [0u8; 12];
-            if s.write_all(b"GET /ready HTTP/1.0\r\n\r\n").is_ok()
-                && s.read_exact(&mut head).is_ok()
-                && &head[9..12] == b"200"
-            {
-                return Ok(());
-            }
+        if is_ready(admin) {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     bail!("{what} was not ready on {admin} within 10s")
 }
 
+/// Whether `GET /ready` on `admin` answers 200 now (each step bounded).
+pub fn is_ready(admin: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&admin, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut head = [0u8; 12];
+    s.write_all(b"GET /ready HTTP/1.0\r\n\r\n").is_ok()
+        && s.read_exact(&mut head).is_ok()
+        && &head[9..12] == b"200"
+}
+
+/// Waits up to 10 s for something to accept on `addr`.
 pub fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {

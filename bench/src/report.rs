@@ -26,14 +26,19 @@ pub struct Machine {
 
 impl Machine {
     pub fn read(oha: &Path) -> Machine {
-        let out = |cmd: &str, args: &[&str]| {
-            Command::new(cmd)
-                .args(args)
-                .output()
-                .ok()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .unwrap_or_default()
-        };
+        Machine {
+            oha: crate::load::version(oha),
+            haproxy: out("haproxy", &["-v"])
+                .lines()
+                .next()
+                .unwrap_or("haproxy")
+                .to_string(),
+            ..Machine::host()
+        }
+    }
+
+    /// The date, commit and host, without the load tools' versions.
+    pub fn host() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let dirty = !out("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
         Machine {
@@ -56,14 +61,20 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-            oha: crate::load::version(oha),
-            haproxy: out("haproxy", &["-v"])
-                .lines()
-                .next()
-                .unwrap_or("haproxy")
-                .to_string(),
+            oha: String::new(),
+            haproxy: String::new(),
         }
     }
+}
+
+/// What `cmd args` prints, trimmed; empty if it cannot run.
+fn out(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Median, min and max of a set of runs.

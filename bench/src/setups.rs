@@ -33,18 +33,10 @@ pub struct MeshPki {
 impl MeshPki {
     /// Writes the PKI under `work` and starts the control plane from `bin_dir`.
     pub fn start(bin_dir: &Path, work: &Path) -> anyhow::Result<MeshPki> {
-        use weft_certs::Ca;
         let dir = work.join("mesh");
-        std::fs::create_dir_all(dir.join("issuer"))?;
-        let now = time::OffsetDateTime::now_utc();
-        let year = std::time::Duration::from_secs(365 * 24 * 3600);
-        let anchor = Ca::new_anchor("cluster.local", year, now)?;
-        let issuer = anchor.new_issuer("cluster.local", year, now)?;
-        std::fs::write(dir.join("issuer/issuer.crt"), issuer.cert_pem())?;
-        std::fs::write(dir.join("issuer/issuer.key"), issuer.key_pem())?;
-        std::fs::write(dir.join("issuer/anchors.pem"), anchor.cert_pem())?;
+        let anchor_pem = write_issuer(&dir.join("issuer"))?;
         let anchors = dir.join("anchors.pem");
-        std::fs::write(&anchors, anchor.cert_pem())?;
+        std::fs::write(&anchors, anchor_pem)?;
         let mut tokens = String::new();
         for sa in ["client", "server"] {
             let token = format!("bench-token-for-{sa}-0123456789");
@@ -80,6 +72,22 @@ impl MeshPki {
     fn token_file(&self, sa: &str) -> PathBuf {
         self.dir.join(format!("{sa}.token"))
     }
+}
+
+/// Writes a fresh trust anchor and an issuer it signed (ECDSA P-256, a year each, trust domain
+/// `cluster.local`) into `dir` as the control plane's `--issuer` reads them: `issuer.crt`,
+/// `issuer.key`, `anchors.pem`. Returns the anchor's PEM, the clients' trust bundle.
+pub fn write_issuer(dir: &Path) -> anyhow::Result<String> {
+    use weft_certs::Ca;
+    std::fs::create_dir_all(dir)?;
+    let now = time::OffsetDateTime::now_utc();
+    let year = std::time::Duration::from_secs(365 * 24 * 3600);
+    let anchor = Ca::new_anchor("cluster.local", year, now)?;
+    let issuer = anchor.new_issuer("cluster.local", year, now)?;
+    std::fs::write(dir.join("issuer.crt"), issuer.cert_pem())?;
+    std::fs::write(dir.join("issuer.key"), issuer.key_pem())?;
+    std::fs::write(dir.join("anchors.pem"), anchor.cert_pem())?;
+    Ok(anchor.cert_pem().to_string())
 }
 
 /// Which kind of traffic a chain carries; HAProxy needs a configuration per kind.
