@@ -189,8 +189,10 @@ pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the client's runtime")?;
+    let load_before = load_average();
     let levels = rt.block_on(run(&plan))?;
-    let text = report::render(&plan, &machine, &levels, started.elapsed());
+    let load = (load_before, load_average());
+    let text = report::render(&plan, &machine, &levels, started.elapsed(), load);
     println!("{text}");
     if !plan.smoke {
         report::write(out, &machine, &text)?;
@@ -598,6 +600,16 @@ impl Bench<'_> {
             Cluster::target(self.plan.service_of(sub))
         )
     }
+}
+
+/// The 1-minute load average: how busy the shared machine was.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn own_cpu() -> anyhow::Result<Duration> {

@@ -13,18 +13,28 @@ const HEADING: &str = "## Discovery at scale (issue 5)";
 /// The section this one goes before when it is new.
 const LATEST: &str = "## Latest run";
 
-pub fn render(plan: &Plan, m: &Machine, levels: &[Level], took: Duration) -> String {
+pub fn render(
+    plan: &Plan,
+    m: &Machine,
+    levels: &[Level],
+    took: Duration,
+    load: (Option<f64>, Option<f64>),
+) -> String {
     let mut s = String::new();
     let pods = plan.services * plan.endpoints;
+    let show = |l: Option<f64>| l.map_or_else(|| "?".into(), |l| format!("{l:.1}"));
     let _ = writeln!(
         s,
-        "### Run of {}, commit `{}`\n\nMachine: {}, {} cores, Linux {}. Took {:.0} s.\n",
+        "### Run of {}, commit `{}`\n\nMachine: {}, {} cores, Linux {}. Took {:.0} s. \
+         1-minute load average before / after: {} / {} (other work shares the machine).\n",
         m.date,
         m.commit,
         m.cpu,
         m.cores,
         m.kernel,
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        show(load.0),
+        show(load.1),
     );
     let _ = writeln!(
         s,
