@@ -58,11 +58,7 @@ pub(crate) async fn forward_mesh<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let authority =
-        http::uri::Authority::try_from(dst.to_string()).map_err(|e| ForwardError::Copy {
-            dst,
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        })?;
+    let authority = authority(dst)?;
     let tunnel = peer
         .open_tunnel(authority, dst.0.port())
         .await
@@ -98,13 +94,7 @@ where
             }
         },
         Upstream::Mesh(peer) => {
-            let authority = http::uri::Authority::try_from(dst.to_string()).map_err(|e| {
-                ForwardError::Copy {
-                    dst,
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-                }
-            })?;
-            let peer = peer.clone();
+            let authority = authority(dst)?;
             match peer.open_tunnel(authority, dst.0.port()).await {
                 Ok(tunnel) => {
                     picked.finish(true);
@@ -120,4 +110,12 @@ where
     let (to_server, to_client) = copied.map_err(|source| ForwardError::Copy { dst, source })?;
     debug!(to_server, to_client, endpoint = %dst, "balanced tcp forward done");
     Ok(())
+}
+
+/// `dst` as the authority of a CONNECT stream on the mesh hop.
+fn authority(dst: OrigDstAddr) -> Result<http::uri::Authority, ForwardError> {
+    http::uri::Authority::try_from(dst.to_string()).map_err(|e| ForwardError::Copy {
+        dst,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })
 }

@@ -1,9 +1,7 @@
 use super::*;
 
 fn snapshot(yaml: &str) -> Arc<Snapshot> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("c.yaml"), yaml).expect("write");
-    Arc::new(crate::local::load_dir(dir.path()).expect("valid"))
+    Arc::new(crate::local::load_text(std::path::Path::new("c.yaml"), yaml).expect("valid"))
 }
 
 const SHOP: &str = r#"
