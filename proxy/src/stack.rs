@@ -17,7 +17,7 @@ use weft_proxy_detect::Protocol;
 use weft_proxy_http::{
     client::{MeshConnect, UpstreamVersion, TLS_HANDSHAKE_TIMEOUT},
     mesh_server::{serve_mesh, Deliver, MeshInbound},
-    Proxy, ServerSettings, Upstreams,
+    Backend, Proxy, ServerSettings, Upstreams,
 };
 use weft_proxy_identity::{Hello, MeshTls};
 use weft_proxy_metrics::{Direction, Handshake, MeteredIo, Metrics, RequestSeries};
@@ -259,25 +259,13 @@ impl Stack {
         if protocol.is_http() {
             let (endpoint, series) = match mesh {
                 Some(m) => m,
-                None => {
-                    let version = if protocol == Protocol::Http2 {
-                        UpstreamVersion::Http2
-                    } else {
-                        UpstreamVersion::Http1
-                    };
-                    (
-                        self.upstreams.endpoint(dst.0, version),
-                        self.metrics.plaintext(self.direction),
-                    )
-                }
+                None => (
+                    self.upstreams.endpoint(dst.0, upstream_version(protocol)),
+                    self.metrics.plaintext(self.direction),
+                ),
             };
-            let proxy = Proxy::new(dst, endpoint, series, self.drain.tasks().clone());
-            let shutdown = self.drain.signal().clone();
-            if let Err(e) =
-                weft_proxy_http::serve(io, protocol, &self.server, proxy, shutdown).await
-            {
-                debug!(error = %e, "http connection closed with an error");
-            }
+            self.serve_http(io, dst, protocol, Backend::Fixed { endpoint, series })
+                .await;
         } else {
             let result = match mesh {
                 Some((endpoint, _)) => tcp::forward_mesh(io, dst, &endpoint).await,
@@ -286,6 +274,21 @@ impl Stack {
             if let Err(e) = result {
                 info!(error = %e, "tcp connection failed");
             }
+        }
+    }
+
+    /// Serves an HTTP connection whose requests go to `backend`.
+    async fn serve_http(
+        &self,
+        io: PrefixedIo<Accepted>,
+        dst: OrigDstAddr,
+        protocol: Protocol,
+        backend: Backend,
+    ) {
+        let proxy = Proxy::with_backend(dst, backend, self.drain.tasks().clone());
+        let shutdown = self.drain.signal().clone();
+        if let Err(e) = weft_proxy_http::serve(io, protocol, &self.server, proxy, shutdown).await {
+            debug!(error = %e, "http connection closed with an error");
         }
     }
 
@@ -298,23 +301,12 @@ impl Stack {
         balancer: Arc<weft_proxy_http::balanced::Balanced>,
     ) {
         if protocol.is_http() {
-            let version = if protocol == Protocol::Http2 {
-                UpstreamVersion::Http2
-            } else {
-                UpstreamVersion::Http1
-            };
-            let backend = weft_proxy_http::Backend::Balanced {
+            let backend = Backend::Balanced {
                 balancer,
-                version,
+                version: upstream_version(protocol),
                 metrics: self.metrics.clone(),
             };
-            let proxy = Proxy::with_backend(dst, backend, self.drain.tasks().clone());
-            let shutdown = self.drain.signal().clone();
-            if let Err(e) =
-                weft_proxy_http::serve(io, protocol, &self.server, proxy, shutdown).await
-            {
-                debug!(error = %e, "http connection closed with an error");
-            }
+            self.serve_http(io, dst, protocol, backend).await;
         } else {
             let Some(picked) = balancer.pick() else {
                 self.metrics.no_endpoints("tcp");
@@ -325,5 +317,14 @@ impl Stack {
                 info!(error = %e, "tcp connection failed");
             }
         }
+    }
+}
+
+/// The upstream pool's HTTP version for a detected protocol: the client's own.
+fn upstream_version(protocol: Protocol) -> UpstreamVersion {
+    if protocol == Protocol::Http2 {
+        UpstreamVersion::Http2
+    } else {
+        UpstreamVersion::Http1
     }
 }

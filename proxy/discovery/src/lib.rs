@@ -121,17 +121,6 @@ impl Discovery {
         Some(rx)
     }
 
-    /// Every destination watched and what is known of it, for `/config`.
-    pub fn destinations(&self) -> Vec<(SocketAddr, Resolved)> {
-        let mut all: Vec<_> = self
-            .lock()
-            .iter()
-            .map(|(dst, tx)| (*dst, tx.borrow().clone()))
-            .collect();
-        all.sort_by_key(|(dst, _)| *dst);
-        all
-    }
-
     /// The control plane dialled.
     pub fn control_plane(&self) -> &str {
         self.dialer.addr()

@@ -106,11 +106,6 @@ impl Balanced {
             .store(Arc::new(slots.into_iter().map(SlotRef).collect()));
     }
 
-    /// The endpoints now.
-    pub fn slots(&self) -> Vec<Arc<Slot>> {
-        self.slots.load().iter().map(|s| s.0.clone()).collect()
-    }
-
     /// The current slot for `addr`, to carry its load over to a new list.
     pub fn slot(&self, addr: SocketAddr) -> Option<Arc<Slot>> {
         self.slots
