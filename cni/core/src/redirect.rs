@@ -276,7 +276,8 @@ impl RuleSet {
 /// `iptables-save` would print escaped (it writes `'` as `\'`), so they read back as written.
 fn comment(text: &str) -> String {
     debug_assert!(
-        text.bytes().all(|b| b.is_ascii_alphanumeric() || b" -:,.".contains(&b)),
+        text.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" -:,.".contains(&b)),
         "{text}"
     );
     format!("-m comment --comment \"weft: {text}\"")

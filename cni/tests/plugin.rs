@@ -1,0 +1,414 @@
+//! `weft-cni` as a container runtime runs it: the real binary, CNI 1.0 environment and config on
+//! stdin, a real network namespace, real `iptables-restore` on both the nft and the legacy
+//! backend. Root-only; without root each test prints `SKIPPED:` and passes, unless
+//! `WEFT_REQUIRE_NETNS_TESTS=1`.
+//!
+//! What the tests prove:
+//! - ADD on a meshed pod passes `prevResult` through and installs exactly the rule set; ADD twice
+//!   changes nothing; CHECK passes, and fails with code 100 naming the difference once a rule is
+//!   gone; DEL removes the rules, and DEL again, or on a namespace that is gone, succeeds;
+//! - an unmeshed pod gets no rules, and its result still passes through;
+//! - a malformed config, a missing or relative netns path, a config without prevResult, and a
+//!   bad pod annotation each get a CNI error (JSON on stdout, the spec's code, non-zero exit),
+//!   never a panic, and leave no rule behind;
+//! - Kubernetes mode reads the pod's annotations from the API server named by the kubeconfig,
+//!   and a pod the API does not know is an error;
+//! - the plugin logs to the file its config names.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::TcpListener,
+    path::Path,
+    thread,
+};
+
+use serde_json::{json, Value};
+use support::{can_run, run, text, Netns, BACKENDS};
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_weft-cni");
+
+fn prev_result() -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "mac": "0a:58:c6:12:00:05", "sandbox": "/run/netns/x"}],
+        "ips": [{"address": "198.18.0.5/24", "gateway": "198.18.0.1", "interface": 0}]
+    })
+}
+
+fn conf(backend: &str, log: &Path, annotations: &[(&str, &str)]) -> Value {
+    let annotations: Vec<Value> = annotations
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect();
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "weft-test",
+        "type": "weft-cni",
+        "logFile": log,
+        "logLevel": "debug",
+        "iptablesBackend": backend,
+        "redirect": {"skipOutboundCidrs": "10.96.0.0/12"},
+        "args": {"cni": {"annotations": annotations}},
+        "prevResult": prev_result(),
+    })
+}
+
+fn cni(command: &str, netns: &str, conf: &Value) -> (bool, String) {
+    let out = run(
+        PLUGIN,
+        &[],
+        &[
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c0ffee"),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", "eth0"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web",
+            ),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ],
+        conf.to_string().as_bytes(),
+    );
+    (out.status.success(), text(&out.stdout))
+}
+
+fn error_code(stdout: &str) -> u64 {
+    let v: Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout:?}"));
+    assert!(v["msg"].is_string(), "{v}");
+    v["code"].as_u64().unwrap_or_else(|| panic!("no code: {v}"))
+}
+
+fn has_weft(ns: &Netns, backend: &str) -> bool {
+    ns.nat(backend, false).contains("WEFT_") || ns.nat(backend, true).contains("WEFT_")
+}
+
+#[test]
+fn add_twice_check_del_on_both_backends() {
+    if !can_run("add_twice_check_del_on_both_backends") {
+        return;
+    }
+    for backend in BACKENDS {
+        let ns = Netns::new(&format!("add-{backend}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("weft-cni.log");
+        let conf = conf(
+            backend,
+            &log,
+            &[
+                ("weft.dev/injected", "0.1.0"),
+                ("weft.dev/skip-inbound-ports", "22"),
+            ],
+        );
+        let netns = ns.path().display().to_string();
+
+        let (ok, out) = cni("ADD", &netns, &conf);
+        assert!(ok, "{backend}: ADD failed: {out}");
+        let result: Value = serde_json::from_str(&out).expect("the result is JSON");
+        assert_eq!(
+            result,
+            prev_result(),
+            "{backend}: prevResult passes through"
+        );
+        let v4 = ns.nat(backend, false);
+        let v6 = ns.nat(backend, true);
+        assert!(v4.contains("-A OUTPUT -p tcp -m comment --comment \"weft: outbound TCP goes through the Weft proxy\" -j WEFT_OUTPUT"), "{v4}");
+        assert!(v4.contains("--dports 22 "), "skip annotation applied: {v4}");
+        assert!(
+            v4.contains("-d 10.96.0.0/12 "),
+            "the config's skip CIDR: {v4}"
+        );
+        assert!(
+            v6.contains("-d ::1/128 -p tcp -m tcp --dport 15141"),
+            "{v6}"
+        );
+
+        let (ok, out) = cni("ADD", &netns, &conf);
+        assert!(ok, "{backend}: second ADD failed: {out}");
+        assert_eq!(
+            ns.nat(backend, false),
+            v4,
+            "{backend}: ADD twice changes nothing"
+        );
+        assert_eq!(ns.nat(backend, true), v6);
+
+        let (ok, out) = cni("CHECK", &netns, &conf);
+        assert!(ok && out.is_empty(), "{backend}: CHECK: {out}");
+
+        let flush = ns.exec(&[
+            &format!("iptables-{backend}"),
+            "-t",
+            "nat",
+            "-D",
+            "WEFT_OUTPUT",
+            "1",
+        ]);
+        assert!(flush.status.success(), "{}", text(&flush.stderr));
+        let (ok, out) = cni("CHECK", &netns, &conf);
+        assert!(!ok, "{backend}: CHECK passed with a rule gone");
+        assert_eq!(error_code(&out), 100, "{out}");
+        assert!(
+            out.contains("WEFT_OUTPUT"),
+            "the difference is named: {out}"
+        );
+
+        let (ok, out) = cni("DEL", &netns, &conf);
+        assert!(ok && out.is_empty(), "{backend}: DEL: {out}");
+        assert!(!has_weft(&ns, backend), "{backend}: DEL left rules");
+        let (ok, out) = cni("DEL", &netns, &conf);
+        assert!(ok && out.is_empty(), "{backend}: DEL twice: {out}");
+
+        let log = std::fs::read_to_string(&log).expect("the plugin wrote its log file");
+        assert!(log.contains("redirect rules installed"), "{log}");
+        assert!(log.contains("redirect rules removed"), "{log}");
+    }
+}
+
+#[test]
+fn unmeshed_pods_get_no_rules() {
+    if !can_run("unmeshed_pods_get_no_rules") {
+        return;
+    }
+    let ns = Netns::new("unmeshed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let netns = ns.path().display().to_string();
+    for annotations in [
+        &[][..],
+        &[
+            ("weft.dev/injected", "0.1.0"),
+            ("weft.dev/inject", "disabled"),
+        ][..],
+    ] {
+        let conf = conf("nft", &dir.path().join("log"), annotations);
+        let (ok, out) = cni("ADD", &netns, &conf);
+        assert!(ok, "ADD: {out}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).expect("JSON"),
+            prev_result()
+        );
+        assert!(
+            !has_weft(&ns, "nft"),
+            "{annotations:?}: rules installed in an unmeshed pod"
+        );
+        let (ok, out) = cni("CHECK", &netns, &conf);
+        assert!(ok, "CHECK: {out}");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_cni_error_and_no_rules() {
+    if !can_run("bad_input_gets_a_cni_error_and_no_rules") {
+        return;
+    }
+    let ns = Netns::new("badinput");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let netns = ns.path().display().to_string();
+    let meshed = conf(
+        "nft",
+        &dir.path().join("log"),
+        &[("weft.dev/injected", "0.1.0")],
+    );
+
+    // Malformed JSON, cut short.
+    let out = run(
+        PLUGIN,
+        &[],
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_NETNS", &netns),
+            ("CNI_CONTAINERID", "c"),
+        ],
+        b"{\"cniVersion\": \"1.0",
+    );
+    assert!(!out.status.success());
+    assert_eq!(error_code(&text(&out.stdout)), 6, "decode failure");
+
+    let cases: [(&str, Value, &str, u64); 5] = [
+        (
+            "a namespace that does not exist",
+            meshed.clone(),
+            "/run/netns/weft-no-such-namespace",
+            3,
+        ),
+        (
+            "a relative namespace path",
+            meshed.clone(),
+            "run/netns/x",
+            4,
+        ),
+        (
+            "a path that is not a namespace",
+            meshed.clone(),
+            "/etc/hostname",
+            3,
+        ),
+        (
+            "no prevResult",
+            {
+                let mut c = meshed.clone();
+                c.as_object_mut().expect("object").remove("prevResult");
+                c
+            },
+            &netns,
+            7,
+        ),
+        (
+            "a bad annotation",
+            conf(
+                "nft",
+                &dir.path().join("log"),
+                &[
+                    ("weft.dev/injected", "0.1.0"),
+                    ("weft.dev/skip-outbound-ports", "80,http"),
+                ],
+            ),
+            &netns,
+            7,
+        ),
+    ];
+    for (what, conf, path, code) in cases {
+        let (ok, out) = cni("ADD", path, &conf);
+        assert!(!ok, "{what}: ADD succeeded: {out}");
+        assert_eq!(error_code(&out), code, "{what}: {out}");
+    }
+    assert!(!has_weft(&ns, "nft"), "a refused ADD left rules behind");
+
+    // An unknown command and a missing one.
+    let out = run(
+        PLUGIN,
+        &[],
+        &[("CNI_COMMAND", "GC")],
+        meshed.to_string().as_bytes(),
+    );
+    assert_eq!(error_code(&text(&out.stdout)), 4);
+    let out = run(PLUGIN, &[], &[], b"");
+    assert_eq!(error_code(&text(&out.stdout)), 4);
+
+    // DEL on a namespace that is gone succeeds, as the spec asks.
+    let (ok, out) = cni("DEL", "/run/netns/weft-no-such-namespace", &meshed);
+    assert!(ok && out.is_empty(), "DEL: {out}");
+}
+
+#[test]
+fn version_names_the_supported_versions() {
+    // No root needed: VERSION touches nothing.
+    let out = run(
+        PLUGIN,
+        &[],
+        &[("CNI_COMMAND", "VERSION")],
+        br#"{"cniVersion": "1.0.0"}"#,
+    );
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["cniVersion"], "1.0.0");
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"])
+    );
+}
+
+/// A stand-in for the API server on loopback that answers `GET` of one pod, and 404 for any
+/// other, as the real one does (a `Status` object).
+fn fake_api(pod: Value) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let path = format!(
+        "/api/v1/namespaces/{}/pods/{}",
+        pod["metadata"]["namespace"].as_str().expect("namespace"),
+        pod["metadata"]["name"].as_str().expect("name")
+    );
+    thread::spawn(move || {
+        // Bounded: the tests make a handful of requests.
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).map_or(true, |n| n == 0) || line == "\r\n" {
+                    break;
+                }
+            }
+            let asked = first
+                .split(' ')
+                .nth(1)
+                .unwrap_or_default()
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let (status, body) = if asked == path {
+                ("200 OK", pod.to_string())
+            } else {
+                ("404 Not Found", json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("pods not found: {asked}"), "reason": "NotFound", "code": 404}).to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn kubernetes_mode_reads_the_pod_from_the_api() {
+    if !can_run("kubernetes_mode_reads_the_pod_from_the_api") {
+        return;
+    }
+    let server = fake_api(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "shop", "annotations": {"weft.dev/skip-outbound-ports": "5432"}},
+        "spec": {"containers": [{"name": "app", "image": "app"}, {"name": "weft-proxy", "image": "weft"}]}
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
+             users:\n- name: weft-cni\n  user:\n    token: test-token\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: weft-cni\n\
+             current-context: c\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let ns = Netns::new("kube");
+    let netns = ns.path().display().to_string();
+    let mut conf = conf("nft", &dir.path().join("log"), &[]);
+    conf["kubeconfig"] = json!(kubeconfig);
+
+    let (ok, out) = cni("ADD", &netns, &conf);
+    assert!(ok, "ADD: {out}");
+    let v4 = ns.nat("nft", false);
+    assert!(
+        v4.contains("-m multiport --dports 5432 "),
+        "the API's annotation applied: {v4}"
+    );
+
+    // A pod the API server does not know.
+    let run_for = |pod: &str| {
+        let args = format!("K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod}");
+        run(
+            PLUGIN,
+            &[],
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c"),
+                ("CNI_NETNS", netns.as_str()),
+                ("CNI_ARGS", args.as_str()),
+            ],
+            conf.to_string().as_bytes(),
+        )
+    };
+    let out = run_for("gone");
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert_eq!(error_code(&stdout), 102, "{stdout}");
+    assert!(stdout.contains("shop/gone"), "{stdout}");
+}
