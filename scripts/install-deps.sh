@@ -11,13 +11,20 @@ if [ "${1:-}" = "--require" ]; then
   require=true
   shift
 fi
-# command=package pairs; the default set is what the tests and demo use.
+# command=package pairs (a command starting with / is a file that must exist, for packages that
+# install no command on PATH, such as the CNI reference plugins); the default set is what the
+# tests and demo use.
 pairs=("$@")
-[ ${#pairs[@]} -gt 0 ] || pairs=(iptables=iptables ip=iproute2 setpriv=util-linux curl=curl python3=python3)
+[ ${#pairs[@]} -gt 0 ] || pairs=(iptables=iptables ip=iproute2 setpriv=util-linux curl=curl python3=python3
+  tcpdump=tcpdump /usr/lib/cni/bridge=containernetworking-plugins)
 
 missing=()
 for pair in "${pairs[@]}"; do
-  command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
+  cmd="${pair%%=*}"
+  case "$cmd" in
+    /*) [ -x "$cmd" ] || missing+=("${pair#*=}") ;;
+    *) command -v "$cmd" >/dev/null 2>&1 || missing+=("${pair#*=}") ;;
+  esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

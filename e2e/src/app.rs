@@ -1,0 +1,307 @@
+//! The test app that runs in a pod, and its echo client.
+//!
+//! - HTTP/1.1 on [`HTTP_PORT`]: every request is answered 200 with a `key=value` body naming
+//!   the pod, the peer it saw, the `Host` and the path (`pod=b1\npeer=198.18.0.5:40312\n...`),
+//!   keep-alive honoured (proxies pool their connections to the app).
+//! - A line echo on [`ECHO_PORT`] (client speaks first, so proxies detect it as opaque TCP):
+//!   each line is answered `<pod> <line>`.
+//!
+//! Both record every connection's peer, so a test can tell a direct connection (the client's
+//! own address and port) from one the pod's proxy made. Listener sockets are created inside
+//! the pod's namespace; accept and connection threads use them from anywhere. Stopping shuts
+//! every socket down, which wakes the blocked threads, and joins them.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use crate::{
+    error::{Error, Result},
+    http::IO_TIMEOUT,
+    netns::Netns,
+};
+
+/// The app's HTTP port.
+pub const HTTP_PORT: u16 = 8080;
+/// The app's line echo port.
+pub const ECHO_PORT: u16 = 9000;
+
+/// How long an app connection may sit idle before the app closes it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most connections one listener accepts over its life, and requests or lines one
+/// connection may carry: bounds, not expectations.
+const MAX_CONNECTIONS: usize = 100_000;
+const MAX_REQUESTS_PER_CONNECTION: usize = 10_000;
+/// The most connections the app remembers.
+const MAX_SEEN: usize = 100_000;
+
+/// One connection the app accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The app port it arrived on.
+    pub port: u16,
+    /// Who the app saw connect.
+    pub peer: SocketAddr,
+}
+
+/// The app running in one pod; stopped on drop.
+#[derive(Debug)]
+pub struct App {
+    name: String,
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    next_id: AtomicU64,
+    seen: Mutex<Vec<Seen>>,
+    requests: AtomicU64,
+    /// Open connections, shut down on stop.
+    open: Mutex<HashMap<u64, TcpStream>>,
+}
+
+impl App {
+    /// Starts the HTTP and echo servers inside `ns`, on all addresses.
+    pub fn start(ns: &Netns, name: &str) -> Result<App> {
+        let shared = Arc::new(Shared::default());
+        let mut app = App {
+            name: name.into(),
+            shared,
+            listeners: Vec::new(),
+            threads: Vec::new(),
+        };
+        for (port, kind) in [(HTTP_PORT, Kind::Http), (ECHO_PORT, Kind::Echo)] {
+            let listener = ns.listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
+            let handle = listener
+                .try_clone()
+                .map_err(Error::io("clone the app listener"))?;
+            let (shared, name) = (app.shared.clone(), app.name.clone());
+            app.listeners.push(handle);
+            app.threads.push(
+                thread::Builder::new()
+                    .name(format!("app-{name}-{port}"))
+                    .spawn(move || accept_loop(&listener, port, kind, &name, &shared))
+                    .map_err(Error::io("start an app thread"))?,
+            );
+        }
+        Ok(app)
+    }
+
+    /// Every connection accepted so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        lock(&self.shared.seen).clone()
+    }
+
+    /// HTTP requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, closes every connection, joins the threads.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for listener in self.listeners.drain(..) {
+            // Shutting a listening socket down wakes a blocked accept (Linux: EINVAL).
+            let _ = socket2::SockRef::from(&listener).shutdown(Shutdown::Both);
+        }
+        for conn in lock(&self.shared.open).values() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Http,
+    Echo,
+}
+
+fn accept_loop(listener: &TcpListener, port: u16, kind: Kind, name: &str, shared: &Arc<Shared>) {
+    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let accepted = listener.accept();
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok((conn, peer)) = accepted else {
+            // A transient accept error (a reset before accept): keep serving, briefly paused.
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        {
+            let mut seen = lock(&shared.seen);
+            if seen.len() < MAX_SEEN {
+                seen.push(Seen { port, peer });
+            }
+        }
+        let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+        let Ok(registered) = conn.try_clone() else {
+            continue;
+        };
+        lock(&shared.open).insert(id, registered);
+        let (shared, name) = (shared.clone(), name.to_string());
+        conns.retain(|t| !t.is_finished());
+        let spawned = thread::Builder::new().spawn(move || {
+            let _ = conn.set_read_timeout(Some(IDLE_TIMEOUT));
+            let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
+            let _ = match kind {
+                Kind::Http => serve_http(conn, peer, &name, &shared),
+                Kind::Echo => serve_echo(conn, &name),
+            };
+            lock(&shared.open).remove(&id);
+        });
+        if let Ok(t) = spawned {
+            conns.push(t);
+        }
+    }
+    for t in conns {
+        let _ = t.join();
+    }
+}
+
+/// Serves HTTP/1.1 requests (no request bodies beyond Content-Length) until the client closes,
+/// asks to close, or stops.
+fn serve_http(
+    conn: TcpStream,
+    peer: SocketAddr,
+    name: &str,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+        let mut request_line = String::new();
+        if reader.by_ref().take(8192).read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut host = String::new();
+        let mut length = 0usize;
+        let mut close = false;
+        for _ in 0..200 {
+            let mut line = String::new();
+            if reader.by_ref().take(8192).read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "host" => host = v.into(),
+                "content-length" => length = v.parse().unwrap_or(0).min(1 << 20),
+                "connection" => close = v.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        std::io::copy(
+            &mut reader.by_ref().take(length as u64),
+            &mut std::io::sink(),
+        )?;
+        let path = request_line.split_whitespace().nth(1).unwrap_or("");
+        let body = format!("pod={name}\npeer={peer}\nhost={host}\npath={path}\n");
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Weft-E2E-Pod: {name}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" },
+        )?;
+        shared.requests.fetch_add(1, Ordering::SeqCst);
+        if close {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Answers each line with `<pod> <line>` until EOF.
+fn serve_echo(conn: TcpStream, name: &str) -> std::io::Result<()> {
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+        let mut line = String::new();
+        if reader.by_ref().take(64 * 1024).read_line(&mut line)? == 0 {
+            break;
+        }
+        writeln!(writer, "{name} {}", line.trim_end())?;
+    }
+    writer.shutdown(Shutdown::Write)
+}
+
+/// What the echo client got.
+#[derive(Debug, Clone)]
+pub struct EchoReply {
+    /// One answer per line sent.
+    pub lines: Vec<String>,
+    /// The client socket's own address.
+    pub local: SocketAddr,
+}
+
+/// Sends `lines` to an echo server at `dst` from inside `ns`, reads one answer per line, then
+/// half-closes and reads to EOF.
+pub fn echo(ns: &Netns, dst: SocketAddr, lines: &[&str]) -> Result<EchoReply> {
+    let what = || format!("echo to {dst} from {}", ns.name());
+    let conn = ns.connect(dst, IO_TIMEOUT)?;
+    let local = conn.local_addr().map_err(Error::io(what()))?;
+    let mut writer = conn.try_clone().map_err(Error::io(what()))?;
+    let mut reader = BufReader::new(conn);
+    let mut got = Vec::with_capacity(lines.len());
+    for line in lines {
+        writeln!(writer, "{line}").map_err(Error::io(what()))?;
+        let mut answer = String::new();
+        reader
+            .by_ref()
+            .take(64 * 1024)
+            .read_line(&mut answer)
+            .map_err(Error::io(what()))?;
+        if answer.is_empty() {
+            return Err(Error::Protocol {
+                what: what(),
+                answer: format!("EOF after {} of {} lines", got.len(), lines.len()),
+            });
+        }
+        got.push(answer.trim_end().to_string());
+    }
+    writer
+        .shutdown(Shutdown::Write)
+        .map_err(Error::io(what()))?;
+    let mut rest = String::new();
+    reader
+        .take(64 * 1024)
+        .read_to_string(&mut rest)
+        .map_err(Error::io(what()))?;
+    if !rest.is_empty() {
+        return Err(Error::Protocol {
+            what: what(),
+            answer: rest,
+        });
+    }
+    Ok(EchoReply { lines: got, local })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

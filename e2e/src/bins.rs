@@ -1,0 +1,60 @@
+//! The Weft binaries under test, found in the cargo target directory next to the running
+//! executable: a test runs from `target/<profile>/deps/`, a tool such as `weftctl` from
+//! `target/<profile>/`. `cargo test --workspace` builds all three before any test runs.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Paths to `weft-proxy`, `weft-control-plane` and `weft-cni`.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub proxy: PathBuf,
+    pub control_plane: PathBuf,
+    /// Needed only when pods are redirected by the CNI plugin ([`crate::Redirect::WeftCni`]).
+    cni: Result<PathBuf, PathBuf>,
+}
+
+impl Binaries {
+    /// Finds them next to the current executable; an error names the first one missing and
+    /// the `cargo build -p ...` that makes it.
+    pub fn locate() -> Result<Binaries> {
+        let exe = std::env::current_exe().map_err(Error::io("find the running executable"))?;
+        let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.pop();
+        }
+        Binaries::in_dir(&dir)
+    }
+
+    /// Finds them in `dir`.
+    pub fn in_dir(dir: &Path) -> Result<Binaries> {
+        let need = |binary: &'static str| {
+            let path = dir.join(binary);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(Error::MissingBinary {
+                    binary,
+                    package: binary,
+                    path,
+                })
+            }
+        };
+        let cni = dir.join("weft-cni");
+        Ok(Binaries {
+            proxy: need("weft-proxy")?,
+            control_plane: need("weft-control-plane")?,
+            cni: if cni.is_file() { Ok(cni) } else { Err(cni) },
+        })
+    }
+
+    /// `weft-cni`, or which `cargo build` makes it.
+    pub fn cni(&self) -> Result<&Path> {
+        self.cni.as_deref().map_err(|path| Error::MissingBinary {
+            binary: "weft-cni",
+            package: "weft-cni",
+            path: path.clone(),
+        })
+    }
+}

@@ -1,0 +1,38 @@
+//! Bounded waiting: every loop in the harness has a step count and a deadline.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::error::{Error, Result};
+
+/// The step of every polling loop.
+pub const POLL_STEP: Duration = Duration::from_millis(20);
+
+/// The most polling steps that fit in `patience`, plus one.
+pub fn tries(patience: Duration) -> u128 {
+    patience.as_millis() / POLL_STEP.as_millis() + 1
+}
+
+/// Calls `check` every [`POLL_STEP`] until it answers `Some`, for at most `patience`.
+pub fn until<T>(
+    what: impl Into<String>,
+    patience: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    for _ in 0..tries(patience) {
+        if let Some(found) = check() {
+            return Ok(found);
+        }
+        if start.elapsed() > patience {
+            break;
+        }
+        thread::sleep(POLL_STEP);
+    }
+    Err(Error::Timeout {
+        what: what.into(),
+        after: patience,
+    })
+}
