@@ -50,7 +50,17 @@ impl KubeError {
     /// Whether trying again later may help (the API server is slow or away), as opposed to a
     /// config error that will fail again.
     pub fn is_transient(&self) -> bool {
-        matches!(self, KubeError::Get { .. } | KubeError::Timeout { .. })
+        match self {
+            KubeError::Timeout { .. } => true,
+            // The API server answered: a 4xx (403: RBAC) fails again; 429 and 5xx may not.
+            KubeError::Get {
+                source: kube::Error::Api(status),
+                ..
+            } => status.code == 429 || status.code >= 500,
+            // No answer at all (connection refused, TLS, ...).
+            KubeError::Get { .. } => true,
+            _ => false,
+        }
     }
 }
 

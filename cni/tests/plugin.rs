@@ -412,3 +412,32 @@ fn kubernetes_mode_reads_the_pod_from_the_api() {
     assert_eq!(error_code(&stdout), 102, "{stdout}");
     assert!(stdout.contains("shop/gone"), "{stdout}");
 }
+
+#[test]
+fn an_api_server_that_does_not_answer_means_try_again_later() {
+    if !can_run("an_api_server_that_does_not_answer_means_try_again_later") {
+        return;
+    }
+    // A loopback port with nothing listening: connection refused.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let ns = Netns::new("kubedown");
+    let mut conf = conf("nft", &dir.path().join("log"), &[]);
+    conf["kubeconfig"] = json!(kubeconfig);
+    let (ok, out) = cni("ADD", &ns.path().display().to_string(), &conf);
+    assert!(!ok, "ADD succeeded without an API server: {out}");
+    assert_eq!(error_code(&out), 11, "{out}");
+    assert!(!has_weft(&ns, "nft"));
+}
