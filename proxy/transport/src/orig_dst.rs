@@ -18,7 +18,11 @@ pub enum OrigDstError {
     Loop(SocketAddr),
 }
 
-/// Reads `SO_ORIGINAL_DST` (or `IP6T_SO_ORIGINAL_DST` for IPv6 sockets).
+/// Reads `SO_ORIGINAL_DST` (or `IP6T_SO_ORIGINAL_DST` for IPv6 connections).
+///
+/// The option follows the connection's family, not the socket's: an IPv4 client of a dual-stack
+/// listener (local address `::ffff:a.b.c.d`) was redirected by iptables, not ip6tables, and the
+/// IPv6 option finds no NAT record for it (ENOENT), as Envoy also notes.
 ///
 /// A socket that was not redirected has no NAT record on some kernels, and on others reports its
 /// own local address; both are refused, because forwarding them would connect to ourselves.
@@ -26,8 +30,8 @@ pub fn orig_dst(stream: &TcpStream) -> Result<OrigDstAddr, OrigDstError> {
     let local = stream.local_addr().map_err(OrigDstError::Unavailable)?;
     let sock = SockRef::from(stream);
     let addr = match local {
-        SocketAddr::V4(_) => sock.original_dst_v4(),
-        SocketAddr::V6(_) => sock.original_dst_v6(),
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => sock.original_dst_v6(),
+        _ => sock.original_dst_v4(),
     }
     .map_err(OrigDstError::Unavailable)?;
     let addr = addr.as_socket().ok_or_else(|| {
