@@ -2,7 +2,8 @@
 //! or a scrape.
 //!
 //! `GET /live`, `GET /ready`, `GET /metrics`, `GET /config`, `GET|PUT /log-level`,
-//! `POST /shutdown`. Anything
+//! `POST /shutdown`. `/ready` is 200 once the proxy holds a certificate (with a control plane)
+//! and, with the redirect check on, the last check proved the redirection. Anything
 //! that changes the proxy (`PUT /log-level`, `POST /shutdown`) is accepted from loopback only:
 //! the port is reachable from the pod network so Prometheus can scrape it.
 
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_proxy_metrics::Metrics;
 
-use crate::{drain::Drain, telemetry::LogHandle};
+use crate::{drain::Drain, redirect_check::RedirectStatus, telemetry::LogHandle};
 
 /// The largest body `PUT /log-level` accepts.
 const MAX_LOG_LEVEL_BODY: usize = 4 * 1024;
@@ -39,6 +40,8 @@ pub struct Admin {
     pub log: Option<LogHandle>,
     /// The proxy's current view of its destinations, once discovery runs.
     pub config: ConfigView,
+    /// The redirect check's last outcome; `None` when the check is off.
+    pub redirect: Option<Arc<RedirectStatus>>,
 }
 
 /// Renders `/config`: set once when discovery starts.
@@ -130,10 +133,15 @@ async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Resp
         (&Method::GET, "/ready") => {
             if admin.drain.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            } else if admin.ready.load(Ordering::Acquire) {
-                text(StatusCode::OK, "ready\n")
-            } else {
+            } else if !admin.ready.load(Ordering::Acquire) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            } else if let Some(why) = admin.redirect.as_ref().and_then(|r| r.not_ready()) {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                )
+            } else {
+                text(StatusCode::OK, "ready\n")
             }
         }
         (&Method::GET, "/metrics") => match admin.metrics.encode() {
@@ -151,7 +159,11 @@ async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Resp
             ),
         },
         (&Method::GET, "/config") => {
-            let view = admin.config.render();
+            let mut view = admin.config.render();
+            view["redirect_check"] = match &admin.redirect {
+                Some(status) => status.view(),
+                None => serde_json::json!({ "enabled": false }),
+            };
             let body = serde_json::to_vec_pretty(&view).unwrap_or_default();
             let mut rsp = Response::new(Full::new(Bytes::from(body)));
             rsp.headers_mut().insert(

@@ -24,6 +24,7 @@ use crate::{
     config::{Config, IdentityConfig, Target},
     drain::{Drain, Drained},
     outbound::Router,
+    redirect_check::{self, CheckAddr, Checker, RedirectStatus, Token},
     stack::{Mesh, MeshRoute, Stack},
     telemetry::LogHandle,
 };
@@ -39,6 +40,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     drain: Drain,
     log: Option<LogHandle>,
+    /// The redirect check's addresses and this process's token.
+    check: Arc<CheckAddr>,
 }
 
 /// Where the proxy's listeners ended up.
@@ -66,11 +69,19 @@ pub enum BuildError {
     /// The metrics registry refused a definition (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// No random bytes for the redirect check's token.
+    #[error("the system's random number generator failed; is /dev/urandom (getrandom) available?")]
+    Random,
 }
 
 /// Binds every listener. Nothing is served until [`App::run`].
 pub async fn build(config: Config, log: Option<LogHandle>) -> Result<App, BuildError> {
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
+    if config.redirect_check.is_some() {
+        metrics.enable_redirect_check()?;
+    }
+    let token = Token::random().map_err(|_| BuildError::Random)?;
+    let check = Arc::new(CheckAddr::new(config.redirect_check_port, token));
 
     let v4_loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.outbound_port);
     let outbound_v4 = bind_as("outbound", v4_loopback)?;
@@ -122,6 +133,7 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> Result<App, BuildE
         metrics,
         drain: Drain::new(),
         log,
+        check,
     })
 }
 
@@ -152,8 +164,14 @@ impl App {
             metrics,
             drain,
             log,
+            check,
         } = self;
         let ready = Arc::new(AtomicBool::new(false));
+        // IPv6 is proved too when the proxy listens on `::1`: its traffic is redirected there.
+        let check_targets = check.targets(outbound.len() > 1);
+        let redirect = config
+            .redirect_check
+            .map(|interval| Arc::new(RedirectStatus::new(interval, &check_targets)));
         let config_view = admin::ConfigView::default();
         let stop_admin = CancellationToken::new();
         let admin_thread = admin::spawn(
@@ -163,6 +181,7 @@ impl App {
                 drain: drain.clone(),
                 log,
                 config: config_view.clone(),
+                redirect: redirect.clone(),
             },
             admin,
             stop_admin.clone(),
@@ -214,6 +233,7 @@ impl App {
                 metrics: metrics.clone(),
                 drain: drain.clone(),
                 mesh: mesh.clone(),
+                redirect_check: (target == Target::Transparent).then(|| check.clone()),
             })
         };
         let outbound_stack = stack(Direction::Outbound, config.outbound_target);
@@ -231,8 +251,19 @@ impl App {
             admin = %addrs.admin,
             outbound_mode = mode(config.outbound_target),
             inbound_mode = mode(config.inbound_target),
+            redirect_check = %config.redirect_check.map_or("off".into(), |i| format!("every {i:?}")),
             "listening"
         );
+        if let (Some(interval), Some(status)) = (config.redirect_check, redirect) {
+            let checker = Checker {
+                probe: check.probe(addrs.outbound.port(), redirect_check::PROBE_TIMEOUT),
+                interval,
+                status,
+                metrics: metrics.clone(),
+            };
+            // Stops when the drain starts: the listeners close then, and the check with them.
+            drain.tasks().spawn(checker.run(drain.signal().clone()));
+        }
         match certified {
             // Ready once a certificate is held; the expiry metric follows every renewal.
             Some(mut held) => {
@@ -340,6 +371,7 @@ fn identity_stack(
             addrs.outbound.port(),
             addrs.inbound.port(),
             addrs.admin.port(),
+            config.redirect_check_port,
         ],
     };
     Ok((Arc::new(mesh), certifier))

@@ -89,7 +89,17 @@ pub mod keys {
     pub const EJECTION_FAILURES: &str = "WEFT_EJECTION_FAILURES";
     pub const EJECTION_MIN: &str = "WEFT_EJECTION_MIN";
     pub const EJECTION_MAX: &str = "WEFT_EJECTION_MAX";
+    pub const REDIRECT_CHECK: &str = "WEFT_REDIRECT_CHECK";
+    pub const REDIRECT_CHECK_PORT: &str = "WEFT_REDIRECT_CHECK_PORT";
 }
+
+/// The redirect check port: nothing listens on it, and the first rule of the `WEFT_OUTPUT` nat
+/// chain redirects the proxy's own connections to `127.0.0.1` / `::1` on it to the outbound
+/// port. The contract with `weft-init` and `weft-cni`.
+pub const DEFAULT_REDIRECT_CHECK_PORT: u16 = 15141;
+
+/// The shortest redirect check interval: a check costs two loopback connections.
+pub const MIN_REDIRECT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Every variable the proxy reads, with its default and meaning.
 pub const VARS: &[Var] = &[
@@ -123,6 +133,8 @@ pub const VARS: &[Var] = &[
     Var { key: keys::EJECTION_FAILURES, default: "5", doc: "Consecutive failures (connect errors, resets, 5xx) that eject a Service endpoint from load balancing." },
     Var { key: keys::EJECTION_MIN, default: "1s", doc: "How long an endpoint is first ejected; each ejection in a row doubles it (with jitter) up to WEFT_EJECTION_MAX. After it, one probe request decides whether it returns." },
     Var { key: keys::EJECTION_MAX, default: "30s", doc: "The longest ejection." },
+    Var { key: keys::REDIRECT_CHECK, default: "off", doc: "How often the proxy proves that the pod's iptables rules redirect outbound traffic to it, by connecting to 127.0.0.1 and ::1 on WEFT_REDIRECT_CHECK_PORT and expecting its own outbound listener to answer (first check at start; /ready answers 503 while it fails; weft_redirect_verified). A duration (pods get 5s), or off for loopback and explicit mode, where nothing is redirected. Needs transparent outbound (WEFT_OUTBOUND_TARGET unset)." },
+    Var { key: keys::REDIRECT_CHECK_PORT, default: "15141", doc: "The redirect check port: nothing listens on it; the first nat rule redirects the proxy's own connections to 127.0.0.1 and ::1 on it to the outbound port. The proxy never forwards a connection addressed there. Must match the rule set of weft-init and weft-cni." },
 ];
 
 /// How a listener finds where each connection goes.
@@ -168,6 +180,11 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// Load balancing over a Service's endpoints.
     pub balance: weft_proxy_balance::Settings,
+    /// The port whose loopback connections the redirect check rule sends to the outbound port;
+    /// reserved whether or not the check runs.
+    pub redirect_check_port: u16,
+    /// How often the redirection is checked; `None` when off.
+    pub redirect_check: Option<Duration>,
 }
 
 /// How destinations are looked up.
@@ -293,12 +310,44 @@ impl Config {
                 max_ejection: r.parse(keys::EJECTION_MAX, parse_duration)?,
                 ..weft_proxy_balance::Settings::default()
             },
+            redirect_check_port: r.parse(keys::REDIRECT_CHECK_PORT, |v| {
+                v.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| "expected a port number from 1 to 65535".to_string())
+            })?,
+            redirect_check: r.parse(keys::REDIRECT_CHECK, parse_redirect_check)?,
         }
         .checked(&r)
     }
 
     /// Checks settings that only make sense together.
     fn checked(self, r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let check_port = self.redirect_check_port;
+        for (key, port) in [
+            (keys::OUTBOUND_PORT, self.outbound_port),
+            (keys::INBOUND_PORT, self.inbound_port),
+            (keys::ADMIN_PORT, self.admin_port),
+        ] {
+            if port == check_port {
+                return Err(r.invalid(
+                    keys::REDIRECT_CHECK_PORT,
+                    &r.value(keys::REDIRECT_CHECK_PORT),
+                    format!("the same port as {key}; nothing may listen on the check port"),
+                ));
+            }
+        }
+        if self.redirect_check.is_some() && self.outbound_target != Target::Transparent {
+            return Err(r.invalid(
+                keys::REDIRECT_CHECK,
+                &r.value(keys::REDIRECT_CHECK),
+                format!(
+                    "checks the iptables redirection, which explicit mode ({} set) does not use; \
+                     set it to off",
+                    keys::OUTBOUND_TARGET
+                ),
+            ));
+        }
         if self.balance.max_ejection < self.balance.min_ejection {
             return Err(r.invalid(
                 keys::EJECTION_MAX,
@@ -540,6 +589,20 @@ fn parse_target(v: &str) -> Result<Target, String> {
                 .into(),
         ),
     }
+}
+
+/// `off`, or an interval of at least [`MIN_REDIRECT_CHECK_INTERVAL`].
+fn parse_redirect_check(v: &str) -> Result<Option<Duration>, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let d = parse_duration(v).map_err(|e| format!("expected off or an interval: {e}"))?;
+    if d < MIN_REDIRECT_CHECK_INTERVAL {
+        return Err(format!(
+            "expected off or an interval of at least {MIN_REDIRECT_CHECK_INTERVAL:?}"
+        ));
+    }
+    Ok(Some(d))
 }
 
 /// A duration with a unit (`500ms`, `10s`, `1m`), greater than zero.

@@ -8,6 +8,8 @@
 //! - `stack`: a connection's path: original destination -> protocol detection -> HTTP or TCP.
 //! - `detect`: reads the first bytes with a timeout (the decision is `weft-proxy-detect`'s).
 //! - `tcp`: opaque forwarding with half-close.
+//! - [`redirect_check`]: the proxy proves, every few seconds, that the pod's iptables rules send
+//!   outbound traffic to it; the outbound listener answers the probe.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/log-level`, `/shutdown`, on its own thread.
 //! - [`drain`]: the shutdown signal and the connection tasks it waits for.
 //! - [`telemetry`]: logging setup and the run-time log filter handle.
@@ -24,6 +26,7 @@ pub mod config;
 mod detect;
 pub mod drain;
 mod outbound;
+pub mod redirect_check;
 mod stack;
 mod tcp;
 pub mod telemetry;

@@ -28,6 +28,7 @@ use crate::{
     detect::{self, Detected, FirstLook},
     drain::Drain,
     outbound::{Resolution, Router},
+    redirect_check::CheckAddr,
     tcp,
 };
 
@@ -46,6 +47,9 @@ pub(crate) struct Stack {
     pub(crate) mesh: Option<Arc<Mesh>>,
     /// Outbound with a control plane: what each destination is (discovery).
     pub(crate) router: Option<Arc<Router>>,
+    /// Transparent mode: the redirect check's addresses, never forwarded. The outbound listener
+    /// answers a probe there; the inbound one closes it.
+    pub(crate) redirect_check: Option<Arc<CheckAddr>>,
 }
 
 /// The proxy's identity and who it reaches over the mesh hop.
@@ -76,18 +80,22 @@ type Accepted = MeteredIo<TcpStream>;
 impl Stack {
     /// Serves one connection to the end. Errors are logged here, in the connection's span.
     pub(crate) async fn serve(self: Arc<Self>, stream: TcpStream) {
+        let dst = match self.target {
+            Target::Explicit(addr) => Ok(OrigDstAddr(addr)),
+            Target::Transparent => orig_dst(&stream),
+        };
+        if let Ok(dst) = &dst {
+            tracing::Span::current().record("dst", tracing::field::display(dst));
+            if let Some(check) = self.redirect_check.as_deref().filter(|c| c.is_check(dst.0)) {
+                // The proxy's own probe, not app traffic: not counted, never forwarded.
+                return self.serve_redirect_check(stream, check).await;
+            }
+        }
         // Counted from here to the socket's drop, which for an upgraded connection is the end
         // of its tunnel.
         let io = self.metrics.accepted(self.direction, stream);
         if let Err(e) = io.get_ref().set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
-        }
-        let dst = match self.target {
-            Target::Explicit(addr) => Ok(OrigDstAddr(addr)),
-            Target::Transparent => orig_dst(io.get_ref()),
-        };
-        if let Ok(dst) = &dst {
-            tracing::Span::current().record("dst", tracing::field::display(dst));
         }
         match (&self.mesh, self.direction) {
             (Some(mesh), Direction::Inbound) => {
@@ -107,6 +115,20 @@ impl Stack {
                     debug!(error = %e, "connection refused");
                 }
             },
+        }
+    }
+
+    /// A connection whose original destination is a redirect check address.
+    async fn serve_redirect_check(&self, stream: TcpStream, check: &CheckAddr) {
+        match self.direction {
+            Direction::Outbound => match check.answer(stream).await {
+                Ok(()) => tracing::trace!("redirect check answered"),
+                Err(e) => debug!(error = %e, "answering a redirect check failed"),
+            },
+            Direction::Inbound => debug!(
+                "a connection to the redirect check port reached the inbound listener; closing \
+                 it (the check rule must redirect to the outbound port)"
+            ),
         }
     }
 

@@ -5,7 +5,7 @@ mod support;
 
 use weft_proxy::drain::Drained;
 
-use support::{app::App, get, request, TestProxy};
+use support::{app::App, get, metric_value, request, TestProxy};
 
 #[tokio::test]
 async fn probes_and_metrics() {
@@ -85,5 +85,97 @@ async fn another_process_on_the_ipv6_outbound_port_is_a_start_error() {
     assert!(
         msg.contains("outbound") && msg.contains(&format!("[::1]:{port}")),
         "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn without_redirection_the_redirect_check_keeps_the_proxy_unready_and_says_why() {
+    // No iptables here: the check's connection is refused by a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = weft_proxy::Config::from_source(
+        &[
+            ("WEFT_OUTBOUND_PORT", "0".to_string()),
+            ("WEFT_INBOUND_PORT", "0".into()),
+            ("WEFT_ADMIN_PORT", "0".into()),
+            ("WEFT_REDIRECT_CHECK", "100ms".into()),
+            ("WEFT_REDIRECT_CHECK_PORT", port.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<std::collections::HashMap<_, _>>(),
+    )
+    .expect("config");
+    let app = weft_proxy::build(config, None).await.expect("build");
+    let (admin, drain, metrics) = (
+        std::net::SocketAddr::from(([127, 0, 0, 1], app.addrs().admin.port())),
+        app.drain(),
+        app.metrics(),
+    );
+    let task = tokio::spawn(app.run());
+    let refused = r#"weft_redirect_checks_total{family="ipv4",result="refused"}"#;
+    let text = || String::from_utf8(metrics.encode().expect("encode")).expect("utf-8");
+    assert_eventually!(
+        metric_value(&text(), refused) >= Some(2.0),
+        "two refused checks in\n{}",
+        text()
+    );
+    assert_eq!(metric_value(&text(), "weft_redirect_verified"), Some(0.0));
+
+    let (status, body) = get(admin, "/ready").await.expect("/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with(&format!(
+            "not ready: traffic redirection not verified: connecting to 127.0.0.1:{port} was \
+             refused, so outbound traffic is not being redirected to this proxy"
+        )),
+        "{body}"
+    );
+    let (status, body) = get(admin, "/config").await.expect("/config");
+    assert_eq!(status, 200);
+    let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let check = &view["redirect_check"];
+    assert_eq!(
+        (&check["enabled"], &check["verified"]),
+        (&true.into(), &false.into()),
+        "{view}"
+    );
+    assert_eq!(check["interval_seconds"], 0.1);
+    assert_eq!(
+        check["addresses"][0]["address"],
+        format!("127.0.0.1:{port}")
+    );
+    assert_eq!(check["addresses"][0]["result"], "refused");
+    // The proxy's own probes are not app traffic.
+    assert_eq!(
+        metric_value(
+            &text(),
+            r#"weft_tcp_connections_opened_total{direction="outbound"}"#
+        ),
+        None,
+        "{}",
+        text()
+    );
+
+    drain.start();
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("the check does not hold up the drain")
+        .expect("task")
+        .expect("run");
+    assert_eq!(drained, Drained::Clean);
+}
+
+#[tokio::test]
+async fn with_the_redirect_check_off_there_is_no_redirect_metric() {
+    let proxy = TestProxy::with(&[]).await;
+    assert!(!proxy.metrics_text().contains("weft_redirect"));
+    let (_, body) = get(proxy.admin(), "/config").await.expect("/config");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        view["redirect_check"],
+        serde_json::json!({ "enabled": false })
     );
 }

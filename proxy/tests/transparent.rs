@@ -15,7 +15,11 @@
 //! - an opaque TCP conversation with [2001:2::10]:8080 is redirected (ip6tables) and forwarded
 //!   byte for byte, half-close included;
 //! - a connection made straight to the outbound port (not redirected) is refused: never forwarded,
-//!   never looped back into the proxy, and the proxy stays ready.
+//!   never looped back into the proxy, and the proxy stays ready;
+//! - the redirect self-check (on in every pod here, as in real ones): `/ready` is 200 only once the
+//!   check rule is proved for IPv4 and IPv6; flushing either family's `WEFT_OUTPUT` chain turns
+//!   `weft_redirect_verified` to 0 and `/ready` to 503 with the reason, logged once, and restoring
+//!   the rules recovers; a check rule aimed at the inbound port is a wrong answer, not a loop.
 //!
 //! Safety rules:
 //! - Everything happens inside the private namespace. It has no route out, and the only
@@ -47,11 +51,18 @@ use std::{
 use nix::sched::{setns, CloneFlags};
 use serde_json::Value;
 
-/// The proxy's UID; the first NAT rule returns its traffic unredirected.
+/// The proxy's UID; the NAT rules return its traffic unredirected (but for the check rule).
 const PROXY_UID: u32 = 2121;
 const OUTBOUND_PORT: u16 = 15140;
 const INBOUND_PORT: u16 = 15143;
 const ADMIN_PORT: u16 = 15190;
+/// The redirect check port: nothing listens on it; the check rule sends the proxy's own
+/// connections to loopback on it to the outbound port.
+const CHECK_PORT: u16 = 15141;
+/// The nat chain of the mesh's rules, jumped to from `OUTPUT`, as `weft-init` names it.
+const CHAIN: &str = "WEFT_OUTPUT";
+/// How often the proxies here check the redirection.
+const CHECK_INTERVAL: &str = "1s";
 
 /// The app-facing addresses, inside the namespace only.
 const APP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
@@ -255,6 +266,110 @@ fn direct_connection_to_the_outbound_port_is_refused_without_looping() {
     );
 }
 
+#[test]
+fn redirect_check_notices_flushed_rules_and_recovers() {
+    let Some(mut pod) = Pod::start("redirect_check_notices_flushed_rules_and_recovers") else {
+        return;
+    };
+    // Ready means proved, for both families.
+    let page = pod.metrics();
+    assert_eq!(page.value("weft_redirect_verified", &[]), 1.0, "{}", page.0);
+    for family in ["ipv4", "ipv6"] {
+        let verified = [("family", family), ("result", "verified")];
+        assert!(
+            page.value("weft_redirect_checks_total", &verified) >= 1.0,
+            "{family}\n{}",
+            page.0
+        );
+    }
+
+    for (family, iptables, check) in [
+        ("ipv4", "iptables", format!("127.0.0.1:{CHECK_PORT}")),
+        ("ipv6", "ip6tables", format!("[::1]:{CHECK_PORT}")),
+    ] {
+        // Something flushes the chain: the app's traffic of this family now goes around the proxy.
+        let refused = [("family", family), ("result", "refused")];
+        let before = pod.metrics().value("weft_redirect_checks_total", &refused);
+        pod.ns.flush(iptables);
+        let failed = format!("redirect self-check failed: connecting to {check} was refused, so outbound traffic is not being redirected to this proxy; are the pod's iptables rules in place (weft-init or weft-cni), or did something flush the nat table?");
+        pod.wait_until(
+            &format!("{family}: weft_redirect_verified 0 and /ready 503"),
+            |pod| {
+                let ready = pod.admin_get("/ready").ok()?;
+                let reason = format!(
+                "not ready: traffic redirection not verified: connecting to {check} was refused"
+            );
+                (pod.metrics().value("weft_redirect_verified", &[]) == 0.0
+                    && ready.status == 503
+                    && ready.body.starts_with(&reason))
+                .then_some(())
+            },
+        );
+        let warning = |e: &Value| {
+            e["level"] == "WARN" && e["message"] == failed.as_str() && e["addr"] == check.as_str()
+        };
+        pod.proxy
+            .wait_for_event("the warning naming the cause", warning);
+        // It keeps failing, and says so once.
+        pod.wait_until(&format!("{family}: three refused checks"), |pod| {
+            (pod.metrics().value("weft_redirect_checks_total", &refused) >= before + 3.0)
+                .then_some(())
+        });
+        let warnings = pod.proxy.events().iter().filter(|e| warning(e)).count();
+        assert_eq!(warnings, 1, "one warning per transition, not per check");
+        if family == "ipv6" {
+            let ready = pod.admin_get("/ready").expect("GET /ready");
+            assert!(
+                !ready.body.contains("127.0.0.1"),
+                "IPv4 is still redirected: {ready:?}"
+            );
+        }
+
+        pod.ns.add_rules(iptables, OUTBOUND_PORT);
+        pod.wait_until(
+            &format!("{family}: weft_redirect_verified 1 and /ready 200"),
+            |pod| {
+                let ready = pod.admin_get("/ready").ok()?;
+                (pod.metrics().value("weft_redirect_verified", &[]) == 1.0 && ready.status == 200)
+                    .then_some(())
+            },
+        );
+        pod.proxy.wait_for_event("the recovery", |e| {
+            e["level"] == "INFO"
+                && e["addr"] == check.as_str()
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("redirect self-check passed again"))
+        });
+    }
+
+    // A check rule aimed at the inbound port: the inbound listener closes the probe instead of
+    // forwarding it to 127.0.0.1:15141, which the same rule would send straight back (a loop).
+    pod.ns.flush("iptables");
+    pod.ns.add_rules("iptables", INBOUND_PORT);
+    let wrong = [("family", "ipv4"), ("result", "wrong_answer")];
+    pod.wait_until("a wrong answer and /ready 503", |pod| {
+        let ready = pod.admin_get("/ready").ok()?;
+        (pod.metrics().value("weft_redirect_checks_total", &wrong) >= 2.0
+            && ready.status == 503
+            && ready
+                .body
+                .contains("closed the connection without answering"))
+        .then_some(())
+    });
+    let page = pod.metrics();
+    assert_eq!(
+        page.value(
+            "weft_tcp_connections_opened_total",
+            &[("direction", "inbound")]
+        ),
+        0.0,
+        "the probes are not app traffic, and nothing looped:\n{}",
+        page.0
+    );
+    pod.proxy.assert_running();
+}
+
 /// A network namespace with the proxy running in it. Fields drop in order: the proxy is killed
 /// before its namespace is deleted.
 struct Pod {
@@ -299,6 +414,26 @@ impl Pod {
             thread::sleep(POLL_STEP);
         }
         panic!("the proxy was not ready after {PATIENCE:?}; last /ready: {last:?}");
+    }
+
+    /// Waits until `cond` holds (returns `Some`), polling within [`PATIENCE`].
+    fn wait_until(&mut self, what: &str, cond: impl Fn(&Pod) -> Option<()>) {
+        let start = Instant::now();
+        for _ in 0..tries(PATIENCE) {
+            self.proxy.assert_running();
+            if cond(self).is_some() {
+                return;
+            }
+            if start.elapsed() > PATIENCE {
+                break;
+            }
+            thread::sleep(POLL_STEP);
+        }
+        let ready = self.admin_get("/ready");
+        panic!(
+            "not after {PATIENCE:?}: {what}\n/ready: {ready:?}\n{}",
+            self.metrics().0
+        );
     }
 
     /// `GET path` on the admin server, from inside the namespace.
@@ -376,35 +511,71 @@ impl Netns {
         ns
     }
 
-    /// The outbound rules: the proxy's own traffic passes, the app's traffic to the app port on the
+    /// The outbound rules, in their own chain as `weft-init` installs them: first the check
+    /// rule, then the proxy's own traffic passes, then the app's traffic to the app port on the
     /// app addresses goes to the outbound listener.
     fn redirect_outbound(&self) {
-        let to_ports = OUTBOUND_PORT.to_string();
-        let app_port = APP_PORT.to_string();
-        let uid = PROXY_UID.to_string();
-        for (iptables, app) in [
-            ("iptables", APP_V4.to_string()),
-            ("ip6tables", APP_V6.to_string()),
-        ] {
-            let rule = |args: &[&str]| {
-                let mut all = vec![
-                    iptables, "-w", "10", "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
-                ];
-                all.extend_from_slice(args);
-                self.exec(&all);
-            };
-            rule(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]);
-            rule(&[
-                "-d",
-                &app,
-                "--dport",
-                &app_port,
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                &to_ports,
-            ]);
+        for iptables in ["iptables", "ip6tables"] {
+            self.nat(iptables, &["-N", CHAIN]);
+            self.nat(iptables, &["-A", "OUTPUT", "-p", "tcp", "-j", CHAIN]);
+            self.add_rules(iptables, OUTBOUND_PORT);
         }
+    }
+
+    /// Appends the chain's rules for one family, the check rule redirecting to `check_to`.
+    fn add_rules(&self, iptables: &str, check_to: u16) {
+        let (loopback, app) = match iptables {
+            "iptables" => ("127.0.0.1/32", APP_V4.to_string()),
+            _ => ("::1/128", APP_V6.to_string()),
+        };
+        let uid = PROXY_UID.to_string();
+        let (check_port, check_to) = (CHECK_PORT.to_string(), check_to.to_string());
+        let (to_ports, app_port) = (OUTBOUND_PORT.to_string(), APP_PORT.to_string());
+        let rule = |args: &[&str]| {
+            let mut all = vec!["-A", CHAIN, "-p", "tcp"];
+            all.extend_from_slice(args);
+            self.nat(iptables, &all);
+        };
+        // The contract with the proxy's redirect check: exactly this rule, first.
+        rule(&[
+            "-d",
+            loopback,
+            "-m",
+            "tcp",
+            "--dport",
+            &check_port,
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &check_to,
+        ]);
+        rule(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]);
+        rule(&[
+            "-d",
+            &app,
+            "--dport",
+            &app_port,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &to_ports,
+        ]);
+    }
+
+    /// Empties the chain of one family, as a stray `iptables -t nat -F` would.
+    fn flush(&self, iptables: &str) {
+        self.nat(iptables, &["-F", CHAIN]);
+    }
+
+    /// `ip netns exec NS IPTABLES -w 10 -t nat args`.
+    fn nat(&self, iptables: &str, args: &[&str]) {
+        let mut all = vec![iptables, "-w", "10", "-t", "nat"];
+        all.extend_from_slice(args);
+        self.exec(&all);
     }
 
     /// `ip -n NS args`.
@@ -470,7 +641,8 @@ struct Proxy {
 }
 
 impl Proxy {
-    /// Starts the proxy inside `ns` as [`PROXY_UID`], transparent in both directions.
+    /// Starts the proxy inside `ns` as [`PROXY_UID`], transparent in both directions, checking
+    /// the redirection every [`CHECK_INTERVAL`].
     fn start(ns: &Netns) -> Proxy {
         let log = std::env::temp_dir().join(format!("{}.proxy.log", ns.name));
         let out = File::create(&log)
@@ -491,6 +663,7 @@ impl Proxy {
         cmd.env("WEFT_OUTBOUND_PORT", OUTBOUND_PORT.to_string())
             .env("WEFT_INBOUND_PORT", INBOUND_PORT.to_string())
             .env("WEFT_ADMIN_PORT", ADMIN_PORT.to_string())
+            .env("WEFT_REDIRECT_CHECK", CHECK_INTERVAL)
             .env("WEFT_LOG_FORMAT", "json")
             .env("WEFT_LOG", "info,weft_proxy=debug")
             .stdin(Stdio::null())

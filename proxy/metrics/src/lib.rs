@@ -8,6 +8,11 @@
 //! Cardinality is bounded by construction: `direction` and `flow` are enums, `status_code` is an
 //! HTTP status (at most 900 values, `http` keeps the strings static), and the `port` label of
 //! detection timeouts holds at most [`MAX_PORT_LABELS`] distinct ports before folding into `other`.
+//!
+//! The redirect check's metrics (`weft_redirect_verified`, `weft_redirect_checks_total`) are
+//! defined with the rest but exported only once [`Metrics::enable_redirect_check`] is called, so a
+//! proxy that does not check (loopback or explicit mode) has no such series rather than a
+//! misleading 0.
 
 #![forbid(unsafe_code)]
 
@@ -72,6 +77,63 @@ impl Flow {
     }
 }
 
+/// An IP address family: the `family` label of the redirect check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    /// Both families.
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// The outcome of one redirect check probe: the `result` label, a closed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RedirectResult {
+    /// The proxy's own outbound listener answered with the process's token.
+    Verified,
+    /// Nothing listens on the check port: the connection was not redirected.
+    Refused,
+    /// No connection, or no answer, within the probe timeout.
+    Timeout,
+    /// Something answered, but not with the token: another listener.
+    WrongAnswer,
+    /// Any other socket error.
+    Error,
+}
+
+impl RedirectResult {
+    /// Every result, so each series exists from the first check.
+    pub const ALL: [RedirectResult; 5] = [
+        RedirectResult::Verified,
+        RedirectResult::Refused,
+        RedirectResult::Timeout,
+        RedirectResult::WrongAnswer,
+        RedirectResult::Error,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RedirectResult::Verified => "verified",
+            RedirectResult::Refused => "refused",
+            RedirectResult::Timeout => "timeout",
+            RedirectResult::WrongAnswer => "wrong_answer",
+            RedirectResult::Error => "error",
+        }
+    }
+}
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -95,6 +157,11 @@ pub struct Metrics {
     config_updates: IntCounterVec,
     /// Connections that found a Service with no endpoints, by protocol.
     no_endpoints: IntCounterVec,
+    /// Whether the last redirect check proved the redirection; exported once enabled.
+    redirect_verified: IntGauge,
+    /// Redirect check probes by family and result; exported once enabled.
+    redirect_checks: IntCounterVec,
+    redirect_enabled: OnceLock<()>,
 }
 
 /// A mesh series' key: direction, client identity, server identity.
@@ -385,6 +452,21 @@ impl Metrics {
                 &["protocol"],
             ),
         )?;
+        // Registered by `enable_redirect_check`, not here.
+        let redirect_verified = IntGauge::new(
+            "weft_redirect_verified",
+            "1 when the last redirect check proved that the pod's iptables rules send the \
+             proxy's check connections (127.0.0.1 and ::1 on the check port) to its own outbound \
+             listener, 0 otherwise (and before the first check). Absent when the check is off.",
+        )?;
+        let redirect_checks = IntCounterVec::new(
+            Opts::new(
+                "weft_redirect_checks_total",
+                "Redirect check probes, by address family and result (verified, refused, \
+                 timeout, wrong_answer, error). Absent when the check is off.",
+            ),
+            &["family", "result"],
+        )?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -422,7 +504,42 @@ impl Metrics {
             endpoint_series: Mutex::new(HashMap::new()),
             config_updates,
             no_endpoints,
+            redirect_verified,
+            redirect_checks,
+            redirect_enabled: OnceLock::new(),
         })
+    }
+
+    /// Starts exporting the redirect check's metrics, with a zero for every family and result;
+    /// a second call does nothing.
+    pub fn enable_redirect_check(&self) -> prometheus::Result<()> {
+        if self.redirect_enabled.get().is_some() {
+            return Ok(());
+        }
+        self.registry
+            .register(Box::new(self.redirect_verified.clone()))?;
+        self.registry
+            .register(Box::new(self.redirect_checks.clone()))?;
+        for family in Family::ALL {
+            for result in RedirectResult::ALL {
+                self.redirect_checks
+                    .with_label_values(&[family.as_str(), result.as_str()]);
+            }
+        }
+        let _ = self.redirect_enabled.set(());
+        Ok(())
+    }
+
+    /// Counts one redirect check probe.
+    pub fn redirect_probe(&self, family: Family, result: RedirectResult) {
+        self.redirect_checks
+            .with_label_values(&[family.as_str(), result.as_str()])
+            .inc();
+    }
+
+    /// Sets whether the last redirect check proved the redirection.
+    pub fn redirect_verified(&self, verified: bool) {
+        self.redirect_verified.set(i64::from(verified));
     }
 
     /// The outbound series of requests balanced to `dst`. Called when an endpoint joins a

@@ -176,3 +176,46 @@ async fn metered_io_counts_both_ways() {
         Some("3")
     );
 }
+
+#[test]
+fn redirect_check_series_exist_only_once_enabled() {
+    let m = Metrics::new("t").expect("metrics");
+    m.redirect_verified(true);
+    m.redirect_probe(Family::Ipv4, RedirectResult::Verified);
+    let before = text(&m);
+    assert!(!before.contains("weft_redirect"), "{before}");
+
+    m.enable_redirect_check().expect("enable");
+    m.enable_redirect_check()
+        .expect("a second call does nothing");
+    m.redirect_probe(Family::Ipv6, RedirectResult::WrongAnswer);
+    let page = text(&m);
+    assert_eq!(
+        sample(&page, "weft_redirect_verified "),
+        Some("1"),
+        "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"weft_redirect_checks_total{family="ipv4",result="verified"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"weft_redirect_checks_total{family="ipv6",result="wrong_answer"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        page.lines()
+            .filter(|l| l.starts_with("weft_redirect_checks_total{"))
+            .count(),
+        Family::ALL.len() * RedirectResult::ALL.len(),
+        "every family and result from the start: {page}"
+    );
+    m.redirect_verified(false);
+    assert_eq!(sample(&text(&m), "weft_redirect_verified "), Some("0"));
+}

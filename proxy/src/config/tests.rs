@@ -232,3 +232,92 @@ fn mesh_destinations_parse_with_default_and_explicit_peers() {
     }
     assert!(parse_mesh_destinations("").expect("empty").is_empty());
 }
+
+#[test]
+fn redirect_check_is_off_by_default_and_takes_an_interval() {
+    let c = Config::defaults().expect("defaults");
+    assert_eq!(c.redirect_check, None);
+    assert_eq!(c.redirect_check_port, DEFAULT_REDIRECT_CHECK_PORT);
+    assert_eq!(DEFAULT_REDIRECT_CHECK_PORT, 15141);
+    for (value, want) in [
+        ("off", None),
+        ("OFF", None),
+        (" 5s ", Some(Duration::from_secs(5))),
+        ("100ms", Some(Duration::from_millis(100))),
+        ("1m", Some(Duration::from_secs(60))),
+    ] {
+        let c = Config::from_source(&source(&[(keys::REDIRECT_CHECK, value)])).expect(value);
+        assert_eq!(c.redirect_check, want, "{value}");
+    }
+    let c = Config::from_source(&source(&[(keys::REDIRECT_CHECK_PORT, "25141")])).expect("port");
+    assert_eq!(c.redirect_check_port, 25141);
+}
+
+#[test]
+fn bad_redirect_check_values_are_refused_with_the_reason() {
+    for (pairs, key, why) in [
+        (
+            &[(keys::REDIRECT_CHECK, "5")][..],
+            keys::REDIRECT_CHECK,
+            "expected off or an interval",
+        ),
+        (
+            &[(keys::REDIRECT_CHECK, "on")],
+            keys::REDIRECT_CHECK,
+            "expected off or an interval",
+        ),
+        (
+            &[(keys::REDIRECT_CHECK, "0s")],
+            keys::REDIRECT_CHECK,
+            "greater than zero",
+        ),
+        (
+            &[(keys::REDIRECT_CHECK, "10ms")],
+            keys::REDIRECT_CHECK,
+            "at least 100ms",
+        ),
+        (
+            &[(keys::REDIRECT_CHECK, "2 days")],
+            keys::REDIRECT_CHECK,
+            "at most 24h",
+        ),
+        (
+            &[(keys::REDIRECT_CHECK_PORT, "0")],
+            keys::REDIRECT_CHECK_PORT,
+            "from 1 to 65535",
+        ),
+        (
+            &[(keys::REDIRECT_CHECK_PORT, "15140")],
+            keys::REDIRECT_CHECK_PORT,
+            "WEFT_OUTBOUND_PORT",
+        ),
+        (
+            &[
+                (keys::ADMIN_PORT, "25141"),
+                (keys::REDIRECT_CHECK_PORT, "25141"),
+            ],
+            keys::REDIRECT_CHECK_PORT,
+            "WEFT_ADMIN_PORT",
+        ),
+        (
+            &[
+                (keys::REDIRECT_CHECK, "5s"),
+                (keys::OUTBOUND_TARGET, "127.0.0.1:8080"),
+            ],
+            keys::REDIRECT_CHECK,
+            "explicit mode",
+        ),
+    ] {
+        match Config::from_source(&source(pairs)) {
+            Err(ConfigError::Invalid {
+                key: got, reason, ..
+            }) => {
+                assert_eq!(got, key, "{pairs:?}: {reason}");
+                assert!(reason.contains(why), "{pairs:?}: {reason}");
+            }
+            other => panic!("{pairs:?}: expected an invalid value, got {other:?}"),
+        }
+    }
+    // Explicit mode with the check off is the loopback default.
+    Config::from_source(&source(&[(keys::OUTBOUND_TARGET, "127.0.0.1:8080")])).expect("valid");
+}
