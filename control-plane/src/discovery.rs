@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 use weft_api::destination::{self as pb, destination_server};
-
-use crate::{
+use weft_control_plane_config::{
     index::{Answer, Lookup, Target},
-    metrics::DiscoveryMetrics,
     model::Snapshot,
 };
+
+use crate::metrics::DiscoveryMetrics;
 
 /// Most distinct targets watched at once; past it, new targets are refused
 /// (`RESOURCE_EXHAUSTED`) rather than letting callers grow the control plane without end.

@@ -71,10 +71,10 @@ use kube::{
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use weft_control_plane_config::model::{self, Key, Problem, Snapshot};
 
 use crate::{
     metrics::Metrics,
-    model::{Key, Problem, Snapshot},
     source::{ConfigSource, SourceFuture},
 };
 
@@ -439,7 +439,7 @@ where
                 metrics.config_refused(NAME, 1);
             }
             if let Some(good) = kept {
-                if let Ok(key) = crate::model::key(good.meta()) {
+                if let Ok(key) = model::key(good.meta()) {
                     slot(snapshot).insert(key, good.clone());
                 }
                 last_good.insert(id.clone(), good);

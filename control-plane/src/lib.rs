@@ -8,10 +8,12 @@
 //!   local tokens file; [`kube_tokens`]: Kubernetes TokenReview.
 //! - [`identity`]: the `Certify` RPC.
 //! - [`serving`]: the control plane's own certificate for its gRPC port.
-//! - [`model`]: the Kubernetes kinds discovery reads, and their checks; [`source`]: the
-//!   config source trait, with [`local`] (a YAML folder) and [`kube_source`] (the API).
-//! - [`index`]: from a snapshot to what a proxy is told about one destination;
-//!   [`discovery`]: the destination service, one shared index for every subscriber.
+//! - [`source`]: the config source trait, with [`local`] (a YAML folder) and [`kube_source`]
+//!   (the API); both publish a [`weft_control_plane_config::model::Snapshot`]. The config
+//!   model, the YAML reader and the index live in `weft-control-plane-config`
+//!   (`control-plane/config`), pure code the fuzz targets build without this crate.
+//! - [`discovery`]: the destination service, one shared
+//!   [`index`](weft_control_plane_config::index) for every subscriber.
 //! - [`grpc`]: TLS and HTTP/2 serving of both services; [`admin`]: `/metrics`, `/ready`,
 //!   `/live`.
 
@@ -20,13 +22,11 @@ pub mod discovery;
 mod files;
 pub mod grpc;
 pub mod identity;
-pub mod index;
 pub mod issuer;
 pub mod kube_source;
 pub mod kube_tokens;
 pub mod local;
 pub mod metrics;
-pub mod model;
 pub mod serving;
 pub mod source;
 pub mod tokens;
@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 use weft_certs::SpiffeId;
+use weft_control_plane_config::model::Snapshot;
 
 use crate::{
     identity::IdentityService, issuer::IssuerSource, metrics::Metrics, serving::ServingCert,
@@ -130,7 +131,7 @@ const KUBE_SETTLE: Duration = Duration::from_millis(100);
 async fn config_source(
     args: &Args,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Arc<model::Snapshot>, Option<Box<dyn source::ConfigSource>>)> {
+) -> anyhow::Result<(Arc<Snapshot>, Option<Box<dyn source::ConfigSource>>)> {
     let source = match (&args.source, &args.tokens) {
         (Some(s), _) => s.clone(),
         (None, None) => SourceArg::Kubernetes,

@@ -1,14 +1,11 @@
-//! Local mode's config source: a folder of Kubernetes YAML (`*.yaml`, `*.yml`, several documents
-//! per file allowed), read into the same typed objects the Kubernetes source watches.
+//! Local mode's config source: a folder of Kubernetes YAML (`*.yaml`, `*.yml`), read with
+//! [`weft_control_plane_config::yaml`] into the same typed objects the Kubernetes source
+//! watches, and polled for changes.
 //!
-//! A folder is taken whole or not at all: any document that fails to parse or validate refuses
-//! the load with every problem listed by file, document index, field and reason, so nothing
-//! half-applied can reach a proxy; the caller keeps its last good snapshot. Kinds this control
-//! plane does not use yet are skipped, not refused.
-//!
-//! YAML is read with serde_yaml (multi-document streams, the same serde path the Kubernetes
-//! types use; upstream is in maintenance, which for a parser of a settled format is acceptable)
-//! and every typed document through serde_path_to_error, so a type error names its field.
+//! A folder is taken whole or not at all: any document that fails to parse or validate, or a
+//! file that cannot be read, refuses the load with every problem listed by file, document
+//! index, field and reason, so nothing half-applied can reach a proxy; the caller keeps its
+//! last good snapshot.
 
 use std::{
     fmt,
@@ -17,138 +14,57 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{core::v1::Pod, core::v1::Service, discovery::v1::EndpointSlice};
-use serde::de::DeserializeOwned;
-
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use weft_control_plane_config::{
+    model::Snapshot,
+    yaml::{DocError, Reader},
+};
 
 use crate::{
     files::{read_bounded, ReadError},
     metrics::Metrics,
-    model::{problem, Problem, Snapshot},
     source::{ConfigSource, SourceFuture},
 };
 
 /// Largest YAML file read.
 const MAX_FILE_BYTES: u64 = 8 << 20;
-/// Most documents read from the whole folder.
-const MAX_DOCUMENTS: usize = 100_000;
-/// One refused document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DocError {
-    pub file: PathBuf,
-    /// Position of the document in its file, from 0.
-    pub document: usize,
-    /// The field at fault (`spec.ports[0].port`), empty when the document as a whole is.
-    pub field: String,
-    pub reason: String,
-}
-
-impl fmt::Display for DocError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} document {}", self.file.display(), self.document)?;
-        if !self.field.is_empty() {
-            write!(f, " field {}", self.field)?;
-        }
-        write!(f, ": {}", self.reason)
-    }
-}
 
 /// Reads every YAML file directly in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
-    let whole = |reason: String| {
+    let files = yaml_files(dir).map_err(|e| {
         vec![DocError {
             file: dir.to_path_buf(),
             document: 0,
             field: String::new(),
-            reason,
+            reason: format!("cannot read the folder: {e}"),
         }]
-    };
-    let files = yaml_files(dir).map_err(|e| whole(format!("cannot read the folder: {e}")))?;
-    let mut snapshot = Snapshot::default();
-    let mut errors = Vec::new();
-    let mut documents = 0;
+    })?;
+    let mut reader = Reader::new();
     for file in files {
         let text = match read_bounded(&file, MAX_FILE_BYTES) {
             Ok(raw) => match String::from_utf8(raw) {
                 Ok(t) => t,
                 Err(_) => {
-                    errors.push(doc_error(&file, 0, "", "not UTF-8 text".into()));
+                    reader.refuse(&file, "not UTF-8 text".into());
                     continue;
                 }
             },
             Err(ReadError::Io(e)) => {
-                errors.push(doc_error(&file, 0, "", format!("cannot read: {e}")));
+                reader.refuse(&file, format!("cannot read: {e}"));
                 continue;
             }
             Err(ReadError::TooLarge(max)) => {
-                errors.push(doc_error(&file, 0, "", format!("larger than {max} bytes")));
+                reader.refuse(&file, format!("larger than {max} bytes"));
                 continue;
             }
         };
-        if read_documents(&file, &text, &mut snapshot, &mut errors, &mut documents).is_err() {
-            return Err(errors);
+        if reader.read(&file, &text).is_break() {
+            break;
         }
     }
-    if errors.is_empty() {
-        Ok(snapshot)
-    } else {
-        Err(errors)
-    }
-}
-
-/// Reads one file's text as the folder loader does, alone: for tests and the fuzz target.
-pub fn load_text(file: &Path, text: &str) -> Result<Snapshot, Vec<DocError>> {
-    let (mut snapshot, mut errors, mut documents) = (Snapshot::default(), Vec::new(), 0);
-    let _ = read_documents(file, text, &mut snapshot, &mut errors, &mut documents);
-    if errors.is_empty() {
-        Ok(snapshot)
-    } else {
-        Err(errors)
-    }
-}
-
-/// Adds the documents of `text` to `snapshot`, their problems to `errors`. `Err` when the
-/// folder's document bound was passed: reading stops there.
-fn read_documents(
-    file: &Path,
-    text: &str,
-    snapshot: &mut Snapshot,
-    errors: &mut Vec<DocError>,
-    documents: &mut usize,
-) -> Result<(), ()> {
-    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        *documents += 1;
-        if *documents > MAX_DOCUMENTS {
-            errors.push(doc_error(
-                file,
-                index,
-                "",
-                format!("more than {MAX_DOCUMENTS} documents in the folder"),
-            ));
-            return Err(());
-        }
-        let value: Result<serde_yaml::Value, _> = serde::Deserialize::deserialize(doc);
-        let value = match value {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(doc_error(file, index, "", format!("not YAML: {e}")));
-                // A syntax error ends the stream: nothing after it can be read reliably.
-                break;
-            }
-        };
-        if let Err(e) = add(snapshot, value) {
-            errors.push(DocError {
-                file: file.to_path_buf(),
-                document: index,
-                field: e.field,
-                reason: e.reason,
-            });
-        }
-    }
-    Ok(())
+    reader.finish()
 }
 
 /// The folder's `*.yaml` and `*.yml` files, in name order.
@@ -161,48 +77,6 @@ fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-fn doc_error(file: &Path, document: usize, field: &str, reason: String) -> DocError {
-    DocError {
-        file: file.to_path_buf(),
-        document,
-        field: field.to_string(),
-        reason,
-    }
-}
-
-fn add(snapshot: &mut Snapshot, value: serde_yaml::Value) -> Result<(), Problem> {
-    if value.is_null() {
-        return Ok(()); // an empty document (a trailing `---`)
-    }
-    let text = |field: &str| {
-        value
-            .get(field)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let api_version = text("apiVersion").ok_or_else(|| problem("apiVersion", "missing"))?;
-    let kind = text("kind").ok_or_else(|| problem("kind", "missing"))?;
-    match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => snapshot.add_service(Arc::new(typed::<Service>(value)?)),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            snapshot.add_endpoint_slice(Arc::new(typed::<EndpointSlice>(value)?))
-        }
-        ("v1", "Pod") => snapshot.add_pod(Arc::new(typed::<Pod>(value)?)),
-        _ => Ok(()),
-    }
-}
-
-fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { String::new() } else { field };
-        Problem {
-            field,
-            reason: e.into_inner().to_string(),
-        }
-    })
 }
 
 /// The local folder as a [`ConfigSource`]: polled every `interval`, compared by content, and

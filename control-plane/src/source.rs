@@ -14,7 +14,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::Snapshot;
+use weft_control_plane_config::model::Snapshot;
 
 /// A future a source runs as.
 pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send>>;

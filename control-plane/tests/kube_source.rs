@@ -18,9 +18,8 @@ use kube_watch::{FakeKube, Kind, Outcome};
 use serde_json::{json, Value};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use weft_control_plane::{
-    kube_source::KubeSource, metrics::Metrics, model::Snapshot, source::ConfigSource,
-};
+use weft_control_plane::{kube_source::KubeSource, metrics::Metrics, source::ConfigSource};
+use weft_control_plane_config::model::Snapshot;
 
 /// Bound on any single wait.
 const PATIENCE: Duration = Duration::from_secs(20);

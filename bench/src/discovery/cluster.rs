@@ -14,7 +14,8 @@ use anyhow::Context;
 pub const MAX_SERVICES: usize = 65_000;
 /// Most pods: one IP each from 198.18.0.0/16.
 pub const MAX_PODS: usize = 65_000;
-/// The local source's caps (`control-plane/src/local.rs`): documents in the folder, bytes a file.
+/// The local source's caps: documents in the folder (`control-plane/config/src/yaml.rs`), bytes a
+/// file (`control-plane/src/local.rs`).
 pub const MAX_DOCUMENTS: usize = 100_000;
 pub const MAX_FILE_BYTES: usize = 8 << 20;
 /// The Services' port, as proxies ask for it.

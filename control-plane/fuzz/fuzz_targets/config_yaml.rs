@@ -6,9 +6,9 @@
 use std::{path::Path, sync::Arc};
 
 use libfuzzer_sys::fuzz_target;
-use weft_control_plane::{
+use weft_control_plane_config::{
     index::{Lookup, Target},
-    local::load_text,
+    yaml::load_text,
 };
 
 fuzz_target!(|data: &[u8]| {

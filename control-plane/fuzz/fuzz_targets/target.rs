@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weft_control_plane::index::Target;
+use weft_control_plane_config::index::Target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
                 port,
             } => format!("{name}.{namespace}.svc.cluster.local:{port}"),
         };
-        assert_eq!(Target::parse(&shown, "cluster.local"), Ok(target), "{shown}");
+        assert_eq!(
+            Target::parse(&shown, "cluster.local"),
+            Ok(target),
+            "{shown}"
+        );
     }
 });

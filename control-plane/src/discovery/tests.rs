@@ -1,9 +1,11 @@
 use std::time::Duration;
 
+use weft_control_plane_config::yaml::load_text;
+
 use super::*;
 
 fn snapshot(yaml: &str) -> Arc<Snapshot> {
-    Arc::new(crate::local::load_text(std::path::Path::new("c.yaml"), yaml).expect("valid"))
+    Arc::new(load_text(std::path::Path::new("c.yaml"), yaml).expect("valid"))
 }
 
 fn service(endpoints: &[&str]) -> String {

@@ -1,7 +1,7 @@
 use super::*;
 
 fn snapshot(yaml: &str) -> Arc<Snapshot> {
-    Arc::new(crate::local::load_text(std::path::Path::new("c.yaml"), yaml).expect("valid"))
+    Arc::new(crate::yaml::load_text(std::path::Path::new("c.yaml"), yaml).expect("valid"))
 }
 
 const SHOP: &str = r#"

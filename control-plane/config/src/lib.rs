@@ -1,0 +1,21 @@
+//! The control plane's config, as pure code: what the cluster's state is, how YAML becomes
+//! that state, and what a proxy is told about one destination. No I/O, no clock, no runtime.
+//!
+//! A crate of its own so the fuzz targets (`control-plane/fuzz`) and anything else that only
+//! needs the config build it alone, without kube-rs, tonic's serving stack, rustls or hyper:
+//! the fuzz build is a few dependencies instead of the whole control plane under
+//! AddressSanitizer. The control plane wires it to the Kubernetes API, a local folder and
+//! gRPC.
+//!
+//! # Layout
+//! - [`model`]: the Kubernetes kinds discovery reads, their checks, and the [`model::Snapshot`]
+//!   every config source publishes.
+//! - [`yaml`]: the text of a YAML file (several documents) read into a snapshot, with every
+//!   refused document named by file, document, field and reason.
+//! - [`index`]: from a snapshot to what a proxy is told about one destination.
+
+#![forbid(unsafe_code)]
+
+pub mod index;
+pub mod model;
+pub mod yaml;
