@@ -4,12 +4,20 @@
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
 # build serves the benchmark's (and the other way round) instead of rebuilding dependencies.
-RELEASE_PACKAGES = -p weft-proxy -p weft-control-plane -p weftctl -p weft-bench
+RELEASE_PACKAGES = -p weft-proxy -p weft-control-plane -p weft-cni -p weftctl -p weft-bench
 export RELEASE_PACKAGES
 
-## demo: a two-proxy mesh with mTLS and the control plane on loopback; Ctrl-C stops it
+## demo: a live mesh on this machine: as root, pods as network namespaces on the reference CNI
+## bridge with weft-cni, proxies, the control plane, traffic and a live table (weftctl demo);
+## without root, the same mesh's proxies in explicit mode on loopback (scripts/try-proxy.sh).
+## Ctrl-C stops it and removes everything it made.
 demo: deps
-	scripts/try-proxy.sh
+	@if [ "$$(id -u)" -eq 0 ]; then \
+	  $(CARGO) build --release --locked $(RELEASE_PACKAGES) && ./target/release/weftctl demo; \
+	else \
+	  echo "demo: not root, so no network namespaces or iptables: running the proxies in explicit mode on loopback instead"; \
+	  scripts/try-proxy.sh; \
+	fi
 
 ## test: everything CI checks: lint, unit and integration tests (the root-only tier included
 ## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
@@ -27,6 +35,8 @@ unit:
 
 demo-once:
 	scripts/try-proxy.sh --once
+	@if [ "$$(id -u)" -eq 0 ]; then ./target/release/weftctl demo --once; \
+	else echo "demo-once: SKIPPED: weftctl demo needs root (network namespaces and iptables)"; fi
 
 ## fuzz-smoke: build every fuzz target and run each for a few seconds
 fuzz-smoke:

@@ -50,7 +50,7 @@ wait_ok() {
 echo "== building weft-proxy, weft-control-plane and weftctl (release; with weft-bench, one build for all make targets)"
 # The same package set as the Makefile's other release builds, so they share one build.
 # shellcheck disable=SC2086
-cargo build --release -q ${RELEASE_PACKAGES:--p weft-proxy -p weft-control-plane -p weftctl -p weft-bench}
+cargo build --release -q ${RELEASE_PACKAGES:--p weft-proxy -p weft-control-plane -p weft-cni -p weftctl -p weft-bench}
 bin=./target/release
 
 echo "== a trust anchor and an issuer (weftctl certs)"

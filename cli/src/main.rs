@@ -1,6 +1,7 @@
 //! `weftctl`: the Weft command line.
 
 mod certs;
+mod demo;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,9 @@ enum Command {
     /// Trust anchors, issuers and certificates.
     #[command(subcommand)]
     Certs(certs::Certs),
+    /// A live mesh on this machine: pods as network namespaces on the reference CNI bridge,
+    /// proxies, the control plane and traffic, with a live table (needs root; Ctrl-C stops).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
