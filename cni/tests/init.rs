@@ -125,3 +125,32 @@ fn install_check_reapply_remove_on_both_backends() {
         assert!(!ns.nat(backend, true).contains("WEFT"));
     }
 }
+
+#[test]
+fn auto_uses_the_backend_that_already_holds_rules() {
+    if !can_run("auto_uses_the_backend_that_already_holds_rules") {
+        return;
+    }
+    for backend in BACKENDS {
+        let ns = Netns::new(&format!("auto-{backend}"));
+        // Someone else's rule (the kubelet's, say) written through this backend.
+        let tool = format!("iptables-{backend}");
+        let out = ns.exec(&[
+            &tool, "-t", "filter", "-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "ACCEPT",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = ns.exec(&[INIT, "--ipv6", "off"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&format!("installed the Weft rules ({backend}, IPv4)")),
+            "{}",
+            text(&out.stdout)
+        );
+        assert!(ns.nat(backend, false).contains("WEFT_OUTPUT"));
+        let other = if backend == "nft" { "legacy" } else { "nft" };
+        assert!(
+            !ns.nat(other, false).contains("WEFT"),
+            "rules written through the other backend too"
+        );
+    }
+}
