@@ -223,12 +223,13 @@ fn serve_http(
         )?;
         let path = request_line.split_whitespace().nth(1).unwrap_or("");
         let body = format!("pod={name}\npeer={peer}\nhost={host}\npath={path}\n");
-        write!(
-            writer,
+        // One write per response: no partial responses on the wire.
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Weft-E2E-Pod: {name}\r\n{}\r\n{body}",
             body.len(),
             if close { "Connection: close\r\n" } else { "" },
-        )?;
+        );
+        writer.write_all(response.as_bytes())?;
         shared.requests.fetch_add(1, Ordering::SeqCst);
         if close {
             return Ok(());
@@ -246,7 +247,7 @@ fn serve_echo(conn: TcpStream, name: &str) -> std::io::Result<()> {
         if reader.by_ref().take(64 * 1024).read_line(&mut line)? == 0 {
             break;
         }
-        writeln!(writer, "{name} {}", line.trim_end())?;
+        writer.write_all(format!("{name} {}\n", line.trim_end()).as_bytes())?;
     }
     writer.shutdown(Shutdown::Write)
 }
@@ -270,7 +271,9 @@ pub fn echo(ns: &Netns, dst: SocketAddr, lines: &[&str]) -> Result<EchoReply> {
     let mut reader = BufReader::new(conn);
     let mut got = Vec::with_capacity(lines.len());
     for line in lines {
-        writeln!(writer, "{line}").map_err(Error::io(what()))?;
+        writer
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(Error::io(what()))?;
         let mut answer = String::new();
         reader
             .by_ref()

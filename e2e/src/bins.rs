@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Paths to `weft-proxy`, `weft-control-plane` and `weft-cni`.
+/// Paths to `weft-proxy`, `weft-control-plane`, `weft-cni` and `weft-init`.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub proxy: PathBuf,
     pub control_plane: PathBuf,
     /// Needed only when pods are redirected by the CNI plugin ([`crate::Redirect::WeftCni`]).
     cni: Result<PathBuf, PathBuf>,
+    /// `weft-init`, for tests that put a pod's rules back as the init container would.
+    init: Result<PathBuf, PathBuf>,
 }
 
 impl Binaries {
@@ -41,11 +43,19 @@ impl Binaries {
                 })
             }
         };
-        let cni = dir.join("weft-cni");
+        let maybe = |binary: &str| {
+            let path = dir.join(binary);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(path)
+            }
+        };
         Ok(Binaries {
             proxy: need("weft-proxy")?,
             control_plane: need("weft-control-plane")?,
-            cni: if cni.is_file() { Ok(cni) } else { Err(cni) },
+            cni: maybe("weft-cni"),
+            init: maybe("weft-init"),
         })
     }
 
@@ -53,6 +63,15 @@ impl Binaries {
     pub fn cni(&self) -> Result<&Path> {
         self.cni.as_deref().map_err(|path| Error::MissingBinary {
             binary: "weft-cni",
+            package: "weft-cni",
+            path: path.clone(),
+        })
+    }
+
+    /// `weft-init`, or which `cargo build` makes it.
+    pub fn init(&self) -> Result<&Path> {
+        self.init.as_deref().map_err(|path| Error::MissingBinary {
+            binary: "weft-init",
             package: "weft-cni",
             path: path.clone(),
         })

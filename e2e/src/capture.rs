@@ -31,10 +31,23 @@ impl Capture {
         let file = dir.join(format!("{name}.pcap"));
         let log = dir.join(format!("{name}.tcpdump.log"));
         let mut cmd = ns.command("tcpdump");
+        // --immediate-mode: each packet handed over as it arrives (otherwise the kernel
+        // batches them, and packets still batched when SIGTERM comes are never written).
         // -Z root: stay root, so the file in the root-owned temp dir stays writable.
-        cmd.args(["-i", iface, "-n", "-s", "0", "-U", "-Z", "root", "-w"])
-            .arg(&file)
-            .arg("tcp");
+        cmd.args([
+            "-i",
+            iface,
+            "-n",
+            "-s",
+            "0",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-w",
+        ])
+        .arg(&file)
+        .arg("tcp");
         let mut daemon = Daemon::spawn(
             format!("tcpdump on {iface} in {}", ns.name()),
             &mut cmd,
@@ -53,8 +66,18 @@ impl Capture {
         Ok(Capture { daemon, file })
     }
 
-    /// Stops tcpdump (SIGTERM, so it flushes) and reads the TCP segments it captured.
+    /// Lets the file settle (no growth over a few polling steps, at most a second), stops
+    /// tcpdump (SIGTERM, so it flushes) and reads the TCP segments it captured.
     pub fn stop(mut self) -> Result<Vec<Segment>> {
+        let size = || std::fs::metadata(&self.file).map_or(0, |m| m.len());
+        let (mut last, mut still) = (size(), 0);
+        // Settling is best effort: past the bound, stop anyway.
+        let _ = wait::until("the capture to settle", Duration::from_secs(1), || {
+            let now = size();
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+            (still >= 5).then_some(())
+        });
         self.daemon.terminate(Duration::from_secs(5));
         let bytes = std::fs::read(&self.file).map_err(Error::io(format!(
             "read the capture {}",

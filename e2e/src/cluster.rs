@@ -170,6 +170,11 @@ impl Cluster {
         self.shared.dir.path()
     }
 
+    /// The binaries under test.
+    pub fn binaries(&self) -> &Binaries {
+        &self.shared.bins
+    }
+
     /// Who redirects meshed pods.
     pub fn redirect(&self) -> Redirect {
         self.shared.redirect
@@ -229,9 +234,9 @@ impl Cluster {
         };
         s.runtime.add(&cni::loopback_list(), &lo)?;
         pod.loopback = true;
-        let result = s.runtime.add(&s.network, &pod.attachment);
-        // Cached even when incomplete: DEL gets what ADD produced.
-        let result = result?;
+        // A failed ADD leaves `attached` empty: DEL then runs without a prevResult, which the
+        // spec requires plugins to cope with.
+        let result = s.runtime.add(&s.network, &pod.attachment)?;
         pod.attached = Some(result.clone());
         pod.ip = cni::result_ipv4(&result)
             .map(|(ip, _)| ip)
@@ -243,8 +248,8 @@ impl Cluster {
                 stderr: String::new(),
             })?;
         let meshed = pod.spec.is_meshed();
-        if meshed && s.redirect == Redirect::Manual {
-            redirect::apply_by_hand(pod.netns(), &pod.spec.annotations)?;
+        if meshed && s.redirect == Redirect::WeftInit {
+            redirect::run_weft_init(pod.netns(), s.bins.init()?, &pod.spec.annotations)?;
         }
         {
             let mut state = lock(&s.state);
@@ -542,6 +547,11 @@ impl Pod {
             });
         }
         Ok(Metrics::parse(&r.body))
+    }
+
+    /// The proxy's process ID, while it runs.
+    pub fn proxy_pid(&self) -> Option<u32> {
+        self.proxy.as_ref().and_then(Daemon::pid)
     }
 
     /// The proxy's log so far.

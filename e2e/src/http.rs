@@ -56,11 +56,11 @@ pub fn get(ns: &Netns, dst: SocketAddr, host: &str, path: &str) -> Result<HttpRe
 pub fn request(conn: &mut TcpStream, dst: SocketAddr, host: &str, path: &str) -> Result<HttpReply> {
     let what = || format!("GET http://{host}{path} via {dst}");
     let local = conn.local_addr().map_err(Error::io(what()))?;
-    write!(
-        conn,
+    // One write: the request leaves in one segment, as most clients send it.
+    let head = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: weft-e2e\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(Error::io(what()))?;
+    );
+    conn.write_all(head.as_bytes()).map_err(Error::io(what()))?;
     let mut raw = Vec::new();
     conn.take(MAX_RESPONSE)
         .read_to_end(&mut raw)

@@ -37,8 +37,8 @@
 //! - [`cluster`]: [`Cluster`] and [`Pod`], the API tests use.
 //! - [`spec`]: [`PodSpec`], [`ServiceSpec`] and the YAML written for the control plane.
 //! - [`cni`]: the runtime side of CNI 1.0 (network lists, `ADD`/`DEL`, results, errors).
-//! - [`redirect`]: `weft-cni`'s network-list entry and per-pod args, and the same rules applied
-//!   by hand (the seam used before the plugin existed).
+//! - [`redirect`]: `weft-cni`'s network-list entry and per-pod args, or `weft-init` run in the
+//!   pod (the init-container way).
 //! - [`control_plane`]: `weft-control-plane` in the node's namespace.
 //! - [`app`]: the test app and the echo client; [`http`]: the HTTP client.
 //! - [`metrics`]: Prometheus text parsing; [`capture`] and [`pcap`]: `tcpdump` on the bridge
