@@ -38,9 +38,9 @@ demo-once:
 	@if [ "$$(id -u)" -eq 0 ]; then ./target/release/weftctl demo --once; \
 	else echo "demo-once: SKIPPED: weftctl demo needs root (network namespaces and iptables)"; fi
 
-## fuzz-smoke: build every fuzz target and run each for a few seconds
+## fuzz-smoke: build every fuzz target and run each for five seconds
 fuzz-smoke:
-	scripts/fuzz.sh --run 10
+	scripts/fuzz.sh --run 5
 
 ## fuzz: run every fuzz target for five minutes
 fuzz:

@@ -6,7 +6,8 @@
 # `*/fuzz` and `*/*/fuzz` with a Cargo.toml. The toolchain is stable (rust-toolchain.toml), and
 # cargo-fuzz's default build (AddressSanitizer, `-Zsanitizer=address`) needs unstable flags, so
 # cargo fuzz runs with RUSTC_BOOTSTRAP=1. Inputs that crash are saved under `<crate>/fuzz/artifacts`
-# and the corpus under `<crate>/fuzz/corpus` (both gitignored).
+# and the corpus under `<crate>/fuzz/corpus` (both gitignored). All fuzz crates build into one
+# target directory, `target/fuzz`.
 #
 # Usage: scripts/fuzz.sh [--run SECONDS]
 set -euo pipefail
@@ -43,14 +44,22 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 echo "fuzz: using $(cargo fuzz --version)"
 
+# One target directory for every fuzz crate: each is its own workspace, but their common
+# dependencies (libFuzzer's C++ above all, serde, tokio, rustls) are then built once instead of
+# once per crate. Target names are unique across the repository, so their binaries do not clash.
+target_dir="$PWD/target/fuzz"
+
 # cargo fuzz, allowed the unstable sanitizer flags on the stable toolchain.
 cargo_fuzz() {
-    RUSTC_BOOTSTRAP=1 cargo fuzz "$@"
+    local command=$1
+    shift
+    RUSTC_BOOTSTRAP=1 cargo fuzz "$command" --target-dir "$target_dir" "$@"
 }
 
 shopt -s nullglob
 crates=0
 failed=()
+declare -A owner=()
 for dir in */fuzz */*/fuzz; do
     [[ -f "$dir/Cargo.toml" ]] || continue
     crates=$((crates + 1))
@@ -61,6 +70,13 @@ for dir in */fuzz */*/fuzz; do
         echo "fuzz: $dir has no targets; skipping"
         continue
     fi
+    for target in "${targets[@]}"; do
+        if [[ -n "${owner[$target]:-}" ]]; then
+            echo "fuzz: target $target is in both ${owner[$target]} and $dir; names must be unique (one target dir)" >&2
+            exit 1
+        fi
+        owner[$target]=$dir
+    done
     echo "fuzz: building $dir (targets: ${targets[*]}): RUSTC_BOOTSTRAP=1 cargo fuzz build -O"
     (cd "$crate" && cargo_fuzz build -O)
     [[ -n "$run_seconds" ]] || continue

@@ -116,7 +116,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !args.once {
         watch_signals(stop.clone())?;
     }
-    println!("weftctl demo: starting a node namespace, the control plane and five pods ...");
+    println!("weftctl demo: starting a node namespace, the control plane and four pods ...");
     let cluster = Cluster::start().context("start the node namespace and the control plane")?;
     let api = cluster.service(
         ServiceSpec::new(NAMESPACE, "api")
