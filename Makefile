@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro profile
+.PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
@@ -61,6 +61,11 @@ bench-smoke: bench-deps
 
 bench-deps:
 	scripts/bench-deps.sh
+
+## bench-cni: how long weft-cni's ADD and DEL take, nft and legacy (root; writes nothing)
+bench-cni:
+	$(CARGO) build --release --locked -p weft-cni
+	scripts/bench-cni.sh target/release/weft-cni 30
 
 ## bench-micro: criterion micro-benchmarks of the hot pure code
 bench-micro:

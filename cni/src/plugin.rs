@@ -176,9 +176,9 @@ fn check(env: &Env, conf: &NetConf) -> Result<String, CniError> {
                 mismatch.to_string(),
             )),
         },
-        // An unmeshed pod must hold none of our rules: compare against an empty removal.
+        // An unmeshed pod must hold none of our rules: anything to remove is a mismatch.
         None => {
-            let nothing = redirector.families.iter().try_fold(false, |any, &family| {
+            let ours_present = redirector.families.iter().try_fold(false, |any, &family| {
                 let now = redirector.iptables.save(family).map_err(|e| {
                     conf.error(
                         code::IPTABLES_FAILED,
@@ -188,7 +188,7 @@ fn check(env: &Env, conf: &NetConf) -> Result<String, CniError> {
                 })?;
                 Ok::<_, CniError>(any || weft_cni_core::plan::remove(&now).is_some())
             })?;
-            if nothing {
+            if ours_present {
                 Err(conf.error(
                     code::RULES_NOT_IN_PLACE,
                     "the pod is not meshed but holds Weft redirect rules",

@@ -7,7 +7,8 @@
 //! - ADD on a meshed pod passes `prevResult` through and installs exactly the rule set; ADD twice
 //!   changes nothing; CHECK passes, and fails with code 100 naming the difference once a rule is
 //!   gone; DEL removes the rules, and DEL again, or on a namespace that is gone, succeeds;
-//! - an unmeshed pod gets no rules, and its result still passes through;
+//! - an unmeshed pod gets no rules, and its result still passes through; CHECK fails if it
+//!   holds some;
 //! - a malformed config, a missing or relative netns path, a config without prevResult, and a
 //!   bad pod annotation each get a CNI error (JSON on stdout, the spec's code, non-zero exit),
 //!   never a panic, and leave no rule behind;
@@ -196,6 +197,13 @@ fn unmeshed_pods_get_no_rules() {
         let (ok, out) = cni("CHECK", &netns, &conf);
         assert!(ok, "CHECK: {out}");
     }
+    // Rules in a pod that should have none: CHECK says so.
+    let init = ns.exec(&[env!("CARGO_BIN_EXE_weft-init"), "--iptables-backend", "nft"]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let (ok, out) = cni("CHECK", &netns, &conf("nft", &dir.path().join("log"), &[]));
+    assert!(!ok, "CHECK passed on an unmeshed pod holding rules");
+    assert_eq!(error_code(&out), 100, "{out}");
+    assert!(out.contains("not meshed but holds"), "{out}");
 }
 
 #[test]
