@@ -112,10 +112,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
              (`make deps` does it). Without root, `make demo` runs the loopback demo instead: scripts/try-proxy.sh"
         );
     }
+    // Ctrl-C must end in the guards' cleanup, with `--once` too: the default action would kill
+    // the process and leave the namespaces behind.
     let stop = Arc::new(AtomicBool::new(false));
-    if !args.once {
-        watch_signals(stop.clone())?;
-    }
+    watch_signals(stop.clone())?;
     println!("weftctl demo: starting a node namespace, the control plane and four pods ...");
     let cluster = Cluster::start().context("start the node namespace and the control plane")?;
     let api = cluster.service(
@@ -197,12 +197,19 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    // Set by a signal rather than by the deadline.
+    let interrupted = stop.swap(true, Ordering::Relaxed);
     for (_, _, _, handle) in clients.iter() {
         // The clients notice `stop` within one request timeout.
         while !handle.is_finished() {
             thread::sleep(Duration::from_millis(20));
         }
+    }
+    if args.once && interrupted {
+        println!("\nweftctl demo: interrupted; removing pods, namespaces, the bridge and the rules ...");
+        drop(pods);
+        drop(cluster);
+        bail!("interrupted before the checks ran");
     }
     if args.once {
         let totals = totals(&pods);
