@@ -206,7 +206,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     if args.once && interrupted {
-        println!("\nweftctl demo: interrupted; removing pods, namespaces, the bridge and the rules ...");
+        println!(
+            "\nweftctl demo: interrupted; removing pods, namespaces, the bridge and the rules ..."
+        );
         drop(pods);
         drop(cluster);
         bail!("interrupted before the checks ran");
