@@ -122,13 +122,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
         return Ok(result);
     };
     let redirector = redirector(conf)?;
-    netns::enter(&netns).map_err(|e| {
-        conf.error(
-            code::UNKNOWN_CONTAINER,
-            "cannot enter the pod's network namespace",
-            e.to_string(),
-        )
-    })?;
+    enter_pod(conf, &netns)?;
     redirector.apply(&redirect).map_err(|e| {
         conf.error(
             code::IPTABLES_FAILED,
@@ -153,13 +147,7 @@ fn check(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     let pod = pod_ref(env, conf)?;
     let wanted = wanted(conf, &pod)?;
     let redirector = redirector(conf)?;
-    netns::enter(&netns).map_err(|e| {
-        conf.error(
-            code::UNKNOWN_CONTAINER,
-            "cannot enter the pod's network namespace",
-            e.to_string(),
-        )
-    })?;
+    enter_pod(conf, &netns)?;
     let iptables_error = |e: crate::redirector::RedirectorError| {
         conf.error(
             code::IPTABLES_FAILED,
@@ -235,6 +223,17 @@ fn del(env: &Env, conf: &NetConf) -> Result<String, CniError> {
         }
     }
     Ok(String::new())
+}
+
+/// Enters the pod's network namespace for ADD and CHECK; a path that is not one is code 3.
+fn enter_pod(conf: &NetConf, netns: &std::path::Path) -> Result<(), CniError> {
+    netns::enter(netns).map_err(|e| {
+        conf.error(
+            code::UNKNOWN_CONTAINER,
+            "cannot enter the pod's network namespace",
+            e.to_string(),
+        )
+    })
 }
 
 fn require<'a>(conf: &NetConf, name: &str, value: Option<&'a str>) -> Result<&'a str, CniError> {
