@@ -4,6 +4,7 @@
 //! build the whole proxy in-process and read the bound addresses back.
 
 use std::{
+    collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{atomic::AtomicBool, atomic::Ordering, Arc},
@@ -14,18 +15,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_certs::{CertStore, TrustBundle};
-use weft_proxy_http::{client::MeshConnect, Upstreams};
+use weft_proxy_http::Upstreams;
 use weft_proxy_identity::{Certifier, CertifyConfig, MeshTls};
 use weft_proxy_metrics::{Direction, Metrics};
 use weft_proxy_transport::bind;
 
 use crate::{
     accept, admin,
-    config::{Config, IdentityConfig, Target},
+    config::{keys, Config, IdentityConfig, Target},
+    conn::Common,
     drain::{Drain, Drained},
-    outbound::Router,
+    inbound::{Inbound, InboundMesh},
+    outbound::{endpoint::Endpoints, Destinations, Outbound, StaticPeer},
     redirect_check::{self, CheckAddr, Checker, RedirectStatus, Token},
-    stack::{Mesh, MeshRoute, Stack},
     telemetry::LogHandle,
 };
 
@@ -42,6 +44,16 @@ pub struct App {
     log: Option<LogHandle>,
     /// The redirect check's addresses and this process's token.
     check: Arc<CheckAddr>,
+    /// With a control plane: the proxy's TLS and the certifier that fills its store.
+    identity: Option<Identity>,
+}
+
+/// The proxy's identity, prepared before any port is bound.
+#[derive(Debug)]
+struct Identity {
+    tls: Arc<MeshTls>,
+    own_id: Arc<str>,
+    certifier: Certifier,
 }
 
 /// Where the proxy's listeners ended up.
@@ -72,10 +84,26 @@ pub enum BuildError {
     /// No random bytes for the redirect check's token.
     #[error("the system's random number generator failed; is /dev/urandom (getrandom) available?")]
     Random,
+    /// The identity's configuration is unusable (the trust anchors file, a peer's identity).
+    #[error("{0}")]
+    Identity(String),
 }
 
-/// Binds every listener. Nothing is served until [`App::run`].
+impl BuildError {
+    /// Whether the cause is the configuration (exit 64) rather than the host (exit 1).
+    pub fn is_config(&self) -> bool {
+        matches!(self, BuildError::Identity(_))
+    }
+}
+
+/// Checks what the config names on disk (the trust anchors), then binds every listener.
+/// Nothing is served until [`App::run`].
 pub async fn build(config: Config, log: Option<LogHandle>) -> Result<App, BuildError> {
+    let identity = config
+        .identity
+        .as_ref()
+        .map(|id| identity(&config, id))
+        .transpose()?;
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
     if config.redirect_check.is_some() {
         metrics.enable_redirect_check()?;
@@ -134,6 +162,7 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> Result<App, BuildE
         drain: Drain::new(),
         log,
         check,
+        identity,
     })
 }
 
@@ -165,6 +194,7 @@ impl App {
             drain,
             log,
             check,
+            identity,
         } = self;
         let ready = Arc::new(AtomicBool::new(false));
         // IPv6 is proved too when the proxy listens on `::1`: its traffic is redirected there.
@@ -189,61 +219,88 @@ impl App {
 
         let upstreams = Upstreams::new(config.client.clone(), metrics.clone());
         let shutdown_identity = CancellationToken::new();
-        let (mesh, certified, router) = match &config.identity {
-            Some(identity) => {
-                let (mesh, certifier) = identity_stack(&config, identity, &addrs, &metrics)?;
-                let held = certifier.subscribe();
-                let discovery = weft_proxy_discovery::Discovery::new(
-                    certifier.dialer().clone(),
-                    mesh.own_id.to_string(),
-                    weft_proxy_discovery::Settings::default(),
-                    metrics.clone(),
-                    shutdown_identity.clone(),
-                );
-                let router = Router::new(
-                    discovery,
-                    config.discovery.clone(),
-                    config.balance,
-                    upstreams.clone(),
-                    mesh.tls.clone(),
-                    mesh.own_id.clone(),
-                    metrics.clone(),
-                );
-                let view = router.clone();
-                config_view.set(move || view.view());
-                tokio::spawn(certifier.run(shutdown_identity.clone()));
-                (Some(mesh), Some(held), Some(router))
-            }
-            None => (None, None, None),
+        let common = |direction| Common {
+            direction,
+            opaque_ports: config.opaque_ports.clone(),
+            detect_timeout: config.detect_timeout,
+            connect_timeout: config.client.connect_timeout,
+            server: config.server.clone(),
+            upstreams: upstreams.clone(),
+            metrics: metrics.clone(),
+            drain: drain.clone(),
         };
-        let stack = |direction, target| {
-            let router = match direction {
-                Direction::Outbound => router.clone(),
-                Direction::Inbound => None,
-            };
-            Arc::new(Stack {
-                router,
-                direction,
-                target,
-                opaque_ports: config.opaque_ports.clone(),
-                detect_timeout: config.detect_timeout,
-                connect_timeout: config.client.connect_timeout,
-                server: config.server.clone(),
+        let check_for = |target| (target == Target::Transparent).then(|| check.clone());
+        let mut outbound_stack = Outbound {
+            common: common(Direction::Outbound),
+            target: config.outbound_target,
+            destinations: None,
+            peers: HashMap::new(),
+            redirect_check: check_for(config.outbound_target),
+        };
+        let mut inbound_stack = Inbound {
+            common: common(Direction::Inbound),
+            target: config.inbound_target,
+            mesh: None,
+            redirect_check: check_for(config.inbound_target),
+        };
+        let mut certified = None;
+        if let Some(Identity {
+            tls,
+            own_id,
+            certifier,
+        }) = identity
+        {
+            certified = Some(certifier.subscribe());
+            let endpoints = Endpoints {
                 upstreams: upstreams.clone(),
+                tls: tls.clone(),
+                own_id: own_id.clone(),
                 metrics: metrics.clone(),
-                drain: drain.clone(),
-                mesh: mesh.clone(),
-                redirect_check: (target == Target::Transparent).then(|| check.clone()),
-            })
-        };
-        let outbound_stack = stack(Direction::Outbound, config.outbound_target);
+                tunnels: drain.tasks().clone(),
+            };
+            for (dst, peer) in &config.mesh_destinations {
+                let endpoint = endpoints
+                    .mesh_connect(&peer.id, peer.proxy)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                let series = endpoints.peer_series(&peer.id.to_string());
+                outbound_stack
+                    .peers
+                    .insert(*dst, StaticPeer { endpoint, series });
+            }
+            let discovery = weft_proxy_discovery::Discovery::new(
+                certifier.dialer().clone(),
+                own_id.to_string(),
+                weft_proxy_discovery::Settings::default(),
+                metrics.clone(),
+                shutdown_identity.clone(),
+            );
+            let destinations = Destinations::new(
+                discovery,
+                config.discovery.clone(),
+                config.balance,
+                endpoints,
+            );
+            let view = destinations.clone();
+            config_view.set(move || view.view());
+            outbound_stack.destinations = Some(destinations);
+            inbound_stack.mesh = Some(InboundMesh {
+                tls,
+                own_id,
+                mode: config.inbound_mtls,
+                own_ports: vec![
+                    addrs.outbound.port(),
+                    addrs.inbound.port(),
+                    addrs.admin.port(),
+                    config.redirect_check_port,
+                ],
+            });
+            tokio::spawn(certifier.run(shutdown_identity.clone()));
+        }
+        let outbound_stack = Arc::new(outbound_stack);
         for listener in outbound {
             tokio::spawn(accept::serve(listener, outbound_stack.clone()));
         }
-        tokio::spawn(accept::serve(
-            inbound,
-            stack(Direction::Inbound, config.inbound_target),
-        ));
+        tokio::spawn(accept::serve(inbound, Arc::new(inbound_stack)));
 
         info!(
             outbound = %addrs.outbound,
@@ -305,33 +362,32 @@ impl App {
     }
 }
 
-/// The identity's TLS configs, the mesh map, and the certifier that fills the certificate store.
-fn identity_stack(
-    config: &Config,
-    identity: &IdentityConfig,
-    addrs: &Addrs,
-    metrics: &Metrics,
-) -> io::Result<(Arc<Mesh>, Certifier)> {
-    let err = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    let pem = std::fs::read_to_string(&identity.trust_anchors).map_err(|e| {
-        err(format!(
+/// The identity's trust anchors and TLS configs, and the certifier that fills the certificate
+/// store: everything the config names on disk, read before a port is bound.
+fn identity(config: &Config, identity: &IdentityConfig) -> Result<Identity, BuildError> {
+    let anchors = |e: &dyn std::fmt::Display| {
+        BuildError::Identity(format!(
             "{}={}: {e}",
-            crate::config::keys::TRUST_ANCHORS,
+            keys::TRUST_ANCHORS,
             identity.trust_anchors.display()
         ))
-    })?;
-    let bundle = TrustBundle::from_pem(&pem).map_err(|e| {
-        err(format!(
-            "{}={}: {e}",
-            crate::config::keys::TRUST_ANCHORS,
-            identity.trust_anchors.display()
-        ))
-    })?;
+    };
+    let pem = std::fs::read_to_string(&identity.trust_anchors).map_err(|e| anchors(&e))?;
+    let bundle = TrustBundle::from_pem(&pem).map_err(|e| anchors(&e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = Arc::new(
         MeshTls::new(identity.id.clone(), bundle, provider, CertStore::new())
-            .map_err(|e| err(format!("TLS config: {e}")))?,
+            .map_err(|e| BuildError::Identity(format!("TLS config: {e}")))?,
     );
+    for peer in config.mesh_destinations.values() {
+        tls.client_config(&peer.id).map_err(|e| {
+            BuildError::Identity(format!(
+                "{}: TLS config for {}: {e}",
+                keys::MESH_DESTINATIONS,
+                peer.id
+            ))
+        })?;
+    }
     let certifier = Certifier::new(
         CertifyConfig {
             control_plane: identity.control_plane.clone(),
@@ -344,37 +400,13 @@ fn identity_stack(
         },
         tls.clone(),
     )
-    .map_err(|e| err(format!("TLS config: {e}")))?;
+    .map_err(|e| BuildError::Identity(format!("TLS config: {e}")))?;
     info!(identity = %identity.id, control_plane = %identity.control_plane, mtls = ?config.inbound_mtls, mesh_destinations = config.mesh_destinations.len(), "identity");
-    let own_id: Arc<str> = identity.id.to_string().into();
-    let mut destinations = std::collections::HashMap::new();
-    for (dst, peer) in &config.mesh_destinations {
-        let server_id: Arc<str> = peer.id.to_string().into();
-        let route = MeshRoute {
-            proxy: peer.proxy,
-            connect: MeshConnect {
-                tls: tls
-                    .client_config(&peer.id)
-                    .map_err(|e| err(format!("TLS config for {}: {e}", peer.id)))?,
-                server_id: server_id.clone(),
-            },
-            series: metrics.mesh(Direction::Outbound, &own_id, &server_id),
-        };
-        destinations.insert(*dst, route);
-    }
-    let mesh = Mesh {
-        own_id,
+    Ok(Identity {
         tls,
-        destinations,
-        inbound_mode: config.inbound_mtls,
-        own_ports: vec![
-            addrs.outbound.port(),
-            addrs.inbound.port(),
-            addrs.admin.port(),
-            config.redirect_check_port,
-        ],
-    };
-    Ok((Arc::new(mesh), certifier))
+        own_id: identity.id.to_string().into(),
+        certifier,
+    })
 }
 
 fn mode(target: Target) -> String {

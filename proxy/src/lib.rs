@@ -5,9 +5,15 @@
 //! - [`app`]: binds the listeners and runs them until drained; a test builds the whole proxy
 //!   in-process on port 0 with it.
 //! - `accept`: one accept loop per listener, a task and a tracing span per connection.
-//! - `stack`: a connection's path: original destination -> protocol detection -> HTTP or TCP.
+//! - `outbound`: the app's own connections: original destination -> protocol -> logical
+//!   (what the destination is: a Service, a known peer, or as it is) -> concrete (a backend
+//!   Service, balanced) -> endpoint (plaintext or the mesh hop).
+//! - `inbound`: connections into the pod, and peer proxies' mesh connections (mTLS terminated,
+//!   each request handed to the app on the port it was marked for).
+//! - `conn`: what both directions share once the destination is known: protocol detection,
+//!   then HTTP through a stack of stages (`weft-proxy-http`) or opaque TCP.
 //! - `detect`: reads the first bytes with a timeout (the decision is `weft-proxy-detect`'s).
-//! - `tcp`: opaque forwarding with half-close.
+//! - `tcp`: opaque forwarding with half-close, for every kind of target.
 //! - [`redirect_check`]: the proxy proves, every few seconds, that the pod's iptables rules send
 //!   outbound traffic to it; the outbound listener answers the probe.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/log-level`, `/shutdown`, on its own thread.
@@ -23,11 +29,12 @@ mod accept;
 pub mod admin;
 pub mod app;
 pub mod config;
+mod conn;
 mod detect;
 pub mod drain;
+mod inbound;
 mod outbound;
 pub mod redirect_check;
-mod stack;
 mod tcp;
 pub mod telemetry;
 

@@ -34,7 +34,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weft-proxy: {e:#}");
-            ExitCode::FAILURE
+            let config_error = e
+                .downcast_ref::<weft_proxy::app::BuildError>()
+                .is_some_and(|e| e.is_config());
+            if config_error {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

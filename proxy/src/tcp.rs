@@ -1,4 +1,6 @@
-//! Opaque TCP: bytes copied both ways, each direction closed on its own (half-close).
+//! Opaque TCP, in one place for both directions: connect (directly, or through a peer proxy's
+//! mesh tunnel, or to the endpoint a balancer picked), then copy bytes both ways, each
+//! direction closed on its own (half-close).
 
 use std::time::Duration;
 
@@ -6,8 +8,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 use weft_proxy_http::{
-    balanced::{Picked, Upstream},
+    balance::Picked,
     client::{ClientError, Endpoint},
+    forward::Upstream,
 };
 use weft_proxy_transport::{connect, ConnectError, OrigDstAddr};
 
@@ -22,6 +25,12 @@ pub(crate) enum ForwardError {
         #[source]
         source: ClientError,
     },
+    #[error("{dst} cannot name a mesh tunnel: {source}")]
+    Authority {
+        dst: OrigDstAddr,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
     #[error("copying to or from {dst} failed: {source}")]
     Copy {
         dst: OrigDstAddr,
@@ -30,92 +39,88 @@ pub(crate) enum ForwardError {
     },
 }
 
-/// Connects to `dst` and copies until both sides have closed. When one side finishes sending,
-/// the other side's write half is shut down and the opposite direction carries on.
+/// Where an opaque connection goes.
+#[derive(Debug)]
+pub(crate) enum To<'a> {
+    /// The original destination itself.
+    Direct,
+    /// The original destination's port, through its peer proxy's mesh connection.
+    Peer(&'a Endpoint),
+    /// The endpoint a Service's balancer picked; the connect's outcome feeds its state.
+    Picked(Picked),
+}
+
+/// Connects the client to `to` (for the original destination `dst`) and copies until both
+/// sides have closed. When one side finishes sending, the other side's write half is shut down
+/// and the opposite direction carries on.
 pub(crate) async fn forward<I>(
-    mut client: I,
+    client: I,
     dst: OrigDstAddr,
+    to: To<'_>,
     connect_timeout: Duration,
 ) -> Result<(), ForwardError>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut server = connect(dst.0, connect_timeout).await?;
-    let (to_server, to_client) = tokio::io::copy_bidirectional(&mut client, &mut server)
-        .await
-        .map_err(|source| ForwardError::Copy { dst, source })?;
-    debug!(to_server, to_client, "tcp forward done");
-    Ok(())
-}
-
-/// Opens a CONNECT stream to `dst`'s port over the mesh connection to its peer proxy and copies
-/// until both sides have closed, with half-close as in [`forward`].
-pub(crate) async fn forward_mesh<I>(
-    mut client: I,
-    dst: OrigDstAddr,
-    peer: &Endpoint,
-) -> Result<(), ForwardError>
-where
-    I: AsyncRead + AsyncWrite + Unpin,
-{
-    let authority = authority(dst)?;
-    let tunnel = peer
-        .open_tunnel(authority, dst.0.port())
-        .await
-        .map_err(|source| ForwardError::Mesh { dst, source })?;
-    let mut server = TokioIo::new(tunnel);
-    let (to_server, to_client) = tokio::io::copy_bidirectional(&mut client, &mut server)
-        .await
-        .map_err(|source| ForwardError::Copy { dst, source })?;
-    debug!(to_server, to_client, "mesh tcp forward done");
-    Ok(())
-}
-
-/// Connects to the endpoint `picked` chose (plainly, or through its proxy) and copies until
-/// both sides have closed. The connect's outcome and time feed the endpoint's balancer state.
-pub(crate) async fn forward_balanced<I>(
-    mut client: I,
-    picked: Picked,
-    connect_timeout: Duration,
-) -> Result<(), ForwardError>
-where
-    I: AsyncRead + AsyncWrite + Unpin,
-{
-    let dst = OrigDstAddr(picked.slot.addr);
-    let copied = match &picked.slot.upstream {
-        Upstream::Plain { .. } => match connect(dst.0, connect_timeout).await {
-            Ok(mut server) => {
-                picked.finish(true);
-                tokio::io::copy_bidirectional(&mut client, &mut server).await
-            }
-            Err(e) => {
-                picked.finish(false);
-                return Err(e.into());
-            }
-        },
-        Upstream::Mesh(peer) => {
-            let authority = authority(dst)?;
-            match peer.open_tunnel(authority, dst.0.port()).await {
-                Ok(tunnel) => {
-                    picked.finish(true);
-                    tokio::io::copy_bidirectional(&mut client, &mut TokioIo::new(tunnel)).await
-                }
-                Err(source) => {
-                    picked.finish(false);
-                    return Err(ForwardError::Mesh { dst, source });
+    match to {
+        To::Direct => {
+            let server = connect(dst.0, connect_timeout).await?;
+            copy(client, server, dst).await
+        }
+        To::Peer(peer) => {
+            let tunnel = open_tunnel(peer, dst).await?;
+            copy(client, TokioIo::new(tunnel), dst).await
+        }
+        To::Picked(picked) => {
+            let endpoint = OrigDstAddr(picked.slot.addr);
+            match picked.slot.forward.upstream() {
+                Upstream::Mesh(peer) => match open_tunnel(peer, endpoint).await {
+                    Ok(tunnel) => {
+                        picked.finish(true);
+                        copy(client, TokioIo::new(tunnel), endpoint).await
+                    }
+                    Err(e) => {
+                        picked.finish(false);
+                        Err(e)
+                    }
+                },
+                Upstream::Plain(_) | Upstream::PlainEither { .. } => {
+                    match connect(endpoint.0, connect_timeout).await {
+                        Ok(server) => {
+                            picked.finish(true);
+                            copy(client, server, endpoint).await
+                        }
+                        Err(e) => {
+                            picked.finish(false);
+                            Err(e.into())
+                        }
+                    }
                 }
             }
         }
-    };
-    let (to_server, to_client) = copied.map_err(|source| ForwardError::Copy { dst, source })?;
-    debug!(to_server, to_client, endpoint = %dst, "balanced tcp forward done");
-    Ok(())
+    }
 }
 
-/// `dst` as the authority of a CONNECT stream on the mesh hop.
-fn authority(dst: OrigDstAddr) -> Result<http::uri::Authority, ForwardError> {
-    http::uri::Authority::try_from(dst.to_string()).map_err(|e| ForwardError::Copy {
-        dst,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-    })
+/// A CONNECT stream to `dst`'s port over the mesh connection to its peer proxy.
+async fn open_tunnel(
+    peer: &Endpoint,
+    dst: OrigDstAddr,
+) -> Result<hyper::upgrade::Upgraded, ForwardError> {
+    let authority = http::uri::Authority::try_from(dst.to_string())
+        .map_err(|source| ForwardError::Authority { dst, source })?;
+    peer.open_tunnel(authority, dst.0.port())
+        .await
+        .map_err(|source| ForwardError::Mesh { dst, source })
+}
+
+async fn copy<A, B>(mut client: A, mut server: B, dst: OrigDstAddr) -> Result<(), ForwardError>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (to_server, to_client) = tokio::io::copy_bidirectional(&mut client, &mut server)
+        .await
+        .map_err(|source| ForwardError::Copy { dst, source })?;
+    debug!(to_server, to_client, %dst, "tcp forward done");
+    Ok(())
 }

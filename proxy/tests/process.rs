@@ -47,6 +47,37 @@ fn a_bad_setting_exits_64_with_one_line_naming_it() {
 }
 
 #[test]
+fn unusable_trust_anchors_exit_64_before_a_port_is_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = dir.path().join("anchors.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t\n").expect("write");
+    for anchors in [garbage, dir.path().join("missing.pem")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+            .env_clear()
+            .env("WEFT_CONTROL_PLANE", "127.0.0.1:1")
+            .env("WEFT_TRUST_ANCHORS", &anchors)
+            .env("WEFT_IDENTITY_TOKEN_FILE", &token)
+            .env("WEFT_NAMESPACE", "ns")
+            .env("WEFT_SERVICE_ACCOUNT", "sa")
+            .env("WEFT_OUTBOUND_PORT", "0")
+            .env("WEFT_INBOUND_PORT", "0")
+            .env("WEFT_ADMIN_PORT", "0")
+            .output()
+            .expect("run weft-proxy");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(64), "{anchors:?}: {stderr}");
+        assert!(
+            stderr.contains("WEFT_TRUST_ANCHORS") && stderr.contains(&*anchors.to_string_lossy()),
+            "{stderr}"
+        );
+        assert!(!stdout.contains("listening"), "no port was bound: {stdout}");
+    }
+}
+
+#[test]
 fn help_lists_the_settings() {
     let out = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
         .arg("--help")

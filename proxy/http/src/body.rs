@@ -1,4 +1,5 @@
-//! The response body the proxy hands back, which records the request's metrics when done.
+//! The bodies that travel through the stages: [`RequestBody`] on the way in, [`ResponseBody`]
+//! on the way out.
 
 use std::{
     pin::Pin,
@@ -14,21 +15,77 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use weft_proxy_metrics::RequestSeries;
 
-use crate::client::Checkout;
+use crate::{client::Checkout, replay::ReplayBody};
+
+/// Any error a body can end with. Boxed only when it happens.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way upstream: the client's own, streamed; a replayable copy of it
+/// (retries, mirroring); or none (a tunnel's CONNECT).
+///
+/// One type for every stage and every upstream pool, so a stage that makes a body replayable
+/// changes nothing below it. Each variant is `Unpin`, so no projection is needed.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// The client's body, frame by frame as it arrives.
+    Incoming(Incoming),
+    /// A body that can be sent again (see [`ReplayBody`]).
+    Replay(ReplayBody<Incoming>),
+    /// No body.
+    Empty,
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Incoming(body)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(|e| e.into()),
+            RequestBody::Replay(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Replay(b) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Replay(b) => b.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// An upstream's streamed body, or a short body the proxy wrote itself (an error message).
 pub type Inner = Either<Incoming, Full<Bytes>>;
 
 pin_project_lite::pin_project! {
     /// A response body that, when dropped (after its last frame was written, or when the client
-    /// went away; hyper may never poll an empty body, but it always drops it), counts its request
-    /// in `weft_requests_total` and `weft_request_duration_seconds` and hands the upstream
-    /// HTTP/1 connection back to its pool.
+    /// went away; hyper may never poll an empty body, but it always drops it), counts its
+    /// request in `weft_requests_total` and `weft_request_duration_seconds` and hands the
+    /// upstream HTTP/1 connection back to its pool.
     #[derive(Debug)]
     pub struct ResponseBody {
         #[pin]
         inner: Inner,
-        recorder: Recorder,
+        recorder: Option<Recorder>,
     }
 }
 
@@ -43,7 +100,7 @@ struct Recorder {
 impl ResponseBody {
     /// Wraps `inner`, the body of a response with `status` to a request that arrived at `start`,
     /// read from the upstream connection `checkout` (HTTP/1).
-    pub fn new(
+    pub fn recorded(
         inner: Inner,
         series: Arc<RequestSeries>,
         status: StatusCode,
@@ -52,12 +109,20 @@ impl ResponseBody {
     ) -> Self {
         Self {
             inner,
-            recorder: Recorder {
+            recorder: Some(Recorder {
                 series,
                 status,
                 start,
                 checkout,
-            },
+            }),
+        }
+    }
+
+    /// A body the proxy wrote itself, counted by whoever made it (or not at all).
+    pub fn unrecorded(inner: Full<Bytes>) -> Self {
+        Self {
+            inner: Either::Right(inner),
+            recorder: None,
         }
     }
 }
@@ -89,5 +154,19 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant must stay `Unpin`: [`RequestBody::poll_frame`] relies on it.
+    #[test]
+    fn request_bodies_are_unpin() {
+        fn unpin<T: Unpin + Send + 'static>() {}
+        unpin::<Incoming>();
+        unpin::<ReplayBody<Incoming>>();
+        unpin::<RequestBody>();
     }
 }

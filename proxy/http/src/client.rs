@@ -23,9 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{Either, Empty};
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
@@ -35,6 +33,8 @@ use tokio_rustls::TlsConnector;
 use tracing::debug;
 use weft_proxy_metrics::{Direction, Handshake, Metrics};
 use weft_proxy_transport::{connect, ConnectError};
+
+use crate::body::RequestBody;
 
 /// How upstream connections are made and kept.
 #[derive(Clone, Debug)]
@@ -68,9 +68,8 @@ impl std::fmt::Debug for MeshConnect {
     }
 }
 
-/// What an HTTP/2 upstream connection carries: the client's body, or nothing (a tunnel's
-/// CONNECT).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// What an upstream connection carries.
+pub type UpstreamBody = RequestBody;
 
 /// Which HTTP version an upstream connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -223,7 +222,7 @@ pub struct Endpoint {
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<UpstreamBody>,
     since: Instant,
 }
 
@@ -231,7 +230,7 @@ struct Idle {
 /// response body is done.
 #[derive(Debug)]
 pub struct Checkout {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<UpstreamBody>,
     endpoint: Arc<Endpoint>,
 }
 
@@ -256,20 +255,17 @@ impl Endpoint {
     /// [`Checkout`] to release when the response body is done.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Option<Checkout>), ClientError> {
         match self.version {
             UpstreamVersion::Http1 => self.send_h1(req).await.map(|(rsp, c)| (rsp, Some(c))),
-            UpstreamVersion::Http2 => self
-                .send_h2(req.map(Either::Left))
-                .await
-                .map(|rsp| (rsp, None)),
+            UpstreamVersion::Http2 => self.send_h2(req).await.map(|rsp| (rsp, None)),
         }
     }
 
     async fn send_h1(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Checkout), ClientError> {
         let mut req = req;
         if let Some(mut tx) = self.take_idle() {
@@ -323,7 +319,7 @@ impl Endpoint {
         authority: http::uri::Authority,
         port: u16,
     ) -> Result<hyper::upgrade::Upgraded, ClientError> {
-        let mut req = Request::new(Either::Right(Empty::new()));
+        let mut req = Request::new(RequestBody::Empty);
         *req.method_mut() = http::Method::CONNECT;
         *req.uri_mut() = http::Uri::from(authority);
         *req.version_mut() = http::Version::HTTP_2;
@@ -364,7 +360,7 @@ impl Endpoint {
     }
 
     /// A ready idle HTTP/1 connection, newest first; stale or closed ones are dropped.
-    fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
+    fn take_idle(&self) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop() {
             if conn.tx.is_ready() && conn.since.elapsed() < self.settings.idle_timeout {
@@ -381,7 +377,7 @@ impl Endpoint {
         Some(tx.clone())
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, ClientError> {
+    async fn connect_h1(&self) -> Result<http1::SendRequest<UpstreamBody>, ClientError> {
         let io = TokioIo::new(connect(self.addr, self.settings.connect_timeout).await?);
         let (tx, conn) = http1::Builder::new().handshake(io).await?;
         let addr = self.addr;

@@ -1,34 +1,45 @@
-//! HTTP proxying for the Weft proxy.
+//! HTTP proxying for the Weft proxy: the per-request stages and the connection pools under
+//! them.
 //!
 //! # Layout
+//! - [`stage`]: the [`Stage`](stage::Stage) trait every per-request step implements, and the
+//!   request's context [`Cx`](stage::Cx).
+//! - [`server`]: the edge: serving one accepted connection as HTTP/1 or HTTP/2 through a stack
+//!   of stages, with graceful shutdown; failures become responses there.
+//! - Stages, one per file, outermost first: [`split`] (which backend Service of a logical
+//!   one, by weight), [`balance`] (which endpoint of a backend Service: power of two choices
+//!   over peak-EWMA latency, with ejection), [`forward`] (one request to one endpoint's pool:
+//!   hop-by-hop headers, URI form, the mesh hop's marks, upgrades and CONNECT).
+//! - [`error`]: [`ProxyError`], the one place a failure becomes a status.
+//! - [`body`]: [`RequestBody`](body::RequestBody), the one request body type of every stage
+//!   and pool, and [`ResponseBody`](body::ResponseBody), which records the request's metrics
+//!   when it ends; [`replay`]: a request body that can be sent again (retries, mirroring).
+//! - [`client`]: [`Upstreams`], keep-alive connection pools per endpoint and HTTP version, and
+//!   the mesh hop's mTLS HTTP/2 connection per peer proxy.
 //! - [`headers`]: hop-by-hop header removal (RFC 9110 §7.6.1) and upgrade detection; pure.
-//! - [`client`]: [`Upstreams`], keep-alive connection pools per endpoint and HTTP version.
-//! - [`proxy`]: [`Proxy`], the per-connection service that forwards a request to its endpoint,
-//!   tunnels upgrades and CONNECT, and maps failures to statuses.
-//! - [`mesh`]: how requests are marked for the mesh hop between two proxies; the hop itself
-//!   is an [`Endpoint`](client::Endpoint) with [`MeshConnect`](client::MeshConnect) (outbound)
-//!   and [`serve_mesh`](mesh_server::serve_mesh) (inbound).
-//! - [`balanced`]: [`Balanced`](balanced::Balanced), a Service's endpoints as one backend,
-//!   picked per request (power of two choices over peak-EWMA latency, with ejection).
-//! - [`body`]: the response body type, which records the request's metrics when it ends.
-//! - [`server`]: serving one accepted connection as HTTP/1 or HTTP/2, with graceful shutdown.
+//! - [`mesh`]: how requests are marked for the mesh hop between two proxies;
+//!   [`mesh_server`]: the receiving end, serving a peer proxy's HTTP/2 connection.
 //!
 //! Bodies stream: a request or response body is passed frame by frame (trailers included) from
-//! one side to the other and never buffered whole.
+//! one side to the other and never buffered whole; a replayable body keeps at most its cap.
 
 #![forbid(unsafe_code)]
 
-pub mod balanced;
+pub mod balance;
 pub mod body;
 pub mod client;
+pub mod error;
+pub mod forward;
 pub mod headers;
 pub mod mesh;
 pub mod mesh_server;
-pub mod proxy;
+pub mod replay;
 pub mod server;
+pub mod split;
+pub mod stage;
 
 pub use client::{ClientSettings, Upstreams};
-pub use proxy::{Backend, Proxy, ProxyError};
+pub use error::ProxyError;
 pub use server::{serve, ServerSettings};
 
 /// The response header that carries the proxy's reason for a status it made up itself

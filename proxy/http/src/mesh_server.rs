@@ -21,10 +21,16 @@ use weft_proxy_metrics::RequestSeries;
 use weft_proxy_transport::{connect, OrigDstAddr};
 
 use crate::{
-    body::ResponseBody,
-    client::{UpstreamVersion, Upstreams},
-    mesh, Proxy, ServerSettings, ERROR_HEADER,
+    body::{RequestBody, ResponseBody},
+    client::Upstreams,
+    error::ProxyError,
+    forward::{upstream_version, Forward, Upstream},
+    mesh,
+    stage::{Cx, Stage},
+    ServerSettings,
 };
+
+use Outcome::{Failed, Refused};
 
 /// Where requests from the mesh land.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,12 +54,12 @@ pub struct MeshInbound {
     pub own_ports: Vec<u16>,
 }
 
-/// The most (address, version) pairs whose [`Proxy`] one mesh connection keeps.
-const MAX_PROXIES_PER_CONN: usize = 32;
+/// The most (address, version) pairs whose [`Forward`] one mesh connection keeps.
+const MAX_FORWARDS_PER_CONN: usize = 32;
 
 struct Conn {
     ctx: MeshInbound,
-    proxies: Mutex<Vec<(SocketAddr, UpstreamVersion, Proxy)>>,
+    forwards: Mutex<Vec<(SocketAddr, Version, Arc<Forward>)>>,
 }
 
 /// Serves HTTP/2 from a peer proxy on `io` until it closes or `shutdown` (GOAWAY, then open
@@ -69,7 +75,7 @@ where
 {
     let conn = Arc::new(Conn {
         ctx,
-        proxies: Mutex::new(Vec::new()),
+        forwards: Mutex::new(Vec::new()),
     });
     let service = service_fn(move |req| conn.clone().handle(req));
     let conn = http2::Builder::new(TokioExecutor::new())
@@ -89,61 +95,84 @@ where
 impl Conn {
     async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
-        let marked = match mesh::take_inbound(req.headers_mut()) {
-            Ok(m) => m,
-            Err(e) => return Ok(self.error(StatusCode::BAD_REQUEST, &e.to_string(), start)),
+        let rsp = match self.deliver(req, start).await {
+            Ok(rsp) => rsp,
+            Err(Refused(e)) => {
+                // Refused here, before any stage counted it.
+                self.ctx.series.record(e.status(), start.elapsed());
+                debug!(error = %e, "mesh request refused");
+                e.into_response()
+            }
+            // The endpoint stage logged and counted it.
+            Err(Failed(e)) => e.into_response(),
         };
+        Ok(rsp)
+    }
+
+    async fn deliver(
+        &self,
+        mut req: Request<Incoming>,
+        start: Instant,
+    ) -> Result<Response<ResponseBody>, Outcome> {
+        let marked = mesh::take_inbound(req.headers_mut()).map_err(|e| Refused(e.into()))?;
         let addr = match self.ctx.deliver {
             Deliver::To(addr) => addr,
             Deliver::LocalPort(ip) => {
                 if self.ctx.own_ports.contains(&marked.port) {
-                    let msg = format!("port {} is the proxy's own; refusing a loop", marked.port);
-                    return Ok(self.error(StatusCode::BAD_REQUEST, &msg, start));
+                    return Err(Refused(ProxyError::Loop { port: marked.port }));
                 }
                 SocketAddr::new(ip, marked.port)
             }
         };
         if req.method() == Method::CONNECT {
-            return Ok(self.tunnel(req, addr, start).await);
+            return self.tunnel(req, addr, start).await.map_err(Refused);
         }
         *req.version_mut() = marked.version;
-        let version = if marked.version == Version::HTTP_2 {
-            UpstreamVersion::Http2
-        } else {
+        if marked.version != Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
             // HTTP/2 carried the host as :authority; HTTP/1 needs it back as a header.
-            if !req.headers().contains_key(header::HOST) {
-                if let Some(v) = req
-                    .uri()
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                {
-                    req.headers_mut().insert(header::HOST, v);
-                }
+            if let Some(v) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(header::HOST, v);
             }
-            UpstreamVersion::Http1
+        }
+        let cx = Cx {
+            dst: OrigDstAddr(addr),
+            start,
         };
-        self.proxy(addr, version).handle(req).await
+        let forward = self.forward(addr, marked.version);
+        forward
+            .call(req.map(RequestBody::Incoming), cx)
+            .await
+            .map_err(Failed)
     }
 
-    fn proxy(&self, addr: SocketAddr, version: UpstreamVersion) -> Proxy {
-        let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, _, p)) = proxies.iter().find(|(a, v, _)| *a == addr && *v == version) {
-            return p.clone();
+    /// The endpoint stage for the app at `addr` spoken to in `version`, kept per connection.
+    fn forward(&self, addr: SocketAddr, version: Version) -> Arc<Forward> {
+        let mut forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, f)) = forwards
+            .iter()
+            .find(|(a, v, _)| *a == addr && *v == version)
+        {
+            return f.clone();
         }
-        let proxy = Proxy::new(
-            OrigDstAddr(addr),
-            self.ctx.upstreams.endpoint(addr, version),
+        let endpoint = self.ctx.upstreams.endpoint(addr, upstream_version(version));
+        let forward = Arc::new(Forward::new(
+            Upstream::Plain(endpoint),
+            addr.port(),
             self.ctx.series.clone(),
             self.ctx.tunnels.clone(),
-        );
-        if proxies.len() >= MAX_PROXIES_PER_CONN {
-            proxies.clear();
+        ));
+        if forwards.len() >= MAX_FORWARDS_PER_CONN {
+            forwards.clear();
         }
-        proxies.push((addr, version, proxy.clone()));
-        proxy
+        forwards.push((addr, version, forward.clone()));
+        forward
     }
 
     /// A CONNECT stream: a TCP connection to `addr`, bytes copied both ways until both close.
@@ -152,11 +181,10 @@ impl Conn {
         mut req: Request<Incoming>,
         addr: SocketAddr,
         start: Instant,
-    ) -> Response<ResponseBody> {
-        let mut tcp = match connect(addr, self.ctx.connect_timeout).await {
-            Ok(tcp) => tcp,
-            Err(e) => return self.error(StatusCode::BAD_GATEWAY, &e.to_string(), start),
-        };
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let mut tcp = connect(addr, self.ctx.connect_timeout)
+            .await
+            .map_err(ProxyError::Connect)?;
         let downstream = hyper::upgrade::on(&mut req);
         self.ctx.tunnels.spawn(async move {
             match downstream.await {
@@ -172,32 +200,23 @@ impl Conn {
                 Err(e) => debug!(error = %e, "mesh tunnel did not open"),
             }
         });
-        self.respond(StatusCode::OK, Full::new(Bytes::new()), start)
-    }
-
-    fn error(&self, status: StatusCode, msg: &str, start: Instant) -> Response<ResponseBody> {
-        debug!(%status, error = msg, "mesh request refused");
-        let mut rsp = self.respond(status, Full::new(Bytes::from(format!("{msg}\n"))), start);
-        if let Ok(v) = HeaderValue::from_str(msg) {
-            rsp.headers_mut().insert(ERROR_HEADER, v);
-        }
-        rsp
-    }
-
-    fn respond(
-        &self,
-        status: StatusCode,
-        body: Full<Bytes>,
-        start: Instant,
-    ) -> Response<ResponseBody> {
-        let mut rsp = Response::new(ResponseBody::new(
-            Either::Right(body),
+        let mut rsp = Response::new(ResponseBody::recorded(
+            Either::Right(Full::new(Bytes::new())),
             self.ctx.series.clone(),
-            status,
+            StatusCode::OK,
             start,
             None,
         ));
-        *rsp.status_mut() = status;
-        rsp
+        *rsp.status_mut() = StatusCode::OK;
+        Ok(rsp)
     }
+}
+
+/// How a mesh request ended without an upstream response.
+#[derive(Debug)]
+enum Outcome {
+    /// Refused before any stage saw it: not counted yet.
+    Refused(ProxyError),
+    /// Failed in the endpoint stage, which counted it.
+    Failed(ProxyError),
 }

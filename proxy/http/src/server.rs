@@ -1,8 +1,20 @@
-//! Serving an accepted connection as HTTP.
+//! Serving an accepted connection as HTTP: the edge of the per-request path.
+//!
+//! Each request enters its connection's stack here with its [`Cx`], and leaves as a response:
+//! the upstream's, or the one [`ProxyError::into_response`] makes of a failure.
 
-use std::time::Duration;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+    time::{Duration, Instant},
+};
 
+use http::{Request, Response};
 use hyper::{
+    body::Incoming,
     server::conn::{http1, http2},
     service::service_fn,
 };
@@ -10,8 +22,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use weft_proxy_detect::Protocol;
+use weft_proxy_transport::OrigDstAddr;
 
-use crate::Proxy;
+use crate::{
+    body::{RequestBody, ResponseBody},
+    stage::{Cx, Stage, StageResult},
+};
 
 /// Limits on what a client may send.
 #[derive(Clone, Debug)]
@@ -26,20 +42,62 @@ pub struct ServerSettings {
 /// The smallest `max_header_bytes` hyper can work with.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
-/// Serves HTTP on `io` (the protocol was already detected) until the client closes or, after
-/// `shutdown` fires, until in-flight requests finish: HTTP/1 closes after the current response,
-/// HTTP/2 sends GOAWAY and lets open streams complete.
-pub async fn serve<I>(
+/// Answers one request with `stack`: never fails, every error becomes a status.
+pub fn handle<S: Stage>(
+    stack: &S,
+    dst: OrigDstAddr,
+    req: Request<Incoming>,
+) -> Handle<impl Future<Output = StageResult> + Send + '_> {
+    let cx = Cx {
+        dst,
+        start: Instant::now(),
+    };
+    Handle {
+        answer: stack.call(req.map(RequestBody::Incoming), cx),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer from its stack, an error made a response (the stage that failed
+    /// logged and counted it). Written out rather than an `async` block, which would hold the
+    /// stack's future twice (captured, then awaited).
+    #[derive(Debug)]
+    pub struct Handle<F> {
+        #[pin]
+        answer: F,
+    }
+}
+
+impl<F: Future<Output = StageResult>> Future for Handle<F> {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(match ready!(self.project().answer.poll(cx)) {
+            Ok(rsp) => rsp,
+            Err(e) => e.into_response(),
+        }))
+    }
+}
+
+/// Serves HTTP on `io` (the protocol was already detected), each request through `stack`,
+/// until the client closes or, after `shutdown` fires, until in-flight requests finish: HTTP/1
+/// closes after the current response, HTTP/2 sends GOAWAY and lets open streams complete.
+pub async fn serve<I, S>(
     io: I,
     protocol: Protocol,
     settings: &ServerSettings,
-    proxy: Proxy,
+    stack: Arc<S>,
+    dst: OrigDstAddr,
     shutdown: CancellationToken,
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Stage + 'static,
 {
-    let service = service_fn(move |req| proxy.clone().handle(req));
+    let service = service_fn(move |req| {
+        let stack = stack.clone();
+        async move { handle(&*stack, dst, req).await }
+    });
     let io = TokioIo::new(io);
     if protocol == Protocol::Http2 {
         let conn = http2::Builder::new(TokioExecutor::new())

@@ -9,22 +9,18 @@
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
+use futures_util::future::Either;
+use http::Request;
+use tracing::debug;
 use weft_proxy_balance::{pick, Load, LoadState, Outcome, Pending};
-use weft_proxy_metrics::RequestSeries;
+use weft_proxy_metrics::{Metrics, RequestSeries};
 
-use crate::client::{Endpoint, UpstreamVersion};
-
-/// Where one endpoint's traffic goes.
-#[derive(Debug)]
-pub enum Upstream {
-    /// Its proxy, over the mesh hop: one HTTP/2 mTLS connection whatever the app protocol.
-    Mesh(Arc<Endpoint>),
-    /// The endpoint itself, in plaintext: a pool per HTTP version.
-    Plain {
-        h1: Arc<Endpoint>,
-        h2: Arc<Endpoint>,
-    },
-}
+use crate::{
+    body::RequestBody,
+    error::ProxyError,
+    forward::{send, Chosen, Forward},
+    stage::{Cx, Stage, StageResult},
+};
 
 /// One endpoint of a balanced Service.
 #[derive(Debug)]
@@ -32,20 +28,9 @@ pub struct Slot {
     /// The app's address (its port is what the far proxy delivers to).
     pub addr: SocketAddr,
     pub load: Arc<Load>,
-    pub upstream: Upstream,
-    /// Requests to this endpoint, labelled with the Service and the endpoint.
-    pub series: Arc<RequestSeries>,
-}
-
-impl Slot {
-    /// The pool for a request of `version`.
-    pub fn endpoint(&self, version: UpstreamVersion) -> &Arc<Endpoint> {
-        match (&self.upstream, version) {
-            (Upstream::Mesh(e), _) => e,
-            (Upstream::Plain { h1, .. }, UpstreamVersion::Http1) => h1,
-            (Upstream::Plain { h2, .. }, UpstreamVersion::Http2) => h2,
-        }
-    }
+    /// The endpoint's stage: its pools, and its series (labelled with the Service and the
+    /// endpoint).
+    pub forward: Forward,
 }
 
 #[derive(Debug, Clone)]
@@ -57,11 +42,15 @@ impl AsRef<Load> for SlotRef {
     }
 }
 
-/// A Service port's endpoints.
+/// A Service port's endpoints: the concrete stage, which picks an endpoint per request.
 #[derive(Debug)]
 pub struct Balanced {
     service: Arc<str>,
     slots: ArcSwap<Vec<SlotRef>>,
+    /// Counts requests answered 503 for want of endpoints.
+    metrics: Arc<Metrics>,
+    /// Where those requests are counted.
+    unrouted: Arc<RequestSeries>,
 }
 
 /// The endpoint chosen for one request or connection; finish it with the outcome.
@@ -87,14 +76,16 @@ impl Picked {
 }
 
 impl Balanced {
-    /// An empty set for `service` (`namespace/name:port`).
-    pub fn new(service: Arc<str>) -> Self {
+    /// An empty set for `service` (`namespace/name:port`). Requests that find no endpoint are
+    /// counted in `unrouted`.
+    pub fn new(service: Arc<str>, metrics: Arc<Metrics>, unrouted: Arc<RequestSeries>) -> Self {
         Self {
             service,
             slots: ArcSwap::from_pointee(Vec::new()),
+            metrics,
+            unrouted,
         }
     }
-
     /// The Service this balances for.
     pub fn service(&self) -> &Arc<str> {
         &self.service
@@ -137,5 +128,38 @@ impl Balanced {
             .iter()
             .map(|s| (s.0.addr, s.0.load.state(now)))
             .collect()
+    }
+}
+
+impl Chosen for Picked {
+    fn forward(&self) -> &Forward {
+        &self.slot.forward
+    }
+
+    fn finish(self, success: bool) {
+        Picked::finish(self, success)
+    }
+}
+
+impl Stage for Balanced {
+    fn call(
+        &self,
+        req: Request<RequestBody>,
+        cx: Cx,
+    ) -> impl std::future::Future<Output = StageResult> + Send + '_ {
+        // Not an `async fn`: the endpoint stage holds the pick and reports its outcome, so this
+        // stage's future is the endpoint stage's, with no second copy of the request.
+        match self.pick() {
+            Some(picked) => Either::Left(send(picked, req, cx)),
+            None => {
+                self.metrics.no_endpoints("http");
+                let e = ProxyError::NoEndpoints {
+                    service: self.service.clone(),
+                };
+                self.unrouted.record(e.status(), cx.start.elapsed());
+                debug!(error = %e, dst = %cx.dst, "request refused");
+                Either::Right(std::future::ready(Err(e)))
+            }
+        }
     }
 }

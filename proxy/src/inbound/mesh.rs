@@ -1,0 +1,74 @@
+//! The receiving end of the mesh hop: a peer proxy's mTLS terminated, its identity read, and
+//! its HTTP/2 served by `weft_proxy_http::mesh_server`.
+
+use bytes::BytesMut;
+use tracing::{debug, info};
+use weft_proxy_http::{
+    client::{handshake_result, TLS_HANDSHAKE_TIMEOUT},
+    mesh_server::{serve_mesh, Deliver, MeshInbound},
+};
+use weft_proxy_metrics::{Direction, Handshake};
+use weft_proxy_transport::PrefixedIo;
+
+use super::{Inbound, InboundMesh};
+use crate::{config::Target, conn::Accepted};
+
+/// Terminates a peer proxy's mTLS and serves the mesh hop on it.
+pub(super) async fn serve(inbound: &Inbound, io: Accepted, buf: BytesMut, mesh: &InboundMesh) {
+    let common = &inbound.common;
+    let local = io.get_ref().local_addr();
+    let acceptor = tokio_rustls::TlsAcceptor::from(mesh.tls.server_config());
+    let handshake = acceptor.accept(PrefixedIo::new(buf.freeze(), io));
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            common
+                .metrics
+                .tls_handshake(Direction::Inbound, handshake_result(&e));
+            info!(error = %e, "mesh TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            common
+                .metrics
+                .tls_handshake(Direction::Inbound, Handshake::Timeout);
+            debug!("mesh TLS handshake timed out");
+            return;
+        }
+    };
+    common
+        .metrics
+        .tls_handshake(Direction::Inbound, Handshake::Ok);
+    let client_id = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(weft_certs::peer_identity)
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    tracing::Span::current().record("protocol", "mesh");
+    tracing::Span::current().record("client_id", client_id.as_str());
+    let deliver = match (inbound.target, local) {
+        (Target::Explicit(addr), _) => Deliver::To(addr),
+        (Target::Transparent, Ok(local)) => Deliver::LocalPort(local.ip().to_canonical()),
+        (Target::Transparent, Err(e)) => {
+            debug!(error = %e, "no local address");
+            return;
+        }
+    };
+    let ctx = MeshInbound {
+        deliver,
+        upstreams: common.upstreams.clone(),
+        series: common
+            .metrics
+            .mesh(Direction::Inbound, &client_id, &mesh.own_id),
+        tunnels: common.drain.tasks().clone(),
+        connect_timeout: common.connect_timeout,
+        own_ports: mesh.own_ports.clone(),
+    };
+    let shutdown = common.drain.signal().clone();
+    if let Err(e) = serve_mesh(tls, &common.server, ctx, shutdown).await {
+        debug!(error = %e, "mesh connection closed with an error");
+    }
+}
