@@ -9,10 +9,11 @@ use std::{collections::BTreeMap, ffi::OsString, path::PathBuf};
 
 use tracing::{info, warn};
 use weft_cni_core::{
-    pod::{self, Decision},
+    pod,
     spec::{self, code, CniError, Command, NetConf},
     Redirect,
 };
+use weft_pod::Decision;
 
 use crate::{
     iptables::Iptables,
@@ -30,11 +31,22 @@ pub struct Env {
     pub args: Option<String>,
 }
 
-/// What the plugin prints on stdout, and whether it succeeded.
+/// What the plugin prints on stdout, and how it exits.
 #[derive(Debug)]
 pub struct Outcome {
     pub stdout: String,
-    pub ok: bool,
+    pub exit: Exit,
+}
+
+/// How the plugin exits. The runtime reads the CNI error on stdout; the status tells a person or
+/// a script running the plugin by hand whether the input was wrong or the work failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// A bad network config, environment or version: 64 (`EX_USAGE`).
+    Usage,
+    /// The work failed (iptables, the namespace, the Kubernetes API): 1.
+    Failure,
 }
 
 /// The pod, as far as the plugin knows it.
@@ -61,7 +73,10 @@ impl Env {
 
 impl Outcome {
     fn ok(stdout: String) -> Self {
-        Self { stdout, ok: true }
+        Self {
+            stdout,
+            exit: Exit::Success,
+        }
     }
 }
 
@@ -69,7 +84,22 @@ impl From<CniError> for Outcome {
     fn from(e: CniError) -> Self {
         Self {
             stdout: e.to_json(),
-            ok: false,
+            exit: if e.is_usage() {
+                Exit::Usage
+            } else {
+                Exit::Failure
+            },
+        }
+    }
+}
+
+impl Exit {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Usage => 64,
+            Exit::Failure => 1,
         }
     }
 }
@@ -303,7 +333,7 @@ fn wanted(conf: &NetConf, pod: &PodRef) -> Result<Option<Redirect>, CniError> {
             (info.annotations, info.containers)
         }
     };
-    match pod::decide(&annotations, containers.iter().map(String::as_str)) {
+    match weft_pod::decide(&annotations, containers.iter().map(String::as_str)) {
         Decision::Skip(why) => {
             info!(pod = ?pod, "pod not meshed: {why}");
             Ok(None)

@@ -1,6 +1,7 @@
 //! `weft-init`, the init-container mode: `--dry-run` prints the golden rules without root; as
 //! root, in a private network namespace on both backends, it installs, checks, re-applies
-//! without change and removes (twice) the rule set. Bad flags exit with a message.
+//! without change and removes (twice) the rule set. Bad flags and variables exit 64 with a
+//! message; rules not in place exit 1.
 
 mod support;
 
@@ -35,12 +36,43 @@ fn bad_flags_are_refused_with_a_reason() {
         &[],
         b"",
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(64));
     assert!(
         text(&out.stderr).contains("\"x\" is not a port"),
         "{}",
         text(&out.stderr)
     );
+    // The same parser as the annotations: an empty item is refused, and named.
+    let out = run(
+        INIT,
+        &["--dry-run"],
+        &[("WEFT_SKIP_OUTBOUND_PORTS", "25,,587")],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("item 2 of the list is empty"),
+        "{}",
+        text(&out.stderr)
+    );
+    for argv in [
+        &["--dry-run", "--skip-outbound-cidrs", "10.0.0.0/33"][..],
+        &["--dry-run", "--no-such-flag"],
+        &["--dry-run", "--inbound-port", "70000"],
+        &["--dry-run", "--remove"],
+    ] {
+        let out = run(INIT, argv, &[], b"");
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{argv:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stderr).is_empty(), "{argv:?}: no message");
+    }
+    let out = run(INIT, &["--help"], &[], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("--skip-outbound-cidrs"));
     let out = run(INIT, &["--dry-run", "--proxy-uid", "0"], &[], b"");
     assert_eq!(out.status.code(), Some(64));
     assert!(
@@ -100,9 +132,10 @@ fn install_check_reapply_remove_on_both_backends() {
             "the old skip rule is gone"
         );
         let out = init(&["--check"]);
-        assert!(
-            !out.status.success(),
-            "{backend}: check passed against other flags"
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{backend}: check against other flags"
         );
         assert!(
             text(&out.stderr).contains("not in place"),

@@ -11,7 +11,8 @@
 //!   holds some;
 //! - a malformed config, a missing or relative netns path, a config without prevResult, and a
 //!   bad pod annotation each get a CNI error (JSON on stdout, the spec's code, non-zero exit),
-//!   never a panic, and leave no rule behind;
+//!   never a panic, and leave no rule behind; the exit status is 64 when the input was wrong
+//!   (config, environment) and 1 when the work failed (namespace, iptables, API server);
 //! - Kubernetes mode reads the pod's annotations from the API server named by the kubeconfig,
 //!   and a pod the API does not know is an error;
 //! - the plugin logs to the file its config names.
@@ -57,6 +58,12 @@ fn conf(backend: &str, log: &Path, annotations: &[(&str, &str)]) -> Value {
 }
 
 fn cni(command: &str, netns: &str, conf: &Value) -> (bool, String) {
+    let (exit, out) = cni_exit(command, netns, conf);
+    (exit == Some(0), out)
+}
+
+/// The plugin's exit status and stdout.
+fn cni_exit(command: &str, netns: &str, conf: &Value) -> (Option<i32>, String) {
     let out = run(
         PLUGIN,
         &[],
@@ -73,7 +80,7 @@ fn cni(command: &str, netns: &str, conf: &Value) -> (bool, String) {
         ],
         conf.to_string().as_bytes(),
     );
-    (out.status.success(), text(&out.stdout))
+    (out.status.code(), text(&out.stdout))
 }
 
 fn error_code(stdout: &str) -> u64 {
@@ -148,8 +155,8 @@ fn add_twice_check_del_on_both_backends() {
             "1",
         ]);
         assert!(flush.status.success(), "{}", text(&flush.stderr));
-        let (ok, out) = cni("CHECK", &netns, &conf);
-        assert!(!ok, "{backend}: CHECK passed with a rule gone");
+        let (exit, out) = cni_exit("CHECK", &netns, &conf);
+        assert_eq!(exit, Some(1), "{backend}: CHECK with a rule gone: {out}");
         assert_eq!(error_code(&out), 100, "{out}");
         assert!(
             out.contains("WEFT_OUTPUT"),
@@ -200,8 +207,12 @@ fn unmeshed_pods_get_no_rules() {
     // Rules in a pod that should have none: CHECK says so.
     let init = ns.exec(&[env!("CARGO_BIN_EXE_weft-init"), "--iptables-backend", "nft"]);
     assert!(init.status.success(), "{}", text(&init.stderr));
-    let (ok, out) = cni("CHECK", &netns, &conf("nft", &dir.path().join("log"), &[]));
-    assert!(!ok, "CHECK passed on an unmeshed pod holding rules");
+    let (exit, out) = cni_exit("CHECK", &netns, &conf("nft", &dir.path().join("log"), &[]));
+    assert_eq!(
+        exit,
+        Some(1),
+        "CHECK of an unmeshed pod holding rules: {out}"
+    );
     assert_eq!(error_code(&out), 100, "{out}");
     assert!(out.contains("not meshed but holds"), "{out}");
 }
@@ -231,27 +242,35 @@ fn bad_input_gets_a_cni_error_and_no_rules() {
         ],
         b"{\"cniVersion\": \"1.0",
     );
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a config cut short is bad usage"
+    );
     assert_eq!(error_code(&text(&out.stdout)), 6, "decode failure");
 
-    let cases: [(&str, Value, &str, u64); 5] = [
+    // What the runtime got wrong exits 64; what failed while working on a sound request, 1.
+    let cases: [(&str, Value, &str, u64, i32); 6] = [
         (
             "a namespace that does not exist",
             meshed.clone(),
             "/run/netns/weft-no-such-namespace",
             3,
+            1,
         ),
         (
             "a relative namespace path",
             meshed.clone(),
             "run/netns/x",
             4,
+            64,
         ),
         (
             "a path that is not a namespace",
             meshed.clone(),
             "/etc/hostname",
             3,
+            1,
         ),
         (
             "no prevResult",
@@ -262,6 +281,18 @@ fn bad_input_gets_a_cni_error_and_no_rules() {
             },
             &netns,
             7,
+            64,
+        ),
+        (
+            "a skip list with an empty item in the network config",
+            {
+                let mut c = meshed.clone();
+                c["redirect"]["skipOutboundPorts"] = json!("25,,587");
+                c
+            },
+            &netns,
+            7,
+            64,
         ),
         (
             "a bad annotation",
@@ -275,11 +306,12 @@ fn bad_input_gets_a_cni_error_and_no_rules() {
             ),
             &netns,
             7,
+            64,
         ),
     ];
-    for (what, conf, path, code) in cases {
-        let (ok, out) = cni("ADD", path, &conf);
-        assert!(!ok, "{what}: ADD succeeded: {out}");
+    for (what, conf, path, code, exit) in cases {
+        let (status, out) = cni_exit("ADD", path, &conf);
+        assert_eq!(status, Some(exit), "{what}: {out}");
         assert_eq!(error_code(&out), code, "{what}: {out}");
     }
     assert!(!has_weft(&ns, "nft"), "a refused ADD left rules behind");
@@ -292,8 +324,10 @@ fn bad_input_gets_a_cni_error_and_no_rules() {
         meshed.to_string().as_bytes(),
     );
     assert_eq!(error_code(&text(&out.stdout)), 4);
+    assert_eq!(out.status.code(), Some(64));
     let out = run(PLUGIN, &[], &[], b"");
     assert_eq!(error_code(&text(&out.stdout)), 4);
+    assert_eq!(out.status.code(), Some(64));
 
     // DEL on a namespace that is gone succeeds, as the spec asks.
     let (ok, out) = cni("DEL", "/run/netns/weft-no-such-namespace", &meshed);
@@ -415,7 +449,11 @@ fn kubernetes_mode_reads_the_pod_from_the_api() {
         )
     };
     let out = run_for("gone");
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the API's answer is no usage error"
+    );
     let stdout = text(&out.stdout);
     assert_eq!(error_code(&stdout), 102, "{stdout}");
     assert!(stdout.contains("shop/gone"), "{stdout}");
@@ -444,8 +482,8 @@ fn an_api_server_that_does_not_answer_means_try_again_later() {
     let ns = Netns::new("kubedown");
     let mut conf = conf("nft", &dir.path().join("log"), &[]);
     conf["kubeconfig"] = json!(kubeconfig);
-    let (ok, out) = cni("ADD", &ns.path().display().to_string(), &conf);
-    assert!(!ok, "ADD succeeded without an API server: {out}");
+    let (exit, out) = cni_exit("ADD", &ns.path().display().to_string(), &conf);
+    assert_eq!(exit, Some(1), "ADD without an API server: {out}");
     assert_eq!(error_code(&out), 11, "{out}");
     assert!(!has_weft(&ns, "nft"));
 }

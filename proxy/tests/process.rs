@@ -23,6 +23,7 @@ fn a_bad_setting_exits_64_with_one_line_naming_it() {
         ("WEFT_OUTBOUND_PORT", "not-a-port"),
         ("WEFT_SHUTDOWN_GRACE", "forever"),
         ("WEFT_LOG_FORMAT", "yaml"),
+        ("WEFT_OPAQUE_PORTS", "25,,587"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
             .env_clear()

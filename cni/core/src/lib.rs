@@ -3,19 +3,23 @@
 //! every decision is unit-tested, golden-tested and fuzzed; `weft-cni` wires it to
 //! `iptables-restore`, network namespaces and the Kubernetes API.
 //!
+//! What a pod is to Weft (its ports and UID, the annotation names, the port-list and CIDR-list
+//! syntax, whether it is meshed) is not here but in `weft-pod`, which the control plane and the
+//! proxy use too.
+//!
 //! # Layout
-//! - [`ports`]: port lists and ranges as annotations and flags spell them (`80,8000-8100`).
 //! - [`redirect`]: the redirect config and the one rule set it renders, for IPv4 and IPv6.
 //! - [`plan`]: reading `iptables-save` output and planning an atomic, idempotent apply, a removal
 //!   and a check against what is installed.
-//! - [`pod`]: whether a pod is meshed, and its skip annotations applied to a base config.
+//! - `multiport`: port lists in iptables' spelling, split into `multiport` matches of 15 slots.
+//! - [`pod`]: a meshed pod's skip annotations applied to a base config.
 //! - [`spec`]: the CNI 1.0 wire formats: the plugin's network config, results and errors.
 
 #![forbid(unsafe_code)]
 
+mod multiport;
 pub mod plan;
 pub mod pod;
-pub mod ports;
 pub mod redirect;
 pub mod spec;
 

@@ -1,32 +1,15 @@
-//! Which pods get the rules, and what their annotations change.
-//!
-//! A pod is meshed when it was injected: it carries `weft.dev/injected` or runs a container named
-//! `weft-proxy` (the same test the control plane's index uses), unless `weft.dev/inject` says
-//! `disabled`. Its skip annotations add to the plugin's or the flags' own skip lists.
+//! What a meshed pod's annotations change in its rules: its skip annotations add to the plugin's
+//! (or the flags') own skip lists. Whether a pod is meshed at all, the annotation names and the
+//! list syntax are the pod contract, `weft_pod`.
 
-use std::{collections::BTreeMap, net::IpAddr, str::FromStr};
+use std::collections::BTreeMap;
 
-use ipnet::IpNet;
-
-use crate::{
-    ports::{merge, parse_port_list, PortListError},
-    redirect::Redirect,
+use weft_pod::{
+    annotations::{SKIP_INBOUND_PORTS, SKIP_OUTBOUND_CIDRS, SKIP_OUTBOUND_PORTS},
+    CidrList, CidrListError, PortList, PortListError,
 };
 
-pub const INJECTED: &str = "weft.dev/injected";
-pub const INJECT: &str = "weft.dev/inject";
-pub const SKIP_INBOUND_PORTS: &str = "weft.dev/skip-inbound-ports";
-pub const SKIP_OUTBOUND_PORTS: &str = "weft.dev/skip-outbound-ports";
-pub const SKIP_OUTBOUND_CIDRS: &str = "weft.dev/skip-outbound-cidrs";
-/// The injected proxy container's name.
-pub const PROXY_CONTAINER: &str = "weft-proxy";
-
-/// Whether a pod gets the rules, and why not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Mesh,
-    Skip(&'static str),
-}
+use crate::redirect::Redirect;
 
 /// A pod annotation that could not be used; the message names it and the bad item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,98 +26,39 @@ pub enum AnnotationError {
     },
 }
 
-/// Why a CIDR list was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CidrListError {
-    #[error("{item:?} is not a CIDR (like 10.0.0.0/8 or fd00::/8) or an IP address")]
-    NotACidr { item: String },
-    #[error("the list has an empty item (two commas in a row, or a comma at an end)")]
-    EmptyItem,
-}
-
-/// Decides from the pod's annotations and its containers' names.
-pub fn decide<'a>(
-    annotations: &BTreeMap<String, String>,
-    mut containers: impl Iterator<Item = &'a str>,
-) -> Decision {
-    if annotations.get(INJECT).map(|v| v.trim()) == Some("disabled") {
-        return Decision::Skip("its weft.dev/inject annotation is \"disabled\"");
-    }
-    if annotations.contains_key(INJECTED) || containers.any(|c| c == PROXY_CONTAINER) {
-        Decision::Mesh
-    } else {
-        Decision::Skip(
-            "it was not injected: no weft.dev/injected annotation, no weft-proxy container",
-        )
-    }
-}
-
 /// `base` with the pod's skip annotations added.
 pub fn redirect_for(
     base: &Redirect,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Redirect, AnnotationError> {
     let mut redirect = base.clone();
-    let ports = |annotation: &'static str| -> Result<Vec<_>, AnnotationError> {
+    let ports = |annotation: &'static str| -> Result<PortList, AnnotationError> {
         match annotations.get(annotation) {
-            None => Ok(Vec::new()),
+            None => Ok(PortList::default()),
             Some(v) => {
-                parse_port_list(v).map_err(|source| AnnotationError::Ports { annotation, source })
+                PortList::parse(v).map_err(|source| AnnotationError::Ports { annotation, source })
             }
         }
     };
-    redirect
+    redirect.skip_inbound_ports = redirect
         .skip_inbound_ports
-        .extend(ports(SKIP_INBOUND_PORTS)?);
-    redirect.skip_inbound_ports = merge(redirect.skip_inbound_ports);
-    redirect
+        .union(&ports(SKIP_INBOUND_PORTS)?);
+    redirect.skip_outbound_ports = redirect
         .skip_outbound_ports
-        .extend(ports(SKIP_OUTBOUND_PORTS)?);
-    redirect.skip_outbound_ports = merge(redirect.skip_outbound_ports);
+        .union(&ports(SKIP_OUTBOUND_PORTS)?);
     if let Some(v) = annotations.get(SKIP_OUTBOUND_CIDRS) {
-        let cidrs = parse_cidr_list(v).map_err(|source| AnnotationError::Cidrs {
+        let cidrs = CidrList::parse(v).map_err(|source| AnnotationError::Cidrs {
             annotation: SKIP_OUTBOUND_CIDRS,
             source,
         })?;
-        for c in cidrs {
-            if !redirect.skip_outbound_cidrs.contains(&c) {
-                redirect.skip_outbound_cidrs.push(c);
-            }
-        }
+        redirect.skip_outbound_cidrs.extend(cidrs.iter().copied());
     }
     Ok(redirect)
-}
-
-/// Parses `10.0.0.0/8, fd00::/8, 192.0.2.7`; a bare address is a one-address network. Host bits
-/// are cleared (`10.1.2.3/8` is `10.0.0.0/8`), as iptables would.
-pub fn parse_cidr_list(text: &str) -> Result<Vec<IpNet>, CidrListError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut nets: Vec<IpNet> = Vec::new();
-    for item in text.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            return Err(CidrListError::EmptyItem);
-        }
-        let net = IpNet::from_str(item)
-            .or_else(|_| IpAddr::from_str(item).map(IpNet::from))
-            .map_err(|_| CidrListError::NotACidr {
-                item: item.chars().take(64).collect(),
-            })?
-            .trunc();
-        if !nets.contains(&net) {
-            nets.push(net);
-        }
-    }
-    Ok(nets)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::PortRange;
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -144,33 +68,9 @@ mod tests {
     }
 
     #[test]
-    fn injected_pods_are_meshed_unless_disabled() {
-        let none = std::iter::empty();
-        assert_eq!(
-            decide(&annotations(&[(INJECTED, "0.1.0")]), none),
-            Decision::Mesh
-        );
-        assert_eq!(
-            decide(&annotations(&[]), ["app", "weft-proxy"].into_iter()),
-            Decision::Mesh
-        );
-        assert!(matches!(
-            decide(&annotations(&[]), ["app"].into_iter()),
-            Decision::Skip(why) if why.contains("not injected")
-        ));
-        assert!(matches!(
-            decide(
-                &annotations(&[(INJECTED, "0.1.0"), (INJECT, "disabled")]),
-                std::iter::empty()
-            ),
-            Decision::Skip(why) if why.contains("disabled")
-        ));
-    }
-
-    #[test]
     fn skip_annotations_add_to_the_base() {
         let base = Redirect {
-            skip_inbound_ports: vec![PortRange::single(22).expect("port")],
+            skip_inbound_ports: "22".parse().expect("port"),
             ..Redirect::default()
         };
         let pod = annotations(&[
@@ -182,20 +82,12 @@ mod tests {
             ),
         ]);
         let r = redirect_for(&base, &pod).expect("valid annotations");
+        assert_eq!(r.skip_inbound_ports.to_string(), "22-23,9000-9001");
+        assert_eq!(r.skip_outbound_ports.to_string(), "5432");
         assert_eq!(
-            r.skip_inbound_ports,
-            [PortRange::new(22, 23), PortRange::new(9000, 9001)].map(|r| r.expect("range"))
+            r.skip_outbound_cidrs.to_string(),
+            "10.0.0.0/8,fd00::/8,192.0.2.7/32"
         );
-        assert_eq!(
-            r.skip_outbound_ports,
-            [PortRange::single(5432).expect("port")]
-        );
-        let cidrs: Vec<String> = r
-            .skip_outbound_cidrs
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
-        assert_eq!(cidrs, ["10.0.0.0/8", "fd00::/8", "192.0.2.7/32"]);
     }
 
     #[test]
@@ -208,6 +100,16 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "annotation weft.dev/skip-outbound-ports: \"x\" is not a port: expected a number from 1 to 65535"
+        );
+        let err = redirect_for(
+            &Redirect::default(),
+            &annotations(&[(SKIP_INBOUND_PORTS, "25,,587")]),
+        )
+        .expect_err("an empty item");
+        assert!(
+            err.to_string()
+                .starts_with("annotation weft.dev/skip-inbound-ports: item 2 of the list is empty"),
+            "{err}"
         );
         let err = redirect_for(
             &Redirect::default(),

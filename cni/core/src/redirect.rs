@@ -18,9 +18,9 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use ipnet::IpNet;
+use weft_pod::{ids, Cidr, CidrList, PortList};
 
-use crate::ports::{multiport_groups, PortRange};
+use crate::multiport;
 
 /// The chain that `PREROUTING` jumps to.
 pub const PREROUTING_CHAIN: &str = "WEFT_PREROUTING";
@@ -29,15 +29,6 @@ pub const OUTPUT_CHAIN: &str = "WEFT_OUTPUT";
 /// Every chain the rule set owns; nothing else is ever created, changed or removed.
 pub const CHAINS: [&str; 2] = [PREROUTING_CHAIN, OUTPUT_CHAIN];
 
-/// The proxy's UID (DESIGN.md).
-pub const DEFAULT_PROXY_UID: u32 = 2121;
-pub const DEFAULT_INBOUND_PORT: u16 = 15143;
-pub const DEFAULT_OUTBOUND_PORT: u16 = 15140;
-pub const DEFAULT_ADMIN_PORT: u16 = 15190;
-/// Nothing listens here: the check rule sends the proxy's own connection to `127.0.0.1` (and
-/// `::1`) on this port to the outbound port instead.
-pub const DEFAULT_CHECK_PORT: u16 = 15141;
-
 /// The address family a rule set is for: `iptables` or `ip6tables`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -45,7 +36,8 @@ pub enum Family {
     V6,
 }
 
-/// What to redirect where. [`Redirect::default`] is the contract in DESIGN.md.
+/// What to redirect where. [`Redirect::default`] is the contract in DESIGN.md, with the ports and
+/// the UID of `weft_pod::ids`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Redirect {
     pub proxy_uid: u32,
@@ -53,9 +45,9 @@ pub struct Redirect {
     pub outbound_port: u16,
     pub admin_port: u16,
     pub check_port: u16,
-    pub skip_inbound_ports: Vec<PortRange>,
-    pub skip_outbound_ports: Vec<PortRange>,
-    pub skip_outbound_cidrs: Vec<IpNet>,
+    pub skip_inbound_ports: PortList,
+    pub skip_outbound_ports: PortList,
+    pub skip_outbound_cidrs: CidrList,
 }
 
 /// Why a redirect config cannot be rendered.
@@ -92,7 +84,7 @@ impl Family {
         }
     }
 
-    fn holds(self, net: &IpNet) -> bool {
+    fn holds(self, net: &Cidr) -> bool {
         matches!(
             (self, net.addr()),
             (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
@@ -127,14 +119,14 @@ impl std::fmt::Display for Family {
 impl Default for Redirect {
     fn default() -> Self {
         Self {
-            proxy_uid: DEFAULT_PROXY_UID,
-            inbound_port: DEFAULT_INBOUND_PORT,
-            outbound_port: DEFAULT_OUTBOUND_PORT,
-            admin_port: DEFAULT_ADMIN_PORT,
-            check_port: DEFAULT_CHECK_PORT,
-            skip_inbound_ports: Vec::new(),
-            skip_outbound_ports: Vec::new(),
-            skip_outbound_cidrs: Vec::new(),
+            proxy_uid: ids::PROXY_UID,
+            inbound_port: ids::INBOUND_PORT,
+            outbound_port: ids::OUTBOUND_PORT,
+            admin_port: ids::ADMIN_PORT,
+            check_port: ids::REDIRECT_CHECK_PORT,
+            skip_inbound_ports: PortList::default(),
+            skip_outbound_ports: PortList::default(),
+            skip_outbound_cidrs: CidrList::default(),
         }
     }
 }
@@ -177,10 +169,10 @@ impl Redirect {
             self.admin_port,
             comment("the admin port is never redirected"),
         ));
-        for group in multiport_groups(&self.skip_inbound_ports) {
+        for group in multiport::groups(self.skip_inbound_ports.ranges()) {
             inbound.push(format!(
                 "-A {pre} -p tcp -m multiport --dports {} {} -j RETURN",
-                join(group),
+                multiport::dports(group),
                 comment("skip-inbound-ports reach the app directly"),
             ));
         }
@@ -209,18 +201,17 @@ impl Redirect {
                 comment("loopback traffic stays inside the pod"),
             ),
         ];
-        for group in multiport_groups(&self.skip_outbound_ports) {
+        for group in multiport::groups(self.skip_outbound_ports.ranges()) {
             outbound.push(format!(
                 "-A {out} -p tcp -m multiport --dports {} {} -j RETURN",
-                join(group),
+                multiport::dports(group),
                 comment("skip-outbound-ports bypass the proxy"),
             ));
         }
         for net in self.skip_outbound_cidrs.iter().filter(|n| family.holds(n)) {
-            // `trunc` clears host bits, as iptables itself does when it prints the rule back.
+            // A `Cidr`'s host bits are clear, as iptables itself prints the rule back.
             outbound.push(format!(
-                "-A {out} -d {} {} -j RETURN",
-                net.trunc(),
+                "-A {out} -d {net} {} -j RETURN",
                 comment("skip-outbound-cidrs bypass the proxy"),
             ));
         }
@@ -281,17 +272,6 @@ fn comment(text: &str) -> String {
         "{text}"
     );
     format!("-m comment --comment \"weft: {text}\"")
-}
-
-fn join(group: &[PortRange]) -> String {
-    let mut s = String::new();
-    for (i, r) in group.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "{r}");
-    }
-    s
 }
 
 #[cfg(test)]

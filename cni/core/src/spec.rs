@@ -9,7 +9,9 @@ use std::{collections::BTreeMap, path::PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{pod::parse_cidr_list, ports::parse_port_list, redirect::Redirect};
+use weft_pod::{CidrList, PortList};
+
+use crate::redirect::Redirect;
 
 /// The CNI versions whose config and result formats this plugin reads and writes. `CHECK`
 /// exists from 0.4.0 on.
@@ -186,6 +188,19 @@ impl CniError {
         }
     }
 
+    /// Whether the error is the caller's: a bad network config, environment or version, which
+    /// running again unchanged cannot fix (`weft-cni` exits 64 for these, 1 for the others).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self.code,
+            code::INCOMPATIBLE_VERSION
+                | code::UNSUPPORTED_FIELD
+                | code::INVALID_ENVIRONMENT
+                | code::DECODE_FAILURE
+                | code::INVALID_CONFIG
+        )
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| {
             format!(
@@ -265,8 +280,8 @@ impl NetConf {
             )
         };
         let ports = |field: &str, v: &Option<String>| match v {
-            Some(v) => parse_port_list(v).map_err(|e| bad(field, &e)),
-            None => Ok(Vec::new()),
+            Some(v) => PortList::parse(v).map_err(|e| bad(field, &e)),
+            None => Ok(PortList::default()),
         };
         let redirect = Redirect {
             proxy_uid: c.proxy_uid.unwrap_or(d.proxy_uid),
@@ -277,8 +292,8 @@ impl NetConf {
             skip_inbound_ports: ports("skipInboundPorts", &c.skip_inbound_ports)?,
             skip_outbound_ports: ports("skipOutboundPorts", &c.skip_outbound_ports)?,
             skip_outbound_cidrs: match &c.skip_outbound_cidrs {
-                Some(v) => parse_cidr_list(v).map_err(|e| bad("skipOutboundCidrs", &e))?,
-                None => Vec::new(),
+                Some(v) => CidrList::parse(v).map_err(|e| bad("skipOutboundCidrs", &e))?,
+                None => CidrList::default(),
             },
         };
         redirect.validate().map_err(|e| {

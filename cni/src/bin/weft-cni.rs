@@ -1,6 +1,9 @@
 //! `weft-cni`: Weft's chained CNI plugin. The container runtime runs it after the plugin that
 //! creates the pod's interface; it installs the redirect rules inside meshed pods' network
 //! namespaces and passes the previous result through. See `cni/README.md`.
+//!
+//! Exits 0 on success; on an error, prints the CNI error on stdout (as the spec asks) and exits
+//! 64 when the input was wrong (network config, environment, version) or 1 when the work failed.
 
 use std::{io::Read, process::ExitCode};
 
@@ -24,9 +27,5 @@ fn main() -> ExitCode {
     if !outcome.stdout.is_empty() {
         println!("{}", outcome.stdout);
     }
-    if outcome.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    ExitCode::from(outcome.exit.code())
 }

@@ -1,6 +1,10 @@
 //! `weft-init`: the init-container mode of Weft's traffic redirection. It runs in the pod's
 //! network namespace (as the pod's first init container, with `NET_ADMIN` and `NET_RAW`) and
 //! installs the same rule set as `weft-cni`. See `cni/README.md`.
+//!
+//! Exits 0 on success, 64 on bad usage (a bad flag or variable, a config that cannot be
+//! rendered), 1 when the work fails (no iptables, a refused restore) or `--check` finds the rules
+//! not in place.
 
 use std::process::ExitCode;
 
@@ -9,42 +13,37 @@ use weft_cni::{
     iptables::Iptables,
     redirector::{Ipv6, Redirector},
 };
-use weft_cni_core::{
-    pod::parse_cidr_list,
-    ports::{parse_port_list, PortRange},
-    redirect::{
-        DEFAULT_ADMIN_PORT, DEFAULT_CHECK_PORT, DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT,
-        DEFAULT_PROXY_UID,
-    },
-    spec::Backend,
-    Redirect,
-};
+use weft_cni_core::{spec::Backend, Redirect};
+use weft_pod::{ids, CidrList, PortList};
+
+/// Exit status for bad usage or configuration (`EX_USAGE` of sysexits.h).
+const EXIT_USAGE: u8 = 64;
 
 /// Redirects the pod's TCP through the Weft proxy with iptables (nat table, IPv4 and IPv6).
 #[derive(Debug, Parser)]
 #[command(name = "weft-init", version)]
 struct Args {
     /// The proxy's UID; its own traffic is never redirected.
-    #[arg(long, env = "WEFT_PROXY_UID", default_value_t = DEFAULT_PROXY_UID)]
+    #[arg(long, env = "WEFT_PROXY_UID", default_value_t = ids::PROXY_UID)]
     proxy_uid: u32,
-    #[arg(long, env = "WEFT_INBOUND_PORT", default_value_t = DEFAULT_INBOUND_PORT)]
+    #[arg(long, env = "WEFT_INBOUND_PORT", default_value_t = ids::INBOUND_PORT)]
     inbound_port: u16,
-    #[arg(long, env = "WEFT_OUTBOUND_PORT", default_value_t = DEFAULT_OUTBOUND_PORT)]
+    #[arg(long, env = "WEFT_OUTBOUND_PORT", default_value_t = ids::OUTBOUND_PORT)]
     outbound_port: u16,
-    #[arg(long, env = "WEFT_ADMIN_PORT", default_value_t = DEFAULT_ADMIN_PORT)]
+    #[arg(long, env = "WEFT_ADMIN_PORT", default_value_t = ids::ADMIN_PORT)]
     admin_port: u16,
     /// The proxy's redirect self-check port (nothing listens there).
-    #[arg(long, env = "WEFT_REDIRECT_CHECK_PORT", default_value_t = DEFAULT_CHECK_PORT)]
+    #[arg(long, env = "WEFT_REDIRECT_CHECK_PORT", default_value_t = ids::REDIRECT_CHECK_PORT)]
     check_port: u16,
     /// Inbound ports that reach the app directly: `22,9000-9100`.
-    #[arg(long, env = "WEFT_SKIP_INBOUND_PORTS", default_value = "", value_parser = ports)]
-    skip_inbound_ports: Ports,
+    #[arg(long, env = "WEFT_SKIP_INBOUND_PORTS", default_value = "", value_parser = PortList::parse)]
+    skip_inbound_ports: PortList,
     /// Outbound ports that bypass the proxy.
-    #[arg(long, env = "WEFT_SKIP_OUTBOUND_PORTS", default_value = "", value_parser = ports)]
-    skip_outbound_ports: Ports,
+    #[arg(long, env = "WEFT_SKIP_OUTBOUND_PORTS", default_value = "", value_parser = PortList::parse)]
+    skip_outbound_ports: PortList,
     /// Destinations that bypass the proxy: `10.96.0.0/12,fd00::/8`.
-    #[arg(long, env = "WEFT_SKIP_OUTBOUND_CIDRS", default_value = "", value_parser = cidrs)]
-    skip_outbound_cidrs: Cidrs,
+    #[arg(long, env = "WEFT_SKIP_OUTBOUND_CIDRS", default_value = "", value_parser = CidrList::parse)]
+    skip_outbound_cidrs: CidrList,
     /// The iptables backend; `auto` uses the one that holds rules, else the system default.
     #[arg(long, env = "WEFT_IPTABLES_BACKEND", default_value = "auto", value_parser = backend)]
     iptables_backend: Backend,
@@ -62,20 +61,6 @@ struct Args {
     check: bool,
 }
 
-#[derive(Clone, Debug)]
-struct Ports(Vec<PortRange>);
-
-#[derive(Clone, Debug)]
-struct Cidrs(Vec<ipnet::IpNet>);
-
-fn ports(s: &str) -> Result<Ports, String> {
-    parse_port_list(s).map(Ports).map_err(|e| e.to_string())
-}
-
-fn cidrs(s: &str) -> Result<Cidrs, String> {
-    parse_cidr_list(s).map(Cidrs).map_err(|e| e.to_string())
-}
-
 fn backend(s: &str) -> Result<Backend, String> {
     match s {
         "auto" => Ok(Backend::Auto),
@@ -86,20 +71,32 @@ fn backend(s: &str) -> Result<Backend, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // clap prints the message (help and version on stdout, errors on stderr); its own
+            // status for a usage error would be 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let redirect = Redirect {
         proxy_uid: args.proxy_uid,
         inbound_port: args.inbound_port,
         outbound_port: args.outbound_port,
         admin_port: args.admin_port,
         check_port: args.check_port,
-        skip_inbound_ports: args.skip_inbound_ports.0,
-        skip_outbound_ports: args.skip_outbound_ports.0,
-        skip_outbound_cidrs: args.skip_outbound_cidrs.0,
+        skip_inbound_ports: args.skip_inbound_ports,
+        skip_outbound_ports: args.skip_outbound_ports,
+        skip_outbound_cidrs: args.skip_outbound_cidrs,
     };
     if let Err(e) = redirect.validate() {
         eprintln!("weft-init: {e}");
-        return ExitCode::from(64);
+        return ExitCode::from(EXIT_USAGE);
     }
     let families = args.ipv6.families();
     if args.dry_run {
@@ -108,7 +105,7 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("weft-init: {e}");
-                    return ExitCode::from(64);
+                    return ExitCode::from(EXIT_USAGE);
                 }
             };
             println!("# {family}: {} --noflush", family.restore_command());

@@ -12,8 +12,10 @@
 //! - an endpoint is used when `conditions.ready` is not false, at its first address (the API
 //!   says the addresses of one endpoint are fungible);
 //! - an endpoint's pod comes from its `targetRef`, else from its address; the pod is meshed
-//!   when it runs a container named `weft-proxy` (or carries `weft.dev/injected`), reached on
-//!   that container's `weft-inbound` port (default 15143), and must present
+//!   when it runs a container named `weft-proxy` (or carries `weft.dev/injected`) and is not
+//!   annotated `weft.dev/inject: disabled` (`weft_pod::decide`, the CNI's decision too: a pod
+//!   it gives no rules is reached in plaintext), reached on that container's `weft-inbound` port
+//!   (default 15143), and must present
 //!   `spiffe://<trust-domain>/ns/<pod namespace>/sa/<service account or default>`;
 //! - a Service with no ready endpoints is still a Service: the answer is an empty set, and the
 //!   proxy answers 503 rather than sending the traffic around the mesh.
@@ -31,17 +33,10 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
 };
 use weft_api::destination as pb;
+use weft_pod::ids;
 
 use crate::model::{Key, Snapshot, SERVICE_NAME_LABEL};
 
-/// The container a meshed pod's proxy runs in.
-pub const PROXY_CONTAINER: &str = "weft-proxy";
-/// The proxy container's inbound port's name.
-pub const INBOUND_PORT_NAME: &str = "weft-inbound";
-/// The annotation the injector sets on meshed pods.
-pub const INJECTED_ANNOTATION: &str = "weft.dev/injected";
-/// The proxy's inbound port when the pod does not name one.
-pub const DEFAULT_INBOUND_PORT: u16 = 15143;
 /// Longest target string accepted.
 pub const MAX_TARGET_LEN: usize = 320;
 
@@ -348,25 +343,24 @@ impl Lookup {
     }
 
     fn mesh(&self, pod: &Pod) -> Option<pb::MeshEndpoint> {
+        static NO_ANNOTATIONS: BTreeMap<String, String> = BTreeMap::new();
         let spec = pod.spec.as_ref();
-        let proxy = spec.and_then(|s| s.containers.iter().find(|c| c.name == PROXY_CONTAINER));
-        let injected = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(INJECTED_ANNOTATION));
-        if proxy.is_none() && !injected {
+        let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&NO_ANNOTATIONS);
+        if !weft_pod::decide(annotations, containers.iter().map(|c| c.name.as_str())).is_meshed() {
             return None;
         }
-        let inbound_port = proxy
+        let inbound_port = containers
+            .iter()
+            .find(|c| c.name == ids::PROXY_CONTAINER)
             .and_then(|c| c.ports.as_ref())
             .and_then(|ports| {
                 ports
                     .iter()
-                    .find(|p| p.name.as_deref() == Some(INBOUND_PORT_NAME))
+                    .find(|p| p.name.as_deref() == Some(ids::INBOUND_PORT_NAME))
             })
             .and_then(|p| u16::try_from(p.container_port).ok())
-            .unwrap_or(DEFAULT_INBOUND_PORT);
+            .unwrap_or(ids::INBOUND_PORT);
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let sa = spec
             .and_then(|s| s.service_account_name.as_deref())

@@ -1,3 +1,5 @@
+use std::ffi::OsString;
+
 use super::*;
 
 fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -87,7 +89,7 @@ fn the_error_is_one_clear_line() {
 fn explicit_targets_and_port_ranges() {
     let c = Config::from_source(&source(&[
         ("WEFT_OUTBOUND_TARGET", "[::1]:8080"),
-        ("WEFT_OPAQUE_PORTS", " 4222, 9000-9002 ,"),
+        ("WEFT_OPAQUE_PORTS", " 4222, 9000 - 9002 "),
         ("WEFT_SHUTDOWN_GRACE", "0s"),
     ]))
     .expect("valid");
@@ -100,6 +102,48 @@ fn explicit_targets_and_port_ranges() {
     assert_eq!(c.shutdown_grace, Duration::ZERO);
     let none = Config::from_source(&source(&[("WEFT_OPAQUE_PORTS", "")])).expect("valid");
     assert_eq!(none.opaque_ports.iter().count(), 0);
+}
+
+#[test]
+fn opaque_ports_take_the_annotations_syntax() {
+    // The same parser as weft.dev/opaque-ports and the skip-port annotations (weft_pod): an empty
+    // item is refused with the variable and the item named, not skipped.
+    for (value, why) in [
+        ("25,,587", "item 2 of the list is empty"),
+        ("25,587,", "item 3 of the list is empty"),
+        (",25", "item 1 of the list is empty"),
+        ("+25", "\"+25\" is not a port"),
+        ("0", "\"0\" is not a port"),
+    ] {
+        let err = Config::from_source(&source(&[(keys::OPAQUE_PORTS, value)])).expect_err(value);
+        let line = err.to_string();
+        assert!(
+            line.starts_with(&format!("WEFT_OPAQUE_PORTS={value:?}: ")) && line.contains(why),
+            "{value}: {line}"
+        );
+    }
+    let c = Config::from_source(&source(&[(keys::OPAQUE_PORTS, "8000-8100, 25")])).expect("valid");
+    assert!(c.opaque_ports.contains(8000) && c.opaque_ports.contains(8100));
+    assert!(c.opaque_ports.contains(25) && !c.opaque_ports.contains(8101));
+    assert_eq!(c.opaque_ports.iter().count(), 102);
+}
+
+#[test]
+fn port_defaults_are_the_pod_contract() {
+    let c = Config::defaults().expect("defaults");
+    assert_eq!(
+        (c.outbound_port, c.inbound_port, c.admin_port),
+        (
+            weft_pod::ids::OUTBOUND_PORT,
+            weft_pod::ids::INBOUND_PORT,
+            weft_pod::ids::ADMIN_PORT
+        )
+    );
+    assert_eq!(c.redirect_check_port, weft_pod::ids::REDIRECT_CHECK_PORT);
+    let contract: PortSet = weft_pod::ids::DEFAULT_OPAQUE_PORTS.parse().expect("valid");
+    assert_eq!(c.opaque_ports, contract);
+    assert!(help().contains("WEFT_OUTBOUND_PORT (--outbound-port), default 15140\n"));
+    assert!(help().contains("WEFT_OUTBOUND_TARGET (--outbound-target), default unset\n"));
 }
 
 #[test]
@@ -142,7 +186,7 @@ fn help_and_docs_list_every_variable() {
             v.key
         );
         assert!(
-            Config::from_source(&source(&[(v.key, v.default)])).is_ok(),
+            Config::from_source(&source(&[(v.key, &v.default.to_string())])).is_ok(),
             "default of {}",
             v.key
         );

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::{pod::parse_cidr_list, ports::parse_port_list};
 
 fn golden(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.rules"));
@@ -28,9 +27,10 @@ fn golden(name: &str, actual: &str) {
 
 fn skipping() -> Redirect {
     Redirect {
-        skip_inbound_ports: parse_port_list("22,9000-9100").expect("ports"),
-        skip_outbound_ports: parse_port_list("5432, 6379").expect("ports"),
-        skip_outbound_cidrs: parse_cidr_list("10.96.0.0/12, 169.254.169.254, fd00::/8")
+        skip_inbound_ports: "22,9000-9100".parse().expect("ports"),
+        skip_outbound_ports: "5432, 6379".parse().expect("ports"),
+        skip_outbound_cidrs: "10.96.0.0/12, 169.254.169.254, fd00::/8"
+            .parse()
             .expect("cidrs"),
         ..Redirect::default()
     }
@@ -66,7 +66,7 @@ fn skip_rules_match_the_golden_files() {
 fn many_skip_ports_split_into_multiport_rules_of_fifteen() {
     let list: Vec<String> = (1..=20).map(|p| (p * 100).to_string()).collect();
     let r = Redirect {
-        skip_outbound_ports: parse_port_list(&list.join(",")).expect("ports"),
+        skip_outbound_ports: list.join(",").parse().expect("ports"),
         ..Redirect::default()
     };
     let rules = r.render(Family::V4).expect("valid");

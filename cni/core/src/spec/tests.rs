@@ -22,8 +22,8 @@ fn reads_a_chained_config_and_passes_the_previous_result_through() {
         "runtimeConfig is the spec's"
     );
     let r = conf.redirect().expect("valid");
-    assert_eq!(r.skip_inbound_ports.len(), 1);
-    assert_eq!(r.skip_outbound_cidrs[0].to_string(), "10.96.0.0/12");
+    assert_eq!(r.skip_inbound_ports.to_string(), "22");
+    assert_eq!(r.skip_outbound_cidrs.to_string(), "10.96.0.0/12");
     assert_eq!(
         conf.local_annotations()
             .get("weft.dev/injected")
@@ -88,6 +88,7 @@ fn bad_configs_get_the_spec_error_codes() {
     for (input, want, text) in cases {
         let err = NetConf::parse(input.as_bytes()).expect_err(input);
         assert_eq!(err.code, want, "{input}: {err}");
+        assert!(err.is_usage(), "{input}: a bad config is the caller's");
         assert!(err.to_string().contains(text), "{input}: {err}");
         let json: Value = serde_json::from_str(&err.to_json()).expect("the error is JSON");
         assert_eq!(json["code"], want);
@@ -98,6 +99,34 @@ fn bad_configs_get_the_spec_error_codes() {
         NetConf::parse(&huge).expect_err("too big").code,
         code::INVALID_CONFIG
     );
+}
+
+#[test]
+fn only_the_callers_errors_are_usage_errors() {
+    let usage = [
+        code::INCOMPATIBLE_VERSION,
+        code::UNSUPPORTED_FIELD,
+        code::INVALID_ENVIRONMENT,
+        code::DECODE_FAILURE,
+        code::INVALID_CONFIG,
+    ];
+    let runtime = [
+        code::UNKNOWN_CONTAINER,
+        code::IO_FAILURE,
+        code::TRY_AGAIN_LATER,
+        code::RULES_NOT_IN_PLACE,
+        code::IPTABLES_FAILED,
+        code::KUBERNETES_FAILED,
+    ];
+    for (codes, want) in [(&usage[..], true), (&runtime[..], false)] {
+        for &c in codes {
+            assert_eq!(
+                CniError::new("1.0.0", c, "m", "").is_usage(),
+                want,
+                "code {c}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -246,3 +246,69 @@ fn updates_are_deltas_within_a_service_and_whole_otherwise() {
     let back = full.since(&Answer::NotAService, 5).expect("changed");
     assert!(matches!(back.kind, Some(pb::update::Kind::Snapshot(_))));
 }
+
+#[test]
+fn a_pod_with_injection_disabled_is_not_meshed_even_with_a_proxy() {
+    // The CNI installs no redirect rules in such a pod (`weft_pod::decide`), so its proxy never
+    // sees inbound traffic: an mTLS connection to its inbound port would be the only way in, and
+    // plaintext to the app is what reaches it.
+    let lookup = Lookup::new(
+        snapshot(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 198.19.0.20, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+endpoints:
+  - addresses: [198.18.0.31]
+    targetRef: {kind: Pod, name: web-off, namespace: shop}
+  - addresses: [198.18.0.32]
+    targetRef: {kind: Pod, name: web-on, namespace: shop}
+ports: [{port: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-off
+  namespace: shop
+  annotations: {weft.dev/injected: v1, weft.dev/inject: disabled}
+spec:
+  containers: [{name: app, image: example/web}, {name: weft-proxy, image: weft/proxy}]
+status: {podIP: 198.18.0.31}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-on
+  namespace: shop
+  annotations: {weft.dev/inject: enabled}
+spec:
+  containers: [{name: app, image: example/web}, {name: weft-proxy, image: weft/proxy}]
+status: {podIP: 198.18.0.32}
+"#,
+        ),
+        "cluster.local",
+    );
+    let answer = lookup.answer(&addr("198.19.0.20:80"));
+    let eps = endpoints(&answer);
+    let off = &eps["198.18.0.31:8080"];
+    assert_eq!(off.pod, "shop/web-off");
+    assert!(off.mesh.is_none(), "inject: disabled is plaintext: {off:?}");
+    assert!(
+        eps["198.18.0.32:8080"].mesh.is_some(),
+        "inject: enabled changes nothing for an injected pod"
+    );
+    assert_eq!(
+        lookup.answer(&addr("198.18.0.31:8080")),
+        Answer::NotAService,
+        "the pod's own address: forwarded as it is"
+    );
+}
