@@ -1,10 +1,10 @@
 //! `weftctl demo`: a live mesh on this machine. Pods are network namespaces on the reference
-//! CNI bridge inside one dedicated "node" namespace (the `weft-e2e` harness), with `weft-cni`
+//! CNI bridge inside one dedicated "node" namespace (built with `weft-lab`), with `weft-cni`
 //! chained after `bridge`, the control plane in local mode, a `weft-proxy` as UID 2121 in each
 //! pod, and a steady trickle of traffic: `web` calls the Service `api` (pods `api-v1` and
 //! `api-v2`), and both API pods call the Service `backend`. A table of requests, success rate
 //! and latency per workload, read from each proxy's `/metrics`, refreshes in the terminal until
-//! Ctrl-C; then every pod, namespace, veth, bridge and rule is removed (the harness's guards).
+//! Ctrl-C; then every pod, namespace, veth, bridge and rule is removed (the lab's guards).
 //!
 //! Safety: all traffic stays inside the node namespace, which has no route out; addresses come
 //! from 198.18.0.0/15; clients run inside pod namespaces only.
@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use weft_e2e::{Cluster, Metrics, Pod, PodSpec, Service, ServiceSpec, HTTP_PORT};
+use weft_lab::{Cluster, Metrics, Pod, PodSpec, Service, ServiceSpec, HTTP_PORT};
 
 /// The namespace (Kubernetes namespace, not network namespace) of the demo's workloads.
 const NAMESPACE: &str = "demo";
@@ -105,7 +105,7 @@ impl Ord for Bound {
 }
 
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if let Some(why) = weft_e2e::prereq::missing() {
+    if let Some(why) = weft_lab::prereq::missing() {
         bail!(
             "the live mesh of network namespaces cannot run here: {why}.\n\
              As root, install what is missing: apt-get install iptables iproute2 util-linux tcpdump containernetworking-plugins\n\
@@ -304,8 +304,8 @@ fn print_intro(cluster: &Cluster, pods: &[Arc<Pod>], api: &Service, backend: &Se
     println!(
         "  node namespace {} (bridge {}, pods from {}, no route out)",
         cluster.node().name(),
-        weft_e2e::BRIDGE,
-        weft_e2e::POD_SUBNET
+        weft_lab::BRIDGE,
+        weft_lab::POD_SUBNET
     );
     for p in pods {
         println!(
@@ -335,7 +335,7 @@ fn print_intro(cluster: &Cluster, pods: &[Arc<Pod>], api: &Service, backend: &Se
     println!(
         "  ip netns exec {} tcpdump -ni {} -A tcp     # only TLS between pods",
         cluster.node().name(),
-        weft_e2e::BRIDGE
+        weft_lab::BRIDGE
     );
     println!(
         "  the control plane's YAML and the logs: {}",

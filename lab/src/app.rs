@@ -225,7 +225,7 @@ fn serve_http(
         let body = format!("pod={name}\npeer={peer}\nhost={host}\npath={path}\n");
         // One write per response: no partial responses on the wire.
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Weft-E2E-Pod: {name}\r\n{}\r\n{body}",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Weft-Lab-Pod: {name}\r\n{}\r\n{body}",
             body.len(),
             if close { "Connection: close\r\n" } else { "" },
         );

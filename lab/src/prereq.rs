@@ -1,4 +1,4 @@
-//! What the tier needs from the machine, and the loud skip when it is missing.
+//! What the lab needs from the machine, and the loud skip for tests when it is missing.
 
 use std::{
     io::Write,
@@ -11,7 +11,7 @@ pub const REQUIRE_ENV: &str = "WEFT_REQUIRE_NETNS_TESTS";
 /// Where Debian's `containernetworking-plugins` installs the reference plugins.
 pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
 
-/// The commands the harness runs.
+/// The commands the lab runs.
 const TOOLS: [&str; 7] = [
     "ip",
     "iptables",
@@ -24,7 +24,7 @@ const TOOLS: [&str; 7] = [
 /// The reference plugins the network list uses.
 const PLUGINS: [&str; 3] = ["bridge", "host-local", "loopback"];
 
-/// Why the tier cannot run here, if it cannot: not root, or tools or plugins missing.
+/// Why the lab cannot run here, if it cannot: not root, or tools or plugins missing.
 pub fn missing() -> Option<String> {
     let mut why = Vec::new();
     if !nix::unistd::Uid::effective().is_root() {

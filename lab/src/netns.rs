@@ -23,11 +23,11 @@ use crate::{
 /// Where `ip netns` keeps its namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// A unique prefix for names made by this process: `weft-e2e-<pid>-<n>`.
+/// A unique prefix for names made by this process: `weft-lab-<pid>-<n>`.
 pub fn unique_prefix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!(
-        "weft-e2e-{}-{}",
+        "weft-lab-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
@@ -44,7 +44,7 @@ pub fn list() -> Result<Vec<String>> {
         .collect())
 }
 
-/// A named network namespace that this harness created; deleted on drop.
+/// A named network namespace that this lab created; deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
     name: String,

@@ -40,7 +40,7 @@ const FIRST_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
 /// The bridge in the node's namespace.
 pub const BRIDGE: &str = "weft-br0";
 /// The network list's name.
-pub const NETWORK: &str = "weft-e2e";
+pub const NETWORK: &str = "weft-lab";
 
 /// How long a proxy may take to answer `/ready`, and the control plane to apply new YAML.
 const READY_PATIENCE: Duration = Duration::from_secs(15);
@@ -133,7 +133,7 @@ impl Cluster {
         pki::write(&config_dir.join("cluster.yaml"), "", 0o644)?;
         // The list as a runtime would keep it in /etc/cni/net.d, for whoever debugs a failure.
         pki::write(
-            &dir.path().join("weft-e2e.conflist"),
+            &dir.path().join("weft-lab.conflist"),
             &serde_json::to_string_pretty(&network.to_json()).unwrap_or_default(),
             0o644,
         )?;
@@ -170,7 +170,7 @@ impl Cluster {
         self.shared.dir.path()
     }
 
-    /// The binaries under test.
+    /// The Weft binaries the lab runs.
     pub fn binaries(&self) -> &Binaries {
         &self.shared.bins
     }

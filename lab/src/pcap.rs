@@ -110,7 +110,7 @@ fn ethernet_tcp(frame: &[u8]) -> Option<Segment> {
             (src, dst, ip.get(ihl..total.min(ip.len()))?)
         }
         ETHERTYPE_IPV6 => {
-            // No extension headers: the harness's traffic has none.
+            // No extension headers: the lab's traffic has none.
             if *ip.get(6)? != PROTO_TCP {
                 return None;
             }
