@@ -2,6 +2,10 @@
 //! child process started with `ip netns exec`, or a thread that has `setns`-ed into it to make
 //! sockets there (a socket belongs to the namespace it was created in, whichever thread uses it
 //! afterwards).
+//!
+//! The one network-namespace helper of the repository: the lab's pods and node, and the
+//! root-only tests of the proxy (`proxy/tests/transparent.rs`) and of the CNI plugin
+//! (`cni/tests`) all make their namespaces here.
 
 use std::{
     fs::File,
@@ -88,6 +92,17 @@ impl Netns {
     /// Runs `program args` inside, to completion; returns stdout.
     pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
         process::run(self.command(program).args(args))
+    }
+
+    /// Runs `program args` inside with `input` on its stdin, to completion within
+    /// [`process::COMMAND_TIMEOUT`]; a non-zero exit is not an error here, the caller judges
+    /// the [`process::Output`] (for tests of commands that are meant to fail).
+    pub fn output(&self, program: &str, args: &[&str], input: &[u8]) -> Result<process::Output> {
+        process::run_with_input(
+            self.command(program).args(args),
+            input,
+            process::COMMAND_TIMEOUT,
+        )
     }
 
     /// `ip -n <name> args`.

@@ -26,18 +26,7 @@ const PLUGINS: [&str; 3] = ["bridge", "host-local", "loopback"];
 
 /// Why the lab cannot run here, if it cannot: not root, or tools or plugins missing.
 pub fn missing() -> Option<String> {
-    let mut why = Vec::new();
-    if !nix::unistd::Uid::effective().is_root() {
-        why.push("needs root for network namespaces and iptables".to_string());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let tools: Vec<&str> = TOOLS
-        .into_iter()
-        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .collect();
-    if !tools.is_empty() {
-        why.push(format!("{} not found on PATH", tools.join(", ")));
-    }
+    let mut why: Vec<String> = missing_tools(&TOOLS).into_iter().collect();
     let plugins: Vec<PathBuf> = PLUGINS
         .into_iter()
         .map(|p| Path::new(REFERENCE_PLUGIN_DIR).join(p))
@@ -53,11 +42,38 @@ pub fn missing() -> Option<String> {
     (!why.is_empty()).then(|| why.join("; "))
 }
 
-/// For tests: `true` if `test` can run. Otherwise prints `SKIPPED: <test>: <reason>` straight
-/// to stderr (a passing test's captured output is never shown) and returns `false`, or, with
-/// `WEFT_REQUIRE_NETNS_TESTS=1`, panics with the reason.
+/// Why a test that runs `tools` in network namespaces cannot run here, if it cannot: not root,
+/// or some of `tools` not on `PATH`. For tests that need less than the whole lab (one
+/// namespace and iptables, say).
+pub fn missing_tools(tools: &[&str]) -> Option<String> {
+    let mut why = Vec::new();
+    if !nix::unistd::Uid::effective().is_root() {
+        why.push("needs root for network namespaces and iptables".to_string());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let absent: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .collect();
+    if !absent.is_empty() {
+        why.push(format!("{} not found on PATH", absent.join(", ")));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// For tests: `true` if the lab can run here ([`missing`]); otherwise the loud skip of
+/// [`run_or_skip`].
 pub fn should_run(test: &str) -> bool {
-    let Some(reason) = missing() else {
+    run_or_skip(test, missing())
+}
+
+/// For tests: `true` if `why_not` is `None`. Otherwise prints `SKIPPED: <test>: <why_not>`
+/// straight to stderr (a passing test's captured output is never shown) and returns `false`,
+/// or, with `WEFT_REQUIRE_NETNS_TESTS=1`, panics with the reason. Every root-only test tier
+/// skips through here, so CI's "a missing prerequisite is a failure" holds for all of them.
+pub fn run_or_skip(test: &str, why_not: Option<String>) -> bool {
+    let Some(reason) = why_not else {
         return true;
     };
     let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
