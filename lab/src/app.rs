@@ -144,7 +144,8 @@ fn accept_loop(listener: &TcpListener, port: u16, kind: Kind, name: &str, shared
             break;
         }
         let Ok((conn, peer)) = accepted else {
-            // A transient accept error (a reset before accept): keep serving, briefly paused.
+            // A transient accept error (a reset before accept): keep serving. The pause is not a
+            // wait for anything, only a bound on how fast a persistent error can spin this loop.
             thread::sleep(Duration::from_millis(10));
             continue;
         };

@@ -33,6 +33,8 @@ use crate::{
 
 /// The pods' subnet, on the node's bridge.
 pub const POD_SUBNET: &str = "198.18.0.0/24";
+/// The pod subnet's broadcast address.
+const POD_BROADCAST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 255);
 /// The bridge's address: the pods' gateway, where the control plane listens.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// Service cluster IPs come from 198.19.0.0/24, starting here.
@@ -315,7 +317,7 @@ impl Cluster {
 
     /// Starts `tcpdump` on the bridge (in the node's namespace), writing `<dir>/<name>.pcap`.
     pub fn capture(&self, name: &str) -> Result<Capture> {
-        Capture::start(self.node(), BRIDGE, self.dir(), name)
+        Capture::start(self.node(), BRIDGE, POD_BROADCAST, self.dir(), name)
     }
 
     /// The control plane's `/metrics`.
