@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test lint unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile
+.PHONY: demo test lint deny unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
@@ -26,9 +26,14 @@ test: deps lint unit demo-once fuzz-smoke bench-smoke
 deps:
 	scripts/install-deps.sh
 
-lint:
+lint: deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## deny: cargo-deny's licence, duplicate-version and source checks (deny.toml); installs
+## cargo-deny from crates.io on first use. Advisories need github.com and are not checked here.
+deny:
+	scripts/deny.sh
 
 unit:
 	$(CARGO) test --workspace --locked

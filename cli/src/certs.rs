@@ -52,7 +52,7 @@ pub(crate) enum Certs {
 #[derive(Args, Debug)]
 pub(crate) struct Common {
     /// The trust domain.
-    #[arg(long, default_value = "cluster.local")]
+    #[arg(long, default_value = "cluster.local", value_parser = trust_domain)]
     trust_domain: String,
     /// Where to write the files.
     #[arg(long, default_value = ".")]
@@ -66,7 +66,6 @@ pub(crate) fn run(cmd: Certs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     match cmd {
         Certs::CreateAnchor { common, lifetime } => {
-            check_trust_domain(&common.trust_domain)?;
             let anchor = Ca::new_anchor(&common.trust_domain, lifetime, now)?;
             write(&common, "anchor.crt", anchor.cert_pem(), 0o644)?;
             write(&common, "anchor.key", &anchor.key_pem(), 0o600)?;
@@ -86,7 +85,6 @@ pub(crate) fn run(cmd: Certs) -> anyhow::Result<()> {
             anchor_key,
             lifetime,
         } => {
-            check_trust_domain(&common.trust_domain)?;
             let cert_pem = read(&anchor_cert)?;
             let anchor = Ca::from_pem(&cert_pem, &read(&anchor_key)?).with_context(|| {
                 format!(
@@ -149,10 +147,10 @@ pub(crate) fn run(cmd: Certs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_trust_domain(td: &str) -> anyhow::Result<()> {
-    SpiffeId::new(td, "default", "default")
-        .map(drop)
-        .with_context(|| format!("--trust-domain {td:?}"))
+/// `--trust-domain`, checked while the command line is parsed, so a bad one is a usage error
+/// (exit 64) like any other bad flag.
+fn trust_domain(td: &str) -> Result<String, weft_certs::SpiffeIdError> {
+    SpiffeId::new(td, "default", "default").map(|_| td.to_owned())
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

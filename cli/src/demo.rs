@@ -1,10 +1,10 @@
 //! `weftctl demo`: a live mesh on this machine. Pods are network namespaces on the reference
-//! CNI bridge inside one dedicated "node" namespace (the `weft-e2e` harness), with `weft-cni`
+//! CNI bridge inside one dedicated "node" namespace (built with `weft-lab`), with `weft-cni`
 //! chained after `bridge`, the control plane in local mode, a `weft-proxy` as UID 2121 in each
 //! pod, and a steady trickle of traffic: `web` calls the Service `api` (pods `api-v1` and
 //! `api-v2`), and both API pods call the Service `backend`. A table of requests, success rate
 //! and latency per workload, read from each proxy's `/metrics`, refreshes in the terminal until
-//! Ctrl-C; then every pod, namespace, veth, bridge and rule is removed (the harness's guards).
+//! Ctrl-C; then every pod, namespace, veth, bridge and rule is removed (the lab's guards).
 //!
 //! Safety: all traffic stays inside the node namespace, which has no route out; addresses come
 //! from 198.18.0.0/15; clients run inside pod namespaces only.
@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use weft_e2e::{Cluster, Metrics, Pod, PodSpec, Service, ServiceSpec, HTTP_PORT};
+use weft_lab::{Cluster, Metrics, Pod, PodSpec, Service, ServiceSpec, HTTP_PORT};
 
 /// The namespace (Kubernetes namespace, not network namespace) of the demo's workloads.
 const NAMESPACE: &str = "demo";
@@ -105,7 +105,7 @@ impl Ord for Bound {
 }
 
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if let Some(why) = weft_e2e::prereq::missing() {
+    if let Some(why) = weft_lab::prereq::missing() {
         bail!(
             "the live mesh of network namespaces cannot run here: {why}.\n\
              As root, install what is missing: apt-get install iptables iproute2 util-linux tcpdump containernetworking-plugins\n\
@@ -199,12 +199,15 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     // Set by a signal rather than by the deadline.
     let interrupted = stop.swap(true, Ordering::Relaxed);
-    for (_, _, _, handle) in clients.iter() {
-        // The clients notice `stop` within one request timeout.
-        while !handle.is_finished() {
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
+    // The clients notice `stop` within one request timeout, so joining them is bounded. One
+    // that panicked has nothing more to count: its counts stand as they are.
+    let clients: Vec<_> = clients
+        .into_iter()
+        .map(|(from, dst, counts, handle)| {
+            let _ = handle.join();
+            (from, dst, counts)
+        })
+        .collect();
     if args.once && interrupted {
         println!(
             "\nweftctl demo: interrupted; removing pods, namespaces, the bridge and the rules ..."
@@ -304,8 +307,8 @@ fn print_intro(cluster: &Cluster, pods: &[Arc<Pod>], api: &Service, backend: &Se
     println!(
         "  node namespace {} (bridge {}, pods from {}, no route out)",
         cluster.node().name(),
-        weft_e2e::BRIDGE,
-        weft_e2e::POD_SUBNET
+        weft_lab::BRIDGE,
+        weft_lab::POD_SUBNET
     );
     for p in pods {
         println!(
@@ -335,7 +338,7 @@ fn print_intro(cluster: &Cluster, pods: &[Arc<Pod>], api: &Service, backend: &Se
     println!(
         "  ip netns exec {} tcpdump -ni {} -A tcp     # only TLS between pods",
         cluster.node().name(),
-        weft_e2e::BRIDGE
+        weft_lab::BRIDGE
     );
     println!(
         "  the control plane's YAML and the logs: {}",
@@ -502,15 +505,10 @@ fn trim(v: f64) -> String {
 fn check_once(
     pods: &[Arc<Pod>],
     totals: &BTreeMap<String, Row>,
-    clients: &[(
-        String,
-        SocketAddr,
-        Arc<ClientCounts>,
-        thread::JoinHandle<()>,
-    )],
+    clients: &[(String, SocketAddr, Arc<ClientCounts>)],
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    for (from, dst, counts, _) in clients {
+    for (from, dst, counts) in clients {
         let ok = counts.ok.load(Ordering::Relaxed);
         let failed = counts.failed.load(Ordering::Relaxed);
         if ok == 0 || failed > 0 {

@@ -1,14 +1,19 @@
 //! `weftctl`: the Weft command line.
+//!
+//! Exit status: 0 on success (and for `--help` and `--version`), 64 (`EX_USAGE`) for a bad
+//! command line, whatever clap refuses, values included, and 1 when the command itself fails.
 
 mod certs;
 mod demo;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{error::ErrorKind, Parser, Subcommand};
 
 /// Exit status for a usage error (`EX_USAGE`), as the proxy uses for bad configuration.
 const EXIT_USAGE: u8 = 64;
+/// Exit status when a well-formed command fails while it runs.
+const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,14 +39,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::from(EXIT_USAGE);
-        }
         Err(e) => {
-            // --help and --version.
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                // Everything else, a missing subcommand (which prints the help) included, is
+                // a command line clap refused.
+                _ => ExitCode::from(EXIT_USAGE),
+            };
         }
     };
     let result = match cli.command {
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weftctl: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The harness leaves nothing behind: once a cluster's handles are dropped, none of the
+//! The lab leaves nothing behind: once a cluster's handles are dropped, none of the
 //! namespaces it made is left (`ip netns list`), the proxies it started are gone, and its temp
 //! dir is deleted; also when the test body panics. A pod dropped while its cluster lives gets
 //! a CNI `DEL`: host-local frees its address and weft-cni removes its rules.
@@ -11,7 +11,7 @@ use std::{
     sync::Mutex,
 };
 
-use weft_e2e::{netns, Cluster, PodSpec};
+use weft_lab::{netns, Cluster, PodSpec};
 
 /// What a cluster made, to look for after it is gone.
 #[derive(Debug, Default)]
@@ -22,7 +22,7 @@ struct Made {
 }
 
 /// A cluster with a meshed and an unmeshed pod; records what it made in `made`.
-fn build(c: &Cluster, made: &Mutex<Made>) -> Vec<weft_e2e::Pod> {
+fn build(c: &Cluster, made: &Mutex<Made>) -> Vec<weft_lab::Pod> {
     let a = c
         .pod(PodSpec::new("shop", "a").service_account("web").meshed())
         .expect("pod a");
@@ -71,11 +71,11 @@ fn dropping_the_cluster_leaves_nothing_behind() {
     }
 
     // One pod dropped while the cluster lives: CNI DEL ran for it.
-    let [a, u]: [weft_e2e::Pod; 2] = pods.try_into().expect("two pods");
+    let [a, u]: [weft_lab::Pod; 2] = pods.try_into().expect("two pods");
     let lease = c
         .dir()
         .join("ipam")
-        .join("weft-e2e")
+        .join(weft_lab::cluster::NETWORK)
         .join(a.ip().to_string());
     assert!(
         lease.exists(),
@@ -105,7 +105,7 @@ fn a_panicking_test_leaves_nothing_behind() {
         return;
     };
     let made = Mutex::new(Made::default());
-    // The harness prints the proxy's, control plane's and weft-cni's logs while unwinding:
+    // The lab prints the proxy's, control plane's and weft-cni's logs while unwinding:
     // that is part of what is checked here, and why this test's output is noisy.
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let _pods = build(&c, &made);

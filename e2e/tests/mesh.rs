@@ -21,7 +21,7 @@ mod support;
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use weft_e2e::{
+use weft_lab::{
     pcap, redirect, spiffe_id, wait, Cluster, Pod, PodSpec, Service, ServiceSpec, ECHO_PORT,
     GATEWAY, HTTP_PORT,
 };
@@ -87,7 +87,7 @@ fn a_service_call_crosses_both_proxies_with_mtls_and_is_balanced() {
     // Four concurrent clients, as a balancer that weighs requests in flight expects.
     const CLIENTS: usize = 4;
     const EACH: usize = 10;
-    let replies: Vec<(usize, weft_e2e::HttpReply)> = std::thread::scope(|s| {
+    let replies: Vec<(usize, weft_lab::HttpReply)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..CLIENTS)
             .map(|w| {
                 let (a, api) = (&a, &api);
@@ -582,7 +582,7 @@ fn deleting_a_pods_rules_is_caught_by_the_redirect_self_check() {
         return;
     };
     let a = web_pod(&c, "a", |p| p);
-    let verified = |m: &weft_e2e::Metrics| m.value("weft_redirect_verified", &[]);
+    let verified = |m: &weft_lab::Metrics| m.value("weft_redirect_verified", &[]);
     support::wait_value(&a, "weft_redirect_verified", 1.0, verified);
     assert_eq!(a.admin("/ready").expect("/ready").status, 200);
 
@@ -631,7 +631,7 @@ fn weft_init_and_weft_cni_install_the_same_rules() {
     let test = "weft_init_and_weft_cni_install_the_same_rules";
     let (Some(by_cni), Some(by_init)) = (
         support::cluster(test),
-        support::cluster_with(test, weft_e2e::Redirect::WeftInit),
+        support::cluster_with(test, weft_lab::Redirect::WeftInit),
     ) else {
         return;
     };

@@ -2,18 +2,22 @@
 //! `SO_ORIGINAL_DST` (IPv4 and IPv6), and the proxy running as UID 2121 so that its own upstream
 //! connections escape the redirect.
 //!
-//! Each test builds a "pod": a fresh network namespace with loopback up, one interface carrying
-//! the test-range addresses 198.18.0.10/32 (RFC 2544) and 2001:2::10/128 (RFC 5180), the NAT rules
-//! a mesh init container installs, and the real `weft-proxy` binary started inside it as UID 2121.
-//! Servers and clients are blocking std sockets created inside the namespace (a socket belongs to
-//! the namespace it was created in, whichever thread uses it afterwards).
+//! Each test builds a "pod": a fresh network namespace with loopback up and a veth pair to a
+//! second fresh namespace, the "peer" (another host), the pod's end carrying 198.18.0.10/24
+//! (RFC 2544) and 2001:2::10/64 (RFC 5180), the peer's 198.18.0.20 and 2001:2::20; in the pod,
+//! the NAT rules `weft-init` and `weft-cni` install, rendered by `weft-cni-core` from the default
+//! redirect config and applied as they apply them (`iptables-restore --noflush`), and the real
+//! `weft-proxy` binary started inside it as UID 2121. Servers run in the peer, clients in the
+//! pod; both are blocking std sockets created inside their namespace (a socket belongs to the
+//! namespace it was created in, whichever thread uses it afterwards). The namespaces come from
+//! `weft_lab::netns`, the repository's one network-namespace helper.
 //!
 //! What the tests prove:
-//! - an HTTP/1 request to 198.18.0.10:8080 is redirected to the proxy, which sends it on to its
-//!   original destination with the `Host` header untouched, and counts the request and the
-//!   connection;
-//! - an opaque TCP conversation with [2001:2::10]:8080 is redirected (ip6tables) and forwarded
-//!   byte for byte, half-close included;
+//! - an HTTP/1 request to the peer's 198.18.0.20:8080 is redirected to the proxy, which sends it
+//!   on to its original destination with the `Host` header untouched, and counts the request and
+//!   the connection;
+//! - an opaque TCP conversation with the peer's [2001:2::20]:8080 is redirected (ip6tables) and
+//!   forwarded byte for byte, half-close included;
 //! - a connection made straight to the outbound port (not redirected) is refused: never forwarded,
 //!   never looped back into the proxy, and the proxy stays ready;
 //! - the redirect self-check (on in every pod here, as in real ones): `/ready` is 200 only once the
@@ -21,54 +25,77 @@
 //!   `weft_redirect_verified` to 0 and `/ready` to 503 with the reason, logged once, and restoring
 //!   the rules recovers; a check rule aimed at the inbound port is a wrong answer, not a loop.
 //!
+//! The server is in a namespace of its own because the rule set, like a real pod's, lets loopback
+//! traffic pass (`-o lo -j RETURN`), and a connection to one of the pod's own addresses leaves
+//! through `lo`: only traffic to another host is redirected.
+//!
 //! Safety rules:
-//! - Everything happens inside the private namespace. It has no route out, and the only
-//!   non-loopback addresses used are the two test-range ones above, which exist only inside it.
-//!   Nothing is sent from the machine's own namespace.
-//! - The interface is a veth pair with both ends inside the namespace, not a `dummy` interface:
-//!   some kernels (this project's dev machine among them) are built without `CONFIG_DUMMY`.
+//! - Everything happens inside the two private namespaces, linked only to each other. They have
+//!   no route out, and the only non-loopback addresses used are the four test-range ones above,
+//!   which exist only inside them. Nothing is sent from the machine's own namespace.
+//! - The link is a veth pair, not a `dummy` interface: some kernels (this project's dev machine
+//!   among them) are built without `CONFIG_DUMMY`.
 //! - Fixed ports (15140, 15143, 15190, 8080) are fine because each namespace is private; names are
 //!   unique per process and test, so tests run in parallel with no shared state.
 //! - Guards clean up on success, failure and panic: the proxy child (by its PID) is killed and
-//!   reaped, then the namespace is deleted, which takes its interfaces and rules with it. On a
-//!   failure the proxy's log is printed.
+//!   reaped, then the namespaces are deleted, which takes their interfaces and rules with them.
+//!   On a failure the proxy's log is printed.
 //!
-//! Needs root and `ip`, `iptables`, `ip6tables` and `setpriv`. Without them each test prints a
-//! line starting with `SKIPPED:` and passes, unless `WEFT_REQUIRE_NETNS_TESTS=1` (set it in CI),
-//! which turns the skip into a failure.
+//! Needs root and `ip`, `iptables`, `ip6tables` (with their `-save` and `-restore`) and
+//! `setpriv`. Without them each test prints a line starting with `SKIPPED:` and passes, unless
+//! `WEFT_REQUIRE_NETNS_TESTS=1` (set it in CI), which turns the skip into a failure.
 
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    process::{Child, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use nix::sched::{setns, CloneFlags};
 use serde_json::Value;
+use weft_cni_core::{
+    plan::{self, NatTable},
+    redirect::{Redirect, OUTPUT_CHAIN},
+    Family,
+};
+use weft_lab::{netns, netns::Netns, prereq};
 
-/// The proxy's UID; the NAT rules return its traffic unredirected (but for the check rule).
-const PROXY_UID: u32 = 2121;
-const OUTBOUND_PORT: u16 = 15140;
-const INBOUND_PORT: u16 = 15143;
-const ADMIN_PORT: u16 = 15190;
+// Every pod here gets the default redirect config (`Redirect::default()`, on the pod contract's
+// ports and UID, `weft_pod::ids`), as the mesh installs
+// it; the proxy runs as its UID and listens on its ports.
+const PROXY_UID: u32 = weft_pod::ids::PROXY_UID;
+const OUTBOUND_PORT: u16 = weft_pod::ids::OUTBOUND_PORT;
+const INBOUND_PORT: u16 = weft_pod::ids::INBOUND_PORT;
+const ADMIN_PORT: u16 = weft_pod::ids::ADMIN_PORT;
 /// The redirect check port: nothing listens on it; the check rule sends the proxy's own
-/// connections to loopback on it to the outbound port.
-const CHECK_PORT: u16 = 15141;
-/// The nat chain of the mesh's rules, jumped to from `OUTPUT`, as `weft-init` names it.
-const CHAIN: &str = "WEFT_OUTPUT";
+/// connections to loopback on it to the outbound port. The proxy is left on its own default
+/// for it, so the test also proves that the proxy's default and the rule set's agree.
+const CHECK_PORT: u16 = weft_pod::ids::REDIRECT_CHECK_PORT;
 /// How often the proxies here check the redirection.
 const CHECK_INTERVAL: &str = "1s";
 
-/// The app-facing addresses, inside the namespace only.
-const APP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-const APP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
-/// The port whose traffic to the app addresses is redirected.
+/// The pod's addresses, on its end of the veth pair.
+const POD_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const POD_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+/// The peer's addresses, where the servers listen.
+const PEER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
+const PEER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x20);
+/// The servers' port.
 const APP_PORT: u16 = 8080;
+/// What the pod needs from the machine.
+const TOOLS: [&str; 8] = [
+    "ip",
+    "iptables",
+    "ip6tables",
+    "iptables-save",
+    "ip6tables-save",
+    "iptables-restore",
+    "ip6tables-restore",
+    "setpriv",
+];
 
 /// Read, write and connect timeout of every test socket.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,12 +109,15 @@ fn ipv4_http1_request_is_redirected_through_the_proxy() {
     let Some(pod) = Pod::start("ipv4_http1_request_is_redirected_through_the_proxy") else {
         return;
     };
-    let app = SocketAddr::from((APP_V4, APP_PORT));
-    let server = pod.ns.listen(app);
+    let app = SocketAddr::from((PEER_V4, APP_PORT));
+    let server = pod.peer.listen(app).expect("listen in the peer");
     let before = pod.metrics();
     let server = thread::spawn(move || serve_one_http_request(&server));
 
-    let mut client = pod.ns.connect(app).expect("connect to the app address");
+    let mut client = pod
+        .ns
+        .connect(app, IO_TIMEOUT)
+        .expect("connect to the peer");
     let client_addr = client.local_addr().expect("client address");
     client
         .write_all(
@@ -115,8 +145,8 @@ fn ipv4_http1_request_is_redirected_through_the_proxy() {
     // The proxy, not the client, opened the server's connection: a direct connection would have
     // the client's own address and port.
     assert!(
-        is_local(seen.peer),
-        "the server saw {}, not a namespace-local address",
+        is_pod(seen.peer),
+        "the server saw {}, not the pod's address",
         seen.peer
     );
     assert_ne!(
@@ -150,12 +180,15 @@ fn ipv6_opaque_tcp_is_redirected_through_the_proxy() {
     let Some(pod) = Pod::start("ipv6_opaque_tcp_is_redirected_through_the_proxy") else {
         return;
     };
-    let app = SocketAddr::from((APP_V6, APP_PORT));
-    let server = pod.ns.listen(app);
+    let app = SocketAddr::from((PEER_V6, APP_PORT));
+    let server = pod.peer.listen(app).expect("listen in the peer");
     let before = pod.metrics();
     let server = thread::spawn(move || serve_one_line_echo(&server));
 
-    let client = pod.ns.connect(app).expect("connect to the app address");
+    let client = pod
+        .ns
+        .connect(app, IO_TIMEOUT)
+        .expect("connect to the peer");
     let client_addr = client.local_addr().expect("client address");
     let mut lines = BufReader::new(client.try_clone().expect("clone the client socket"));
     let mut writer = client;
@@ -179,8 +212,8 @@ fn ipv6_opaque_tcp_is_redirected_through_the_proxy() {
     assert_eq!(rest, "", "nothing after the echoes");
     assert_eq!(seen.lines, ["HELLO weft over ipv6", "BYE"]);
     assert!(
-        is_local(seen.peer),
-        "the server saw {}, not a namespace-local address",
+        is_pod(seen.peer),
+        "the server saw {}, not the pod's address",
         seen.peer
     );
     assert_ne!(
@@ -212,8 +245,11 @@ fn direct_connection_to_the_outbound_port_is_refused_without_looping() {
     else {
         return;
     };
-    // A server on the redirected address: it must never hear of these connections.
-    let server = pod.ns.listen(SocketAddr::from((APP_V4, APP_PORT)));
+    // A server in the peer: it must never hear of these connections.
+    let server = pod
+        .peer
+        .listen(SocketAddr::from((PEER_V4, APP_PORT)))
+        .expect("listen in the peer");
     server
         .set_nonblocking(true)
         .expect("non-blocking server listener");
@@ -226,7 +262,10 @@ fn direct_connection_to_the_outbound_port_is_refused_without_looping() {
     ];
     let mut clients = Vec::new();
     for addr in direct {
-        let mut client = pod.ns.connect(addr).expect("connect to the outbound port");
+        let mut client = pod
+            .ns
+            .connect(addr, IO_TIMEOUT)
+            .expect("connect to the outbound port");
         clients.push(client.local_addr().expect("client address").to_string());
         // The proxy may close before or after the request arrives: a failed write is fine.
         let _ = client.write_all(b"GET / HTTP/1.1\r\nHost: loop\r\n\r\n");
@@ -283,14 +322,24 @@ fn redirect_check_notices_flushed_rules_and_recovers() {
         );
     }
 
-    for (family, iptables, check) in [
-        ("ipv4", "iptables", format!("127.0.0.1:{CHECK_PORT}")),
-        ("ipv6", "ip6tables", format!("[::1]:{CHECK_PORT}")),
+    for (rule_family, family, iptables, check) in [
+        (
+            Family::V4,
+            "ipv4",
+            "iptables",
+            format!("127.0.0.1:{CHECK_PORT}"),
+        ),
+        (
+            Family::V6,
+            "ipv6",
+            "ip6tables",
+            format!("[::1]:{CHECK_PORT}"),
+        ),
     ] {
         // Something flushes the chain: the app's traffic of this family now goes around the proxy.
         let refused = [("family", family), ("result", "refused")];
         let before = pod.metrics().value("weft_redirect_checks_total", &refused);
-        pod.ns.flush(iptables);
+        pod.flush(iptables);
         let failed = format!("redirect self-check failed: connecting to {check} was refused, so outbound traffic is not being redirected to this proxy; are the pod's iptables rules in place (weft-init or weft-cni), or did something flush the nat table?");
         pod.wait_until(
             &format!("{family}: weft_redirect_verified 0 and /ready 503"),
@@ -325,7 +374,8 @@ fn redirect_check_notices_flushed_rules_and_recovers() {
             );
         }
 
-        pod.ns.add_rules(iptables, OUTBOUND_PORT);
+        // Put back as weft-cni and weft-init would: planned from what is installed.
+        pod.apply(rule_family, None);
         pod.wait_until(
             &format!("{family}: weft_redirect_verified 1 and /ready 200"),
             |pod| {
@@ -345,8 +395,8 @@ fn redirect_check_notices_flushed_rules_and_recovers() {
 
     // A check rule aimed at the inbound port: the inbound listener closes the probe instead of
     // forwarding it to 127.0.0.1:15141, which the same rule would send straight back (a loop).
-    pod.ns.flush("iptables");
-    pod.ns.add_rules("iptables", INBOUND_PORT);
+    pod.flush("iptables");
+    pod.apply(Family::V4, Some(INBOUND_PORT));
     let wrong = [("family", "ipv4"), ("result", "wrong_answer")];
     pod.wait_until("a wrong answer and /ready 503", |pod| {
         let ready = pod.admin_get("/ready").ok()?;
@@ -370,33 +420,44 @@ fn redirect_check_notices_flushed_rules_and_recovers() {
     pod.proxy.assert_running();
 }
 
-/// A network namespace with the proxy running in it. Fields drop in order: the proxy is killed
-/// before its namespace is deleted.
+/// The pod's network namespace with the proxy running in it, and the peer it talks to. Fields
+/// drop in order: the proxy is killed before its namespace is deleted (which takes the veth
+/// pair with it), then the peer goes.
 struct Pod {
     proxy: Proxy,
     ns: Netns,
+    peer: Netns,
 }
 
 impl Pod {
     /// Builds the pod and waits for the proxy to be ready; `None` when the test must be skipped.
     fn start(test: &str) -> Option<Pod> {
-        if let Some(reason) = missing_prerequisite() {
-            let required = std::env::var("WEFT_REQUIRE_NETNS_TESTS").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "{test}: {reason}, and WEFT_REQUIRE_NETNS_TESTS=1"
-            );
-            // Straight to the process's stderr: the test harness captures `eprintln!` of a
-            // passing test, and a skip must be seen.
-            let _ = writeln!(io::stderr(), "SKIPPED: {test}: {reason}");
+        if !prereq::run_or_skip(test, prereq::missing_tools(&TOOLS)) {
             return None;
         }
-        let ns = Netns::create();
-        ns.redirect_outbound();
+        let prefix = netns::unique_prefix();
+        let ns = Netns::create(&format!("{prefix}-pod")).expect("create the pod's namespace");
+        let peer = Netns::create(&format!("{prefix}-peer")).expect("create the peer's namespace");
+        link(&ns, &peer);
+        for family in [Family::V4, Family::V6] {
+            install(&ns, family, None);
+        }
         let proxy = Proxy::start(&ns);
-        let mut pod = Pod { proxy, ns };
+        let mut pod = Pod { proxy, ns, peer };
         pod.wait_ready();
         Some(pod)
+    }
+
+    /// [`install`]s `family`'s rule set in the pod.
+    fn apply(&self, family: Family, check_to: Option<u16>) {
+        install(&self.ns, family, check_to);
+    }
+
+    /// Empties the output chain of one family, as a stray `iptables -t nat -F` would.
+    fn flush(&self, iptables: &str) {
+        self.ns
+            .run(iptables, &["-w", "10", "-t", "nat", "-F", OUTPUT_CHAIN])
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn wait_ready(&mut self) {
@@ -440,7 +501,11 @@ impl Pod {
     fn admin_get(&self, path: &str) -> io::Result<Response> {
         let mut conn = self
             .ns
-            .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)))?;
+            .connect(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)),
+                IO_TIMEOUT,
+            )
+            .map_err(io::Error::other)?;
         write!(
             conn,
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -475,162 +540,117 @@ impl Pod {
     }
 }
 
-/// A named network namespace, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Creates the namespace with its loopback and app interface up.
-    fn create() -> Netns {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "weft-t-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
+/// Makes the pod's `nat` table hold `family`'s rule set, planned from what is installed
+/// (`iptables-save`) and applied in one `iptables-restore --noflush`, as `weft-cni` and
+/// `weft-init` do. With `check_to`, the check rule (and only it) redirects there instead of
+/// to the outbound port: the one rule a test changes, to aim it at the wrong listener.
+fn install(ns: &Netns, family: Family, check_to: Option<u16>) {
+    let mut want = Redirect::default()
+        .render(family)
+        .expect("render the default rule set");
+    if let Some(port) = check_to {
+        let (_, rules) = want
+            .chains
+            .iter_mut()
+            .find(|(chain, _)| *chain == OUTPUT_CHAIN)
+            .expect("the rule set has an output chain");
+        let check = &mut rules[0];
+        let to_outbound = format!("--to-ports {OUTBOUND_PORT}");
+        assert!(
+            check.contains(&format!("--dport {CHECK_PORT}")) && check.ends_with(&to_outbound),
+            "the first {OUTPUT_CHAIN} rule is not the check rule: {check}"
         );
-        run("ip", &["netns", "add", &name]);
-        // From here on, a panic deletes the namespace.
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns.ip(&[
-            "link", "add", "weft0", "type", "veth", "peer", "name", "weft1",
-        ]);
-        ns.ip(&["link", "set", "weft0", "up"]);
-        ns.ip(&["link", "set", "weft1", "up"]);
-        ns.ip(&["addr", "add", &format!("{APP_V4}/32"), "dev", "weft0"]);
-        ns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{APP_V6}/128"),
-            "dev",
-            "weft0",
-            "nodad",
-        ]);
-        ns
+        *check = format!(
+            "{}--to-ports {port}",
+            check.strip_suffix(&to_outbound[..]).unwrap_or(check)
+        );
     }
-
-    /// The outbound rules, in their own chain as `weft-init` installs them: first the check
-    /// rule, then the proxy's own traffic passes, then the app's traffic to the app port on the
-    /// app addresses goes to the outbound listener.
-    fn redirect_outbound(&self) {
-        for iptables in ["iptables", "ip6tables"] {
-            self.nat(iptables, &["-N", CHAIN]);
-            self.nat(iptables, &["-A", "OUTPUT", "-p", "tcp", "-j", CHAIN]);
-            self.add_rules(iptables, OUTBOUND_PORT);
-        }
-    }
-
-    /// Appends the chain's rules for one family, the check rule redirecting to `check_to`.
-    fn add_rules(&self, iptables: &str, check_to: u16) {
-        let (loopback, app) = match iptables {
-            "iptables" => ("127.0.0.1/32", APP_V4.to_string()),
-            _ => ("::1/128", APP_V6.to_string()),
-        };
-        let uid = PROXY_UID.to_string();
-        let (check_port, check_to) = (CHECK_PORT.to_string(), check_to.to_string());
-        let (to_ports, app_port) = (OUTBOUND_PORT.to_string(), APP_PORT.to_string());
-        let rule = |args: &[&str]| {
-            let mut all = vec!["-A", CHAIN, "-p", "tcp"];
-            all.extend_from_slice(args);
-            self.nat(iptables, &all);
-        };
-        // The contract with the proxy's redirect check: exactly this rule, first.
-        rule(&[
-            "-d",
-            loopback,
-            "-m",
-            "tcp",
-            "--dport",
-            &check_port,
-            "-m",
-            "owner",
-            "--uid-owner",
-            &uid,
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &check_to,
-        ]);
-        rule(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]);
-        rule(&[
-            "-d",
-            &app,
-            "--dport",
-            &app_port,
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &to_ports,
-        ]);
-    }
-
-    /// Empties the chain of one family, as a stray `iptables -t nat -F` would.
-    fn flush(&self, iptables: &str) {
-        self.nat(iptables, &["-F", CHAIN]);
-    }
-
-    /// `ip netns exec NS IPTABLES -w 10 -t nat args`.
-    fn nat(&self, iptables: &str, args: &[&str]) {
-        let mut all = vec![iptables, "-w", "10", "-t", "nat"];
-        all.extend_from_slice(args);
-        self.exec(&all);
-    }
-
-    /// `ip -n NS args`.
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all);
-    }
-
-    /// `ip netns exec NS args`.
-    fn exec(&self, args: &[&str]) {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all);
-    }
-
-    /// Runs `f` on a thread that has entered the namespace; sockets it creates stay in it.
-    fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = PathBuf::from("/run/netns").join(&self.name);
-        let netns = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        thread::scope(|s| {
-            s.spawn(move || {
-                setns(&netns, CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-
-    /// A listener inside the namespace.
-    fn listen(&self, addr: SocketAddr) -> TcpListener {
-        self.enter(|| TcpListener::bind(addr))
-            .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", self.name))
-    }
-
-    /// A connection made from inside the namespace, with [`IO_TIMEOUT`] on every operation.
-    fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let stream = self.enter(|| TcpStream::connect_timeout(&addr, IO_TIMEOUT))?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(stream)
-    }
+    let save = ns
+        .run(family.save_command(), &["-t", "nat"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let current = NatTable::parse(&save).unwrap_or_else(|e| panic!("{e}:\n{save}"));
+    let input = plan::apply(&want, &current);
+    let out = ns
+        .output(
+            family.restore_command(),
+            &["--noflush", "-w", "10"],
+            input.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{} failed ({}): {}\ninput:\n{input}",
+        family.restore_command(),
+        out.status,
+        out.stderr
+    );
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace takes its interfaces and NAT rules with it.
-        match Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            other => eprintln!("cleanup: ip netns del {} failed: {other:?}", self.name),
+/// A veth pair from the pod (its `eth0`, [`POD_V4`] and [`POD_V6`]) to the peer ([`PEER_V4`],
+/// [`PEER_V6`]): one link, no route beyond it. Each end knows the other's MAC address from the
+/// start (permanent neighbour entries), so nothing waits for ARP or neighbour discovery: right
+/// after a link comes up, the first neighbour solicitation is sometimes lost and only retried a
+/// second later, past the proxy's 1 s connect timeout.
+fn link(pod: &Netns, peer: &Netns) {
+    const POD_MAC: &str = "02:00:00:00:00:10";
+    const PEER_MAC: &str = "02:00:00:00:00:20";
+    let ip = |ns: &Netns, args: &[&str]| {
+        ns.ip(args).unwrap_or_else(|e| panic!("{e}"));
+    };
+    ip(
+        pod,
+        &[
+            "link",
+            "add",
+            "eth0",
+            "address",
+            POD_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "address",
+            PEER_MAC,
+            "netns",
+            peer.name(),
+        ],
+    );
+    let ends = [
+        (pod, (POD_V4, POD_V6), (PEER_V4, PEER_V6, PEER_MAC)),
+        (peer, (PEER_V4, PEER_V6), (POD_V4, POD_V6, POD_MAC)),
+    ];
+    for (ns, (v4, v6), (other_v4, other_v6, other_mac)) in ends {
+        ip(ns, &["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+        ip(
+            ns,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+        for other in [other_v4.to_string(), other_v6.to_string()] {
+            ip(
+                ns,
+                &[
+                    "neigh",
+                    "add",
+                    &other,
+                    "lladdr",
+                    other_mac,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ],
+            );
         }
+        ip(ns, &["link", "set", "eth0", "up"]);
     }
 }
 
@@ -644,13 +664,12 @@ impl Proxy {
     /// Starts the proxy inside `ns` as [`PROXY_UID`], transparent in both directions, checking
     /// the redirection every [`CHECK_INTERVAL`].
     fn start(ns: &Netns) -> Proxy {
-        let log = std::env::temp_dir().join(format!("{}.proxy.log", ns.name));
+        let log = std::env::temp_dir().join(format!("{}.proxy.log", ns.name()));
         let out = File::create(&log)
             .unwrap_or_else(|e| panic!("create the proxy log {}: {e}", log.display()));
         let err = out.try_clone().expect("clone the proxy log handle");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name, "setpriv"])
-            .arg(format!("--reuid={PROXY_UID}"))
+        let mut cmd = ns.command("setpriv");
+        cmd.arg(format!("--reuid={PROXY_UID}"))
             .arg(format!("--regid={PROXY_UID}"))
             .arg("--clear-groups")
             .arg(env!("CARGO_BIN_EXE_weft-proxy"));
@@ -886,41 +905,13 @@ impl Metrics {
     }
 }
 
-/// Whether the server saw a connection from an address of the namespace itself.
-fn is_local(peer: SocketAddr) -> bool {
+/// Whether the server saw a connection from the pod.
+fn is_pod(peer: SocketAddr) -> bool {
     let ip = peer.ip().to_canonical();
-    ip.is_loopback() || ip == APP_V4 || ip == APP_V6
+    ip == POD_V4 || ip == POD_V6
 }
 
 /// The most polling steps that fit in `patience`, plus one.
 fn tries(patience: Duration) -> u128 {
     patience.as_millis() / POLL_STEP.as_millis() + 1
-}
-
-/// Why these tests cannot run here, if they cannot.
-fn missing_prerequisite() -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some("needs root for network namespaces and iptables".into());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = ["ip", "iptables", "ip6tables", "setpriv"]
-        .into_iter()
-        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .collect();
-    (!missing.is_empty()).then(|| format!("{} not found on PATH", missing.join(", ")))
-}
-
-/// Runs a setup command; fails with its output if it fails.
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {} failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
 }

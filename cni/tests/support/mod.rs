@@ -1,9 +1,9 @@
 //! What the root-only tests share: a private network namespace per test, running the plugin and
 //! `weft-init` inside or against it, and reading its `nat` table back.
 //!
-//! Safety: each namespace is fresh and private, with only loopback (down or up); nothing here
-//! sends a packet anywhere. The guard deletes the namespace (and with it every rule the test
-//! made) on success, failure and panic.
+//! Safety: each namespace is fresh and private, with only loopback (up), made by the lab's
+//! `netns` module; nothing here sends a packet anywhere. The guard deletes the namespace (and
+//! with it every rule the test made) on success, failure and panic.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -11,37 +11,30 @@ use std::{
     io::Write,
     path::PathBuf,
     process::{Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
 };
+
+use weft_lab::{netns, prereq};
 
 pub const BACKENDS: [&str; 2] = ["nft", "legacy"];
 
-/// A fresh network namespace, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
+/// A fresh network namespace (with loopback up), deleted on drop: the lab's
+/// ([`weft_lab::netns`]), with what these tests ask of it.
+pub struct Netns(netns::Netns);
 
 impl Netns {
     pub fn new(test: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        // Interface-name rules do not apply to namespace names, but keep them short and unique.
+        // Keep the name short and readable: the test it is for, after the lab's unique prefix.
         let short: String = test
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
             .take(20)
             .collect();
-        let name = format!("wc-{}-{n}-{short}", std::process::id());
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip");
-        assert!(status.success(), "ip netns add {name}");
-        Self { name }
+        let name = format!("{}-{short}", netns::unique_prefix());
+        Self(netns::Netns::create(&name).unwrap_or_else(|e| panic!("{e}")))
     }
 
     pub fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
+        self.0.path()
     }
 
     /// `iptables-save -t nat` (or ip6tables) inside the namespace, without the comment lines
@@ -64,55 +57,34 @@ impl Netns {
             .collect()
     }
 
+    /// Runs `argv` inside the namespace (within the lab's command time bound); a non-zero exit
+    /// is the caller's to judge.
     pub fn exec(&self, argv: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(argv)
-            .output()
-            .expect("run ip netns exec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let (program, args) = argv.split_first().expect("a command to run");
+        let out = self
+            .0
+            .output(program, args, b"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        Output {
+            status: out.status,
+            stdout: out.stdout.into_bytes(),
+            stderr: out.stderr.into_bytes(),
+        }
     }
 }
 
 /// Whether this machine can run the tier; prints the reason when not. Fails instead of skipping
-/// when `WEFT_REQUIRE_NETNS_TESTS=1` (CI).
+/// when `WEFT_REQUIRE_NETNS_TESTS=1` (CI): the lab's skip rule.
 pub fn can_run(test: &str) -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::Uid::effective().is_root() {
-        missing.push("root".to_owned());
-    }
-    for tool in [
+    let tools = [
         "ip",
         "iptables-nft-save",
         "iptables-legacy-save",
         "ip6tables-nft-save",
-    ] {
-        let found = ["/usr/sbin", "/sbin", "/usr/bin"]
-            .iter()
-            .any(|d| std::path::Path::new(d).join(tool).exists());
-        if !found {
-            missing.push(tool.to_owned());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = format!(
-        "SKIPPED: {test} needs {} (as root: apt-get install iptables iproute2)",
-        missing.join(", ")
-    );
-    if std::env::var_os("WEFT_REQUIRE_NETNS_TESTS").is_some_and(|v| v == "1") {
-        panic!("{reason}; WEFT_REQUIRE_NETNS_TESTS=1 turns this skip into a failure");
-    }
-    eprintln!("{reason}");
-    false
+    ];
+    let why_not = prereq::missing_tools(&tools)
+        .map(|why| format!("{why} (as root: apt-get install iptables iproute2)"));
+    prereq::run_or_skip(test, why_not)
 }
 
 /// Runs a binary with env and stdin; its output.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use weft_e2e::{prereq, wait, Cluster, ClusterOptions, Metrics, Pod, Redirect};
+use weft_lab::{prereq, wait, Cluster, ClusterOptions, Metrics, Pod, Redirect};
 
 /// How long a metric may take to reach its value (requests are counted when their response
 /// body is dropped, a moment after the client has read it).

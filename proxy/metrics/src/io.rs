@@ -9,7 +9,7 @@ use std::{
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::ConnectionGuard;
+use crate::tcp::ConnectionGuard;
 
 pin_project_lite::pin_project! {
     /// An accepted connection's socket, counted: bytes read from and written to it (one atomic
@@ -96,5 +96,41 @@ impl<T: AsyncWrite> AsyncWrite for MeteredIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().io.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::{
+        test_support::{sample, text},
+        Direction, Metrics,
+    };
+
+    #[tokio::test]
+    async fn metered_io_counts_both_ways() {
+        let m = Metrics::new("t").expect("metrics");
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut io = m.accepted(Direction::Inbound, a);
+        b.write_all(b"12345").await.expect("write");
+        let mut buf = [0u8; 5];
+        io.read_exact(&mut buf).await.expect("read");
+        io.write_all(b"abc").await.expect("write");
+        let text = text(&m);
+        assert_eq!(
+            sample(
+                &text,
+                r#"weft_tcp_bytes_total{direction="inbound",flow="to_server"}"#
+            ),
+            Some("5")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"weft_tcp_bytes_total{direction="inbound",flow="to_client"}"#
+            ),
+            Some("3")
+        );
     }
 }

@@ -85,7 +85,7 @@ pub fn weft_init_args(annotations: &[(String, String)]) -> Vec<String> {
 /// Runs `weft-init` inside `ns` for a pod with `annotations`, as its init container would.
 pub fn run_weft_init(ns: &Netns, weft_init: &Path, annotations: &[(String, String)]) -> Result<()> {
     let mut cmd = ns.command(weft_init);
-    // Its settings come from flags only, none from the harness's own environment.
+    // Its settings come from flags only, none from the lab's own environment.
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .args(weft_init_args(annotations));

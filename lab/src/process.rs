@@ -1,6 +1,6 @@
 //! Child processes: short commands run to completion under a time bound, and long-running
 //! daemons (proxies, the control plane, tcpdump) that are killed and reaped by PID when their
-//! guard drops. The harness never signals a process it did not start.
+//! guard drops. The lab never signals a process it did not start.
 
 use std::{
     fs::File,
@@ -99,7 +99,7 @@ fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Strin
     thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut pipe) = pipe {
-            // Bounded: nothing the harness runs legitimately writes more than a few MiB.
+            // Bounded: nothing the lab runs legitimately writes more than a few MiB.
             let _ = pipe.by_ref().take(16 << 20).read_to_end(&mut buf);
         }
         String::from_utf8_lossy(&buf).into_owned()
@@ -180,7 +180,7 @@ impl Daemon {
         let Some(child) = self.child.as_mut() else {
             return Err(Error::Exited {
                 what: self.what.clone(),
-                status: "stopped by the harness".into(),
+                status: "stopped by the lab".into(),
                 log: String::new(),
             });
         };

@@ -12,7 +12,7 @@ use crate::{
     netns::Netns,
 };
 
-/// Connect, read and write timeout of the harness's clients.
+/// Connect, read and write timeout of the lab's clients.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest response the client reads.
 const MAX_RESPONSE: u64 = 4 << 20;
@@ -58,7 +58,7 @@ pub fn request(conn: &mut TcpStream, dst: SocketAddr, host: &str, path: &str) ->
     let local = conn.local_addr().map_err(Error::io(what()))?;
     // One write: the request leaves in one segment, as most clients send it.
     let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: weft-e2e\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: weft-lab\r\nConnection: close\r\n\r\n"
     );
     conn.write_all(head.as_bytes()).map_err(Error::io(what()))?;
     let mut raw = Vec::new();

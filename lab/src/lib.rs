@@ -1,21 +1,24 @@
-//! Weft's end-to-end harness: real pods as network namespaces on the reference CNI bridge,
-//! real iptables, the real `weft-proxy`, `weft-control-plane` and `weft-cni` binaries.
+//! Weft's lab: a small cluster on one machine, with real pods as network namespaces on the
+//! reference CNI bridge, real iptables, and the real `weft-proxy`, `weft-control-plane` and
+//! `weft-cni` binaries. `weftctl demo` runs it for people to watch; the end-to-end tests in
+//! `e2e/` drive it to prove the mesh works. It is a library of its own so that the shipped CLI
+//! depends on a lab, not on a test crate.
 //!
-//! A [`Cluster`] is one node: a dedicated network namespace (`weft-e2e-<pid>-<n>-node`) with
+//! A [`Cluster`] is one node: a dedicated network namespace (`weft-lab-<pid>-<n>-node`) with
 //! loopback and the bridge [`BRIDGE`], and no route anywhere else. Each [`Pod`] is a network
-//! namespace attached the way a container runtime attaches one: the harness plays the
-//! runtime's part of CNI 1.0 ([`cni`]) and runs `loopback`, then the network list `bridge`
-//! (host-local IPAM from `198.18.0.0/24`, gateway `198.18.0.1`) and `weft-cni`, inside the
-//! node's namespace. The control plane runs in the node's namespace in local mode, on
-//! `198.18.0.1:8443`, reading YAML the harness writes for its pods and Services (cluster IPs
-//! from `198.19.0.0/24`, which no interface holds). A meshed pod's proxy runs in the pod's
-//! namespace as UID 2121. Each pod runs a small test [`App`] (HTTP answering with the pod's
-//! name and the peer it saw; a line echo), and clients run inside pods.
+//! namespace attached the way a container runtime attaches one: the lab plays the runtime's
+//! part of CNI 1.0 ([`cni`]) and runs `loopback`, then the network list `bridge` (host-local
+//! IPAM from `198.18.0.0/24`, gateway `198.18.0.1`) and `weft-cni`, inside the node's
+//! namespace. The control plane runs in the node's namespace in local mode, on
+//! `198.18.0.1:8443`, reading YAML the lab writes for its pods and Services (cluster IPs from
+//! `198.19.0.0/24`, which no interface holds). A meshed pod's proxy runs in the pod's namespace
+//! as UID 2121. Each pod runs a small [`App`] (HTTP answering with the pod's name and the peer
+//! it saw; a line echo), and clients run inside pods.
 //!
 //! ```no_run
-//! use weft_e2e::{Cluster, PodSpec, ServiceSpec};
+//! use weft_lab::{Cluster, PodSpec, ServiceSpec};
 //!
-//! # fn main() -> weft_e2e::Result<()> {
+//! # fn main() -> weft_lab::Result<()> {
 //! let cluster = Cluster::start()?;
 //! let api = cluster.service(ServiceSpec::new("shop", "api").selector("app", "api").port("http", 80, 8080))?;
 //! let _b1 = cluster.pod(PodSpec::new("shop", "b1").service_account("api").label("app", "api").meshed())?;
@@ -30,21 +33,24 @@
 //! and deletes its namespace; when the last handle of a [`Cluster`] goes, the control plane is
 //! killed and the node's namespace (with the bridge) and the temp dir are deleted. This holds
 //! on panic too, and then the proxy, control-plane and `weft-cni` logs are printed. Nothing is
-//! ever sent from the machine's own namespace, and the harness signals only processes it
-//! started.
+//! ever sent from the machine's own namespace, and the lab signals only processes it started.
 //!
 //! # Layout
-//! - [`cluster`]: [`Cluster`] and [`Pod`], the API tests use.
+//! - [`cluster`]: [`Cluster`] and [`Pod`], the API the demo and the tests use.
 //! - [`spec`]: [`PodSpec`], [`ServiceSpec`] and the YAML written for the control plane.
 //! - [`cni`]: the runtime side of CNI 1.0 (network lists, `ADD`/`DEL`, results, errors).
 //! - [`redirect`]: `weft-cni`'s network-list entry and per-pod args, or `weft-init` run in the
 //!   pod (the init-container way).
 //! - [`control_plane`]: `weft-control-plane` in the node's namespace.
-//! - [`app`]: the test app and the echo client; [`http`]: the HTTP client.
+//! - [`app`]: the pods' app and the echo client; [`http`]: the HTTP client.
 //! - [`metrics`]: Prometheus text parsing; [`capture`] and [`pcap`]: `tcpdump` on the bridge
 //!   and reading its pcap file down to TLS records.
-//! - [`netns`], [`process`], [`wait`], [`bins`], [`pki`], [`prereq`]: namespaces, child
-//!   processes and bounded waits, the binaries under test, identity files, and the skip rule.
+//! - [`netns`]: named network namespaces (create, run in, enter, delete on drop), also what the
+//!   proxy's and the CNI plugin's root-only tests use.
+//! - [`process`], [`wait`], [`bins`], [`pki`], [`prereq`]: child processes and bounded waits,
+//!   the Weft binaries it runs, identity files, and what the machine must have (with the loud
+//!   skip that tests use).
+//! - [`error`]: [`Error`], one variant per kind of failure, each naming what to check.
 
 #![forbid(unsafe_code)]
 

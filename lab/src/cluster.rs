@@ -33,6 +33,8 @@ use crate::{
 
 /// The pods' subnet, on the node's bridge.
 pub const POD_SUBNET: &str = "198.18.0.0/24";
+/// The pod subnet's broadcast address.
+const POD_BROADCAST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 255);
 /// The bridge's address: the pods' gateway, where the control plane listens.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// Service cluster IPs come from 198.19.0.0/24, starting here.
@@ -40,7 +42,7 @@ const FIRST_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
 /// The bridge in the node's namespace.
 pub const BRIDGE: &str = "weft-br0";
 /// The network list's name.
-pub const NETWORK: &str = "weft-e2e";
+pub const NETWORK: &str = "weft-lab";
 
 /// How long a proxy may take to answer `/ready`, and the control plane to apply new YAML.
 const READY_PATIENCE: Duration = Duration::from_secs(15);
@@ -133,7 +135,7 @@ impl Cluster {
         pki::write(&config_dir.join("cluster.yaml"), "", 0o644)?;
         // The list as a runtime would keep it in /etc/cni/net.d, for whoever debugs a failure.
         pki::write(
-            &dir.path().join("weft-e2e.conflist"),
+            &dir.path().join("weft-lab.conflist"),
             &serde_json::to_string_pretty(&network.to_json()).unwrap_or_default(),
             0o644,
         )?;
@@ -170,7 +172,7 @@ impl Cluster {
         self.shared.dir.path()
     }
 
-    /// The binaries under test.
+    /// The Weft binaries the lab runs.
     pub fn binaries(&self) -> &Binaries {
         &self.shared.bins
     }
@@ -315,7 +317,7 @@ impl Cluster {
 
     /// Starts `tcpdump` on the bridge (in the node's namespace), writing `<dir>/<name>.pcap`.
     pub fn capture(&self, name: &str) -> Result<Capture> {
-        Capture::start(self.node(), BRIDGE, self.dir(), name)
+        Capture::start(self.node(), BRIDGE, POD_BROADCAST, self.dir(), name)
     }
 
     /// The control plane's `/metrics`.

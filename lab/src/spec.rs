@@ -13,7 +13,7 @@ use crate::{
     redirect::{INBOUND_PORT, INJECTED},
 };
 
-/// The version the harness writes in `weft.dev/injected`.
+/// The version the lab writes in `weft.dev/injected`.
 pub const INJECTED_VERSION: &str = "0.1.0";
 
 /// A pod to create.
@@ -65,7 +65,7 @@ impl PodSpec {
         self
     }
 
-    /// A `WEFT_*` setting for the pod's proxy, over the harness's own.
+    /// A `WEFT_*` setting for the pod's proxy, over the lab's own.
     pub fn proxy_env(mut self, key: &str, value: &str) -> PodSpec {
         self.proxy_env.push((key.into(), value.into()));
         self
@@ -194,7 +194,7 @@ pub(crate) fn render<'a>(
     services: impl IntoIterator<Item = &'a ServiceDoc>,
 ) -> String {
     let pods: Vec<&PodDoc> = pods.into_iter().collect();
-    let mut y = String::from("# Written by weft-e2e: the pods and Services of one test cluster.\n");
+    let mut y = String::from("# Written by weft-lab: the pods and Services of one lab cluster.\n");
     for pod in &pods {
         render_pod(&mut y, pod);
     }
@@ -232,7 +232,7 @@ fn render_pod(y: &mut String, pod: &PodDoc) {
     let _ = write!(
         y,
         "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {}\n  annotations: {}\n\
-         spec:\n  serviceAccountName: {}\n  containers:\n  - name: app\n    image: weft-e2e-app\n",
+         spec:\n  serviceAccountName: {}\n  containers:\n  - name: app\n    image: weft-lab-app\n",
         q(&s.name),
         q(&s.namespace),
         map(&s.labels),
@@ -275,7 +275,7 @@ fn render_slice(y: &mut String, svc: &Service, members: &[&PodDoc]) {
     let _ = write!(
         y,
         "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {}\n  namespace: {}\n  labels:\n    kubernetes.io/service-name: {}\naddressType: IPv4\nports:\n",
-        q(&format!("{}-e2e", svc.name)),
+        q(&format!("{}-lab", svc.name)),
         q(&svc.namespace),
         q(&svc.name),
     );

@@ -1,4 +1,4 @@
-//! Bounded waiting: every loop in the harness has a step count and a deadline.
+//! Bounded waiting: every loop in the lab has a step count and a deadline.
 
 use std::{
     thread,

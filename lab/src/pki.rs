@@ -14,7 +14,7 @@ use weft_certs::Ca;
 
 use crate::error::{Error, Result};
 
-/// The trust domain of every identity in the harness.
+/// The trust domain of every identity in the lab.
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -69,7 +69,7 @@ impl Pki {
     /// Registers a fresh token for `namespace`/`service_account` with the control plane and
     /// writes it to a file for one proxy (`WEFT_IDENTITY_TOKEN_FILE`); returns that file.
     pub fn token(&self, namespace: &str, service_account: &str, holder: &str) -> Result<PathBuf> {
-        let token = format!("e2e-{namespace}-{service_account}-{}", random_hex(16)?);
+        let token = format!("lab-{namespace}-{service_account}-{}", random_hex(16)?);
         let tokens = self.tokens();
         let mut all =
             fs::read_to_string(&tokens).map_err(Error::io(format!("read {}", tokens.display())))?;

@@ -2,7 +2,7 @@
 
 use std::{io, path::PathBuf, time::Duration};
 
-/// A harness failure. Every message names the step, the command or the address involved.
+/// A lab failure. Every message names the step, the command or the address involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file or socket operation failed.
@@ -49,10 +49,10 @@ pub enum Error {
         package: &'static str,
         path: PathBuf,
     },
-    /// Something the harness waits for did not happen in time.
+    /// Something the lab waits for did not happen in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout { what: String, after: Duration },
-    /// A process the harness started exited while it was needed.
+    /// A process the lab started exited while it was needed.
     #[error("{what} exited early ({status}); its log:\n{log}")]
     Exited {
         what: String,
@@ -60,12 +60,12 @@ pub enum Error {
         log: String,
     },
     /// The trust anchor or issuer could not be made.
-    #[error("making the test PKI: {0}")]
+    #[error("making the lab's PKI: {0}")]
     Pki(#[from] weft_certs::CaError),
     /// An address pool (pod IPs, Service IPs) has no address left.
     #[error("no free address left in {pool}")]
     Exhausted { pool: &'static str },
-    /// A name or spec the harness was given is unusable.
+    /// A name or spec the lab was given is unusable.
     #[error("invalid {what} {value:?}: {reason}")]
     Invalid {
         what: &'static str,
@@ -77,7 +77,7 @@ pub enum Error {
     Protocol { what: String, answer: String },
 }
 
-/// The harness's result type.
+/// The lab's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

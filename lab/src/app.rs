@@ -144,7 +144,8 @@ fn accept_loop(listener: &TcpListener, port: u16, kind: Kind, name: &str, shared
             break;
         }
         let Ok((conn, peer)) = accepted else {
-            // A transient accept error (a reset before accept): keep serving, briefly paused.
+            // A transient accept error (a reset before accept): keep serving. The pause is not a
+            // wait for anything, only a bound on how fast a persistent error can spin this loop.
             thread::sleep(Duration::from_millis(10));
             continue;
         };
@@ -225,7 +226,7 @@ fn serve_http(
         let body = format!("pod={name}\npeer={peer}\nhost={host}\npath={path}\n");
         // One write per response: no partial responses on the wire.
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Weft-E2E-Pod: {name}\r\n{}\r\n{body}",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Weft-Lab-Pod: {name}\r\n{}\r\n{body}",
             body.len(),
             if close { "Connection: close\r\n" } else { "" },
         );

@@ -1,6 +1,6 @@
 //! Reading what `tcpdump -w` wrote: the classic pcap file format (Ethernet link type), IPv4 and
-//! IPv6 TCP segments, streams reassembled per direction, and TLS records walked from a
-//! stream's first byte. Pure: bytes in, facts out.
+//! IPv6 TCP segments, streams reassembled per direction, TLS records walked from a stream's
+//! first byte, and UDP datagrams (the capture's end marker). Pure: bytes in, facts out.
 
 use std::{
     collections::BTreeMap,
@@ -13,6 +13,7 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
 const TCP_SYN: u8 = 0x02;
 
 /// Why a capture file could not be read.
@@ -43,9 +44,27 @@ impl Segment {
     }
 }
 
+/// One UDP datagram seen on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
 /// The TCP segments of a capture, in capture order. Non-TCP packets are skipped; a packet cut
 /// short by the snap length keeps what was captured.
 pub fn tcp_segments(file: &[u8]) -> Result<Vec<Segment>, PcapError> {
+    Ok(frames(file)?.into_iter().filter_map(ethernet_tcp).collect())
+}
+
+/// The UDP datagrams of a capture, in capture order; as [`tcp_segments`] for TCP.
+pub fn udp_datagrams(file: &[u8]) -> Result<Vec<Datagram>, PcapError> {
+    Ok(frames(file)?.into_iter().filter_map(ethernet_udp).collect())
+}
+
+/// The captured bytes of each packet record, in file order.
+fn frames(file: &[u8]) -> Result<Vec<&[u8]>, PcapError> {
     let header = file.get(..24).ok_or(PcapError::Truncated)?;
     let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let le = match magic {
@@ -65,7 +84,7 @@ pub fn tcp_segments(file: &[u8]) -> Result<Vec<Segment>, PcapError> {
     if link != LINKTYPE_ETHERNET {
         return Err(PcapError::LinkType(link));
     }
-    let mut segments = Vec::new();
+    let mut frames = Vec::new();
     let mut at = 24;
     while at < file.len() {
         let rec = file.get(at..at + 16).ok_or(PcapError::Truncated)?;
@@ -74,11 +93,9 @@ pub fn tcp_segments(file: &[u8]) -> Result<Vec<Segment>, PcapError> {
             .get(at + 16..at + 16 + incl)
             .ok_or(PcapError::Truncated)?;
         at += 16 + incl;
-        if let Some(seg) = ethernet_tcp(data) {
-            segments.push(seg);
-        }
+        frames.push(data);
     }
-    Ok(segments)
+    Ok(frames)
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -89,7 +106,8 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn ethernet_tcp(frame: &[u8]) -> Option<Segment> {
+/// An Ethernet frame's IP source, destination, protocol and IP payload.
+fn ethernet_ip(frame: &[u8]) -> Option<(IpAddr, IpAddr, u8, &[u8])> {
     let mut ethertype = be16(frame, 12)?;
     let mut at = 14;
     if ethertype == ETHERTYPE_VLAN {
@@ -97,32 +115,37 @@ fn ethernet_tcp(frame: &[u8]) -> Option<Segment> {
         at = 18;
     }
     let ip = frame.get(at..)?;
-    let (src, dst, tcp) = match ethertype {
+    match ethertype {
         ETHERTYPE_IPV4 => {
             let ihl = usize::from(ip.first()? & 0x0f) * 4;
             let total = usize::from(be16(ip, 2)?);
-            if *ip.get(9)? != PROTO_TCP || ihl < 20 {
+            if ihl < 20 {
                 return None;
             }
             let src = IpAddr::from(Ipv4Addr::from(be32(ip, 12)?));
             let dst = IpAddr::from(Ipv4Addr::from(be32(ip, 16)?));
             // The IP length, not the frame's: Ethernet pads short frames.
-            (src, dst, ip.get(ihl..total.min(ip.len()))?)
+            Some((src, dst, *ip.get(9)?, ip.get(ihl..total.min(ip.len()))?))
         }
         ETHERTYPE_IPV6 => {
-            // No extension headers: the harness's traffic has none.
-            if *ip.get(6)? != PROTO_TCP {
-                return None;
-            }
+            // No extension headers: the lab's traffic has none.
             let len = usize::from(be16(ip, 4)?);
             let addr = |at: usize| -> Option<IpAddr> {
                 let b: [u8; 16] = ip.get(at..at + 16)?.try_into().ok()?;
                 Some(IpAddr::from(Ipv6Addr::from(b)))
             };
-            (addr(8)?, addr(24)?, ip.get(40..(40 + len).min(ip.len()))?)
+            let payload = ip.get(40..(40 + len).min(ip.len()))?;
+            Some((addr(8)?, addr(24)?, *ip.get(6)?, payload))
         }
-        _ => return None,
-    };
+        _ => None,
+    }
+}
+
+fn ethernet_tcp(frame: &[u8]) -> Option<Segment> {
+    let (src, dst, proto, tcp) = ethernet_ip(frame)?;
+    if proto != PROTO_TCP {
+        return None;
+    }
     let offset = usize::from(tcp.get(12)? >> 4) * 4;
     Some(Segment {
         src: SocketAddr::new(src, be16(tcp, 0)?),
@@ -130,6 +153,20 @@ fn ethernet_tcp(frame: &[u8]) -> Option<Segment> {
         seq: be32(tcp, 4)?,
         flags: *tcp.get(13)?,
         payload: tcp.get(offset..)?.to_vec(),
+    })
+}
+
+fn ethernet_udp(frame: &[u8]) -> Option<Datagram> {
+    let (src, dst, proto, udp) = ethernet_ip(frame)?;
+    if proto != PROTO_UDP {
+        return None;
+    }
+    // The UDP length, not what follows: the IP payload may be cut short by the snap length.
+    let len = usize::from(be16(udp, 4)?);
+    Some(Datagram {
+        src: SocketAddr::new(src, be16(udp, 0)?),
+        dst: SocketAddr::new(dst, be16(udp, 2)?),
+        payload: udp.get(8..len.min(udp.len()))?.to_vec(),
     })
 }
 
@@ -257,20 +294,24 @@ mod tests {
         flags: u8,
         payload: &[u8],
     ) -> Vec<u8> {
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-        let total = 20 + 20 + payload.len();
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, PROTO_TCP, 0, 0];
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip.extend_from_slice(&src);
-        ip.extend_from_slice(&dst);
-        f.extend_from_slice(&ip);
         let mut tcp = Vec::new();
         tcp.extend_from_slice(&sport.to_be_bytes());
         tcp.extend_from_slice(&dport.to_be_bytes());
         tcp.extend_from_slice(&seq.to_be_bytes());
         tcp.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0, 0, 0, 0, 0, 0]);
-        f.extend_from_slice(&tcp);
+        tcp.extend_from_slice(payload);
+        ipv4_frame(src, dst, PROTO_TCP, &tcp)
+    }
+
+    fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let total = 20 + payload.len();
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        f.extend_from_slice(&ip);
         f.extend_from_slice(payload);
         f
     }
@@ -333,6 +374,33 @@ mod tests {
         assert!(!back.from_start);
         assert_eq!(tls_records(&back.bytes).1, Some(0));
         assert!(contains(&back.bytes, b"HTTP/1.1"));
+    }
+
+    #[test]
+    fn finds_udp_datagrams_among_tcp_segments() {
+        let (a, bcast) = ([198, 18, 0, 1], [198, 18, 0, 255]);
+        let mut udp = Vec::new();
+        for v in [40001u16, 9, 8 + 6, 0] {
+            udp.extend_from_slice(&v.to_be_bytes());
+        }
+        udp.extend_from_slice(b"marker");
+        let mut padded = ipv4_frame(a, bcast, PROTO_UDP, &udp);
+        // Ethernet pads a short frame: the padding is not payload.
+        padded.extend_from_slice(&[0; 6]);
+        let pcap = file(&[
+            frame(a, [198, 18, 0, 2], 40000, 8080, 1, 0x18, b"GET /"),
+            padded,
+        ]);
+        let datagrams = udp_datagrams(&pcap).expect("parses");
+        assert_eq!(
+            datagrams,
+            [Datagram {
+                src: SocketAddr::from((a, 40001)),
+                dst: SocketAddr::from((bcast, 9)),
+                payload: b"marker".to_vec(),
+            }]
+        );
+        assert_eq!(tcp_segments(&pcap).expect("parses").len(), 1);
     }
 
     #[test]

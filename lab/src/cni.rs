@@ -1,6 +1,6 @@
 //! A small libcni: the container runtime's side of the CNI 1.0 protocol.
 //!
-//! The harness attaches a pod exactly as a runtime does: for each plugin of a network
+//! The lab attaches a pod exactly as a runtime does: for each plugin of a network
 //! configuration list, in order, it runs the plugin binary found in `CNI_PATH` with
 //! `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_ARGS` and `CNI_PATH` in its
 //! environment and the plugin's configuration on stdin: the list's entry with the list's `name`
@@ -22,7 +22,7 @@ use crate::{
     process::{self, COMMAND_TIMEOUT},
 };
 
-/// The CNI spec version the harness speaks.
+/// The CNI spec version the lab speaks.
 pub const CNI_VERSION: &str = "1.0.0";
 
 /// A network configuration list (what a `.conflist` file holds).

@@ -2,6 +2,10 @@
 //! child process started with `ip netns exec`, or a thread that has `setns`-ed into it to make
 //! sockets there (a socket belongs to the namespace it was created in, whichever thread uses it
 //! afterwards).
+//!
+//! The one network-namespace helper of the repository: the lab's pods and node, and the
+//! root-only tests of the proxy (`proxy/tests/transparent.rs`) and of the CNI plugin
+//! (`cni/tests`) all make their namespaces here.
 
 use std::{
     fs::File,
@@ -23,11 +27,11 @@ use crate::{
 /// Where `ip netns` keeps its namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// A unique prefix for names made by this process: `weft-e2e-<pid>-<n>`.
+/// A unique prefix for names made by this process: `weft-lab-<pid>-<n>`.
 pub fn unique_prefix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!(
-        "weft-e2e-{}-{}",
+        "weft-lab-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
@@ -44,7 +48,7 @@ pub fn list() -> Result<Vec<String>> {
         .collect())
 }
 
-/// A named network namespace that this harness created; deleted on drop.
+/// A named network namespace that this lab created; deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
@@ -88,6 +92,17 @@ impl Netns {
     /// Runs `program args` inside, to completion; returns stdout.
     pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
         process::run(self.command(program).args(args))
+    }
+
+    /// Runs `program args` inside with `input` on its stdin, to completion within
+    /// [`process::COMMAND_TIMEOUT`]; a non-zero exit is not an error here, the caller judges
+    /// the [`process::Output`] (for tests of commands that are meant to fail).
+    pub fn output(&self, program: &str, args: &[&str], input: &[u8]) -> Result<process::Output> {
+        process::run_with_input(
+            self.command(program).args(args),
+            input,
+            process::COMMAND_TIMEOUT,
+        )
     }
 
     /// `ip -n <name> args`.

@@ -1,4 +1,4 @@
-//! The Weft binaries under test, found in the cargo target directory next to the running
+//! The Weft binaries the lab runs, found in the cargo target directory next to the running
 //! executable: a test runs from `target/<profile>/deps/`, a tool such as `weftctl` from
 //! `target/<profile>/`. `cargo test --workspace` builds all three before any test runs.
 
