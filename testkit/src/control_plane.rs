@@ -8,7 +8,9 @@
 //!     .arg("--tokens").arg(tokens)
 //!     .start().await;
 //! // ... proxies use cp.grpc ...
-//! let cp = cp.restart().await; // stopped, then started again on the same ports
+//! let again = cp.command(); // the same flags, at the ports it got
+//! cp.stop().await;
+//! let cp = again.start().await;
 //! ```
 
 use std::{
@@ -252,17 +254,10 @@ impl ControlPlane {
         self.stop_in_place().await;
     }
 
-    /// Stops it, then starts the same command again on the same addresses (so proxies find
-    /// it where it was). The ports are free once it has exited; nothing else on this machine
-    /// binds a port it did not get from port 0.
-    pub async fn restart(mut self) -> ControlPlane {
-        self.stop_in_place().await;
-        let command = self.command.clone().at(self.grpc, self.admin);
-        drop(self);
-        command.start().await
-    }
-
-    /// How it was started, at the addresses it got.
+    /// How it was started, at the addresses it got: to start it again where it was (after
+    /// [`Self::stop`]), so proxies find it at the address they know. Its ports are free once it
+    /// has exited; only an outgoing connection given one of them as its ephemeral port in
+    /// between could take one, which a start then reports as the address in use.
     pub fn command(&self) -> ControlPlaneCommand {
         self.command.clone().at(self.grpc, self.admin)
     }
