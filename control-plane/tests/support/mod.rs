@@ -9,6 +9,7 @@
 
 use std::{
     convert::Infallible,
+    net::SocketAddr,
     ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     pin::Pin,
@@ -25,7 +26,6 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use std::net::SocketAddr;
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 use weft_api::{
