@@ -17,10 +17,10 @@ use std::{collections::HashSet, net::SocketAddr, path::Path, process::Command, t
 use anyhow::{bail, Context};
 use tokio::{sync::mpsc, time::Instant};
 
-use crate::procs::{self, free_port, Proc};
+use crate::procs::{self, Proc};
 use client::{Dialer, Event, Fleet, Got, Proxy};
 use cluster::Cluster;
-use metrics::Histogram;
+use weft_testkit::Histogram;
 
 /// The server's caps (`control-plane/src/grpc.rs`): streams per HTTP/2 connection and
 /// connections in all.
@@ -288,10 +288,7 @@ impl ControlPlane {
         config: &Path,
         plan: &Plan,
     ) -> anyhow::Result<ControlPlane> {
-        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut proc = Proc::spawn(
-            "weft-control-plane",
+        let (proc, addresses) = procs::start_control_plane(
             Command::new(bin)
                 .env_clear()
                 .env("WEFT_LOG", "warn")
@@ -302,25 +299,15 @@ impl ControlPlane {
                 .arg("--source")
                 .arg(format!("local:{}", config.display()))
                 .arg("--config-poll-interval")
-                .arg(format!("{}ms", plan.poll.as_millis()))
-                .arg("--grpc-addr")
-                .arg(grpc.to_string())
-                .arg("--admin-addr")
-                .arg(admin.to_string()),
+                .arg(format!("{}ms", plan.poll.as_millis())),
+            work,
+            Duration::from_secs(60),
         )?;
-        let patience = Duration::from_secs(60);
-        let deadline = std::time::Instant::now() + patience;
-        loop {
-            proc.check_running()
-                .context("the control plane exited while starting (its log is above)")?;
-            if procs::is_ready(admin) {
-                return Ok(ControlPlane { proc, grpc, admin });
-            }
-            if std::time::Instant::now() >= deadline {
-                bail!("weft-control-plane was not ready on {admin} within {patience:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Ok(ControlPlane {
+            proc,
+            grpc: addresses.grpc,
+            admin: addresses.admin,
+        })
     }
 
     fn memory(&self) -> anyhow::Result<Memory> {
@@ -335,12 +322,17 @@ impl ControlPlane {
     }
 
     async fn metric(&self, series: &str) -> anyhow::Result<f64> {
-        let text = metrics::scrape(self.admin).await?;
-        metrics::value(&text, series).with_context(|| format!("no {series} on /metrics"))
+        metrics::scrape(self.admin)
+            .await?
+            .series(series)
+            .with_context(|| format!("no {series} on /metrics"))
     }
 
     async fn push_latency(&self) -> anyhow::Result<Histogram> {
-        Histogram::parse(&metrics::scrape(self.admin).await?, metrics::PUSH_LATENCY)
+        metrics::scrape(self.admin)
+            .await?
+            .histogram(metrics::PUSH_LATENCY, &[])
+            .with_context(|| format!("no histogram {} on /metrics", metrics::PUSH_LATENCY))
     }
 
     fn check_running(&mut self) -> anyhow::Result<()> {

@@ -29,7 +29,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use load::{Pace, Protocol};
-use procs::{free_port, Proc};
+use procs::Proc;
 use setups::{Certs, Chain, Mode, SETUPS};
 
 #[derive(Parser, Debug)]
@@ -264,10 +264,8 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
         "upstream",
         Command::new(&exe)
             .args(["server", "--body-size", &plan.body_size.to_string()])
-            .arg("--http")
-            .arg(format!("127.0.0.1:{}", free_port()?))
-            .arg("--tcp")
-            .arg(format!("127.0.0.1:{}", free_port()?)),
+            // Port 0: the server prints the addresses it got.
+            .args(["--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"]),
         2,
     )?;
     let addr = |prefix: &str| -> anyhow::Result<SocketAddr> {

@@ -3,11 +3,13 @@
 use std::{
     io::{BufRead, BufReader},
     net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
+use weft_testkit::Addresses;
 
 /// A process the harness started; killed (by its PID) when dropped.
 #[derive(Debug)]
@@ -134,6 +136,54 @@ fn clock_ticks() -> u64 {
 /// on this machine while it runs).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts `weft-control-plane` (`cmd`, flags but the addresses) on loopback port 0 and waits
+/// up to `patience` for the addresses it reports (`--addresses-file`) and for `/ready` 200:
+/// no free port is picked first, so nothing can take it in between.
+pub fn start_control_plane(
+    cmd: &mut Command,
+    work: &Path,
+    patience: Duration,
+) -> anyhow::Result<(Proc, Addresses)> {
+    let file = work.join(format!(
+        "control-plane-addresses-{}.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&file);
+    let mut proc = Proc::spawn(
+        "weft-control-plane",
+        cmd.args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .arg("--addresses-file")
+            .arg(&file),
+    )?;
+    let deadline = Instant::now() + patience;
+    let mut addresses = None;
+    loop {
+        proc.check_running()
+            .context("the control plane exited while starting (its log is above)")?;
+        if addresses.is_none() {
+            addresses = Addresses::read(&file)?;
+        }
+        if let Some(found) = addresses {
+            if is_ready(found.admin) {
+                return Ok((proc, found));
+            }
+        }
+        if Instant::now() >= deadline {
+            match addresses {
+                None => bail!(
+                    "weft-control-plane wrote no {} within {patience:?}",
+                    file.display()
+                ),
+                Some(a) => bail!(
+                    "weft-control-plane was not ready on {} within {patience:?}",
+                    a.admin
+                ),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Waits (up to 10 s) until `GET /ready` on `admin` answers 200.

@@ -14,11 +14,12 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::Context;
 
-use crate::procs::{free_port, wait_listening, wait_ready, Proc};
+use crate::procs::{free_port, start_control_plane, wait_listening, wait_ready, Proc};
 
 /// The control plane and PKI the Weft chains take their identities from: an anchor, an issuer,
 /// a tokens file, and `weft-control-plane` serving them.
@@ -44,23 +45,18 @@ impl MeshPki {
             let _ = writeln!(tokens, "{token} bench {sa}");
         }
         std::fs::write(dir.join("tokens"), tokens)?;
-        let control_plane = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let proc = Proc::spawn(
-            "weft-control-plane",
+        let (proc, addresses) = start_control_plane(
             Command::new(bin_dir.join("weft-control-plane"))
                 .env_clear()
                 .env("WEFT_LOG", "warn")
                 .arg("--issuer")
                 .arg(dir.join("issuer"))
                 .arg("--tokens")
-                .arg(dir.join("tokens"))
-                .arg("--grpc-addr")
-                .arg(control_plane.to_string())
-                .arg("--admin-addr")
-                .arg(admin.to_string()),
+                .arg(dir.join("tokens")),
+            &dir,
+            Duration::from_secs(10),
         )?;
-        wait_ready(admin, "weft-control-plane")?;
+        let control_plane = addresses.grpc;
         Ok(MeshPki {
             control_plane,
             anchors,

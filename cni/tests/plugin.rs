@@ -14,20 +14,16 @@
 //!   never a panic, and leave no rule behind; the exit status is 64 when the input was wrong
 //!   (config, environment) and 1 when the work failed (namespace, iptables, API server);
 //! - Kubernetes mode reads the pod's annotations from the API server named by the kubeconfig,
-//!   and a pod the API does not know is an error;
+//!   and a pod the API does not know is an error (the API server is `weft_testkit::kube`);
 //! - the plugin logs to the file its config names.
 
 mod support;
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    net::TcpListener,
-    path::Path,
-    thread,
-};
+use std::path::Path;
 
 use serde_json::{json, Value};
 use support::{can_run, run, text, Netns, BACKENDS};
+use weft_testkit::kube::{write_kubeconfig, FakeKube, Kind};
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_weft-cni");
 
@@ -352,74 +348,26 @@ fn version_names_the_supported_versions() {
     );
 }
 
-/// A stand-in for the API server on loopback that answers `GET` of one pod, and 404 for any
-/// other, as the real one does (a `Status` object).
-fn fake_api(pod: Value) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let path = format!(
-        "/api/v1/namespaces/{}/pods/{}",
-        pod["metadata"]["namespace"].as_str().expect("namespace"),
-        pod["metadata"]["name"].as_str().expect("name")
-    );
-    thread::spawn(move || {
-        // Bounded: the tests make a handful of requests.
-        for stream in listener.incoming().take(16) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).map_or(true, |n| n == 0) || line == "\r\n" {
-                    break;
-                }
-            }
-            let asked = first
-                .split(' ')
-                .nth(1)
-                .unwrap_or_default()
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            let (status, body) = if asked == path {
-                ("200 OK", pod.to_string())
-            } else {
-                ("404 Not Found", json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("pods not found: {asked}"), "reason": "NotFound", "code": 404}).to_string())
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[test]
 fn kubernetes_mode_reads_the_pod_from_the_api() {
     if !can_run("kubernetes_mode_reads_the_pod_from_the_api") {
         return;
     }
-    let server = fake_api(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "web", "namespace": "shop", "annotations": {"weft.dev/skip-outbound-ports": "5432"}},
-        "spec": {"containers": [{"name": "app", "image": "app"}, {"name": "weft-proxy", "image": "weft"}]}
-    }));
+    let api = FakeKube::builder()
+        .object(
+            Kind::Pod,
+            json!({
+                "metadata": {"name": "web", "namespace": "shop", "annotations": {"weft.dev/skip-outbound-ports": "5432"}},
+                "spec": {"containers": [{"name": "app", "image": "app"}, {"name": "weft-proxy", "image": "weft"}]}
+            }),
+        )
+        .start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-             users:\n- name: weft-cni\n  user:\n    token: test-token\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: weft-cni\n\
-             current-context: c\n"
-        ),
-    )
-    .expect("write kubeconfig");
+    let kubeconfig = write_kubeconfig(
+        &dir.path().join("kubeconfig"),
+        &api.url(),
+        Some("test-token"),
+    );
     let ns = Netns::new("kube");
     let netns = ns.path().display().to_string();
     let mut conf = conf("nft", &dir.path().join("log"), &[]);
@@ -457,6 +405,22 @@ fn kubernetes_mode_reads_the_pod_from_the_api() {
     let stdout = text(&out.stdout);
     assert_eq!(error_code(&stdout), 102, "{stdout}");
     assert!(stdout.contains("shop/gone"), "{stdout}");
+    let gets: Vec<_> = api.gets(Kind::Pod).into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        gets,
+        [
+            "/api/v1/namespaces/shop/pods/web",
+            "/api/v1/namespaces/shop/pods/gone"
+        ]
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer test-token")),
+        "the kubeconfig's token was sent: {:?}",
+        api.requests()
+    );
+    api.assert_no_problems();
 }
 
 #[test]
@@ -464,21 +428,11 @@ fn an_api_server_that_does_not_answer_means_try_again_later() {
     if !can_run("an_api_server_that_does_not_answer_means_try_again_later") {
         return;
     }
-    // A loopback port with nothing listening: connection refused.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    // An API server that closes every connection unanswered.
+    let api = FakeKube::start();
+    api.set_down(true);
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n"
-        ),
-    )
-    .expect("write kubeconfig");
+    let kubeconfig = api.kubeconfig(dir.path());
     let ns = Netns::new("kubedown");
     let mut conf = conf("nft", &dir.path().join("log"), &[]);
     conf["kubeconfig"] = json!(kubeconfig);
@@ -486,4 +440,8 @@ fn an_api_server_that_does_not_answer_means_try_again_later() {
     assert_eq!(exit, Some(1), "ADD without an API server: {out}");
     assert_eq!(error_code(&out), 11, "{out}");
     assert!(!has_weft(&ns, "nft"));
+    assert!(
+        api.refused_connections() >= 1,
+        "the plugin asked the API server"
+    );
 }

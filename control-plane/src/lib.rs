@@ -15,8 +15,9 @@
 //! - [`discovery`]: the destination service, one shared
 //!   [`index`](weft_control_plane_config::index) for every subscriber.
 //! - [`grpc`]: TLS and HTTP/2 serving of both services; [`admin`]: `/metrics`, `/ready`,
-//!   `/live`.
+//!   `/live`; [`addresses`]: the file that reports the addresses they got.
 
+pub mod addresses;
 pub mod admin;
 pub mod discovery;
 mod files;
@@ -80,6 +81,11 @@ pub struct Args {
     /// The admin address: /metrics, /ready, /live.
     #[arg(long, env = "WEFT_CP_ADMIN_ADDR", default_value = "[::]:9990")]
     pub admin_addr: SocketAddr,
+    /// Once the gRPC and admin listeners are bound, write the addresses they got to this file
+    /// as JSON (`{"grpc":"127.0.0.1:41234","admin":"127.0.0.1:41235"}`), atomically: how a
+    /// test or script that asked for port 0 learns its ports.
+    #[arg(long, env = "WEFT_CP_ADDRESSES_FILE")]
+    pub addresses_file: Option<PathBuf>,
     /// How long workload certificates live (clamped to the issuer's own expiry).
     #[arg(long, env = "WEFT_CP_CERT_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
     pub cert_lifetime: Duration,
@@ -221,6 +227,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
     info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, identity = %serving.id(), "control plane serving");
+    if let Some(path) = &args.addresses_file {
+        addresses::write(path, grpc.local_addr()?, admin.local_addr()?)?;
+    }
 
     let identity = IdentityService::new(
         args.trust_domain.clone(),

@@ -1,11 +1,7 @@
 //! The destination service end to end: the real `weft-control-plane` binary reading a local
 //! folder of Kubernetes YAML, and a client that watches destinations as a proxy does.
 
-#[macro_use]
 mod support;
-#[path = "support/kube_watch.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod kube_watch;
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -16,6 +12,7 @@ use weft_api::{
     client::H2Connection,
     destination::{self as pb, destination_client::DestinationClient},
 };
+use weft_testkit::assert_eventually;
 
 fn service(endpoints: &[&str]) -> String {
     let eps: String = endpoints
@@ -228,10 +225,10 @@ async fn an_invalid_folder_at_start_is_an_error_naming_every_problem() {
 
 #[tokio::test]
 async fn with_kubernetes_the_index_fills_from_list_and_watch_and_identities_come_from_pods() {
-    use kube_watch::{FakeKube, Kind};
     use serde_json::json;
+    use weft_testkit::{FakeKube, Kind};
 
-    let api = FakeKube::start().await;
+    let api = FakeKube::start();
     api.hold_lists(Kind::Pod);
     api.apply(
         Kind::Service,
@@ -253,7 +250,7 @@ async fn with_kubernetes_the_index_fills_from_list_and_watch_and_identities_come
                "status": {"podIP": "198.18.0.11", "phase": "Running"}}),
     );
     let pki = Pki::new(1);
-    let kubeconfig = support::kube::kubeconfig(pki.dir.path(), api.addr);
+    let kubeconfig = api.kubeconfig(pki.dir.path());
     let cp = ControlPlane::start(
         &pki,
         Tokens::Kube {

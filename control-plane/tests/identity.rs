@@ -2,18 +2,17 @@
 //! that dials it as a proxy would (TLS 1.3, ALPN h2, the control plane's SPIFFE ID checked),
 //! and, for Kubernetes mode, a fake API server answering TokenReviews.
 
-#[macro_use]
 mod support;
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use support::{
-    certify, cp_id, csr_for, encode_certify, grpc_frame, id, identity_client,
-    kube::{FakeApiServer, Verdict},
-    raw_certify, tls_connect, verify_chain, ControlPlane, Pki, Tokens, TD,
+    certify, cp_id, csr_for, encode_certify, grpc_frame, id, identity_client, raw_certify,
+    tls_connect, verify_chain, ControlPlane, Pki, Tokens, TD,
 };
 use tonic::Code;
 use weft_certs::{inspect, SpiffeId};
+use weft_testkit::{assert_eventually, FakeKube, Verdict};
 
 const SHOP_WEB: &str = "tok-shop-web-0123456789";
 const PAY_API: &str = "tok-pay-api-0123456789";
@@ -665,28 +664,24 @@ async fn tokens_file_changes_add_and_revoke_without_restart() {
 
 #[tokio::test]
 async fn kubernetes_token_review_decides_who_gets_a_certificate() {
-    let verdicts = HashMap::from([
-        (
-            "sa-token".to_string(),
+    let api = FakeKube::builder()
+        .token(
+            "sa-token",
             Verdict::ServiceAccount {
                 ns: "shop".into(),
                 sa: "web".into(),
             },
-        ),
-        (
-            "other-audience".to_string(),
+        )
+        .token(
+            "other-audience",
             Verdict::OtherAudience {
                 ns: "shop".into(),
                 sa: "web".into(),
             },
-        ),
-        (
-            "alice".to_string(),
-            Verdict::User("alice@example.com".into()),
-        ),
-        ("boom".to_string(), Verdict::ServerError),
-    ]);
-    let api = FakeApiServer::start(verdicts).await;
+        )
+        .token("alice", Verdict::User("alice@example.com".into()))
+        .token("boom", Verdict::ServerError)
+        .start();
     let pki = Pki::new(1);
     let kubeconfig = api.kubeconfig(pki.dir.path());
     // This fake API server speaks only TokenReview: discovery reads an (empty) folder.
@@ -776,7 +771,7 @@ async fn kubernetes_token_review_decides_who_gets_a_certificate() {
     api.assert_no_problems();
 
     // The API server gone: retryable too.
-    api.stop();
+    api.set_down(true);
     assert_refused(
         certify(&mut client, &web_s, "sa-token", csr_for(&web).csr_der).await,
         Code::Unavailable,
@@ -864,18 +859,17 @@ async fn a_token_review_the_api_server_never_answers_is_unavailable_not_hung() {
         kube_tokens::{KubeTokenReviewer, AUDIENCE},
         tokens::{TokenError, TokenReviewer, Workload},
     };
-    let api = FakeApiServer::start(HashMap::from([
-        ("hang".to_string(), Verdict::Hang),
-        (
-            "sa-token".to_string(),
+    let api = FakeKube::builder()
+        .token("hang", Verdict::Hang)
+        .token(
+            "sa-token",
             Verdict::ServiceAccount {
                 ns: "shop".into(),
                 sa: "web".into(),
             },
-        ),
-    ]))
-    .await;
-    let url = format!("http://{}", api.addr).parse().expect("url");
+        )
+        .start();
+    let url = api.url().parse().expect("url");
     let client = kube::Client::try_from(kube::Config::new(url)).expect("kube client");
     let reviewer =
         KubeTokenReviewer::new(client, AUDIENCE).with_timeout(Duration::from_millis(300));

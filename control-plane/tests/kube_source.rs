@@ -1,25 +1,18 @@
 //! The Kubernetes config source against a fake API server that speaks LIST and WATCH as a real
-//! one does (`support/kube_watch.rs`): initial sync, events, coalescing, bookmarks, 410 Gone,
+//! one does (`weft_testkit::kube`): initial sync, events, coalescing, bookmarks, 410 Gone,
 //! refused objects, an API server that goes away, and shutdown.
 //!
 //! Every wait is bounded. The source's retries follow kube-runtime's default backoff (0.8 s
 //! doubling, jittered), so waits that span a retry get [`PATIENCE`], not a second.
 
-#[path = "support/kube_watch.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod kube_watch;
+use std::{sync::Arc, time::Duration};
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
-
-use kube_watch::{FakeKube, Kind, Outcome};
 use serde_json::{json, Value};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use weft_control_plane::{kube_source::KubeSource, metrics::Metrics, source::ConfigSource};
 use weft_control_plane_config::model::Snapshot;
+use weft_testkit::kube::{FakeKube, Kind, Outcome};
 
 /// Bound on any single wait.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -91,7 +84,9 @@ impl Running {
             .with_test_writer()
             .try_init();
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let source = Box::new(KubeSource::new(fake.client(), metrics.clone(), SETTLE));
+        let url = fake.url().parse().expect("the fake's URL");
+        let client = kube::Client::try_from(kube::Config::new(url)).expect("a kube client");
+        let source = Box::new(KubeSource::new(client, metrics.clone(), SETTLE));
         assert_eq!(source.name(), "kubernetes");
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let shutdown = CancellationToken::new();
@@ -124,14 +119,10 @@ impl Running {
 
     fn metric(&self, series: &str) -> f64 {
         let text = self.metrics.encode();
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
+        let metrics =
+            weft_testkit::Metrics::parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        metrics
+            .series(series)
             .unwrap_or_else(|| panic!("series {series} in:\n{text}"))
     }
 
@@ -149,22 +140,22 @@ impl Running {
     }
 }
 
-/// Retries `cond` every 10 ms until it holds or [`PATIENCE`] runs out.
+/// Retries `cond` until it holds or [`PATIENCE`] runs out.
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "not true after {PATIENCE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let held = weft_testkit::wait::eventually(what, PATIENCE, || {
+        let now = cond();
+        async move { now.then_some(()) }
+    })
+    .await;
+    if let Err(e) = held {
+        panic!("{e}");
     }
 }
 
 /// A Service, a slice and two pods, with LIST pages of one item so the pages are read with
 /// `continue`.
 async fn cluster() -> FakeKube {
-    let fake = FakeKube::start().await;
+    let fake = FakeKube::start();
     fake.with(|c| {
         c.set_max_page(1);
         c.apply(Kind::Service, service("api", "198.19.0.10"));

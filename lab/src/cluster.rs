@@ -13,6 +13,8 @@ use std::{
 
 use serde_json::json;
 
+use weft_metrics_text::Metrics;
+
 use crate::{
     app::{self, App, EchoReply},
     bins::Binaries,
@@ -21,7 +23,6 @@ use crate::{
     control_plane::ControlPlane,
     error::{Error, Result},
     http::{self, HttpReply},
-    metrics::Metrics,
     netns::{self, Netns},
     pki::{self, Pki},
     prereq::REFERENCE_PLUGIN_DIR,
@@ -548,7 +549,10 @@ impl Pod {
                 answer: format!("{} {}", r.status, r.body),
             });
         }
-        Ok(Metrics::parse(&r.body))
+        Metrics::parse(&r.body).map_err(|e| Error::Protocol {
+            what: format!("/metrics of {}'s proxy: {e}", self.spec.name),
+            answer: r.body,
+        })
     }
 
     /// The proxy's process ID, while it runs.

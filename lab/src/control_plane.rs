@@ -8,11 +8,12 @@ use std::{
     time::Duration,
 };
 
+use weft_metrics_text::Metrics;
+
 use crate::{
     bins::Binaries,
     error::{Error, Result},
     http,
-    metrics::Metrics,
     netns::Netns,
     pki::Pki,
     process::Daemon,
@@ -86,7 +87,10 @@ impl ControlPlane {
     /// Its `/metrics`, read from inside `node`.
     pub fn metrics(&self, node: &Netns) -> Result<Metrics> {
         let r = http::get(node, admin(), "localhost", "/metrics")?;
-        Ok(Metrics::parse(&r.body))
+        Metrics::parse(&r.body).map_err(|e| Error::Protocol {
+            what: format!("the control plane's /metrics: {e}"),
+            answer: r.body,
+        })
     }
 
     /// Config states the local source has applied so far.

@@ -43,8 +43,8 @@
 //!   pod (the init-container way).
 //! - [`control_plane`]: `weft-control-plane` in the node's namespace.
 //! - [`app`]: the pods' app and the echo client; [`http`]: the HTTP client.
-//! - [`metrics`]: Prometheus text parsing; [`capture`] and [`pcap`]: `tcpdump` on the bridge
-//!   and reading its pcap file down to TLS records.
+//! - [`capture`] and [`pcap`]: `tcpdump` on the bridge and reading its pcap file down to TLS
+//!   records. `/metrics` pages are read with `weft-metrics-text` ([`Metrics`]).
 //! - [`netns`]: named network namespaces (create, run in, enter, delete on drop), also what the
 //!   proxy's and the CNI plugin's root-only tests use.
 //! - [`process`], [`wait`], [`bins`], [`pki`], [`prereq`]: child processes and bounded waits,
@@ -62,7 +62,6 @@ pub mod cni;
 pub mod control_plane;
 pub mod error;
 pub mod http;
-pub mod metrics;
 pub mod netns;
 pub mod pcap;
 pub mod pki;
@@ -76,7 +75,7 @@ pub use app::{App, EchoReply, Seen, ECHO_PORT, HTTP_PORT};
 pub use cluster::{Cluster, ClusterOptions, Pod, BRIDGE, GATEWAY, POD_SUBNET};
 pub use error::{Error, Result};
 pub use http::HttpReply;
-pub use metrics::Metrics;
 pub use pki::spiffe_id;
 pub use redirect::Redirect;
 pub use spec::{PodSpec, Service, ServicePort, ServiceSpec};
+pub use weft_metrics_text::{Metrics, Sample};

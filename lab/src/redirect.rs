@@ -8,26 +8,14 @@ use serde_json::{json, Value};
 
 use crate::{error::Result, netns::Netns, process};
 
-/// The proxy's UID: its own traffic is never redirected.
-pub const PROXY_UID: u32 = 2121;
-/// The proxy's outbound listener.
-pub const OUTBOUND_PORT: u16 = 15140;
-/// The port the proxy's redirect self-check dials on 127.0.0.1; the rules send it to
-/// [`OUTBOUND_PORT`].
-pub const SELF_CHECK_PORT: u16 = 15141;
-/// The proxy's inbound listener.
-pub const INBOUND_PORT: u16 = 15143;
-/// The proxy's admin port.
-pub const ADMIN_PORT: u16 = 15190;
-
-/// The annotation that marks a pod meshed.
-pub const INJECTED: &str = "weft.dev/injected";
-/// Inbound ports that reach the app directly.
-pub const SKIP_INBOUND_PORTS: &str = "weft.dev/skip-inbound-ports";
-/// Outbound ports that leave directly.
-pub const SKIP_OUTBOUND_PORTS: &str = "weft.dev/skip-outbound-ports";
-/// Outbound CIDRs that leave directly.
-pub const SKIP_OUTBOUND_CIDRS: &str = "weft.dev/skip-outbound-cidrs";
+// The ports, the UID and the annotation names are the pod contract's (`weft-pod`), so the lab
+// cannot disagree with what the CNI, the control plane and the proxy read.
+pub use weft_pod::annotations::{
+    INJECTED, SKIP_INBOUND_PORTS, SKIP_OUTBOUND_CIDRS, SKIP_OUTBOUND_PORTS,
+};
+pub use weft_pod::ids::{
+    ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID, REDIRECT_CHECK_PORT as SELF_CHECK_PORT,
+};
 
 /// Who installs a meshed pod's redirection rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

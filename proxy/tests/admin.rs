@@ -1,11 +1,11 @@
 //! The admin server in-process: probes, metrics, shutdown.
 
-#[macro_use]
 mod support;
 
 use weft_proxy::drain::Drained;
 
 use support::{app::App, get, metric_value, request, TestProxy};
+use weft_testkit::assert_eventually;
 
 #[tokio::test]
 async fn probes_and_metrics() {

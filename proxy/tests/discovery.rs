@@ -3,7 +3,6 @@
 //! IP, and backends on their own loopback addresses. The cluster IP is a loopback address
 //! nothing listens on, so a connection that bypassed discovery would be refused locally.
 
-#[macro_use]
 mod support;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
@@ -14,6 +13,7 @@ use support::{
     mesh::{identity_env, proxy, spiffe, ControlPlane, Pki},
     TestProxy,
 };
+use weft_testkit::assert_eventually;
 
 /// Writes `yaml` as the folder's one file, atomically (as a ConfigMap update lands).
 fn write_config(dir: &Path, yaml: &str) {
@@ -264,19 +264,14 @@ async fn a_control_plane_restart_loses_no_traffic() {
     let web = client(&s.pki, &s.cp, s.service).await;
     assert!(send(&web, 10).await.iter().all(|st| *st == 200));
 
-    let (pki, dir, service, cp_addr) = (s.pki, s.dir, s.service, s.cp.addr);
-    s.cp.stop().await;
+    let (dir, service) = (s.dir, s.service);
+    let stopped = s.cp.stop().await;
     // Down: the proxy keeps its endpoints; requests keep succeeding.
     let statuses = send(&web, 50).await;
     assert!(statuses.iter().all(|st| *st == 200), "{statuses:?}");
 
-    let cp = ControlPlane::start_with(
-        &pki,
-        Duration::from_secs(24 * 3600),
-        cp_addr,
-        Some(dir.path()),
-    )
-    .await;
+    // Up again on the same address, as a restarted control plane behind its Service.
+    let cp = stopped.start_again().await;
     assert!(send(&web, 20).await.iter().all(|st| *st == 200));
     // Resubscribed: a change after the restart still arrives.
     write_config(

@@ -1,6 +1,5 @@
 //! HTTP through the proxy: HTTP/1.1, HTTP/2, trailers, upgrades, CONNECT, pooling, errors.
 
-#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -17,6 +16,7 @@ use tokio::{
 };
 
 use support::{app::App, read_head, TestProxy};
+use weft_testkit::assert_eventually;
 
 async fn h1(addr: std::net::SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let io = TokioIo::new(TcpStream::connect(addr).await.expect("connect proxy"));

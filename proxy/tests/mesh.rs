@@ -1,13 +1,20 @@
-//! Identity and mutual TLS between proxies: the real control plane and two proxies on loopback.
+//! Identity and mutual TLS between proxies: the real control plane (its binary) and two proxies
+//! on loopback.
 //!
 //! The client app talks plaintext to proxy A (outbound, explicit mode); A reaches proxy B's
 //! inbound over mTLS with HTTP/2, and B hands the request to the server app in the protocol the
 //! client spoke.
 
-#[macro_use]
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -24,6 +31,7 @@ use support::{
     mesh::{identity_env, proxy, route, spiffe, ControlPlane, Pki},
     read_head, TestProxy,
 };
+use weft_testkit::assert_eventually;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -328,10 +336,10 @@ async fn strict_mode_refuses_plaintext_and_permissive_serves_it() {
 #[tokio::test]
 async fn a_proxy_is_not_ready_until_it_holds_a_certificate() {
     let pki = Pki::new(1);
-    // Nothing listens at the control plane's address yet.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
+    // Nothing listens at the control plane's address yet: it ran once to get its ports, and
+    // is stopped until the proxy has been waiting a while.
+    let stopped = ControlPlane::start(&pki, DAY).await.stop().await;
+    let addr = stopped.addr;
     let mut settings: Vec<(String, String)> = identity_env(&pki, addr, "shop", "web");
     settings.extend([
         ("WEFT_OUTBOUND_PORT".into(), "0".into()),
@@ -344,7 +352,8 @@ async fn a_proxy_is_not_ready_until_it_holds_a_certificate() {
     let admin = std::net::SocketAddr::from(([127, 0, 0, 1], app.addrs().admin.port()));
     let drain = app.drain();
     let task = tokio::spawn(app.run());
-    // Bounded: the proxy retries with backoff; it must stay unready meanwhile.
+    // Bounded: the proxy retries with backoff; it must stay unready meanwhile. The sleep is
+    // the thing under test: half a second of retries in which nothing may make it ready.
     for _ in 0..20 {
         let status = get(admin, "/ready").await.map(|(s, _)| s);
         assert!(
@@ -353,7 +362,7 @@ async fn a_proxy_is_not_ready_until_it_holds_a_certificate() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let cp = ControlPlane::start_at(&pki, DAY, addr).await;
+    let cp = stopped.start_again().await;
     assert_eventually!(
         get(admin, "/ready").await.map(|(s, _)| s) == Some(200),
         "ready once the control plane answers"
@@ -422,6 +431,8 @@ async fn five_second_certificates_renew_under_a_long_lived_stream_without_error(
         let rsp = tx.send_request(req).await.expect("keep-alive request");
         assert_eq!(rsp.status(), StatusCode::OK, "round {rounds}");
         rsp.into_body().collect().await.expect("body");
+        // Pacing, not synchronisation: the rounds are spread over the 8 s so that the
+        // streams live across several renewals of the 5-second certificates.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let later = (
@@ -451,6 +462,8 @@ async fn issuer_rotation_through_overlapping_anchors_drops_no_request() {
     let app = App::start().await;
     let (a, _b) = pair(&pki, &cp, app.addr, &spiffe("shop", "api")).await;
     let outbound = a.outbound();
+    let served = Arc::new(AtomicU32::new(0));
+    let counted = served.clone();
     let load = tokio::spawn(async move {
         let (mut ok, mut failed) = (0u32, Vec::new());
         let start = tokio::time::Instant::now();
@@ -459,11 +472,17 @@ async fn issuer_rotation_through_overlapping_anchors_drops_no_request() {
                 Some((200, _)) => ok += 1,
                 other => failed.push(other),
             }
+            counted.store(ok, Ordering::Relaxed);
+            // Pacing, not synchronisation: a steady trickle of requests across the rotation.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         (ok, failed)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Rotate once requests are flowing under the first issuer.
+    assert_eventually!(
+        served.load(Ordering::Relaxed) >= 10,
+        "requests flow before the rotation"
+    );
     pki.issue_from(1);
     assert_eventually!(
         cp.metric(r#"weft_identity_file_reloads_total{file="issuer",result="applied"}"#)

@@ -1,7 +1,6 @@
 //! The proxy binary as operators run it: configuration errors, signals and drain, memory,
 //! and run-time log control.
 
-#[macro_use]
 mod support;
 
 use std::{process::Command, time::Duration};
@@ -16,6 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::net::TcpStream;
 
 use support::{app::App, process::ProxyProcess, request};
+use weft_testkit::assert_eventually;
 
 #[test]
 fn a_bad_setting_exits_64_with_one_line_naming_it() {

@@ -1,7 +1,6 @@
 //! Bad input: malformed HTTP, oversized headers, slow clients, garbage. A clear status where
 //! HTTP allows one, a bounded cost, and a proxy that keeps serving.
 
-#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use tokio::{
 };
 
 use support::{app::App, get, parse_response, TestProxy};
+use weft_testkit::assert_eventually;
 
 /// Sends `raw`, then reads whatever comes back until the proxy closes (at most 10 s).
 async fn exchange(proxy: &TestProxy, raw: Vec<u8>) -> Vec<u8> {

@@ -1,6 +1,5 @@
 //! Opaque TCP through the proxy: server-speaks-first, half-close, TLS passthrough.
 
-#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -11,6 +10,7 @@ use tokio::{
 };
 
 use support::{tcp, TestProxy};
+use weft_testkit::assert_eventually;
 
 async fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];

@@ -62,6 +62,7 @@ use weft_cni_core::{
     Family,
 };
 use weft_lab::{netns, netns::Netns, prereq};
+use weft_testkit::Metrics;
 
 // Every pod here gets the default redirect config (`Redirect::default()`, on the pod contract's
 // ports and UID, `weft_pod::ids`), as the mesh installs
@@ -282,7 +283,7 @@ fn direct_connection_to_the_outbound_port_is_refused_without_looping() {
         after.value("weft_tcp_connections_opened_total", &outbound),
         opened + 2.0,
         "the proxy opened more connections than the two it was sent: a loop?\n{}",
-        after.0
+        after.text
     );
     for client in &clients {
         pod.proxy
@@ -312,13 +313,18 @@ fn redirect_check_notices_flushed_rules_and_recovers() {
     };
     // Ready means proved, for both families.
     let page = pod.metrics();
-    assert_eq!(page.value("weft_redirect_verified", &[]), 1.0, "{}", page.0);
+    assert_eq!(
+        page.value("weft_redirect_verified", &[]),
+        1.0,
+        "{}",
+        page.text
+    );
     for family in ["ipv4", "ipv6"] {
         let verified = [("family", family), ("result", "verified")];
         assert!(
             page.value("weft_redirect_checks_total", &verified) >= 1.0,
             "{family}\n{}",
-            page.0
+            page.text
         );
     }
 
@@ -415,7 +421,7 @@ fn redirect_check_notices_flushed_rules_and_recovers() {
         ),
         0.0,
         "the probes are not app traffic, and nothing looped:\n{}",
-        page.0
+        page.text
     );
     pod.proxy.assert_running();
 }
@@ -493,7 +499,7 @@ impl Pod {
         let ready = self.admin_get("/ready");
         panic!(
             "not after {PATIENCE:?}: {what}\n/ready: {ready:?}\n{}",
-            self.metrics().0
+            self.metrics().text
         );
     }
 
@@ -516,12 +522,12 @@ impl Pod {
     fn metrics(&self) -> Metrics {
         let rsp = self.admin_get("/metrics").expect("GET /metrics");
         assert_eq!(rsp.status, 200, "{rsp:?}");
-        Metrics(rsp.body)
+        Metrics::parse(&rsp.body).unwrap_or_else(|e| panic!("{e}\n{}", rsp.body))
     }
 
     /// Waits until the sample `name{labels}` reaches `want`, and fails if it goes past it.
     fn wait_for_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
-        let mut got = Metrics(String::new());
+        let mut got = Metrics::parse("").expect("an empty page");
         let start = Instant::now();
         for _ in 0..tries(PATIENCE) {
             got = self.metrics();
@@ -529,14 +535,19 @@ impl Pod {
             assert!(
                 value <= want,
                 "{name}{labels:?} is {value}, past the expected {want}\n{}",
-                got.0
+                got.text
             );
             if value == want || start.elapsed() > PATIENCE {
                 break;
             }
             thread::sleep(POLL_STEP);
         }
-        assert_eq!(got.value(name, labels), want, "{name}{labels:?}\n{}", got.0);
+        assert_eq!(
+            got.value(name, labels),
+            want,
+            "{name}{labels:?}\n{}",
+            got.text
+        );
     }
 }
 
@@ -869,40 +880,6 @@ fn read_response(conn: &mut TcpStream) -> io::Result<Response> {
         status,
         body: body.to_string(),
     })
-}
-
-/// A `/metrics` page in the Prometheus text format.
-struct Metrics(String);
-
-impl Metrics {
-    /// The value of the sample `name` with exactly `labels` (in any order); 0 when absent, as a
-    /// labelled counter is before its first increment.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let mut want = labels.to_vec();
-        want.sort_unstable();
-        self.0
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|line| {
-                let (series, value) = line.rsplit_once(' ')?;
-                let (metric, labels) = series.split_once('{').unwrap_or((series, "}"));
-                if metric != name {
-                    return None;
-                }
-                let labels = labels.strip_suffix('}')?;
-                let mut got = labels
-                    .split(',')
-                    .filter(|kv| !kv.is_empty())
-                    .map(|kv| {
-                        let (k, v) = kv.split_once('=')?;
-                        Some((k, v.trim_matches('"')))
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                got.sort_unstable();
-                (got == want).then(|| value.parse::<f64>().ok()).flatten()
-            })
-            .unwrap_or(0.0)
-    }
 }
 
 /// Whether the server saw a connection from the pod.

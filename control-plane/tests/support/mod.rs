@@ -1,27 +1,24 @@
 //! Test harness for the control plane: a PKI in a temp dir laid out like a mounted Secret, the
-//! real `weft-control-plane` binary on loopback (killed by PID when dropped), a TLS + HTTP/2
-//! gRPC client that checks the control plane's SPIFFE ID, raw gRPC requests, and a fake
-//! Kubernetes API server ([`kube`]).
+//! real `weft-control-plane` binary on loopback port 0 (`weft_testkit`'s fixture: killed by PID
+//! when dropped), a TLS + HTTP/2 gRPC client that checks the control plane's SPIFFE ID, and raw
+//! gRPC requests. The fake Kubernetes API server is `weft_testkit::kube`.
 //!
 //! Every wait is bounded in time.
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod kube;
-
 use std::{
     convert::Infallible,
-    io::Read,
     net::SocketAddr,
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     pin::Pin,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -29,16 +26,14 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 use weft_api::{
     client::H2Connection,
     identity::{identity_client::IdentityClient, CertifyRequest, CertifyResponse},
 };
 use weft_certs::{Ca, SpiffeId, TrustBundle};
+use weft_testkit::ControlPlaneCommand;
 
 /// The trust domain every test uses.
 pub const TD: &str = "cluster.local";
@@ -46,30 +41,9 @@ pub const TD: &str = "cluster.local";
 pub const CP_NS: &str = "weft";
 pub const CP_SA: &str = "weft-control-plane";
 /// Bound on any single wait in the harness.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = weft_testkit::wait::PATIENCE;
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Retries an async condition every 20 ms until it holds or `PATIENCE` runs out.
-#[macro_export]
-macro_rules! assert_eventually {
-    ($cond:expr, $($msg:tt)+) => {{
-        let deadline = tokio::time::Instant::now() + $crate::support::PATIENCE;
-        loop {
-            if $cond {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "not true after {:?}: {}",
-                    $crate::support::PATIENCE,
-                    format!($($msg)+)
-                );
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }};
-}
 
 /// The ring provider, as the control plane uses it.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -174,13 +148,6 @@ pub fn write_atomic(path: &Path, contents: &str) {
     std::fs::rename(&tmp, path).expect("rename over");
 }
 
-/// A loopback address no one listens on right now.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
-
 /// Where the control plane checks tokens.
 pub enum Tokens<'a> {
     /// `--tokens FILE`.
@@ -189,129 +156,24 @@ pub enum Tokens<'a> {
     Kube { kubeconfig: &'a Path },
 }
 
-/// The real `weft-control-plane` binary, killed by its PID when dropped.
-pub struct ControlPlane {
-    pub child: Child,
-    pub grpc: SocketAddr,
-    pub admin: SocketAddr,
-    logs: Arc<Mutex<String>>,
-}
+/// The real `weft-control-plane` binary on loopback port 0 ([`weft_testkit::ControlPlane`]),
+/// with an identity client.
+pub struct ControlPlane(weft_testkit::ControlPlane);
 
 impl ControlPlane {
-    /// Starts the binary on loopback ports with `tokens` and `extra` flags; returns once
-    /// `/ready` answers 200. A port taken between choosing and binding it is retried.
+    /// Starts the binary with `tokens` and `extra` flags; returns once `/ready` answers 200.
     pub async fn start(pki: &Pki, tokens: Tokens<'_>, extra: &[&str]) -> Self {
-        for _attempt in 0..3 {
-            let grpc = free_addr();
-            let admin = free_addr();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft-control-plane"));
-            // Nothing from the test's environment (WEFT_CP_*, POD_NAMESPACE, proxies) leaks in.
-            cmd.env_clear()
-                .arg("--issuer")
-                .arg(pki.issuer_dir())
-                .args(["--trust-domain", TD])
-                .args(["--grpc-addr", &grpc.to_string()])
-                .args(["--admin-addr", &admin.to_string()])
-                .args(["--log", "debug,kube=info,hyper=info,h2=info,rustls=info"])
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            match tokens {
-                Tokens::File(path) => {
-                    cmd.arg("--tokens").arg(path);
-                }
-                Tokens::Kube { kubeconfig } => {
-                    cmd.env("KUBECONFIG", kubeconfig);
-                }
-            }
-            let mut child = cmd.spawn().expect("spawn weft-control-plane");
-            let logs = Arc::new(Mutex::new(String::new()));
-            let mut stderr = child.stderr.take().expect("stderr");
-            let sink = logs.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .expect("logs")
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-            let mut cp = Self {
-                child,
-                grpc,
-                admin,
-                logs,
-            };
-            let deadline = Instant::now() + PATIENCE;
-            loop {
-                if let Some(status) = cp.child.try_wait().expect("try_wait") {
-                    // Give the stderr reader a moment to drain (bounded).
-                    let drained = Instant::now() + Duration::from_secs(1);
-                    while Instant::now() < drained && !cp.logs().contains("weft-control-plane:") {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    let logs = cp.logs();
-                    if logs.contains("Address already in use") {
-                        break; // another test took a port: try new ones
-                    }
-                    panic!("control plane exited with {status} before ready:\n{logs}");
-                }
-                if http_get(admin, "/ready").await.map(|r| r.0) == Some(200) {
-                    return cp;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "control plane not ready after {PATIENCE:?}:\n{}",
-                    cp.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let mut cmd = ControlPlaneCommand::new(env!("CARGO_BIN_EXE_weft-control-plane"))
+            .arg("--issuer")
+            .arg(pki.issuer_dir())
+            .args(["--trust-domain", TD])
+            .args(["--log", "debug,kube=info,hyper=info,h2=info,rustls=info"])
+            .args(extra.iter().copied());
+        match tokens {
+            Tokens::File(path) => cmd = cmd.arg("--tokens").arg(path),
+            Tokens::Kube { kubeconfig } => cmd = cmd.env("KUBECONFIG", kubeconfig),
         }
-        panic!("could not find free loopback ports in 3 attempts");
-    }
-
-    /// Everything the process logged so far.
-    pub fn logs(&self) -> String {
-        self.logs.lock().expect("logs").clone()
-    }
-
-    /// The value of one exact series on `/metrics`, e.g. `x_total{reason="y"}`.
-    pub async fn metric(&self, series: &str) -> Option<f64> {
-        let (status, text) = http_get(self.admin, "/metrics").await?;
-        assert_eq!(status, 200, "/metrics");
-        metric_value(&text, series)
-    }
-
-    /// Like [`Self::metric`], but the series must exist.
-    pub async fn metric_now(&self, series: &str) -> f64 {
-        self.metric(series)
-            .await
-            .unwrap_or_else(|| panic!("series {series} on /metrics"))
-    }
-
-    /// Sends SIGTERM to the process this test started.
-    pub fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {}", self.child.id());
-    }
-
-    /// Waits up to `patience` for the process to exit; its exit code, or `None` if it did not.
-    pub async fn wait_exit(&mut self, patience: Duration) -> Option<Option<i32>> {
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status.code());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
+        Self(cmd.start().await)
     }
 
     /// A client of the identity service that expects the default control plane identity.
@@ -320,43 +182,18 @@ impl ControlPlane {
     }
 }
 
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl Deref for ControlPlane {
+    type Target = weft_testkit::ControlPlane;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-/// `GET path` over plain HTTP/1.1; the status and body, or `None` if nothing answered.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut tcp = TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        tcp.write_all(req.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        Some((status, body.to_string()))
-    };
-    tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// The value of the series named exactly `series` in a Prometheus text exposition.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+impl DerefMut for ControlPlane {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 /// A TLS 1.3 client config offering h2 that accepts only `expected` chaining to `bundle_pem`.

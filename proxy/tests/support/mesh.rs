@@ -1,5 +1,10 @@
-//! A mesh on loopback: a PKI in a temp dir, the real control plane in-process, and proxies
+//! A mesh on loopback: a PKI in a temp dir, the real control plane as its binary (found by
+//! `weft_testkit::bins`, on port 0, its ports read from its addresses file), and proxies
 //! configured to get their certificates from it.
+//!
+//! The binary is `target/<profile>/weft-control-plane`: `cargo test --workspace` builds it
+//! before any test runs; `cargo test -p weft-proxy` alone needs `cargo build -p
+//! weft-control-plane` first (the error says so).
 
 use std::{
     net::SocketAddr,
@@ -7,11 +12,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use weft_certs::Ca;
+use weft_testkit::ControlPlaneCommand;
 
-use super::{get, metric_value, TestProxy};
+use super::TestProxy;
 
 pub const TD: &str = "cluster.local";
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -91,93 +95,92 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-/// The real control plane, in-process, on loopback.
+/// The real control plane, its binary as a child process on loopback; killed by its PID when
+/// dropped.
 pub struct ControlPlane {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    process: weft_testkit::ControlPlane,
 }
 
 impl ControlPlane {
     /// Starts with certificates living `lifetime`, files re-read every 100 ms; ready when its
     /// admin port answers.
     pub async fn start(pki: &Pki, lifetime: Duration) -> Self {
-        Self::start_at(pki, lifetime, free_port()).await
-    }
-
-    pub async fn start_at(pki: &Pki, lifetime: Duration, addr: SocketAddr) -> Self {
-        Self::start_with(pki, lifetime, addr, None).await
+        Self::start_with(pki, lifetime, None).await
     }
 
     /// Reads Services, EndpointSlices and Pods from `config` (polled every 50 ms).
     pub async fn start_local(pki: &Pki, config: &Path) -> Self {
-        Self::start_with(
-            pki,
-            Duration::from_secs(24 * 3600),
-            free_port(),
-            Some(config),
-        )
-        .await
+        Self::start_with(pki, Duration::from_secs(24 * 3600), Some(config)).await
     }
 
-    pub async fn start_with(
-        pki: &Pki,
-        lifetime: Duration,
-        addr: SocketAddr,
-        config: Option<&Path>,
-    ) -> Self {
-        let admin = free_port();
-        let args = weft_control_plane::Args {
-            issuer: pki.path("issuer"),
-            tokens: Some(pki.path("tokens")),
-            trust_domain: TD.into(),
-            source: config.map(|c| weft_control_plane::SourceArg::Local(c.to_path_buf())),
-            config_poll_interval: Duration::from_millis(50),
-            cluster_domain: "cluster.local".into(),
-            grpc_addr: addr,
-            admin_addr: admin,
-            cert_lifetime: lifetime,
-            reload_interval: Duration::from_millis(100),
-            namespace: "weft".into(),
-            service_account: "weft-control-plane".into(),
-            log: "info".into(),
-            log_format: "plain".into(),
-        };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(weft_control_plane::run(args, shutdown.clone()));
-        crate::assert_eventually!(
-            get(admin, "/ready").await.map(|(s, _)| s) == Some(200),
-            "control plane ready on {admin}"
-        );
-        Self {
-            addr,
-            admin,
-            shutdown,
-            task,
+    pub async fn start_with(pki: &Pki, lifetime: Duration, config: Option<&Path>) -> Self {
+        let mut cmd = ControlPlaneCommand::locate()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .arg("--issuer")
+            .arg(pki.path("issuer"))
+            .arg("--tokens")
+            .arg(pki.path("tokens"))
+            .args(["--trust-domain", TD, "--cluster-domain", "cluster.local"])
+            .args([
+                "--config-poll-interval",
+                "50ms",
+                "--reload-interval",
+                "100ms",
+            ])
+            .arg("--cert-lifetime")
+            .arg(humantime::format_duration(lifetime).to_string());
+        if let Some(config) = config {
+            let mut source = std::ffi::OsString::from("local:");
+            source.push(config);
+            cmd = cmd.arg("--source").arg(source);
+        }
+        Self::from(cmd.start().await)
+    }
+
+    /// SIGTERM to its PID, and waits until it has exited 0; it can be started again on the
+    /// same addresses, as a restarted pod behind its Service would be.
+    pub async fn stop(self) -> Stopped {
+        let again = self.process.command();
+        self.process.stop().await;
+        Stopped {
+            addr: self.addr,
+            again,
         }
     }
 
-    /// Stops it and waits until it has.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("control plane stops within 10s")
-            .expect("task")
-            .expect("control plane ran cleanly");
+    /// A sample of its metrics, named as printed.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        self.process.metric(series).await
     }
 
-    /// A sample of its metrics.
-    pub async fn metric(&self, series: &str) -> Option<f64> {
-        let (_, text) = get(self.admin, "/metrics").await?;
-        metric_value(&text, series)
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
+}
+
+/// A control plane that was stopped, and where it was.
+pub struct Stopped {
+    pub addr: SocketAddr,
+    again: ControlPlaneCommand,
+}
+
+impl Stopped {
+    /// Starts it again with the same flags on the same addresses.
+    pub async fn start_again(self) -> ControlPlane {
+        ControlPlane::from(self.again.start().await)
+    }
+}
+
+impl From<weft_testkit::ControlPlane> for ControlPlane {
+    fn from(process: weft_testkit::ControlPlane) -> Self {
+        Self {
+            addr: process.grpc,
+            admin: process.admin,
+            process,
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Test harness for the proxy: a real proxy on 127.0.0.1:0 (in-process, or the built binary),
-//! a fake app server speaking HTTP/1.1 and HTTP/2, raw TCP servers, and `assert_eventually!`.
+//! a fake app server speaking HTTP/1.1 and HTTP/2, raw TCP servers, and the control plane as
+//! its binary ([`mesh`]). Waiting is `weft_testkit::assert_eventually!`; the metrics parser and
+//! the plain HTTP client are `weft_testkit`'s.
 //!
 //! Every wait is bounded; nothing synchronises by sleeping.
 
@@ -13,36 +15,12 @@ pub mod tcp;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    task::JoinHandle,
-};
+use tokio::{io::AsyncReadExt, net::TcpStream, task::JoinHandle};
+// Not every test file uses all three.
 use weft_proxy::{app::Addrs, drain::Drain, drain::Drained, Config};
 use weft_proxy_metrics::Metrics;
-
-/// How long `assert_eventually!` waits unless told otherwise.
-pub const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Retries an async condition every 10 ms until it holds or the patience runs out.
-#[macro_export]
-macro_rules! assert_eventually {
-    ($cond:expr, $($msg:tt)+) => {
-        $crate::assert_eventually!(@ $crate::support::PATIENCE, $cond, $($msg)+)
-    };
-    (@ $patience:expr, $cond:expr, $($msg:tt)+) => {{
-        let deadline = tokio::time::Instant::now() + $patience;
-        loop {
-            if $cond {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("not true after {:?}: {}", $patience, format!($($msg)+));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    }};
-}
+#[allow(unused_imports)]
+pub use weft_testkit::http::{get, parse_response, request};
 
 /// An in-process proxy with every port on 0.
 pub struct TestProxy {
@@ -82,7 +60,7 @@ impl TestProxy {
             task,
         };
         let admin = proxy.admin();
-        assert_eventually!(
+        weft_testkit::assert_eventually!(
             get(admin, "/ready").await.map(|(s, _)| s) == Some(200),
             "proxy ready on {admin}"
         );
@@ -104,58 +82,26 @@ impl TestProxy {
         String::from_utf8(self.metrics.encode().expect("metrics encode")).expect("utf-8")
     }
 
-    /// The value of the sample whose line starts with `series` (name and labels), if any.
+    /// The metrics, parsed.
+    pub fn metrics_page(&self) -> weft_testkit::Metrics {
+        parse_metrics(&self.metrics_text())
+    }
+
+    /// The sample named `series` as printed (`name{k="v",...}`, labels in any order), if
+    /// present.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        metric_value(&self.metrics_text(), series)
+        self.metrics_page().series(series)
     }
 }
 
-/// The value of the sample whose line starts with `series` in Prometheus text.
+/// A Prometheus text page, parsed; a page that does not parse fails the test.
+pub fn parse_metrics(text: &str) -> weft_testkit::Metrics {
+    weft_testkit::Metrics::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// The sample named `series` in a Prometheus text page.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// A plain HTTP/1.0 GET with its own connection: status and body, or None if it failed.
-pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    request(addr, "GET", path, "").await
-}
-
-/// One HTTP/1.0-style request on a fresh connection (the server closes after answering).
-pub async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        parse_response(&out)
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Status and body of a raw HTTP/1 response.
-pub fn parse_response(raw: &[u8]) -> Option<(u16, String)> {
-    let text = String::from_utf8_lossy(raw);
-    let status = text.get(9..12)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
+    parse_metrics(text).series(series)
 }
 
 /// Reads a response head (up to the blank line) from a raw connection, within 10 s.
