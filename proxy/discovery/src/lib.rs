@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod model;
+mod reader;
 
 use std::{
     collections::HashMap,
@@ -31,6 +32,7 @@ use weft_api::{
 use weft_proxy_identity::{control_plane::origin, ControlPlaneDialer};
 use weft_proxy_metrics::Metrics;
 
+use crate::reader::{Read, StreamReader};
 pub use model::{EndpointInfo, EndpointSet, MeshPeer, Resolved, ServiceName, UpdateError};
 
 /// How discovery behaves.
@@ -196,34 +198,29 @@ impl Discovery {
             .await
             .map_err(status)?
             .into_inner();
-        // The first update on a stream is whole; deltas apply to what this stream sent.
-        let mut first = true;
+        let mut reader = StreamReader::new();
         while let Some(update) = stream.message().await.map_err(status)? {
-            let kind = model::kind(&update);
-            let next = {
-                let current = tx.borrow();
-                model::apply(if first { None } else { Some(&*current) }, update)
-            };
-            let next = match next {
-                Ok(n) => n,
-                Err(e) => {
-                    self.metrics.config_update(kind, false);
-                    return Err(e.into());
+            let version = update.version;
+            match reader.read(tx, update, &self.metrics)? {
+                Read::Applied { first } => {
+                    if first && *failures > 0 {
+                        info!(%dst, "discovery stream re-established");
+                    }
+                    *failures = 0;
                 }
-            };
-            self.metrics.config_update(kind, true);
-            if first && *failures > 0 {
-                info!(%dst, "discovery stream re-established");
+                // A newer control plane: the stream stays open and the answer held stays.
+                Read::Ignored { first: true } => warn!(
+                    %dst,
+                    version,
+                    "the control plane sent an update of a kind this proxy does not know (is \
+                     the control plane newer than this proxy?); ignored, the last answer stays \
+                     in force; further ones on this stream are counted in \
+                     weft_config_updates_total{{kind=\"unknown\"}}"
+                ),
+                Read::Ignored { first: false } => {
+                    debug!(%dst, version, "an update of an unknown kind ignored")
+                }
             }
-            first = false;
-            *failures = 0;
-            tx.send_if_modified(|current| {
-                if *current == next {
-                    return false;
-                }
-                *current = next;
-                true
-            });
         }
         Err(StreamError::Closed)
     }

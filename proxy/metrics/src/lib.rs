@@ -431,7 +431,8 @@ impl Metrics {
                 Opts::new(
                     "weft_config_updates_total",
                     "Discovery updates received from the control plane, by kind (snapshot, \
-                     delta, not_a_service) and result (applied, refused).",
+                     delta, not_a_service) and result (applied, refused); kind=unknown, \
+                     result=ignored for a kind this proxy does not know (a newer control plane).",
                 ),
                 &["kind", "result"],
             ),
@@ -441,6 +442,7 @@ impl Metrics {
                 config_updates.with_label_values(&[kind, result]);
             }
         }
+        config_updates.with_label_values(&["unknown", "ignored"]);
         let no_endpoints = register(
             &registry,
             IntCounterVec::new(
@@ -580,6 +582,13 @@ impl Metrics {
     pub fn config_update(&self, kind: &'static str, applied: bool) {
         let result = if applied { "applied" } else { "refused" };
         self.config_updates.with_label_values(&[kind, result]).inc();
+    }
+
+    /// One discovery update of a kind this proxy does not know, ignored.
+    pub fn config_update_ignored(&self) {
+        self.config_updates
+            .with_label_values(&["unknown", "ignored"])
+            .inc();
     }
 
     /// A request (`http`) or connection (`tcp`) found its Service without endpoints.
