@@ -257,8 +257,11 @@ impl destination_server::Destination for DestinationService {
                 "the control plane has not finished reading the cluster yet; retry",
             ));
         }
-        let target = Target::parse(&req.target, &self.hub.cluster_domain)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let target = match &req.service {
+            Some(service) => Target::service(service),
+            None => Target::parse(&req.target, &self.hub.cluster_domain),
+        }
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         debug!(%target, proxy = %req.proxy_id.chars().take(256).collect::<String>(), "watch");
         let rx = self.hub.subscribe(target)?;
         self.hub.metrics.subscribers.inc();

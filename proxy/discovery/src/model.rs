@@ -7,6 +7,63 @@ use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 use weft_api::destination::{self as pb, update::Kind};
 use weft_certs::SpiffeId;
 
+/// What a proxy watches: the address a connection was for, or a Service port by name (a
+/// backend Service of a route).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DiscoveryTarget {
+    /// `ip:port`: a Service's cluster IP (a redirected connection's original destination) or a
+    /// pod's IP.
+    Addr(SocketAddr),
+    /// A Service port, asked for by name: the proxy does not know the cluster's DNS domain, so
+    /// it sends the parts (`WatchRequest.service`), not a DNS name.
+    Service(ServiceName),
+}
+
+impl From<SocketAddr> for DiscoveryTarget {
+    fn from(addr: SocketAddr) -> Self {
+        DiscoveryTarget::Addr(addr)
+    }
+}
+
+impl From<ServiceName> for DiscoveryTarget {
+    fn from(service: ServiceName) -> Self {
+        DiscoveryTarget::Service(service)
+    }
+}
+
+impl std::fmt::Display for DiscoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiscoveryTarget::Addr(a) => write!(f, "{a}"),
+            DiscoveryTarget::Service(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl DiscoveryTarget {
+    /// The request that watches this target.
+    pub fn watch_request(&self, proxy_id: String) -> pb::WatchRequest {
+        match self {
+            DiscoveryTarget::Addr(a) => pb::WatchRequest {
+                target: a.to_string(),
+                proxy_id,
+                service: None,
+            },
+            DiscoveryTarget::Service(s) => pb::WatchRequest {
+                // For the control plane's logs only (and what an older one, which does not
+                // read `service`, refuses by name).
+                target: format!("{}.{}.svc:{}", s.name, s.namespace, s.port),
+                proxy_id,
+                service: Some(pb::ServiceRef {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    port: u32::from(s.port),
+                }),
+            },
+        }
+    }
+}
+
 /// What is known of one destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resolved {
@@ -333,5 +390,35 @@ mod tests {
         bytes.extend_from_slice(&body);
         let newer = pb::Update::decode(&bytes[..]).expect("decodes");
         assert_eq!(addrs(&applied(Some(&held), newer)), ["198.18.0.2:80"]);
+    }
+
+    #[test]
+    fn a_target_is_watched_by_address_or_by_service_parts() {
+        let addr: SocketAddr = "198.19.0.10:80".parse().expect("addr");
+        let by_addr = DiscoveryTarget::from(addr).watch_request("me".into());
+        assert_eq!(by_addr.target, "198.19.0.10:80");
+        assert_eq!(by_addr.service, None);
+        assert_eq!(by_addr.proxy_id, "me");
+
+        let api = ServiceName {
+            namespace: "shop".into(),
+            name: "api".into(),
+            port: 80,
+        };
+        let target = DiscoveryTarget::from(api.clone());
+        assert_eq!(target.to_string(), "shop/api:80");
+        let by_name = target.watch_request("me".into());
+        assert_eq!(by_name.target, "api.shop.svc:80");
+        assert_eq!(
+            by_name.service,
+            Some(pb::ServiceRef {
+                namespace: "shop".into(),
+                name: "api".into(),
+                port: 80,
+            })
+        );
+        // The same Service by name and its cluster IP are different keys: the control plane
+        // answers each (with the same endpoints), and a proxy holds what it asked for.
+        assert_ne!(DiscoveryTarget::from(addr), DiscoveryTarget::from(api));
     }
 }
