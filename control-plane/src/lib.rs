@@ -12,8 +12,11 @@
 //!   (the API); both publish a [`weft_control_plane_config::model::Snapshot`]. The config
 //!   model, the YAML reader and the index live in `weft-control-plane-config`
 //!   (`control-plane/config`), pure code the fuzz targets build without this crate.
-//! - [`discovery`]: the destination service, one shared
-//!   [`index`](weft_control_plane_config::index) for every subscriber.
+//! - [`hub`]: what every watch service shares, generic over the kind of answer
+//!   ([`hub::Answers`]): one index per snapshot, one lookup per watched target, coalescing
+//!   for slow readers.
+//! - [`discovery`]: the destination service, the first kind of answer: endpoints from the
+//!   [`index`](weft_control_plane_config::index).
 //! - [`grpc`]: TLS and HTTP/2 serving of both services; [`admin`]: `/metrics`, `/ready`,
 //!   `/live`.
 
@@ -21,6 +24,7 @@ pub mod admin;
 pub mod discovery;
 mod files;
 pub mod grpc;
+pub mod hub;
 pub mod identity;
 pub mod issuer;
 pub mod kube_source;
@@ -202,10 +206,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     };
 
     let (snapshot, source) = config_source(&args, &metrics).await?;
-    let hub = discovery::Hub::new(
+    let hub = hub::Hub::new(
+        discovery::Endpoints::new(&args.trust_domain),
         snapshot.clone(),
-        &args.trust_domain,
-        &args.cluster_domain,
         metrics.discovery.clone(),
     );
     // A watched source publishes its first state once it has read the whole cluster: until
@@ -237,7 +240,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         tasks.spawn(source.run(tx, shutdown.clone()));
         tasks.spawn(hub.clone().follow(rx, shutdown.clone()));
     }
-    let destination = discovery::DestinationService::new(hub, shutdown.clone());
+    let destination =
+        discovery::DestinationService::new(hub, &args.cluster_domain, shutdown.clone());
     tasks.spawn(maintain(
         issuer,
         tokens_file,
