@@ -276,7 +276,7 @@ async fn an_invalid_folder_at_start_is_an_error_naming_every_problem() {
         .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .output()
         .expect("run");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(64), "configuration: exit 64");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("a.yaml document 0 field spec.clusterIP"),

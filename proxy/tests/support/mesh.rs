@@ -96,7 +96,7 @@ pub struct ControlPlane {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), weft_control_plane::Error>>,
 }
 
 fn free_port() -> SocketAddr {
