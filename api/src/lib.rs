@@ -1,14 +1,17 @@
 //! Weft's wire protocol between the control plane and the proxies.
 //!
 //! The `.proto` files under `proto/` are the contract; the Rust types are generated from them
-//! at build time with protox, so no system `protoc` is needed. Feature `server` adds the server
-//! traits (the control plane), `client` the clients (the proxy).
+//! at build time with protox, so no system `protoc` is needed. Without features the crate is
+//! the message types alone (prost), with no tonic, tokio or hyper: what a pure crate needs.
+//! Feature `server` adds the server traits (the control plane), `client` the clients (the
+//! proxy).
 
 #![allow(unreachable_pub, missing_debug_implementations)]
 
 /// Certificates for workloads: `weft.identity.v1`.
 pub mod identity {
-    tonic::include_proto!("weft.identity.v1");
+    // `tonic::include_proto!` without tonic: the same file from the build script.
+    include!(concat!(env!("OUT_DIR"), "/weft.identity.v1.rs"));
 
     impl std::fmt::Debug for CertifyRequest {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,7 +29,7 @@ pub mod identity {
 
 /// Discovery, endpoints and identities of destinations: `weft.destination.v1`.
 pub mod destination {
-    tonic::include_proto!("weft.destination.v1");
+    include!(concat!(env!("OUT_DIR"), "/weft.destination.v1.rs"));
 }
 
 #[cfg(feature = "client")]

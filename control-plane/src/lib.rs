@@ -12,16 +12,23 @@
 //!   (the API); both publish a [`weft_control_plane_config::model::Snapshot`]. The config
 //!   model, the YAML reader and the index live in `weft-control-plane-config`
 //!   (`control-plane/config`), pure code the fuzz targets build without this crate.
-//! - [`discovery`]: the destination service, one shared
-//!   [`index`](weft_control_plane_config::index) for every subscriber.
+//! - [`hub`]: what every watch service shares, generic over the kind of answer
+//!   ([`hub::Answers`]): one index per snapshot, one lookup per watched target, coalescing
+//!   for slow readers.
+//! - [`discovery`]: the destination service, the first kind of answer: endpoints from the
+//!   [`index`](weft_control_plane_config::index).
 //! - [`grpc`]: TLS and HTTP/2 serving of both services; [`admin`]: `/metrics`, `/ready`,
 //!   `/live`; [`addresses`]: the file that reports the addresses they got.
+//! - [`Error`]: why [`run`] failed, and whether that is configuration (exit 64) or a failure
+//!   at run time (exit 1).
 
 pub mod addresses;
 pub mod admin;
 pub mod discovery;
+mod error;
 mod files;
 pub mod grpc;
+pub mod hub;
 pub mod identity;
 pub mod issuer;
 pub mod kube_source;
@@ -34,13 +41,13 @@ pub mod tokens;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 use weft_certs::SpiffeId;
 use weft_control_plane_config::model::Snapshot;
 
+pub use crate::error::{Error, EXIT_CONFIG, EXIT_RUNTIME};
 use crate::{
     identity::IdentityService, issuer::IssuerSource, metrics::Metrics, serving::ServingCert,
     tokens::TokenReviewer,
@@ -137,7 +144,7 @@ const KUBE_SETTLE: Duration = Duration::from_millis(100);
 async fn config_source(
     args: &Args,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Arc<Snapshot>, Option<Box<dyn source::ConfigSource>>)> {
+) -> Result<(Arc<Snapshot>, Option<Box<dyn source::ConfigSource>>), Error> {
     let source = match (&args.source, &args.tokens) {
         (Some(s), _) => s.clone(),
         (None, None) => SourceArg::Kubernetes,
@@ -150,15 +157,21 @@ async fn config_source(
         SourceArg::Local(dir) => {
             let local =
                 local::LocalSource::load(dir.clone(), args.config_poll_interval, metrics.clone())
-                    .with_context(|| format!("--source local:{}", dir.display()))?;
+                    .map_err(|source| Error::LocalSource {
+                    dir: dir.clone(),
+                    source,
+                })?;
             let snapshot = local.snapshot();
             info!(dir = %dir.display(), services = snapshot.services.len(), endpoint_slices = snapshot.endpoint_slices.len(), pods = snapshot.pods.len(), "config from a local folder");
             Ok((snapshot, Some(Box::new(local))))
         }
         SourceArg::Kubernetes => {
-            let client = kube::Client::try_default().await.context(
-                "--source kubernetes: no Kubernetes API (in-cluster config or $KUBECONFIG)",
-            )?;
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|source| Error::KubeConfig {
+                    what: "--source kubernetes",
+                    source,
+                })?;
             info!("config from the Kubernetes API");
             let source = kube_source::KubeSource::new(client, metrics.clone(), KUBE_SETTLE);
             Ok((Arc::default(), Some(Box::new(source))))
@@ -168,31 +181,38 @@ async fn config_source(
 
 /// Runs until `shutdown` is cancelled, then lets calls in flight finish for at most
 /// [`SHUTDOWN_GRACE`].
-pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Configuration errors ([`Error::is_config`]) are all found before a port is bound.
+pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let metrics = Arc::new(Metrics::new()?);
+    let metrics = Arc::new(Metrics::new().map_err(Error::Metrics)?);
     let issuer = IssuerSource::load(args.issuer.clone(), &args.trust_domain, provider.clone())
-        .context("loading the issuer")?;
+        .map_err(Error::Issuer)?;
     metrics.issuer_expires_at(issuer.current().ca.not_after().unix_timestamp());
     let own_id = SpiffeId::new(&args.trust_domain, &args.namespace, &args.service_account)
-        .context("the control plane's own identity")?;
-    let serving = Arc::new(ServingCert::new(
-        own_id,
-        args.cert_lifetime,
-        provider.clone(),
-        &issuer.current(),
-    )?);
+        .map_err(Error::OwnIdentity)?;
+    let serving = Arc::new(
+        ServingCert::new(
+            own_id,
+            args.cert_lifetime,
+            provider.clone(),
+            &issuer.current(),
+        )
+        .map_err(Error::Serving)?,
+    );
 
     let (reviewer, tokens_file): (Arc<dyn TokenReviewer>, _) = match &args.tokens {
         Some(path) => {
-            let file = tokens::TokensFile::load(path.clone()).context("loading the tokens file")?;
+            let file = tokens::TokensFile::load(path.clone()).map_err(Error::Tokens)?;
             info!(path = %path.display(), tokens = file.len(), "local mode: tokens from a file");
             (file.clone(), Some(file))
         }
         None => {
             let client = kube::Client::try_default()
                 .await
-                .context("no --tokens file, and no Kubernetes API to review tokens with")?;
+                .map_err(|source| Error::KubeConfig {
+                    what: "no --tokens file, so TokenReview",
+                    source,
+                })?;
             info!(
                 audience = kube_tokens::AUDIENCE,
                 "tokens checked with Kubernetes TokenReview"
@@ -208,10 +228,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     };
 
     let (snapshot, source) = config_source(&args, &metrics).await?;
-    let hub = discovery::Hub::new(
+    let hub = hub::Hub::new(
+        discovery::Endpoints::new(&args.trust_domain),
         snapshot.clone(),
-        &args.trust_domain,
-        &args.cluster_domain,
         metrics.discovery.clone(),
     );
     // A watched source publishes its first state once it has read the whole cluster: until
@@ -222,13 +241,15 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
 
     let grpc = TcpListener::bind(args.grpc_addr)
         .await
-        .with_context(|| format!("binding the gRPC address {}", args.grpc_addr))?;
+        .map_err(|e| bind_error("gRPC", args.grpc_addr, e))?;
     let admin = TcpListener::bind(args.admin_addr)
         .await
-        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
-    info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, identity = %serving.id(), "control plane serving");
+        .map_err(|e| bind_error("admin", args.admin_addr, e))?;
+    let grpc_addr = local_addr(&grpc, "gRPC", args.grpc_addr)?;
+    let admin_addr = local_addr(&admin, "admin", args.admin_addr)?;
+    info!(grpc = %grpc_addr, admin = %admin_addr, identity = %serving.id(), "control plane serving");
     if let Some(path) = &args.addresses_file {
-        addresses::write(path, grpc.local_addr()?, admin.local_addr()?)?;
+        addresses::write(path, grpc_addr, admin_addr)?;
     }
 
     let identity = IdentityService::new(
@@ -246,7 +267,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         tasks.spawn(source.run(tx, shutdown.clone()));
         tasks.spawn(hub.clone().follow(rx, shutdown.clone()));
     }
-    let destination = discovery::DestinationService::new(hub, shutdown.clone());
+    let destination =
+        discovery::DestinationService::new(hub, &args.cluster_domain, shutdown.clone());
     tasks.spawn(maintain(
         issuer,
         tokens_file,
@@ -257,7 +279,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     ));
     grpc::serve(
         grpc,
-        serving.server_config()?,
+        serving.server_config().map_err(Error::Serving)?,
         identity,
         destination,
         grpc::Limits::default(),
@@ -361,17 +383,35 @@ impl Watched {
     }
 }
 
+fn bind_error(what: &'static str, addr: SocketAddr, source: std::io::Error) -> Error {
+    Error::Bind { what, addr, source }
+}
+
+/// The address `listener`, bound for `asked`, got (the port, when asked for port 0).
+fn local_addr(
+    listener: &TcpListener,
+    what: &'static str,
+    asked: SocketAddr,
+) -> Result<SocketAddr, Error> {
+    listener
+        .local_addr()
+        .map_err(|e| bind_error(what, asked, e))
+}
+
 /// Sets up logging from `--log` and `--log-format`.
-pub fn init_logging(filter: &str, format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("--log {filter:?}"))?;
+pub fn init_logging(filter: &str, format: &str) -> Result<(), Error> {
+    let env_filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|source| Error::LogFilter {
+            filter: filter.to_string(),
+            source,
+        })?;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter)
         .with_writer(std::io::stderr);
     match format {
         "plain" => builder.init(),
         "json" => builder.json().init(),
-        other => anyhow::bail!("--log-format {other:?}: expected plain or json"),
+        other => return Err(Error::LogFormat(other.to_string())),
     }
     Ok(())
 }

@@ -59,7 +59,8 @@ pub struct Metrics {
 pub struct DiscoveryMetrics {
     /// Open `Watch` streams.
     pub subscribers: IntGauge,
-    /// Updates written to streams, by kind (`snapshot`, `delta`, `not_a_service`).
+    /// Updates written to streams, by kind (`snapshot`, `delta`, `not_a_service`; each
+    /// series made by the hub from its `Answers::KINDS`).
     pub updates: IntCounterVec,
     /// From a snapshot's publication by its source to an update's hand-off to the stream.
     pub push_latency: Histogram,
@@ -139,9 +140,6 @@ impl Metrics {
         registry.register(Box::new(discovery.updates.clone()))?;
         registry.register(Box::new(discovery.push_latency.clone()))?;
         registry.register(Box::new(discovery.destinations.clone()))?;
-        for kind in ["snapshot", "delta", "not_a_service"] {
-            discovery.updates.with_label_values(&[kind]);
-        }
         registry.register(Box::new(issued.clone()))?;
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(issuer_expiry.clone()))?;

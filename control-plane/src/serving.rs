@@ -14,6 +14,25 @@ use weft_certs::{certified_key, new_key_and_csr, renew::renew_at, CertStore, Spi
 
 use crate::issuer::Issuer;
 
+/// Why a serving certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ServingError {
+    #[error("generating a key and CSR for {id}: {source}")]
+    Key {
+        id: SpiffeId,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("signing {id} with the issuer: {source}; is the issuer valid now?")]
+    Sign {
+        id: SpiffeId,
+        #[source]
+        source: Box<weft_certs::CsrError>,
+    },
+    #[error("the signed certificate and its key are not usable for TLS: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
 /// The control plane's serving certificate and when to renew it.
 #[derive(Debug)]
 pub struct ServingCert {
@@ -31,7 +50,7 @@ impl ServingCert {
         lifetime: Duration,
         provider: Arc<CryptoProvider>,
         issuer: &Issuer,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ServingError> {
         let this = Self {
             id,
             lifetime,
@@ -44,15 +63,25 @@ impl ServingCert {
     }
 
     /// Signs a fresh key for our identity and swaps it in.
-    pub fn issue(&self, issuer: &Issuer) -> anyhow::Result<()> {
-        let req = new_key_and_csr(&self.id)?;
-        let signed = issuer.ca.sign_csr(
-            &req.csr_der,
-            &self.id,
-            self.lifetime,
-            OffsetDateTime::now_utc(),
-        )?;
-        let key = certified_key(&signed.chain_der, &req.key, &self.provider)?;
+    pub fn issue(&self, issuer: &Issuer) -> Result<(), ServingError> {
+        let req = new_key_and_csr(&self.id).map_err(|source| ServingError::Key {
+            id: self.id.clone(),
+            source,
+        })?;
+        let signed = issuer
+            .ca
+            .sign_csr(
+                &req.csr_der,
+                &self.id,
+                self.lifetime,
+                OffsetDateTime::now_utc(),
+            )
+            .map_err(|source| ServingError::Sign {
+                id: self.id.clone(),
+                source: Box::new(source),
+            })?;
+        let key = certified_key(&signed.chain_der, &req.key, &self.provider)
+            .map_err(ServingError::Tls)?;
         self.store.store(key);
         // From now, not from not_before: that is backdated for clock skew, which would put a
         // short certificate's renewal in the past.
@@ -70,9 +99,10 @@ impl ServingCert {
 
     /// TLS 1.3 with ALPN `h2`. No client certificate: a proxy asking for its first certificate
     /// has none; it proves itself with its token instead.
-    pub fn server_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, ServingError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(ServingError::Tls)?
             .with_no_client_auth()
             .with_cert_resolver(self.store.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];

@@ -63,10 +63,44 @@ async fn watch(
     client: &mut DestinationClient<H2Connection>,
     target: &str,
 ) -> Result<Streaming<pb::Update>, tonic::Status> {
-    let req = pb::WatchRequest {
-        target: target.into(),
-        proxy_id: "spiffe://cluster.local/ns/test/sa/test".into(),
-    };
+    watch_request(
+        client,
+        pb::WatchRequest {
+            target: target.into(),
+            proxy_id: "spiffe://cluster.local/ns/test/sa/test".into(),
+            service: None,
+        },
+    )
+    .await
+}
+
+/// A watch by Service name (`WatchRequest.service`), as a proxy that does not know the
+/// cluster's DNS domain asks; `target` only names it for logs.
+async fn watch_service(
+    client: &mut DestinationClient<H2Connection>,
+    namespace: &str,
+    name: &str,
+    port: u32,
+) -> Result<Streaming<pb::Update>, tonic::Status> {
+    watch_request(
+        client,
+        pb::WatchRequest {
+            target: format!("{name}.{namespace}.svc:{port}"),
+            proxy_id: "spiffe://cluster.local/ns/test/sa/test".into(),
+            service: Some(pb::ServiceRef {
+                namespace: namespace.into(),
+                name: name.into(),
+                port,
+            }),
+        },
+    )
+    .await
+}
+
+async fn watch_request(
+    client: &mut DestinationClient<H2Connection>,
+    req: pb::WatchRequest,
+) -> Result<Streaming<pb::Update>, tonic::Status> {
     tokio::time::timeout(Duration::from_secs(5), client.watch(req))
         .await
         .expect("answered")
@@ -102,7 +136,10 @@ async fn a_watch_gets_the_endpoints_then_each_yaml_change_once() {
     let mut by_name = watch(&mut client, "api.shop.svc.cluster.local:80")
         .await
         .expect("watch");
-    for stream in [&mut by_ip, &mut by_name] {
+    let mut by_ref = watch_service(&mut client, "shop", "api", 80)
+        .await
+        .expect("watch");
+    for stream in [&mut by_ip, &mut by_name, &mut by_ref] {
         let first = next(stream, Duration::from_secs(5)).await.expect("first");
         let Some(pb::update::Kind::Snapshot(snap)) = first.kind else {
             panic!("{first:?}")
@@ -121,11 +158,13 @@ async fn a_watch_gets_the_endpoints_then_each_yaml_change_once() {
         .await
         .expect("first");
     assert!(matches!(first.kind, Some(pb::update::Kind::NotAService(_))));
-    assert_eq!(cp.metric_now("weft_discovery_subscribers").await, 3.0);
+    assert_eq!(cp.metric_now("weft_discovery_subscribers").await, 4.0);
+    // The name and the ref are one target, the cluster IP another, the unknown IP a third.
+    assert_eq!(cp.metric_now("weft_discovery_destinations").await, 3.0);
 
     // An endpoint removed from the YAML: one delta to each subscriber of the Service.
     write_atomic(&config.join("api.yaml"), &service(&["198.18.0.11"]));
-    for stream in [&mut by_ip, &mut by_name] {
+    for stream in [&mut by_ip, &mut by_name, &mut by_ref] {
         let update = next(stream, Duration::from_secs(5))
             .await
             .expect("a change");
@@ -173,7 +212,7 @@ async fn a_watch_gets_the_endpoints_then_each_yaml_change_once() {
             >= 7.0
     );
 
-    drop((by_ip, by_name, unknown));
+    drop((by_ip, by_name, by_ref, unknown));
     assert_eventually!(
         cp.metric("weft_discovery_subscribers").await == Some(0.0),
         "closed streams are counted out"
@@ -181,7 +220,7 @@ async fn a_watch_gets_the_endpoints_then_each_yaml_change_once() {
 }
 
 #[tokio::test]
-async fn a_malformed_target_is_invalid_argument() {
+async fn a_malformed_target_or_service_ref_is_invalid_argument() {
     let pki = Pki::new(1);
     let config = pki.path("config");
     std::fs::create_dir(&config).expect("mkdir");
@@ -192,6 +231,25 @@ async fn a_malformed_target_is_invalid_argument() {
         assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e}");
         assert!(e.message().contains("target"), "{e}");
     }
+    for (namespace, name, port) in [("shop", "api", 0), ("shop", "API", 80), ("", "api", 80)] {
+        let e = watch_service(&mut client, namespace, name, port)
+            .await
+            .expect_err(name);
+        assert_eq!(
+            e.code(),
+            Code::InvalidArgument,
+            "{namespace}/{name}:{port}: {e}"
+        );
+        assert!(e.message().contains("target"), "{e}");
+    }
+    // A Service the config does not hold, asked for by name: not a Service, like by IP.
+    let mut missing = watch_service(&mut client, "shop", "nope", 80)
+        .await
+        .expect("watch");
+    let first = next(&mut missing, Duration::from_secs(5))
+        .await
+        .expect("first");
+    assert!(matches!(first.kind, Some(pb::update::Kind::NotAService(_))));
 }
 
 #[tokio::test]
@@ -215,7 +273,7 @@ async fn an_invalid_folder_at_start_is_an_error_naming_every_problem() {
         .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .output()
         .expect("run");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(64), "configuration: exit 64");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("a.yaml document 0 field spec.clusterIP"),

@@ -238,6 +238,7 @@ async fn watch(
     let request = pb::WatchRequest {
         target: target.clone(),
         proxy_id,
+        service: None,
     };
     let mut stream = client
         .watch(request)

@@ -105,6 +105,32 @@ impl Target {
     }
 }
 
+impl Target {
+    /// A Service port named by its parts (`WatchRequest.service`), for a proxy that does not
+    /// know the cluster's DNS domain.
+    pub fn service(r: &pb::ServiceRef) -> Result<Self, TargetError> {
+        let err = |reason| TargetError {
+            target: format!("{}.{}.svc:{}", r.name, r.namespace, r.port)
+                .chars()
+                .take(64)
+                .collect(),
+            reason,
+        };
+        let port = u16::try_from(r.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| err("the port is not 1-65535"))?;
+        if !crate::model::is_dns_label(&r.name) || !crate::model::is_dns_label(&r.namespace) {
+            return Err(err("the name or namespace is not a DNS label"));
+        }
+        Ok(Target::Name {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            port,
+        })
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -2,7 +2,7 @@
 //! that state, and what a proxy is told about one destination. No I/O, no clock, no runtime.
 //!
 //! A crate of its own so the fuzz targets (`control-plane/fuzz`) and anything else that only
-//! needs the config build it alone, without kube-rs, tonic's serving stack, rustls or hyper:
+//! needs the config build it alone, without kube-rs, tonic, tokio, rustls or hyper:
 //! the fuzz build is a few dependencies instead of the whole control plane under
 //! AddressSanitizer. The control plane wires it to the Kubernetes API, a local folder and
 //! gRPC.

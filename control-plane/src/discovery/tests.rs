@@ -3,6 +3,7 @@ use std::time::Duration;
 use weft_control_plane_config::yaml::load_text;
 
 use super::*;
+use crate::hub::Subscriber;
 
 fn snapshot(yaml: &str) -> Arc<Snapshot> {
     Arc::new(load_text(std::path::Path::new("c.yaml"), yaml).expect("valid"))
@@ -23,30 +24,24 @@ fn service(endpoints: &[&str]) -> String {
     )
 }
 
-fn hub(yaml: &str) -> (Arc<Hub>, crate::metrics::Metrics) {
+fn hub(yaml: &str) -> (Arc<Hub<Endpoints>>, crate::metrics::Metrics) {
     let metrics = crate::metrics::Metrics::new().expect("metrics");
     let hub = Hub::new(
+        Endpoints::new("cluster.local"),
         snapshot(yaml),
-        "cluster.local",
-        "cluster.local",
         metrics.discovery.clone(),
     );
     (hub, metrics)
 }
 
-fn subscriber(hub: &Hub, target: &str) -> Subscriber {
-    hub.metrics.subscribers.inc();
-    Subscriber {
-        rx: hub
-            .subscribe(Target::parse(target, "cluster.local").expect("target"))
-            .expect("subscribed"),
-        sent: None,
-        metrics: hub.metrics.clone(),
-        shutdown: CancellationToken::new(),
-    }
+fn subscriber(hub: &Arc<Hub<Endpoints>>, target: &str) -> Subscriber<Endpoints> {
+    let rx = hub
+        .subscribe(Target::parse(target, "cluster.local").expect("target"))
+        .expect("subscribed");
+    Subscriber::new(hub.clone(), rx, CancellationToken::new())
 }
 
-async fn next(s: &mut Subscriber) -> Option<pb::Update> {
+async fn next(s: &mut Subscriber<Endpoints>) -> Option<pb::Update> {
     tokio::time::timeout(Duration::from_millis(200), s.next())
         .await
         .ok()
@@ -147,6 +142,6 @@ async fn shutdown_ends_every_stream() {
     let (hub, _metrics) = hub(&service(&["198.18.0.11"]));
     let mut a = subscriber(&hub, "198.19.0.10:80");
     next(&mut a).await.expect("first");
-    a.shutdown.cancel();
+    a.cancel();
     assert_eq!(a.next().await, None);
 }

@@ -1,8 +1,9 @@
 //! The proxy's discovery client.
 //!
 //! # Layout
-//! - [`Discovery`]: one `Watch` stream per destination the proxy sees traffic for, all on one
-//!   HTTP/2 connection to the control plane, each feeding a `watch` channel of [`Resolved`].
+//! - [`Discovery`]: one `Watch` stream per [`DiscoveryTarget`] (an address the proxy sees
+//!   traffic for, or a Service by name), all on one HTTP/2 connection to the control plane,
+//!   each feeding a `watch` channel of [`Resolved`].
 //! - [`model`]: what an answer holds, checked: [`EndpointSet`], [`EndpointInfo`], and how a
 //!   wire update applies to the state held.
 //!
@@ -13,10 +14,10 @@
 #![forbid(unsafe_code)]
 
 pub mod model;
+mod reader;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -24,14 +25,14 @@ use std::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use weft_api::{
-    client::H2Connection,
-    destination::{destination_client::DestinationClient, WatchRequest},
-};
+use weft_api::{client::H2Connection, destination::destination_client::DestinationClient};
 use weft_proxy_identity::{control_plane::origin, ControlPlaneDialer};
 use weft_proxy_metrics::Metrics;
 
-pub use model::{EndpointInfo, EndpointSet, MeshPeer, Resolved, ServiceName, UpdateError};
+use crate::reader::{Read, StreamReader};
+pub use model::{
+    DiscoveryTarget, EndpointInfo, EndpointSet, MeshPeer, Resolved, ServiceName, UpdateError,
+};
 
 /// How discovery behaves.
 #[derive(Clone, Debug)]
@@ -64,8 +65,10 @@ pub struct Discovery {
     shutdown: CancellationToken,
     /// The one connection every stream shares; replaced when it closes.
     conn: tokio::sync::Mutex<Option<H2Connection>>,
-    watches: Mutex<HashMap<SocketAddr, Arc<watch::Sender<Resolved>>>>,
+    watches: Mutex<Watches>,
 }
+
+type Watches = HashMap<DiscoveryTarget, Arc<watch::Sender<Resolved>>>;
 
 /// Why one stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -99,16 +102,20 @@ impl Discovery {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<watch::Sender<Resolved>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watches> {
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What is known of `dst`, and its changes. The first call for a destination starts its
-    /// watch; the value is [`Resolved::Pending`] until the control plane first answers.
-    /// `None` when the destination table is full.
-    pub fn resolve(self: &Arc<Self>, dst: SocketAddr) -> Option<watch::Receiver<Resolved>> {
+    /// What is known of `target` (an address, or a Service by name), and its changes. The
+    /// first call for a target starts its watch; the value is [`Resolved::Pending`] until the
+    /// control plane first answers. `None` when the destination table is full.
+    pub fn resolve(
+        self: &Arc<Self>,
+        target: impl Into<DiscoveryTarget>,
+    ) -> Option<watch::Receiver<Resolved>> {
+        let target = target.into();
         let mut watches = self.lock();
-        if let Some(tx) = watches.get(&dst) {
+        if let Some(tx) = watches.get(&target) {
             return Some(tx.subscribe());
         }
         if watches.len() >= self.settings.max_destinations {
@@ -116,8 +123,8 @@ impl Discovery {
         }
         let (tx, rx) = watch::channel(Resolved::Pending);
         let tx = Arc::new(tx);
-        watches.insert(dst, tx.clone());
-        tokio::spawn(self.clone().follow(dst, tx));
+        watches.insert(target.clone(), tx.clone());
+        tokio::spawn(self.clone().follow(target, tx));
         Some(rx)
     }
 
@@ -127,16 +134,16 @@ impl Discovery {
     }
 
     /// Keeps `dst`'s answer current until nobody holds a receiver or shutdown.
-    async fn follow(self: Arc<Self>, dst: SocketAddr, tx: Arc<watch::Sender<Resolved>>) {
+    async fn follow(self: Arc<Self>, dst: DiscoveryTarget, tx: Arc<watch::Sender<Resolved>>) {
         let mut failures: u32 = 0;
         let mut last_error = String::new();
         loop {
             let result = tokio::select! {
-                r = self.stream(dst, &tx, &mut failures) => r,
+                r = self.stream(&dst, &tx, &mut failures) => r,
                 _ = tx.closed() => Ok(()),
                 _ = self.shutdown.cancelled() => return,
             };
-            if tx.is_closed() && self.forget(dst, &tx) {
+            if tx.is_closed() && self.forget(&dst, &tx) {
                 debug!(%dst, "no longer watched");
                 return;
             }
@@ -164,10 +171,10 @@ impl Discovery {
     }
 
     /// Drops `dst` if it still has no receivers (a new one may have arrived meanwhile).
-    fn forget(&self, dst: SocketAddr, tx: &Arc<watch::Sender<Resolved>>) -> bool {
+    fn forget(&self, dst: &DiscoveryTarget, tx: &Arc<watch::Sender<Resolved>>) -> bool {
         let mut watches = self.lock();
         if tx.receiver_count() == 0 {
-            watches.remove(&dst);
+            watches.remove(dst);
             true
         } else {
             false
@@ -177,7 +184,7 @@ impl Discovery {
     /// One stream, from subscription to its end. A received update resets `failures`.
     async fn stream(
         &self,
-        dst: SocketAddr,
+        dst: &DiscoveryTarget,
         tx: &watch::Sender<Resolved>,
         failures: &mut u32,
     ) -> Result<(), StreamError> {
@@ -189,41 +196,33 @@ impl Discovery {
             message: s.message().to_string(),
         };
         let mut stream = client
-            .watch(WatchRequest {
-                target: dst.to_string(),
-                proxy_id: self.proxy_id.clone(),
-            })
+            .watch(dst.watch_request(self.proxy_id.clone()))
             .await
             .map_err(status)?
             .into_inner();
-        // The first update on a stream is whole; deltas apply to what this stream sent.
-        let mut first = true;
+        let mut reader = StreamReader::new();
         while let Some(update) = stream.message().await.map_err(status)? {
-            let kind = model::kind(&update);
-            let next = {
-                let current = tx.borrow();
-                model::apply(if first { None } else { Some(&*current) }, update)
-            };
-            let next = match next {
-                Ok(n) => n,
-                Err(e) => {
-                    self.metrics.config_update(kind, false);
-                    return Err(e.into());
+            let version = update.version;
+            match reader.read(tx, update, &self.metrics)? {
+                Read::Applied { first } => {
+                    if first && *failures > 0 {
+                        info!(%dst, "discovery stream re-established");
+                    }
+                    *failures = 0;
                 }
-            };
-            self.metrics.config_update(kind, true);
-            if first && *failures > 0 {
-                info!(%dst, "discovery stream re-established");
+                // A newer control plane: the stream stays open and the answer held stays.
+                Read::Ignored { first: true } => warn!(
+                    %dst,
+                    version,
+                    "the control plane sent an update of a kind this proxy does not know (is \
+                     the control plane newer than this proxy?); ignored, the last answer stays \
+                     in force; further ones on this stream are counted in \
+                     weft_config_updates_total{{kind=\"unknown\"}}"
+                ),
+                Read::Ignored { first: false } => {
+                    debug!(%dst, version, "an update of an unknown kind ignored")
+                }
             }
-            first = false;
-            *failures = 0;
-            tx.send_if_modified(|current| {
-                if *current == next {
-                    return false;
-                }
-                *current = next;
-                true
-            });
         }
         Err(StreamError::Closed)
     }
@@ -248,4 +247,68 @@ fn backoff(settings: &Settings, failures: u32) -> Duration {
         .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
         .min(settings.max_backoff);
     exp.mul_f64(1.0 - 0.5 * rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use weft_certs::{Ca, SpiffeId, TrustBundle};
+
+    use super::*;
+
+    /// Discovery against a control plane that refuses connections (loopback port 1): only the
+    /// table of watched targets is under test here.
+    fn discovery(max_destinations: usize) -> Arc<Discovery> {
+        let anchor = Ca::new_anchor(
+            "cluster.local",
+            Duration::from_secs(3600),
+            time::OffsetDateTime::now_utc(),
+        )
+        .expect("anchor");
+        let bundle = TrustBundle::from_pem(anchor.cert_pem()).expect("bundle");
+        let id = SpiffeId::new("cluster.local", "weft", "weft-control-plane").expect("id");
+        let dialer =
+            ControlPlaneDialer::new("127.0.0.1:1".into(), id, bundle, Duration::from_secs(1))
+                .expect("dialer");
+        Discovery::new(
+            dialer,
+            "spiffe://cluster.local/ns/shop/sa/web".into(),
+            Settings {
+                max_destinations,
+                ..Settings::default()
+            },
+            Arc::new(Metrics::new("test").expect("metrics")),
+            CancellationToken::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn targets_are_watched_by_address_and_by_service_name() {
+        let discovery = discovery(2);
+        let addr: SocketAddr = "198.19.0.10:80".parse().expect("addr");
+        let api = ServiceName {
+            namespace: "shop".into(),
+            name: "api".into(),
+            port: 80,
+        };
+        // The call the data path makes, with a bare SocketAddr, and one by name.
+        let a1 = discovery.resolve(addr).expect("watched");
+        let a2 = discovery
+            .resolve(DiscoveryTarget::Addr(addr))
+            .expect("watched");
+        let s1 = discovery.resolve(api.clone()).expect("watched");
+        assert!(a1.same_channel(&a2), "one watch per address");
+        assert!(!a1.same_channel(&s1), "the name is a target of its own");
+        assert_eq!(*s1.borrow(), Resolved::Pending);
+        assert_eq!(discovery.lock().len(), 2);
+        // The bound counts both kinds of key.
+        let other: SocketAddr = "198.19.0.11:80".parse().expect("addr");
+        assert!(discovery.resolve(other).is_none());
+        assert!(
+            discovery.resolve(api).is_some(),
+            "a watched target still resolves"
+        );
+        discovery.shutdown.cancel();
+    }
 }

@@ -7,6 +7,63 @@ use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 use weft_api::destination::{self as pb, update::Kind};
 use weft_certs::SpiffeId;
 
+/// What a proxy watches: the address a connection was for, or a Service port by name (a
+/// backend Service of a route).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DiscoveryTarget {
+    /// `ip:port`: a Service's cluster IP (a redirected connection's original destination) or a
+    /// pod's IP.
+    Addr(SocketAddr),
+    /// A Service port, asked for by name: the proxy does not know the cluster's DNS domain, so
+    /// it sends the parts (`WatchRequest.service`), not a DNS name.
+    Service(ServiceName),
+}
+
+impl From<SocketAddr> for DiscoveryTarget {
+    fn from(addr: SocketAddr) -> Self {
+        DiscoveryTarget::Addr(addr)
+    }
+}
+
+impl From<ServiceName> for DiscoveryTarget {
+    fn from(service: ServiceName) -> Self {
+        DiscoveryTarget::Service(service)
+    }
+}
+
+impl std::fmt::Display for DiscoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiscoveryTarget::Addr(a) => write!(f, "{a}"),
+            DiscoveryTarget::Service(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl DiscoveryTarget {
+    /// The request that watches this target.
+    pub fn watch_request(&self, proxy_id: String) -> pb::WatchRequest {
+        match self {
+            DiscoveryTarget::Addr(a) => pb::WatchRequest {
+                target: a.to_string(),
+                proxy_id,
+                service: None,
+            },
+            DiscoveryTarget::Service(s) => pb::WatchRequest {
+                // For the control plane's logs only (and what an older one, which does not
+                // read `service`, refuses by name).
+                target: format!("{}.{}.svc:{}", s.name, s.namespace, s.port),
+                proxy_id,
+                service: Some(pb::ServiceRef {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    port: u32::from(s.port),
+                }),
+            },
+        }
+    }
+}
+
 /// What is known of one destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resolved {
@@ -67,8 +124,6 @@ pub struct MeshPeer {
 /// Why an update was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpdateError {
-    #[error("an update with no kind")]
-    Empty,
     #[error("a delta with nothing to apply it to")]
     DeltaFirst,
     #[error("endpoint {address:?}: {reason}")]
@@ -77,20 +132,32 @@ pub enum UpdateError {
     ServicePort(String),
 }
 
-/// The update's kind, for metrics.
+/// The update's kind, for metrics: `unknown` for a kind this proxy does not know.
 pub fn kind(update: &pb::Update) -> &'static str {
     match update.kind {
         Some(Kind::Snapshot(_)) => "snapshot",
         Some(Kind::Delta(_)) => "delta",
         Some(Kind::NotAService(_)) => "not_a_service",
-        None => "empty",
+        None => "unknown",
     }
 }
 
 /// The state after `update`, given the state `held` on this stream (`None` before its first
-/// update). A delta applies only to an endpoint set.
-pub fn apply(held: Option<&Resolved>, update: pb::Update) -> Result<Resolved, UpdateError> {
-    match update.kind.ok_or(UpdateError::Empty)? {
+/// update it applied). A delta applies only to an endpoint set.
+///
+/// `Ok(None)`: a kind this proxy does not know, to be ignored with the state held kept (see
+/// "Growing the protocol" in `destination.proto`). Protobuf skips a oneof member it has no
+/// field for, so a newer control plane's kind arrives here as an update with no kind; the
+/// two cannot be told apart, and neither is an error.
+pub fn apply(held: Option<&Resolved>, update: pb::Update) -> Result<Option<Resolved>, UpdateError> {
+    let Some(kind) = update.kind else {
+        return Ok(None);
+    };
+    known(held, update.version, kind).map(Some)
+}
+
+fn known(held: Option<&Resolved>, version: u64, kind: Kind) -> Result<Resolved, UpdateError> {
+    match kind {
         Kind::NotAService(_) => Ok(Resolved::NotAService),
         Kind::Snapshot(snap) => {
             let service = snap.service.map(service_name).transpose()?;
@@ -100,7 +167,7 @@ pub fn apply(held: Option<&Resolved>, update: pb::Update) -> Result<Resolved, Up
                 endpoints.insert(ep.addr, ep);
             }
             Ok(Resolved::Service(Arc::new(EndpointSet {
-                version: update.version,
+                version,
                 service,
                 endpoints,
             })))
@@ -110,7 +177,7 @@ pub fn apply(held: Option<&Resolved>, update: pb::Update) -> Result<Resolved, Up
                 return Err(UpdateError::DeltaFirst);
             };
             let mut next = EndpointSet::clone(set);
-            next.version = update.version;
+            next.version = version;
             for addr in delta.removed {
                 let parsed = addr
                     .parse::<SocketAddr>()
@@ -210,6 +277,12 @@ mod tests {
         }
     }
 
+    fn applied(held: Option<&Resolved>, update: pb::Update) -> Resolved {
+        apply(held, update)
+            .expect("valid")
+            .expect("a kind this proxy knows")
+    }
+
     fn addrs(r: &Resolved) -> Vec<String> {
         match r {
             Resolved::Service(s) => s.endpoints.keys().map(|a| a.to_string()).collect(),
@@ -220,14 +293,13 @@ mod tests {
     #[test]
     fn snapshots_replace_and_deltas_apply() {
         let id = "spiffe://cluster.local/ns/shop/sa/api";
-        let first = apply(
+        let first = applied(
             None,
             snapshot(
                 3,
                 vec![ep("198.18.0.1:80", Some(id)), ep("198.18.0.2:80", None)],
             ),
-        )
-        .expect("valid");
+        );
         assert_eq!(addrs(&first), ["198.18.0.1:80", "198.18.0.2:80"]);
         let Resolved::Service(set) = &first else {
             unreachable!()
@@ -246,14 +318,14 @@ mod tests {
                 removed: vec!["198.18.0.1:80".into()],
             })),
         };
-        let next = apply(Some(&first), delta).expect("valid");
+        let next = applied(Some(&first), delta);
         assert_eq!(addrs(&next), ["198.18.0.2:80", "198.18.0.3:80"]);
 
         let gone = pb::Update {
             version: 5,
             kind: Some(Kind::NotAService(pb::NotAService {})),
         };
-        assert_eq!(apply(Some(&next), gone), Ok(Resolved::NotAService));
+        assert_eq!(applied(Some(&next), gone), Resolved::NotAService);
     }
 
     #[test]
@@ -266,16 +338,6 @@ mod tests {
         assert_eq!(
             apply(Some(&Resolved::NotAService), delta),
             Err(UpdateError::DeltaFirst)
-        );
-        assert_eq!(
-            apply(
-                None,
-                pb::Update {
-                    version: 1,
-                    kind: None
-                }
-            ),
-            Err(UpdateError::Empty)
         );
         for bad in [
             ep("198.18.0.1", None),
@@ -296,5 +358,67 @@ mod tests {
             .expect_err("refused");
             assert!(e.to_string().contains("endpoint"), "{e}");
         }
+    }
+
+    /// An `Update` as a newer control plane encodes one: `version`, then a oneof member with a
+    /// field number this proxy has no field for (length-delimited, 3 bytes of content).
+    fn newer_kind(version: u8, field: u8) -> Vec<u8> {
+        vec![0x08, version, (field << 3) | 2, 3, 0x0a, 1, b'x']
+    }
+
+    #[test]
+    fn a_kind_this_proxy_does_not_know_is_ignored_not_refused() {
+        use prost::Message;
+        let update = pb::Update::decode(&newer_kind(9, 15)[..]).expect("decodes");
+        assert_eq!(update.version, 9);
+        assert_eq!(kind(&update), "unknown");
+        // Before anything is held, and on top of an endpoint set: nothing applies.
+        assert_eq!(apply(None, update.clone()), Ok(None));
+        let held = applied(None, snapshot(3, vec![ep("198.18.0.1:80", None)]));
+        assert_eq!(apply(Some(&held), update), Ok(None));
+
+        // New fields in a kind this proxy knows are skipped the same way: a snapshot with an
+        // extra field (number 9, a varint) applies as it would without it.
+        let snap = pb::Snapshot {
+            service: None,
+            endpoints: vec![ep("198.18.0.2:80", None)],
+        };
+        let mut body = snap.encode_to_vec();
+        body.extend_from_slice(&[9 << 3, 1]);
+        let len = u8::try_from(body.len()).expect("short");
+        let mut bytes = vec![0x08, 4, (2 << 3) | 2, len];
+        bytes.extend_from_slice(&body);
+        let newer = pb::Update::decode(&bytes[..]).expect("decodes");
+        assert_eq!(addrs(&applied(Some(&held), newer)), ["198.18.0.2:80"]);
+    }
+
+    #[test]
+    fn a_target_is_watched_by_address_or_by_service_parts() {
+        let addr: SocketAddr = "198.19.0.10:80".parse().expect("addr");
+        let by_addr = DiscoveryTarget::from(addr).watch_request("me".into());
+        assert_eq!(by_addr.target, "198.19.0.10:80");
+        assert_eq!(by_addr.service, None);
+        assert_eq!(by_addr.proxy_id, "me");
+
+        let api = ServiceName {
+            namespace: "shop".into(),
+            name: "api".into(),
+            port: 80,
+        };
+        let target = DiscoveryTarget::from(api.clone());
+        assert_eq!(target.to_string(), "shop/api:80");
+        let by_name = target.watch_request("me".into());
+        assert_eq!(by_name.target, "api.shop.svc:80");
+        assert_eq!(
+            by_name.service,
+            Some(pb::ServiceRef {
+                namespace: "shop".into(),
+                name: "api".into(),
+                port: 80,
+            })
+        );
+        // The same Service by name and its cluster IP are different keys: the control plane
+        // answers each (with the same endpoints), and a proxy holds what it asked for.
+        assert_ne!(DiscoveryTarget::from(addr), DiscoveryTarget::from(api));
     }
 }

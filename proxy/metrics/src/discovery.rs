@@ -21,7 +21,8 @@ impl Discovery {
                 Opts::new(
                     "weft_config_updates_total",
                     "Discovery updates received from the control plane, by kind (snapshot, \
-                     delta, not_a_service) and result (applied, refused).",
+                     delta, not_a_service) and result (applied, refused); kind=unknown, \
+                     result=ignored for a kind this proxy does not know (a newer control plane).",
                 ),
                 &["kind", "result"],
             ),
@@ -31,6 +32,7 @@ impl Discovery {
                 config_updates.with_label_values(&[kind, result]);
             }
         }
+        config_updates.with_label_values(&["unknown", "ignored"]);
         let no_endpoints = register(
             registry,
             IntCounterVec::new(
@@ -56,6 +58,14 @@ impl Metrics {
         self.discovery
             .config_updates
             .with_label_values(&[kind, result])
+            .inc();
+    }
+
+    /// One discovery update of a kind this proxy does not know, ignored.
+    pub fn config_update_ignored(&self) {
+        self.discovery
+            .config_updates
+            .with_label_values(&["unknown", "ignored"])
             .inc();
     }
 

@@ -212,6 +212,38 @@ fn targets_parse_strictly() {
 }
 
 #[test]
+fn a_service_ref_is_the_same_target_as_its_dns_name() {
+    let r = |namespace: &str, name: &str, port: u32| pb::ServiceRef {
+        namespace: namespace.into(),
+        name: name.into(),
+        port,
+    };
+    assert_eq!(
+        Target::service(&r("shop", "api", 80)),
+        Target::parse("api.shop.svc.cluster.local:80", "cluster.local")
+    );
+    let lookup = Lookup::new(snapshot(SHOP), "cluster.local");
+    let by_ref = Target::service(&r("shop", "api", 80)).expect("valid");
+    assert_eq!(
+        lookup.answer(&by_ref),
+        lookup.answer(&addr("198.19.0.10:80"))
+    );
+    for (bad, reason) in [
+        (r("shop", "api", 0), "port"),
+        (r("shop", "api", 65536), "port"),
+        (r("shop", "", 80), "DNS label"),
+        (r("", "api", 80), "DNS label"),
+        (r("shop", "Api", 80), "DNS label"),
+        (r("shop.x", "api", 80), "DNS label"),
+        (r("shop", &"a".repeat(64), 80), "DNS label"),
+    ] {
+        let e = Target::service(&bad).expect_err(&format!("{bad:?}"));
+        let text = e.to_string();
+        assert!(text.contains("target") && text.contains(reason), "{text}");
+    }
+}
+
+#[test]
 fn updates_are_deltas_within_a_service_and_whole_otherwise() {
     let lookup = Lookup::new(snapshot(SHOP), "cluster.local");
     let full = lookup.answer(&addr("198.19.0.10:80"));

@@ -1,6 +1,6 @@
 //! A discovery stream's messages as the proxy decodes them: protobuf bytes, split into a
-//! sequence of updates applied in turn. Never a panic; a refused update leaves the state held
-//! unchanged, and an applied one holds only endpoints with a usable address.
+//! sequence of updates applied in turn. Never a panic; a refused or ignored update leaves the
+//! state held unchanged, and an applied one holds only endpoints with a usable address.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         match apply(held.as_ref(), update) {
-            Ok(next) => {
+            // A kind this proxy does not know: ignored, the state held kept.
+            Ok(None) => {}
+            Ok(Some(next)) => {
                 if let Resolved::Service(set) = &next {
                     for (addr, ep) in &set.endpoints {
                         assert_eq!(*addr, ep.addr);
