@@ -191,8 +191,34 @@ pub struct Results {
     pub memory: BTreeMap<(&'static str, &'static str), Memory>,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Exit status for bad usage (`EX_USAGE` of sysexits.h), as every Weft binary.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            // `--help` and `--version` print to stdout and succeed; anything else is bad usage.
+            let _ = e.print();
+            return if usage {
+                std::process::ExitCode::from(EXIT_USAGE)
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
+    match run_command(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Cmd::Server {
             http,
             tcp,
