@@ -5,9 +5,14 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, info};
 use weft_proxy_detect::Protocol;
-use weft_proxy_http::{stage::Stage, ServerSettings, Upstreams};
+use weft_proxy_http::{
+    client::UpstreamVersion,
+    forward::{Forward, Upstream},
+    stage::Stage,
+    ServerSettings, Upstreams,
+};
 use weft_proxy_metrics::{Direction, MeteredIo, Metrics};
 use weft_proxy_transport::{OrigDstAddr, PrefixedIo};
 
@@ -15,6 +20,8 @@ use crate::{
     config::PortSet,
     detect::{self, Detected},
     drain::Drain,
+    outbound::HttpTarget,
+    tcp::{self, To},
 };
 
 /// An accepted socket, counted from here to its drop.
@@ -88,6 +95,36 @@ impl Common {
         };
         tracing::Span::current().record("protocol", protocol.as_str());
         Some((protocol, PrefixedIo::new(prefix, io)))
+    }
+
+    /// To the original destination as it is, in plaintext: HTTP through the endpoint stage (the
+    /// client's own HTTP version upstream), anything else as opaque TCP.
+    pub(crate) async fn serve_passthrough(
+        &self,
+        io: Replayed,
+        dst: OrigDstAddr,
+        protocol: Protocol,
+    ) {
+        if !protocol.is_http() {
+            if let Err(e) = tcp::forward(io, dst, To::Direct, self.connect_timeout).await {
+                info!(error = %e, "tcp connection failed");
+            }
+            return;
+        }
+        let version = if protocol == Protocol::Http2 {
+            UpstreamVersion::Http2
+        } else {
+            UpstreamVersion::Http1
+        };
+        let forward = Forward::new(
+            Upstream::Plain(self.upstreams.endpoint(dst.0, version)),
+            dst.0.port(),
+            self.metrics.plaintext(self.direction),
+            self.drain.tasks().clone(),
+        );
+        // The same stack type as a Service's, so hyper's server is compiled once.
+        let stack = Arc::new(HttpTarget::Endpoint(forward));
+        self.serve_http(io, protocol, dst, stack).await;
     }
 
     /// Serves an HTTP connection, each request through `stack`.

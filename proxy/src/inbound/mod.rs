@@ -19,18 +19,14 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tracing::debug;
 use weft_proxy_detect::Protocol;
-use weft_proxy_http::forward::{upstream_version, Forward, Upstream};
 use weft_proxy_identity::{Hello, MeshTls};
-use weft_proxy_metrics::Direction;
 use weft_proxy_transport::{orig_dst, OrigDstAddr};
 
 use crate::{
     config::{MtlsMode, Target},
     conn::{Accepted, Common},
     detect::{self, Detected, FirstLook},
-    outbound::HttpTarget,
     redirect_check::CheckAddr,
-    tcp::{self, To},
 };
 
 /// The inbound listener's connections.
@@ -136,27 +132,6 @@ impl Inbound {
         let Some((protocol, io)) = self.common.protocol(io, dst, buf, preset).await else {
             return;
         };
-        if protocol.is_http() {
-            let version = if protocol == Protocol::Http2 {
-                http::Version::HTTP_2
-            } else {
-                http::Version::HTTP_11
-            };
-            let endpoint = self
-                .common
-                .upstreams
-                .endpoint(dst.0, upstream_version(version));
-            let forward = Forward::new(
-                Upstream::Plain(endpoint),
-                dst.0.port(),
-                self.common.metrics.plaintext(Direction::Inbound),
-                self.common.drain.tasks().clone(),
-            );
-            let stack = Arc::new(HttpTarget::Endpoint(forward));
-            self.common.serve_http(io, protocol, dst, stack).await;
-        } else if let Err(e) = tcp::forward(io, dst, To::Direct, self.common.connect_timeout).await
-        {
-            tracing::info!(error = %e, "tcp connection failed");
-        }
+        self.common.serve_passthrough(io, dst, protocol).await;
     }
 }

@@ -27,10 +27,9 @@ use tracing::{debug, info};
 use weft_proxy_http::{
     body::RequestBody,
     client::Endpoint,
-    forward::{upstream_version, Forward, Upstream},
+    forward::{Forward, Upstream},
     stage::{Cx, Stage, StageResult},
 };
-use weft_proxy_metrics::Direction;
 use weft_proxy_transport::{orig_dst, OrigDstAddr};
 
 pub(crate) use self::logical::{Destinations, Logical, LogicalService};
@@ -126,41 +125,11 @@ impl Outbound {
             (None, None) => Logical::Passthrough,
         };
         match logical {
-            Logical::Passthrough => self.serve_passthrough(io, dst, protocol).await,
+            Logical::Passthrough => self.common.serve_passthrough(io, dst, protocol).await,
             Logical::Service(service) => {
                 tracing::Span::current().record("service", service.name.as_ref());
                 self.serve_service(io, dst, protocol, service).await
             }
-        }
-    }
-
-    /// To the original destination as it is.
-    async fn serve_passthrough(
-        &self,
-        io: Replayed,
-        dst: OrigDstAddr,
-        protocol: weft_proxy_detect::Protocol,
-    ) {
-        if protocol.is_http() {
-            let version = if protocol == weft_proxy_detect::Protocol::Http2 {
-                http::Version::HTTP_2
-            } else {
-                http::Version::HTTP_11
-            };
-            let endpoint = self
-                .common
-                .upstreams
-                .endpoint(dst.0, upstream_version(version));
-            let forward = Forward::new(
-                Upstream::Plain(endpoint),
-                dst.0.port(),
-                self.common.metrics.plaintext(Direction::Outbound),
-                self.common.drain.tasks().clone(),
-            );
-            let stack = Arc::new(HttpTarget::Endpoint(forward));
-            self.common.serve_http(io, protocol, dst, stack).await;
-        } else {
-            self.forward_tcp(io, dst, To::Direct).await;
         }
     }
 
