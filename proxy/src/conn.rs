@@ -14,10 +14,13 @@ use weft_proxy_http::{
     ServerSettings, Upstreams,
 };
 use weft_proxy_metrics::{Direction, MeteredIo, Metrics};
-use weft_proxy_transport::{OrigDstAddr, PrefixedIo};
+use weft_proxy_transport::{
+    orig_dst::{orig_dst, OrigDstError},
+    OrigDstAddr, PrefixedIo,
+};
 
 use crate::{
-    config::PortSet,
+    config::{PortSet, Target},
     detect::{self, Detected},
     drain::Drain,
     outbound::HttpTarget,
@@ -29,6 +32,22 @@ pub(crate) type Accepted = MeteredIo<TcpStream>;
 
 /// An accepted socket with the bytes detection read replayed in front of it.
 pub(crate) type Replayed = PrefixedIo<Accepted>;
+
+/// The connection's original destination: the configured one in explicit mode, else what
+/// `SO_ORIGINAL_DST` says; recorded in the connection's span when known.
+pub(crate) fn original_dst(
+    target: Target,
+    stream: &TcpStream,
+) -> Result<OrigDstAddr, OrigDstError> {
+    let dst = match target {
+        Target::Explicit(addr) => Ok(OrigDstAddr(addr)),
+        Target::Transparent => orig_dst(stream),
+    };
+    if let Ok(dst) = &dst {
+        tracing::Span::current().record("dst", tracing::field::display(dst));
+    }
+    dst
+}
 
 /// What every connection of one listener shares.
 #[derive(Debug)]

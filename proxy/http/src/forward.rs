@@ -102,11 +102,6 @@ impl Forward {
         &self.upstream
     }
 
-    /// The series each try is counted in.
-    pub fn series(&self) -> &Arc<RequestSeries> {
-        &self.series
-    }
-
     /// Readies `req` for its upstream and says how to send it.
     fn prepare(
         &self,

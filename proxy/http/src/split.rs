@@ -46,11 +46,6 @@ impl Split {
         }
     }
 
-    /// The backends and their weights.
-    pub fn backends(&self) -> &[(Arc<Balanced>, u32)] {
-        &self.backends
-    }
-
     /// A backend, chosen at random in proportion to the weights.
     pub fn pick(&self) -> &Arc<Balanced> {
         self.pick_with(&mut rand::rng())

@@ -50,13 +50,3 @@ pub trait Stage: Send + Sync {
         cx: Cx,
     ) -> impl Future<Output = StageResult> + Send + '_;
 }
-
-impl<S: Stage> Stage for std::sync::Arc<S> {
-    fn call(
-        &self,
-        req: Request<RequestBody>,
-        cx: Cx,
-    ) -> impl Future<Output = StageResult> + Send + '_ {
-        (**self).call(req, cx)
-    }
-}

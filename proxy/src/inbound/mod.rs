@@ -20,11 +20,11 @@ use tokio::net::TcpStream;
 use tracing::debug;
 use weft_proxy_detect::Protocol;
 use weft_proxy_identity::{Hello, MeshTls};
-use weft_proxy_transport::{orig_dst, OrigDstAddr};
+use weft_proxy_transport::OrigDstAddr;
 
 use crate::{
     config::{MtlsMode, Target},
-    conn::{Accepted, Common},
+    conn::{original_dst, Accepted, Common},
     detect::{self, Detected, FirstLook},
     redirect_check::CheckAddr,
 };
@@ -53,12 +53,8 @@ pub(crate) struct InboundMesh {
 impl Inbound {
     /// Serves one connection to the end. Errors are logged here, in the connection's span.
     pub(crate) async fn serve(self: Arc<Self>, stream: TcpStream) {
-        let dst = match self.target {
-            Target::Explicit(addr) => Ok(OrigDstAddr(addr)),
-            Target::Transparent => orig_dst(&stream),
-        };
+        let dst = original_dst(self.target, &stream);
         if let Ok(dst) = &dst {
-            tracing::Span::current().record("dst", tracing::field::display(dst));
             if self
                 .redirect_check
                 .as_deref()

@@ -30,12 +30,12 @@ use weft_proxy_http::{
     forward::{Forward, Upstream},
     stage::{Cx, Stage, StageResult},
 };
-use weft_proxy_transport::{orig_dst, OrigDstAddr};
+use weft_proxy_transport::OrigDstAddr;
 
 pub(crate) use self::logical::{Destinations, Logical, LogicalService};
 use crate::{
     config::Target,
-    conn::{Common, Replayed},
+    conn::{original_dst, Common, Replayed},
     redirect_check::CheckAddr,
     tcp::{self, To},
 };
@@ -87,12 +87,8 @@ impl Stage for HttpTarget {
 impl Outbound {
     /// Serves one connection to the end. Errors are logged here, in the connection's span.
     pub(crate) async fn serve(self: Arc<Self>, stream: TcpStream) {
-        let dst = match self.target {
-            Target::Explicit(addr) => Ok(OrigDstAddr(addr)),
-            Target::Transparent => orig_dst(&stream),
-        };
+        let dst = original_dst(self.target, &stream);
         if let Ok(dst) = &dst {
-            tracing::Span::current().record("dst", tracing::field::display(dst));
             if let Some(check) = self.redirect_check.as_deref().filter(|c| c.is_check(dst.0)) {
                 // The proxy's own probe, not app traffic: not counted, never forwarded.
                 match check.answer(stream).await {
