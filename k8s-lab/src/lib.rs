@@ -1,0 +1,7 @@
+//! The k8s tier: a real single-node Kubernetes for Weft's tests and for `make cluster`.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+
+pub use error::{Error, Result};
