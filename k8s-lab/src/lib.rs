@@ -3,5 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod image;
 
 pub use error::{Error, Result};
