@@ -1,10 +1,10 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test lint deny unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile
+.PHONY: demo test lint deny unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
 # build serves the benchmark's (and the other way round) instead of rebuilding dependencies.
-RELEASE_PACKAGES = -p weft-proxy -p weft-control-plane -p weft-cni -p weftctl -p weft-bench
+RELEASE_PACKAGES = -p weft-proxy -p weft-control-plane -p weft-cni -p weftctl -p weft-bench -p weft-k8s-lab
 export RELEASE_PACKAGES
 
 ## demo: a live mesh on this machine: as root, pods as network namespaces on the reference CNI
@@ -21,7 +21,7 @@ demo: deps
 
 ## test: everything CI checks: lint, unit and integration tests (the root-only tier included
 ## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
-test: deps lint unit demo-once fuzz-smoke bench-smoke
+test: deps lint k8s-prep unit demo-once fuzz-smoke bench-smoke
 
 deps:
 	scripts/install-deps.sh
@@ -34,6 +34,26 @@ lint: deny
 ## cargo-deny from crates.io on first use. Advisories need github.com and are not checked here.
 deny:
 	scripts/deny.sh
+
+## k8s: build the pinned Kubernetes release (tools/k8s), etcd, CoreDNS and a pause program
+## from their Go modules into ~/.cache/weft/k8s (WEFT_K8S_CACHE); a second run takes seconds
+k8s:
+	scripts/k8s-build.sh
+
+## cluster: a real single-node Kubernetes (etcd, API server, controller manager, scheduler,
+## containerd, kubelet, kube-proxy, CoreDNS) in its own network namespace, up until Ctrl-C,
+## which removes everything it made; it prints its kubeconfig and kubectl command (root)
+cluster: k8s-deps k8s
+	$(CARGO) build --release --locked $(RELEASE_PACKAGES)
+	./target/release/weft-k8s-lab up
+
+k8s-deps:
+	scripts/install-deps.sh --require containerd=containerd runc=runc nsenter=util-linux
+
+## k8s-prep: what the k8s tier of `make unit` needs, when it can run (root)
+k8s-prep:
+	@if [ "$$(id -u)" -eq 0 ]; then $(MAKE) --no-print-directory k8s-deps k8s; \
+	else echo "k8s-prep: SKIPPED: the k8s tier needs root (namespaces, mounts, cgroups)"; fi
 
 unit:
 	$(CARGO) test --workspace --locked

@@ -4,7 +4,8 @@
 # directory is named by a hash of the inputs (go.mod, go.sum, our mains, this script), so a second
 # run with nothing changed only checks a stamp and prints where the binaries are.
 #
-# Prints the bin directory as its last line. WEFT_K8S_CACHE moves the cache (default
+# Prints the bin directory as its last line; with --locate it only prints it (exit 3 when these
+# sources have not been built). WEFT_K8S_CACHE moves the cache (default
 # ~/.cache/weft/k8s). Go's own module and build caches are used as usual.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,12 @@ cache=${WEFT_K8S_CACHE:-$HOME/.cache/weft/k8s}
 key=$( (cd "$root" && find tools/k8s -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) -print0 \
   | sort -z | xargs -0 sha256sum; sha256sum scripts/k8s-build.sh; go env GOVERSION) | sha256sum | cut -c1-16)
 out=$cache/$key
+if [ "${1:-}" = --locate ]; then
+  # For the harness: where the binaries of these sources are, or why there are none.
+  if [ -f "$out/stamp" ]; then echo "$out/bin"; exit 0; fi
+  echo "no build of these sources in $out" >&2
+  exit 3
+fi
 if [ -f "$out/stamp" ]; then
   echo "make k8s: up to date ($out/bin)" >&2
   echo "$out/bin"

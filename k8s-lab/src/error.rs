@@ -18,6 +18,9 @@ pub enum Error {
     /// The Kubernetes binaries have not been built (or not for these sources).
     #[error("the Kubernetes binaries are not built: {0}; run `make k8s` first")]
     NotBuilt(String),
+    /// A tool the node needs is not installed.
+    #[error("{0}; `make deps` installs what the k8s tier needs")]
+    Missing(String),
     /// A component did not come up, or exited; the end of its log says why.
     #[error("{component} failed: {reason}; the last lines of its log ({log}):\n{tail}")]
     Component {

@@ -2,7 +2,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addons;
+pub mod bins;
+pub mod cluster;
 pub mod error;
 pub mod image;
+pub mod kubectl;
+pub mod node;
+pub mod pki;
+pub mod weft;
 
+pub use cluster::{Cluster, ClusterOptions};
 pub use error::{Error, Result};
+pub use kubectl::Kubectl;

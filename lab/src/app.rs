@@ -74,6 +74,18 @@ struct Shared {
 impl App {
     /// Starts the HTTP and echo servers inside `ns`, on all addresses.
     pub fn start(ns: &Netns, name: &str) -> Result<App> {
+        App::start_with(name, |addr| ns.listen(addr))
+    }
+
+    /// Starts the HTTP and echo servers in this process's own network namespace, on all
+    /// addresses: what the `weft-lab-app` binary runs in a container.
+    pub fn start_here(name: &str) -> Result<App> {
+        App::start_with(name, |addr| {
+            TcpListener::bind(addr).map_err(Error::io(format!("bind {addr}")))
+        })
+    }
+
+    fn start_with(name: &str, listen: impl Fn(SocketAddr) -> Result<TcpListener>) -> Result<App> {
         let shared = Arc::new(Shared::default());
         let mut app = App {
             name: name.into(),
@@ -82,7 +94,7 @@ impl App {
             threads: Vec::new(),
         };
         for (port, kind) in [(HTTP_PORT, Kind::Http), (ECHO_PORT, Kind::Echo)] {
-            let listener = ns.listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
+            let listener = listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
             let handle = listener
                 .try_clone()
                 .map_err(Error::io("clone the app listener"))?;

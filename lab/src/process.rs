@@ -132,12 +132,17 @@ pub struct Daemon {
     what: String,
     child: Option<Child>,
     log: PathBuf,
+    argv: Vec<String>,
 }
 
 impl Daemon {
     /// Starts `cmd` with its output appended to `log`. `what` names it in messages.
     pub fn spawn(what: impl Into<String>, cmd: &mut Command, log: &Path) -> Result<Daemon> {
         let what = what.into();
+        let argv = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let out = File::options()
             .create(true)
             .append(true)
@@ -157,12 +162,18 @@ impl Daemon {
             what,
             child: Some(child),
             log: log.to_path_buf(),
+            argv,
         })
     }
 
     /// The process ID (the program's own: `ip netns exec` and `setpriv` exec in place).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The program and arguments it was started with (to start it again the same way).
+    pub fn command_line(&self) -> &[String] {
+        &self.argv
     }
 
     /// What the daemon has written so far.
