@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crds;
 pub mod error;
 
 pub use error::{Error, Result};
