@@ -209,3 +209,64 @@ fn the_repository_cases_read() {
         );
     }
 }
+
+/// The kind and `metadata.name` of a case, read from its top-level `kind:` and the first
+/// `  name:` line (every case is written that way).
+fn kind_and_name(case: &Case) -> (String, String) {
+    let field = |prefix: &str| {
+        case.yaml
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{}: no {prefix:?} line", case.file.display()))
+            .to_string()
+    };
+    (field("kind:"), field("  name:"))
+}
+
+/// Every case can be created in one namespace, since no two share a kind and a name; the invalid
+/// ones too, so a refusal is never an "already exists" from a clash.
+#[test]
+fn the_repository_cases_have_distinct_names() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/crd-cases");
+    let mut seen = std::collections::BTreeMap::new();
+    for dir in ["valid", "invalid"] {
+        for case in cases(&root.join(dir)).expect("the cases") {
+            if let Some(other) = seen.insert(kind_and_name(&case), case.file.clone()) {
+                panic!(
+                    "{} and {} name the same object",
+                    other.display(),
+                    case.file.display()
+                );
+            }
+        }
+    }
+}
+
+/// The examples of docs/crds.md are valid cases word for word, so the API server has accepted
+/// what the page shows.
+#[test]
+fn the_documented_examples_are_valid_cases() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = manifest.join("../docs/crds.md");
+    let text = fs::read_to_string(&doc).expect("docs/crds.md");
+    let valid = cases(&manifest.join("tests/crd-cases/valid")).expect("the valid cases");
+    let examples: Vec<&str> = text
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .filter(|block| block.contains("apiVersion:"))
+        .collect();
+    assert_eq!(
+        examples.len(),
+        2,
+        "the page shows one whole object per kind"
+    );
+    for example in examples {
+        assert!(
+            valid.iter().any(|c| c.yaml == example),
+            "this example of docs/crds.md is no valid case (copy it to \
+             k8s-lab/tests/crd-cases/valid/docs-*.yaml):\n{example}"
+        );
+    }
+}
