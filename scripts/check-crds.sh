@@ -8,7 +8,8 @@
 # files removed, on every exit.
 #
 # The Kubernetes binaries (etcd, kube-apiserver, kubectl) come from WEFT_K8S_BIN, else from
-# scripts/k8s-build.sh (a build on first use). Prints "N passed, N failed" at the end.
+# scripts/k8s-build.sh (a build on first use). Prints "N passed, N failed" at the end; VERBOSE=1
+# also prints each refusal and what `kubectl get` shows of the accepted objects.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cases=$root/k8s-lab/tests/crd-cases
@@ -28,10 +29,19 @@ done
 work=$(mktemp -d /tmp/weft-check-crds.XXXXXX)
 ns=weft-crds-$$
 pids=()
+# Running, not gone or a zombie waiting to be reaped.
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+# SIGTERM, up to 15 s to exit, then SIGKILL; reaped either way.
+stop() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 30); do alive "$1" || break; sleep 0.5; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local i
+  # The API server before etcd, so it is not left waiting for its storage.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -84,13 +94,14 @@ current-context: check-crds
 EOF
 kubectl() { in_ns "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
-# `ip netns exec` execs the program, so $! is the component's own PID.
-in_ns "$bin/etcd" --name check-crds --data-dir "$work/etcd" \
+# A plain command started with & (not a shell function, which would run in a subshell of its
+# own), and `ip netns exec` execs the program: $! is the component's own PID.
+ip netns exec "$ns" "$bin/etcd" --name check-crds --data-dir "$work/etcd" \
   --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster check-crds=http://127.0.0.1:2380 >"$work/etcd.log" 2>&1 &
 pids+=($!)
-in_ns "$bin/kube-apiserver" --etcd-servers http://127.0.0.1:2379 \
+ip netns exec "$ns" "$bin/kube-apiserver" --etcd-servers http://127.0.0.1:2379 \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port 6443 \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" --authorization-mode RBAC \
@@ -110,7 +121,7 @@ fail_with_logs() {
 ready=
 for _ in $(seq 1 120); do
   for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || fail_with_logs "a component exited before the API server was ready"
+    alive "$pid" || fail_with_logs "a component exited before the API server was ready"
   done
   if kubectl get --raw /readyz >/dev/null 2>&1; then ready=1; break; fi
   sleep 0.5
@@ -157,5 +168,10 @@ for f in "$cases"/invalid/*.yaml; do
     [ -z "${VERBOSE:-}" ] || echo "ok invalid/${f##*/}: $out" >&2
   fi
 done
+if [ -n "${VERBOSE:-}" ]; then
+  # What a person sees: the printer columns and the served versions.
+  kubectl get weft -n crd-cases -o wide >&2
+  kubectl get trafficsplits.v1alpha2.split.smi-spec.io,httproutes -n crd-cases >&2
+fi
 echo "check-crds: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -35,7 +35,7 @@ if ! command -v go >/dev/null; then
 fi
 
 # Outside any Go module or workspace: the download is of that one module, nothing of ours.
-json=$(cd / && GOWORK=off GOFLAGS= go mod download -json "$GATEWAY_API_MODULE@$GATEWAY_API_VERSION") || {
+json=$(cd / && GOWORK=off GOFLAGS='' go mod download -json "$GATEWAY_API_MODULE@$GATEWAY_API_VERSION") || {
   echo "k8s-crds: go mod download $GATEWAY_API_MODULE@$GATEWAY_API_VERSION failed:" >&2
   echo "$json" >&2
   exit 1
