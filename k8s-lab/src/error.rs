@@ -1,6 +1,6 @@
 //! What can go wrong while building, starting or driving the k8s tier's cluster.
 
-use std::{io, time::Duration};
+use std::{io, path::PathBuf, time::Duration};
 
 /// A k8s-lab failure. Every message names the component, the command or the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,9 @@ pub enum Error {
     /// `kubectl` failed.
     #[error("`kubectl {args}` failed: {stderr}")]
     Kubectl { args: String, stderr: String },
+    /// A CRD case file (or its folder) is not what `crds::cases` reads.
+    #[error("CRD case {}: {reason}", file.display())]
+    Case { file: PathBuf, reason: String },
     /// Something the cluster waits for did not happen in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout { what: String, after: Duration },

@@ -5,6 +5,7 @@
 pub mod addons;
 pub mod bins;
 pub mod cluster;
+pub mod crds;
 pub mod error;
 pub mod image;
 pub mod kubectl;
