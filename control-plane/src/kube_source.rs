@@ -528,17 +528,22 @@ fn strip_pod(pod: &mut Pod) {
         ..ObjectMeta::default()
     };
     strip_meta(&mut pod.metadata);
-    pod.spec = pod.spec.take().map(|spec| PodSpec {
-        service_account_name: spec.service_account_name,
-        containers: spec
-            .containers
+    // Names and ports of every container, init containers too: the proxy is a native sidecar
+    // (an init container that keeps running) on Kubernetes 1.29+.
+    let keep = |containers: Vec<Container>| -> Vec<Container> {
+        containers
             .into_iter()
             .map(|c| Container {
                 name: c.name,
                 ports: c.ports,
                 ..Container::default()
             })
-            .collect(),
+            .collect()
+    };
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        service_account_name: spec.service_account_name,
+        containers: keep(spec.containers),
+        init_containers: spec.init_containers.map(keep),
         ..PodSpec::default()
     });
     pod.status = pod.status.take().map(|status| PodStatus {
@@ -569,8 +574,10 @@ mod tests {
             },
             "spec": {
                 "serviceAccountName": "api", "nodeName": "node-1",
-                "containers": [{"name": "weft-proxy", "image": "weft:1", "env": [{"name": "A", "value": "b"}],
-                                "ports": [{"name": "weft-inbound", "containerPort": 15143}]}],
+                "containers": [{"name": "app", "image": "app:1", "ports": [{"containerPort": 8080}]}],
+                "initContainers": [{"name": "weft-proxy", "image": "weft:1", "restartPolicy": "Always",
+                                    "env": [{"name": "A", "value": "b"}],
+                                    "ports": [{"name": "weft-inbound", "containerPort": 15143}]}],
                 "volumes": [{"name": "token", "emptyDir": {}}],
             },
             "status": {
@@ -586,7 +593,8 @@ mod tests {
             },
             "spec": {
                 "serviceAccountName": "api",
-                "containers": [{"name": "weft-proxy", "ports": [{"name": "weft-inbound", "containerPort": 15143}]}],
+                "containers": [{"name": "app", "ports": [{"containerPort": 8080}]}],
+                "initContainers": [{"name": "weft-proxy", "ports": [{"name": "weft-inbound", "containerPort": 15143}]}],
             },
             "status": {"phase": "Running", "podIP": "198.18.0.11", "podIPs": [{"ip": "198.18.0.11"}]},
         }));

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 pub const BIN_ENV: &str = "WEFT_K8S_BIN";
 
 /// The repository this crate was built from: where `scripts/k8s-build.sh` is.
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)

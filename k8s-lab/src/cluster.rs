@@ -201,6 +201,7 @@ impl Cluster {
         cluster.step(options, "node namespace", Cluster::make_node)?;
         cluster.step(options, "etcd", Cluster::start_etcd)?;
         cluster.step(options, "kube-apiserver", Cluster::start_apiserver)?;
+        cluster.step(options, "CRDs", Cluster::apply_crds)?;
         cluster.step(options, "containerd and images", Cluster::start_containerd)?;
         cluster.step(
             options,
@@ -364,7 +365,10 @@ impl Cluster {
     pub fn start_again(&mut self, name: &str) -> Result<()> {
         let (cmd, log) = {
             let c = self.component_mut(name)?;
-            (c.daemon.command_line().to_vec(), c.daemon.log_path().to_path_buf())
+            (
+                c.daemon.command_line().to_vec(),
+                c.daemon.log_path().to_path_buf(),
+            )
         };
         let daemon = Daemon::spawn(name.to_string(), &mut command_from(&cmd), &log)?;
         self.component_mut(name)?.daemon = daemon;
@@ -460,6 +464,33 @@ impl Cluster {
         self.wait_for("kube-apiserver", "the API server's /readyz", |c| {
             c.kubectl.run(&["get", "--raw", "/readyz"]).ok().map(|_| ())
         })
+    }
+
+    /// The CRDs users apply: Gateway API's standard channel, SMI TrafficSplit and Weft's own,
+    /// gathered by `scripts/k8s-crds.sh` (pinned versions) and applied server-side (the
+    /// HTTPRoute CRD is too big for client-side apply's annotation); waits until Established.
+    fn apply_crds(&mut self) -> Result<()> {
+        let out = self.dir.join("crds");
+        let script = bins::repo_root().join("scripts/k8s-crds.sh");
+        weft_lab::process::run(Command::new(&script).arg(&out))?;
+        for sub in ["gateway-api", "smi", "weft"] {
+            let dir = out.join(sub);
+            self.kubectl.run(&[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                &dir.to_string_lossy(),
+            ])?;
+        }
+        self.kubectl.run(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ])?;
+        Ok(())
     }
 
     fn start_containerd(&mut self) -> Result<()> {

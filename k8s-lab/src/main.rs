@@ -82,7 +82,11 @@ fn up(options: &ClusterOptions, once: bool) -> anyhow::Result<()> {
     }
     println!("\nCtrl-C removes the cluster.");
     if let Some(signal) = signals.forever().next() {
-        let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
         println!("\n{name}: removing the cluster");
     }
     drop(cluster);

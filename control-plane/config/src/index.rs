@@ -371,13 +371,20 @@ impl Lookup {
     fn mesh(&self, pod: &Pod) -> Option<pb::MeshEndpoint> {
         static NO_ANNOTATIONS: BTreeMap<String, String> = BTreeMap::new();
         let spec = pod.spec.as_ref();
-        let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+        // The proxy is a native sidecar (an init container with `restartPolicy: Always`) on
+        // Kubernetes 1.29+, a regular container before: look in both, as weft-cni does.
+        let containers = || {
+            let regular = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+            let init = spec
+                .and_then(|s| s.init_containers.as_deref())
+                .unwrap_or_default();
+            regular.iter().chain(init)
+        };
         let annotations = pod.metadata.annotations.as_ref().unwrap_or(&NO_ANNOTATIONS);
-        if !weft_pod::decide(annotations, containers.iter().map(|c| c.name.as_str())).is_meshed() {
+        if !weft_pod::decide(annotations, containers().map(|c| c.name.as_str())).is_meshed() {
             return None;
         }
-        let inbound_port = containers
-            .iter()
+        let inbound_port = containers()
             .find(|c| c.name == ids::PROXY_CONTAINER)
             .and_then(|c| c.ports.as_ref())
             .and_then(|ports| {

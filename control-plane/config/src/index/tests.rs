@@ -344,3 +344,33 @@ status: {podIP: 198.18.0.32}
         "the pod's own address: forwarded as it is"
     );
 }
+
+#[test]
+fn a_native_sidecar_proxy_meshes_its_pod_on_its_named_port() {
+    // Kubernetes 1.29+: the proxy is an init container that keeps running.
+    let yaml = format!(
+        "{SHOP}---\n{}",
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: api-c, namespace: shop}
+spec:
+  serviceAccountName: api
+  initContainers:
+    - name: weft-proxy
+      image: weft/proxy
+      restartPolicy: Always
+      ports: [{name: weft-inbound, containerPort: 15888}]
+  containers: [{name: app, image: example/api}]
+status: {podIP: 198.18.0.30}
+"#
+    );
+    let lookup = Lookup::new(snapshot(&yaml), "cluster.local");
+    let answer = lookup.answer(&addr("198.18.0.30:8080"));
+    let eps = endpoints(&answer);
+    let mesh = eps["198.18.0.30:8080"]
+        .mesh
+        .as_ref()
+        .expect("meshed: runs weft-proxy as a native sidecar");
+    assert_eq!(mesh.identity, "spiffe://cluster.local/ns/shop/sa/api");
+    assert_eq!(mesh.inbound_port, 15888);
+}

@@ -1,0 +1,254 @@
+//! What the k8s-tier cases share: the cluster with Weft installed, and bounded waits and
+//! lookups through the cluster's own `kubectl`.
+
+use std::{
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use weft_k8s_lab::{cluster::tail, weft, Cluster, Kubectl};
+use weft_lab::Metrics;
+
+/// How long a pod may take to be Ready (image already imported; proxies need a certificate).
+pub(crate) const POD_PATIENCE: Duration = Duration::from_secs(90);
+
+/// The cluster with Weft's control plane installed.
+pub(crate) struct Env<'a> {
+    cluster: &'a mut Cluster,
+    /// The trust anchors' PEM, for the ConfigMap each meshed namespace needs.
+    pub(crate) anchors: String,
+    _pki_dir: tempfile::TempDir,
+}
+
+impl<'a> Env<'a> {
+    /// Imports the Weft image, installs the control plane and waits for it to be Ready.
+    pub(crate) fn new(cluster: &'a mut Cluster, weft_dir: &Path) -> weft_k8s_lab::Result<Env<'a>> {
+        let started = Instant::now();
+        weft::import_image(cluster, weft_dir, &cluster.dir().join("weft-image"))?;
+        println!("k8s tier: Weft image imported in {:.1?}", started.elapsed());
+        let pki_dir = tempfile::tempdir().map_err(|e| weft_k8s_lab::Error::Io {
+            what: "make a temp dir for the issuer".into(),
+            source: e,
+        })?;
+        let pki = weft_lab::pki::Pki::create(pki_dir.path())?;
+        let anchors =
+            std::fs::read_to_string(pki.anchors()).map_err(|e| weft_k8s_lab::Error::Io {
+                what: "read the anchors".into(),
+                source: e,
+            })?;
+        cluster
+            .kubectl()
+            .apply(&weft::control_plane_yaml(&pki.issuer_dir())?)?;
+        let env = Env {
+            cluster,
+            anchors,
+            _pki_dir: pki_dir,
+        };
+        env.wait_ready(weft::WEFT_NAMESPACE, "app=weft-control-plane")?;
+        println!(
+            "k8s tier: control plane Ready {:.1?} after the image import began",
+            started.elapsed()
+        );
+        Ok(env)
+    }
+
+    pub(crate) fn cluster(&self) -> &Cluster {
+        self.cluster
+    }
+
+    pub(crate) fn kubectl(&self) -> &Kubectl {
+        self.cluster.kubectl()
+    }
+
+    /// `kubectl apply` that must succeed.
+    pub(crate) fn apply(&self, yaml: &str) {
+        if let Err(e) = self.kubectl().apply(yaml) {
+            panic!("apply failed: {e}\n{yaml}");
+        }
+    }
+
+    /// A namespace for a case, with the trust-anchor ConfigMap meshed pods mount.
+    pub(crate) fn namespace(&self, name: &str) {
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n---\n{}",
+            weft::anchors_configmap(name, &self.anchors)
+        ));
+    }
+
+    /// Waits until every pod matching `selector` in `ns` is Ready (at least one).
+    pub(crate) fn wait_ready(&self, ns: &str, selector: &str) -> weft_k8s_lab::Result<()> {
+        let what = format!("pods {selector} in {ns} to be Ready");
+        wait_result(&what, POD_PATIENCE, || {
+            let out = self
+                .kubectl()
+                .run(&[
+                    "-n",
+                    ns,
+                    "get",
+                    "pods",
+                    "-l",
+                    selector,
+                    "-o",
+                    "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+                ])
+                .ok()?;
+            let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+            (!lines.is_empty() && lines.iter().all(|l| *l == "True")).then_some(())
+        })
+        .map_err(|e| {
+            let describe = self
+                .kubectl()
+                .run(&["-n", ns, "describe", "pods", "-l", selector])
+                .unwrap_or_else(|e| e.to_string());
+            weft_k8s_lab::Error::Timeout {
+                what: format!("{e}; the pods:\n{}", tail_text(&describe, 60)),
+                after: POD_PATIENCE,
+            }
+        })
+    }
+
+    /// Like [`Env::wait_ready`], panicking with the pods' description.
+    pub(crate) fn ready(&self, ns: &str, selector: &str) {
+        if let Err(e) = self.wait_ready(ns, selector) {
+            panic!("{e}");
+        }
+    }
+
+    /// `kubectl exec -n ns pod -c container -- args`: (success, stdout, stderr).
+    pub(crate) fn exec(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        args: &[&str],
+    ) -> (bool, String, String) {
+        let mut all = vec!["-n", ns, "exec", pod, "-c", container, "--"];
+        all.extend_from_slice(args);
+        let out = self
+            .kubectl()
+            .outcome(&all, "")
+            .unwrap_or_else(|e| panic!("kubectl exec: {e}"));
+        (out.success, out.stdout, out.stderr)
+    }
+
+    /// A pod's proxy metrics, through the API server's pod proxy.
+    pub(crate) fn proxy_metrics(&self, ns: &str, pod: &str) -> Metrics {
+        self.metrics(&format!(
+            "/api/v1/namespaces/{ns}/pods/{pod}:15190/proxy/metrics"
+        ))
+    }
+
+    /// The control plane's metrics, through the API server's service proxy.
+    pub(crate) fn control_plane_metrics(&self) -> Metrics {
+        self.metrics(&format!(
+            "/api/v1/namespaces/{}/services/{}:admin/proxy/metrics",
+            weft::WEFT_NAMESPACE,
+            weft::CONTROL_PLANE
+        ))
+    }
+
+    fn metrics(&self, path: &str) -> Metrics {
+        let text = self
+            .kubectl()
+            .run(&["get", "--raw", path])
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        Metrics::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"))
+    }
+
+    /// A jsonpath of one object.
+    pub(crate) fn get(&self, args: &[&str], jsonpath: &str) -> String {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        let path = format!("jsonpath={jsonpath}");
+        all.extend_from_slice(&["-o", &path]);
+        self.kubectl()
+            .run(&all)
+            .unwrap_or_else(|e| panic!("kubectl {}: {e}", all.join(" ")))
+    }
+
+    /// The `nat` table inside a pod's network namespace, read through its sandbox's process:
+    /// the pod's first container's PID from containerd (`ctr task ls`).
+    pub(crate) fn pod_nat_rules(&self, ns: &str, pod: &str) -> String {
+        let id = self.get(
+            &["-n", ns, "pod", pod],
+            "{.status.containerStatuses[0].containerID}",
+        );
+        let id = id.trim().trim_start_matches("containerd://").to_string();
+        let socket = self.cluster.dir().join("containerd.sock");
+        let tasks = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io", "task", "ls"])
+            .output()
+            .expect("ctr task ls");
+        let tasks = String::from_utf8_lossy(&tasks.stdout).into_owned();
+        let pid = tasks
+            .lines()
+            .find_map(|l| {
+                let mut cols = l.split_whitespace();
+                (cols.next()? == id).then(|| cols.next().map(str::to_string))?
+            })
+            .unwrap_or_else(|| panic!("no task {id} in:\n{tasks}"));
+        let out = Command::new("nsenter")
+            .args([
+                "--target",
+                &pid,
+                "--net",
+                "--",
+                "iptables-save",
+                "-t",
+                "nat",
+            ])
+            .output()
+            .expect("nsenter iptables-save");
+        assert!(
+            out.status.success(),
+            "iptables-save in {pod}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Polls `check` every 250 ms until it answers, for at most `patience`.
+pub(crate) fn wait_result<T>(
+    what: &str,
+    patience: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    let step = Duration::from_millis(250);
+    for _ in 0..=(patience.as_millis() / step.as_millis()) {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if start.elapsed() > patience {
+            break;
+        }
+        thread::sleep(step);
+    }
+    Err(format!("timed out after {patience:?} waiting for {what}"))
+}
+
+/// Like [`wait_result`], panicking on timeout.
+pub(crate) fn wait<T>(what: &str, patience: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_result(what, patience, check).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn tail_text(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The end of every component's log, for a failed run.
+pub(crate) fn print_logs(cluster: &Cluster) {
+    for (name, log) in cluster.logs() {
+        eprintln!(
+            "--- {name} (end of {}) ---\n{}",
+            log.display(),
+            tail(&log, 25)
+        );
+    }
+}
