@@ -43,20 +43,33 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Why this machine cannot run the test, if it cannot.
 fn missing() -> Option<String> {
-    let mut why: Vec<String> = prereq::missing_tools(&[
+    let mut why = Vec::new();
+    if !nix::unistd::Uid::effective().is_root() {
+        why.push("needs root to run containerd and runc".to_string());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path = |tool: &str| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file());
+    let mut absent: Vec<&str> = [
         "unshare",
         "sh",
         "mount",
+        "ldd",
         "runc",
         "containerd-shim-runc-v2",
-        "ldd",
-    ])
+    ]
     .into_iter()
+    .filter(|tool| !on_path(tool))
     .collect();
-    for file in [CONTAINERD, CTR] {
-        if !Path::new(file).is_file() {
-            why.push(format!("{file} missing"));
-        }
+    absent.extend(
+        [CONTAINERD, CTR]
+            .into_iter()
+            .filter(|f| !Path::new(f).is_file()),
+    );
+    if !absent.is_empty() {
+        why.push(format!(
+            "{} missing (as root: apt-get install containerd runc)",
+            absent.join(", ")
+        ));
     }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !filesystems
@@ -65,12 +78,7 @@ fn missing() -> Option<String> {
     {
         why.push("the kernel has no overlay filesystem (modprobe overlay)".into());
     }
-    (!why.is_empty()).then(|| {
-        format!(
-            "{} (as root: apt-get install containerd runc)",
-            why.join("; ")
-        )
-    })
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// A containerd of the test's own; on drop it is killed by PID, and whatever it left running
