@@ -2,9 +2,9 @@
 //! runc, as the k8s tier's pods will be.
 //!
 //! The containerd has its own root, state and socket under a temp dir and runs in a private
-//! mount namespace (`unshare --mount --propagation private`, which execs it in place, so its
-//! PID is the daemon's), so the overlay mounts of its snapshots and containers never reach the
-//! machine's namespace and vanish with it. The containers get their own network namespace with
+//! mount namespace (`unshare --mount --propagation private`, exec'd in place, so its PID is
+//! the daemon's) with a tmpfs on /run, so the overlay mounts of its snapshots and containers
+//! and its shims' sockets never reach the machine's namespace and vanish with it. The containers get their own network namespace with
 //! only loopback (`ctr run` without `--net-host`), their cgroups under the test's own cgroup
 //! (a relative `--cgroup` path), and runc's state and ctr's FIFOs under the temp dir, so
 //! nothing is left on the machine.
