@@ -263,7 +263,8 @@ impl ImageBuilder {
     /// an otherwise empty root filesystem: the dynamic loader and the shared libraries that
     /// `ldd` reports, each at the absolute path `ldd` names, as a regular file with the
     /// content of the file that path resolves to here. A static binary brings nothing more.
-    /// A path the caller adds itself is kept over a library `ldd` names.
+    /// A path the caller adds itself is kept over a library `ldd` names. Libraries a program
+    /// only `dlopen`s at run time are not in `ldd`'s list: add those with [`Self::file`].
     pub fn binary(mut self, path: &str, source: impl Into<PathBuf>) -> ImageBuilder {
         self.ops.push(Op::Binary(path.to_string(), source.into()));
         self
