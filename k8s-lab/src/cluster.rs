@@ -375,6 +375,15 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits (bounded) until the API server answers `/readyz` and the node is Ready again: after
+    /// a restart of a component.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        self.wait_for("kube-apiserver", "the API server's /readyz", |c| {
+            c.kubectl.run(&["get", "--raw", "/readyz"]).ok().map(|_| ())
+        })?;
+        self.wait_node_ready()
+    }
+
     fn component_mut(&mut self, name: &str) -> Result<&mut Component> {
         self.components
             .iter_mut()

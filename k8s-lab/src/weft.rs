@@ -12,6 +12,7 @@ use std::{
     process::Command,
 };
 
+use serde_json::{json, Value};
 use weft_lab::process;
 
 use crate::{
@@ -193,7 +194,9 @@ spec:
     ))
 }
 
-/// A pod of the lab's test app, meshed or not.
+/// A pod of the lab's test app (`weft-lab-app serve`, or a command of the caller's), meshed
+/// or not; as a bare Pod, a Deployment or a Job. Written as JSON, which `kubectl apply` takes
+/// as it takes YAML.
 #[derive(Debug, Clone)]
 pub struct AppPod {
     pub namespace: String,
@@ -202,6 +205,11 @@ pub struct AppPod {
     pub labels: Vec<(String, String)>,
     /// With a `weft-proxy` sidecar (a native sidecar: an init container that keeps running).
     pub meshed: bool,
+    /// The proxy's token: a projected service-account token for `identity.weft.dev` (`None`),
+    /// or the `token` key of this Secret (for tests of tokens the control plane must refuse).
+    pub token_secret: Option<String>,
+    /// The app container's command; `weft-lab-app serve <pod name>` when `None`.
+    pub command: Option<Vec<String>>,
 }
 
 impl AppPod {
@@ -213,6 +221,8 @@ impl AppPod {
             service_account: service_account.into(),
             labels: Vec::new(),
             meshed: false,
+            token_secret: None,
+            command: None,
         }
     }
 
@@ -228,114 +238,179 @@ impl AppPod {
         self
     }
 
-    /// The pod's manifest (and its ServiceAccount's).
+    /// The proxy's token from Secret `name` instead of a projected one.
+    pub fn token_secret(mut self, name: &str) -> AppPod {
+        self.token_secret = Some(name.into());
+        self
+    }
+
+    /// The app container runs `argv` instead of serving.
+    pub fn command(mut self, argv: &[&str]) -> AppPod {
+        self.command = Some(argv.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
+    /// The ServiceAccount and the Pod.
     pub fn yaml(&self) -> String {
-        let mut labels = String::new();
-        for (k, v) in &self.labels {
-            let _ = write!(labels, "\n    {k}: {v}");
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": self.metadata(&self.name),
+            "spec": self.spec("Always"),
+        });
+        self.with_service_account(&pod)
+    }
+
+    /// The ServiceAccount and a Deployment of `replicas` such pods (named by the
+    /// ReplicaSet; each app answers with its own pod name).
+    pub fn deployment_yaml(&self, replicas: u32) -> String {
+        let deployment = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"weft-lab-deployment": self.name}},
+                "template": {
+                    "metadata": {
+                        "labels": self.labels_json(Some(&self.name)),
+                    },
+                    "spec": self.spec("Always"),
+                },
+            },
+        });
+        self.with_service_account(&deployment)
+    }
+
+    /// The ServiceAccount and a Job of one such pod, not retried: it is complete when its app
+    /// container exits 0 (a native sidecar does not keep it running).
+    pub fn job_yaml(&self) -> String {
+        let job = json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {"labels": self.labels_json(None)},
+                    "spec": self.spec("Never"),
+                },
+            },
+        });
+        self.with_service_account(&job)
+    }
+
+    fn with_service_account(&self, object: &Value) -> String {
+        let sa = json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": self.service_account, "namespace": self.namespace},
+        });
+        format!("{sa}\n---\n{object}\n")
+    }
+
+    fn metadata(&self, name: &str) -> Value {
+        json!({
+            "name": name,
+            "namespace": self.namespace,
+            "labels": self.labels_json(None),
+        })
+    }
+
+    fn labels_json(&self, deployment: Option<&str>) -> Value {
+        let mut labels = serde_json::Map::new();
+        labels.insert("weft-lab".into(), "app".into());
+        if let Some(d) = deployment {
+            labels.insert("weft-lab-deployment".into(), d.into());
         }
-        let sidecar = if self.meshed {
-            proxy_sidecar()
-        } else {
-            String::new()
-        };
-        let volumes = if self.meshed {
-            proxy_volumes()
-        } else {
-            String::new()
-        };
-        format!(
-            r#"apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: {sa}
-  namespace: {ns}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: {ns}
-  labels:
-    weft-lab: app{labels}
-spec:
-  serviceAccountName: {sa}
-  terminationGracePeriodSeconds: 2
-{sidecar}  containers:
-  - name: app
-    image: {WEFT_IMAGE}
-    imagePullPolicy: Never
-    command: ["/usr/local/bin/weft-lab-app", "serve", "{name}"]
-    ports:
-    - {{name: http, containerPort: 8080}}
-    - {{name: echo, containerPort: 9000}}
-    readinessProbe:
-      tcpSocket: {{port: 8080}}
-      periodSeconds: 2
-{volumes}"#,
-            sa = self.service_account,
-            ns = self.namespace,
-            name = self.name,
-        )
+        for (k, v) in &self.labels {
+            labels.insert(k.clone(), v.clone().into());
+        }
+        Value::Object(labels)
+    }
+
+    fn spec(&self, restart: &str) -> Value {
+        let command = self.command.clone().unwrap_or_else(|| {
+            // `$(POD_NAME)` is expanded by the kubelet from the env below.
+            ["/usr/local/bin/weft-lab-app", "serve", "$(POD_NAME)"]
+                .map(String::from)
+                .to_vec()
+        });
+        let serving = self.command.is_none();
+        let mut app = json!({
+            "name": "app",
+            "image": WEFT_IMAGE,
+            "imagePullPolicy": "Never",
+            "command": command,
+            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        });
+        if serving {
+            app["ports"] = json!([
+                {"name": "http", "containerPort": 8080},
+                {"name": "echo", "containerPort": 9000},
+            ]);
+            app["readinessProbe"] = json!({"tcpSocket": {"port": 8080}, "periodSeconds": 2});
+        }
+        let mut spec = json!({
+            "serviceAccountName": self.service_account,
+            "terminationGracePeriodSeconds": 2,
+            "restartPolicy": restart,
+            "containers": [app],
+        });
+        if self.meshed {
+            spec["initContainers"] = json!([proxy_sidecar()]);
+            let token = match &self.token_secret {
+                None => {
+                    json!({"name": "weft-token", "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": "identity.weft.dev", "expirationSeconds": 3600, "path": "token"}}]}})
+                }
+                Some(secret) => json!({"name": "weft-token", "secret": {"secretName": secret}}),
+            };
+            spec["volumes"] = json!([
+                token,
+                {"name": "weft-anchors", "configMap": {"name": "weft-trust-anchors"}},
+            ]);
+        }
+        spec
     }
 }
 
 /// The `weft-proxy` native sidecar, as the injector will write it: UID 2121, the identity
 /// from a projected token for audience `identity.weft.dev`, the anchors from the ConfigMap
 /// copied into the namespace, started (and ready) before the app.
-fn proxy_sidecar() -> String {
-    format!(
-        r#"  initContainers:
-  - name: weft-proxy
-    image: {WEFT_IMAGE}
-    imagePullPolicy: Never
-    restartPolicy: Always
-    command: ["/usr/local/bin/weft-proxy"]
-    securityContext:
-      runAsUser: 2121
-      runAsGroup: 2121
-      runAsNonRoot: true
-      allowPrivilegeEscalation: false
-    env:
-    - {{name: WEFT_CONTROL_PLANE, value: "{CONTROL_PLANE_ADDR}"}}
-    - {{name: WEFT_TRUST_ANCHORS, value: /var/run/weft/anchors/anchors.pem}}
-    - {{name: WEFT_IDENTITY_TOKEN_FILE, value: /var/run/weft/token/token}}
-    - name: WEFT_NAMESPACE
-      valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
-    - name: WEFT_SERVICE_ACCOUNT
-      valueFrom: {{fieldRef: {{fieldPath: spec.serviceAccountName}}}}
-    - {{name: WEFT_LOG, value: "info"}}
-    ports:
-    - {{name: weft-inbound, containerPort: 15143}}
-    - {{name: weft-admin, containerPort: 15190}}
-    startupProbe:
-      httpGet: {{path: /ready, port: 15190}}
-      periodSeconds: 1
-      failureThreshold: 120
-    readinessProbe:
-      httpGet: {{path: /ready, port: 15190}}
-      periodSeconds: 2
-    volumeMounts:
-    - {{name: weft-token, mountPath: /var/run/weft/token, readOnly: true}}
-    - {{name: weft-anchors, mountPath: /var/run/weft/anchors, readOnly: true}}
-"#
-    )
-}
-
-fn proxy_volumes() -> String {
-    r#"  volumes:
-  - name: weft-token
-    projected:
-      sources:
-      - serviceAccountToken:
-          audience: identity.weft.dev
-          expirationSeconds: 3600
-          path: token
-  - name: weft-anchors
-    configMap:
-      name: weft-trust-anchors
-"#
-    .to_string()
+fn proxy_sidecar() -> Value {
+    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
+    json!({
+        "name": "weft-proxy",
+        "image": WEFT_IMAGE,
+        "imagePullPolicy": "Never",
+        "restartPolicy": "Always",
+        "command": ["/usr/local/bin/weft-proxy"],
+        "securityContext": {
+            "runAsUser": 2121,
+            "runAsGroup": 2121,
+            "runAsNonRoot": true,
+            "allowPrivilegeEscalation": false,
+        },
+        "env": [
+            {"name": "WEFT_CONTROL_PLANE", "value": CONTROL_PLANE_ADDR},
+            {"name": "WEFT_TRUST_ANCHORS", "value": "/var/run/weft/anchors/anchors.pem"},
+            {"name": "WEFT_IDENTITY_TOKEN_FILE", "value": "/var/run/weft/token/token"},
+            {"name": "WEFT_NAMESPACE", "valueFrom": field("metadata.namespace")},
+            {"name": "WEFT_SERVICE_ACCOUNT", "valueFrom": field("spec.serviceAccountName")},
+            {"name": "WEFT_LOG", "value": "info"},
+        ],
+        "ports": [
+            {"name": "weft-inbound", "containerPort": 15143},
+            {"name": "weft-admin", "containerPort": 15190},
+        ],
+        "startupProbe": {"httpGet": {"path": "/ready", "port": 15190}, "periodSeconds": 1, "failureThreshold": 120},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 15190}, "periodSeconds": 2},
+        "volumeMounts": [
+            {"name": "weft-token", "mountPath": "/var/run/weft/token", "readOnly": true},
+            {"name": "weft-anchors", "mountPath": "/var/run/weft/anchors", "readOnly": true},
+        ],
+    })
 }
 
 /// The trust-anchor ConfigMap in namespace `ns` (a pod can only mount a ConfigMap of its own

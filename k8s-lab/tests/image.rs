@@ -25,7 +25,6 @@ use nix::{
 use tempfile::TempDir;
 use weft_k8s_lab::image::{self, ImageBuilder, NAMESPACE, SNAPSHOTTER, WEFT_UID};
 use weft_lab::{
-    prereq,
     process::{run_with_input, Daemon},
     wait,
 };
@@ -323,7 +322,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 #[test]
 fn a_local_image_is_imported_into_containerd_and_run() -> Result<()> {
     let test = "a_local_image_is_imported_into_containerd_and_run";
-    if !prereq::run_or_skip(test, missing()) {
+    if !weft_k8s_lab::bins::run_or_skip(test, missing()) {
         return Ok(());
     }
     let mut containerd = Containerd::start()?;

@@ -9,31 +9,25 @@ use weft_k8s_lab::{
 };
 use weft_lab::{capture::Capture, pcap};
 
-use crate::support::{wait, Env};
+use crate::support::{get_in_netns_of, wait, Env};
 
 pub(crate) type Case = fn(&mut Env<'_>);
 
-pub(crate) const ALL: &[(&str, Case)] = &[
-    (
-        "crds_are_enforced_by_the_api_server",
-        crds_are_enforced_by_the_api_server,
-    ),
-    (
-        "pods_get_addresses_dns_and_services",
-        pods_get_addresses_dns_and_services,
-    ),
-    (
-        "control_plane_rbac_is_least_privilege",
-        control_plane_rbac_is_least_privilege,
-    ),
-    (
-        "meshed_pods_talk_mtls_through_a_cluster_ip",
-        meshed_pods_talk_mtls_through_a_cluster_ip,
-    ),
-    (
-        "tokens_of_other_audiences_and_deleted_pods_are_refused",
-        tokens_of_other_audiences_and_deleted_pods_are_refused,
-    ),
+/// Each case under its own function's name.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        &[$((stringify!($case), $case as Case)),*]
+    };
+}
+
+pub(crate) const ALL: &[(&str, Case)] = cases![
+    crds_are_enforced_by_the_api_server,
+    pods_get_addresses_dns_and_services,
+    control_plane_rbac_is_least_privilege,
+    meshed_pods_talk_mtls_through_a_cluster_ip,
+    tokens_of_other_audiences_and_deleted_pods_are_refused,
+    a_meshed_job_completes,
+    the_mesh_rides_out_restarts_and_converges,
 ];
 
 /// Every valid case is created and every malformed Weft object is refused by the API server
@@ -402,14 +396,10 @@ fn tokens_of_other_audiences_and_deleted_pods_are_refused(env: &mut Env<'_>) {
         env.apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\nstringData:\n  token: {token}\n"
         ));
-        let pod = AppPod::new(ns, name, "api").meshed().yaml().replace(
-            "    projected:\n      sources:\n      - serviceAccountToken:\n          audience: identity.weft.dev\n          expirationSeconds: 3600\n          path: token\n",
-            &format!("    secret:\n      secretName: {name}\n"),
-        );
-        assert!(
-            pod.contains(&format!("secretName: {name}")),
-            "the token volume was replaced:\n{pod}"
-        );
+        let pod = AppPod::new(ns, name, "api")
+            .meshed()
+            .token_secret(name)
+            .yaml();
         env.apply(&pod);
     }
     let refused = wait(
@@ -446,4 +436,190 @@ fn tokens_of_other_audiences_and_deleted_pods_are_refused(env: &mut Env<'_>) {
         .control_plane_metrics()
         .value("weft_identity_certificates_issued_total", &[]);
     println!("refused {refused} (was {refused_before}); issued {issued} in all");
+}
+
+/// A meshed Job's pod ends when its app ends: the proxy is a native sidecar, which the kubelet
+/// stops once the app container has exited, so the Job completes.
+fn a_meshed_job_completes(env: &mut Env<'_>) {
+    let ns = "jobs";
+    env.namespace(ns);
+    env.apply(
+        &AppPod::new(ns, "api", "api")
+            .label("app", "api")
+            .meshed()
+            .deployment_yaml(1),
+    );
+    env.apply(&weft::service_yaml(ns, "api", "api"));
+    env.ready(ns, "app=api");
+    let target = format!("api.{ns}.svc.cluster.local:80");
+    env.apply(
+        &AppPod::new(ns, "caller", "web")
+            .meshed()
+            .command(&["/usr/local/bin/weft-lab-app", "get", &target, "/from-a-job"])
+            .job_yaml(),
+    );
+    let outcome = wait("the meshed Job to finish", Duration::from_secs(90), || {
+        let status = env.get(
+            &["-n", ns, "job", "caller"],
+            "{.status.succeeded}/{.status.failed}",
+        );
+        (status != "/").then_some(status)
+    });
+    let logs = env
+        .kubectl()
+        .run(&["-n", ns, "logs", "job/caller", "-c", "app"])
+        .unwrap_or_else(|e| e.to_string());
+    assert_eq!(outcome, "1/", "the Job succeeded; its app's log:\n{logs}");
+    assert!(
+        logs.contains("pod=api-") && logs.contains("path=/from-a-job"),
+        "{logs}"
+    );
+    let phase = env.get(
+        &["-n", ns, "pods", "-l", "job-name=caller"],
+        "{.items[0].status.phase}",
+    );
+    assert_eq!(phase, "Succeeded", "the Job's pod ended, its proxy with it");
+}
+
+/// The answering pods over `n` requests from the client pod (its namespace entered through
+/// containerd, so this works with the API server down); every request must succeed.
+fn answered(pid: &str, target: &str, n: usize, when: &str) -> std::collections::BTreeSet<String> {
+    (0..n)
+        .map(|i| {
+            get_in_netns_of(pid, target, &format!("/{i}"))
+                .unwrap_or_else(|e| panic!("{when}: request {i}: {e}"))
+        })
+        .collect()
+}
+
+/// The API server restarted, etcd stopped for ten seconds, the kubelet restarted, the control
+/// plane's pod deleted: the proxies keep serving with what they last knew meanwhile, and once
+/// each is back, pod churn (scaling up, scaling down) reaches them again.
+fn the_mesh_rides_out_restarts_and_converges(env: &mut Env<'_>) {
+    let ns = "faults";
+    env.namespace(ns);
+    env.apply(
+        &AppPod::new(ns, "api", "api")
+            .label("app", "api")
+            .meshed()
+            .deployment_yaml(2),
+    );
+    env.apply(&weft::service_yaml(ns, "api", "api"));
+    env.apply(
+        &AppPod::new(ns, "client", "web")
+            .label("app", "web")
+            .meshed()
+            .yaml(),
+    );
+    env.ready(ns, "weft-lab=app");
+    let ip = env.get(&["-n", ns, "service", "api"], "{.spec.clusterIP}");
+    let target = format!("{}:80", ip.trim());
+    let pid = env.pod_pid(ns, "client");
+    let pods = |env: &Env<'_>| -> std::collections::BTreeSet<String> {
+        env.get(
+            &["-n", ns, "pods", "-l", "app=api"],
+            "{.items[*].metadata.name}",
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+    };
+    let converge = |env: &Env<'_>, what: &str| {
+        let want = pods(env);
+        wait(what, Duration::from_secs(60), || {
+            (answered(&pid, &target, 3 * want.len(), what) == want).then_some(())
+        });
+    };
+    converge(env, "both pods to answer");
+
+    // The API server down: the control plane's watches break; the proxies go on.
+    let grace = Duration::from_secs(5);
+    let before = pods(env);
+    env.cluster_mut()
+        .stop("kube-apiserver", grace)
+        .expect("stop the API server");
+    // Every request succeeds (`answered` panics otherwise), answered by the pods it knew.
+    let seen = answered(&pid, &target, 10, "with the API server down");
+    assert!(seen.is_subset(&before), "{seen:?} of {before:?}");
+    env.cluster_mut()
+        .start_again("kube-apiserver")
+        .expect("start the API server");
+    env.cluster_mut()
+        .wait_ready()
+        .expect("the cluster after the API server's restart");
+    env.kubectl()
+        .run(&["-n", ns, "scale", "deployment", "api", "--replicas=3"])
+        .expect("scale up");
+    env.ready(ns, "app=api");
+    converge(
+        env,
+        "the new pod to be reached after the API server's restart",
+    );
+
+    // etcd down for ten seconds: the API server answers errors; the proxies go on.
+    env.cluster_mut().stop("etcd", grace).expect("stop etcd");
+    let down = std::time::Instant::now();
+    let mut requests = 0;
+    while down.elapsed() < Duration::from_secs(10) && requests < 200 {
+        let seen = answered(&pid, &target, 3, "with etcd down");
+        assert!(!seen.is_empty());
+        requests += 3;
+    }
+    env.cluster_mut().start_again("etcd").expect("start etcd");
+    env.cluster_mut()
+        .wait_ready()
+        .expect("the cluster after etcd's restart");
+    env.kubectl()
+        .run(&["-n", ns, "scale", "deployment", "api", "--replicas=1"])
+        .expect("scale down");
+    wait("the scale-down to finish", Duration::from_secs(60), || {
+        (pods(env).len() == 1).then_some(())
+    });
+    converge(
+        env,
+        "only the remaining pod to be reached after etcd's outage",
+    );
+
+    // The kubelet restarted: the pods keep running, unrestarted, and keep answering.
+    env.cluster_mut()
+        .restart("kubelet", grace)
+        .expect("restart the kubelet");
+    let seen = answered(&pid, &target, 5, "with the kubelet restarting");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    env.cluster_mut()
+        .wait_ready()
+        .expect("the node after the kubelet's restart");
+    let restarts = env.get(
+        &["-n", ns, "pods", "-o", "wide"],
+        "{.items[*].status.containerStatuses[*].restartCount}",
+    );
+    assert!(
+        restarts.split_whitespace().all(|n| n == "0"),
+        "no container restarted: {restarts}"
+    );
+
+    // The control plane's pod deleted: the Deployment makes another; meanwhile the proxies go
+    // on, and then churn reaches them through the new one.
+    env.kubectl()
+        .run(&[
+            "-n",
+            weft::WEFT_NAMESPACE,
+            "delete",
+            "pod",
+            "-l",
+            "app=weft-control-plane",
+            "--wait=true",
+        ])
+        .expect("delete the control plane's pod");
+    let seen = answered(&pid, &target, 5, "with the control plane replaced");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    env.ready(weft::WEFT_NAMESPACE, "app=weft-control-plane");
+    env.kubectl()
+        .run(&["-n", ns, "scale", "deployment", "api", "--replicas=2"])
+        .expect("scale up again");
+    env.ready(ns, "app=api");
+    converge(
+        env,
+        "the new pod to be reached through the new control plane",
+    );
 }

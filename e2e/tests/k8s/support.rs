@@ -58,6 +58,10 @@ impl<'a> Env<'a> {
         self.cluster
     }
 
+    pub(crate) fn cluster_mut(&mut self) -> &mut Cluster {
+        self.cluster
+    }
+
     pub(crate) fn kubectl(&self) -> &Kubectl {
         self.cluster.kubectl()
     }
@@ -168,9 +172,9 @@ impl<'a> Env<'a> {
             .unwrap_or_else(|e| panic!("kubectl {}: {e}", all.join(" ")))
     }
 
-    /// The `nat` table inside a pod's network namespace, read through its sandbox's process:
-    /// the pod's first container's PID from containerd (`ctr task ls`).
-    pub(crate) fn pod_nat_rules(&self, ns: &str, pod: &str) -> String {
+    /// The PID of a pod's first container, from containerd (`ctr task ls`): a way into the
+    /// pod's network namespace that needs no API server.
+    pub(crate) fn pod_pid(&self, ns: &str, pod: &str) -> String {
         let id = self.get(
             &["-n", ns, "pod", pod],
             "{.status.containerStatuses[0].containerID}",
@@ -184,13 +188,18 @@ impl<'a> Env<'a> {
             .output()
             .expect("ctr task ls");
         let tasks = String::from_utf8_lossy(&tasks.stdout).into_owned();
-        let pid = tasks
+        tasks
             .lines()
             .find_map(|l| {
                 let mut cols = l.split_whitespace();
                 (cols.next()? == id).then(|| cols.next().map(str::to_string))?
             })
-            .unwrap_or_else(|| panic!("no task {id} in:\n{tasks}"));
+            .unwrap_or_else(|| panic!("no task {id} in:\n{tasks}"))
+    }
+
+    /// The `nat` table inside a pod's network namespace.
+    pub(crate) fn pod_nat_rules(&self, ns: &str, pod: &str) -> String {
+        let pid = self.pod_pid(ns, pod);
         let out = Command::new("nsenter")
             .args([
                 "--target",
@@ -210,6 +219,34 @@ impl<'a> Env<'a> {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// `GET path` from inside the network namespace of the process `pid` (a pod's), with this
+/// build's `weft-lab-app`: works while the API server is down, unlike `kubectl exec`. The
+/// pod's redirect rules send it through the pod's proxy like any app traffic. Returns the
+/// answering pod's name.
+pub(crate) fn get_in_netns_of(pid: &str, target: &str, path: &str) -> Result<String, String> {
+    let app = weft::build_dir()
+        .map_err(|e| e.to_string())?
+        .join("weft-lab-app");
+    let out = Command::new("timeout")
+        .args(["10", "nsenter", "--target", pid, "--net", "--"])
+        .arg(&app)
+        .args(["get", target, path])
+        .output()
+        .map_err(|e| format!("run {}: {e}", app.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "GET {target}{path}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pod="))
+        .map(str::to_string)
+        .ok_or_else(|| format!("no pod= in the answer: {stdout}"))
 }
 
 /// Polls `check` every 250 ms until it answers, for at most `patience`.
