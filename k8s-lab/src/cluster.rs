@@ -101,6 +101,9 @@ pub struct ClusterOptions {
     /// Chain `weft-cni` (this binary) after the bridge plugin, in Kubernetes mode with a TLS
     /// kubeconfig of its own (user `weft-cni`, allowed to get pods and nothing else).
     pub weft_cni: Option<PathBuf>,
+    /// Namespaces `weft-cni` leaves alone (besides `kube-system`), for tests of the
+    /// init-container mode.
+    pub cni_exclude_namespaces: Vec<String>,
 }
 
 /// How long each start step took, for BENCHMARKS.md.
@@ -134,6 +137,7 @@ pub struct Cluster {
     pki: Pki,
     containerd_socket: PathBuf,
     weft_cni: Option<PathBuf>,
+    cni_exclude: Vec<String>,
     keep_dir: bool,
 }
 
@@ -194,6 +198,7 @@ impl Cluster {
             times: StartTimes::default(),
             pki,
             weft_cni: options.weft_cni.clone(),
+            cni_exclude: options.cni_exclude_namespaces.clone(),
             keep_dir: false,
         };
         // From here on, an early return drops `cluster`, which tears down what exists.
@@ -527,11 +532,13 @@ impl Cluster {
             std::os::unix::fs::symlink(weft_cni, cni_bin.join("weft-cni"))
                 .map_err(Error::io(format!("link {}", weft_cni.display())))?;
             let kubeconfig = self.kubeconfig_for("weft-cni", "weft-cni", None)?;
+            let mut exclude = vec!["kube-system".to_string()];
+            exclude.extend(self.cni_exclude.iter().cloned());
             self.kubectl.apply(WEFT_CNI_RBAC)?;
             plugins.push(serde_json::json!({
                 "type": "weft-cni",
                 "kubeconfig": kubeconfig,
-                "excludeNamespaces": ["kube-system"],
+                "excludeNamespaces": exclude,
                 "logFile": self.log("weft-cni"),
                 "logLevel": "debug",
             }));

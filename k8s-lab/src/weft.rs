@@ -71,8 +71,46 @@ pub fn import_image(cluster: &Cluster, bin_dir: &Path, work: &Path) -> Result<()
         )?;
         image = image.binary(&format!("/usr/local/bin/{name}"), stripped);
     }
-    image = image.dir("/tmp", 0o1777);
+    image = with_iptables(image.dir("/tmp", 0o1777))?;
     cluster.import_image(&image)
+}
+
+/// Where Debian's iptables keeps the extensions its binaries `dlopen` (which `ldd` cannot see).
+const XTABLES_DIR: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+
+/// Debian's iptables (nft and legacy) for `weft-init`: both multi-call binaries with their
+/// libraries, the command names as symlinks (plain `iptables` is the nft one, as on Debian),
+/// and every extension module.
+fn with_iptables(mut image: ImageBuilder) -> Result<ImageBuilder> {
+    for multi in ["xtables-nft-multi", "xtables-legacy-multi"] {
+        image = image.binary(
+            &format!("/usr/sbin/{multi}"),
+            Path::new("/usr/sbin").join(multi),
+        );
+    }
+    for family in ["iptables", "ip6tables"] {
+        for suffix in ["", "-save", "-restore"] {
+            image = image.symlink(&format!("/usr/sbin/{family}{suffix}"), "xtables-nft-multi");
+            let nft = format!("/usr/sbin/{family}-nft{suffix}");
+            let legacy = format!("/usr/sbin/{family}-legacy{suffix}");
+            image = image
+                .symlink(&nft, "xtables-nft-multi")
+                .symlink(&legacy, "xtables-legacy-multi");
+        }
+    }
+    let entries = std::fs::read_dir(XTABLES_DIR).map_err(Error::io(format!(
+        "list {XTABLES_DIR} (Debian package iptables)"
+    )))?;
+    for entry in entries {
+        let entry = entry.map_err(Error::io(format!("list {XTABLES_DIR}")))?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "so") {
+            let name = entry.file_name();
+            let dst = format!("{XTABLES_DIR}/{}", name.to_string_lossy());
+            image = image.binary(&dst, path);
+        }
+    }
+    Ok(image)
 }
 
 /// The control plane's objects: namespace, ServiceAccount, ClusterRole and binding, the
@@ -210,6 +248,9 @@ pub struct AppPod {
     pub token_secret: Option<String>,
     /// The app container's command; `weft-lab-app serve <pod name>` when `None`.
     pub command: Option<Vec<String>>,
+    /// Redirection by a `weft-init` init container (the init-container mode) rather than by
+    /// `weft-cni`.
+    pub init_container: bool,
 }
 
 impl AppPod {
@@ -223,7 +264,15 @@ impl AppPod {
             meshed: false,
             token_secret: None,
             command: None,
+            init_container: false,
         }
+    }
+
+    /// With `weft-init` as the first init container (the pod's namespace must be one that
+    /// `weft-cni` skips, or both install the same rules).
+    pub fn init_container(mut self) -> AppPod {
+        self.init_container = true;
+        self
     }
 
     /// With label `key=value`.
@@ -358,7 +407,11 @@ impl AppPod {
             "containers": [app],
         });
         if self.meshed {
-            spec["initContainers"] = json!([proxy_sidecar()]);
+            spec["initContainers"] = if self.init_container {
+                json!([init_container(), proxy_sidecar()])
+            } else {
+                json!([proxy_sidecar()])
+            };
             let token = match &self.token_secret {
                 None => {
                     json!({"name": "weft-token", "projected": {"sources": [{"serviceAccountToken": {
@@ -373,6 +426,23 @@ impl AppPod {
         }
         spec
     }
+}
+
+/// `weft-init`, as the injector will write it when the CNI plugin is not in use: runs first,
+/// as root with only `NET_ADMIN` and `NET_RAW`, installs the pod's redirect rules and exits.
+fn init_container() -> Value {
+    json!({
+        "name": "weft-init",
+        "image": WEFT_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["/usr/local/bin/weft-init"],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+        },
+    })
 }
 
 /// The `weft-proxy` native sidecar, as the injector will write it: UID 2121, the identity

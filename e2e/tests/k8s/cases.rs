@@ -13,6 +13,9 @@ use crate::support::{get_in_netns_of, wait, Env};
 
 pub(crate) type Case = fn(&mut Env<'_>);
 
+/// The namespace `weft-cni` is told to skip, where pods redirect with `weft-init`.
+pub(crate) const INIT_MODE_NAMESPACE: &str = "init-mode";
+
 /// Each case under its own function's name.
 macro_rules! cases {
     ($($case:ident),* $(,)?) => {
@@ -27,6 +30,7 @@ pub(crate) const ALL: &[(&str, Case)] = cases![
     meshed_pods_talk_mtls_through_a_cluster_ip,
     tokens_of_other_audiences_and_deleted_pods_are_refused,
     a_meshed_job_completes,
+    weft_init_redirects_as_an_init_container,
     the_mesh_rides_out_restarts_and_converges,
 ];
 
@@ -621,5 +625,71 @@ fn the_mesh_rides_out_restarts_and_converges(env: &mut Env<'_>) {
     converge(
         env,
         "the new pod to be reached through the new control plane",
+    );
+}
+
+/// The init-container mode: in a namespace `weft-cni` skips, `weft-init` (root, `NET_ADMIN`
+/// and `NET_RAW` only) installs the rules before the proxy starts, and meshed traffic flows
+/// with mTLS through it.
+fn weft_init_redirects_as_an_init_container(env: &mut Env<'_>) {
+    let ns = INIT_MODE_NAMESPACE;
+    env.namespace(ns);
+    env.apply(
+        &AppPod::new(ns, "server", "api")
+            .label("app", "api")
+            .meshed()
+            .init_container()
+            .yaml(),
+    );
+    env.apply(
+        &AppPod::new(ns, "client", "web")
+            .meshed()
+            .init_container()
+            .yaml(),
+    );
+    env.apply(&AppPod::new(ns, "bare", "web").meshed().yaml());
+    env.apply(&weft::service_yaml(ns, "api", "api"));
+    env.ready(ns, "weft-lab=app");
+    for pod in ["server", "client"] {
+        let rules = env.pod_nat_rules(ns, pod);
+        assert!(
+            rules.contains("-A WEFT_OUTPUT") && rules.contains("weft:"),
+            "{pod}:\n{rules}"
+        );
+        let exit = env.get(
+            &["-n", ns, "pod", pod],
+            "{.status.initContainerStatuses[?(@.name==\"weft-init\")].state.terminated.exitCode}",
+        );
+        assert_eq!(exit.trim(), "0", "{pod}'s weft-init exited 0");
+    }
+    // weft-cni skipped this namespace: a meshed pod without weft-init has no rules.
+    let rules = env.pod_nat_rules(ns, "bare");
+    assert!(!rules.contains("WEFT_"), "weft-cni skips {ns}:\n{rules}");
+
+    let target = format!("api.{ns}.svc.cluster.local:80");
+    let (ok, out, err) = env.exec(
+        ns,
+        "client",
+        "app",
+        &["/usr/local/bin/weft-lab-app", "get", &target, "/init-mode"],
+    );
+    assert!(ok && out.contains("pod=server"), "{out}{err}");
+    let web = weft_lab::spiffe_id(ns, "web");
+    let api = weft_lab::spiffe_id(ns, "api");
+    let labels = [
+        ("client_id", web.as_str()),
+        ("direction", "outbound"),
+        ("server_id", api.as_str()),
+        ("tls", "true"),
+    ];
+    wait(
+        "the client's proxy to count the mTLS request",
+        Duration::from_secs(10),
+        || {
+            (env.proxy_metrics(ns, "client")
+                .sum("weft_requests_total", &labels)
+                >= 1.0)
+                .then_some(())
+        },
     );
 }
