@@ -55,7 +55,9 @@ k8s-prep:
 	@if [ "$$(id -u)" -eq 0 ]; then $(MAKE) --no-print-directory k8s-deps k8s; \
 	else echo "k8s-prep: SKIPPED: the k8s tier needs root (namespaces, mounts, cgroups)"; fi
 
+## unit: every crate's tests; the binaries first, because the k8s tier packs them into its image
 unit:
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
 demo-once:

@@ -104,6 +104,8 @@ pub struct ClusterOptions {
     /// Namespaces `weft-cni` leaves alone (besides `kube-system`), for tests of the
     /// init-container mode.
     pub cni_exclude_namespaces: Vec<String>,
+    /// These Kubernetes binaries instead of [`K8sBins::locate`]'s.
+    pub bins: Option<K8sBins>,
 }
 
 /// How long each start step took, for BENCHMARKS.md.
@@ -149,7 +151,10 @@ impl Cluster {
         if let Some(why) = bins::missing_system() {
             return Err(Error::Missing(why));
         }
-        let bins = K8sBins::locate()?;
+        let bins = match &options.bins {
+            Some(bins) => bins.clone(),
+            None => K8sBins::locate()?,
+        };
         sweep_stale();
 
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -219,6 +224,20 @@ impl Cluster {
             Cluster::start_node_agents,
         )?;
         cluster.step(options, "node Ready", Cluster::wait_node_ready)?;
+        // Pods can be created once their namespace's `default` ServiceAccount exists: the
+        // ServiceAccount controller makes it a moment after the start.
+        cluster.step(options, "default ServiceAccount", |c| {
+            c.wait_for(
+                "kube-controller-manager",
+                "the default ServiceAccount",
+                |c| {
+                    c.kubectl
+                        .run(&["-n", "default", "get", "serviceaccount", "default"])
+                        .ok()
+                        .map(|_| ())
+                },
+            )
+        })?;
         if !options.skip_dns {
             cluster.step(options, "CoreDNS Running", Cluster::start_dns)?;
         }
@@ -836,6 +855,42 @@ pub fn sweep_stale() {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let _ = fs::remove_dir_all(&dir);
     }
+}
+
+/// What is left on the machine of the cluster named `name` (for tests of teardown): its state
+/// folder, node namespace, cgroup folders, mounts under its folder, and processes whose
+/// command line names its folder. Empty after a clean teardown.
+pub fn leftovers(name: &str) -> Vec<String> {
+    let dir = Path::new(STATE_PARENT).join(name);
+    let dir_text = dir.to_string_lossy().into_owned();
+    let mut left = Vec::new();
+    if dir.exists() {
+        left.push(format!("state folder {dir_text}"));
+    }
+    if Path::new(weft_lab::netns::NETNS_DIR).join(name).exists() {
+        left.push(format!("network namespace {name}"));
+    }
+    if let Ok(cgroups) = fs::read_dir("/sys/fs/cgroup") {
+        for hierarchy in cgroups.flatten() {
+            let path = hierarchy.path().join(name);
+            if path.exists() {
+                left.push(format!("cgroup {}", path.display()));
+            }
+        }
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(&dir_text))
+            .map(|l| format!("mount {l}")),
+    );
+    left.extend(
+        pids_mentioning(&dir_text)
+            .into_iter()
+            .map(|pid| format!("process {pid}")),
+    );
+    left
 }
 
 fn pids_mentioning(text: &str) -> Vec<i32> {

@@ -89,7 +89,13 @@ fn main() -> ExitCode {
         support::print_logs(env.cluster());
     }
     drop(env);
+    let name = cluster.name().to_string();
     drop(cluster);
+    let left = weft_k8s_lab::cluster::leftovers(&name);
+    if !left.is_empty() {
+        println!("k8s tier: the teardown left behind: {left:#?}");
+        failed.push("teardown");
+    }
     if failed.is_empty() {
         println!("k8s tier: all passed in {:.1?}", start.elapsed());
         ExitCode::SUCCESS
