@@ -164,30 +164,14 @@ impl Cluster {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let dir = Path::new(STATE_PARENT).join(&name);
-        fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
-        for sub in [
-            "logs",
-            "cni/bin",
-            "cni/net.d",
-            "cni/ipam",
-            "kubelet",
-            "images",
-        ] {
-            fs::create_dir_all(dir.join(sub))
-                .map_err(Error::io(format!("create {}", dir.join(sub).display())))?;
-        }
-        let pki = Pki::create(
-            &dir.join("pki"),
-            NODE_NAME,
-            ApiAddresses {
-                advertise: NODE_IP.into(),
-                service: API_SERVICE_IP.into(),
-            },
-        )?;
-        let admin = pki.client("admin", "weft-admin", Some("system:masters"))?;
-        let admin_kubeconfig = dir.join("admin.kubeconfig");
-        write_kubeconfig(&admin_kubeconfig, &pki, &admin)?;
-        let kubectl = Kubectl::new(&bins.get("kubectl"), &admin_kubeconfig, &name);
+        let prepared = prepare(&dir, &name, &bins);
+        let (pki, kubectl) = match prepared {
+            Ok(made) => made,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
 
         let mut cluster = Cluster {
             containerd_socket: dir.join("containerd.sock"),
@@ -224,6 +208,12 @@ impl Cluster {
             Cluster::start_node_agents,
         )?;
         cluster.step(options, "node Ready", Cluster::wait_node_ready)?;
+        if !options.skip_dns {
+            // Scheduled while the controllers finish starting.
+            cluster
+                .kubectl
+                .apply(&addons::coredns(COREDNS_IMAGE, DNS_SERVICE_IP))?;
+        }
         // Pods can be created once their namespace's `default` ServiceAccount exists: the
         // ServiceAccount controller makes it a moment after the start.
         cluster.step(options, "default ServiceAccount", |c| {
@@ -239,7 +229,7 @@ impl Cluster {
             )
         })?;
         if !options.skip_dns {
-            cluster.step(options, "CoreDNS Running", Cluster::start_dns)?;
+            cluster.step(options, "CoreDNS Ready", Cluster::wait_dns)?;
         }
         cluster.times.total = start.elapsed();
         Ok(cluster)
@@ -435,7 +425,7 @@ impl Cluster {
         }
         self.node = Some(node);
         self.cgroups = Some(Cgroups::create(&self.name)?);
-        self.mount_ns = Some(MountNs::create(&self.log("mount-ns"))?);
+        self.mount_ns = Some(MountNs::create(&self.log("mount-ns"), &self.dir)?);
         Ok(())
     }
 
@@ -695,9 +685,7 @@ impl Cluster {
         })
     }
 
-    fn start_dns(&mut self) -> Result<()> {
-        self.kubectl
-            .apply(&addons::coredns(COREDNS_IMAGE, DNS_SERVICE_IP))?;
+    fn wait_dns(&mut self) -> Result<()> {
         self.wait_for("coredns", "CoreDNS to be Ready", |c| {
             let ready = c
                 .kubectl
@@ -818,6 +806,36 @@ impl Drop for Cluster {
     }
 }
 
+/// The state folder, the PKI and the admin's `kubectl`: what a cluster needs before anything
+/// runs.
+fn prepare(dir: &Path, name: &str, bins: &K8sBins) -> Result<(Pki, Kubectl)> {
+    fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    for sub in [
+        "logs",
+        "cni/bin",
+        "cni/net.d",
+        "cni/ipam",
+        "kubelet",
+        "images",
+    ] {
+        fs::create_dir_all(dir.join(sub))
+            .map_err(Error::io(format!("create {}", dir.join(sub).display())))?;
+    }
+    let pki = Pki::create(
+        &dir.join("pki"),
+        NODE_NAME,
+        ApiAddresses {
+            advertise: NODE_IP.into(),
+            service: API_SERVICE_IP.into(),
+        },
+    )?;
+    let admin = pki.client("admin", "weft-admin", Some("system:masters"))?;
+    let admin_kubeconfig = dir.join("admin.kubeconfig");
+    write_kubeconfig(&admin_kubeconfig, &pki, &admin)?;
+    let kubectl = Kubectl::new(&bins.get("kubectl"), &admin_kubeconfig, name);
+    Ok((pki, kubectl))
+}
+
 /// Removes what clusters of processes that no longer exist left behind (a test killed with
 /// SIGKILL never runs its teardown): their node namespace, processes still running from their
 /// state folder, their cgroups and the folder. Only names with [`PREFIX`] and a dead owner PID
@@ -893,16 +911,21 @@ pub fn leftovers(name: &str) -> Vec<String> {
     left
 }
 
+/// Processes whose command line names `text` (the components, the shims through containerd's
+/// socket path) or whose environment does (the mount namespace's holder, [`crate::node::OWNER_ENV`]).
 fn pids_mentioning(text: &str) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let owner = format!("{}={text}", crate::node::OWNER_ENV);
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(text))
+                || fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == owner.as_bytes()))
         })
         .collect()
 }

@@ -1,5 +1,4 @@
-//! The k8s tier: a real single-node Kubernetes for Weft's tests and for `make cluster`.
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 pub mod addons;

@@ -24,10 +24,17 @@ use weft_lab::process::{self, Daemon};
 use crate::error::{Error, Result};
 
 /// Host folders the node's mount namespace covers with a tmpfs of its own, because containerd,
-/// its shims or the kubelet write there whatever they are configured with: the shims' sockets
-/// and runc state (`/run/containerd`), pod network-namespace handles (`/run/netns`), the CNI
-/// result cache (`/var/lib/cni`), and the kubelet's `/var/log/containers` links.
-const PRIVATE_DIRS: [&str; 4] = ["/run/containerd", "/run/netns", "/var/lib/cni", "/var/log"];
+/// its shims or the kubelet write there whatever they are configured with: the shims' sockets,
+/// FIFOs and runc state (`/run/containerd`), pod network-namespace handles (`/run/netns`), the
+/// CNI result cache (`/var/lib/cni`), and the kubelet's `/var/log/containers` links. Whole
+/// folders that every Linux machine has, so nothing is ever created on the host (a folder made
+/// on the host could not be removed again by a cluster whose process was killed). Nothing the
+/// node runs needs the host's copies: every state path the cluster configures is under its own
+/// state folder in `/var/tmp`.
+const PRIVATE_DIRS: [&str; 3] = ["/run", "/var/lib", "/var/log"];
+
+/// The environment variable naming the cluster that owns a holder process.
+pub const OWNER_ENV: &str = "WEFT_K8S_CLUSTER";
 
 /// A process holding the node's mount namespace open (`unshare --mount --propagation private`),
 /// with a tmpfs on each of [`PRIVATE_DIRS`]. Processes started with [`MountNs::command`] share
@@ -37,37 +44,29 @@ pub struct MountNs {
     holder: Daemon,
     /// The holder's `/proc/<pid>/ns/mnt` link text, `mnt:[inode]`, to find its members.
     id: String,
-    /// Host folders we had to create to mount on; removed again if still empty.
-    created: Vec<PathBuf>,
 }
 
 impl MountNs {
-    /// Starts the holder (its log in `log`) and mounts the private tmpfs folders.
-    pub fn create(log: &Path) -> Result<MountNs> {
-        let mut created = Vec::new();
-        for dir in PRIVATE_DIRS {
-            let dir = Path::new(dir);
-            if !dir.exists() {
-                fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
-                created.push(dir.to_path_buf());
-            }
+    /// Starts the holder (its log in `log`) and mounts the private tmpfs folders. `owner` (the
+    /// cluster's state folder) goes into the holder's environment as `WEFT_K8S_CLUSTER`, so a
+    /// sweep after a crash finds it as it finds the processes that name the folder.
+    pub fn create(log: &Path, owner: &Path) -> Result<MountNs> {
+        if let Some(missing) = PRIVATE_DIRS.into_iter().find(|d| !Path::new(d).is_dir()) {
+            return Err(Error::Missing(format!(
+                "this machine has no {missing} folder"
+            )));
         }
         let holder = Daemon::spawn(
             "the node's mount namespace holder",
-            Command::new("unshare").args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sleep",
-                "infinity",
-            ]),
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sleep", "infinity"])
+                .env(OWNER_ENV, owner),
             log,
         )?;
         let pid = holder.pid().unwrap_or_default();
         let mut ns = MountNs {
             holder,
             id: String::new(),
-            created,
         };
         // `unshare` execs `sleep` once the namespace exists: wait until the link differs from
         // ours.
@@ -139,10 +138,6 @@ impl MountNs {
 impl Drop for MountNs {
     fn drop(&mut self) {
         self.kill_all();
-        for dir in self.created.iter().rev() {
-            // Only if still empty: something else may have started using it meanwhile.
-            let _ = fs::remove_dir(dir);
-        }
     }
 }
 

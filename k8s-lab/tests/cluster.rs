@@ -134,3 +134,49 @@ fn teardown_leaves_nothing_when_the_holder_panics() {
         "no /run/containerd left on the host"
     );
 }
+
+#[test]
+fn a_cluster_whose_process_was_killed_is_swept_by_the_next_start() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::{Command, Stdio},
+        sync::mpsc,
+        time::Duration,
+    };
+    if !bins::run_or_skip("sweep after SIGKILL", bins::why_not()) {
+        return;
+    }
+    let _one = one_at_a_time();
+    // `make cluster`'s binary, killed with no chance to tear down.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft-k8s-lab"))
+        .args(["up", "--no-dns"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weft-k8s-lab up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("node namespace ").nth(1) {
+                let _ = tx.send(rest.trim_end_matches('.').to_string());
+            }
+        }
+    });
+    let name = rx.recv_timeout(Duration::from_secs(120));
+    let _ = child.kill();
+    let _ = child.wait();
+    let name = name.expect("the cluster came up and said its name");
+    assert!(
+        !leftovers(&name).is_empty(),
+        "a killed owner leaves its cluster behind"
+    );
+
+    let next = Cluster::start(&options()).expect("the next cluster");
+    assert_eq!(
+        leftovers(&name),
+        Vec::<String>::new(),
+        "swept by the next start"
+    );
+    drop(next);
+}
