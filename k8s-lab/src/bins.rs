@@ -103,28 +103,13 @@ impl K8sBins {
     }
 }
 
-/// Why the node cannot run here, if it cannot: not root, or a Debian tool missing (each with
-/// the package that has it).
+/// Why the node cannot run here, if it cannot: not root, or a Debian tool or CNI plugin
+/// missing (`make k8s-deps` installs them).
 pub fn missing_system() -> Option<String> {
-    let mut why = Vec::new();
-    if !nix::unistd::Uid::effective().is_root() {
-        why.push("needs root (namespaces, mounts, cgroups, iptables)".to_string());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let absent: Vec<&str> = SYSTEM
-        .iter()
-        .copied()
-        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+    let why: Vec<String> = weft_lab::prereq::missing_tools(&SYSTEM)
+        .into_iter()
+        .chain(weft_lab::prereq::missing())
         .collect();
-    if !absent.is_empty() {
-        why.push(format!(
-            "{} not found on PATH (Debian packages containerd, runc, iproute2, iptables, util-linux)",
-            absent.join(", ")
-        ));
-    }
-    if let Some(plugins) = weft_lab::prereq::missing() {
-        why.push(plugins);
-    }
     (!why.is_empty()).then(|| why.join("; "))
 }
 
@@ -152,11 +137,5 @@ pub fn why_not() -> Option<String> {
 /// For tests: `true` if `why_not` is `None`; otherwise prints `SKIPPED: <test>: <why_not>` to
 /// stderr and returns `false`, or, with `WEFT_REQUIRE_K8S_TESTS=1`, panics with the reason.
 pub fn run_or_skip(test: &str, why_not: Option<String>) -> bool {
-    let Some(reason) = why_not else {
-        return true;
-    };
-    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
-    assert!(!required, "{test}: {reason}, and {REQUIRE_ENV}=1");
-    eprintln!("SKIPPED: {test}: {reason}");
-    false
+    weft_lab::prereq::run_or_skip_unless(REQUIRE_ENV, test, why_not)
 }

@@ -73,11 +73,17 @@ pub fn should_run(test: &str) -> bool {
 /// or, with `WEFT_REQUIRE_NETNS_TESTS=1`, panics with the reason. Every root-only test tier
 /// skips through here, so CI's "a missing prerequisite is a failure" holds for all of them.
 pub fn run_or_skip(test: &str, why_not: Option<String>) -> bool {
+    run_or_skip_unless(REQUIRE_ENV, test, why_not)
+}
+
+/// [`run_or_skip`] for a tier of its own: `require_env=1` turns the skip into a failure (the
+/// k8s tier's is `WEFT_REQUIRE_K8S_TESTS`).
+pub fn run_or_skip_unless(require_env: &str, test: &str, why_not: Option<String>) -> bool {
     let Some(reason) = why_not else {
         return true;
     };
-    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
-    assert!(!required, "{test}: {reason}, and {REQUIRE_ENV}=1");
+    let required = std::env::var(require_env).is_ok_and(|v| v == "1");
+    assert!(!required, "{test}: {reason}, and {require_env}=1");
     let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
     false
 }

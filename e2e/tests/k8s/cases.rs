@@ -126,36 +126,16 @@ fn pods_get_addresses_dns_and_services(env: &mut Env<'_>) {
     );
     println!("EndpointSlice endpoints: {endpoints:?}");
 
-    env.apply(&format!(
-        r#"apiVersion: batch/v1
-kind: Job
-metadata:
-  name: client
-  namespace: {ns}
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: get
-        image: {image}
-        imagePullPolicy: Never
-        command: ["/usr/local/bin/weft-lab-app", "get", "api.{ns}.svc.cluster.local:80", "/via-dns"]
-"#,
-        image = weft::WEFT_IMAGE
-    ));
-    let outcome = wait("the Job to finish", Duration::from_secs(60), || {
-        let status = env.get(
-            &["-n", ns, "job", "client"],
-            "{.status.succeeded}/{.status.failed}",
-        );
-        (status != "/").then_some(status)
-    });
-    let logs = env
-        .kubectl()
-        .run(&["-n", ns, "logs", "job/client"])
-        .unwrap_or_else(|e| e.to_string());
+    let target = format!("api.{ns}.svc.cluster.local:80");
+    let (outcome, logs) = env.job(
+        &AppPod::new(ns, "client", "client").command(&[
+            "/usr/local/bin/weft-lab-app",
+            "get",
+            &target,
+            "/via-dns",
+        ]),
+        "app",
+    );
     assert_eq!(outcome, "1/", "the Job succeeded; its log:\n{logs}");
     assert!(
         logs.starts_with("200 via 198.19.0."),
@@ -446,33 +426,17 @@ fn tokens_of_other_audiences_and_deleted_pods_are_refused(env: &mut Env<'_>) {
 /// stops once the app container has exited, so the Job completes.
 fn a_meshed_job_completes(env: &mut Env<'_>) {
     let ns = "jobs";
-    env.namespace(ns);
-    env.apply(
-        &AppPod::new(ns, "api", "api")
-            .label("app", "api")
-            .meshed()
-            .deployment_yaml(1),
-    );
-    env.apply(&weft::service_yaml(ns, "api", "api"));
-    env.ready(ns, "app=api");
+    env.meshed_api(ns, 1);
     let target = format!("api.{ns}.svc.cluster.local:80");
-    env.apply(
-        &AppPod::new(ns, "caller", "web")
-            .meshed()
-            .command(&["/usr/local/bin/weft-lab-app", "get", &target, "/from-a-job"])
-            .job_yaml(),
+    let (outcome, logs) = env.job(
+        &AppPod::new(ns, "caller", "web").meshed().command(&[
+            "/usr/local/bin/weft-lab-app",
+            "get",
+            &target,
+            "/from-a-job",
+        ]),
+        "app",
     );
-    let outcome = wait("the meshed Job to finish", Duration::from_secs(90), || {
-        let status = env.get(
-            &["-n", ns, "job", "caller"],
-            "{.status.succeeded}/{.status.failed}",
-        );
-        (status != "/").then_some(status)
-    });
-    let logs = env
-        .kubectl()
-        .run(&["-n", ns, "logs", "job/caller", "-c", "app"])
-        .unwrap_or_else(|e| e.to_string());
     assert_eq!(outcome, "1/", "the Job succeeded; its app's log:\n{logs}");
     assert!(
         logs.contains("pod=api-") && logs.contains("path=/from-a-job"),
@@ -501,14 +465,7 @@ fn answered(pid: &str, target: &str, n: usize, when: &str) -> std::collections::
 /// each is back, pod churn (scaling up, scaling down) reaches them again.
 fn the_mesh_rides_out_restarts_and_converges(env: &mut Env<'_>) {
     let ns = "faults";
-    env.namespace(ns);
-    env.apply(
-        &AppPod::new(ns, "api", "api")
-            .label("app", "api")
-            .meshed()
-            .deployment_yaml(2),
-    );
-    env.apply(&weft::service_yaml(ns, "api", "api"));
+    env.meshed_api(ns, 2);
     env.apply(
         &AppPod::new(ns, "client", "web")
             .label("app", "web")

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weft_k8s_lab::{cluster::tail, weft, Cluster, Kubectl};
+use weft_k8s_lab::{cluster::tail, weft, weft::AppPod, Cluster, Kubectl};
 use weft_lab::Metrics;
 
 /// How long a pod may take to be Ready (image already imported; proxies need a certificate).
@@ -79,6 +79,40 @@ impl<'a> Env<'a> {
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n---\n{}",
             weft::anchors_configmap(name, &self.anchors)
         ));
+    }
+
+    /// A namespace with a meshed Deployment `api` of `replicas` test apps (ServiceAccount `api`,
+    /// label `app=api`) behind the Service `api`, all Ready.
+    pub(crate) fn meshed_api(&self, ns: &str, replicas: u32) {
+        self.namespace(ns);
+        self.apply(
+            &AppPod::new(ns, "api", "api")
+                .label("app", "api")
+                .meshed()
+                .deployment_yaml(replicas),
+        );
+        self.apply(&weft::service_yaml(ns, "api", "api"));
+        self.ready(ns, "app=api");
+    }
+
+    /// Runs `pod` as a Job and waits (bounded) for it to succeed or fail: `("1/", log)` when it
+    /// succeeded, `("/1", log)` when it failed, with the log of its `container`.
+    pub(crate) fn job(&self, pod: &AppPod, container: &str) -> (String, String) {
+        self.apply(&pod.job_yaml());
+        let ns = pod.namespace.as_str();
+        let name = pod.name.as_str();
+        let outcome = wait(&format!("the Job {name} to finish"), POD_PATIENCE, || {
+            let status = self.get(
+                &["-n", ns, "job", name],
+                "{.status.succeeded}/{.status.failed}",
+            );
+            (status != "/").then_some(status)
+        });
+        let logs = self
+            .kubectl()
+            .run(&["-n", ns, "logs", &format!("job/{name}"), "-c", container])
+            .unwrap_or_else(|e| e.to_string());
+        (outcome, logs)
     }
 
     /// Waits until every pod matching `selector` in `ns` is Ready (at least one).
