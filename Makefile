@@ -48,7 +48,8 @@ cluster: k8s-deps k8s
 	./target/release/weft-k8s-lab up
 
 k8s-deps:
-	scripts/install-deps.sh --require containerd=containerd runc=runc nsenter=util-linux
+	scripts/install-deps.sh --require containerd=containerd runc=runc nsenter=util-linux strip=binutils \
+	  iptables=iptables ip=iproute2 /usr/lib/cni/bridge=containernetworking-plugins
 
 ## k8s-prep: what the k8s tier of `make unit` needs, when it can run (root)
 k8s-prep:

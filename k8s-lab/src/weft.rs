@@ -55,10 +55,13 @@ pub fn import_image(cluster: &Cluster, bin_dir: &Path, work: &Path) -> Result<()
     for name in BINARIES {
         let src = bin_dir.join(name);
         if !src.is_file() {
-            return Err(Error::NotBuilt(format!(
-                "{} is missing; `cargo build --workspace` builds it",
-                src.display()
-            )));
+            return Err(Error::Image {
+                image: WEFT_IMAGE.into(),
+                reason: format!(
+                    "{} is missing; `cargo build --workspace --bins` builds it",
+                    src.display()
+                ),
+            });
         }
         let stripped = work.join(name);
         // Debug builds carry hundreds of MiB of debug info that a container never reads.
