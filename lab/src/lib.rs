@@ -45,6 +45,8 @@
 //! - [`app`]: the pods' app and the echo client; [`http`]: the HTTP client.
 //! - [`capture`] and [`pcap`]: `tcpdump` on the bridge and reading its pcap file down to TLS
 //!   records. `/metrics` pages are read with `weft-metrics-text` ([`Metrics`]).
+//! - [`registry`]: running labs as `weftctl lab exec | status | down` find them
+//!   (`/run/weft-lab/<name>.json`).
 //! - [`netns`]: named network namespaces (create, run in, enter, delete on drop), also what the
 //!   proxy's and the CNI plugin's root-only tests use.
 //! - [`process`], [`wait`], [`bins`], [`pki`], [`prereq`]: child processes and bounded waits,
@@ -68,6 +70,7 @@ pub mod pki;
 pub mod prereq;
 pub mod process;
 pub mod redirect;
+pub mod registry;
 pub mod spec;
 pub mod wait;
 

@@ -48,10 +48,12 @@ pub fn list() -> Result<Vec<String>> {
         .collect())
 }
 
-/// A named network namespace that this lab created; deleted on drop.
+/// A named network namespace: one this lab created (deleted on drop), or one of another
+/// process's that it only uses ([`Netns::attach`], left alone on drop).
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -66,9 +68,29 @@ impl Netns {
         }
         process::run(Command::new("ip").args(["netns", "add", name]))?;
         // From here on, an early return or a panic deletes it.
-        let ns = Netns { name: name.into() };
+        let ns = Netns {
+            name: name.into(),
+            owned: true,
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// An existing namespace another process made (a running lab's pod, for `weftctl lab
+    /// exec`): usable like one of ours, never deleted by this handle.
+    pub fn attach(name: &str) -> Result<Netns> {
+        let path = PathBuf::from(NETNS_DIR).join(name);
+        if name.contains('/') || !path.exists() {
+            return Err(Error::Invalid {
+                what: "network namespace",
+                value: name.into(),
+                reason: "does not exist (is the lab still running?)",
+            });
+        }
+        Ok(Netns {
+            name: name.into(),
+            owned: false,
+        })
     }
 
     /// Its name.
@@ -149,10 +171,50 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // Deleting the namespace takes its interfaces (veth ends, a bridge) and its iptables
         // rules with it.
         if let Err(e) = process::run(Command::new("ip").args(["netns", "del", &self.name])) {
             eprintln!("cleanup: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attached_namespace_outlives_its_handle_and_an_owned_one_does_not() {
+        if !crate::prereq::run_or_skip("netns attach", crate::prereq::missing_tools(&["ip"])) {
+            return;
+        }
+        let name = format!("{}-attach", unique_prefix());
+        let owned = Netns::create(&name).expect("create");
+        let attached = Netns::attach(&name).expect("attach");
+        assert_eq!(
+            attached
+                .run("ip", &["-o", "link", "show", "lo"])
+                .map(|o| o.contains("lo"))
+                .ok(),
+            Some(true)
+        );
+        drop(attached);
+        assert!(
+            list().expect("list").contains(&name),
+            "still there after the attached handle"
+        );
+        drop(owned);
+        assert!(
+            !list().expect("list").contains(&name),
+            "gone with its owner"
+        );
+        assert!(
+            Netns::attach(&name).is_err(),
+            "attaching to a missing namespace fails"
+        );
+        assert!(Netns::attach("../etc").is_err());
     }
 }
