@@ -54,12 +54,17 @@ const CONFIG_PATIENCE: Duration = Duration::from_secs(10);
 pub struct ClusterOptions {
     /// Who installs meshed pods' redirection rules.
     pub redirect: Redirect,
+    /// Who writes the control plane's config folder: the cluster, from its pods and Services
+    /// (`false`), or its user, with [`Cluster::write_config`] (`true`: `weftctl lab up`, which
+    /// hands the control plane the user's own YAML).
+    pub external_config: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             redirect: Redirect::WeftCni,
+            external_config: false,
         }
     }
 }
@@ -79,6 +84,7 @@ struct Shared {
     bins: Binaries,
     pki: Pki,
     redirect: Redirect,
+    external_config: bool,
     runtime: Runtime,
     network: NetworkList,
     config_dir: PathBuf,
@@ -153,6 +159,7 @@ impl Cluster {
                 bins,
                 pki,
                 redirect: options.redirect,
+                external_config: options.external_config,
                 runtime,
                 network,
                 config_dir,
@@ -210,12 +217,16 @@ impl Cluster {
             container_id: container_id.clone(),
             netns: ns.path(),
             ifname: "eth0".into(),
-            cni_args: vec![
-                ("IgnoreUnknown".into(), "1".into()),
+            cni_args: [
+                ("IgnoreUnknown".to_string(), "1".to_string()),
                 ("K8S_POD_NAMESPACE".into(), spec.namespace.clone()),
                 ("K8S_POD_NAME".into(), spec.name.clone()),
                 ("K8S_POD_INFRA_CONTAINER_ID".into(), container_id),
-            ],
+            ]
+            .into_iter()
+            // host-local takes a requested address from CNI_ARGS `IP`.
+            .chain(spec.ip.map(|ip| ("IP".to_string(), ip.to_string())))
+            .collect(),
             plugin_args,
         };
         let mut pod = Pod {
@@ -370,11 +381,36 @@ impl Cluster {
     }
 
     /// Writes the config folder from the current pods and Services and, when it changed and
-    /// the control plane runs, waits until the control plane has applied it.
+    /// the control plane runs, waits until the control plane has applied it. With an external
+    /// config, the user writes the folder ([`Cluster::write_config`]) and this does nothing.
     fn sync(&self) -> Result<()> {
         let s = &self.shared;
+        if s.external_config {
+            return Ok(());
+        }
+        let yaml = {
+            let state = lock(&s.state);
+            crate::spec::render(state.pods.values(), state.services.values())
+        };
+        self.apply_config("cluster.yaml", yaml)
+    }
+
+    /// The folder the control plane reads (in local mode, reloaded on change).
+    pub fn config_dir(&self) -> &Path {
+        &self.shared.config_dir
+    }
+
+    /// Writes `yaml` as the control plane's config (the folder's one file, replaced whole)
+    /// and, when the control plane runs, waits until it has applied the change; otherwise the
+    /// control plane reads it when the first pod starts it. For a cluster with
+    /// [`ClusterOptions::external_config`].
+    pub fn write_config(&self, yaml: &str) -> Result<()> {
+        self.apply_config("cluster.yaml", yaml.to_string())
+    }
+
+    fn apply_config(&self, file: &str, yaml: String) -> Result<()> {
+        let s = &self.shared;
         let mut state = lock(&s.state);
-        let yaml = crate::spec::render(state.pods.values(), state.services.values());
         if yaml == state.written {
             return Ok(());
         }
@@ -382,7 +418,7 @@ impl Cluster {
             Some(cp) => Some(cp.applied(&s.node)?),
             None => None,
         };
-        pki::write(&s.config_dir.join("cluster.yaml"), &yaml, 0o644)?;
+        pki::write(&s.config_dir.join(file), &yaml, 0o644)?;
         state.written = yaml;
         let (Some(before), Some(cp)) = (before, state.control_plane.as_ref()) else {
             return Ok(());
@@ -409,6 +445,9 @@ impl Cluster {
         state
             .pods
             .remove(&(namespace.to_string(), name.to_string()));
+        if s.external_config {
+            return;
+        }
         let yaml = crate::spec::render(state.pods.values(), state.services.values());
         if yaml != state.written {
             match pki::write(&s.config_dir.join("cluster.yaml"), &yaml, 0o644) {

@@ -28,6 +28,9 @@ pub struct PodSpec {
     pub proxy_env: Vec<(String, String)>,
     /// Whether to run the test app (HTTP and echo) in the pod.
     pub app: bool,
+    /// The address to give the pod (host-local's `IP` argument), instead of the next free one;
+    /// it must lie in the pod subnet and be free.
+    pub ip: Option<Ipv4Addr>,
 }
 
 impl PodSpec {
@@ -41,7 +44,14 @@ impl PodSpec {
             annotations: Vec::new(),
             proxy_env: Vec::new(),
             app: true,
+            ip: None,
         }
+    }
+
+    /// Asks for this address (in the pod subnet, free) instead of the next free one.
+    pub fn ip(mut self, ip: Ipv4Addr) -> PodSpec {
+        self.ip = Some(ip);
+        self
     }
 
     /// Marks the pod meshed: `weft.dev/injected`, so it gets redirection rules and a proxy.

@@ -23,8 +23,11 @@ pub(crate) fn cluster_with(test: &str, redirect: Redirect) -> Option<Cluster> {
         return None;
     }
     Some(
-        Cluster::with_options(ClusterOptions { redirect })
-            .unwrap_or_else(|e| panic!("{test}: building the cluster: {e}")),
+        Cluster::with_options(ClusterOptions {
+            redirect,
+            ..ClusterOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("{test}: building the cluster: {e}")),
     )
 }
 
