@@ -59,7 +59,9 @@ pub use weft_control_plane_config::{model::Key, yaml::DocError};
 
 pub use addresses::{Addresses, Pool, POD_POOL, SERVICE_POOL};
 pub use diff::{diff, Diff, PodChange, PodField};
-pub use render::{render_for_control_plane, write_for_control_plane, CONTROL_PLANE_FILE};
+pub use render::{
+    render_for_control_plane, write_for_control_plane, WriteError, CONTROL_PLANE_FILE,
+};
 
 pub mod addresses;
 pub mod diff;
@@ -193,11 +195,7 @@ impl Folder {
     /// The addresses in force, to give the next [`read`] so it keeps them.
     pub fn addresses(&self) -> Addresses {
         Addresses {
-            pods: self
-                .pods
-                .iter()
-                .map(|(k, p)| (k.clone(), p.ip))
-                .collect(),
+            pods: self.pods.iter().map(|(k, p)| (k.clone(), p.ip)).collect(),
             services: self
                 .services
                 .iter()
@@ -219,7 +217,11 @@ impl Folder {
 
 impl LabPod {
     pub fn namespace(&self) -> &str {
-        self.object.metadata.namespace.as_deref().unwrap_or("default")
+        self.object
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
     }
 
     pub fn name(&self) -> &str {
@@ -281,7 +283,9 @@ impl std::fmt::Display for Injection {
         match self {
             Injection::PodAnnotation => write!(f, "annotation {INJECT}: enabled"),
             Injection::NamespaceLabel => write!(f, "namespace label {INJECT}=enabled"),
-            Injection::AlreadyInjected => write!(f, "already injected ({INJECTED} or a weft-proxy container)"),
+            Injection::AlreadyInjected => {
+                write!(f, "already injected ({INJECTED} or a weft-proxy container)")
+            }
             Injection::Disabled => write!(f, "annotation {INJECT}: disabled"),
             Injection::NotRequested => write!(
                 f,
@@ -293,7 +297,11 @@ impl std::fmt::Display for Injection {
 
 impl LabService {
     pub fn namespace(&self) -> &str {
-        self.object.metadata.namespace.as_deref().unwrap_or("default")
+        self.object
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
     }
 
     pub fn name(&self) -> &str {
@@ -407,6 +415,3 @@ fn read_text(file: &Path) -> Result<String, String> {
     }
     String::from_utf8(raw).map_err(|_| "not UTF-8 text".to_string())
 }
-
-#[cfg(test)]
-mod tests;

@@ -61,6 +61,7 @@ pub mod cluster;
 pub mod cni;
 pub mod control_plane;
 pub mod error;
+pub mod folder;
 pub mod http;
 pub mod netns;
 pub mod pcap;
