@@ -415,3 +415,6 @@ fn read_text(file: &Path) -> Result<String, String> {
     }
     String::from_utf8(raw).map_err(|_| "not UTF-8 text".to_string())
 }
+
+#[cfg(test)]
+mod tests;

@@ -226,12 +226,14 @@ impl Builder {
     fn define_as(&mut self, at: &At, id: String, kind: &str, key: &Key) -> Result<(), Problem> {
         let id = (id, key.0.clone(), key.1.clone());
         if let Some(first) = self.defined.get(&id) {
+            let name = match key.0.as_str() {
+                "" => key.1.clone(),
+                ns => format!("{ns}/{}", key.1),
+            };
             return Err(problem(
                 "metadata.name",
                 format!(
-                    "{kind} {}/{} is defined twice; the first is in {} document {}",
-                    key.0,
-                    key.1,
+                    "{kind} {name} is defined twice; the first is in {} document {}",
                     first.file.display(),
                     first.document
                 ),
