@@ -33,7 +33,7 @@
 //!
 //! # Layout
 //! - this file: the model ([`Folder`], [`LabPod`], [`LabService`], ...), [`read`] and [`build`].
-//! - [`parse`](self::parse): documents into objects, each checked, Deployments expanded.
+//! - `parse`: documents into objects, each checked, Deployments expanded.
 //! - [`names`]: the names the ReplicaSet and EndpointSlice controllers would generate,
 //!   deterministic here.
 //! - [`addresses`]: pod and Service addresses, stable across edits.
