@@ -39,7 +39,7 @@ const POD_BROADCAST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 255);
 /// The bridge's address: the pods' gateway, where the control plane listens.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// Service cluster IPs come from 198.19.0.0/24, starting here.
-const FIRST_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+pub(crate) const FIRST_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
 /// The bridge in the node's namespace.
 pub const BRIDGE: &str = "weft-br0";
 /// The network list's name.

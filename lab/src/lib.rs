@@ -38,6 +38,10 @@
 //! # Layout
 //! - [`cluster`]: [`Cluster`] and [`Pod`], the API the demo and the tests use.
 //! - [`spec`]: [`PodSpec`], [`ServiceSpec`] and the YAML written for the control plane.
+//! - [`folder`]: a folder of Kubernetes YAML (Namespaces, ServiceAccounts, Pods, Deployments,
+//!   Services, EndpointSlices and the kinds the control plane reads) read into the pods,
+//!   addresses, identities and EndpointSlices a lab builds for it, the YAML the control plane
+//!   reads, and what changed between two reads: the pure model of `weftctl lab up DIR`.
 //! - [`cni`]: the runtime side of CNI 1.0 (network lists, `ADD`/`DEL`, results, errors).
 //! - [`redirect`]: `weft-cni`'s network-list entry and per-pod args, or `weft-init` run in the
 //!   pod (the init-container way).
@@ -63,6 +67,7 @@ pub mod cluster;
 pub mod cni;
 pub mod control_plane;
 pub mod error;
+pub mod folder;
 pub mod http;
 pub mod netns;
 pub mod pcap;

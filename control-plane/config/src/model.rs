@@ -212,7 +212,7 @@ pub fn check_pod(pod: &Pod) -> Result<(), Problem> {
 }
 
 /// RFC 1123 label: lowercase alphanumerics and '-', 1–63, alphanumeric at both ends.
-pub(crate) fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -222,6 +222,6 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
 }
 
 /// RFC 1123 subdomain: labels joined by '.', at most 253.
-pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }

@@ -63,7 +63,7 @@ impl Reader {
     /// Adds the documents of `file`'s `text` to the snapshot, their problems to the errors.
     /// `Break` when the bound on documents was passed: reading stops there, refused.
     pub fn read(&mut self, file: &Path, text: &str) -> ControlFlow<()> {
-        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        for (index, doc) in documents(text).enumerate() {
             self.documents += 1;
             if self.documents > MAX_DOCUMENTS {
                 self.errors.push(doc_error(
@@ -74,14 +74,11 @@ impl Reader {
                 ));
                 return ControlFlow::Break(());
             }
-            let value: Result<serde_yaml::Value, _> = serde::Deserialize::deserialize(doc);
-            let value = match value {
+            let value = match doc {
                 Ok(v) => v,
-                Err(e) => {
-                    self.errors
-                        .push(doc_error(file, index, "", format!("not YAML: {e}")));
-                    // A syntax error ends the stream: nothing after it can be read reliably.
-                    break;
+                Err(reason) => {
+                    self.errors.push(doc_error(file, index, "", reason));
+                    continue; // the last item: `documents` ends at a syntax error
                 }
             };
             if let Err(e) = add(&mut self.snapshot, value) {
@@ -118,6 +115,22 @@ pub fn load_text(file: &Path, text: &str) -> Result<Snapshot, Vec<DocError>> {
     reader.finish()
 }
 
+/// The documents of one file's text, in order, each as a YAML value or why it is not YAML
+/// (`not YAML: ...`). A syntax error is the last item: nothing after it can be read reliably.
+/// What the control plane's reader and the lab's folder reader (`weft-lab`) both read files
+/// with, so they split and parse a file alike.
+pub fn documents(text: &str) -> impl Iterator<Item = Result<serde_yaml::Value, String>> + '_ {
+    let mut failed = false;
+    serde_yaml::Deserializer::from_str(text).map_while(move |doc| {
+        if failed {
+            return None;
+        }
+        let value: Result<serde_yaml::Value, _> = serde::Deserialize::deserialize(doc);
+        failed = value.is_err();
+        Some(value.map_err(|e| format!("not YAML: {e}")))
+    })
+}
+
 fn doc_error(file: &Path, document: usize, field: &str, reason: String) -> DocError {
     DocError {
         file: file.to_path_buf(),
@@ -149,7 +162,8 @@ fn add(snapshot: &mut Snapshot, value: serde_yaml::Value) -> Result<(), Problem>
     }
 }
 
-fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Problem> {
+/// `value` as the typed object `T`, a type error naming its field (`spec.ports[0].port`).
+pub fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
