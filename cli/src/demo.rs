@@ -237,7 +237,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Sets `stop` on SIGINT or SIGTERM, from a small thread of its own.
-fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub(crate) fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -264,7 +264,7 @@ fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sleep_unless(stop: &AtomicBool, total: Duration) {
+pub(crate) fn sleep_unless(stop: &AtomicBool, total: Duration) {
     let until = Instant::now() + total;
     while !stop.load(Ordering::Relaxed) {
         let left = until.saturating_duration_since(Instant::now());

@@ -5,6 +5,7 @@
 
 mod certs;
 mod demo;
+mod lab;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,9 @@ enum Command {
     /// A live mesh on this machine: pods as network namespaces on the reference CNI bridge,
     /// proxies, the control plane and traffic, with a live table (needs root; Ctrl-C stops).
     Demo(demo::DemoArgs),
+    /// A folder of Kubernetes YAML as a live mesh on this machine (needs root).
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Certs(cmd) => certs::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Lab(cmd) => lab::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
