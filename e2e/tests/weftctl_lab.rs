@@ -1,0 +1,310 @@
+//! `weftctl lab` end to end, as a user runs it: `up` on a folder of YAML in the background,
+//! requests from a client pod through every Service, a live edit, a malformed document, and
+//! `down` leaving nothing behind.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use weft_lab::{
+    netns::{self, Netns},
+    registry::{LabEntry, Registry},
+    wait, Metrics,
+};
+
+const FOLDER: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {weft.dev/inject: enabled}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ops}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      serviceAccountName: api
+      containers: [{name: api, image: example/api, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  clusterIP: 198.19.0.20
+  selector: {app: api}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: catalog, namespace: shop, labels: {app: catalog}}
+spec:
+  serviceAccountName: catalog
+  containers: [{name: catalog, image: example/catalog, ports: [{containerPort: 9090}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: catalog, namespace: shop}
+spec:
+  clusterIP: 198.19.0.21
+  selector: {app: catalog}
+  ports: [{name: http, port: 80, targetPort: 9090}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: collector, namespace: ops, labels: {app: collector}}
+spec:
+  containers: [{name: collector, image: example/collector, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: collector, namespace: ops}
+spec:
+  clusterIP: 198.19.0.22
+  selector: {app: collector}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop}
+spec:
+  serviceAccountName: web
+  containers: [{name: client, image: example/client}]
+"#;
+
+/// `weftctl` of this build.
+fn weftctl() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable");
+    let mut dir = exe.parent().expect("its folder").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("weftctl")
+}
+
+/// A running `weftctl lab up`, its output collected; killed (by PID) if still running on drop.
+struct Up {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Up {
+    fn start(dir: &Path, name: &str) -> Up {
+        let mut child = Command::new(weftctl())
+            .args(["lab", "up", "--name", name, "--poll", "200ms"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weftctl lab up");
+        let output = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Up { child, output }
+    }
+
+    fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The lab's entry once it lists exactly `pods` pods.
+fn entry_with(name: &str, pods: usize, up: &Up) -> LabEntry {
+    wait::until(
+        format!("lab {name} to run {pods} pods"),
+        Duration::from_secs(60),
+        || {
+            Registry::system()
+                .find(Some(name))
+                .ok()
+                .filter(|e| e.pods.len() == pods)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}; weftctl lab up said:\n{}", up.output()))
+}
+
+/// The echo app's JSON for `GET path` to `dst`, sent from inside `pod`.
+fn get(pod: &Netns, dst: SocketAddr, path: &str) -> serde_json::Value {
+    let reply = weft_lab::http::get(pod, dst, &dst.ip().to_string(), path)
+        .unwrap_or_else(|e| panic!("GET {dst}{path}: {e}"));
+    assert_eq!(reply.status, 200, "GET {dst}{path}: {reply:?}");
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
+}
+
+#[test]
+fn weftctl_lab_runs_a_folder_live_and_down_removes_it() {
+    if !weft_lab::prereq::should_run("weftctl lab") {
+        return;
+    }
+    let folder = tempfile::tempdir().expect("tempdir");
+    std::fs::write(folder.path().join("shop.yaml"), FOLDER).expect("write the folder");
+    let name = format!("e2e-{}", std::process::id());
+    let up = Up::start(folder.path(), &name);
+    let lab = entry_with(&name, 5, &up);
+    let prefix = lab.node.trim_end_matches("-node").to_string();
+
+    let client = lab.pod("shop", "client").expect("the client pod");
+    assert!(
+        client.identity.is_some(),
+        "shop's pods are meshed: {client:?}"
+    );
+    let collector = lab.pod("ops", "collector").expect("the collector pod");
+    assert_eq!(collector.identity, None, "ops' pods are not");
+    let from = Netns::attach(&client.netns).expect("the client's namespace");
+
+    // Every Service through its cluster IP, answered by one of its pods.
+    let api_pods: Vec<String> = lab
+        .pods
+        .iter()
+        .filter(|p| p.name.starts_with("api-"))
+        .map(|p| p.name.clone())
+        .collect();
+    assert_eq!(api_pods.len(), 2, "{:?}", lab.pods);
+    for (ip, service, pods) in [
+        ([198, 19, 0, 20], "api", api_pods.clone()),
+        ([198, 19, 0, 21], "catalog", vec!["catalog".to_string()]),
+        ([198, 19, 0, 22], "collector", vec!["collector".to_string()]),
+    ] {
+        let json = get(&from, SocketAddr::from((ip, 80)), &format!("/to/{service}"));
+        assert_eq!(json["service"], service, "{json}");
+        assert!(pods.iter().any(|p| json["pod"] == p.as_str()), "{json}");
+        assert_eq!(json["path"], format!("/to/{service}"), "{json}");
+    }
+    // A pod's own address, with no Service.
+    let catalog = lab.pod("shop", "catalog").expect("catalog");
+    let ip: Ipv4Addr = catalog.ip.parse().expect("an IP");
+    let json = get(&from, SocketAddr::from((ip, 9090)), "/direct");
+    assert_eq!(json["pod"], "catalog", "{json}");
+
+    // The meshed calls went over mTLS, with the callee's identity.
+    let metrics = weft_lab::http::get(
+        &from,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 15190)),
+        "localhost",
+        "/metrics",
+    )
+    .expect("the client's proxy metrics");
+    let m = Metrics::parse(&metrics.body).expect("metrics");
+    for callee in ["api", "catalog"] {
+        let id = weft_lab::spiffe_id("shop", callee);
+        let n = m.sum(
+            "weft_requests_total",
+            &[("server_id", id.as_str()), ("tls", "true")],
+        );
+        assert!(n >= 1.0, "mTLS to {callee}:\n{}", metrics.body);
+    }
+
+    // A malformed document is refused with its file and field; the rest keeps serving.
+    std::fs::write(
+        folder.path().join("zz-bad.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: broken, namespace: shop}\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: b}}\n  template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: b, image: b}]}\n",
+    )
+    .expect("write the bad file");
+    wait::until("the refusal to be printed", Duration::from_secs(10), || {
+        let out = up.output();
+        (out.contains("zz-bad.yaml") && out.contains("replicas")).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}:\n{}", up.output()));
+    let json = get(&from, SocketAddr::from(([198, 19, 0, 21], 80)), "/still");
+    assert_eq!(json["pod"], "catalog", "{json}");
+
+    // An edit that removes a pod: scale the Deployment to one replica.
+    let edited = std::fs::read_to_string(folder.path().join("shop.yaml"))
+        .expect("read")
+        .replace("replicas: 2", "replicas: 1");
+    let edit = Instant::now();
+    std::fs::write(folder.path().join("shop.yaml"), edited).expect("edit");
+    let lab = entry_with(&name, 4, &up);
+    println!(
+        "the removal took effect {:?} after the edit",
+        edit.elapsed()
+    );
+    let left: Vec<&str> = lab
+        .pods
+        .iter()
+        .filter(|p| p.name.starts_with("api-"))
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(left.len(), 1, "{:?}", lab.pods);
+    for i in 0..6 {
+        let json = get(
+            &from,
+            SocketAddr::from(([198, 19, 0, 20], 80)),
+            &format!("/after/{i}"),
+        );
+        assert_eq!(
+            json["pod"], left[0],
+            "only the remaining replica answers: {json}"
+        );
+    }
+    drop(from);
+
+    // `down` stops it; nothing of it is left.
+    let down = Command::new(weftctl())
+        .args(["lab", "down", "--lab", &name])
+        .output()
+        .expect("weftctl lab down");
+    assert!(
+        down.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&down.stdout),
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let left: Vec<String> = netns::list()
+        .expect("ip netns list")
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "namespaces left");
+    assert!(
+        Registry::system().find(Some(&name)).is_err(),
+        "the registry entry is gone"
+    );
+    assert!(!lab.dir.exists(), "{} is gone", lab.dir.display());
+    drop(up);
+}
