@@ -39,7 +39,7 @@
 //! - [`addresses`]: pod and Service addresses, stable across edits.
 //! - [`slices`]: EndpointSlices from selectors, and the ports each pod's app listens on.
 //! - [`render`]: the control plane's YAML, written atomically.
-//! - [`diff`]: what changed between two reads.
+//! - [`diff`](mod@diff): what changed between two reads.
 
 use std::{
     collections::BTreeMap,

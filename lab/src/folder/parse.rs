@@ -31,7 +31,7 @@ use super::{
 };
 
 /// The label the ReplicaSet controller puts on a Deployment's pods.
-pub(crate) const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
 /// Namespaces every cluster has, which a folder need not define.
 const BUILT_IN_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -115,8 +115,6 @@ struct Builder {
     documents: usize,
     /// Pods as read, in folder order.
     pods: Vec<Draft>,
-    /// Deployments' places, by key.
-    deployments: BTreeMap<Key, At>,
     services: BTreeMap<Key, (At, Option<IpAddr>)>,
     /// Where each object was first defined: (kind, namespace, name) -> origin.
     defined: HashMap<(String, String, String), Origin>,
@@ -127,11 +125,15 @@ impl Builder {
     fn count(&mut self, at: &At) -> std::ops::ControlFlow<()> {
         self.documents += 1;
         if self.documents > MAX_DOCUMENTS {
-            self.refuse(
-                at,
-                "",
-                format!("more than {MAX_DOCUMENTS} documents in the folder; the rest is not read"),
-            );
+            if self.documents == MAX_DOCUMENTS + 1 {
+                self.refuse(
+                    at,
+                    "",
+                    format!(
+                        "more than {MAX_DOCUMENTS} documents in the folder; the rest is not read"
+                    ),
+                );
+            }
             return std::ops::ControlFlow::Break(());
         }
         std::ops::ControlFlow::Continue(())
@@ -397,7 +399,6 @@ impl Builder {
                 injection: Injection::NotRequested, // decided in `finish`
             });
         }
-        self.deployments.insert(key.clone(), at.clone());
         self.folder.deployments.insert(
             key,
             Doc {

@@ -48,11 +48,7 @@ pub fn render_for_control_plane(folder: &Folder) -> Result<String, WriteError> {
         push(&mut y, &format!("ServiceAccount {ns}/{name}"), &sa.object)?;
     }
     for ((ns, name), pod) in &folder.pods {
-        push(
-            &mut y,
-            &format!("pod {ns}/{name}"),
-            &pod_for_control_plane(pod),
-        )?;
+        push(&mut y, &format!("pod {ns}/{name}"), &pod.as_injected())?;
     }
     for ((ns, name), svc) in &folder.services {
         push(
@@ -96,43 +92,48 @@ fn push(y: &mut String, what: &str, object: &impl Serialize) -> Result<(), Write
     Ok(())
 }
 
-/// The pod with its address and, when meshed, the injector's marks.
-fn pod_for_control_plane(pod: &LabPod) -> Pod {
-    let ip = pod.ip.to_string();
-    let mut out = Pod {
-        metadata: pod.object.metadata.clone(),
-        spec: pod.object.spec.clone(),
-        status: Some(PodStatus {
-            phase: Some("Running".into()),
-            pod_ip: Some(ip.clone()),
-            pod_ips: Some(vec![PodIP { ip }]),
-            ..PodStatus::default()
-        }),
-    };
-    if pod.is_meshed() {
-        out.metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .entry(annotations::INJECTED.into())
-            .or_insert_with(|| INJECTED_VERSION.into());
-        // The lab's proxy, on the lab's inbound port, whatever proxy container the folder had.
-        let spec = out.spec.get_or_insert_with(Default::default);
-        spec.containers.retain(|c| c.name != ids::PROXY_CONTAINER);
-        if let Some(init) = spec.init_containers.as_mut() {
-            init.retain(|c| c.name != ids::PROXY_CONTAINER);
+impl LabPod {
+    /// The pod as the injector and the kubelet would leave it, what the control plane reads:
+    /// its address in `status` and, when meshed, the `weft.dev/injected` annotation and the
+    /// lab's `weft-proxy` container (in place of any the folder gave it). Its annotations are
+    /// also what `weft-cni` must be given, so that it decides as the control plane does.
+    pub fn as_injected(&self) -> Pod {
+        let ip = self.ip.to_string();
+        let mut out = Pod {
+            metadata: self.object.metadata.clone(),
+            spec: self.object.spec.clone(),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                pod_ip: Some(ip.clone()),
+                pod_ips: Some(vec![PodIP { ip }]),
+                ..PodStatus::default()
+            }),
+        };
+        if self.is_meshed() {
+            out.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .entry(annotations::INJECTED.into())
+                .or_insert_with(|| INJECTED_VERSION.into());
+            // The lab's proxy, on the lab's inbound port, whatever proxy container the folder had.
+            let spec = out.spec.get_or_insert_with(Default::default);
+            spec.containers.retain(|c| c.name != ids::PROXY_CONTAINER);
+            if let Some(init) = spec.init_containers.as_mut() {
+                init.retain(|c| c.name != ids::PROXY_CONTAINER);
+            }
+            spec.containers.push(Container {
+                name: ids::PROXY_CONTAINER.into(),
+                image: Some("weft-proxy".into()),
+                ports: Some(vec![ContainerPort {
+                    name: Some(ids::INBOUND_PORT_NAME.into()),
+                    container_port: i32::from(INBOUND_PORT),
+                    ..ContainerPort::default()
+                }]),
+                ..Container::default()
+            });
         }
-        spec.containers.push(Container {
-            name: ids::PROXY_CONTAINER.into(),
-            image: Some("weft-proxy".into()),
-            ports: Some(vec![ContainerPort {
-                name: Some(ids::INBOUND_PORT_NAME.into()),
-                container_port: i32::from(INBOUND_PORT),
-                ..ContainerPort::default()
-            }]),
-            ..Container::default()
-        });
+        out
     }
-    out
 }
 
 /// The Service with the cluster IP in force.

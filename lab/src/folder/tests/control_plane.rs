@@ -166,6 +166,11 @@ fn meshed_pods_carry_the_injectors_marks_and_unmeshed_ones_do_not() {
             containers.iter().filter(|c| **c == "weft-proxy").count(),
             usize::from(pod.is_meshed())
         );
+        assert_eq!(
+            pod.as_injected().metadata.annotations.unwrap_or_default(),
+            annotations,
+            "{k:?}: what weft-cni is given is what the control plane reads"
+        );
         let status = written.status.as_ref().expect("status");
         assert_eq!(status.pod_ip.as_deref(), Some(pod.ip.to_string().as_str()));
         assert_eq!(status.phase.as_deref(), Some("Running"));

@@ -133,3 +133,16 @@ fn the_app_listens_on_the_container_ports_the_service_targets_or_8080() {
     assert_eq!(ports("alone"), [(DEFAULT_APP_PORT, None)]);
     assert_eq!(ports("ports"), [(8081, Some("http")), (9000, None)]);
 }
+
+#[test]
+fn the_reason_reads_after_meshed_or_not_meshed() {
+    assert_eq!(
+        format!("meshed: {}", Injection::NamespaceLabel),
+        "meshed: namespace label weft.dev/inject=enabled"
+    );
+    assert_eq!(
+        format!("not meshed: {}", Injection::Disabled),
+        "not meshed: annotation weft.dev/inject: disabled"
+    );
+    assert!(!Injection::NotRequested.is_meshed() && Injection::AlreadyInjected.is_meshed());
+}
