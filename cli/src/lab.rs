@@ -365,7 +365,9 @@ fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
 }
 
 /// Polls the folder; applies each edit: pods removed, rebuilt or added, then the control plane's
-/// YAML. A folder that now refuses documents runs on what it still accepts, the refusals printed.
+/// YAML. While the folder refuses a document, the refusals are printed and the last good set
+/// keeps running; the first whole read after that is applied. (At start there is no good set
+/// yet: the lab runs what the folder's usable documents describe.)
 #[allow(clippy::too_many_arguments)]
 fn watch(
     registry: &Registry,
@@ -394,6 +396,16 @@ fn watch(
             }
         };
         report(&next);
+        if !next.is_whole() {
+            // The last good set keeps running: applying the usable rest would drop (or
+            // unmesh) the pods of a Deployment or Namespace whose document just broke.
+            eprintln!(
+                "weftctl lab up: {} document(s) refused; the lab keeps running the last good \
+                 set until the folder reads whole again",
+                next.refused.len()
+            );
+            continue;
+        }
         let change = folder::diff(folder, &next);
         if change.is_empty() {
             continue;

@@ -253,12 +253,35 @@ fn weftctl_lab_runs_a_folder_live_and_down_removes_it() {
     let json = get(&from, SocketAddr::from(([198, 19, 0, 21], 80)), "/still");
     assert_eq!(json["pod"], "catalog", "{json}");
 
-    // An edit that removes a pod: scale the Deployment to one replica.
+    // An edit that removes a pod: scale the Deployment to one replica. While the folder
+    // refuses a document, the last good set keeps running: the edit waits for the fix.
     let edited = std::fs::read_to_string(folder.path().join("shop.yaml"))
         .expect("read")
         .replace("replicas: 2", "replicas: 1");
-    let edit = Instant::now();
     std::fs::write(folder.path().join("shop.yaml"), edited).expect("edit");
+    wait::until(
+        "the edit to be read and held",
+        Duration::from_secs(10),
+        || {
+            (up.output()
+                .matches("keeps running the last good set")
+                .count()
+                >= 2)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}:\n{}", up.output()));
+    assert_eq!(
+        Registry::system()
+            .find(Some(&name))
+            .expect("the lab")
+            .pods
+            .len(),
+        5,
+        "nothing applied while a document is refused"
+    );
+    let edit = Instant::now();
+    std::fs::remove_file(folder.path().join("zz-bad.yaml")).expect("fix the folder");
     let lab = entry_with(&name, 4, &up);
     println!(
         "the removal took effect {:?} after the edit",
