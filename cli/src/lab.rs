@@ -11,24 +11,21 @@
 //! Running labs are found through `weft_lab::registry` (`/run/weft-lab/<name>.json`).
 
 use std::{
-    collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     sync::{atomic::AtomicBool, atomic::Ordering, Arc},
     thread,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
-use tokio_util::sync::CancellationToken;
-use weft_echo::{Echo, EchoIdentity};
 use weft_lab::{
-    folder::{self, Addresses, DocError, Folder, Key, LabPod},
+    folder::DocError,
     netns::Netns,
-    registry::{LabEntry, PodEntry, Registry},
-    Cluster, ClusterOptions, Pod, PodSpec,
+    registry::{LabEntry, Registry},
+    run::{Event, LabRun},
 };
 
 use crate::demo::{sleep_unless, watch_signals};
@@ -254,22 +251,7 @@ fn down(registry: &Registry, name: Option<&str>) -> anyhow::Result<()> {
     )
 }
 
-/// A pod of a running lab: the lab's pod (its namespace, veth, proxy) and its echo apps.
-struct Running {
-    pod: Pod,
-    /// Stops the pod's echo servers.
-    echo: CancellationToken,
-    ports: Vec<u16>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // The echo servers first: they hold listeners inside the pod's namespace.
-        self.echo.cancel();
-    }
-}
-
-/// `weftctl lab up DIR`.
+/// `weftctl lab up`.
 fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
     if let Some(why) = weft_lab::prereq::missing() {
         bail!(
@@ -288,277 +270,48 @@ fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
             running.name
         );
     }
-    let dir = args
-        .dir
-        .canonicalize()
-        .with_context(|| format!("the folder {}", args.dir.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
-
-    let mut folder = folder::read(&dir, &Addresses::default())?;
-    report(&folder);
-    let cluster = Cluster::with_options(ClusterOptions {
-        external_config: true,
-        ..ClusterOptions::default()
-    })
-    .context("start the lab's node namespace")?;
-    cluster.write_config(&folder::render_for_control_plane(&folder)?)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("echo")
-        .enable_all()
-        .build()
-        .context("start the echo apps' runtime")?;
     let started = Instant::now();
-    let mut pods: BTreeMap<Key, Running> = BTreeMap::new();
-    for lab_pod in folder.pods.values() {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let running = start_pod(&cluster, &runtime, &folder, lab_pod)?;
-        pods.insert(lab_pod.key(), running);
-    }
-    let mut entry = LabEntry {
-        name: args.name.clone(),
-        pid: std::process::id(),
-        folder: dir.clone(),
-        node: cluster.node().name().to_string(),
-        dir: cluster.dir().to_path_buf(),
-        pods: Vec::new(),
-    };
-    let saved = save(registry, &mut entry, &folder, &pods);
+    let mut run = LabRun::start(
+        registry.clone(),
+        &args.name,
+        &args.dir,
+        &stop,
+        &mut print_event,
+    )
+    .with_context(|| format!("start the lab on {}", args.dir.display()))?;
     println!(
         "weftctl lab up: {} pods up in {:.1?} (lab {}, folder {})",
-        pods.len(),
+        run.entry().pods.len(),
         started.elapsed(),
         args.name,
-        dir.display()
+        run.entry().folder.display()
     );
-    let result = saved.and_then(|()| {
-        print_pods(&entry);
-        if args.once {
-            return Ok(());
-        }
+    print_pods(run.entry());
+    let mut result = Ok(());
+    if !args.once {
         println!(
             "Edits to {} apply live. `weftctl lab exec POD -- CMD`, `weftctl lab status`; \
              Ctrl-C or `weftctl lab down` removes everything.",
-            dir.display()
+            run.entry().folder.display()
         );
-        watch(
-            registry,
-            &cluster,
-            &runtime,
-            &stop,
-            args,
-            &dir,
-            &mut folder,
-            &mut pods,
-            &mut entry,
-        )
-    });
+        while !stop.load(Ordering::Relaxed) {
+            sleep_unless(&stop, args.poll);
+            if let Err(e) = run.poll(&mut print_event) {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
     println!("weftctl lab up: removing lab {} ...", args.name);
-    pods.clear();
-    drop(cluster);
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    registry.remove(&args.name);
+    drop(run);
     result
 }
 
-/// Polls the folder; applies each edit: pods removed, rebuilt or added, then the control plane's
-/// YAML. While the folder refuses a document, the refusals are printed and the last good set
-/// keeps running; the first whole read after that is applied. (At start there is no good set
-/// yet: the lab runs what the folder's usable documents describe.)
-#[allow(clippy::too_many_arguments)]
-fn watch(
-    registry: &Registry,
-    cluster: &Cluster,
-    runtime: &tokio::runtime::Runtime,
-    stop: &AtomicBool,
-    args: &UpArgs,
-    dir: &Path,
-    folder: &mut Folder,
-    pods: &mut BTreeMap<Key, Running>,
-    entry: &mut LabEntry,
-) -> anyhow::Result<()> {
-    let mut seen = fingerprint(dir);
-    while !stop.load(Ordering::Relaxed) {
-        sleep_unless(stop, args.poll);
-        let now = fingerprint(dir);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        let next = match folder::read(dir, &folder.addresses()) {
-            Ok(next) => next,
-            Err(e) => {
-                eprintln!("weftctl lab up: {e}; keeping the lab as it is");
-                continue;
-            }
-        };
-        report(&next);
-        if !next.is_whole() {
-            // The last good set keeps running: applying the usable rest would drop (or
-            // unmesh) the pods of a Deployment or Namespace whose document just broke.
-            eprintln!(
-                "weftctl lab up: {} document(s) refused; the lab keeps running the last good \
-                 set until the folder reads whole again",
-                next.refused.len()
-            );
-            continue;
-        }
-        let change = folder::diff(folder, &next);
-        if change.is_empty() {
-            continue;
-        }
-        let restart: Vec<Key> = change
-            .pods_changed
-            .iter()
-            .filter(|c| c.needs_restart())
-            .map(|c| c.key.clone())
-            .collect();
-        for key in change.pods_removed.iter().chain(&restart) {
-            pods.remove(key);
-        }
-        // The control plane learns of new and changed pods before their proxies ask.
-        cluster.write_config(&folder::render_for_control_plane(&next)?)?;
-        for key in change.pods_added.iter().chain(&restart) {
-            if let Some(lab_pod) = next.pods.get(key) {
-                match start_pod(cluster, runtime, &next, lab_pod) {
-                    Ok(running) => {
-                        pods.insert(key.clone(), running);
-                    }
-                    Err(e) => eprintln!("weftctl lab up: pod {}/{}: {e:#}", key.0, key.1),
-                }
-            }
-        }
-        *folder = next;
-        save(registry, entry, folder, pods)?;
-        println!(
-            "weftctl lab up: applied an edit: {} added, {} removed, {} rebuilt, {} pods running",
-            change.pods_added.len(),
-            change.pods_removed.len(),
-            restart.len(),
-            pods.len()
-        );
-    }
-    Ok(())
-}
-
-/// Every YAML file's name, size and modification time: what changes when the folder is edited.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| {
-                    e.path()
-                        .extension()
-                        .is_some_and(|x| x == "yaml" || x == "yml")
-                })
-                .filter_map(|e| {
-                    let meta = e.metadata().ok()?;
-                    Some((e.path(), meta.len(), meta.modified().ok()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// Starts one pod: its network namespace on the bridge (at its address), its proxy when meshed
-/// (ready before this returns), and an echo app on each of its ports.
-fn start_pod(
-    cluster: &Cluster,
-    runtime: &tokio::runtime::Runtime,
-    folder: &Folder,
-    lab_pod: &LabPod,
-) -> anyhow::Result<Running> {
-    let (namespace, name) = (lab_pod.namespace(), lab_pod.name());
-    let mut spec = PodSpec::new(namespace, name)
-        .service_account(lab_pod.service_account())
-        .ip(lab_pod.ip)
-        .without_app();
-    for (k, v) in lab_pod.labels() {
-        spec = spec.label(k, v);
-    }
-    for (k, v) in lab_pod.annotations() {
-        if k.starts_with("weft.dev/") {
-            spec = spec.annotation(k, v);
-        }
-    }
-    if lab_pod.is_meshed() {
-        spec = spec.meshed();
-    }
-    let pod = cluster
-        .pod(spec)
-        .with_context(|| format!("start pod {namespace}/{name}"))?;
-    let service = folder
-        .services
-        .values()
-        .filter(|s| s.namespace() == namespace)
-        .find(|s| {
-            s.selector().is_some_and(|sel| {
-                !sel.is_empty() && sel.iter().all(|(k, v)| lab_pod.labels().get(k) == Some(v))
-            })
-        })
-        .map(|s| s.name().to_string());
-    let echo = Echo::new(EchoIdentity {
-        namespace: namespace.to_string(),
-        pod: name.to_string(),
-        service,
-    });
-    let token = CancellationToken::new();
-    let mut ports = Vec::new();
-    for port in &lab_pod.ports {
-        let listener = pod
-            .netns()
-            .listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port.port)))
-            .with_context(|| format!("the echo app of {namespace}/{name} on port {}", port.port))?;
-        let (echo, stop) = (echo.clone(), token.clone());
-        runtime.spawn(async move {
-            if let Err(e) = echo.serve_std(listener, stop.cancelled_owned()).await {
-                eprintln!("weftctl lab up: an echo app stopped: {e}");
-            }
-        });
-        ports.push(port.port);
-    }
-    Ok(Running {
-        pod,
-        echo: token,
-        ports,
-    })
-}
-
-/// Writes the lab's registry entry from the running pods.
-fn save(
-    registry: &Registry,
-    entry: &mut LabEntry,
-    folder: &Folder,
-    pods: &BTreeMap<Key, Running>,
-) -> anyhow::Result<()> {
-    entry.pods = pods
-        .iter()
-        .map(|(key, running)| PodEntry {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
-            netns: running.pod.netns().name().to_string(),
-            ip: running.pod.ip().to_string(),
-            identity: folder
-                .pods
-                .get(key)
-                .filter(|p| p.is_meshed())
-                .map(LabPod::spiffe_id),
-            ports: running.ports.clone(),
-        })
-        .collect();
-    registry.save(entry)?;
-    Ok(())
-}
-
-/// Prints what the folder refused and where the lab did otherwise than it says.
-fn report(folder: &Folder) {
-    let line = |what: &str, e: &DocError| {
+/// Prints what a run reports.
+fn print_event(event: Event) {
+    let doc = |what: &str, e: &DocError| {
         eprintln!(
             "weftctl lab up: {what}: {} document {}{}: {}",
             e.file.display(),
@@ -571,11 +324,25 @@ fn report(folder: &Folder) {
             e.reason
         );
     };
-    for e in &folder.refused {
-        line("refused", e);
-    }
-    for e in &folder.notes {
-        line("note", e);
+    match event {
+        Event::Refused(e) => doc("refused", &e),
+        Event::Note(e) => doc("note", &e),
+        Event::Held { refused } => eprintln!(
+            "weftctl lab up: {refused} document(s) refused; the lab keeps running the last good \
+             set until the folder reads whole again"
+        ),
+        Event::Applied {
+            added,
+            removed,
+            rebuilt,
+            running,
+        } => println!(
+            "weftctl lab up: applied an edit: {added} added, {removed} removed, {rebuilt} \
+             rebuilt, {running} pods running"
+        ),
+        Event::PodFailed { pod, error } => {
+            eprintln!("weftctl lab up: pod {}/{}: {error}", pod.0, pod.1);
+        }
     }
 }
 

@@ -331,3 +331,61 @@ fn weftctl_lab_runs_a_folder_live_and_down_removes_it() {
     assert!(!lab.dir.exists(), "{} is gone", lab.dir.display());
     drop(up);
 }
+
+#[test]
+fn a_panic_while_a_lab_runs_leaves_nothing_behind() {
+    if !weft_lab::prereq::should_run("lab run panic") {
+        return;
+    }
+    let folder = tempfile::tempdir().expect("tempdir");
+    std::fs::write(folder.path().join("shop.yaml"), FOLDER).expect("write the folder");
+    let registry_dir = tempfile::tempdir().expect("tempdir");
+    let registry = Registry::at(registry_dir.path());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let run = weft_lab::run::LabRun::start(
+            registry.clone(),
+            "panics",
+            folder.path(),
+            &stop,
+            &mut |_| {},
+        )
+        .expect("the lab starts");
+        assert_eq!(run.entry().pods.len(), 5);
+        let made = (
+            run.entry().node.trim_end_matches("-node").to_string(),
+            run.entry().dir.clone(),
+        );
+        assert_eq!(
+            registry.list().expect("the registry"),
+            vec![run.entry().clone()],
+            "registered while it runs"
+        );
+        std::panic::panic_any(made);
+    }));
+    let payload = outcome.expect_err("the closure panics");
+    let (prefix, dir) = payload
+        .downcast_ref::<(String, PathBuf)>()
+        .cloned()
+        .expect("the injected panic");
+    let left: Vec<String> = netns::list()
+        .expect("ip netns list")
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "namespaces left");
+    assert!(!dir.exists(), "{} is gone", dir.display());
+    assert_eq!(
+        registry.list().expect("the registry"),
+        Vec::new(),
+        "entry removed"
+    );
+    let procs: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .filter(|c| c.contains(&dir.to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(procs, Vec::<String>::new(), "processes of the lab left");
+}

@@ -72,6 +72,12 @@ pub enum Error {
         value: String,
         reason: &'static str,
     },
+    /// A lab's folder could not be read at all.
+    #[error(transparent)]
+    Folder(#[from] crate::folder::FolderError),
+    /// The control plane's YAML for a lab's folder could not be made or written.
+    #[error(transparent)]
+    FolderYaml(Box<crate::folder::WriteError>),
     /// A peer answered with something that is not the protocol expected.
     #[error("{what}: unexpected answer {answer:?}")]
     Protocol { what: String, answer: String },
@@ -85,5 +91,12 @@ impl Error {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
         let what = what.into();
         move |source| Error::Io { what, source }
+    }
+}
+
+impl From<crate::folder::WriteError> for Error {
+    fn from(e: crate::folder::WriteError) -> Error {
+        // Boxed: a `WriteError` may itself hold an `Error`.
+        Error::FolderYaml(Box::new(e))
     }
 }

@@ -49,6 +49,7 @@
 //! - [`app`]: the pods' app and the echo client; [`http`]: the HTTP client.
 //! - [`capture`] and [`pcap`]: `tcpdump` on the bridge and reading its pcap file down to TLS
 //!   records. `/metrics` pages are read with `weft-metrics-text` ([`Metrics`]).
+//! - [`run`]: [`run::LabRun`], a folder of YAML running as a live mesh (`weftctl lab up`).
 //! - [`registry`]: running labs as `weftctl lab exec | status | down` find them
 //!   (`/run/weft-lab/<name>.json`).
 //! - [`netns`]: named network namespaces (create, run in, enter, delete on drop), also what the
@@ -76,6 +77,7 @@ pub mod prereq;
 pub mod process;
 pub mod redirect;
 pub mod registry;
+pub mod run;
 pub mod spec;
 pub mod wait;
 
