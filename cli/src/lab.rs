@@ -340,6 +340,9 @@ fn print_event(event: Event) {
             "weftctl lab up: applied an edit: {added} added, {removed} removed, {rebuilt} \
              rebuilt, {running} pods running"
         ),
+        Event::Unreadable(why) => {
+            eprintln!("weftctl lab up: {why}; the lab runs on as it is");
+        }
         Event::PodFailed { pod, error } => {
             eprintln!("weftctl lab up: pod {}/{}: {error}", pod.0, pod.1);
         }

@@ -47,6 +47,8 @@ pub enum Event {
     },
     /// A pod of an edit could not be started (the others were).
     PodFailed { pod: Key, error: String },
+    /// The folder could not be read at all (moved, unreadable): the lab runs on as it is.
+    Unreadable(String),
 }
 
 /// A pod of a running lab: the lab's pod (its namespace, veth, proxy) and its echo apps.
@@ -169,7 +171,13 @@ impl LabRun {
             return Ok(());
         }
         self.seen = now;
-        let next = folder::read(&self.dir, &self.folder.addresses())?;
+        let next = match folder::read(&self.dir, &self.folder.addresses()) {
+            Ok(next) => next,
+            Err(e) => {
+                events(Event::Unreadable(e.to_string()));
+                return Ok(());
+            }
+        };
         report(&next, events);
         if !next.is_whole() {
             // Applying the usable rest would drop (or unmesh) the pods of a Deployment or
