@@ -107,19 +107,14 @@ pub(crate) fn run(command: LabCommand) -> anyhow::Result<()> {
 }
 
 fn need_root(what: &str) -> anyhow::Result<()> {
-    if !nix_is_root() {
+    if !is_root() {
         bail!("weftctl lab {what} needs root (network namespaces); run it with sudo");
     }
     Ok(())
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
 }
 
 fn exec(registry: &Registry, args: ExecArgs) -> anyhow::Result<()> {
@@ -203,7 +198,7 @@ fn registry_file(lab: &LabEntry) -> String {
 /// `yes` when a meshed pod's proxy answers `/ready` with 200 (an unmeshed pod: when its first
 /// port accepts a connection); `no` otherwise; `?` without root.
 fn readiness(meshed: bool, netns: &str, ports: &[u16]) -> &'static str {
-    if !nix_is_root() {
+    if !is_root() {
         return "?";
     }
     let Ok(ns) = Netns::attach(netns) else {
