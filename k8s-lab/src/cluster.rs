@@ -392,10 +392,14 @@ impl Cluster {
     /// Waits (bounded) until the API server answers `/readyz` and the node is Ready again: after
     /// a restart of a component.
     pub fn wait_ready(&mut self) -> Result<()> {
+        self.wait_api()?;
+        self.wait_node_ready()
+    }
+
+    fn wait_api(&mut self) -> Result<()> {
         self.wait_for("kube-apiserver", "the API server's /readyz", |c| {
             c.kubectl.run(&["get", "--raw", "/readyz"]).ok().map(|_| ())
-        })?;
-        self.wait_node_ready()
+        })
     }
 
     fn component_mut(&mut self, name: &str) -> Result<&mut Component> {
@@ -484,9 +488,7 @@ impl Cluster {
         .arg(flag("--service-account-key-file", &pki.sa_pub))
         .arg(flag("--service-account-signing-key-file", &pki.sa_key));
         self.spawn("kube-apiserver", &mut cmd)?;
-        self.wait_for("kube-apiserver", "the API server's /readyz", |c| {
-            c.kubectl.run(&["get", "--raw", "/readyz"]).ok().map(|_| ())
-        })
+        self.wait_api()
     }
 
     /// The CRDs users apply: Gateway API's standard channel, SMI TrafficSplit and Weft's own,

@@ -54,6 +54,7 @@ use k8s_openapi::api::{
     core::v1::{Namespace, Pod, Service, ServiceAccount, ServicePort},
     discovery::v1::EndpointSlice,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use weft_control_plane_config::{model::Key, yaml::DocError};
 
@@ -217,15 +218,11 @@ impl Folder {
 
 impl LabPod {
     pub fn namespace(&self) -> &str {
-        self.object
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or("default")
+        meta_namespace(&self.object.metadata)
     }
 
     pub fn name(&self) -> &str {
-        self.object.metadata.name.as_deref().unwrap_or_default()
+        meta_name(&self.object.metadata)
     }
 
     pub fn key(&self) -> Key {
@@ -297,15 +294,11 @@ impl std::fmt::Display for Injection {
 
 impl LabService {
     pub fn namespace(&self) -> &str {
-        self.object
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or("default")
+        meta_namespace(&self.object.metadata)
     }
 
     pub fn name(&self) -> &str {
-        self.object.metadata.name.as_deref().unwrap_or_default()
+        meta_name(&self.object.metadata)
     }
 
     pub fn key(&self) -> Key {
@@ -339,6 +332,16 @@ impl LabService {
     pub fn host(&self) -> String {
         format!("{}.{}.svc.cluster.local", self.name(), self.namespace())
     }
+}
+
+/// An object's namespace, `default` when it names none (as read: parsing checked it).
+fn meta_namespace(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+/// An object's name (as read: parsing checked it is there).
+fn meta_name(meta: &ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or_default()
 }
 
 /// Reads every `*.yaml` and `*.yml` file directly in `dir` (in name order), keeping the

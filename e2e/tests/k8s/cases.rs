@@ -2,11 +2,7 @@
 
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
-use weft_k8s_lab::{
-    cluster::{BRIDGE, NODE_IP},
-    crds, weft,
-    weft::AppPod,
-};
+use weft_k8s_lab::{cluster::BRIDGE, crds, weft, weft::AppPod};
 use weft_lab::{capture::Capture, pcap};
 
 use crate::support::{get_in_netns_of, wait, Env};
@@ -320,7 +316,6 @@ fn meshed_pods_talk_mtls_through_a_cluster_ip(env: &mut Env<'_>) {
         "the server's proxy saw {got} mTLS requests from {web}"
     );
     println!("client proxy: {sent} mTLS requests to {api}; server proxy: {got} from {web}");
-    let _ = NODE_IP;
 }
 
 /// The control plane signs only for tokens the real API server vouches for, for audience
