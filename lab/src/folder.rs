@@ -125,6 +125,9 @@ pub struct LabPod {
     pub deployment: Option<String>,
     pub ip: Ipv4Addr,
     pub injection: Injection,
+    /// When meshed: its proxy's settings from its `weft.dev/` annotations and its namespace's,
+    /// as the injector applies them (`weft_pod::settings`).
+    pub settings: weft_pod::ProxySettings,
     /// The ports its app listens on: its containers' TCP ports (the proxy's excluded), then the
     /// numeric target ports of the Services that select it; [`DEFAULT_APP_PORT`] if none.
     pub ports: Vec<AppPort>,

@@ -246,6 +246,9 @@ impl LabRun {
         }
         if lab_pod.is_meshed() {
             spec = spec.meshed();
+            for (k, v) in &lab_pod.settings.env {
+                spec = spec.proxy_env(k, v);
+            }
         }
         let pod = self.cluster().pod(spec)?;
         let service = self

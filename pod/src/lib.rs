@@ -23,6 +23,8 @@
 //! - [`cidr`]: CIDR lists (`10.0.0.0/8, fd00::/8, 192.0.2.7`): [`Cidr`] over `std::net`, and
 //!   [`CidrList`].
 //! - [`meshed`]: whether a pod is meshed, and why not.
+//! - [`settings`]: a meshed pod's proxy settings from its annotations and its namespace's
+//!   (`WEFT_*` variables, resource limits), every value checked.
 
 #![forbid(unsafe_code)]
 
@@ -31,10 +33,12 @@ pub mod cidr;
 pub mod ids;
 pub mod meshed;
 pub mod ports;
+pub mod settings;
 
 pub use cidr::{Cidr, CidrList, CidrListError};
 pub use meshed::{decide, Decision, SkipReason};
 pub use ports::{PortList, PortListError, PortRange, PortSet};
+pub use settings::{proxy_settings, ProxySettings, Quantity, SettingError};
 
 /// At most this many characters of a refused item are quoted back in an error: annotations may
 /// be large, and an error message is a log line.

@@ -40,7 +40,7 @@ pub enum PodField {
     ServiceAccount,
     /// The ports its app listens on.
     Ports,
-    /// Its `weft.dev/*` annotations (redirection and the proxy's settings).
+    /// Its `weft.dev/*` annotations or its namespace's: redirection and the proxy's settings.
     WeftAnnotations,
     /// Its labels (which Services select it: the control plane's business only).
     Labels,
@@ -150,7 +150,7 @@ fn pod_fields(a: &LabPod, b: &LabPod) -> Vec<PodField> {
     if a.ports != b.ports {
         fields.push(PodField::Ports);
     }
-    if weft(a) != weft(b) {
+    if weft(a) != weft(b) || a.settings != b.settings {
         fields.push(PodField::WeftAnnotations);
     }
     if a.labels() != b.labels() {

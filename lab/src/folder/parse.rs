@@ -22,7 +22,7 @@ use weft_control_plane_config::{
     model::{self, is_dns_label, Problem},
     yaml,
 };
-use weft_pod::{annotations, ids};
+use weft_pod::{annotations, ids, settings, ProxySettings};
 
 use super::{
     addresses::{self, Addresses, Claim, POD_POOL, SERVICE_POOL},
@@ -107,6 +107,8 @@ struct Draft {
     /// `status.podIP` (or the first of `status.podIPs`).
     requested: Option<IpAddr>,
     injection: Injection,
+    /// A meshed pod's proxy settings from its annotations and its namespace's.
+    settings: ProxySettings,
 }
 
 #[derive(Debug, Default)]
@@ -318,6 +320,7 @@ impl Builder {
             object: pod,
             requested,
             injection: Injection::NotRequested, // decided in `finish`, all Namespaces read
+            settings: ProxySettings::default(),
         });
         Ok(())
     }
@@ -397,6 +400,7 @@ impl Builder {
                 object,
                 requested: None,
                 injection: Injection::NotRequested, // decided in `finish`
+                settings: ProxySettings::default(),
             });
         }
         self.folder.deployments.insert(
@@ -509,9 +513,10 @@ impl Builder {
         Ok(())
     }
 
-    /// Whether a pod with this metadata and spec, in `namespace`, is meshed; a meshed pod whose
-    /// app would listen on one of the proxy's ports is refused. `prefix` places the template of
-    /// a Deployment.
+    /// Whether a pod with this metadata and spec, in `namespace`, is meshed, and its proxy's
+    /// settings (`weft_pod::settings`) when it is; a meshed pod whose app would listen on one of
+    /// the proxy's ports, or whose `weft.dev/` annotations (or its namespace's) cannot be used,
+    /// is refused. `prefix` places the template of a Deployment.
     fn injection(
         &mut self,
         at: &At,
@@ -519,7 +524,7 @@ impl Builder {
         meta: &ObjectMeta,
         spec: &PodSpec,
         prefix: &str,
-    ) -> Result<Injection, Problem> {
+    ) -> Result<(Injection, ProxySettings), Problem> {
         static NONE: BTreeMap<String, String> = BTreeMap::new();
         let annotations = meta.annotations.as_ref().unwrap_or(&NONE);
         let asked = annotations.get(annotations::INJECT).map(|v| v.trim());
@@ -579,7 +584,44 @@ impl Builder {
                 }
             }
         }
-        Ok(injection)
+        if !injection.is_meshed() {
+            return Ok((injection, ProxySettings::default()));
+        }
+        let namespace_annotations = self
+            .folder
+            .namespaces
+            .get(namespace)
+            .and_then(|ns| ns.object.metadata.annotations.as_ref())
+            .unwrap_or(&NONE);
+        let settings =
+            weft_pod::proxy_settings(annotations, namespace_annotations).map_err(|e| {
+                let field = match e.on {
+                    settings::On::Pod => format!("{prefix}metadata.annotations[{}]", e.annotation),
+                    settings::On::Namespace => format!("metadata.namespace ({namespace})"),
+                };
+                problem(&field, e.to_string())
+            })?;
+        for (key, set) in [
+            (
+                annotations::PROXY_CPU_LIMIT,
+                settings.cpu_limit_millis.is_some(),
+            ),
+            (
+                annotations::PROXY_MEMORY_LIMIT,
+                settings.memory_limit_bytes.is_some(),
+            ),
+        ] {
+            if set {
+                self.note(
+                    at,
+                    &format!("{prefix}metadata.annotations[{key}]"),
+                    "checked, not enforced: the lab's proxies run without resource limits (the \
+                     injector makes it the proxy container's limit)"
+                        .to_string(),
+                );
+            }
+        }
+        Ok((injection, settings))
     }
 
     /// Names the replicas, notes what the folder leaves undefined, assigns addresses and
@@ -623,6 +665,7 @@ impl Builder {
                     deployment: draft.replica.map(|(_, d)| d),
                     ip,
                     injection: draft.injection,
+                    settings: draft.settings,
                     ports: Vec::new(),
                     object: draft.object,
                 },
@@ -663,25 +706,23 @@ impl Builder {
     /// (a Deployment's replicas share their template). A refused Deployment goes with its pods.
     fn decide_injection(&mut self) {
         let drafts = std::mem::take(&mut self.pods);
-        let mut decided: HashMap<usize, Option<Injection>> = HashMap::new();
+        let mut decided: HashMap<usize, Option<(Injection, ProxySettings)>> = HashMap::new();
         for mut draft in drafts {
-            let injection = match decided.get(&draft.at.seq) {
-                Some(injection) => *injection,
-                None => {
-                    let injection = self.decide(&draft);
-                    decided.insert(draft.at.seq, injection);
-                    injection
-                }
-            };
-            if let Some(injection) = injection {
+            let decision = decided
+                .entry(draft.at.seq)
+                .or_insert_with(|| self.decide(&draft))
+                .clone();
+            if let Some((injection, settings)) = decision {
                 draft.injection = injection;
+                draft.settings = settings;
                 self.pods.push(draft);
             }
         }
     }
 
-    /// One document's pod (or template): its [`Injection`], or `None` when refused.
-    fn decide(&mut self, draft: &Draft) -> Option<Injection> {
+    /// One document's pod (or template): its [`Injection`] and proxy settings, or `None` when
+    /// refused.
+    fn decide(&mut self, draft: &Draft) -> Option<(Injection, ProxySettings)> {
         let prefix = if draft.replica.is_some() {
             "spec.template."
         } else {
@@ -690,7 +731,7 @@ impl Builder {
         let namespace = draft.object.metadata.namespace.clone().unwrap_or_default();
         let spec = draft.object.spec.clone().unwrap_or_default();
         match self.injection(&draft.at, &namespace, &draft.object.metadata, &spec, prefix) {
-            Ok(injection) => Some(injection),
+            Ok(decision) => Some(decision),
             Err(p) => {
                 self.refuse(&draft.at, &p.field, p.reason);
                 if let Some((_, deployment)) = &draft.replica {

@@ -35,7 +35,7 @@ pub mod keys {
     pub const ADMIN_PORT: &str = "WEFT_ADMIN_PORT";
     pub const OUTBOUND_TARGET: &str = "WEFT_OUTBOUND_TARGET";
     pub const INBOUND_TARGET: &str = "WEFT_INBOUND_TARGET";
-    pub const OPAQUE_PORTS: &str = "WEFT_OPAQUE_PORTS";
+    pub const OPAQUE_PORTS: &str = weft_pod::settings::ENV_OPAQUE_PORTS;
     pub const DETECT_TIMEOUT: &str = "WEFT_DETECT_TIMEOUT";
     pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
     pub const HEADER_READ_TIMEOUT: &str = "WEFT_HEADER_READ_TIMEOUT";
@@ -44,7 +44,7 @@ pub mod keys {
     pub const UPSTREAM_MAX_IDLE: &str = "WEFT_UPSTREAM_MAX_IDLE";
     pub const SHUTDOWN_GRACE: &str = "WEFT_SHUTDOWN_GRACE";
     pub const THREADS: &str = "WEFT_THREADS";
-    pub const LOG: &str = "WEFT_LOG";
+    pub const LOG: &str = weft_pod::settings::ENV_LOG;
     pub const LOG_FORMAT: &str = "WEFT_LOG_FORMAT";
     pub const CONTROL_PLANE: &str = "WEFT_CONTROL_PLANE";
     pub const CONTROL_PLANE_IDENTITY: &str = "WEFT_CONTROL_PLANE_IDENTITY";
@@ -53,7 +53,7 @@ pub mod keys {
     pub const IDENTITY_TOKEN_FILE: &str = "WEFT_IDENTITY_TOKEN_FILE";
     pub const NAMESPACE: &str = "WEFT_NAMESPACE";
     pub const SERVICE_ACCOUNT: &str = "WEFT_SERVICE_ACCOUNT";
-    pub const INBOUND_MTLS: &str = "WEFT_INBOUND_MTLS";
+    pub const INBOUND_MTLS: &str = weft_pod::settings::ENV_INBOUND_MTLS;
     pub const MESH_DESTINATIONS: &str = "WEFT_MESH_DESTINATIONS";
     pub const DISCOVERY_TIMEOUT: &str = "WEFT_DISCOVERY_TIMEOUT";
     pub const DISCOVERY_IDLE_TIMEOUT: &str = "WEFT_DISCOVERY_IDLE_TIMEOUT";

@@ -6,19 +6,57 @@
 //!   `contains` exactly as the list does;
 //! - every network of a CIDR list has its host bits clear and is listed once;
 //! - a refusal names what it refused: an empty item by a position that is blank in the input,
-//!   any other item quoted, cut to 64 characters.
+//!   any other item quoted, cut to 64 characters;
+//! - a meshed pod's settings (`weft_pod::settings`) from any value of any `weft.dev/` annotation:
+//!   used as written or refused naming that annotation; quantities never overflow.
 #![no_main]
 
-use std::{net::IpAddr, str::FromStr};
+use std::{collections::BTreeMap, net::IpAddr, str::FromStr};
 
 use libfuzzer_sys::fuzz_target;
-use weft_pod::{Cidr, CidrList, CidrListError, PortList, PortListError, PortSet};
+use weft_pod::{
+    annotations as a, proxy_settings, Cidr, CidrList, CidrListError, PortList, PortListError,
+    PortSet, Quantity,
+};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     ports(&text, data);
     cidrs(&text);
+    settings(&text);
 });
+
+fn settings(text: &str) {
+    let pod_keys = [
+        a::SKIP_INBOUND_PORTS,
+        a::SKIP_OUTBOUND_PORTS,
+        a::SKIP_OUTBOUND_CIDRS,
+        a::OPAQUE_PORTS,
+        a::PROXY_LOG_LEVEL,
+        a::PROXY_CPU_LIMIT,
+        a::PROXY_MEMORY_LIMIT,
+    ];
+    let one = |key: &str| BTreeMap::from([(key.to_string(), text.to_string())]);
+    for key in pod_keys {
+        match proxy_settings(&one(key), &BTreeMap::new()) {
+            Ok(s) => {
+                assert!(s.cpu_limit_millis != Some(0) && s.memory_limit_bytes != Some(0));
+                for (_, value) in &s.env {
+                    assert!(!value.contains('\n'), "{value:?}");
+                }
+            }
+            Err(e) => assert_eq!(e.annotation, key, "{e}"),
+        }
+    }
+    if let Err(e) = proxy_settings(&BTreeMap::new(), &one(a::MTLS)) {
+        assert_eq!(e.annotation, a::MTLS);
+    }
+    if let Some(q) = Quantity::parse(text) {
+        for scale in [-3, 0, 3, 9] {
+            let _ = q.ceil_scaled(scale);
+        }
+    }
+}
 
 fn ports(text: &str, data: &[u8]) {
     let set = PortSet::from_str(text);

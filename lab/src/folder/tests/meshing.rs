@@ -146,3 +146,62 @@ fn the_reason_reads_after_meshed_or_not_meshed() {
     );
     assert!(!Injection::NotRequested.is_meshed() && Injection::AlreadyInjected.is_meshed());
 }
+
+#[test]
+fn weft_annotations_set_the_proxy_as_the_injector_will_and_bad_ones_refuse_the_pod() {
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {weft.dev/inject: enabled}\n  annotations: {weft.dev/mtls: strict}\n";
+    let good = pod(
+        "shop",
+        "p",
+        "  annotations: {weft.dev/opaque-ports: \"7000, 25\", weft.dev/proxy-log-level: debug, weft.dev/proxy-memory-limit: 64Mi}\n",
+    );
+    let folder = whole(&[("a.yaml", &docs(&[ns, &good]))]);
+    let p = &folder.pods[&key("shop", "p")];
+    assert_eq!(
+        p.settings.env,
+        vec![
+            ("WEFT_OPAQUE_PORTS", "25,7000".to_string()),
+            ("WEFT_LOG", "debug".to_string()),
+            ("WEFT_INBOUND_MTLS", "strict".to_string()),
+        ]
+    );
+    assert!(
+        folder.notes.iter().any(
+            |n| n.field == "metadata.annotations[weft.dev/proxy-memory-limit]"
+                && n.reason.contains("not enforced")
+        ),
+        "{:#?}",
+        folder.notes
+    );
+    // An unmeshed pod's annotations set nothing.
+    let off = pod(
+        "shop",
+        "q",
+        "  annotations: {weft.dev/inject: disabled, weft.dev/proxy-log-level: loud}\n",
+    );
+    let folder = whole(&[("a.yaml", &docs(&[ns, &off]))]);
+    assert_eq!(folder.pods[&key("shop", "q")].settings, Default::default());
+
+    let bad = pod(
+        "shop",
+        "p",
+        "  annotations: {weft.dev/opaque-ports: \"25,,587\"}\n",
+    );
+    let folder = load(&[("a.yaml", &docs(&[ns, &bad]))]);
+    refused_once(
+        &folder,
+        "a.yaml",
+        1,
+        "metadata.annotations[weft.dev/opaque-ports]",
+        "pod annotation weft.dev/opaque-ports",
+    );
+    let strictest = ns.replace("strict", "strictest");
+    let folder = load(&[("a.yaml", &docs(&[&strictest, &good]))]);
+    refused_once(
+        &folder,
+        "a.yaml",
+        1,
+        "metadata.namespace (shop)",
+        "namespace annotation weft.dev/mtls",
+    );
+}
