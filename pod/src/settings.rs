@@ -310,7 +310,7 @@ mod tests {
             (a::SKIP_OUTBOUND_CIDRS, "192.0.2.0/24"),
         ]);
         let ns = map(&[(a::MTLS, "strict")]);
-        let s = proxy_settings(&pod, &ns).unwrap();
+        let s = proxy_settings(&pod, &ns).expect("usable annotations");
         assert_eq!(
             s.env,
             vec![
@@ -329,7 +329,8 @@ mod tests {
 
     #[test]
     fn a_value_that_cannot_be_used_refuses_the_pod_by_name() {
-        let cases: [(&[(&str, &str)], &[(&str, &str)], &str, On, &str); 8] = [
+        type Pairs<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Pairs, Pairs, &str, On, &str); 8] = [
             (
                 &[(a::OPAQUE_PORTS, "25,,587")],
                 &[],
@@ -388,7 +389,7 @@ mod tests {
             ),
         ];
         for (pod, ns, annotation, on, says) in cases {
-            let e = proxy_settings(&map(pod), &map(ns)).unwrap_err();
+            let e = proxy_settings(&map(pod), &map(ns)).expect_err("refused");
             assert_eq!((e.annotation, e.on), (annotation, on), "{pod:?} {ns:?}");
             assert!(e.to_string().contains(says), "{e} should say {says:?}");
         }
