@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn a_value_that_cannot_be_used_refuses_the_pod_by_name() {
         type Pairs<'a> = &'a [(&'a str, &'a str)];
-        let cases: [(Pairs, Pairs, &str, On, &str); 8] = [
+        let cases: [(Pairs<'_>, Pairs<'_>, &str, On, &str); 8] = [
             (
                 &[(a::OPAQUE_PORTS, "25,,587")],
                 &[],
