@@ -4,7 +4,9 @@
 //!   bridge with `weft-cni` chained, the control plane in local mode on the folder, a proxy in
 //!   each meshed pod and the echo app on each container port; edits apply live.
 //! - `lab exec [-n NS] POD -- CMD...`: runs a command inside a pod's network namespace, as
-//!   `kubectl exec` does (`curl` from a pod is the usual use).
+//!   `kubectl exec` does (`curl` from a pod is the usual use), with Service names resolving as
+//!   cluster DNS resolves them (`curl http://api/` from the Service's namespace,
+//!   `api.shop.svc.cluster.local` from anywhere).
 //! - `lab status`: every running lab's pods, addresses, identities and readiness.
 //! - `lab down`: stops a running lab (`up` removes everything it made, as on Ctrl-C).
 //!
@@ -138,10 +140,18 @@ fn exec(registry: &Registry, args: ExecArgs) -> anyhow::Result<()> {
     };
     // Checked before exec, for a clear error rather than ip's.
     Netns::attach(&entry.netns)?;
-    let err = Command::new("ip")
-        .args(["netns", "exec", &entry.netns])
-        .args(&args.command)
-        .exec();
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &entry.netns]);
+    let hosts = lab.hosts_file(&namespace);
+    if hosts.is_file() {
+        // `ip netns exec` runs the command in a mount namespace of its own (mounts do not
+        // propagate back), where the pod's hosts file covers /etc/hosts: Service names resolve
+        // as cluster DNS would resolve them, and nothing is written under /etc.
+        command
+            .args(["sh", "-c", r#"mount --bind "$0" /etc/hosts && exec "$@""#])
+            .arg(&hosts);
+    }
+    let err = command.args(&args.command).exec();
     Err(err).with_context(|| format!("run `ip netns exec {} ...`", entry.netns))
 }
 

@@ -215,6 +215,58 @@ fn weftctl_lab_runs_a_folder_live_and_down_removes_it() {
         assert!(pods.iter().any(|p| json["pod"] == p.as_str()), "{json}");
         assert_eq!(json["path"], format!("/to/{service}"), "{json}");
     }
+    // `lab exec` runs a command in a pod, Service names resolving as cluster DNS resolves
+    // them: bare from the Service's namespace, qualified from anywhere.
+    for (pod, url, service) in [
+        ("shop/client", "http://api/exec", "api"),
+        ("shop/client", "http://collector.ops/exec", "collector"),
+        (
+            "ops/collector",
+            "http://catalog.shop.svc.cluster.local/exec",
+            "catalog",
+        ),
+    ] {
+        let out = Command::new(weftctl())
+            .args([
+                "lab", "exec", "--lab", &name, pod, "--", "curl", "-sS", "-m", "5", url,
+            ])
+            .output()
+            .expect("weftctl lab exec");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "exec {pod} curl {url}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(json["service"], service, "{json}");
+    }
+    let out = Command::new(weftctl())
+        .args([
+            "lab",
+            "exec",
+            "--lab",
+            &name,
+            "-n",
+            "ops",
+            "collector",
+            "--",
+            "getent",
+            "hosts",
+            "api",
+        ])
+        .output()
+        .expect("weftctl lab exec");
+    assert!(
+        !out.status.success(),
+        "a bare name of another namespace does not resolve"
+    );
+    assert!(
+        std::fs::read_to_string("/etc/hosts").is_ok_and(|h| !h.contains("svc.cluster.local")),
+        "the machine's /etc/hosts is untouched"
+    );
+
     // A pod's own address, with no Service.
     let catalog = lab.pod("shop", "catalog").expect("catalog");
     let ip: Ipv4Addr = catalog.ip.parse().expect("an IP");

@@ -482,6 +482,8 @@ fn bridge_entry(ipam_dir: &Path) -> serde_json::Value {
         "type": "bridge",
         "bridge": BRIDGE,
         "isGateway": true,
+        // A pod may reach itself through a Service (kube-proxy's rules in `services`).
+        "hairpinMode": true,
         "ipMasq": false,
         "ipam": {
             "type": "host-local",

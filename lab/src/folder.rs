@@ -61,7 +61,7 @@ pub use weft_control_plane_config::{model::Key, yaml::DocError};
 pub use addresses::{Addresses, Pool, POD_POOL, SERVICE_POOL};
 pub use diff::{diff, Diff, PodChange, PodField};
 pub use render::{
-    render_for_control_plane, write_for_control_plane, WriteError, CONTROL_PLANE_FILE,
+    hosts_file, render_for_control_plane, write_for_control_plane, WriteError, CONTROL_PLANE_FILE,
 };
 
 pub mod addresses;

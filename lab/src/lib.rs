@@ -78,6 +78,7 @@ pub mod process;
 pub mod redirect;
 pub mod registry;
 pub mod run;
+pub mod services;
 pub mod spec;
 pub mod wait;
 

@@ -35,6 +35,14 @@ pub struct LabEntry {
     pub pods: Vec<PodEntry>,
 }
 
+impl LabEntry {
+    /// The `/etc/hosts` that `weftctl lab exec` shows a pod of `namespace`
+    /// ([`crate::folder::hosts_file`]): Service names as cluster DNS gives them.
+    pub fn hosts_file(&self, namespace: &str) -> PathBuf {
+        self.dir.join("hosts").join(namespace)
+    }
+}
+
 /// One pod of a running lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodEntry {

@@ -26,7 +26,7 @@ use crate::{
     error::{Error, Result},
     folder::{self, Addresses, DocError, Folder, Key, LabPod},
     registry::{LabEntry, PodEntry, Registry},
-    Cluster, ClusterOptions, Pod, PodSpec,
+    services, Cluster, ClusterOptions, Pod, PodSpec,
 };
 
 /// What a run reports as it goes, for its caller to print.
@@ -110,6 +110,7 @@ impl LabRun {
             ..ClusterOptions::default()
         })?;
         cluster.write_config(&folder::render_for_control_plane(&folder)?)?;
+        services::prepare(cluster.node())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("echo")
@@ -143,6 +144,8 @@ impl LabRun {
             let running = run.start_pod(lab_pod)?;
             run.pods.insert(lab_pod.key(), running);
         }
+        services::apply(run.cluster().node(), &run.folder)?;
+        run.write_hosts()?;
         run.save()?;
         Ok(run)
     }
@@ -218,6 +221,8 @@ impl LabRun {
                 }),
             }
         }
+        services::apply(self.cluster().node(), &self.folder)?;
+        self.write_hosts()?;
         self.save()?;
         events(Event::Applied {
             added: change.pods_added.len(),
@@ -291,6 +296,30 @@ impl LabRun {
             echo: token,
             ports,
         })
+    }
+
+    /// Writes the `/etc/hosts` of each namespace's pods for `weftctl lab exec`, each file
+    /// renamed into place.
+    fn write_hosts(&self) -> Result<()> {
+        let namespaces: std::collections::BTreeSet<&str> = self
+            .folder
+            .pods
+            .values()
+            .map(LabPod::namespace)
+            .chain(self.folder.namespaces.keys().map(String::as_str))
+            .collect();
+        for namespace in namespaces {
+            let path = self.entry.hosts_file(namespace);
+            let what = format!("the hosts file {}", path.display());
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(Error::io(what.clone()))?;
+            }
+            let staged = path.with_extension("new");
+            std::fs::write(&staged, folder::hosts_file(&self.folder, namespace))
+                .map_err(Error::io(what.clone()))?;
+            std::fs::rename(&staged, &path).map_err(Error::io(what))?;
+        }
+        Ok(())
     }
 
     /// Writes the lab's registry entry from the running pods.

@@ -145,3 +145,28 @@ fn service_for_control_plane(svc: &LabService) -> Service {
     }
     out
 }
+
+/// The `/etc/hosts` a pod of `namespace` sees under `weftctl lab exec`, as cluster DNS would
+/// answer it: each Service with a cluster IP as `name.ns.svc.cluster.local`, `name.ns.svc` and
+/// `name.ns`, and by its bare `name` from its own namespace (what DNS search domains give in a
+/// cluster). Headless Services have no line: their names would stand for pods.
+pub fn hosts_file(folder: &Folder, namespace: &str) -> String {
+    let mut out = String::from(
+        "# Written by weftctl lab: the folder's Services, as cluster DNS names them\n\
+         127.0.0.1 localhost\n::1 localhost\n",
+    );
+    for service in folder.services.values() {
+        let Some(ip) = service.cluster_ip else {
+            continue;
+        };
+        let (name, ns) = (service.name(), service.namespace());
+        out.push_str(&format!(
+            "{ip} {name}.{ns}.svc.cluster.local {name}.{ns}.svc {name}.{ns}"
+        ));
+        if ns == namespace {
+            out.push_str(&format!(" {name}"));
+        }
+        out.push('\n');
+    }
+    out
+}
