@@ -1,10 +1,15 @@
-//! `weftctl demo`: a live mesh on this machine. Pods are network namespaces on the reference
-//! CNI bridge inside one dedicated "node" namespace (built with `weft-lab`), with `weft-cni`
-//! chained after `bridge`, the control plane in local mode, a `weft-proxy` as UID 2121 in each
-//! pod, and a steady trickle of traffic: `web` calls the Service `api` (pods `api-v1` and
-//! `api-v2`), and both API pods call the Service `backend`. A table of requests, success rate
-//! and latency per workload, read from each proxy's `/metrics`, refreshes in the terminal until
-//! Ctrl-C; then every pod, namespace, veth, bridge and rule is removed (the lab's guards).
+//! `weftctl demo`: a live mesh on this machine, as a `weftctl lab` run of a folder the project
+//! ships (`examples/demo/mesh.yaml`, built in) or of any folder given: pods are network
+//! namespaces on the reference CNI bridge inside one dedicated "node" namespace, with
+//! `weft-cni` chained after `bridge`, the control plane in local mode on the folder, a
+//! `weft-proxy` as UID 2121 in each meshed pod and the echo app on each container port (see
+//! `weft_lab::run`). Each pod whose `demo.weft.dev/calls` annotation names Services sends them
+//! a steady trickle of requests; in the built-in folder `web` calls `api` (pods `api-v1` and
+//! `api-v2`) and both API pods call `backend`. A table of requests, success rate, latency and
+//! mTLS share per workload, read from each proxy's `/metrics`, refreshes in the terminal until
+//! Ctrl-C; edits to the folder apply live (the demo runs a copy of the built-in one and says
+//! where). While it runs it is the lab named `demo`: `weftctl lab exec --lab demo web -- curl
+//! -s http://api/`. Ctrl-C removes every pod, namespace, veth, bridge, rule and file.
 //!
 //! Safety: all traffic stays inside the node namespace, which has no route out; addresses come
 //! from 198.18.0.0/15; clients run inside pod namespaces only.
@@ -16,7 +21,8 @@
 use std::{
     collections::BTreeMap,
     io::Write,
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -26,36 +32,114 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use weft_lab::{Cluster, Metrics, Pod, PodSpec, Service, ServiceSpec, HTTP_PORT};
+use weft_lab::{
+    folder::{Folder, Key},
+    netns::Netns,
+    registry::{PodEntry, Registry},
+    run::{Event, LabRun},
+    Metrics,
+};
 
-/// The namespace (Kubernetes namespace, not network namespace) of the demo's workloads.
-const NAMESPACE: &str = "demo";
-/// The Services' port.
-const PORT: u16 = 80;
-/// How often the table refreshes.
+/// The folder `weftctl demo` runs unless given another.
+const DEMO_FOLDER: &str = include_str!("../../examples/demo/mesh.yaml");
+/// The pod annotation naming the Services a pod calls: `api`, `backend.other:8080`, ...
+const CALLS: &str = "demo.weft.dev/calls";
+/// The demo's lab name, for `weftctl lab exec --lab demo`.
+const LAB: &str = "demo";
+/// The proxy's admin port inside a meshed pod.
+const ADMIN_PORT: u16 = 15190;
+/// How often the table refreshes (and the folder is checked for edits).
 const REFRESH: Duration = Duration::from_secs(2);
 /// A latency bucket bound that means "slower than every finite bucket".
 const INF: f64 = f64::INFINITY;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
-    /// Run for `--seconds`, print the table once, check that traffic crossed the mesh with mTLS
-    /// and spread over both API versions, and exit (non-zero if not). CI runs this.
+    /// A folder of Kubernetes YAML to run instead of the built-in one (a `weftctl lab` folder;
+    /// pods call the Services their `demo.weft.dev/calls` annotation names).
+    dir: Option<PathBuf>,
+    /// Run for `--seconds`, print the table once, check that every call was answered, and that
+    /// every meshed pod behind a called Service served its share over mTLS, and exit (non-zero
+    /// if not). CI runs this.
     #[arg(long)]
     once: bool,
     /// With `--once`: how long the traffic runs.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=600))]
     seconds: u64,
-    /// Requests per second from each client (web, and each API pod to the backend).
+    /// Requests per second on each call (each pod to each Service it names).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=200))]
     rps: u32,
 }
 
-/// What one client has sent, as the client saw it.
+/// One pod calling one Service: what its `demo.weft.dev/calls` names, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Call {
+    from: Key,
+    /// The Service, `namespace/name`.
+    service: Key,
+    /// Its cluster IP and port.
+    dst: SocketAddr,
+    /// `name.namespace.svc.cluster.local`, the `Host` sent.
+    host: String,
+}
+
+/// What one call has sent, as the client saw it.
 #[derive(Debug, Default)]
 struct ClientCounts {
     ok: AtomicU64,
     failed: AtomicU64,
+}
+
+/// The clients of one plan of calls; replaced whole when an edit changes the plan.
+struct Traffic {
+    calls: Vec<(Call, Arc<ClientCounts>)>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(calls: Vec<Call>, entry_pods: &[PodEntry], interval: Duration) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        let mut counted = Vec::new();
+        for call in calls {
+            let counts = Arc::new(ClientCounts::default());
+            let netns = entry_pods
+                .iter()
+                .find(|p| p.namespace == call.from.0 && p.name == call.from.1)
+                .map(|p| p.netns.clone());
+            if let Some(netns) = netns {
+                handles.push(spawn_client(
+                    netns,
+                    call.clone(),
+                    interval,
+                    stop.clone(),
+                    counts.clone(),
+                ));
+            }
+            counted.push((call, counts));
+        }
+        Traffic {
+            calls: counted,
+            stop,
+            handles,
+        }
+    }
+
+    /// Stops the clients and waits for them (each notices within one request's timeout).
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles.drain(..) {
+            // One that panicked has nothing more to count: its counts stand as they are.
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// One workload's figures over the last refresh window.
@@ -112,84 +196,79 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
              (`make deps` does it). Without root, `make demo` runs the loopback demo instead: scripts/try-proxy.sh"
         );
     }
-    // Ctrl-C must end in the guards' cleanup, with `--once` too: the default action would kill
+    let registry = Registry::system();
+    crate::lab::sweep(&registry);
+    if let Ok(running) = registry.find(Some(LAB)) {
+        bail!(
+            "a demo already runs (process {}); stop it with `weftctl lab down --lab {LAB}`",
+            running.pid
+        );
+    }
+    // The built-in folder runs from a copy the user may edit; removed at the end.
+    let copy;
+    let dir: &Path = match &args.dir {
+        Some(dir) => dir,
+        None => {
+            copy = tempfile::Builder::new()
+                .prefix("weft-demo-")
+                .tempdir()
+                .context("make a folder for the demo's YAML")?;
+            std::fs::write(copy.path().join("mesh.yaml"), DEMO_FOLDER)
+                .context("write the demo's YAML")?;
+            copy.path()
+        }
+    };
+    // Ctrl-C must end in the lab's cleanup, with `--once` too: the default action would kill
     // the process and leave the namespaces behind.
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
-    println!("weftctl demo: starting a node namespace, the control plane and four pods ...");
-    let cluster = Cluster::start().context("start the node namespace and the control plane")?;
-    let api = cluster.service(
-        ServiceSpec::new(NAMESPACE, "api")
-            .selector("app", "api")
-            .port("http", PORT, HTTP_PORT),
-    )?;
-    let backend = cluster.service(
-        ServiceSpec::new(NAMESPACE, "backend")
-            .selector("app", "backend")
-            .port("http", PORT, HTTP_PORT),
-    )?;
-    let pod = |name: &str, sa: &str, app: &str| {
-        cluster
-            .pod(
-                PodSpec::new(NAMESPACE, name)
-                    .service_account(sa)
-                    .label("app", app)
-                    .meshed(),
-            )
-            .with_context(|| format!("start pod {name}"))
-    };
-    let pods: Vec<Arc<Pod>> = vec![
-        Arc::new(pod("web", "web", "web")?),
-        Arc::new(pod("api-v1", "api", "api")?),
-        Arc::new(pod("api-v2", "api", "api")?),
-        Arc::new(pod("backend", "backend", "backend")?),
-    ];
-    print_intro(&cluster, &pods, &api, &backend, args.rps);
-
+    println!("weftctl demo: starting the mesh of {} ...", dir.display());
+    let mut run = LabRun::start(registry, LAB, dir, &stop, &mut crate::lab::print_event)
+        .with_context(|| format!("start the demo's lab on {}", dir.display()))?;
     let interval = Duration::from_secs(1) / args.rps;
-    let routes = [
-        (0, api.addr(PORT)),
-        (1, backend.addr(PORT)),
-        (2, backend.addr(PORT)),
-    ];
-    let clients: Vec<_> = routes
-        .iter()
-        .map(|&(from, dst)| {
-            let counts = Arc::new(ClientCounts::default());
-            let handle = spawn_client(
-                pods[from].clone(),
-                dst,
-                interval,
-                stop.clone(),
-                counts.clone(),
-            );
-            (pods[from].name().to_owned(), dst, counts, handle)
-        })
-        .collect();
+    let calls = plan(run.folder()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    print_intro(&run, &calls, args.rps, args.dir.is_none());
+    let mut traffic = Traffic::start(calls, &run.entry().pods, interval);
 
     let started = Instant::now();
     let deadline = args
         .once
         .then(|| started + Duration::from_secs(args.seconds));
-    let mut last = snapshots(&pods);
+    let mut last = snapshots(&run.entry().pods);
     let mut last_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let until = deadline.map_or(REFRESH, |d| {
             d.saturating_duration_since(Instant::now()).min(REFRESH)
         });
         sleep_unless(&stop, until);
-        let now = snapshots(&pods);
+        if !args.once {
+            let mut applied = false;
+            run.poll(&mut |event| {
+                applied |= matches!(event, Event::Applied { .. });
+                crate::lab::print_event(event);
+            })?;
+            if applied {
+                match plan(run.folder()) {
+                    Ok(calls) => {
+                        traffic.stop();
+                        traffic = Traffic::start(calls, &run.entry().pods, interval);
+                    }
+                    Err(e) => eprintln!("weftctl demo: {e}; the traffic goes on as it was"),
+                }
+            }
+        }
+        let pods = &run.entry().pods;
+        let now = snapshots(pods);
         let window = last_at.elapsed().as_secs_f64();
         let rows: BTreeMap<String, Row> = pods
             .iter()
             .map(|p| {
-                let name = p.name().to_owned();
-                let row = row(last.get(&name), now.get(&name), window);
-                (name, row)
+                let row = row(last.get(&p.name), now.get(&p.name), window);
+                (p.name.clone(), row)
             })
             .collect();
         if !args.once && !stop.load(Ordering::Relaxed) {
-            draw(&pods, &rows, started.elapsed());
+            draw(pods, &rows, started.elapsed());
         }
         last = now;
         last_at = Instant::now();
@@ -199,41 +278,98 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     // Set by a signal rather than by the deadline.
     let interrupted = stop.swap(true, Ordering::Relaxed);
-    // The clients notice `stop` within one request timeout, so joining them is bounded. One
-    // that panicked has nothing more to count: its counts stand as they are.
-    let clients: Vec<_> = clients
-        .into_iter()
-        .map(|(from, dst, counts, handle)| {
-            let _ = handle.join();
-            (from, dst, counts)
-        })
-        .collect();
+    traffic.stop();
     if args.once && interrupted {
         println!(
             "\nweftctl demo: interrupted; removing pods, namespaces, the bridge and the rules ..."
         );
-        drop(pods);
-        drop(cluster);
+        drop(run);
         bail!("interrupted before the checks ran");
     }
     if args.once {
+        let pods = run.entry().pods.clone();
         let totals = totals(&pods);
         draw_totals(&pods, &totals, started.elapsed());
-        let failures = check_once(&pods, &totals, &clients);
+        let failures = check_once(run.folder(), &pods, &totals, &traffic.calls);
         println!("weftctl demo: tearing down (pods, namespaces, bridge, rules) ...");
-        drop(pods);
-        drop(cluster);
+        drop(run);
         if !failures.is_empty() {
             bail!("the demo mesh did not work:\n  {}", failures.join("\n  "));
         }
-        println!("weftctl demo: ok: traffic crossed the mesh with mutual TLS and spread over api-v1 and api-v2");
+        println!(
+            "weftctl demo: ok: every call was answered, and every meshed pod behind a called \
+             Service served its share over mutual TLS"
+        );
         return Ok(());
     }
     println!("\nweftctl demo: stopping; removing pods, namespaces, the bridge and the rules ...");
-    drop(pods);
-    drop(cluster);
+    drop(run);
     println!("weftctl demo: done, nothing left behind");
     Ok(())
+}
+
+/// The calls the folder's pods ask for with [`CALLS`]: each item `name`, `name.namespace`,
+/// optionally `:port` (a port of the Service; its first port when none is given).
+fn plan(folder: &Folder) -> Result<Vec<Call>, String> {
+    let mut calls = Vec::new();
+    for pod in folder.pods.values() {
+        let Some(value) = pod.annotations().get(CALLS) else {
+            continue;
+        };
+        let at = || {
+            format!(
+                "pod {}/{} ({} document {}), annotation {CALLS}",
+                pod.namespace(),
+                pod.name(),
+                pod.origin.file.display(),
+                pod.origin.document
+            )
+        };
+        for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, port) = match item.rsplit_once(':') {
+                Some((name, port)) => {
+                    let port: u16 = port
+                        .parse()
+                        .map_err(|_| format!("{}: {item:?}: {port:?} is not a port", at()))?;
+                    (name, Some(port))
+                }
+                None => (item, None),
+            };
+            let (name, namespace) = name.split_once('.').unwrap_or((name, pod.namespace()));
+            let key = (namespace.to_string(), name.to_string());
+            let service = folder
+                .services
+                .get(&key)
+                .ok_or_else(|| format!("{}: no Service {namespace}/{name} in the folder", at()))?;
+            let ports: Vec<u16> = service
+                .ports()
+                .iter()
+                .filter_map(|p| u16::try_from(p.port).ok())
+                .collect();
+            let port = match port {
+                Some(p) if ports.contains(&p) => p,
+                Some(p) => {
+                    return Err(format!(
+                        "{}: Service {namespace}/{name} has no port {p} (its ports: {ports:?})",
+                        at()
+                    ))
+                }
+                None => *ports
+                    .first()
+                    .ok_or_else(|| format!("{}: Service {namespace}/{name} has no ports", at()))?,
+            };
+            let dst = service
+                .addr(port)
+                .ok_or_else(|| format!("{}: Service {namespace}/{name} has no cluster IP", at()))?;
+            calls.push(Call {
+                from: pod.key(),
+                service: key,
+                dst,
+                host: service.host(),
+            });
+        }
+    }
+    Ok(calls)
 }
 
 /// Sets `stop` on SIGINT or SIGTERM, from a small thread of its own.
@@ -275,18 +411,23 @@ pub(crate) fn sleep_unless(stop: &AtomicBool, total: Duration) {
     }
 }
 
-/// A client inside `pod` sending `GET /` to `dst` every `interval` until `stop`.
+/// A client inside the pod namespace `netns` sending `GET /` on `call` every `interval` until
+/// `stop`.
 fn spawn_client(
-    pod: Arc<Pod>,
-    dst: SocketAddr,
+    netns: String,
+    call: Call,
     interval: Duration,
     stop: Arc<AtomicBool>,
     counts: Arc<ClientCounts>,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
+        let Ok(ns) = Netns::attach(&netns) else {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            match pod.get(dst, "/") {
+            match weft_lab::http::get(&ns, call.dst, &call.host, "/") {
                 Ok(r) if r.status == 200 => counts.ok.fetch_add(1, Ordering::Relaxed),
                 _ => counts.failed.fetch_add(1, Ordering::Relaxed),
             };
@@ -301,55 +442,96 @@ fn spawn_client(
     })
 }
 
-fn print_intro(cluster: &Cluster, pods: &[Arc<Pod>], api: &Service, backend: &Service, rps: u32) {
+fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
+    let entry = run.entry();
     println!();
-    println!("A Weft mesh is running in network namespaces on this machine:");
+    println!("A Weft mesh is running in network namespaces on this machine (lab {LAB}):");
     println!(
         "  node namespace {} (bridge {}, pods from {}, no route out)",
-        cluster.node().name(),
+        entry.node,
         weft_lab::BRIDGE,
         weft_lab::POD_SUBNET
     );
-    for p in pods {
+    for p in &entry.pods {
         println!(
-            "  pod {:<8} {:<14} netns {:<28} {}",
-            p.name(),
-            p.ip().to_string(),
-            p.netns().name(),
-            p.spiffe_id()
+            "  pod {:<22} {:<14} {}",
+            format!("{}/{}", p.namespace, p.name),
+            p.ip,
+            p.identity.as_deref().unwrap_or("- (not meshed)")
+        );
+    }
+    for s in run.folder().services.values() {
+        let ip = s
+            .cluster_ip
+            .map_or_else(|| "None".to_string(), |ip| ip.to_string());
+        let backends: Vec<&str> = run
+            .folder()
+            .pods
+            .values()
+            .filter(|p| s.selects(p))
+            .map(|p| p.name())
+            .collect();
+        println!(
+            "  Service {:<18} {:<14} -> {}",
+            format!("{}/{}", s.namespace(), s.name()),
+            ip,
+            backends.join(", ")
+        );
+    }
+    let traffic: Vec<String> = calls
+        .iter()
+        .map(|c| format!("{} -> {}", c.from.1, c.service.1))
+        .collect();
+    println!(
+        "Traffic: {}, {rps} requests/s each, through the proxies with mTLS where both ends are meshed.",
+        traffic.join(", ")
+    );
+    println!("Where to look (in another terminal, as root):");
+    if let Some(first) = calls.first() {
+        println!(
+            "  weftctl lab exec --lab {LAB} -n {} {} -- curl -s http://{}.{}/",
+            first.from.0, first.from.1, first.service.1, first.service.0
+        );
+    }
+    if let Some(p) = entry.pods.iter().find(|p| p.identity.is_some()) {
+        println!(
+            "  weftctl lab exec --lab {LAB} -n {} {} -- curl -s 127.0.0.1:{ADMIN_PORT}/metrics | grep weft_requests_total",
+            p.namespace, p.name
+        );
+        println!(
+            "  ip netns exec {} iptables -t nat -S        # the rules weft-cni installed",
+            p.netns
         );
     }
     println!(
-        "  Service api     {} -> api-v1, api-v2     Service backend {} -> backend",
-        api.addr(PORT),
-        backend.addr(PORT)
-    );
-    println!("Traffic: web -> api, and api-v1, api-v2 -> backend, {rps} requests/s each, all through the proxies with mTLS.");
-    println!("Where to look (in another terminal, as root):");
-    let first = &pods[0];
-    println!(
-        "  ip netns exec {} curl -s 127.0.0.1:15190/metrics | grep weft_requests_total",
-        first.netns().name()
-    );
-    println!(
-        "  ip netns exec {} iptables -t nat -S        # the rules weft-cni installed",
-        first.netns().name()
-    );
-    println!(
-        "  ip netns exec {} tcpdump -ni {} -A tcp     # only TLS between pods",
-        cluster.node().name(),
+        "  ip netns exec {} tcpdump -ni {} -A tcp     # only TLS between meshed pods",
+        entry.node,
         weft_lab::BRIDGE
     );
     println!(
         "  the control plane's YAML and the logs: {}",
-        cluster.dir().display()
+        entry.dir.display()
     );
+    if built_in {
+        println!(
+            "Edit {}/mesh.yaml while it runs (add a pod, unmesh one): the mesh follows.",
+            entry.folder.display()
+        );
+    }
     println!("Ctrl-C stops the demo and removes every namespace, veth, bridge and rule.\n");
 }
 
-fn snapshots(pods: &[Arc<Pod>]) -> BTreeMap<String, Snapshot> {
+/// Each meshed pod's proxy counters, by pod name.
+fn snapshots(pods: &[PodEntry]) -> BTreeMap<String, Snapshot> {
     pods.iter()
-        .filter_map(|p| Some((p.name().to_owned(), snapshot(&p.metrics().ok()?))))
+        .filter(|p| p.identity.is_some())
+        .filter_map(|p| {
+            let ns = Netns::attach(&p.netns).ok()?;
+            let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT));
+            let reply = weft_lab::http::get(&ns, admin, "localhost", "/metrics").ok()?;
+            let metrics = Metrics::parse(&reply.body).ok()?;
+            Some((p.name.clone(), snapshot(&metrics)))
+        })
         .collect()
 }
 
@@ -417,7 +599,7 @@ fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
         .map(|(bound, _)| *bound)
 }
 
-fn totals(pods: &[Arc<Pod>]) -> BTreeMap<String, Row> {
+fn totals(pods: &[PodEntry]) -> BTreeMap<String, Row> {
     let zero = Snapshot::default();
     snapshots(pods)
         .into_iter()
@@ -428,7 +610,7 @@ fn totals(pods: &[Arc<Pod>]) -> BTreeMap<String, Row> {
         .collect()
 }
 
-fn draw(pods: &[Arc<Pod>], rows: &BTreeMap<String, Row>, elapsed: Duration) {
+fn draw(pods: &[PodEntry], rows: &BTreeMap<String, Row>, elapsed: Duration) {
     let mut out = String::new();
     // Clear the screen and go home: a live table, not a scrolling log.
     out.push_str("\x1b[2J\x1b[H");
@@ -444,7 +626,7 @@ fn draw(pods: &[Arc<Pod>], rows: &BTreeMap<String, Row>, elapsed: Duration) {
     let _ = stdout.flush();
 }
 
-fn draw_totals(pods: &[Arc<Pod>], rows: &BTreeMap<String, Row>, elapsed: Duration) {
+fn draw_totals(pods: &[PodEntry], rows: &BTreeMap<String, Row>, elapsed: Duration) {
     println!(
         "Weft demo after {}s: per workload since start, from each proxy's /metrics\n",
         elapsed.as_secs()
@@ -452,9 +634,9 @@ fn draw_totals(pods: &[Arc<Pod>], rows: &BTreeMap<String, Row>, elapsed: Duratio
     print!("{}", table(pods, rows, "requests"));
 }
 
-fn table(pods: &[Arc<Pod>], rows: &BTreeMap<String, Row>, unit: &str) -> String {
+fn table(pods: &[PodEntry], rows: &BTreeMap<String, Row>, unit: &str) -> String {
     let mut out = format!(
-        "{:<9} {:<40} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}\n",
+        "{:<16} {:<40} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}\n",
         "WORKLOAD",
         "IDENTITY",
         format!("IN {unit}"),
@@ -465,11 +647,11 @@ fn table(pods: &[Arc<Pod>], rows: &BTreeMap<String, Row>, unit: &str) -> String 
         "MTLS"
     );
     for p in pods {
-        let r = rows.get(p.name()).cloned().unwrap_or_default();
+        let r = rows.get(&p.name).cloned().unwrap_or_default();
         out.push_str(&format!(
-            "{:<9} {:<40} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}\n",
-            p.name(),
-            p.spiffe_id(),
+            "{:<16} {:<40} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}\n",
+            p.name,
+            p.identity.as_deref().unwrap_or("- (not meshed)"),
             // `+ 0.0` turns a -0.0 (a counter that has not moved) into 0.0.
             format!("{:.1}", r.inbound_rps + 0.0),
             format!("{:.1}", r.outbound_rps + 0.0),
@@ -500,33 +682,57 @@ fn trim(v: f64) -> String {
     s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
 }
 
-/// What `--once` requires: every client got answers and no failures, each server pod served
-/// requests over mTLS, all successful, and both API versions took a share.
+/// What `--once` requires: every call got answers and no failures, and every meshed pod behind
+/// a called Service served requests, all successful, over mTLS when all its callers are meshed.
 fn check_once(
-    pods: &[Arc<Pod>],
+    folder: &Folder,
+    pods: &[PodEntry],
     totals: &BTreeMap<String, Row>,
-    clients: &[(String, SocketAddr, Arc<ClientCounts>)],
+    calls: &[(Call, Arc<ClientCounts>)],
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    for (from, dst, counts) in clients {
+    if calls.is_empty() {
+        failures.push(format!("no pod calls a Service (annotation {CALLS})"));
+    }
+    for (call, counts) in calls {
         let ok = counts.ok.load(Ordering::Relaxed);
         let failed = counts.failed.load(Ordering::Relaxed);
         if ok == 0 || failed > 0 {
-            failures.push(format!("{from} -> {dst}: {ok} answered, {failed} failed"));
+            failures.push(format!(
+                "{} -> {}/{} ({}): {ok} answered, {failed} failed",
+                call.from.1, call.service.0, call.service.1, call.dst
+            ));
         }
     }
-    for p in pods.iter().skip(1) {
-        let r = totals.get(p.name()).cloned().unwrap_or_default();
+    let meshed = |key: &Key| folder.pods.get(key).is_some_and(|p| p.is_meshed());
+    for p in pods.iter().filter(|p| p.identity.is_some()) {
+        let Some(lab_pod) = folder.pods.get(&(p.namespace.clone(), p.name.clone())) else {
+            continue;
+        };
+        let callers: Vec<&Call> = calls
+            .iter()
+            .map(|(c, _)| c)
+            .filter(|c| {
+                folder
+                    .services
+                    .get(&c.service)
+                    .is_some_and(|s| s.selects(lab_pod))
+            })
+            .collect();
+        if callers.is_empty() {
+            continue;
+        }
+        let r = totals.get(&p.name).cloned().unwrap_or_default();
         if r.inbound_rps < 1.0 {
-            failures.push(format!("{} served no requests through its proxy", p.name()));
+            failures.push(format!("{} served no requests through its proxy", p.name));
         }
         if r.success != Some(1.0) {
-            failures.push(format!("{}: success rate {}", p.name(), percent(r.success)));
+            failures.push(format!("{}: success rate {}", p.name, percent(r.success)));
         }
-        if r.mtls_share != Some(1.0) {
+        if callers.iter().all(|c| meshed(&c.from)) && r.mtls_share != Some(1.0) {
             failures.push(format!(
                 "{}: only {} of its requests came over mTLS",
-                p.name(),
+                p.name,
                 percent(r.mtls_share)
             ));
         }
@@ -589,5 +795,63 @@ mod tests {
         assert_eq!(latency(Some(INF)), "slow");
         assert_eq!(percent(Some(1.0)), "100.0%");
         assert_eq!(percent(None), "-");
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use std::path::Path;
+
+    use weft_lab::folder::{self, Addresses};
+
+    use super::*;
+
+    #[test]
+    fn the_built_in_folder_plans_web_to_api_and_both_apis_to_backend() {
+        let folder = folder::build(
+            [(Path::new("mesh.yaml"), DEMO_FOLDER)],
+            &Addresses::default(),
+        );
+        assert!(folder.is_whole(), "{:#?}", folder.refused);
+        let calls: Vec<(String, String)> = plan(&folder)
+            .expect("a plan")
+            .into_iter()
+            .map(|c| (c.from.1, c.service.1))
+            .collect();
+        let want = [("api-v1", "backend"), ("api-v2", "backend"), ("web", "api")];
+        assert_eq!(
+            calls,
+            want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+        );
+    }
+
+    #[test]
+    fn a_call_names_a_service_and_port_the_folder_has() {
+        let with = |calls: &str| {
+            let text = DEMO_FOLDER.replace(
+                "demo.weft.dev/calls: api}",
+                &format!("demo.weft.dev/calls: \"{calls}\"}}"),
+            );
+            folder::build(
+                [(Path::new("mesh.yaml"), text.as_str())],
+                &Addresses::default(),
+            )
+        };
+        let ok = plan(&with("backend.demo:80, api")).expect("a plan");
+        assert!(ok
+            .iter()
+            .any(|c| c.service.1 == "backend" && c.dst.port() == 80 && c.from.1 == "web"));
+        for (calls, says) in [
+            ("nothing", "no Service demo/nothing"),
+            ("api:81", "has no port 81"),
+            ("api:http", "\"http\" is not a port"),
+            ("api.elsewhere", "no Service elsewhere/api"),
+        ] {
+            let e = plan(&with(calls)).expect_err(calls);
+            assert!(
+                e.contains(says) && e.contains("pod demo/web (mesh.yaml document 4)"),
+                "{e}"
+            );
+        }
     }
 }

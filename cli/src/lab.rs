@@ -266,6 +266,7 @@ fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
              (`make deps` installs the packages)."
         );
     }
+    sweep(registry);
     if let Ok(running) = registry.find(Some(&args.name)) {
         bail!(
             "a lab named {} already runs (process {}); stop it with `weftctl lab down --lab {}` \
@@ -314,8 +315,20 @@ fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Removes what labs killed outright left behind, saying so.
+pub(crate) fn sweep(registry: &Registry) {
+    match registry.sweep_stale() {
+        Ok(swept) => {
+            for name in swept {
+                println!("weftctl: removed what the stopped lab {name} left behind");
+            }
+        }
+        Err(e) => eprintln!("weftctl: could not check for stopped labs: {e}"),
+    }
+}
+
 /// Prints what a run reports.
-fn print_event(event: Event) {
+pub(crate) fn print_event(event: Event) {
     let doc = |what: &str, e: &DocError| {
         eprintln!(
             "weftctl lab up: {what}: {} document {}{}: {}",

@@ -145,8 +145,19 @@ impl Up {
 }
 
 impl Drop for Up {
+    /// As Ctrl-C would (SIGTERM), so the lab removes what it made even when the test failed;
+    /// killed outright only if it does not end within a minute.
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let _ = wait::until("weftctl lab up to end", Duration::from_secs(60), || {
+                matches!(self.child.try_wait(), Ok(Some(_))).then_some(())
+            });
             let _ = self.child.kill();
         }
         let _ = self.child.wait();

@@ -672,6 +672,9 @@ impl Pod {
         cmd.arg(format!("--reuid={PROXY_UID}"))
             .arg(format!("--regid={PROXY_UID}"))
             .arg("--clear-groups")
+            // Killed with the process that started it, even when that one is killed outright
+            // (set after the UID change, which would clear it).
+            .arg("--pdeathsig=KILL")
             .arg(&s.bins.proxy)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -46,8 +46,11 @@ impl ControlPlane {
         log: &Path,
     ) -> Result<ControlPlane> {
         let grpc = SocketAddr::from((gateway, GRPC_PORT));
-        let mut cmd = node.command(&bins.control_plane);
-        cmd.env_clear()
+        // Killed with the process that started it, even when that one is killed outright.
+        let mut cmd = node.command("setpriv");
+        cmd.arg("--pdeathsig=KILL")
+            .arg(&bins.control_plane)
+            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .arg("--issuer")
             .arg(pki.issuer_dir())

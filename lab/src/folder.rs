@@ -335,6 +335,14 @@ impl LabService {
     pub fn host(&self) -> String {
         format!("{}.{}.svc.cluster.local", self.name(), self.namespace())
     }
+
+    /// Whether its selector picks `pod` (a Service with no selector picks none).
+    pub fn selects(&self, pod: &LabPod) -> bool {
+        pod.namespace() == self.namespace()
+            && self.selector().is_some_and(|sel| {
+                !sel.is_empty() && sel.iter().all(|(k, v)| pod.labels().get(k) == Some(v))
+            })
+    }
 }
 
 /// An object's namespace, `default` when it names none (as read: parsing checked it).

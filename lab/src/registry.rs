@@ -9,6 +9,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
+    process::Command,
 };
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,53 @@ impl Registry {
         let _ = fs::remove_dir(&self.dir);
     }
 
+    /// Removes what labs whose process is gone (killed outright, so it could not clean up)
+    /// left: their network namespaces (pods and node, with the bridge, veths and rules in
+    /// them), their working folder and their entry. Their proxies and control plane died
+    /// with them (started with a parent-death signal). Returns the names of the labs swept.
+    pub fn sweep_stale(&self) -> Result<Vec<String>> {
+        let stale: Vec<LabEntry> = self
+            .list()?
+            .into_iter()
+            .filter(|l| !l.is_running())
+            .collect();
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        let namespaces = crate::netns::list()?;
+        let mut swept = Vec::new();
+        for lab in stale {
+            let Some(prefix) = lab.node.strip_suffix("-node") else {
+                continue;
+            };
+            let prefix = format!("{prefix}-");
+            // Names are `weft-lab-<pid>-<n>-...`: if that PID runs again, the names may be a
+            // new process's, so they are left alone.
+            let pid_alive = prefix
+                .strip_prefix("weft-lab-")
+                .and_then(|rest| rest.split('-').next())
+                .is_none_or(|pid| Path::new("/proc").join(pid).exists());
+            for ns in namespaces
+                .iter()
+                .filter(|n| n.starts_with(&prefix) && !pid_alive)
+            {
+                // Gone already (another sweep) is fine.
+                let _ = crate::process::run(Command::new("ip").args(["netns", "del", ns]));
+            }
+            let ours = lab
+                .dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix));
+            if ours && !pid_alive {
+                let _ = fs::remove_dir_all(&lab.dir);
+            }
+            self.remove(&lab.name);
+            swept.push(lab.name);
+        }
+        Ok(swept)
+    }
+
     /// Every registered lab, running or stale, sorted by name.
     pub fn list(&self) -> Result<Vec<LabEntry>> {
         let entries = match fs::read_dir(&self.dir) {
@@ -167,11 +215,13 @@ impl Registry {
 }
 
 impl LabEntry {
-    /// Whether its `weftctl lab up` process still runs.
+    /// Whether its process still runs: that PID is still a `weftctl lab up` or a `weftctl
+    /// demo` (which runs as a lab), not another program that got the PID since.
     pub fn is_running(&self) -> bool {
         fs::read(format!("/proc/{}/cmdline", self.pid)).is_ok_and(|cmd| {
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
             args.windows(2).any(|w| w == [&b"lab"[..], &b"up"[..]])
+                || args.get(1).is_some_and(|a| *a == b"demo")
         })
     }
 

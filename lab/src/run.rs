@@ -260,12 +260,7 @@ impl LabRun {
             .folder
             .services
             .values()
-            .filter(|s| s.namespace() == namespace)
-            .find(|s| {
-                s.selector().is_some_and(|sel| {
-                    !sel.is_empty() && sel.iter().all(|(k, v)| lab_pod.labels().get(k) == Some(v))
-                })
-            })
+            .find(|s| s.selects(lab_pod))
             .map(|s| s.name().to_string());
         let echo = Echo::new(EchoIdentity {
             namespace: namespace.to_string(),
