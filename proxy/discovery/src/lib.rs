@@ -65,10 +65,76 @@ pub struct Discovery {
     shutdown: CancellationToken,
     /// The one connection every stream shares; replaced when it closes.
     conn: tokio::sync::Mutex<Option<H2Connection>>,
-    watches: Mutex<Watches>,
+    destinations: Mutex<Table<Destinations>>,
 }
 
-type Watches = HashMap<DiscoveryTarget, Arc<watch::Sender<Resolved>>>;
+/// The watched targets of one kind, each with the sender of its answer.
+type Table<K> = HashMap<<K as Kind>::Target, Arc<watch::Sender<<K as Kind>::Answer>>>;
+
+/// One kind of watch the control plane serves, as [`Discovery`]'s shared machinery (the table
+/// of targets, one stream per target on the shared connection, backoff, forgetting targets
+/// nobody holds) sees it. Each kind brings its target, its answer and how a stream of its
+/// updates is read.
+trait Kind: Sized + Send + Sync + 'static {
+    type Target: Clone + Eq + std::hash::Hash + std::fmt::Display + Send + Sync + 'static;
+    type Answer: Send + Sync + 'static;
+    /// For logs: `discovery`, `route`.
+    const WHAT: &'static str;
+    /// What a target holds until the control plane first answers.
+    fn pending() -> Self::Answer;
+    /// This kind's table in `discovery`.
+    fn table(discovery: &Discovery) -> &Mutex<Table<Self>>;
+    /// One stream on `conn`, from subscription to its end, applying each update to `tx`. A
+    /// received update resets `failures`.
+    fn stream<'a>(
+        discovery: &'a Discovery,
+        conn: H2Connection,
+        target: &'a Self::Target,
+        tx: &'a watch::Sender<Self::Answer>,
+        failures: &'a mut u32,
+    ) -> impl std::future::Future<Output = Result<(), StreamError>> + Send + 'a;
+}
+
+/// The destination service's answers: endpoints per address or Service port.
+#[derive(Debug)]
+struct Destinations;
+
+impl Kind for Destinations {
+    type Target = DiscoveryTarget;
+    type Answer = Resolved;
+    const WHAT: &'static str = "discovery";
+
+    fn pending() -> Resolved {
+        Resolved::Pending
+    }
+
+    fn table(discovery: &Discovery) -> &Mutex<Table<Self>> {
+        &discovery.destinations
+    }
+
+    async fn stream(
+        discovery: &Discovery,
+        conn: H2Connection,
+        dst: &DiscoveryTarget,
+        tx: &watch::Sender<Resolved>,
+        failures: &mut u32,
+    ) -> Result<(), StreamError> {
+        let mut client = DestinationClient::with_origin(conn, origin())
+            .max_decoding_message_size(weft_api::MAX_UPDATE_BYTES);
+        let mut stream = client
+            .watch(dst.watch_request(discovery.proxy_id.clone()))
+            .await
+            .map_err(StreamError::status)?
+            .into_inner();
+        let mut reader = StreamReader::new();
+        while let Some(update) = stream.message().await.map_err(StreamError::status)? {
+            let version = update.version;
+            let read = reader.read(tx, update, &discovery.metrics)?;
+            read.report(Self::WHAT, dst, version, failures);
+        }
+        Err(StreamError::Closed)
+    }
+}
 
 /// Why one stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +147,41 @@ enum StreamError {
     Update(#[from] UpdateError),
     #[error("the control plane closed the stream")]
     Closed,
+}
+
+impl StreamError {
+    fn status(s: tonic::Status) -> StreamError {
+        StreamError::Status {
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+impl Read {
+    /// Logs what reading one update did to a stream, and resets `failures` once one applied.
+    fn report(self, what: &str, target: &impl std::fmt::Display, version: u64, failures: &mut u32) {
+        match self {
+            Read::Applied { first } => {
+                if first && *failures > 0 {
+                    info!(%target, "{what} stream re-established");
+                }
+                *failures = 0;
+            }
+            // A newer control plane: the stream stays open and the answer held stays.
+            Read::Ignored { first: true } => warn!(
+                %target,
+                version,
+                "the control plane sent an update of a kind this proxy does not know (is \
+                 the control plane newer than this proxy?); ignored, the last answer stays \
+                 in force; further ones on this stream are counted in \
+                 weft_config_updates_total{{kind=\"unknown\"}}"
+            ),
+            Read::Ignored { first: false } => {
+                debug!(%target, version, "an update of an unknown kind ignored")
+            }
+        }
+    }
 }
 
 impl Discovery {
@@ -98,12 +199,12 @@ impl Discovery {
             metrics,
             shutdown,
             conn: tokio::sync::Mutex::new(None),
-            watches: Mutex::new(HashMap::new()),
+            destinations: Mutex::new(HashMap::new()),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Watches> {
-        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock<K: Kind>(&self) -> std::sync::MutexGuard<'_, Table<K>> {
+        K::table(self).lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// What is known of `target` (an address, or a Service by name), and its changes. The
@@ -113,18 +214,23 @@ impl Discovery {
         self: &Arc<Self>,
         target: impl Into<DiscoveryTarget>,
     ) -> Option<watch::Receiver<Resolved>> {
-        let target = target.into();
-        let mut watches = self.lock();
+        self.watch::<Destinations>(target.into())
+    }
+
+    /// `target`'s answer of kind `K` and its changes, its watch started by the first call;
+    /// `None` when `K`'s table is full.
+    fn watch<K: Kind>(self: &Arc<Self>, target: K::Target) -> Option<watch::Receiver<K::Answer>> {
+        let mut watches = self.lock::<K>();
         if let Some(tx) = watches.get(&target) {
             return Some(tx.subscribe());
         }
         if watches.len() >= self.settings.max_destinations {
             return None;
         }
-        let (tx, rx) = watch::channel(Resolved::Pending);
+        let (tx, rx) = watch::channel(K::pending());
         let tx = Arc::new(tx);
         watches.insert(target.clone(), tx.clone());
-        tokio::spawn(self.clone().follow(target, tx));
+        tokio::spawn(self.clone().follow::<K>(target, tx));
         Some(rx)
     }
 
@@ -133,18 +239,22 @@ impl Discovery {
         self.dialer.addr()
     }
 
-    /// Keeps `dst`'s answer current until nobody holds a receiver or shutdown.
-    async fn follow(self: Arc<Self>, dst: DiscoveryTarget, tx: Arc<watch::Sender<Resolved>>) {
+    /// Keeps `target`'s answer current until nobody holds a receiver or shutdown.
+    async fn follow<K: Kind>(
+        self: Arc<Self>,
+        target: K::Target,
+        tx: Arc<watch::Sender<K::Answer>>,
+    ) {
         let mut failures: u32 = 0;
         let mut last_error = String::new();
         loop {
             let result = tokio::select! {
-                r = self.stream(&dst, &tx, &mut failures) => r,
+                r = self.stream::<K>(&target, &tx, &mut failures) => r,
                 _ = tx.closed() => Ok(()),
                 _ = self.shutdown.cancelled() => return,
             };
-            if tx.is_closed() && self.forget(&dst, &tx) {
-                debug!(%dst, "no longer watched");
+            if tx.is_closed() && self.forget::<K>(&target, &tx) {
+                debug!(%target, "no longer watched ({})", K::WHAT);
                 return;
             }
             let e = match result {
@@ -154,13 +264,13 @@ impl Discovery {
             failures = failures.saturating_add(1);
             let delay = backoff(&self.settings, failures);
             let msg = e.to_string();
-            // An outage fails every destination's stream in step: one line per distinct
-            // error per destination, the rest at debug.
+            // An outage fails every target's stream in step: one line per distinct error per
+            // target, the rest at debug.
             if msg != last_error {
-                warn!(%dst, error = %msg, retry_in = ?delay, "discovery stream failed; the last answer stays in force");
+                warn!(%target, error = %msg, retry_in = ?delay, "{} stream failed; the last answer stays in force", K::WHAT);
                 last_error = msg;
             } else {
-                debug!(%dst, error = %msg, retry_in = ?delay, "discovery stream failed again");
+                debug!(%target, error = %msg, retry_in = ?delay, "{} stream failed again", K::WHAT);
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -170,61 +280,26 @@ impl Discovery {
         }
     }
 
-    /// Drops `dst` if it still has no receivers (a new one may have arrived meanwhile).
-    fn forget(&self, dst: &DiscoveryTarget, tx: &Arc<watch::Sender<Resolved>>) -> bool {
-        let mut watches = self.lock();
+    /// Drops `target` if it still has no receivers (a new one may have arrived meanwhile).
+    fn forget<K: Kind>(&self, target: &K::Target, tx: &Arc<watch::Sender<K::Answer>>) -> bool {
+        let mut watches = self.lock::<K>();
         if tx.receiver_count() == 0 {
-            watches.remove(dst);
+            watches.remove(target);
             true
         } else {
             false
         }
     }
 
-    /// One stream, from subscription to its end. A received update resets `failures`.
-    async fn stream(
+    /// One stream of kind `K` on the shared connection.
+    async fn stream<K: Kind>(
         &self,
-        dst: &DiscoveryTarget,
-        tx: &watch::Sender<Resolved>,
+        target: &K::Target,
+        tx: &watch::Sender<K::Answer>,
         failures: &mut u32,
     ) -> Result<(), StreamError> {
         let conn = self.connection().await?;
-        let mut client = DestinationClient::with_origin(conn, origin())
-            .max_decoding_message_size(weft_api::MAX_UPDATE_BYTES);
-        let status = |s: tonic::Status| StreamError::Status {
-            code: s.code(),
-            message: s.message().to_string(),
-        };
-        let mut stream = client
-            .watch(dst.watch_request(self.proxy_id.clone()))
-            .await
-            .map_err(status)?
-            .into_inner();
-        let mut reader = StreamReader::new();
-        while let Some(update) = stream.message().await.map_err(status)? {
-            let version = update.version;
-            match reader.read(tx, update, &self.metrics)? {
-                Read::Applied { first } => {
-                    if first && *failures > 0 {
-                        info!(%dst, "discovery stream re-established");
-                    }
-                    *failures = 0;
-                }
-                // A newer control plane: the stream stays open and the answer held stays.
-                Read::Ignored { first: true } => warn!(
-                    %dst,
-                    version,
-                    "the control plane sent an update of a kind this proxy does not know (is \
-                     the control plane newer than this proxy?); ignored, the last answer stays \
-                     in force; further ones on this stream are counted in \
-                     weft_config_updates_total{{kind=\"unknown\"}}"
-                ),
-                Read::Ignored { first: false } => {
-                    debug!(%dst, version, "an update of an unknown kind ignored")
-                }
-            }
-        }
-        Err(StreamError::Closed)
+        K::stream(self, conn, target, tx, failures).await
     }
 
     /// The shared connection, dialled if there is none or it closed.
@@ -301,7 +376,7 @@ mod tests {
         assert!(a1.same_channel(&a2), "one watch per address");
         assert!(!a1.same_channel(&s1), "the name is a target of its own");
         assert_eq!(*s1.borrow(), Resolved::Pending);
-        assert_eq!(discovery.lock().len(), 2);
+        assert_eq!(discovery.lock::<Destinations>().len(), 2);
         // The bound counts both kinds of key.
         let other: SocketAddr = "198.19.0.11:80".parse().expect("addr");
         assert!(discovery.resolve(other).is_none());
