@@ -304,10 +304,13 @@ impl RequestRedirect {
             (None, Some(authority)) => Some(authority.host()),
             (None, None) => None,
         };
-        let path = match (&self.path, uri.path()) {
-            (Some(modifier), path) if path.starts_with('/') => modifier.apply(path, prefix),
-            (_, "") => "/".to_owned(),
-            (_, path) => path.to_owned(),
+        // `*` (OPTIONS) and a CONNECT's empty path redirect as `/`.
+        let path = Some(uri.path())
+            .filter(|path| path.starts_with('/'))
+            .unwrap_or("/");
+        let path = match &self.path {
+            Some(modifier) => modifier.apply(path, prefix),
+            None => path.to_owned(),
         };
         let mut location = String::with_capacity(path.len() + 64);
         if let Some(host) = host {

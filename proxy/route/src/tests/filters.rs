@@ -565,6 +565,14 @@ fn redirect_location_scheme_host_port_and_path() {
         ),
         // An unusable Host is no host.
         ("/", redirect(), "/a", &[("host", "bad host")], (302, "/a")),
+        // `OPTIONS *` redirects as `/`.
+        (
+            "/",
+            redirect(),
+            "*",
+            &[("host", "echo")],
+            (302, "http://echo/"),
+        ),
     ];
     for (match_prefix, redirect, uri, headers, (status, location)) in cases {
         assert_eq!(
