@@ -218,37 +218,33 @@ impl Rule {
             filters.push(filter);
         }
         // The Gateway API: at most one URLRewrite, at most one RequestRedirect, not both.
-        let count = |kind: fn(&Filter) -> bool| filters.iter().filter(|f| kind(f)).count();
-        let rewrites = count(|f| matches!(f, Filter::UrlRewrite(_)));
-        let redirects = count(|f| matches!(f, Filter::RequestRedirect(_)));
-        if rewrites > 1 {
-            return Err(err(
-                "filters".into(),
-                Reason::DuplicateFilter {
-                    filter: "URLRewrite",
-                },
-            ));
-        }
-        if redirects > 1 {
-            return Err(err(
-                "filters".into(),
-                Reason::DuplicateFilter {
-                    filter: "RequestRedirect",
-                },
-            ));
-        }
-        if rewrites > 0 && redirects > 0 {
-            return Err(err("filters".into(), Reason::RewriteWithRedirect));
+        let (mut rewrite, mut redirect) = (false, false);
+        for (i, filter) in filters.iter().enumerate() {
+            let (seen, other, filter) = match filter {
+                Filter::UrlRewrite(_) => (&mut rewrite, redirect, "URLRewrite"),
+                Filter::RequestRedirect(_) => (&mut redirect, rewrite, "RequestRedirect"),
+                _ => continue,
+            };
+            if *seen {
+                return Err(err(
+                    format!("filters[{i}]"),
+                    Reason::DuplicateFilter { filter },
+                ));
+            }
+            if other {
+                return Err(err(format!("filters[{i}]"), Reason::RewriteWithRedirect));
+            }
+            *seen = true;
         }
         // ReplacePrefixMatch replaces the prefix that matched: every match of the rule must
         // be a prefix match.
-        if filters.iter().any(Filter::replaces_prefix) {
+        if let Some(i) = filters.iter().position(Filter::replaces_prefix) {
             if let Some(m) = matches
                 .iter()
                 .find(|m| m.rule_index() == index && m.prefix().is_none())
             {
                 return Err(err(
-                    "filters".into(),
+                    format!("filters[{i}]"),
                     Reason::PrefixRewriteWithoutPrefixMatch {
                         match_index: m.index(),
                         kind: m.path_kind(),

@@ -252,7 +252,7 @@ fn rule_and_filter_errors_name_the_rule_and_field() {
         vec![prefix(0, "/")],
         named(vec![rewrite("/a"), rewrite("/b")]),
     ));
-    check(&e, site(), "filters", |r| {
+    check(&e, site(), "filters[1]", |r| {
         matches!(
             r,
             Reason::DuplicateFilter {
@@ -273,7 +273,7 @@ fn rule_and_filter_errors_name_the_rule_and_field() {
             }),
         ]),
     ));
-    check(&e, site(), "filters", |r| {
+    check(&e, site(), "filters[1]", |r| {
         matches!(r, Reason::RewriteWithRedirect)
     });
     // ReplacePrefixMatch with an Exact match of the same rule.
@@ -281,7 +281,7 @@ fn rule_and_filter_errors_name_the_rule_and_field() {
         vec![prefix(0, "/a"), exact(0, "/b")],
         named(vec![rewrite("/c")]),
     ));
-    check(&e, site(), "filters", |r| {
+    check(&e, site(), "filters[0]", |r| {
         matches!(
             r,
             Reason::PrefixRewriteWithoutPrefixMatch { match_index: 1, .. }
