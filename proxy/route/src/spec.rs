@@ -47,7 +47,7 @@ pub enum PathMatch {
     Regex(String),
 }
 
-/// A header condition.
+/// A header condition. A header sent several times matches if any of its values does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderMatch {
     /// A header name, any case.
@@ -55,7 +55,9 @@ pub struct HeaderMatch {
     pub value: ValueMatch,
 }
 
-/// A query parameter condition: on the parameter's first occurrence, percent-decoded.
+/// A query parameter condition, on the parameter's first occurrence (as the Gateway API
+/// recommends). Names and values are percent-decoded (`%20` is a space; `+` stays `+`, as in a
+/// URI rather than a form); a parameter without `=` has the empty value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueryMatch {
     /// The parameter's name, exact.
