@@ -140,12 +140,13 @@ fn check_pick(table: &RouteTable, split: &Split, r: u32) {
 }
 
 fn input(u: &mut Unstructured<'_>) -> Result<(spec::RouteTable, (Method, Uri, HeaderMap), u32)> {
+    // The request first: were it last, most inputs would run out of bytes before it.
+    let request = request(u)?;
+    let r = u.arbitrary()?;
     let rules: Vec<spec::Rule> = list(u, 3, rule)?;
     let rule_count = rules.len() as u32;
     let matches = list(u, 4, |u| a_match(u, rule_count))?;
     let tcp_split = list(u, 2, backend)?;
-    let request = request(u)?;
-    let r = u.arbitrary()?;
     Ok((
         spec::RouteTable {
             matches,
