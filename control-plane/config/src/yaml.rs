@@ -182,7 +182,10 @@ fn doc_error(file: &Path, document: usize, field: &str, reason: String) -> DocEr
 }
 
 /// Adds one document's object; `Some` with its key when it is an HTTPRoute.
-fn add(snapshot: &mut Snapshot, value: serde_yaml::Value) -> Result<Option<Key>, Problem> {
+pub(crate) fn add(
+    snapshot: &mut Snapshot,
+    value: serde_yaml::Value,
+) -> Result<Option<Key>, Problem> {
     if value.is_null() {
         return Ok(None); // an empty document (a trailing `---`)
     }
