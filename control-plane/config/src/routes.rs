@@ -69,7 +69,7 @@ use crate::{
         HttpRouteFilter, HttpRouteMatch, ParentReference,
     },
     index::{cluster_ips, Target, TargetError},
-    model::{is_dns_label, Key, Snapshot},
+    model::{Key, Snapshot},
     smi,
 };
 
@@ -1068,6 +1068,8 @@ pub struct SplitStatus {
     pub split: Key,
     /// In force on at least one port of its root Service.
     pub in_force: bool,
+    /// Backend Services that do not exist (their share is answered 500).
+    pub missing_backends: Vec<String>,
     /// What a log says: where it is in force or what shadows it, and backends missing.
     pub message: String,
 }
@@ -1083,6 +1085,7 @@ pub fn split_statuses(snapshot: &Snapshot) -> Vec<SplitStatus> {
                 return SplitStatus {
                     split: key.clone(),
                     in_force: false,
+                    missing_backends: missing_backends(snapshot, key, ts),
                     message: format!(
                         "its root Service {}/{} is not found, or is headless",
                         key.0, ts.spec.service
@@ -1120,32 +1123,34 @@ pub fn split_statuses(snapshot: &Snapshot) -> Vec<SplitStatus> {
                 }
                 m
             };
-            if let Ok(split) = smi::read_split(ts, &key.0) {
-                let missing: Vec<&str> = split
-                    .backends
-                    .iter()
-                    .filter(|(b, _)| !snapshot.services.contains_key(&(key.0.clone(), b.clone())))
-                    .map(|(b, _)| b.as_str())
-                    .collect();
-                if !missing.is_empty() {
-                    message.push_str(&format!(
-                        "; backend Service(s) not found, their share answered {INVALID_BACKEND_STATUS}: {}",
-                        missing.join(", ")
-                    ));
-                }
+            let missing_backends = missing_backends(snapshot, key, ts);
+            if !missing_backends.is_empty() {
+                message.push_str(&format!(
+                    "; backend Service(s) not found, their share answered {INVALID_BACKEND_STATUS}: {}",
+                    missing_backends.join(", ")
+                ));
             }
             SplitStatus {
                 split: key.clone(),
                 in_force: !in_force.is_empty(),
+                missing_backends,
                 message,
             }
         })
         .collect()
 }
 
-/// Whether `s` is a namespace name (for a client identity's namespace).
-pub fn is_namespace(s: &str) -> bool {
-    is_dns_label(s)
+/// The backends of a split that are no Service of its namespace.
+fn missing_backends(snapshot: &Snapshot, key: &Key, ts: &smi::TrafficSplit) -> Vec<String> {
+    let Ok(split) = smi::read_split(ts, &key.0) else {
+        return Vec::new();
+    };
+    split
+        .backends
+        .into_iter()
+        .map(|(b, _)| b)
+        .filter(|b| !snapshot.services.contains_key(&(key.0.clone(), b.clone())))
+        .collect()
 }
 
 #[cfg(test)]
