@@ -376,3 +376,75 @@ async fn a_malformed_route_target_is_invalid_argument() {
     let e = client.watch(req).await.expect_err("an invalid name");
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
 }
+
+#[tokio::test]
+async fn with_kubernetes_routes_come_from_the_api_and_a_kind_not_installed_is_no_route() {
+    use serde_json::json;
+    use weft_testkit::{FakeKube, Kind};
+
+    let api = FakeKube::start();
+    // No TrafficSplit CRD in this cluster: the mesh runs without splits.
+    api.unserve(Kind::TrafficSplit);
+    for (name, ip) in [
+        ("api", "198.19.0.10"),
+        ("api-v1", "198.19.0.11"),
+        ("api-v2", "198.19.0.12"),
+    ] {
+        api.apply(
+            Kind::Service,
+            json!({"metadata": {"name": name, "namespace": "shop"},
+                   "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]}}),
+        );
+    }
+    let route = |v1: u32, v2: u32, path: &str| {
+        json!({"metadata": {"name": "api", "namespace": "shop"},
+               "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "api"}],
+                        "rules": [{"matches": [{"path": {"type": "RegularExpression", "value": path}}],
+                                   "backendRefs": [{"name": "api-v1", "port": 80, "weight": v1},
+                                                   {"name": "api-v2", "port": 80, "weight": v2}]}]}})
+    };
+    api.apply(Kind::HttpRoute, route(90, 10, "/.*"));
+    let pki = Pki::new(1);
+    let kubeconfig = api.kubeconfig(pki.dir.path());
+    let cp = ControlPlane::start(
+        &pki,
+        Tokens::Kube {
+            kubeconfig: &kubeconfig,
+        },
+        &["--source", "kubernetes"],
+    )
+    .await;
+    let mut client = client(&cp, &pki, None).await;
+    let mut stream: Option<Streaming<pb::Update>>;
+    assert_eventually!(
+        {
+            stream = watch(&mut client, "198.19.0.10:80").await.ok();
+            stream.is_some()
+        },
+        "the control plane syncs, the TrafficSplit kind counting as empty"
+    );
+    let mut stream = stream.expect("stream");
+    let first = next(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("first");
+    assert_eq!(split(&first), ["api-v1 90", "api-v2 10"]);
+    assert!(
+        cp.logs().contains("does not serve this kind"),
+        "the missing CRD is logged"
+    );
+
+    api.apply(Kind::HttpRoute, route(0, 100, "/.*"));
+    let update = next(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("a change");
+    assert_eq!(split(&update), ["api-v1 0", "api-v2 100"]);
+
+    // A version the checks refuse: its last good version stays in force.
+    api.apply(Kind::HttpRoute, route(50, 50, "/(["));
+    assert_eventually!(
+        cp.logs()
+            .contains("HTTPRoute refused; its last good version stays in force"),
+        "the refusal is logged"
+    );
+    assert_eq!(next(&mut stream, Duration::from_millis(300)).await, None);
+}
