@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/weft/identity/v1/identity.proto",
         "proto/weft/destination/v1/destination.proto",
+        "proto/weft/route/v1/route.proto",
     ];
     let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()

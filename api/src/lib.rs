@@ -32,6 +32,12 @@ pub mod destination {
     include!(concat!(env!("OUT_DIR"), "/weft.destination.v1.rs"));
 }
 
+/// Routes, a client's view of the HTTPRoutes and TrafficSplits of one Service port:
+/// `weft.route.v1`.
+pub mod route {
+    include!(concat!(env!("OUT_DIR"), "/weft.route.v1.rs"));
+}
+
 #[cfg(feature = "client")]
 pub mod client;
 
@@ -39,9 +45,9 @@ pub mod client;
 /// bounds what a misbehaving peer can make the other buffer.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// Largest discovery update either side accepts: a snapshot of a Service with ~20,000
-/// endpoints (about 100 bytes each). Larger Services are refused by the control plane with a
-/// clear error rather than cut short.
+/// Largest discovery or route update either side accepts: a snapshot of a Service with ~20,000
+/// endpoints (about 100 bytes each), or a route table of a few hundred rules. Larger ones are
+/// refused by the control plane with a clear error rather than cut short.
 pub const MAX_UPDATE_BYTES: usize = 2 * 1024 * 1024;
 
 #[cfg(test)]

@@ -17,9 +17,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 use weft_api::{
     destination::destination_server::DestinationServer, identity::identity_server::IdentityServer,
+    route::routes_server::RoutesServer,
 };
 
-use crate::{discovery::DestinationService, identity::IdentityService};
+use crate::{
+    discovery::DestinationService,
+    identity::IdentityService,
+    peer::{Identify, PeerIdentity},
+    routes::RouteService,
+};
 
 /// Bounds on what one client can make the server hold.
 #[derive(Clone, Debug)]
@@ -35,31 +41,45 @@ impl Default for Limits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 10_000,
-            // A proxy opens one discovery stream per destination it talks to, all on one
-            // connection.
-            max_concurrent_streams: 4096,
+            // A proxy opens one discovery stream per destination it talks to and one route
+            // stream per Service, all on one connection.
+            max_concurrent_streams: 8192,
             max_header_list_bytes: 16 * 1024,
         }
     }
 }
 
-/// Serves gRPC on `listener` until `shutdown`; connections are tracked by `tasks`.
+/// The services served on the gRPC port.
+#[derive(Debug)]
+pub struct Served {
+    pub identity: IdentityService,
+    pub destination: DestinationService,
+    pub routes: RouteService,
+}
+
+/// Serves gRPC on `listener` until `shutdown`; connections are tracked by `tasks`. A client
+/// certificate presented is checked by `identify`, and the identity it proves travels with
+/// each of the connection's requests ([`PeerIdentity`]).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    identity: IdentityService,
-    destination: DestinationService,
+    served: Served,
+    identify: Identify,
     limits: Limits,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
     let service = Services {
-        identity: IdentityServer::new(identity)
+        identity: IdentityServer::new(served.identity)
             .max_decoding_message_size(weft_api::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(weft_api::MAX_MESSAGE_BYTES),
-        destination: DestinationServer::new(destination)
+        destination: DestinationServer::new(served.destination)
             .max_decoding_message_size(weft_api::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(weft_api::MAX_UPDATE_BYTES),
+        routes: RoutesServer::new(served.routes)
+            .max_decoding_message_size(weft_api::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(weft_api::MAX_UPDATE_BYTES),
+        peer: None,
     };
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -85,11 +105,12 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let service = service.clone();
+        let identify = identify.clone();
         let limits = limits.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            serve_conn(tcp, peer, acceptor, service, &limits, shutdown).await;
+            serve_conn(tcp, peer, acceptor, service, &identify, &limits, shutdown).await;
         });
     }
 }
@@ -98,7 +119,8 @@ async fn serve_conn(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    service: Services,
+    mut service: Services,
+    identify: &Identify,
     limits: &Limits,
     shutdown: CancellationToken,
 ) {
@@ -120,6 +142,14 @@ async fn serve_conn(
         },
         _ = shutdown.cancelled() => return,
     };
+    if let Some(chain) = tls.get_ref().1.peer_certificates() {
+        match identify.identify(chain) {
+            Ok(id) => service.peer = Some(id),
+            Err(e) => {
+                debug!(%peer, error = %e, "client certificate not accepted; the connection is unauthenticated")
+            }
+        }
+    }
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -139,12 +169,15 @@ async fn serve_conn(
     }
 }
 
-/// Both services on one port, routed by the gRPC path's service name. (tonic's `Routes` would
-/// bring axum for a two-way `match`.)
+/// Every service on one port, routed by the gRPC path's service name (tonic's `Routes` would
+/// bring axum for a `match`), with the connection's authenticated caller.
 #[derive(Clone, Debug)]
 struct Services {
     identity: IdentityServer<IdentityService>,
     destination: DestinationServer<DestinationService>,
+    routes: RoutesServer<RouteService>,
+    /// Who the connection's client certificate proves, given to each request.
+    peer: Option<PeerIdentity>,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -161,13 +194,15 @@ impl tower_service::Service<http::Request<hyper::body::Incoming>> for Services {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        if req
-            .uri()
-            .path()
-            .starts_with("/weft.destination.v1.Destination/")
-        {
+    fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if let Some(peer) = &self.peer {
+            req.extensions_mut().insert(peer.clone());
+        }
+        let path = req.uri().path();
+        if path.starts_with("/weft.destination.v1.Destination/") {
             Box::pin(self.destination.call(req))
+        } else if path.starts_with("/weft.route.v1.Routes/") {
+            Box::pin(self.routes.call(req))
         } else {
             Box::pin(self.identity.call(req))
         }

@@ -1,10 +1,19 @@
-//! The Kubernetes config source: kube-rs reflectors on Services, EndpointSlices and Pods.
+//! The Kubernetes config source: kube-rs reflectors on Services, EndpointSlices and Pods, and
+//! on the route kinds: HTTPRoutes (`gateway.networking.k8s.io/v1`), ReferenceGrants
+//! (`v1beta1`) and TrafficSplits (`split.smi-spec.io/v1alpha4`).
 //!
-//! Three `kube::runtime` watchers over all namespaces (list, then watch from the list's
+//! Six `kube::runtime` watchers over all namespaces (list, then watch from the list's
 //! resourceVersion, bookmarks on, relist on 410 Gone), each with kube-runtime's default
 //! backoff (0.8 s doubling to 30 s, jittered), each feeding a reflector store. Nothing is
-//! published until all three have finished their first list; then one [`Snapshot`] built from
-//! the three stores, and after that a new one whenever something changed.
+//! published until all six have finished their first list; then one [`Snapshot`] built from
+//! the stores, and after that a new one whenever something changed.
+//!
+//! # Route kinds whose CRD is not installed
+//! The route kinds are CustomResourceDefinitions a cluster may not have. A list answered 404
+//! (the API server does not serve the kind) counts as an empty, synced list, logged once at
+//! info: the mesh runs without routes rather than never publishing. The watcher keeps
+//! retrying with its backoff, so routes appear once the CRD is installed. (A CRD removed
+//! while watched leaves the store as it was until the watch can list again.)
 //!
 //! # Memory
 //! Objects are stripped before they reach a store: `metadata.managedFields` and the
@@ -71,7 +80,11 @@ use kube::{
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use weft_control_plane_config::model::{self, Key, Problem, Snapshot};
+use weft_control_plane_config::{
+    gateway::{HttpRoute, ReferenceGrant},
+    model::{self, Key, Problem, Snapshot},
+    smi::TrafficSplit,
+};
 
 use crate::{
     metrics::Metrics,
@@ -115,6 +128,9 @@ impl KubeSource {
         let (services, service_writer) = reflector::store();
         let (slices, slice_writer) = reflector::store();
         let (pods, pod_writer) = reflector::store();
+        let (routes, route_writer) = reflector::store();
+        let (grants, grant_writer) = reflector::store();
+        let (splits, split_writer) = reflector::store();
         let mut signals = stream::select_all([
             signals(
                 Api::<Service>::all(self.client.clone()),
@@ -134,11 +150,32 @@ impl KubeSource {
                 pod_writer,
                 Kind::Pod,
             ),
+            signals(
+                Api::<HttpRoute>::all(self.client.clone()),
+                |r: &mut HttpRoute| strip_meta(&mut r.metadata),
+                route_writer,
+                Kind::HttpRoute,
+            ),
+            signals(
+                Api::<ReferenceGrant>::all(self.client.clone()),
+                |g: &mut ReferenceGrant| strip_meta(&mut g.metadata),
+                grant_writer,
+                Kind::ReferenceGrant,
+            ),
+            signals(
+                Api::<TrafficSplit>::all(self.client.clone()),
+                |t: &mut TrafficSplit| strip_meta(&mut t.metadata),
+                split_writer,
+                Kind::TrafficSplit,
+            ),
         ]);
         let mut cluster = Cluster {
             services: Tracked::new(Kind::Service, services),
             slices: Tracked::new(Kind::EndpointSlice, slices),
             pods: Tracked::new(Kind::Pod, pods),
+            routes: Tracked::new(Kind::HttpRoute, routes),
+            grants: Tracked::new(Kind::ReferenceGrant, grants),
+            splits: Tracked::new(Kind::TrafficSplit, splits),
             watches: Default::default(),
             published: false,
             metrics: self.metrics,
@@ -199,7 +236,13 @@ enum Kind {
     Service = 0,
     EndpointSlice = 1,
     Pod = 2,
+    HttpRoute = 3,
+    ReferenceGrant = 4,
+    TrafficSplit = 5,
 }
+
+/// How many kinds are watched.
+const KINDS: usize = 6;
 
 impl Kind {
     fn as_str(self) -> &'static str {
@@ -207,7 +250,18 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::TrafficSplit => "TrafficSplit",
         }
+    }
+
+    /// A kind defined by a CRD the cluster may not have.
+    fn optional(self) -> bool {
+        matches!(
+            self,
+            Kind::HttpRoute | Kind::ReferenceGrant | Kind::TrafficSplit
+        )
     }
 }
 
@@ -222,6 +276,15 @@ enum Signal {
     Synced,
     /// The watch failed; the watcher retries after a backoff.
     Failed(watcher::Error),
+}
+
+/// Whether `error` says the API server does not serve the kind at all (404 on its list).
+fn not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
+        _ => false,
+    }
 }
 
 /// One kind's watcher, stripped, backed off and reflected into `writer`, as signals.
@@ -258,6 +321,8 @@ struct WatchState {
     synced: bool,
     /// The message of the failure it is in, if it is failing.
     failing: Option<String>,
+    /// The kind is not served (its CRD is not installed); logged once.
+    not_served: bool,
 }
 
 impl WatchState {
@@ -285,12 +350,15 @@ impl WatchState {
     }
 }
 
-/// The three stores and what the source remembers about them.
+/// The stores and what the source remembers about them.
 struct Cluster {
     services: Tracked<Service>,
     slices: Tracked<EndpointSlice>,
     pods: Tracked<Pod>,
-    watches: [WatchState; 3],
+    routes: Tracked<HttpRoute>,
+    grants: Tracked<ReferenceGrant>,
+    splits: Tracked<TrafficSplit>,
+    watches: [WatchState; KINDS],
     /// A first snapshot was sent.
     published: bool,
     metrics: Arc<Metrics>,
@@ -301,8 +369,26 @@ impl Cluster {
     fn seen(&mut self, kind: Kind, signal: Signal) -> bool {
         let watch = &mut self.watches[kind as usize];
         if let Signal::Failed(error) = signal {
+            if kind.optional() && not_served(&error) {
+                // No CRD: nothing of the kind exists. Synced, empty, until it is installed.
+                if !watch.not_served {
+                    info!(
+                        kind = kind.as_str(),
+                        "the API server does not serve this kind (its CRD is not installed); \
+                         running without it, and watching for it"
+                    );
+                    watch.not_served = true;
+                }
+                let changed = !watch.synced;
+                watch.synced = true;
+                return changed;
+            }
             watch.failed(kind, &error);
             return false;
+        }
+        if watch.not_served {
+            info!(kind = kind.as_str(), "the API server serves this kind now");
+            watch.not_served = false;
         }
         if watch.failing.take().is_some() {
             info!(kind = kind.as_str(), "watching the Kubernetes API again");
@@ -331,12 +417,31 @@ impl Cluster {
         );
         self.pods
             .fold(&mut next, Snapshot::add_pod, |s| &mut s.pods, m);
+        self.routes.fold(
+            &mut next,
+            Snapshot::add_http_route,
+            |s| &mut s.http_routes,
+            m,
+        );
+        self.grants.fold(
+            &mut next,
+            Snapshot::add_reference_grant,
+            |s| &mut s.reference_grants,
+            m,
+        );
+        self.splits.fold(
+            &mut next,
+            Snapshot::add_traffic_split,
+            |s| &mut s.traffic_splits,
+            m,
+        );
         let first = !self.published;
         let (services, slices, pods) = (
             next.services.len(),
             next.endpoint_slices.len(),
             next.pods.len(),
         );
+        let (http_routes, traffic_splits) = (next.http_routes.len(), next.traffic_splits.len());
         let sent = out.send_if_modified(|current| {
             if !first && same_snapshot(current, &next) {
                 return false;
@@ -354,6 +459,8 @@ impl Cluster {
                 services,
                 endpoint_slices = slices,
                 pods,
+                http_routes,
+                traffic_splits,
                 "in sync with the Kubernetes API; config in force"
             );
         } else {
@@ -361,6 +468,8 @@ impl Cluster {
                 services,
                 endpoint_slices = slices,
                 pods,
+                http_routes,
+                traffic_splits,
                 "Kubernetes config changed"
             );
         }
@@ -472,6 +581,9 @@ fn same_snapshot(a: &Snapshot, b: &Snapshot) -> bool {
     same_objects(&a.services, &b.services)
         && same_objects(&a.endpoint_slices, &b.endpoint_slices)
         && same_objects(&a.pods, &b.pods)
+        && same_objects(&a.http_routes, &b.http_routes)
+        && same_objects(&a.reference_grants, &b.reference_grants)
+        && same_objects(&a.traffic_splits, &b.traffic_splits)
 }
 
 fn same_objects<K: Resource + Clone + PartialEq>(

@@ -1,6 +1,7 @@
 //! Weft's control plane: the identity service, a CA that signs each proxy's certificate for the
-//! workload its token proves, and the destination service, which tells proxies where a
-//! destination's endpoints are and who each must be.
+//! workload its token proves; the destination service, which tells proxies where a
+//! destination's endpoints are and who each must be; and the route service, which tells them
+//! how requests to a Service are routed (HTTPRoutes and TrafficSplits).
 //!
 //! # Layout
 //! - [`issuer`]: the issuer and trust anchors from a directory, reloaded when they change.
@@ -17,8 +18,11 @@
 //!   for slow readers.
 //! - [`discovery`]: the destination service, the first kind of answer: endpoints from the
 //!   [`index`](weft_control_plane_config::index).
-//! - [`grpc`]: TLS and HTTP/2 serving of both services; [`admin`]: `/metrics`, `/ready`,
-//!   `/live`; [`addresses`]: the file that reports the addresses they got.
+//! - [`routes`]: the route service, the second: a Service port's route table for a client's
+//!   namespace, from the [`routes`](weft_control_plane_config::routes) index.
+//! - [`grpc`]: TLS and HTTP/2 serving of every service; [`peer`]: who a caller is, from the
+//!   client certificate it presented; [`admin`]: `/metrics`, `/ready`, `/live`;
+//!   [`addresses`]: the file that reports the addresses they got.
 //! - [`Error`]: why [`run`] failed, and whether that is configuration (exit 64) or a failure
 //!   at run time (exit 1).
 
@@ -35,6 +39,8 @@ pub mod kube_source;
 pub mod kube_tokens;
 pub mod local;
 pub mod metrics;
+pub mod peer;
+pub mod routes;
 pub mod serving;
 pub mod source;
 pub mod tokens;
@@ -233,10 +239,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
         snapshot.clone(),
         metrics.discovery.clone(),
     );
+    let route_hub = hub::Hub::new(routes::Routes, snapshot.clone(), metrics.routes.clone());
     // A watched source publishes its first state once it has read the whole cluster: until
     // then, an empty index would tell every proxy that no Service exists.
     if source.as_ref().is_some_and(|s| !s.ready_at_start()) {
         hub.set_synced(false);
+        route_hub.set_synced(false);
     }
 
     let grpc = TcpListener::bind(args.grpc_addr)
@@ -265,10 +273,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
         let (tx, rx) = tokio::sync::watch::channel(snapshot);
         info!(source = source.name(), "watching the config source");
         tasks.spawn(source.run(tx, shutdown.clone()));
-        tasks.spawn(hub.clone().follow(rx, shutdown.clone()));
+        tasks.spawn(hub.clone().follow(rx.clone(), shutdown.clone()));
+        tasks.spawn(route_hub.clone().follow(rx, shutdown.clone()));
     }
     let destination =
         discovery::DestinationService::new(hub, &args.cluster_domain, shutdown.clone());
+    let routes = routes::RouteService::new(route_hub, &args.cluster_domain, shutdown.clone());
+    let identify = peer::Identify::new(issuer.clone(), &args.trust_domain, provider.clone());
     tasks.spawn(maintain(
         issuer,
         tokens_file,
@@ -280,8 +291,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
     grpc::serve(
         grpc,
         serving.server_config().map_err(Error::Serving)?,
-        identity,
-        destination,
+        grpc::Served {
+            identity,
+            destination,
+            routes,
+        },
+        identify,
         grpc::Limits::default(),
         shutdown,
         tasks.clone(),

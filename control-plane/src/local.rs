@@ -6,6 +6,12 @@
 //! file that cannot be read, refuses the load with every problem listed by file, document
 //! index, field and reason, so nothing half-applied can reach a proxy; the caller keeps its
 //! last good snapshot.
+//!
+//! Routes have no status to write in a folder: each time a folder is taken, every HTTPRoute's
+//! conditions that are not true (a parent Service not found, a backend not found) and every
+//! TrafficSplit not in force are logged at warn, the rest at debug, with the same reasons the
+//! Kubernetes mode writes to `status.parents`
+//! ([`weft_control_plane_config::routes::route_statuses`]).
 
 use std::{
     fmt,
@@ -19,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weft_control_plane_config::{
     model::Snapshot,
+    routes,
     yaml::{DocError, Reader},
 };
 
@@ -110,6 +117,7 @@ impl LocalSource {
             LoadError(errors)
         })?;
         metrics.config_read(NAME, true);
+        log_routes(&snapshot);
         Ok(Self {
             dir,
             interval,
@@ -193,6 +201,7 @@ impl ConfigSource for LocalSource {
                             pods = snapshot.pods.len(),
                             "config folder changed; new config in force"
                         );
+                        log_routes(&snapshot);
                         out.send_replace(snapshot);
                     }
                     Ok(None) => {}
@@ -203,6 +212,44 @@ impl ConfigSource for LocalSource {
                 }
             }
         })
+    }
+}
+
+/// Logs the conditions of the folder's routes: what is wrong at warn, the rest at debug.
+fn log_routes(snapshot: &Snapshot) {
+    for status in routes::route_statuses(snapshot) {
+        let route = format!("{}/{}", status.route.0, status.route.1);
+        for parent in &status.ignored_service_parents {
+            warn!(
+                route,
+                parent = %parent.name,
+                "HTTPRoute parent of kind Service without group \"\" is not a Service (the group \
+                 defaults to gateway.networking.k8s.io): write group: \"\" to attach the route"
+            );
+        }
+        for parent in &status.parents {
+            let namespace = parent
+                .parent_ref
+                .namespace
+                .as_deref()
+                .unwrap_or(&status.route.0);
+            let parent_name = format!("{namespace}/{}", parent.parent_ref.name);
+            for c in &parent.conditions {
+                if c.status {
+                    tracing::debug!(route, parent = parent_name, condition = c.type_, reason = c.reason, message = %c.message, "HTTPRoute condition");
+                } else {
+                    warn!(route, parent = parent_name, condition = c.type_, reason = c.reason, message = %c.message, "HTTPRoute condition false");
+                }
+            }
+        }
+    }
+    for split in routes::split_statuses(snapshot) {
+        let name = format!("{}/{}", split.split.0, split.split.1);
+        if split.in_force && split.missing_backends.is_empty() {
+            tracing::debug!(split = name, message = %split.message, "TrafficSplit");
+        } else {
+            warn!(split = name, message = %split.message, "TrafficSplit not fully in force");
+        }
     }
 }
 

@@ -52,9 +52,11 @@ pub struct Metrics {
     config_refused: IntCounterVec,
     config_applied: IntCounterVec,
     pub discovery: DiscoveryMetrics,
+    pub routes: DiscoveryMetrics,
 }
 
-/// The destination service's metrics.
+/// One watch service's metrics (the destination service's are `weft_discovery_*`, the route
+/// service's `weft_routes_*`).
 #[derive(Debug, Clone)]
 pub struct DiscoveryMetrics {
     /// Open `Watch` streams.
@@ -64,8 +66,60 @@ pub struct DiscoveryMetrics {
     pub updates: IntCounterVec,
     /// From a snapshot's publication by its source to an update's hand-off to the stream.
     pub push_latency: Histogram,
-    /// Destinations the index tracks for subscribers.
+    /// Targets the index tracks for subscribers.
     pub destinations: IntGauge,
+}
+
+impl DiscoveryMetrics {
+    /// The series `weft_<prefix>_*` of a service whose updates are about `what` and whose
+    /// tracked targets gauge is `weft_<prefix>_<targets>`.
+    fn new(
+        prefix: &str,
+        what: &str,
+        targets: &str,
+        targets_help: &str,
+    ) -> prometheus::Result<Self> {
+        Ok(Self {
+            subscribers: IntGauge::new(
+                format!("weft_{prefix}_subscribers"),
+                format!("Open {what} Watch streams."),
+            )?,
+            updates: IntCounterVec::new(
+                Opts::new(
+                    format!("weft_{prefix}_updates_pushed_total"),
+                    format!("{} updates written to proxies' streams, by kind.", capitalized(what)),
+                ),
+                &["kind"],
+            )?,
+            push_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    format!("weft_{prefix}_push_latency_seconds"),
+                    format!(
+                        "From a config change taking effect to its {what} update leaving for a proxy."
+                    ),
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0,
+                ]),
+            )?,
+            destinations: IntGauge::new(format!("weft_{prefix}_{targets}"), targets_help)?,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.subscribers.clone()))?;
+        registry.register(Box::new(self.updates.clone()))?;
+        registry.register(Box::new(self.push_latency.clone()))?;
+        registry.register(Box::new(self.destinations.clone()))
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|first| first.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 impl Metrics {
@@ -107,39 +161,22 @@ impl Metrics {
             ),
             &["source", "result"],
         )?;
-        let discovery = DiscoveryMetrics {
-            subscribers: IntGauge::new(
-                "weft_discovery_subscribers",
-                "Open destination Watch streams.",
-            )?,
-            updates: IntCounterVec::new(
-                Opts::new(
-                    "weft_discovery_updates_pushed_total",
-                    "Destination updates written to proxies' streams, by kind.",
-                ),
-                &["kind"],
-            )?,
-            push_latency: Histogram::with_opts(
-                HistogramOpts::new(
-                    "weft_discovery_push_latency_seconds",
-                    "From a config change taking effect to its update leaving for a proxy.",
-                )
-                .buckets(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                    0.5, 1.0, 2.5, 5.0,
-                ]),
-            )?,
-            destinations: IntGauge::new(
-                "weft_discovery_destinations",
-                "Destinations the index tracks for subscribed proxies.",
-            )?,
-        };
+        let discovery = DiscoveryMetrics::new(
+            "discovery",
+            "destination",
+            "destinations",
+            "Destinations the index tracks for subscribed proxies.",
+        )?;
+        let routes = DiscoveryMetrics::new(
+            "routes",
+            "route",
+            "targets",
+            "Service ports (per client namespace) the route index tracks for subscribed proxies.",
+        )?;
         registry.register(Box::new(config_refused.clone()))?;
         registry.register(Box::new(config_applied.clone()))?;
-        registry.register(Box::new(discovery.subscribers.clone()))?;
-        registry.register(Box::new(discovery.updates.clone()))?;
-        registry.register(Box::new(discovery.push_latency.clone()))?;
-        registry.register(Box::new(discovery.destinations.clone()))?;
+        discovery.register(&registry)?;
+        routes.register(&registry)?;
         registry.register(Box::new(issued.clone()))?;
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(issuer_expiry.clone()))?;
@@ -165,6 +202,7 @@ impl Metrics {
             config_refused,
             config_applied,
             discovery,
+            routes,
         })
     }
 

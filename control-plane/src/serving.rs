@@ -12,7 +12,7 @@ use rustls::{crypto::CryptoProvider, ServerConfig};
 use time::OffsetDateTime;
 use weft_certs::{certified_key, new_key_and_csr, renew::renew_at, CertStore, SpiffeId};
 
-use crate::issuer::Issuer;
+use crate::{issuer::Issuer, peer::OfferClientAuth};
 
 /// Why a serving certificate could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -97,13 +97,14 @@ impl ServingCert {
         SystemTime::now() >= *self.renew_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// TLS 1.3 with ALPN `h2`. No client certificate: a proxy asking for its first certificate
-    /// has none; it proves itself with its token instead.
+    /// TLS 1.3 with ALPN `h2`. A client certificate is asked for, not required: a proxy
+    /// asking for its first certificate has none and proves itself with its token; one that
+    /// has a certificate presents it, and [`crate::peer`] checks it after the handshake.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, ServingError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(ServingError::Tls)?
-            .with_no_client_auth()
+            .with_client_cert_verifier(Arc::new(OfferClientAuth::new(self.provider.clone())))
             .with_cert_resolver(self.store.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))

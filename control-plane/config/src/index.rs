@@ -406,7 +406,7 @@ impl Lookup {
     }
 }
 
-fn cluster_ips(svc: &Service) -> impl Iterator<Item = IpAddr> + '_ {
+pub(crate) fn cluster_ips(svc: &Service) -> impl Iterator<Item = IpAddr> + '_ {
     let spec = svc.spec.as_ref();
     let one = spec.and_then(|s| s.cluster_ip.as_deref());
     let many = spec

@@ -8,14 +8,22 @@
 //! gRPC.
 //!
 //! # Layout
-//! - [`model`]: the Kubernetes kinds discovery reads, their checks, and the [`model::Snapshot`]
+//! - [`model`]: the Kubernetes kinds the control plane reads, their checks, and the [`model::Snapshot`]
 //!   every config source publishes.
 //! - [`yaml`]: the text of a YAML file (several documents) read into a snapshot, with every
 //!   refused document named by file, document, field and reason.
 //! - [`index`]: from a snapshot to what a proxy is told about one destination.
+//! - [`gateway`] and [`smi`]: the route kinds (Gateway API HTTPRoute and ReferenceGrant, SMI
+//!   TrafficSplit), as serde types of our own, and their checks.
+//! - [`routes`]: from a snapshot to the route table one client sees for one Service port
+//!   (GAMMA's producer and consumer routes, the specification's precedence), and every
+//!   route's status conditions.
 
 #![forbid(unsafe_code)]
 
+pub mod gateway;
 pub mod index;
 pub mod model;
+pub mod routes;
+pub mod smi;
 pub mod yaml;

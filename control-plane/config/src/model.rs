@@ -13,6 +13,11 @@ use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 use k8s_openapi::api::{core::v1::Pod, core::v1::Service, discovery::v1::EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::{
+    gateway::{check_http_route, check_reference_grant, HttpRoute, ReferenceGrant},
+    smi::{read_split, TrafficSplit},
+};
+
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -26,6 +31,11 @@ pub struct Snapshot {
     pub services: BTreeMap<Key, Arc<Service>>,
     pub endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
     pub pods: BTreeMap<Key, Arc<Pod>>,
+    /// Gateway API routes (any parent: [`crate::routes`] keeps those attached to Services).
+    pub http_routes: BTreeMap<Key, Arc<HttpRoute>>,
+    pub reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
+    /// SMI splits.
+    pub traffic_splits: BTreeMap<Key, Arc<TrafficSplit>>,
 }
 
 /// What is wrong with one object: the field at fault (`spec.ports[0].port`; empty for the
@@ -75,6 +85,27 @@ impl Snapshot {
     pub fn add_pod(&mut self, pod: Arc<Pod>) -> Result<(), Problem> {
         check_pod(&pod)?;
         insert(&mut self.pods, key(&pod.metadata)?, pod, "Pod")
+    }
+
+    /// Checks `route` and adds it.
+    pub fn add_http_route(&mut self, route: Arc<HttpRoute>) -> Result<(), Problem> {
+        let key = key(&route.metadata)?;
+        check_http_route(&route)?;
+        insert(&mut self.http_routes, key, route, "HTTPRoute")
+    }
+
+    /// Checks `grant` and adds it.
+    pub fn add_reference_grant(&mut self, grant: Arc<ReferenceGrant>) -> Result<(), Problem> {
+        let key = key(&grant.metadata)?;
+        check_reference_grant(&grant)?;
+        insert(&mut self.reference_grants, key, grant, "ReferenceGrant")
+    }
+
+    /// Checks `split` and adds it.
+    pub fn add_traffic_split(&mut self, split: Arc<TrafficSplit>) -> Result<(), Problem> {
+        let key = key(&split.metadata)?;
+        read_split(&split, &key.0)?;
+        insert(&mut self.traffic_splits, key, split, "TrafficSplit")
     }
 }
 

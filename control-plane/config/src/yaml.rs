@@ -4,7 +4,14 @@
 //! Every document that fails to parse or validate is refused with its file, document index,
 //! field and reason, and any refusal refuses the whole read: the caller gets a snapshot or
 //! every problem, never a half. Kinds this control plane does not use yet are skipped, not
-//! refused. Reading the files is the caller's (the control plane's local source); this module
+//! refused; a kind it reads, written in a version it does not (`HTTPRoute` of
+//! `gateway.networking.k8s.io/v1alpha2`), is refused rather than silently skipped.
+//!
+//! Kinds read: `v1` Service and Pod, `discovery.k8s.io/v1` EndpointSlice,
+//! `gateway.networking.k8s.io/v1` and `v1beta1` HTTPRoute and ReferenceGrant,
+//! `split.smi-spec.io/v1alpha4` and `v1alpha2` TrafficSplit.
+//!
+//! Reading the files is the caller's (the control plane's local source); this module
 //! only sees their text.
 //!
 //! YAML is read with serde_yaml (multi-document streams, the same serde path the Kubernetes
@@ -12,6 +19,7 @@
 //! and every typed document through serde_path_to_error, so a type error names its field.
 
 use std::{
+    collections::HashMap,
     fmt,
     ops::ControlFlow,
     path::{Path, PathBuf},
@@ -21,7 +29,12 @@ use std::{
 use k8s_openapi::api::{core::v1::Pod, core::v1::Service, discovery::v1::EndpointSlice};
 use serde::de::DeserializeOwned;
 
-use crate::model::{problem, Problem, Snapshot};
+use crate::{
+    gateway::{HttpRoute, ReferenceGrant},
+    model::{key, problem, Key, Problem, Snapshot},
+    routes,
+    smi::TrafficSplit,
+};
 
 /// Most documents one [`Reader`] reads, over all its files.
 const MAX_DOCUMENTS: usize = 100_000;
@@ -43,6 +56,8 @@ pub struct Reader {
     snapshot: Snapshot,
     errors: Vec<DocError>,
     documents: usize,
+    /// Where each HTTPRoute was read, to name it if the folder as a whole refuses it.
+    route_origins: HashMap<Key, (PathBuf, usize)>,
 }
 
 impl fmt::Display for DocError {
@@ -81,13 +96,18 @@ impl Reader {
                     continue; // the last item: `documents` ends at a syntax error
                 }
             };
-            if let Err(e) = add(&mut self.snapshot, value) {
-                self.errors.push(DocError {
+            match add(&mut self.snapshot, value) {
+                Ok(Some(route)) => {
+                    self.route_origins
+                        .insert(route, (file.to_path_buf(), index));
+                }
+                Ok(None) => {}
+                Err(e) => self.errors.push(DocError {
                     file: file.to_path_buf(),
                     document: index,
                     field: e.field,
                     reason: e.reason,
-                });
+                }),
             }
         }
         ControlFlow::Continue(())
@@ -99,7 +119,28 @@ impl Reader {
     }
 
     /// The snapshot, if nothing was refused; else every problem.
-    pub fn finish(self) -> Result<Snapshot, Vec<DocError>> {
+    ///
+    /// Once every document is read, the references between them are checked too: an
+    /// HTTPRoute whose backend the folder does not permit it to reference (another namespace
+    /// without a ReferenceGrant, or not a Service) is refused here, by its file and document.
+    /// The Kubernetes source takes such a route and marks its backend invalid instead
+    /// ([`routes`]): a folder is one author's change, refused whole so the author sees the
+    /// mistake at once; a cluster is many writers, where one route must not hold up others.
+    pub fn finish(mut self) -> Result<Snapshot, Vec<DocError>> {
+        if self.errors.is_empty() {
+            for (route, field, reason) in routes::reference_problems(&self.snapshot) {
+                let (file, document) = self
+                    .route_origins
+                    .remove(&route)
+                    .unwrap_or_else(|| (PathBuf::new(), 0));
+                self.errors.push(DocError {
+                    file,
+                    document,
+                    field,
+                    reason,
+                });
+            }
+        }
         if self.errors.is_empty() {
             Ok(self.snapshot)
         } else {
@@ -140,9 +181,13 @@ fn doc_error(file: &Path, document: usize, field: &str, reason: String) -> DocEr
     }
 }
 
-fn add(snapshot: &mut Snapshot, value: serde_yaml::Value) -> Result<(), Problem> {
+/// Adds one document's object; `Some` with its key when it is an HTTPRoute.
+pub(crate) fn add(
+    snapshot: &mut Snapshot,
+    value: serde_yaml::Value,
+) -> Result<Option<Key>, Problem> {
     if value.is_null() {
-        return Ok(()); // an empty document (a trailing `---`)
+        return Ok(None); // an empty document (a trailing `---`)
     }
     let text = |field: &str| {
         value
@@ -152,14 +197,45 @@ fn add(snapshot: &mut Snapshot, value: serde_yaml::Value) -> Result<(), Problem>
     };
     let api_version = text("apiVersion").ok_or_else(|| problem("apiVersion", "missing"))?;
     let kind = text("kind").ok_or_else(|| problem("kind", "missing"))?;
-    match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => snapshot.add_service(Arc::new(typed::<Service>(value)?)),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            snapshot.add_endpoint_slice(Arc::new(typed::<EndpointSlice>(value)?))
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let refuse_version = |versions: &str| {
+        Err(problem(
+            "apiVersion",
+            format!("{api_version}: {kind} is read as {group}/{versions}"),
+        ))
+    };
+    match (group, kind.as_str()) {
+        ("", "Service") if version == "v1" => {
+            snapshot.add_service(Arc::new(typed::<Service>(value)?))?
         }
-        ("v1", "Pod") => snapshot.add_pod(Arc::new(typed::<Pod>(value)?)),
-        _ => Ok(()),
+        ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
+            snapshot.add_endpoint_slice(Arc::new(typed::<EndpointSlice>(value)?))?
+        }
+        ("", "Pod") if version == "v1" => snapshot.add_pod(Arc::new(typed::<Pod>(value)?))?,
+        (crate::gateway::GROUP, "HTTPRoute") => {
+            if !matches!(version, "v1" | "v1beta1") {
+                return refuse_version("v1 or v1beta1");
+            }
+            let route = Arc::new(typed::<HttpRoute>(value)?);
+            let route_key = key(&route.metadata)?;
+            snapshot.add_http_route(route)?;
+            return Ok(Some(route_key));
+        }
+        (crate::gateway::GROUP, "ReferenceGrant") => {
+            if !matches!(version, "v1" | "v1beta1") {
+                return refuse_version("v1beta1 or v1");
+            }
+            snapshot.add_reference_grant(Arc::new(typed::<ReferenceGrant>(value)?))?
+        }
+        (crate::smi::GROUP, "TrafficSplit") => {
+            if !matches!(version, "v1alpha4" | "v1alpha2") {
+                return refuse_version("v1alpha4 or v1alpha2");
+            }
+            snapshot.add_traffic_split(Arc::new(typed::<TrafficSplit>(value)?))?
+        }
+        _ => {}
     }
+    Ok(None)
 }
 
 /// `value` as the typed object `T`, a type error naming its field (`spec.ports[0].port`).

@@ -1,5 +1,6 @@
 //! A config file's bytes, as the local source reads them: never a panic; either a whole valid
-//! snapshot whose every Service and slice the index can look up, or errors that each name a
+//! snapshot whose every Service and slice the index can look up, and whose route tables are
+//! well formed for every Service port and client namespace, or errors that each name a
 //! document of this file.
 #![no_main]
 
@@ -8,6 +9,7 @@ use std::{path::Path, sync::Arc};
 use libfuzzer_sys::fuzz_target;
 use weft_control_plane_config::{
     index::{Lookup, Target},
+    routes::{route_statuses, split_statuses, RouteIndex, RouteTarget},
     yaml::load_text,
 };
 
@@ -19,6 +21,13 @@ fuzz_target!(|data: &[u8]| {
     match load_text(file, text) {
         Ok(snapshot) => {
             let lookup = Lookup::new(Arc::new(snapshot.clone()), "cluster.local");
+            let routes = RouteIndex::new(&snapshot);
+            // Every namespace a route is in may be a client's.
+            let clients: Vec<Option<String>> = std::iter::once(None)
+                .chain(snapshot.http_routes.keys().map(|(ns, _)| Some(ns.clone())))
+                .collect();
+            assert_eq!(route_statuses(&snapshot).len(), snapshot.http_routes.len());
+            assert_eq!(split_statuses(&snapshot).len(), snapshot.traffic_splits.len());
             for ((ns, name), svc) in &snapshot.services {
                 for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
                     let Ok(port) = u16::try_from(port.port) else {
@@ -30,6 +39,13 @@ fuzz_target!(|data: &[u8]| {
                         port,
                     };
                     let _ = lookup.answer(&target);
+                    for client in &clients {
+                        let table = routes.answer(&RouteTarget {
+                            service: target.clone(),
+                            client_namespace: client.clone(),
+                        });
+                        weft_control_plane_fuzz::check_table(&table);
+                    }
                 }
             }
         }

@@ -7,33 +7,47 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-/// The kinds served.
+/// The kinds served: the core kinds and the route kinds' CRDs, as the control plane watches
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Service,
     EndpointSlice,
     Pod,
+    HttpRoute,
+    ReferenceGrant,
+    TrafficSplit,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Service, Kind::EndpointSlice, Kind::Pod];
+    pub const ALL: [Kind; 6] = [
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Pod,
+        Kind::HttpRoute,
+        Kind::ReferenceGrant,
+        Kind::TrafficSplit,
+    ];
 
     /// The collection path over all namespaces.
-    pub fn path(self) -> &'static str {
-        match self {
-            Kind::Service => "/api/v1/services",
-            Kind::EndpointSlice => "/apis/discovery.k8s.io/v1/endpointslices",
-            Kind::Pod => "/api/v1/pods",
-        }
+    pub fn path(self) -> String {
+        format!("{}/{}", self.group_path(), self.plural())
     }
 
     /// The path of one object.
     pub fn object_path(self, namespace: &str, name: &str) -> String {
-        let group = match self {
-            Kind::EndpointSlice => "/apis/discovery.k8s.io/v1",
-            Kind::Service | Kind::Pod => "/api/v1",
-        };
-        format!("{group}/namespaces/{namespace}/{}/{name}", self.plural())
+        format!(
+            "{}/namespaces/{namespace}/{}/{name}",
+            self.group_path(),
+            self.plural()
+        )
+    }
+
+    fn group_path(self) -> String {
+        match self.api_version() {
+            "v1" => "/api/v1".to_string(),
+            group_version => format!("/apis/{group_version}"),
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -41,6 +55,9 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::TrafficSplit => "TrafficSplit",
         }
     }
 
@@ -49,6 +66,9 @@ impl Kind {
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
             Kind::Pod => "pods",
+            Kind::HttpRoute => "httproutes",
+            Kind::ReferenceGrant => "referencegrants",
+            Kind::TrafficSplit => "trafficsplits",
         }
     }
 
@@ -56,6 +76,9 @@ impl Kind {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Service | Kind::Pod => "v1",
+            Kind::HttpRoute => "gateway.networking.k8s.io/v1",
+            Kind::ReferenceGrant => "gateway.networking.k8s.io/v1beta1",
+            Kind::TrafficSplit => "split.smi-spec.io/v1alpha4",
         }
     }
 
@@ -92,6 +115,8 @@ pub enum Outcome {
     TokenReview,
     /// A `Status` error (the request is also in the problems).
     Refused,
+    /// 404 for a kind the server was told not to serve ([`super::FakeKube::unserve`]).
+    NotServed,
 }
 
 /// One request as received.
@@ -141,6 +166,8 @@ pub struct Cluster {
     pub(super) max_page: Option<usize>,
     /// Kinds whose LIST waits until released.
     pub(super) held: BTreeSet<Kind>,
+    /// Kinds answered 404, as by an API server without their CRD.
+    pub(super) unserved: BTreeSet<Kind>,
     pub(super) requests: Vec<Recorded>,
     pub(super) problems: Vec<String>,
     /// Well-formed TokenReview request bodies, in order.

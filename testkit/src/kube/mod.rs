@@ -207,6 +207,12 @@ impl FakeKube {
         self.with(|c| c.held.insert(kind));
     }
 
+    /// Requests for `kind` are answered 404 NotFound, as an API server without the kind's CRD
+    /// answers (not a problem: a deliberate answer).
+    pub fn unserve(&self, kind: Kind) {
+        self.with(|c| c.unserved.insert(kind));
+    }
+
     pub fn release_lists(&self) {
         self.with(|c| c.held.clear());
         self.shared.released.notify_waiters();

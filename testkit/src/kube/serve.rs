@@ -104,6 +104,17 @@ pub(super) async fn answer(
             problem,
         ));
     };
+    if shared.lock().unserved.contains(&kind) {
+        shared
+            .lock()
+            .requests
+            .push(head.record(Some(kind), Outcome::NotServed));
+        return Ok(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
+    }
     if head.method != Method::GET {
         let problem = format!("{} {} is not supported", head.method, head.uri);
         return Ok(refuse(
