@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
                 .chain(snapshot.http_routes.keys().map(|(ns, _)| Some(ns.clone())))
                 .collect();
             assert_eq!(route_statuses(&snapshot).len(), snapshot.http_routes.len());
-            assert_eq!(split_statuses(&snapshot).len(), snapshot.traffic_splits.len());
+            assert_eq!(
+                split_statuses(&snapshot).len(),
+                snapshot.traffic_splits.len()
+            );
             for ((ns, name), svc) in &snapshot.services {
                 for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
                     let Ok(port) = u16::try_from(port.port) else {

@@ -46,9 +46,16 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(parent.conditions.len(), 2, "{status:?}");
         }
     }
-    assert_eq!(split_statuses(&snapshot).len(), snapshot.traffic_splits.len());
+    assert_eq!(
+        split_statuses(&snapshot).len(),
+        snapshot.traffic_splits.len()
+    );
     let clients = [None, Some("shop"), Some("other"), Some("client")];
-    for (ns, name, port) in [("shop", "api", 80), ("shop", "api", 9090), ("other", "api", 80)] {
+    for (ns, name, port) in [
+        ("shop", "api", 80),
+        ("shop", "api", 9090),
+        ("other", "api", 80),
+    ] {
         for client in clients {
             let target = RouteTarget {
                 service: Target::Name {
@@ -60,7 +67,11 @@ fuzz_target!(|data: &[u8]| {
             };
             let table = a.answer(&target);
             weft_control_plane_fuzz::check_table(&table);
-            assert_eq!(table, b.answer(&target), "the same snapshot, another answer");
+            assert_eq!(
+                table,
+                b.answer(&target),
+                "the same snapshot, another answer"
+            );
         }
     }
 });

@@ -17,7 +17,10 @@ pub fn check_table(table: &RouteAnswer) {
         assert!(m.path.is_some(), "a match without a path: {m:?}");
     }
     if table.rules.is_empty() {
-        assert!(table.matches.is_empty() && table.tcp_split.is_empty(), "{table:?}");
+        assert!(
+            table.matches.is_empty() && table.tcp_split.is_empty(),
+            "{table:?}"
+        );
     }
     for rule in &table.rules {
         let redirects = rule
