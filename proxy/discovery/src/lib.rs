@@ -4,6 +4,7 @@
 //! - [`Discovery`]: one `Watch` stream per [`DiscoveryTarget`] (an address the proxy sees
 //!   traffic for, or a Service by name), all on one HTTP/2 connection to the control plane,
 //!   each feeding a `watch` channel of [`Resolved`].
+//! - [`routes`]: the route service's answers, compiled tables ([`RouteState`]).
 //! - [`model`]: what an answer holds, checked: [`EndpointSet`], [`EndpointInfo`], and how a
 //!   wire update applies to the state held.
 //!
@@ -15,6 +16,7 @@
 
 pub mod model;
 mod reader;
+pub mod routes;
 
 use std::{
     collections::HashMap,
@@ -33,6 +35,7 @@ use crate::reader::{Read, StreamReader};
 pub use model::{
     DiscoveryTarget, EndpointInfo, EndpointSet, MeshPeer, Resolved, ServiceName, UpdateError,
 };
+pub use routes::{RouteState, Routes};
 
 /// How discovery behaves.
 #[derive(Clone, Debug)]
@@ -66,6 +69,7 @@ pub struct Discovery {
     /// The one connection every stream shares; replaced when it closes.
     conn: tokio::sync::Mutex<Option<H2Connection>>,
     destinations: Mutex<Table<Destinations>>,
+    routes: Mutex<Table<routes::RouteKind>>,
 }
 
 /// The watched targets of one kind, each with the sender of its answer.
@@ -200,6 +204,7 @@ impl Discovery {
             shutdown,
             conn: tokio::sync::Mutex::new(None),
             destinations: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -215,6 +220,17 @@ impl Discovery {
         target: impl Into<DiscoveryTarget>,
     ) -> Option<watch::Receiver<Resolved>> {
         self.watch::<Destinations>(target.into())
+    }
+
+    /// The routes of the Service port a connection to `dst` (a cluster IP and port) is for,
+    /// as this proxy's namespace sees them, and their changes. The value is
+    /// [`RouteState::Pending`] until the control plane first answers (and stays so with a
+    /// control plane that does not serve routes). `None` when the table is full.
+    pub fn routes(
+        self: &Arc<Self>,
+        dst: std::net::SocketAddr,
+    ) -> Option<watch::Receiver<RouteState>> {
+        self.watch::<routes::RouteKind>(dst)
     }
 
     /// `target`'s answer of kind `K` and its changes, its watch started by the first call;

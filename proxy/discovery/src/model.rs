@@ -130,6 +130,8 @@ pub enum UpdateError {
     Endpoint { address: String, reason: String },
     #[error("service {0:?}: the port is not 1-65535")]
     ServicePort(String),
+    #[error("routes: {0}")]
+    Routes(String),
 }
 
 /// The update's kind, for metrics: `unknown` for a kind this proxy does not know.

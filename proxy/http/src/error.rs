@@ -40,6 +40,10 @@ pub enum ProxyError {
     /// A request from a peer proxy for one of this proxy's own ports.
     #[error("port {port} is the proxy's own; refusing a loop")]
     Loop { port: u16 },
+    /// The Service's routes answer the request themselves: no rule matches (404), or the
+    /// rule's backend cannot be used (500, with the control plane's reason).
+    #[error("{reason}")]
+    Route { status: StatusCode, reason: String },
 }
 
 impl ProxyError {
@@ -54,6 +58,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Route { status, .. } => *status,
         }
     }
 
