@@ -273,6 +273,7 @@ impl App {
                 weft_proxy_discovery::Settings::default(),
                 metrics.clone(),
                 shutdown_identity.clone(),
+                Some(certifier.subscribe()),
             );
             let destinations = Destinations::new(
                 discovery,

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_api::{client::H2Connection, destination::destination_client::DestinationClient};
-use weft_proxy_identity::{control_plane::origin, ControlPlaneDialer};
+use weft_proxy_identity::{certify::Held, control_plane::origin, ControlPlaneDialer};
 use weft_proxy_metrics::Metrics;
 
 use crate::reader::{Read, StreamReader};
@@ -68,6 +68,10 @@ pub struct Discovery {
     shutdown: CancellationToken,
     /// The one connection every stream shares; replaced when it closes.
     conn: tokio::sync::Mutex<Option<H2Connection>>,
+    /// With an identity: the certificate held. The connection is dialled once there is one, so
+    /// that the control plane knows who asks (consumer routes are chosen by the caller's
+    /// namespace, from its client certificate).
+    certified: Option<watch::Receiver<Option<Held>>>,
     destinations: Mutex<Table<Destinations>>,
     routes: Mutex<Table<routes::RouteKind>>,
 }
@@ -195,6 +199,7 @@ impl Discovery {
         settings: Settings,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        certified: Option<watch::Receiver<Option<Held>>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             dialer,
@@ -203,6 +208,7 @@ impl Discovery {
             metrics,
             shutdown,
             conn: tokio::sync::Mutex::new(None),
+            certified,
             destinations: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
         })
@@ -325,6 +331,10 @@ impl Discovery {
             return Ok(c.clone());
         }
         *conn = None;
+        if let Some(mut certified) = self.certified.clone() {
+            // The certifier gone (shutdown) ends the wait too; the dial then says what fails.
+            let _ = certified.wait_for(Option::is_some).await;
+        }
         let c = self.dialer.connect().await?;
         *conn = Some(c.clone());
         Ok(c)
@@ -359,9 +369,14 @@ mod tests {
         .expect("anchor");
         let bundle = TrustBundle::from_pem(anchor.cert_pem()).expect("bundle");
         let id = SpiffeId::new("cluster.local", "weft", "weft-control-plane").expect("id");
-        let dialer =
-            ControlPlaneDialer::new("127.0.0.1:1".into(), id, bundle, Duration::from_secs(1))
-                .expect("dialer");
+        let dialer = ControlPlaneDialer::new(
+            "127.0.0.1:1".into(),
+            id,
+            bundle,
+            Duration::from_secs(1),
+            None,
+        )
+        .expect("dialer");
         Discovery::new(
             dialer,
             "spiffe://cluster.local/ns/shop/sa/web".into(),
@@ -371,6 +386,7 @@ mod tests {
             },
             Arc::new(Metrics::new("test").expect("metrics")),
             CancellationToken::new(),
+            None,
         )
     }
 

@@ -96,6 +96,7 @@ impl Certifier {
             config.control_plane_id.clone(),
             tls.bundle().clone(),
             config.connect_timeout,
+            Some(tls.store().clone()),
         )?;
         Ok(Self {
             config,

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use rustls::ClientConfig;
 use tracing::debug;
 use weft_api::client::H2Connection;
-use weft_certs::{SpiffeId, SpiffeServerVerifier, TrustBundle};
+use weft_certs::{CertStore, SpiffeId, SpiffeServerVerifier, TrustBundle};
 
 /// Why the control plane could not be reached. Each names the address and what failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,20 +37,27 @@ impl std::fmt::Debug for ControlPlaneDialer {
 
 impl ControlPlaneDialer {
     /// Dials `addr` (`host:port`), which must present `id` under `bundle`; TCP connect plus
-    /// TLS handshake bounded by `connect_timeout`.
+    /// TLS handshake bounded by `connect_timeout`. With `client_cert`, each handshake presents
+    /// the certificate the store holds then (none before the first): the control plane learns
+    /// the proxy's identity from it (its namespace selects consumer routes), never from a
+    /// request field.
     pub fn new(
         addr: String,
         id: SpiffeId,
         bundle: TrustBundle,
         connect_timeout: Duration,
+        client_cert: Option<Arc<CertStore>>,
     ) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = SpiffeServerVerifier::new(bundle, id, &provider);
-        let mut tls = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut tls = match client_cert {
+            Some(store) => builder.with_client_cert_resolver(store),
+            None => builder.with_no_client_auth(),
+        };
         tls.alpn_protocols = vec![b"h2".to_vec()];
         tls.enable_sni = false;
         Ok(Self {

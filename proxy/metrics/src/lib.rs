@@ -39,8 +39,8 @@ mod requests;
 mod tcp;
 mod tls;
 
-pub use io::MeteredIo;
 pub use discovery::MirrorResult;
+pub use io::MeteredIo;
 pub use labels::{Direction, Family, Flow, Handshake, RedirectResult};
 pub use registry::Metrics;
 pub use requests::{Destination, RequestSeries, MAX_ENDPOINT_SERIES, MAX_IDENTITY_SERIES};
