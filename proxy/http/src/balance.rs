@@ -141,12 +141,14 @@ impl Chosen for Picked {
     }
 }
 
-impl Stage for Balanced {
-    fn call(
+impl Balanced {
+    /// [`Stage::call`], as a future that does not borrow the balancer (the pick owns what it
+    /// needs), for a caller whose balancer may be replaced while the request runs (routes).
+    pub fn dispatch(
         &self,
         req: Request<RequestBody>,
         cx: Cx,
-    ) -> impl std::future::Future<Output = StageResult> + Send + '_ {
+    ) -> impl std::future::Future<Output = StageResult> + Send + 'static {
         // Not an `async fn`: the endpoint stage holds the pick and reports its outcome, so this
         // stage's future is the endpoint stage's, with no second copy of the request.
         match self.pick() {
@@ -161,5 +163,15 @@ impl Stage for Balanced {
                 Either::Right(std::future::ready(Err(e)))
             }
         }
+    }
+}
+
+impl Stage for Balanced {
+    fn call(
+        &self,
+        req: Request<RequestBody>,
+        cx: Cx,
+    ) -> impl std::future::Future<Output = StageResult> + Send + '_ {
+        self.dispatch(req, cx)
     }
 }

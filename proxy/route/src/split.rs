@@ -231,6 +231,11 @@ impl Backend {
         }
     }
 
+    /// Whether it changes responses.
+    pub fn has_response_filters(&self) -> bool {
+        !self.response.is_empty()
+    }
+
     /// Applies its `ResponseHeaderModifier`s, after the rule's.
     pub fn filter_response(&self, headers: &mut HeaderMap) {
         for modifier in &*self.response {

@@ -187,6 +187,14 @@ impl Rule {
         })
     }
 
+    /// Whether it changes responses (a `ResponseHeaderModifier`), so the proxy must see the
+    /// answer before passing it on.
+    pub fn has_response_filters(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|f| matches!(f, Filter::ResponseHeaderModifier(_)))
+    }
+
     /// Applies its `ResponseHeaderModifier`s to a response's headers, in order (then the
     /// chosen backend's: [`Backend::filter_response`]).
     pub fn filter_response(&self, headers: &mut HeaderMap) {

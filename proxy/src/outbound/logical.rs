@@ -17,13 +17,27 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwapOption;
+use futures_util::future::Either;
+use http::Request;
 use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
-use weft_proxy_discovery::{Discovery, EndpointSet, Resolved};
-use weft_proxy_http::{balance::Balanced, split::Split};
+use weft_proxy_discovery::Resolved;
+use weft_proxy_discovery::{Discovery, EndpointSet, RouteState, Routes};
+use weft_proxy_http::{
+    balance::Balanced,
+    body::RequestBody,
+    split::Split,
+    stage::{Cx, Stage, StageResult},
+};
 use weft_proxy_metrics::Direction;
 
-use super::{concrete, endpoint::Endpoints};
+use super::{
+    concrete,
+    endpoint::Endpoints,
+    routes::{self, Backends, RouteCx, Router},
+};
 use crate::config::DiscoveryConfig;
 
 /// What one connection's destination is.
@@ -40,9 +54,42 @@ pub(crate) enum Logical {
 pub(crate) struct LogicalService {
     /// `namespace/name:port`.
     pub(crate) name: Arc<str>,
+    /// Without routes: the Service is its own single backend.
     pub(crate) split: Split,
     /// The Service itself as its own backend, whose endpoints discovery keeps current.
     own: Arc<Balanced>,
+    /// The routes in force (HTTPRoutes, a TrafficSplit); `None`: none attached, or not known.
+    pub(crate) router: ArcSwapOption<Router>,
+    rcx: RouteCx,
+    /// The route service's answer for this Service, when a control plane serves routes.
+    routes_rx: Option<watch::Receiver<RouteState>>,
+    /// The routes the router was built from; held while a router is built.
+    routes_applied: tokio::sync::Mutex<Option<Arc<Routes>>>,
+    /// Stops the route follower when the Service is dropped.
+    _routes_follower: DropGuard,
+}
+
+impl LogicalService {
+    /// The Service as its own backend.
+    pub(crate) fn own(&self) -> &Arc<Balanced> {
+        &self.own
+    }
+}
+
+impl Stage for LogicalService {
+    fn call(
+        &self,
+        req: Request<RequestBody>,
+        cx: Cx,
+    ) -> impl std::future::Future<Output = StageResult> + Send + '_ {
+        // One atomic load when no routes are attached.
+        match self.router.load_full() {
+            Some(router) if router.routes_http() => {
+                Either::Left(routes::call(router, &self.rcx, &self.split, req, cx))
+            }
+            _ => Either::Right(self.split.call(req, cx)),
+        }
+    }
 }
 
 /// Destinations and what they are.
@@ -51,7 +98,9 @@ pub(crate) struct Destinations {
     discovery: Arc<Discovery>,
     config: DiscoveryConfig,
     balance: weft_proxy_balance::Settings,
-    endpoints: Endpoints,
+    endpoints: Arc<Endpoints>,
+    /// Backend Services of routes, watched by name.
+    backends: Backends,
     started: Instant,
     watched: Mutex<HashMap<SocketAddr, Arc<Watched>>>,
 }
@@ -86,7 +135,8 @@ impl Destinations {
             discovery,
             config,
             balance,
-            endpoints,
+            endpoints: Arc::new(endpoints),
+            backends: Backends::default(),
             started: Instant::now(),
             watched: Mutex::new(HashMap::new()),
         });
@@ -138,24 +188,69 @@ impl Destinations {
             }
         };
         watched.last_used.store(self.now_secs(), Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
         if matches!(*watched.rx.borrow(), Resolved::Pending) {
             let mut rx = watched.rx.clone();
-            let answered = tokio::time::timeout(
-                self.config.timeout,
-                rx.wait_for(|r| !matches!(r, Resolved::Pending)),
-            )
-            .await;
+            let answered =
+                tokio::time::timeout_at(deadline, rx.wait_for(|r| !matches!(r, Resolved::Pending)))
+                    .await;
             if answered.is_err() {
                 warn!(%dst, timeout = ?self.config.timeout, "no answer from the control plane in time; forwarding this connection as it is");
                 return Logical::Passthrough;
             }
         }
-        self.sync(&watched)
+        let logical = self.sync(&watched);
+        if let Logical::Service(service) = &logical {
+            // A Service's first connection also waits (within the same bound) for its routes,
+            // so that a canary split holds from the first request.
+            if let Some(rx) = &service.routes_rx {
+                if matches!(*rx.borrow(), RouteState::Pending) {
+                    let mut rx = rx.clone();
+                    let known = tokio::time::timeout_at(
+                        deadline,
+                        rx.wait_for(|r| !matches!(r, RouteState::Pending)),
+                    )
+                    .await;
+                    if known.is_err() {
+                        debug!(%dst, "no route answer in time; the Service is balanced as it is until one comes");
+                    }
+                }
+                self.apply_routes(service).await;
+            }
+        }
+        logical
+    }
+
+    /// Builds `service`'s router from its latest route answer, unless built from it already.
+    async fn apply_routes(&self, service: &LogicalService) {
+        let Some(rx) = &service.routes_rx else {
+            return;
+        };
+        let mut applied = service.routes_applied.lock().await;
+        let RouteState::Known(latest) = rx.borrow().clone() else {
+            return;
+        };
+        if applied.as_ref().is_some_and(|a| Arc::ptr_eq(a, &latest)) {
+            return;
+        }
+        let router = routes::router(
+            service,
+            latest.clone(),
+            &self.backends,
+            &self.discovery,
+            &self.endpoints,
+            &self.balance,
+            self.config.timeout,
+        )
+        .await;
+        info!(service = %service.name, version = latest.version, routes = ?latest.names, "routes");
+        service.router.store(router.map(Arc::new));
+        *applied = Some(latest);
     }
 
     /// Applies the destination's latest answer if it is not applied yet; returns what the
     /// destination is.
-    fn sync(&self, watched: &Watched) -> Logical {
+    fn sync(self: &Arc<Self>, watched: &Watched) -> Logical {
         let latest = watched.rx.borrow().clone();
         let mut applied = watched.applied.lock().unwrap_or_else(|p| p.into_inner());
         if let (true, Some(l)) = (applied.resolved == latest, &applied.logical) {
@@ -167,7 +262,7 @@ impl Destinations {
                 let name = service_label(set);
                 let service = match &applied.logical {
                     Some(Logical::Service(s)) if *s.name == *name => s.clone(),
-                    _ => Arc::new(self.service(name.into())),
+                    _ => self.service(name.into(), watched.dst),
                 };
                 concrete::update(&service.own, set, &self.endpoints, &self.balance);
                 info!(dst = %watched.dst, service = %service.name, endpoints = set.endpoints.len(), version = set.version, "destination endpoints");
@@ -179,19 +274,33 @@ impl Destinations {
         logical
     }
 
-    /// A Service that is its own single backend.
-    fn service(&self, name: Arc<str>) -> LogicalService {
+    /// A Service that is its own single backend, its routes followed.
+    fn service(self: &Arc<Self>, name: Arc<str>, dst: SocketAddr) -> Arc<LogicalService> {
         let metrics = &self.endpoints.metrics;
         let own = Arc::new(Balanced::new(
             name.clone(),
             metrics.clone(),
             metrics.plaintext(Direction::Outbound),
         ));
-        LogicalService {
+        let stop = CancellationToken::new();
+        let service = Arc::new(LogicalService {
             name,
             split: Split::single(own.clone()),
             own,
+            router: ArcSwapOption::empty(),
+            rcx: RouteCx::new(metrics),
+            routes_rx: self.discovery.routes(dst),
+            routes_applied: tokio::sync::Mutex::new(None),
+            _routes_follower: stop.clone().drop_guard(),
+        });
+        if service.routes_rx.is_some() {
+            tokio::spawn(follow_routes(
+                Arc::downgrade(self),
+                Arc::downgrade(&service),
+                stop,
+            ));
         }
+        service
     }
 
     /// Every destination and what the proxy does with it, for `/config`.
@@ -293,6 +402,28 @@ async fn follow(
             return;
         };
         destinations.sync(&watched);
+    }
+}
+
+/// Rebuilds a Service's router on each route answer, until the Service is dropped.
+async fn follow_routes(
+    destinations: Weak<Destinations>,
+    service: Weak<LogicalService>,
+    stopped: CancellationToken,
+) {
+    let Some(mut rx) = service.upgrade().and_then(|s| s.routes_rx.clone()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = stopped.cancelled() => return,
+        }
+        let (Some(destinations), Some(service)) = (destinations.upgrade(), service.upgrade())
+        else {
+            return;
+        };
+        destinations.apply_routes(&service).await;
     }
 }
 

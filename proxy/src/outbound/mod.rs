@@ -17,6 +17,7 @@
 pub(crate) mod concrete;
 pub(crate) mod endpoint;
 pub(crate) mod logical;
+pub(crate) mod routes;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -79,7 +80,7 @@ impl Stage for HttpTarget {
         // Not an `async fn`: that would keep a copy of the request in the future.
         match self {
             HttpTarget::Endpoint(forward) => Either::Left(forward.call(req, cx)),
-            HttpTarget::Service(service) => Either::Right(service.split.call(req, cx)),
+            HttpTarget::Service(service) => Either::Right(service.call(req, cx)),
         }
     }
 }
@@ -164,7 +165,15 @@ impl Outbound {
             self.common.serve_http(io, protocol, dst, stack).await;
             return;
         }
-        let backend = service.split.pick();
+        let router = service.router.load_full();
+        let backend = match router.as_deref().and_then(|r| r.tcp_pick()) {
+            None => service.split.pick(),
+            Some(Ok(backend)) => backend,
+            Some(Err(why)) => {
+                info!(service = %service.name, reason = %why, "the TrafficSplit's share cannot be served; closing the connection");
+                return;
+            }
+        };
         let Some(picked) = backend.pick() else {
             self.common.metrics.no_endpoints("tcp");
             info!(service = %backend.service(), "no ready endpoints; closing the connection");
