@@ -397,7 +397,66 @@ pub fn build<'a>(
     files: impl IntoIterator<Item = (&'a Path, &'a str)>,
     previous: &Addresses,
 ) -> Folder {
-    parse::build(files, previous)
+    let mut folder = parse::build(files, previous);
+    check_with_control_plane(&mut folder);
+    folder
+}
+
+/// Reads the YAML the control plane will read ([`render_for_control_plane`]) with the control
+/// plane's own reader, so that what it would refuse in the kinds the lab passes through
+/// (HTTPRoutes, TrafficSplits, ReferenceGrants, HTTPFaults: their schema, their regexes, a
+/// backend of another namespace without a ReferenceGrant) is refused here, naming the user's
+/// file, document and field, and left out of what the control plane is given.
+fn check_with_control_plane(folder: &mut Folder) {
+    let Ok(text) = render_for_control_plane(folder) else {
+        return;
+    };
+    let Err(errors) =
+        weft_control_plane_config::yaml::load_text(Path::new(CONTROL_PLANE_FILE), &text)
+    else {
+        return;
+    };
+    // The rendered documents: the lab's own objects first, the passed-through ones last.
+    let own = folder.namespaces.len()
+        + folder.service_accounts.len()
+        + folder.pods.len()
+        + folder.services.len()
+        + folder.endpoint_slices.len();
+    let mut refused = std::collections::BTreeSet::new();
+    for e in errors {
+        match e
+            .document
+            .checked_sub(own)
+            .and_then(|i| folder.passed.get(i).map(|d| (i, d)))
+        {
+            Some((i, doc)) => {
+                refused.insert(i);
+                folder.refused.push(DocError {
+                    file: doc.origin.file.clone(),
+                    document: doc.origin.document,
+                    field: e.field,
+                    reason: e.reason,
+                });
+            }
+            // One of the lab's own documents: the folder's own checks let through what the
+            // control plane refuses. Said, so that it is seen.
+            None => folder.notes.push(DocError {
+                file: PathBuf::from(CONTROL_PLANE_FILE),
+                document: e.document,
+                field: e.field,
+                reason: format!(
+                    "the control plane refuses what the lab made of the folder: {}",
+                    e.reason
+                ),
+            }),
+        }
+    }
+    let mut i = 0;
+    folder.passed.retain(|_| {
+        let keep = !refused.contains(&i);
+        i += 1;
+        keep
+    });
 }
 
 /// The folder's `*.yaml` and `*.yml` files, in name order (as the control plane lists them).

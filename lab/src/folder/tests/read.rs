@@ -10,7 +10,7 @@ fn a_folder_of_every_kind_loads_and_passes_the_rest_through() {
                  metadata: {name: api, namespace: shop}\n\
                  spec: {parentRefs: [{kind: Service, name: api, port: 80}]}\n";
     let split = "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\n\
-                 metadata: {name: api, namespace: shop}\nspec: {service: api}\n";
+                 metadata: {name: api, namespace: shop}\nspec: {service: api, backends: [{service: api, weight: 1}]}\n";
     let fault = "apiVersion: weft.dev/v1alpha1\nkind: HTTPFault\n\
                  metadata: {name: slow, namespace: shop}\nspec: {delay: {percent: 50}}\n";
     let folder = whole(&[
@@ -391,5 +391,51 @@ fn the_number_of_files_is_bounded() {
     assert!(
         matches!(e, FolderError::TooManyFiles { max: MAX_FILES, .. }),
         "{e}"
+    );
+}
+
+#[test]
+fn routes_the_control_plane_would_refuse_are_refused_by_file_and_field() {
+    let svc = |name: &str| service("shop", name, name, "8080");
+    let route = |backend_ns: &str, regex: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: shop}}\n\
+             spec:\n  parentRefs: [{{group: \"\", kind: Service, name: api, port: 80}}]\n  rules:\n\
+             \x20 - matches: [{{path: {{type: RegularExpression, value: \"{regex}\"}}}}]\n\
+             \x20   backendRefs: [{{name: api-v2, namespace: {backend_ns}, port: 80}}]\n"
+        )
+    };
+    let good = docs(&[&svc("api"), &svc("api-v2"), &route("shop", "/a.*")]);
+    let folder = load(&[("a.yaml", &good)]);
+    assert!(folder.is_whole(), "{:#?}", folder.refused);
+    assert_eq!(folder.passed.len(), 1);
+
+    let bad = docs(&[&svc("api"), &svc("api-v2"), &route("shop", "/a(")]);
+    let folder = load(&[("a.yaml", &bad)]);
+    assert_eq!(folder.refused.len(), 1, "{:#?}", folder.refused);
+    let e = &folder.refused[0];
+    assert_eq!(
+        (e.file.as_path(), e.document),
+        (Path::new("a.yaml"), 2),
+        "{e}"
+    );
+    assert!(e.field.contains("rules[0].matches[0].path"), "{e}");
+    assert!(
+        folder.passed.is_empty(),
+        "a refused route is not given to the control plane"
+    );
+
+    let foreign = docs(&[
+        &svc("api"),
+        &service("other", "api-v2", "x", "8080"),
+        &route("other", "/a.*"),
+    ]);
+    let folder = load(&[("a.yaml", &foreign)]);
+    assert_eq!(folder.refused.len(), 1, "{:#?}", folder.refused);
+    assert!(
+        folder.refused[0].reason.contains("RefNotPermitted")
+            || folder.refused[0].reason.contains("ReferenceGrant"),
+        "{}",
+        folder.refused[0]
     );
 }
