@@ -48,18 +48,44 @@ impl HttpReply {
 
 /// `GET path` with `Host: host` to `dst`, from inside `ns`.
 pub fn get(ns: &Netns, dst: SocketAddr, host: &str, path: &str) -> Result<HttpReply> {
+    get_with(ns, dst, host, path, &[])
+}
+
+/// [`get`] with extra request headers.
+pub fn get_with(
+    ns: &Netns,
+    dst: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpReply> {
     let mut conn = ns.connect(dst, IO_TIMEOUT)?;
-    request(&mut conn, dst, host, path)
+    request_with(&mut conn, dst, host, path, headers)
 }
 
 /// `GET path` on an open connection, which the response ends.
 pub fn request(conn: &mut TcpStream, dst: SocketAddr, host: &str, path: &str) -> Result<HttpReply> {
+    request_with(conn, dst, host, path, &[])
+}
+
+/// [`request`] with extra request headers.
+pub fn request_with(
+    conn: &mut TcpStream,
+    dst: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpReply> {
     let what = || format!("GET http://{host}{path} via {dst}");
     let local = conn.local_addr().map_err(Error::io(what()))?;
     // One write: the request leaves in one segment, as most clients send it.
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: weft-lab\r\nConnection: close\r\n\r\n"
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: weft-lab\r\nConnection: close\r\n"
     );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     conn.write_all(head.as_bytes()).map_err(Error::io(what()))?;
     let mut raw = Vec::new();
     conn.take(MAX_RESPONSE)

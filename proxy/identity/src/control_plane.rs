@@ -60,6 +60,10 @@ impl ControlPlaneDialer {
         };
         tls.alpn_protocols = vec![b"h2".to_vec()];
         tls.enable_sni = false;
+        // No resumption: a resumed TLS 1.3 session carries the identity of the handshake that
+        // made it, so a connection resumed from the certifier's first one (made before there
+        // was a certificate) would stay anonymous. Connections to the control plane are few.
+        tls.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             addr,
             tls: Arc::new(tls),

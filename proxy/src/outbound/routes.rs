@@ -186,7 +186,7 @@ pub(crate) async fn router(
         }
         match backends.get(svc, discovery, endpoints, balance) {
             Some(w) => {
-                waits.push(w.rx.clone());
+                waits.push(w.clone());
                 list.push(Backend {
                     balanced: w.balanced.clone(),
                     _watch: Some(w),
@@ -207,15 +207,21 @@ pub(crate) async fn router(
         }
     }
     let first_answers = async {
-        for mut rx in waits {
+        for w in &waits {
+            let mut rx = w.rx.clone();
             let _ = rx.wait_for(|r| !matches!(r, Resolved::Pending)).await;
         }
     };
     if tokio::time::timeout(patience, first_answers).await.is_err() {
         info!(service = %service.name, "some backends of the routes have no answer yet; their share answers 503 until they do");
     }
-    // The followers applied the first answers as they came; a backend whose answer arrived
-    // after its follower's last look is applied by that follower too.
+    // Applied here too, so the router never goes live ahead of its backends' endpoints (the
+    // followers may not have run yet); an endpoint that stays keeps its slot either way.
+    for w in &waits {
+        if let Resolved::Service(set) = &*w.rx.borrow() {
+            concrete::update(&w.balanced, set, endpoints, balance);
+        }
+    }
     Some(Router {
         routes,
         backends: list,

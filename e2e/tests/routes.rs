@@ -1,0 +1,475 @@
+//! Canary splits and L7 routes end to end, through `weftctl lab`'s engine (`LabRun`): real
+//! proxies in pod namespaces, the control plane in local mode on the folder, the echo app
+//! naming the pod that answered. One lab, phase after phase:
+//! a 90/10 HTTPRoute split over 2,000 requests within the binomial 99.9 % interval; a header
+//! match always reaching v2; header modifiers and a prefix rewrite seen by the app and a
+//! response header by the client; a mirror's copy reaching its backend and a failing mirror
+//! not touching the client; a consumer route applying to its own namespace's clients only; an
+//! invalid route refused by file and field with the last good routes kept; a weight change to
+//! 0/100 taking effect within a second under 50 requests/s with no failed request; and SMI
+//! TrafficSplits (v1alpha4, v1alpha2) splitting as the same HTTPRoute does.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use weft_lab::{
+    netns::Netns,
+    registry::Registry,
+    run::{Event, LabRun},
+    wait, Metrics,
+};
+
+const API: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 19, 0, 30)), 80);
+
+const FOLDER: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {weft.dev/inject: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ops, labels: {weft.dev/inject: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-v1, namespace: shop, labels: {app: api, version: v1}}
+spec: {serviceAccountName: api, containers: [{name: api, image: api, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-v2, namespace: shop, labels: {app: api, version: v2}}
+spec: {serviceAccountName: api, containers: [{name: api, image: api, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: shadow, namespace: shop, labels: {app: shadow}}
+spec: {serviceAccountName: shadow, containers: [{name: shadow, image: shadow, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec: {serviceAccountName: web, containers: [{name: web, image: web}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: ops}
+spec: {serviceAccountName: client, containers: [{name: client, image: client}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {clusterIP: 198.19.0.30, selector: {app: api}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api-v1, namespace: shop}
+spec: {clusterIP: 198.19.0.31, selector: {app: api, version: v1}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api-v2, namespace: shop}
+spec: {clusterIP: 198.19.0.32, selector: {app: api, version: v2}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shadow, namespace: shop}
+spec: {clusterIP: 198.19.0.33, selector: {app: shadow}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nowhere, namespace: shop}
+spec: {clusterIP: 198.19.0.34, selector: {app: nothing}, ports: [{name: http, port: 80, targetPort: 8080}]}
+"#;
+
+/// The producer routes of `api`, with the default rule's weights.
+fn routes(v1: u32, v2: u32) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: api, namespace: shop}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: api, port: 80}}]
+  rules:
+  - matches: [{{headers: [{{name: x-canary, value: "1"}}]}}]
+    backendRefs: [{{name: api-v2, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: /rewrite}}}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {{set: [{{name: x-added, value: "yes"}}]}}
+    - type: URLRewrite
+      urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /rewritten}}}}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {{add: [{{name: x-route, value: rewrite}}]}}
+    backendRefs: [{{name: api-v1, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: /mirror}}}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {{backendRef: {{name: shadow, port: 80}}}}
+    backendRefs: [{{name: api-v1, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: /broken-mirror}}}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {{backendRef: {{name: nowhere, port: 80}}}}
+    backendRefs: [{{name: api-v1, port: 80}}]
+  - backendRefs: [{{name: api-v1, port: 80, weight: {v1}}}, {{name: api-v2, port: 80, weight: {v2}}}]
+"#
+    )
+}
+
+/// A route of the `ops` namespace's own for `shop/api`: everything to api-v1.
+const CONSUMER: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-for-ops, namespace: ops}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api, namespace: shop, port: 80}]
+  rules:
+  - backendRefs: [{name: api-v1, namespace: shop, port: 80}]
+"#;
+
+const BAD: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api-v1, port: 80}]
+  rules:
+  - matches: [{path: {type: RegularExpression, value: "/a("}}]
+    backendRefs: [{name: api-v1, port: 80}]
+"#;
+
+fn split(version: &str, v1: &str, v2: &str) -> String {
+    format!(
+        "apiVersion: split.smi-spec.io/{version}\nkind: TrafficSplit\n\
+         metadata: {{name: api, namespace: shop}}\n\
+         spec:\n  service: api\n  backends:\n  - {{service: api-v1, weight: {v1}}}\n  - {{service: api-v2, weight: {v2}}}\n"
+    )
+}
+
+/// When a request was answered, and by which pod (or why it failed).
+type Answered = (Instant, Result<String, String>);
+
+/// The lab and its event log.
+struct Lab {
+    run: LabRun,
+    events: Vec<String>,
+}
+
+impl Lab {
+    /// Applies the folder's edits; `true` when one was applied.
+    fn poll(&mut self) -> bool {
+        let mut applied = false;
+        let events = &mut self.events;
+        self.run
+            .poll(&mut |e| {
+                applied |= matches!(e, Event::Applied { .. });
+                events.push(match e {
+                    Event::Refused(d) => format!(
+                        "refused {} {} {}: {}",
+                        d.file.display(),
+                        d.document,
+                        d.field,
+                        d.reason
+                    ),
+                    other => format!("{other:?}"),
+                });
+            })
+            .expect("the lab applies the edit");
+        applied
+    }
+
+    fn netns(&self, namespace: &str, pod: &str) -> Netns {
+        let entry = self
+            .run
+            .entry()
+            .pod(namespace, pod)
+            .expect("the pod")
+            .clone();
+        Netns::attach(&entry.netns).expect("its namespace")
+    }
+}
+
+/// The answering pod's JSON for `GET path` to `api`.
+fn get(from: &Netns, path: &str, headers: &[(&str, &str)]) -> serde_json::Value {
+    let reply = weft_lab::http::get_with(from, API, "api.shop.svc.cluster.local", path, headers)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body));
+    json["__response_headers"] = serde_json::json!(reply.headers);
+    json
+}
+
+/// How many of `n` requests to `api` api-v2 answered.
+fn count_v2(from: &Netns, n: usize, tag: &str) -> usize {
+    (0..n)
+        .filter(|i| get(from, &format!("/{tag}/{i}"), &[])["pod"] == "api-v2")
+        .count()
+}
+
+/// The 99.9 % interval of a binomial count (normal approximation, z = 3.29).
+fn interval(n: usize, p: f64) -> (usize, usize) {
+    let mean = n as f64 * p;
+    let spread = 3.29 * (mean * (1.0 - p)).sqrt();
+    (
+        (mean - spread).floor() as usize,
+        (mean + spread).ceil() as usize,
+    )
+}
+
+/// A request header as the echo app saw it (any case).
+fn seen_header<'a>(json: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    json["headers"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.get(0)?.as_str())
+}
+
+fn metric(ns: &Netns, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, 15190));
+    weft_lab::http::get(ns, admin, "localhost", "/metrics")
+        .ok()
+        .and_then(|r| Metrics::parse(&r.body).ok())
+        .map_or(0.0, |m| m.sum(name, labels))
+}
+
+/// Rewrites `file` in `dir` and polls the lab until the edit is applied (at most 10 s).
+fn edit(lab: &mut Lab, dir: &Path, file: &str, text: Option<&str>) {
+    match text {
+        Some(t) => std::fs::write(dir.join(file), t).expect("write"),
+        None => std::fs::remove_file(dir.join(file)).expect("remove"),
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if lab.poll() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the edit of {file} was not applied: {:#?}", lab.events);
+}
+
+#[test]
+fn routes_split_match_filter_mirror_and_follow_edits() {
+    if !weft_lab::prereq::should_run("routes through the lab") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("mesh.yaml"), FOLDER).expect("write");
+    std::fs::write(dir.path().join("routes.yaml"), routes(90, 10)).expect("write");
+    std::fs::write(dir.path().join("consumer.yaml"), CONSUMER).expect("write");
+    let registry_dir = tempfile::tempdir().expect("tempdir");
+    let stop = AtomicBool::new(false);
+    let mut events = Vec::new();
+    let run = LabRun::start(
+        Registry::at(registry_dir.path()),
+        "routes",
+        dir.path(),
+        &stop,
+        &mut |e| events.push(format!("{e:?}")),
+    )
+    .expect("the lab starts");
+    assert!(
+        !events.iter().any(|e| e.starts_with("Refused")),
+        "{events:#?}"
+    );
+    let mut lab = Lab { run, events };
+    let web = lab.netns("shop", "web");
+
+    // The default rule splits 90/10.
+    let n = 2000;
+    let v2 = count_v2(&web, n, "split");
+    let (low, high) = interval(n, 0.1);
+    println!("90/10 over {n} requests: {v2} to api-v2 (99.9 % interval {low}-{high})");
+    assert!(
+        (low..=high).contains(&v2),
+        "{v2} of {n} to api-v2, expected {low}-{high}"
+    );
+
+    // A header match always reaches v2.
+    for i in 0..20 {
+        let json = get(&web, &format!("/canary/{i}"), &[("x-canary", "1")]);
+        assert_eq!(json["pod"], "api-v2", "{json}");
+    }
+
+    // Header modifier and prefix rewrite seen by the app, a response header by the client.
+    let json = get(&web, "/rewrite/cart?id=7", &[]);
+    assert_eq!(json["pod"], "api-v1", "{json}");
+    assert_eq!(json["path"], "/rewritten/cart?id=7", "{json}");
+    assert_eq!(seen_header(&json, "x-added"), Some("yes"), "{json}");
+    assert!(
+        json["__response_headers"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|p| p[0] == "x-route" && p[1] == "rewrite")),
+        "{json}"
+    );
+
+    // A mirror's copy reaches its backend; a failing mirror does not touch the client.
+    let shadow = lab.netns("shop", "shadow");
+    for i in 0..5 {
+        assert_eq!(get(&web, &format!("/mirror/{i}"), &[])["pod"], "api-v1");
+    }
+    wait::until(
+        "the shadow to serve the copies",
+        Duration::from_secs(5),
+        || {
+            (metric(&shadow, "weft_requests_total", &[("direction", "inbound")]) >= 5.0)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..5 {
+        assert_eq!(
+            get(&web, &format!("/broken-mirror/{i}"), &[])["pod"],
+            "api-v1"
+        );
+    }
+    wait::until(
+        "the failed copies to be counted",
+        Duration::from_secs(5),
+        || {
+            (metric(&web, "weft_mirror_requests_total", &[("result", "failed")]) >= 5.0)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The consumer route applies to its namespace's clients only.
+    let ops = lab.netns("ops", "client");
+    for i in 0..40 {
+        assert_eq!(
+            get(&ops, &format!("/ops/{i}"), &[])["pod"],
+            "api-v1",
+            "ops' own route"
+        );
+    }
+    assert!(
+        count_v2(&web, 100, "shop") > 0,
+        "shop's clients keep the producer split"
+    );
+
+    // An invalid route is refused by file and field; the last good routes stay.
+    std::fs::write(dir.path().join("zz-bad.yaml"), BAD).expect("write");
+    wait::until("the refusal", Duration::from_secs(10), || {
+        lab.poll();
+        lab.events
+            .iter()
+            .find(|e| e.starts_with("refused") && e.contains("zz-bad.yaml"))
+            .cloned()
+    })
+    .map(|e| assert!(e.contains("rules[0].matches[0].path"), "{e}"))
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", lab.events));
+    assert_eq!(get(&web, "/still", &[("x-canary", "1")])["pod"], "api-v2");
+    // Removing it brings back the set in force: nothing to apply.
+    std::fs::remove_file(dir.path().join("zz-bad.yaml")).expect("remove");
+    for _ in 0..3 {
+        assert!(!lab.poll(), "the set in force is unchanged");
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    // A weight change under 50 requests/s: in force within a second, no request failing.
+    let seen: Arc<Mutex<Vec<Answered>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (seen, done) = (seen.clone(), done.clone());
+        let ns_name = lab
+            .run
+            .entry()
+            .pod("shop", "web")
+            .expect("web")
+            .netns
+            .clone();
+        thread::spawn(move || {
+            let ns = Netns::attach(&ns_name).expect("web");
+            let start = Instant::now();
+            let mut next = start;
+            while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(30) {
+                let r = weft_lab::http::get(&ns, API, "api", "/live")
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| {
+                        if r.status != 200 {
+                            return Err(format!("status {}", r.status));
+                        }
+                        let json: serde_json::Value =
+                            serde_json::from_str(&r.body).map_err(|e| e.to_string())?;
+                        Ok(json["pod"].as_str().unwrap_or("").to_string())
+                    });
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((Instant::now(), r));
+                next += Duration::from_millis(20);
+                thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
+    };
+    thread::sleep(Duration::from_secs(1));
+    let written = Instant::now();
+    std::fs::write(dir.path().join("routes.yaml"), routes(0, 100)).expect("write");
+    let poll_start = Instant::now();
+    while poll_start.elapsed() < Duration::from_secs(3) {
+        lab.poll();
+        thread::sleep(Duration::from_millis(50));
+    }
+    done.store(true, Ordering::Relaxed);
+    client.join().expect("the client");
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let failed: Vec<_> = seen.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    let last_v1 = seen
+        .iter()
+        .filter(|(_, r)| r.as_deref() == Ok("api-v1"))
+        .map(|(t, _)| *t)
+        .max()
+        .expect("api-v1 answered before the edit");
+    let took = last_v1.saturating_duration_since(written);
+    println!(
+        "0/100 in force {took:?} after the write ({} requests, none failed)",
+        seen.len()
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "api-v1 still answered {took:?} after the edit"
+    );
+    assert!(seen
+        .iter()
+        .rev()
+        .take(20)
+        .all(|(_, r)| r.as_deref() == Ok("api-v2")));
+
+    // TrafficSplits split as the same HTTPRoute does (the HTTPRoute would shadow them).
+    edit(&mut lab, dir.path(), "consumer.yaml", None);
+    edit(&mut lab, dir.path(), "routes.yaml", None);
+    for (version, v1, v2) in [("v1alpha4", "90", "10"), ("v1alpha2", "900m", "100m")] {
+        edit(
+            &mut lab,
+            dir.path(),
+            "split.yaml",
+            Some(&split(version, v1, v2)),
+        );
+        // The canary header means nothing to a TrafficSplit: wait until the old route is gone.
+        wait::until(
+            "the split to replace the route",
+            Duration::from_secs(5),
+            || {
+                (0..20)
+                    .any(|_| get(&web, "/", &[("x-canary", "1")])["pod"] == "api-v1")
+                    .then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let n = 1000;
+        let v2 = count_v2(&web, n, version);
+        let (low, high) = interval(n, 0.1);
+        println!("TrafficSplit {version} 90/10 over {n}: {v2} to api-v2 ({low}-{high})");
+        assert!(
+            (low..=high).contains(&v2),
+            "{version}: {v2} of {n}, expected {low}-{high}"
+        );
+    }
+}
