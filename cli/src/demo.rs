@@ -478,6 +478,24 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
             backends.join(", ")
         );
     }
+    for doc in &run.folder().passed {
+        let field = |k: &str| doc.object.get(k);
+        let kind = field("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let meta = |k: &str| {
+            field("metadata")
+                .and_then(|m| m.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or("default")
+                .to_string()
+        };
+        println!(
+            "  {kind} {}/{} ({} document {}: edit it live)",
+            meta("namespace"),
+            meta("name"),
+            doc.origin.file.display(),
+            doc.origin.document
+        );
+    }
     let traffic: Vec<String> = calls
         .iter()
         .map(|c| format!("{} -> {}", c.from.1, c.service.1))

@@ -6,13 +6,16 @@
 //! - **logical** ([`logical`]): the destination as the client named it. A Service (discovery
 //!   says so) becomes a [`LogicalService`]; an address in the static mesh map
 //!   (`WEFT_MESH_DESTINATIONS`) is a known peer; anything else passes through as it is.
+//! - **routes** ([`routes`]): the HTTPRoutes and TrafficSplit in force on a Service: each
+//!   request's rule, filters and weighted backend Service (none attached: the Service is its
+//!   own one backend).
 //! - **concrete** ([`concrete`]): a backend Service of the logical one, balanced over its
-//!   endpoints. Today a Service is its own one backend; a split makes it several, weighted.
+//!   endpoints.
 //! - **endpoint** ([`endpoint`]): one endpoint's pool, plaintext or over the mesh hop to its
 //!   proxy with the identity it must present.
 //!
-//! HTTP runs each request through the stages of `weft-proxy-http` (split -> balance ->
-//! forward); opaque TCP picks once per connection, the same way, in `tcp`.
+//! HTTP runs each request through the stages (routes -> balance -> forward); opaque TCP picks
+//! once per connection (a TrafficSplit's weights, then the balancer), in `tcp`.
 
 pub(crate) mod concrete;
 pub(crate) mod endpoint;
