@@ -262,7 +262,8 @@ impl Destinations {
                 let name = service_label(set);
                 let service = match &applied.logical {
                     Some(Logical::Service(s)) if *s.name == *name => s.clone(),
-                    _ => self.service(name.into(), watched.dst),
+                    // A pod's own address is never routed: no route watch for it.
+                    _ => self.service(name.into(), set.service.is_some().then_some(watched.dst)),
                 };
                 concrete::update(&service.own, set, &self.endpoints, &self.balance);
                 info!(dst = %watched.dst, service = %service.name, endpoints = set.endpoints.len(), version = set.version, "destination endpoints");
@@ -274,8 +275,12 @@ impl Destinations {
         logical
     }
 
-    /// A Service that is its own single backend, its routes followed.
-    fn service(self: &Arc<Self>, name: Arc<str>, dst: SocketAddr) -> Arc<LogicalService> {
+    /// A Service that is its own single backend, its routes (at `routed`) followed.
+    fn service(
+        self: &Arc<Self>,
+        name: Arc<str>,
+        routed: Option<SocketAddr>,
+    ) -> Arc<LogicalService> {
         let metrics = &self.endpoints.metrics;
         let own = Arc::new(Balanced::new(
             name.clone(),
@@ -289,7 +294,7 @@ impl Destinations {
             own,
             router: ArcSwapOption::empty(),
             rcx: RouteCx::new(metrics),
-            routes_rx: self.discovery.routes(dst),
+            routes_rx: routed.and_then(|dst| self.discovery.routes(dst)),
             routes_applied: tokio::sync::Mutex::new(None),
             _routes_follower: stop.clone().drop_guard(),
         });
