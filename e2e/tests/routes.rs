@@ -7,7 +7,8 @@
 //! not touching the client; a consumer route applying to its own namespace's clients only; an
 //! invalid route refused by file and field with the last good routes kept; a weight change to
 //! 0/100 taking effect within a second under 50 requests/s with no failed request; and SMI
-//! TrafficSplits (v1alpha4, v1alpha2) splitting as the same HTTPRoute does.
+//! TrafficSplits (v1alpha4, v1alpha2) splitting as the same HTTPRoute does, opaque TCP per
+//! connection too.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -56,6 +57,11 @@ apiVersion: v1
 kind: Pod
 metadata: {name: web, namespace: shop}
 spec: {serviceAccountName: web, containers: [{name: web, image: web}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: raw, namespace: shop, annotations: {weft.dev/opaque-ports: "80"}}
+spec: {serviceAccountName: raw, containers: [{name: raw, image: raw}]}
 ---
 apiVersion: v1
 kind: Pod
@@ -472,4 +478,19 @@ fn routes_split_match_filter_mirror_and_follow_edits() {
             "{version}: {v2} of {n}, expected {low}-{high}"
         );
     }
+    // Opaque TCP (port 80 is opaque to `raw`'s proxy): the split's weights per connection.
+    let raw = lab.netns("shop", "raw");
+    let n = 600;
+    let v2 = count_v2(&raw, n, "tcp");
+    let (low, high) = interval(n, 0.1);
+    println!("TrafficSplit over opaque TCP, {n} connections: {v2} to api-v2 ({low}-{high})");
+    assert!(
+        (low..=high).contains(&v2),
+        "TCP: {v2} of {n}, expected {low}-{high}"
+    );
+    let raw_http = metric(&raw, "weft_requests_total", &[("direction", "outbound")]);
+    assert_eq!(
+        raw_http, 0.0,
+        "raw's proxy forwarded TCP, not HTTP requests"
+    );
 }
