@@ -2,7 +2,8 @@
 //! proxies in pod namespaces, the control plane in local mode on the folder, the echo app
 //! naming the pod that answered. One lab, phase after phase:
 //! a 90/10 HTTPRoute split over 2,000 requests within the binomial 99.9 % interval; a header
-//! match always reaching v2; header modifiers and a prefix rewrite seen by the app and a
+//! match always reaching v2; a query parameter match; a redirect (scheme, host, prefix path,
+//! status, query kept) answered by the proxy; a pod's own address never routed; header modifiers and a prefix rewrite seen by the app and a
 //! response header by the client; a mirror's copy reaching its backend and a failing mirror
 //! not touching the client; a consumer route applying to its own namespace's clients only; an
 //! invalid route refused by file and field with the last good routes kept; a weight change to
@@ -105,6 +106,13 @@ spec:
   rules:
   - matches: [{{headers: [{{name: x-canary, value: "1"}}]}}]
     backendRefs: [{{name: api-v2, port: 80}}]
+  - name: by-query
+    matches: [{{queryParams: [{{name: env, value: canary}}]}}]
+    backendRefs: [{{name: api-v2, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: /old}}}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {{scheme: https, hostname: shop.example, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}, statusCode: 301}}
   - matches: [{{path: {{type: PathPrefix, value: /rewrite}}}}]
     filters:
     - type: RequestHeaderModifier
@@ -303,6 +311,36 @@ fn routes_split_match_filter_mirror_and_follow_edits() {
         let json = get(&web, &format!("/canary/{i}"), &[("x-canary", "1")]);
         assert_eq!(json["pod"], "api-v2", "{json}");
     }
+
+    // A query parameter match (a named rule), and a redirect answered by the proxy.
+    for i in 0..10 {
+        let json = get(&web, &format!("/q/{i}?env=canary"), &[]);
+        assert_eq!(json["pod"], "api-v2", "{json}");
+    }
+    let redirect = weft_lab::http::get(&web, API, "api", "/old/page?x=1").expect("GET /old");
+    assert_eq!(redirect.status, 301, "{redirect:?}");
+    assert_eq!(
+        redirect.header("location"),
+        Some("https://shop.example/new/page?x=1"),
+        "{redirect:?}"
+    );
+    // Traffic to a pod's own address is never routed.
+    let pod_ip: Ipv4Addr = lab
+        .run
+        .entry()
+        .pod("shop", "api-v1")
+        .expect("api-v1")
+        .ip
+        .parse()
+        .expect("an IP");
+    let direct = weft_lab::http::get(
+        &web,
+        SocketAddr::from((pod_ip, 8080)),
+        "api-v1",
+        "/old/page",
+    )
+    .expect("GET the pod");
+    assert_eq!(direct.status, 200, "{direct:?}");
 
     // Header modifier and prefix rewrite seen by the app, a response header by the client.
     let json = get(&web, "/rewrite/cart?id=7", &[]);
