@@ -280,10 +280,15 @@ enum Signal {
 
 /// Whether `error` says the API server does not serve the kind at all (404 on its list).
 fn not_served(error: &watcher::Error) -> bool {
+    list_status(error) == Some(404)
+}
+
+/// The HTTP status of a failed list or watch start, if the API server answered one.
+fn list_status(error: &watcher::Error) -> Option<u16> {
     match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
-        _ => false,
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => Some(status.code),
+        _ => None,
     }
 }
 
@@ -323,6 +328,8 @@ struct WatchState {
     failing: Option<String>,
     /// The kind is not served (its CRD is not installed); logged once.
     not_served: bool,
+    /// An optional kind the control plane may not list (403): empty until it may.
+    forbidden: bool,
 }
 
 impl WatchState {
@@ -383,12 +390,35 @@ impl Cluster {
                 watch.synced = true;
                 return changed;
             }
+            if kind.optional() && list_status(&error) == Some(403) {
+                // Not allowed to read it (the ClusterRole predates the kind): the rest of the
+                // mesh must not wait for it. Empty, said once, and retried as any failure.
+                if !watch.forbidden {
+                    warn!(
+                        kind = kind.as_str(),
+                        error = %causes(&error),
+                        "the control plane may not list this kind: running without it until \
+                         its ClusterRole allows list and watch"
+                    );
+                    watch.forbidden = true;
+                }
+                let changed = !watch.synced;
+                watch.synced = true;
+                return changed;
+            }
             watch.failed(kind, &error);
             return false;
         }
         if watch.not_served {
             info!(kind = kind.as_str(), "the API server serves this kind now");
             watch.not_served = false;
+        }
+        if watch.forbidden {
+            info!(
+                kind = kind.as_str(),
+                "the control plane may list this kind now"
+            );
+            watch.forbidden = false;
         }
         if watch.failing.take().is_some() {
             info!(kind = kind.as_str(), "watching the Kubernetes API again");
