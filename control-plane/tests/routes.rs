@@ -383,8 +383,10 @@ async fn with_kubernetes_routes_come_from_the_api_and_a_kind_not_installed_is_no
     use weft_testkit::{FakeKube, Kind};
 
     let api = FakeKube::start();
-    // No TrafficSplit CRD in this cluster: the mesh runs without splits.
+    // No TrafficSplit CRD in this cluster: the mesh runs without splits. And a ClusterRole
+    // that does not let the control plane read ReferenceGrants: it runs without them.
     api.unserve(Kind::TrafficSplit);
+    api.forbid(Kind::ReferenceGrant);
     for (name, ip) in [
         ("api", "198.19.0.10"),
         ("api-v1", "198.19.0.11"),
@@ -421,7 +423,7 @@ async fn with_kubernetes_routes_come_from_the_api_and_a_kind_not_installed_is_no
             stream = watch(&mut client, "198.19.0.10:80").await.ok();
             stream.is_some()
         },
-        "the control plane syncs, the TrafficSplit kind counting as empty"
+        "the control plane syncs, the TrafficSplit kind (no CRD) and ReferenceGrants (forbidden) counting as empty"
     );
     let mut stream = stream.expect("stream");
     let first = next(&mut stream, Duration::from_secs(5))

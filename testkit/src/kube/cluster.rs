@@ -117,6 +117,8 @@ pub enum Outcome {
     Refused,
     /// 404 for a kind the server was told not to serve ([`super::FakeKube::unserve`]).
     NotServed,
+    /// 403 for a kind the caller was told it may not read ([`super::FakeKube::forbid`]).
+    Forbidden,
 }
 
 /// One request as received.
@@ -168,6 +170,7 @@ pub struct Cluster {
     pub(super) held: BTreeSet<Kind>,
     /// Kinds answered 404, as by an API server without their CRD.
     pub(super) unserved: BTreeSet<Kind>,
+    pub(super) forbidden: BTreeSet<Kind>,
     pub(super) requests: Vec<Recorded>,
     pub(super) problems: Vec<String>,
     /// Well-formed TokenReview request bodies, in order.

@@ -213,6 +213,12 @@ impl FakeKube {
         self.with(|c| c.unserved.insert(kind));
     }
 
+    /// Requests for `kind` are answered 403 Forbidden, as an API server answers a caller whose
+    /// ClusterRole does not cover the kind (a deliberate answer, not a problem).
+    pub fn forbid(&self, kind: Kind) {
+        self.with(|c| c.forbidden.insert(kind));
+    }
+
     pub fn release_lists(&self) {
         self.with(|c| c.held.clear());
         self.shared.released.notify_waiters();

@@ -115,6 +115,17 @@ pub(super) async fn answer(
             "the server could not find the requested resource",
         ));
     }
+    if shared.lock().forbidden.contains(&kind) {
+        shared
+            .lock()
+            .requests
+            .push(head.record(Some(kind), Outcome::Forbidden));
+        return Ok(status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the caller may not list this resource",
+        ));
+    }
     if head.method != Method::GET {
         let problem = format!("{} {} is not supported", head.method, head.uri);
         return Ok(refuse(
