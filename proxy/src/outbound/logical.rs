@@ -65,6 +65,8 @@ pub(crate) struct LogicalService {
     routes_rx: Option<watch::Receiver<RouteState>>,
     /// The routes the router was built from; held while a router is built.
     routes_applied: tokio::sync::Mutex<Option<Arc<Routes>>>,
+    /// Set once the first connections waited for the routes (see `Destinations::resolve`).
+    routes_settled: tokio::sync::OnceCell<()>,
     /// Stops the route follower when the Service is dropped.
     _routes_follower: DropGuard,
 }
@@ -201,21 +203,26 @@ impl Destinations {
         }
         let logical = self.sync(&watched);
         if let Logical::Service(service) = &logical {
-            // A Service's first connection also waits (within the same bound) for its routes,
-            // so that a canary split holds from the first request.
+            // The Service's first connections wait (within the same bound) for its routes, so
+            // that a canary split holds from the first request; once settled (answered or
+            // timed out) no connection waits here again: the follower applies what comes.
             if let Some(rx) = &service.routes_rx {
-                if matches!(*rx.borrow(), RouteState::Pending) {
-                    let mut rx = rx.clone();
-                    let known = tokio::time::timeout_at(
-                        deadline,
-                        rx.wait_for(|r| !matches!(r, RouteState::Pending)),
-                    )
+                service
+                    .routes_settled
+                    .get_or_init(|| async {
+                        let mut rx = rx.clone();
+                        let timed_out = tokio::time::timeout_at(
+                            deadline,
+                            rx.wait_for(|r| !matches!(r, RouteState::Pending)),
+                        )
+                        .await
+                        .is_err();
+                        if timed_out {
+                            debug!(%dst, "no route answer in time; the Service is balanced as it is until one comes");
+                        }
+                        self.apply_routes(service).await;
+                    })
                     .await;
-                    if known.is_err() {
-                        debug!(%dst, "no route answer in time; the Service is balanced as it is until one comes");
-                    }
-                }
-                self.apply_routes(service).await;
             }
         }
         logical
@@ -296,6 +303,7 @@ impl Destinations {
             rcx: RouteCx::new(metrics),
             routes_rx: routed.and_then(|dst| self.discovery.routes(dst)),
             routes_applied: tokio::sync::Mutex::new(None),
+            routes_settled: tokio::sync::OnceCell::new(),
             _routes_follower: stop.clone().drop_guard(),
         });
         if service.routes_rx.is_some() {
