@@ -624,11 +624,8 @@ async fn tokens_file_changes_add_and_revoke_without_restart() {
         cp.metric(&reloads("tokens", "refused")).await == Some(1.0),
         "broken tokens file refused"
     );
-    assert!(
-        cp.logs().contains("line 2"),
-        "the log names the line:\n{}",
-        cp.logs()
-    );
+    // The log line may reach the test's reader after the metric moved: waited for.
+    assert_eventually!(cp.logs().contains("line 2"), "the log names the line");
     let (i, csr) = ask(&api);
     certify(&mut client, &i, PAY_API, csr)
         .await
@@ -696,10 +693,9 @@ async fn kubernetes_token_review_decides_who_gets_a_certificate() {
         &["--source", &source],
     )
     .await;
-    assert!(
+    assert_eventually!(
         cp.logs().contains("TokenReview"),
-        "Kubernetes mode: {}",
-        cp.logs()
+        "Kubernetes mode is logged"
     );
     let mut client = cp.client(&pki).await;
     let web = id("shop", "web");
@@ -811,7 +807,10 @@ async fn sigterm_exits_zero_promptly() {
         "exit 0 within 3s of SIGTERM; logs:\n{}",
         cp.logs()
     );
-    assert!(cp.logs().contains("shutting down"), "{}", cp.logs());
+    assert_eventually!(
+        cp.logs().contains("shutting down"),
+        "the shutdown is logged"
+    );
 }
 
 #[tokio::test]

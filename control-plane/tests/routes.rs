@@ -347,7 +347,7 @@ async fn a_consumer_route_is_seen_only_by_clients_of_its_namespace() {
     )
     .await
     .expect("certified over a connection presenting an unaccepted certificate");
-    assert!(
+    assert_eventually!(
         cp.logs().contains("route watch"),
         "watches are logged at debug"
     );
@@ -430,7 +430,7 @@ async fn with_kubernetes_routes_come_from_the_api_and_a_kind_not_installed_is_no
         .await
         .expect("first");
     assert_eq!(split(&first), ["api-v1 90", "api-v2 10"]);
-    assert!(
+    assert_eventually!(
         cp.logs().contains("does not serve this kind"),
         "the missing CRD is logged"
     );
