@@ -268,9 +268,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
         metrics.clone(),
     );
     let tasks = TaskTracker::new();
-    tasks.spawn(admin::serve(admin, metrics.clone(), shutdown.clone()));
+    let (tx, rx) = tokio::sync::watch::channel(snapshot);
+    tasks.spawn(admin::serve(
+        admin,
+        metrics.clone(),
+        rx.clone(),
+        shutdown.clone(),
+    ));
     if let Some(source) = source {
-        let (tx, rx) = tokio::sync::watch::channel(snapshot);
         info!(source = source.name(), "watching the config source");
         tasks.spawn(source.run(tx, shutdown.clone()));
         tasks.spawn(hub.clone().follow(rx.clone(), shutdown.clone()));

@@ -253,6 +253,21 @@ spec:
         .expect("a change");
     assert_eq!(split(&update), ["api-v1 50", "api-v2 50"]);
 
+    // The admin port shows each route's conditions.
+    let (status, body) = weft_testkit::http::get(cp.admin, "/routes")
+        .await
+        .expect("GET /routes");
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let route = view["httpRoutes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["route"] == "shop/api"))
+        .unwrap_or_else(|| panic!("shop/api in {body}"));
+    let conditions = &route["parents"][0]["conditions"];
+    assert_eq!(conditions[0]["type"], "Accepted", "{body}");
+    assert_eq!(conditions[0]["status"], "True", "{body}");
+    assert_eq!(conditions[1]["type"], "ResolvedRefs", "{body}");
+
     // A Service with no route, and an address that is no Service: empty tables.
     for target in ["198.19.0.11:80", "198.18.0.20:80"] {
         let mut s = watch(&mut client, target).await.expect("watch");
