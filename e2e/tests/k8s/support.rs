@@ -136,12 +136,18 @@ impl<'a> Env<'a> {
             (!lines.is_empty() && lines.iter().all(|l| *l == "True")).then_some(())
         })
         .map_err(|e| {
-            let describe = self
-                .kubectl()
-                .run(&["-n", ns, "describe", "pods", "-l", selector])
-                .unwrap_or_else(|e| e.to_string());
+            let run = |args: &[&str]| self.kubectl().run(args).unwrap_or_else(|e| e.to_string());
+            let describe = run(&["-n", ns, "describe", "pods", "-l", selector]);
+            // No pod at all says nothing by itself: what the controllers and the scheduler did.
+            let objects = run(&["-n", ns, "get", "deployments,replicasets,pods", "-o", "wide"]);
+            let events = run(&["-n", ns, "get", "events", "--sort-by=.lastTimestamp"]);
             weft_k8s_lab::Error::Timeout {
-                what: format!("{e}; the pods:\n{}", tail_text(&describe, 60)),
+                what: format!(
+                    "{e}; the pods:\n{}\nthe namespace's workloads:\n{}\nits events:\n{}",
+                    tail_text(&describe, 60),
+                    tail_text(&objects, 20),
+                    tail_text(&events, 30)
+                ),
                 after: POD_PATIENCE,
             }
         })
