@@ -37,7 +37,12 @@
 //! last accepted for that namespace/name stays in force (or, if it never had one, the object
 //! is left out), and everything else flows on. Each refusal is logged at warn, with the field
 //! and reason, and counted in `weft_config_refused_documents_total{source="kubernetes"}` once
-//! per kind, namespace/name and resourceVersion (a relist does not repeat it).
+//! per kind, namespace/name and resourceVersion (a relist does not repeat it). The refused
+//! HTTPRoutes of each rebuild, with why, go to [`KubeSource::refused_routes`] before the
+//! snapshot: the status writer ([`crate::route_status`]) reports them as not accepted.
+//!
+//! An HTTPRoute's `status` is kept in the store and the snapshot (the status writer merges into
+//! it), so a status write comes back as a change and costs one rebuild that changes no answer.
 //!
 //! The local folder source refuses a whole folder instead, and that difference is deliberate.
 //! A folder edit is one change by one author, who can fix it and who may have meant its
