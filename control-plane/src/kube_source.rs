@@ -37,7 +37,12 @@
 //! last accepted for that namespace/name stays in force (or, if it never had one, the object
 //! is left out), and everything else flows on. Each refusal is logged at warn, with the field
 //! and reason, and counted in `weft_config_refused_documents_total{source="kubernetes"}` once
-//! per kind, namespace/name and resourceVersion (a relist does not repeat it).
+//! per kind, namespace/name and resourceVersion (a relist does not repeat it). The refused
+//! HTTPRoutes of each rebuild, with why, go to [`KubeSource::refused_routes`] before the
+//! snapshot: the status writer ([`crate::route_status`]) reports them as not accepted.
+//!
+//! An HTTPRoute's `status` is kept in the store and the snapshot (the status writer merges into
+//! it), so a status write comes back as a change and costs one rebuild that changes no answer.
 //!
 //! The local folder source refuses a whole folder instead, and that difference is deliberate.
 //! A folder edit is one change by one author, who can fix it and who may have meant its
@@ -102,6 +107,18 @@ pub struct KubeSource {
     client: Client,
     metrics: Arc<Metrics>,
     settle: Duration,
+    refused_routes: watch::Sender<Arc<Vec<RefusedRoute>>>,
+}
+
+/// An HTTPRoute whose current version the checks refuse: what the status writer reports
+/// (`Accepted=False`, [`weft_control_plane_config::routes::refused_route_status`]), since the
+/// snapshot holds only its last good version, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedRoute {
+    pub key: Key,
+    /// The refused version, as the API server holds it (its status included).
+    pub route: Arc<HttpRoute>,
+    pub problem: Problem,
 }
 
 impl fmt::Debug for KubeSource {
@@ -121,7 +138,14 @@ impl KubeSource {
             client,
             metrics,
             settle,
+            refused_routes: watch::channel(Arc::default()).0,
         }
+    }
+
+    /// The HTTPRoutes whose current version is refused, updated with each rebuild (before the
+    /// snapshot it belongs to is sent): for the status writer.
+    pub fn refused_routes(&self) -> watch::Receiver<Arc<Vec<RefusedRoute>>> {
+        self.refused_routes.subscribe()
     }
 
     async fn serve(self, out: watch::Sender<Arc<Snapshot>>, shutdown: CancellationToken) {
@@ -179,6 +203,7 @@ impl KubeSource {
             watches: Default::default(),
             published: false,
             metrics: self.metrics,
+            refused_routes: self.refused_routes,
         };
         // When the next rebuild is due; `None` while nothing changed since the last one.
         let mut due: Option<Instant> = None;
@@ -369,6 +394,8 @@ struct Cluster {
     /// A first snapshot was sent.
     published: bool,
     metrics: Arc<Metrics>,
+    /// The HTTPRoutes refused in the last rebuild.
+    refused_routes: watch::Sender<Arc<Vec<RefusedRoute>>>,
 }
 
 impl Cluster {
@@ -465,6 +492,23 @@ impl Cluster {
             |s| &mut s.traffic_splits,
             m,
         );
+        let refused: Vec<RefusedRoute> = self
+            .routes
+            .refusals
+            .iter()
+            .map(|(key, route, problem)| RefusedRoute {
+                key: key.clone(),
+                route: route.clone(),
+                problem: problem.clone(),
+            })
+            .collect();
+        self.refused_routes.send_if_modified(|current| {
+            if **current == refused {
+                return false;
+            }
+            *current = Arc::new(refused);
+            true
+        });
         let first = !self.published;
         let (services, slices, pods) = (
             next.services.len(),
@@ -517,6 +561,8 @@ where
     last_good: HashMap<Key, Arc<K>>,
     /// Objects whose current version is refused, with that version's resourceVersion.
     refused: HashMap<Key, Option<String>>,
+    /// The refused versions of the last fold, with why.
+    refusals: Vec<(Key, Arc<K>, Problem)>,
 }
 
 impl<K> Tracked<K>
@@ -530,6 +576,7 @@ where
             store,
             last_good: HashMap::new(),
             refused: HashMap::new(),
+            refusals: Vec::new(),
         }
     }
 
@@ -544,6 +591,7 @@ where
     ) {
         let mut last_good = HashMap::with_capacity(self.last_good.len());
         let mut refused = HashMap::new();
+        self.refusals.clear();
         for object in self.store.state() {
             let meta = object.meta();
             let id = (
@@ -583,6 +631,7 @@ where
                 }
                 last_good.insert(id.clone(), good);
             }
+            self.refusals.push((id.clone(), object.clone(), problem));
             refused.insert(id, version);
         }
         self.last_good = last_good;
@@ -592,7 +641,7 @@ where
 
 /// An error with its causes (`a: b: c`): kube's own messages stop at "client error
 /// (SendRequest)", and the cause is what an operator needs.
-fn causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -20,6 +20,7 @@
 //!   [`index`](weft_control_plane_config::index).
 //! - [`routes`]: the route service, the second: a Service port's route table for a client's
 //!   namespace, from the [`routes`](weft_control_plane_config::routes) index.
+//! - [`route_status`]: in Kubernetes mode, each HTTPRoute's `status.parents` written back.
 //! - [`grpc`]: TLS and HTTP/2 serving of every service; [`peer`]: who a caller is, from the
 //!   client certificate it presented; [`admin`]: `/metrics`, `/ready`, `/live`;
 //!   [`addresses`]: the file that reports the addresses they got.
@@ -40,6 +41,7 @@ pub mod kube_tokens;
 pub mod local;
 pub mod metrics;
 pub mod peer;
+pub mod route_status;
 pub mod routes;
 pub mod serving;
 pub mod source;
@@ -146,17 +148,28 @@ fn parse_source(s: &str) -> Result<SourceArg, String> {
 /// How long the Kubernetes source waits for a burst of changes to settle before publishing.
 const KUBE_SETTLE: Duration = Duration::from_millis(100);
 
-/// The config source `args` name, loaded (a local folder) or connected (Kubernetes).
-async fn config_source(
-    args: &Args,
-    metrics: &Arc<Metrics>,
-) -> Result<(Arc<Snapshot>, Option<Box<dyn source::ConfigSource>>), Error> {
+/// What [`config_source`] gives: the first snapshot, the source, the status writer.
+type Sourced = (
+    Arc<Snapshot>,
+    Option<Box<dyn source::ConfigSource>>,
+    Option<StatusWriting>,
+);
+
+/// Kubernetes mode's route status writer, with the source's refused routes it reports.
+struct StatusWriting {
+    writer: route_status::StatusWriter,
+    refused: tokio::sync::watch::Receiver<Arc<Vec<kube_source::RefusedRoute>>>,
+}
+
+/// The config source `args` name, loaded (a local folder) or connected (Kubernetes), and in
+/// Kubernetes mode the route status writer.
+async fn config_source(args: &Args, metrics: &Arc<Metrics>) -> Result<Sourced, Error> {
     let source = match (&args.source, &args.tokens) {
         (Some(s), _) => s.clone(),
         (None, None) => SourceArg::Kubernetes,
         (None, Some(_)) => {
             info!("no --source: no Services known, every destination is forwarded as it is");
-            return Ok((Arc::default(), None));
+            return Ok((Arc::default(), None, None));
         }
     };
     match source {
@@ -169,7 +182,7 @@ async fn config_source(
                 })?;
             let snapshot = local.snapshot();
             info!(dir = %dir.display(), services = snapshot.services.len(), endpoint_slices = snapshot.endpoint_slices.len(), pods = snapshot.pods.len(), "config from a local folder");
-            Ok((snapshot, Some(Box::new(local))))
+            Ok((snapshot, Some(Box::new(local)), None))
         }
         SourceArg::Kubernetes => {
             let client = kube::Client::try_default()
@@ -179,8 +192,16 @@ async fn config_source(
                     source,
                 })?;
             info!("config from the Kubernetes API");
-            let source = kube_source::KubeSource::new(client, metrics.clone(), KUBE_SETTLE);
-            Ok((Arc::default(), Some(Box::new(source))))
+            let source = kube_source::KubeSource::new(client.clone(), metrics.clone(), KUBE_SETTLE);
+            let status = StatusWriting {
+                writer: route_status::StatusWriter::new(
+                    client,
+                    metrics.clone(),
+                    route_status::SETTLE,
+                ),
+                refused: source.refused_routes(),
+            };
+            Ok((Arc::default(), Some(Box::new(source)), Some(status)))
         }
     }
 }
@@ -233,7 +254,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
         }
     };
 
-    let (snapshot, source) = config_source(&args, &metrics).await?;
+    let (snapshot, source, status) = config_source(&args, &metrics).await?;
     let hub = hub::Hub::new(
         discovery::Endpoints::new(&args.trust_domain),
         snapshot.clone(),
@@ -279,6 +300,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
         info!(source = source.name(), "watching the config source");
         tasks.spawn(source.run(tx, shutdown.clone()));
         tasks.spawn(hub.clone().follow(rx.clone(), shutdown.clone()));
+        if let Some(status) = status {
+            tasks.spawn(
+                status
+                    .writer
+                    .run(rx.clone(), status.refused, shutdown.clone()),
+            );
+        }
         tasks.spawn(route_hub.clone().follow(rx, shutdown.clone()));
     }
     let destination =

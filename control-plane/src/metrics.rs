@@ -51,6 +51,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     config_refused: IntCounterVec,
     config_applied: IntCounterVec,
+    route_status_writes: IntCounterVec,
     pub discovery: DiscoveryMetrics,
     pub routes: DiscoveryMetrics,
 }
@@ -161,6 +162,14 @@ impl Metrics {
             ),
             &["source", "result"],
         )?;
+        let route_status_writes = IntCounterVec::new(
+            Opts::new(
+                "weft_route_status_writes_total",
+                "HTTPRoute status patches (Kubernetes mode), by result: written, conflict (the \
+                 route changed meanwhile; read and merged again) or failed (retried with backoff).",
+            ),
+            &["result"],
+        )?;
         let discovery = DiscoveryMetrics::new(
             "discovery",
             "destination",
@@ -175,6 +184,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(config_refused.clone()))?;
         registry.register(Box::new(config_applied.clone()))?;
+        registry.register(Box::new(route_status_writes.clone()))?;
         discovery.register(&registry)?;
         routes.register(&registry)?;
         registry.register(Box::new(issued.clone()))?;
@@ -201,6 +211,7 @@ impl Metrics {
             reloads,
             config_refused,
             config_applied,
+            route_status_writes,
             discovery,
             routes,
         })
@@ -245,6 +256,18 @@ impl Metrics {
         for result in ["applied", "refused"] {
             self.config_applied.with_label_values(&[source, result]);
         }
+    }
+
+    /// Makes the status writer's series exist from the start.
+    pub fn route_status_series(&self) {
+        for result in ["written", "conflict", "failed"] {
+            self.route_status_writes.with_label_values(&[result]);
+        }
+    }
+
+    /// One HTTPRoute status patch: `written`, `conflict` or `failed`.
+    pub fn route_status_write(&self, result: &'static str) {
+        self.route_status_writes.with_label_values(&[result]).inc();
     }
 
     /// The Prometheus text exposition.

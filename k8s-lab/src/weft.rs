@@ -28,7 +28,8 @@ pub const WEFT_NAMESPACE: &str = "weft";
 pub const CONTROL_PLANE: &str = "weft-control-plane";
 /// Where a proxy reaches the control plane: its Service's DNS name.
 pub const CONTROL_PLANE_ADDR: &str = "weft-control-plane.weft.svc.cluster.local:8443";
-/// The ClusterRole of the control plane: what `--source kubernetes` watches, and TokenReview.
+/// The ClusterRole of the control plane: what `--source kubernetes` watches, TokenReview, and
+/// the HTTPRoute status it writes (`patch`, and `get` to read it again after a conflict).
 pub const CONTROL_PLANE_RULES: &str = r#"- apiGroups: [""]
   resources: ["services", "pods"]
   verbs: ["list", "watch"]
@@ -43,7 +44,10 @@ pub const CONTROL_PLANE_RULES: &str = r#"- apiGroups: [""]
   verbs: ["list", "watch"]
 - apiGroups: ["authentication.k8s.io"]
   resources: ["tokenreviews"]
-  verbs: ["create"]"#;
+  verbs: ["create"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes/status"]
+  verbs: ["get", "patch"]"#;
 
 /// The binaries of this build that go into the image, by their name in `target/<profile>`.
 const BINARIES: [&str; 4] = [

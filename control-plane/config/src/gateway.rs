@@ -49,6 +49,12 @@ pub struct HttpRoute {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: HttpRouteSpec,
+    /// The status as the API server holds it (`status.parents`, every controller's entries),
+    /// for the control plane's status writer: never read for routing and not checked. Kept
+    /// as a generic value (this crate's `serde_yaml::Value`, which reads JSON as well) so the
+    /// entries of other controllers are written back with every field, known to Weft or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_yaml::Value>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

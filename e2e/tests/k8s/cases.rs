@@ -24,6 +24,7 @@ pub(crate) const ALL: &[(&str, Case)] = cases![
     pods_get_addresses_dns_and_services,
     control_plane_rbac_is_least_privilege,
     meshed_pods_talk_mtls_through_a_cluster_ip,
+    an_httproute_gets_its_status_and_splits_real_pods,
     tokens_of_other_audiences_and_deleted_pods_are_refused,
     a_meshed_job_completes,
     weft_init_redirects_as_an_init_container,
@@ -160,6 +161,12 @@ fn control_plane_rbac_is_least_privilege(env: &mut Env<'_>) {
         &["list", "pods", "-A"],
         &["watch", "endpointslices.discovery.k8s.io"],
         &["create", "tokenreviews.authentication.k8s.io"],
+        &["watch", "httproutes.gateway.networking.k8s.io", "-A"],
+        &[
+            "patch",
+            "httproutes.gateway.networking.k8s.io",
+            "--subresource=status",
+        ],
     ] {
         assert!(can(allowed), "the control plane may {allowed:?}");
     }
@@ -168,6 +175,9 @@ fn control_plane_rbac_is_least_privilege(env: &mut Env<'_>) {
         &["create", "pods"],
         &["delete", "services"],
         &["update", "endpointslices.discovery.k8s.io"],
+        // The routes' status, never their spec.
+        &["patch", "httproutes.gateway.networking.k8s.io"],
+        &["delete", "httproutes.gateway.networking.k8s.io"],
         &["create", "certificatesigningrequests.certificates.k8s.io"],
     ] {
         assert!(!can(refused), "the control plane may not {refused:?}");
@@ -316,6 +326,253 @@ fn meshed_pods_talk_mtls_through_a_cluster_ip(env: &mut Env<'_>) {
         "the server's proxy saw {got} mTLS requests from {web}"
     );
     println!("client proxy: {sent} mTLS requests to {api}; server proxy: {got} from {web}");
+}
+
+/// The controller name of Weft's entries in a route's `status.parents`.
+const WEFT_CONTROLLER: &str = "weft.dev/gateway-controller";
+
+/// Weft's entry in `status.parents` of HTTPRoute `ns/name` for the Service parent `parent`,
+/// and the route's generation, once the entry's conditions are `want` (`type`, `status`,
+/// `reason`) and observe that generation.
+fn route_status(
+    env: &Env<'_>,
+    ns: &str,
+    name: &str,
+    parent: &str,
+    want: &[(&str, &str, &str)],
+) -> serde_json::Value {
+    let what = format!("HTTPRoute {ns}/{name} to report {want:?} for Service {parent}");
+    let mut last = String::new();
+    let found = crate::support::wait_result(&what, Duration::from_secs(60), || {
+        last = env
+            .kubectl()
+            .run(&["-n", ns, "get", "httproute", name, "-o", "json"])
+            .ok()?;
+        let route: serde_json::Value = serde_json::from_str(&last).ok()?;
+        let generation = route["metadata"]["generation"].clone();
+        let entry = route["status"]["parents"]
+            .as_array()?
+            .iter()
+            .find(|p| {
+                p["controllerName"] == WEFT_CONTROLLER
+                    && p["parentRef"]["name"] == parent
+                    && p["parentRef"]["kind"] == "Service"
+                    && p["parentRef"]["group"] == ""
+            })?
+            .clone();
+        let conditions = entry["conditions"].as_array()?;
+        let holds = want.iter().all(|(t, status, reason)| {
+            conditions.iter().any(|c| {
+                c["type"] == *t
+                    && c["status"] == *status
+                    && c["reason"] == *reason
+                    && c["observedGeneration"] == generation
+                    && c["lastTransitionTime"].is_string()
+            })
+        });
+        holds.then_some(entry)
+    });
+    found.unwrap_or_else(|e| panic!("{e}; the route as last read:\n{last}"))
+}
+
+/// An HTTPRoute applied through the API server, attached to a Service (GAMMA: parentRef group
+/// "", kind Service) with two backend Services of different pods: the control plane writes
+/// `Accepted=True` and `ResolvedRefs=True` under its controller name into `status.parents`,
+/// and a meshed client's requests to the parent Service are split over both backends' pods.
+/// A route to a Service that does not exist gets `ResolvedRefs=False/BackendNotFound`, one
+/// with a regular expression Weft cannot compile (which the API server takes) gets
+/// `Accepted=False/UnsupportedValue` naming the field, and another controller's entry in a
+/// route's status is left as it was.
+fn an_httproute_gets_its_status_and_splits_real_pods(env: &mut Env<'_>) {
+    let ns = "canary";
+    env.namespace(ns);
+    for version in ["api-v1", "api-v2"] {
+        env.apply(
+            &AppPod::new(ns, version, "api")
+                .label("app", version)
+                .meshed()
+                .deployment_yaml(1),
+        );
+        env.apply(&weft::service_yaml(ns, version, version));
+    }
+    // The parent Services select v1 only: without the route, v2 would never answer.
+    env.apply(&weft::service_yaml(ns, "api", "api-v1"));
+    env.apply(&weft::service_yaml(ns, "legacy", "api-v1"));
+    env.apply(
+        &AppPod::new(ns, "client", "web")
+            .label("app", "web")
+            .meshed()
+            .yaml(),
+    );
+    let route = |name: &str, parent: &str, rule: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {name}\n  \
+             namespace: {ns}\nspec:\n  parentRefs:\n  - {{group: \"\", kind: Service, name: {parent}, \
+             port: 80}}\n  rules:\n  - {rule}\n"
+        )
+    };
+    env.apply(&route(
+        "api-split",
+        "api",
+        "backendRefs: [{name: api-v1, port: 80, weight: 50}, {name: api-v2, port: 80, weight: 50}]",
+    ));
+    env.apply(&route(
+        "to-nowhere",
+        "legacy",
+        "backendRefs: [{name: api-v9, port: 80}]",
+    ));
+    env.apply(&route(
+        "bad-regex",
+        "legacy",
+        "matches: [{path: {type: RegularExpression, value: \"/([\"}}]\n    backendRefs: [{name: api-v1, port: 80}]",
+    ));
+    env.ready(ns, "weft-lab=app");
+
+    let split = route_status(
+        env,
+        ns,
+        "api-split",
+        "api",
+        &[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ],
+    );
+    assert_eq!(split["parentRef"]["port"], 80, "{split}");
+    let nowhere = route_status(
+        env,
+        ns,
+        "to-nowhere",
+        "legacy",
+        &[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "BackendNotFound"),
+        ],
+    );
+    assert!(
+        nowhere.to_string().contains("canary/api-v9 not found"),
+        "the message names the missing Service: {nowhere}"
+    );
+    let bad = route_status(
+        env,
+        ns,
+        "bad-regex",
+        "legacy",
+        &[("Accepted", "False", "UnsupportedValue")],
+    );
+    assert!(
+        bad.to_string().contains("spec.rules[0].matches[0].path"),
+        "the message names the field: {bad}"
+    );
+
+    // Another controller's entry (a Gateway's) survives Weft's next write, and Weft's entry
+    // keeps its lastTransitionTime while its conditions hold.
+    let other = serde_json::json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"},
+        "controllerName": "example.com/gateway-controller",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "another controller's", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    let parents = serde_json::json!({"status": {"parents": [other, split.clone()]}});
+    env.kubectl()
+        .run(&[
+            "-n",
+            ns,
+            "patch",
+            "httproute",
+            "api-split",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &parents.to_string(),
+        ])
+        .expect("another controller writes its entry");
+    // A spec change (new generation, the same conditions) makes Weft write again.
+    env.kubectl()
+        .run(&[
+            "-n",
+            ns,
+            "patch",
+            "httproute",
+            "api-split",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/rules/0/backendRefs/0/weight","value":49},{"op":"replace","path":"/spec/rules/0/backendRefs/1/weight","value":51}]"#,
+        ])
+        .expect("change the route's weights");
+    let again = route_status(
+        env,
+        ns,
+        "api-split",
+        "api",
+        &[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ],
+    );
+    assert_ne!(
+        again["conditions"][0]["observedGeneration"], split["conditions"][0]["observedGeneration"],
+        "written for the new generation"
+    );
+    for i in 0..2 {
+        assert_eq!(
+            again["conditions"][i]["lastTransitionTime"],
+            split["conditions"][i]["lastTransitionTime"],
+            "a condition that held keeps its time"
+        );
+    }
+    let held = env.get(
+        &["-n", ns, "httproute", "api-split"],
+        "{.status.parents[*].controllerName}",
+    );
+    assert!(
+        held.contains("example.com/gateway-controller") && held.contains(WEFT_CONTROLLER),
+        "both controllers' entries: {held}"
+    );
+    let message = env.get(
+        &["-n", ns, "httproute", "api-split"],
+        "{.status.parents[0].conditions[0].message}",
+    );
+    assert_eq!(message, "another controller's", "its entry untouched");
+
+    // The split on real pods: requests to the parent Service's cluster IP from the meshed
+    // client reach both versions' pods.
+    let ip = env.get(&["-n", ns, "service", "api"], "{.spec.clusterIP}");
+    let target = format!("{}:80", ip.trim());
+    let pid = env.pod_pid(ns, "client");
+    wait(
+        "the client's proxy to route to api-v2",
+        Duration::from_secs(60),
+        || {
+            (0..10)
+                .filter_map(|i| get_in_netns_of(&pid, &target, &format!("/warm-{i}")).ok())
+                .any(|pod| pod.starts_with("api-v2-"))
+                .then_some(())
+        },
+    );
+    let n = 300;
+    let mut v1 = 0;
+    let mut v2 = 0;
+    for i in 0..n {
+        let pod = get_in_netns_of(&pid, &target, &format!("/split-{i}"))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        if pod.starts_with("api-v1-") {
+            v1 += 1;
+        } else if pod.starts_with("api-v2-") {
+            v2 += 1;
+        } else {
+            panic!("request {i} answered by {pod}, neither version");
+        }
+    }
+    println!("49/51 split over {n} requests: api-v1 {v1}, api-v2 {v2}");
+    // Loose: a 49/51 split of 300 falls in [100, 200] with probability 1 - 1e-8 or so; the
+    // lab tier checks the binomial interval.
+    for (version, count) in [("api-v1", v1), ("api-v2", v2)] {
+        assert!(
+            (100..=200).contains(&count),
+            "{version} answered {count} of {n}"
+        );
+    }
 }
 
 /// The control plane signs only for tokens the real API server vouches for, for audience

@@ -86,6 +86,11 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.path() == path)
     }
 
+    /// The kind, namespace and name of an object's `status` subresource path.
+    pub(super) fn from_status_path(path: &str) -> Option<(Kind, String, String)> {
+        Kind::from_object_path(path.strip_suffix("/status")?)
+    }
+
     /// The kind, namespace and name of an object path.
     pub(super) fn from_object_path(path: &str) -> Option<(Kind, String, String)> {
         let (_, rest) = path.split_once("/namespaces/")?;
@@ -111,6 +116,9 @@ pub enum Outcome {
     Gone,
     /// One object (GET), found or not.
     Get,
+    /// A merge PATCH of an object's `status` subresource, applied or answered with an error
+    /// (a precondition's 409, or one the test queued).
+    StatusPatch,
     /// A TokenReview.
     TokenReview,
     /// A `Status` error (the request is also in the problems).
@@ -177,6 +185,10 @@ pub struct Cluster {
     pub(super) reviews: Vec<Value>,
     /// Connections closed unanswered while the server was down.
     pub(super) refused: usize,
+    /// Status codes the next status PATCHes are answered with, in order, instead of applying.
+    pub(super) status_failures: std::collections::VecDeque<u16>,
+    /// Every status PATCH received: the object's namespace/name and the patch's body.
+    pub(super) status_patches: Vec<(String, Value)>,
 }
 
 impl Cluster {
@@ -244,6 +256,64 @@ impl Cluster {
         self.rv
     }
 
+    /// Answers the next status PATCHes with these codes (409 Conflict, 500, ...), in order,
+    /// without applying them.
+    pub fn fail_status_patches(&mut self, codes: &[u16]) {
+        self.status_failures.extend(codes);
+    }
+
+    /// Forgets the failures queued by [`Cluster::fail_status_patches`] and not yet answered.
+    pub fn clear_status_failures(&mut self) {
+        self.status_failures.clear();
+    }
+
+    /// Every status PATCH received: the object's `namespace/name` and the patch's body.
+    pub fn status_patches(&self) -> &[(String, Value)] {
+        &self.status_patches
+    }
+
+    /// Applies a merge patch's `status` to an object, as the `status` subresource does: the
+    /// rest of the patch is ignored, but its `metadata.resourceVersion`, when present, must be
+    /// the object's (else 409). Returns the object as patched, or the error's code and message.
+    pub(super) fn patch_status(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, (u16, String)> {
+        let key = (kind, namespace.to_string(), name.to_string());
+        self.status_patches
+            .push((format!("{namespace}/{name}"), patch.clone()));
+        if let Some(code) = self.status_failures.pop_front() {
+            return Err((code, format!("the test answers this status patch {code}")));
+        }
+        let Some(object) = self.objects.get(&key) else {
+            return Err((404, format!("{} \"{name}\" not found", kind.plural())));
+        };
+        let mut object = object.clone();
+        if let Some(wanted) = patch["metadata"]["resourceVersion"].as_str() {
+            if object["metadata"]["resourceVersion"].as_str() != Some(wanted) {
+                return Err((
+                    409,
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been \
+                         modified; please apply your changes to the latest version and try again",
+                        kind.plural()
+                    ),
+                ));
+            }
+        }
+        if let Some(status) = patch.get("status") {
+            merge(&mut object["status"], status);
+        }
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.objects.insert(key, object.clone());
+        self.emit(kind, "MODIFIED", object.clone());
+        Ok(object)
+    }
+
     /// The object `namespace/name` of `kind`, as served.
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Value> {
         self.objects
@@ -304,6 +374,27 @@ impl Cluster {
         self.history.push((self.rv, kind, line.clone()));
         self.watches
             .retain(|(k, tx)| *k != kind || tx.send(line.clone()).is_ok());
+    }
+}
+
+/// RFC 7386 JSON merge patch: objects merge key by key, `null` removes, anything else
+/// (lists included) replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(target) = target {
+        for (k, v) in patch {
+            if v.is_null() {
+                target.remove(k);
+            } else {
+                merge(target.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
     }
 }
 

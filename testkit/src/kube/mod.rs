@@ -13,7 +13,10 @@
 //!   consistent copy. WATCH replays the history after the asked resourceVersion, then streams
 //!   live events as chunked, newline-delimited JSON; a resourceVersion older than the
 //!   compacted history gets the `ERROR` event with a 410 Expired `Status`.
-//! - `GET` of one object (`/api/v1/namespaces/{ns}/pods/{name}`, ...), or a 404 `Status`.
+//! - `GET` of one object (`/api/v1/namespaces/{ns}/pods/{name}`, ...), or a 404 `Status`;
+//!   `GET` and merge `PATCH` of its `status` subresource (`.../{name}/status`), the PATCH
+//!   applying only `status` and checking `metadata.resourceVersion` as a precondition (409),
+//!   as a real one does; the test can queue error answers for the next PATCHes.
 //!
 //! The test can send a BOOKMARK, compact the history, cut every watch, answer every open watch
 //! with 410, hold a kind's LIST, or take the server down (connections closed unanswered, at
@@ -235,6 +238,11 @@ impl FakeKube {
             // Their connections are closing; forget them.
             self.cut_watches();
         }
+    }
+
+    /// The status PATCHes received so far: the object's `namespace/name` and the patch's body.
+    pub fn status_patches(&self) -> Vec<(String, Value)> {
+        self.with(|c| c.status_patches().to_vec())
     }
 
     /// Connections and requests closed unanswered while down.

@@ -87,6 +87,12 @@ pub(super) async fn answer(
     if head.path == TOKEN_REVIEWS {
         return Ok(token_review(req, head, shared).await);
     }
+    if let Some((kind, namespace, name)) = Kind::from_status_path(&head.path) {
+        if head.method == Method::PATCH {
+            return Ok(patch_status(req, &head, kind, &namespace, &name, shared).await);
+        }
+        return Ok(get(&head, kind, &namespace, &name, shared));
+    }
     if let Some((kind, namespace, name)) = Kind::from_object_path(&head.path) {
         return Ok(get(&head, kind, &namespace, &name, shared));
     }
@@ -321,6 +327,67 @@ fn get(head: &Head, kind: Kind, namespace: &str, name: &str, shared: &Shared) ->
             "NotFound",
             &format!("{} \"{name}\" not found", kind.plural()),
         ),
+    }
+}
+
+/// A merge `PATCH` of an object's `status` subresource (as kube-rs's `Api::patch_status` sends
+/// it with `Patch::Merge`): applied, or answered 409 for a stale `metadata.resourceVersion`, 404,
+/// or a failure the test queued.
+async fn patch_status(
+    req: Request<Incoming>,
+    head: &Head,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    shared: &Shared,
+) -> Response<RspBody> {
+    let bad = |problem: String| {
+        refuse(
+            shared,
+            head,
+            Some(kind),
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            problem,
+        )
+    };
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if content_type != "application/merge-patch+json" {
+        return bad(format!("status PATCH with content-type {content_type:?}"));
+    }
+    if let Some((k, v)) = head.query.iter().find(|(k, _)| k != "fieldManager") {
+        return bad(format!(
+            "unexpected query parameter {k}={v} in {}",
+            head.uri
+        ));
+    }
+    let body = match Limited::new(req.into_body(), 1024 * 1024).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return bad(format!("reading the status PATCH body: {e}")),
+    };
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(patch) => patch,
+        Err(e) => return bad(format!("the status PATCH body is not JSON: {e}")),
+    };
+    let mut c = shared.lock();
+    c.requests
+        .push(head.record(Some(kind), Outcome::StatusPatch));
+    match c.patch_status(kind, namespace, name, &patch) {
+        Ok(object) => json_response(StatusCode::OK, &object),
+        Err((code, message)) => {
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let reason = match code {
+                StatusCode::CONFLICT => "Conflict",
+                StatusCode::NOT_FOUND => "NotFound",
+                _ => "InternalError",
+            };
+            status(code, reason, &message)
+        }
     }
 }
 
