@@ -363,7 +363,6 @@ impl StatusWriter {
         let mut synced = false;
         let mut due: Option<Instant> = None;
         let mut backoff = BACKOFF_MIN;
-        let mut retrying = false;
         loop {
             tokio::select! {
                 biased;
@@ -374,11 +373,9 @@ impl StatusWriter {
                     let refusals = refused.borrow_and_update().clone();
                     if self.pass(snapshot, refusals, &shutdown).await {
                         backoff = BACKOFF_MIN;
-                        retrying = false;
                     } else {
                         due = Some(Instant::now() + jittered(backoff));
                         backoff = (backoff * 2).min(BACKOFF_MAX);
-                        retrying = true;
                     }
                 }
                 changed = snapshots.changed() => {
@@ -386,6 +383,7 @@ impl StatusWriter {
                         return;
                     }
                     synced = true;
+                    // A change while a failed pass waits for its backoff waits with it.
                     if due.is_none() {
                         due = Some(Instant::now() + self.settle);
                     }
@@ -394,8 +392,7 @@ impl StatusWriter {
                     if changed.is_err() {
                         return;
                     }
-                    // A change while a failed pass waits for its backoff waits with it.
-                    if synced && due.is_none() && !retrying {
+                    if synced && due.is_none() {
                         due = Some(Instant::now() + self.settle);
                     }
                 }
