@@ -306,6 +306,19 @@ enum WriteError {
     Timeout,
 }
 
+impl WriteError {
+    /// Whether the failure is about the one route (an invalid status, say), so the others can
+    /// still be written; not when the API server is away, overloaded or refuses us.
+    fn is_per_route(&self) -> bool {
+        match self {
+            WriteError::Api(kube::Error::Api(s)) => {
+                (400..500).contains(&s.code) && ![401, 403, 408, 429].contains(&s.code)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -345,12 +358,11 @@ impl StatusWriter {
         mut refused: watch::Receiver<Arc<Vec<RefusedRoute>>>,
         shutdown: CancellationToken,
     ) {
-        // The value held at start is the empty state before the source's first publication.
-        snapshots.borrow_and_update();
+        // The value held at start is the empty state before the source's first publication,
+        // already marked seen: `changed` fires on that publication, however early it comes.
         let mut synced = false;
         let mut due: Option<Instant> = None;
         let mut backoff = BACKOFF_MIN;
-        let mut retrying = false;
         loop {
             tokio::select! {
                 biased;
@@ -361,11 +373,9 @@ impl StatusWriter {
                     let refusals = refused.borrow_and_update().clone();
                     if self.pass(snapshot, refusals, &shutdown).await {
                         backoff = BACKOFF_MIN;
-                        retrying = false;
                     } else {
                         due = Some(Instant::now() + jittered(backoff));
                         backoff = (backoff * 2).min(BACKOFF_MAX);
-                        retrying = true;
                     }
                 }
                 changed = snapshots.changed() => {
@@ -373,6 +383,7 @@ impl StatusWriter {
                         return;
                     }
                     synced = true;
+                    // A change while a failed pass waits for its backoff waits with it.
                     if due.is_none() {
                         due = Some(Instant::now() + self.settle);
                     }
@@ -381,8 +392,7 @@ impl StatusWriter {
                     if changed.is_err() {
                         return;
                     }
-                    // A change while a failed pass waits for its backoff waits with it.
-                    if synced && due.is_none() && !retrying {
+                    if synced && due.is_none() {
                         due = Some(Instant::now() + self.settle);
                     }
                 }
@@ -423,11 +433,14 @@ impl StatusWriter {
                 return true;
             }
             let route = format!("{}/{}", plan.route.0, plan.route.1);
-            match self.write(plan).await {
-                Ok(()) => {}
-                Err(e) => {
-                    self.metrics.route_status_write("failed");
-                    failure.get_or_insert((route, e.to_string()));
+            if let Err(e) = self.write(plan).await {
+                self.metrics.route_status_write("failed");
+                let per_route = e.is_per_route();
+                failure.get_or_insert((route, e.to_string()));
+                // The API server away, overloaded or refusing us: the next routes would fare
+                // no better, and each could cost a whole timeout. The pass is retried whole.
+                if !per_route {
+                    break;
                 }
             }
         }
