@@ -184,7 +184,7 @@ echo "   16 requests, curl -> client proxy -> balanced, mTLS -> pod proxy -> app
 echo "== the client proxy's metrics (curl http://127.0.0.1:$client_admin/metrics):"
 metrics=$(curl -sS --max-time 5 "http://127.0.0.1:$client_admin/metrics")
 echo "$metrics" | grep -E '^weft_(requests_total|tls_handshakes_total\{.*result="ok"|identity_cert_expiry|config_updates_total.*applied)' | grep -v ' 0$' | sed 's/^/   /'
-total=$(echo "$metrics" | grep -E '^weft_requests_total\{client_id="spiffe://cluster.local/ns/demo/sa/client",direction="outbound",dst_endpoint="127.0.0.2[01]:'"$app_port"'",dst_service="demo/app:'"$svc_port"'",server_id="spiffe://cluster.local/ns/demo/sa/app",status_code="200",tls="true"\}' | awk '{s+=$2} END {print s+0}')
+total=$(echo "$metrics" | grep -E '^weft_requests_total\{client_id="spiffe://cluster.local/ns/demo/sa/client",direction="outbound",dst_endpoint="127.0.0.2[01]:'"$app_port"'",dst_service="demo/app:'"$svc_port"'",route="",server_id="spiffe://cluster.local/ns/demo/sa/app",status_code="200",tls="true"\}' | awk '{s+=$2} END {print s+0}')
 [ "$total" = 16 ] || fail "the client proxy did not count 16 mTLS requests to the Service's endpoints with both identities (counted $total)"
 
 echo "== the client proxy's view (curl http://127.0.0.1:$client_admin/config):"

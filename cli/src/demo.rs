@@ -67,7 +67,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=600))]
     seconds: u64,
     /// Requests per second on each call (each pod to each Service it names).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=200))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200))]
     rps: u32,
 }
 
@@ -162,6 +162,18 @@ struct Snapshot {
     outbound: f64,
     /// Inbound latency histogram: upper bound -> cumulative count.
     buckets: BTreeMap<Bound, f64>,
+    /// Outbound requests a route chose the backend of, by (route rule, backend Service).
+    routed: BTreeMap<(String, String), f64>,
+}
+
+/// One route rule's backend over the last window, from every caller's proxy.
+#[derive(Debug, Clone, PartialEq)]
+struct RouteRow {
+    rule: String,
+    backend: String,
+    rps: f64,
+    /// Of the rule's requests in the window; `None` when the rule had none.
+    share: Option<f64>,
 }
 
 /// A histogram bound, ordered (the `le` label as a number).
@@ -268,7 +280,8 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             })
             .collect();
         if !args.once && !stop.load(Ordering::Relaxed) {
-            draw(pods, &rows, started.elapsed());
+            let routes = route_rows(&last, &now, window);
+            draw(pods, &rows, &routes, started.elapsed());
         }
         last = now;
         last_at = Instant::now();
@@ -288,9 +301,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     if args.once {
         let pods = run.entry().pods.clone();
-        let totals = totals(&pods);
-        draw_totals(&pods, &totals, started.elapsed());
-        let failures = check_once(run.folder(), &pods, &totals, &traffic.calls);
+        let (totals, routes) = totals(&pods);
+        draw_totals(&pods, &totals, &routes, started.elapsed());
+        let failures = check_once(run.folder(), &pods, &totals, &routes, &traffic.calls);
         println!("weftctl demo: tearing down (pods, namespaces, bridge, rules) ...");
         drop(run);
         if !failures.is_empty() {
@@ -532,7 +545,7 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
     );
     if built_in {
         println!(
-            "Edit {}/mesh.yaml while it runs (add a pod, unmesh one): the mesh follows.",
+            "Edit {}/mesh.yaml while it runs (change the HTTPRoute's weights, add a pod, unmesh one): the mesh and the ROUTES table follow.",
             entry.folder.display()
         );
     }
@@ -568,7 +581,15 @@ fn snapshot(m: &Metrics) -> Snapshot {
         ),
         outbound: m.sum("weft_requests_total", &[("direction", "outbound")]),
         buckets: BTreeMap::new(),
+        routed: BTreeMap::new(),
     };
+    for r in m.matching("weft_requests_total", &[("direction", "outbound")]) {
+        let rule = r.label("route");
+        if !rule.is_empty() {
+            let key = (rule.to_string(), r.label("dst_service").to_string());
+            *s.routed.entry(key).or_default() += r.value;
+        }
+    }
     for b in m.matching("weft_request_duration_seconds_bucket", &inbound) {
         let bound = match b.label("le") {
             "+Inf" => INF,
@@ -604,6 +625,68 @@ fn row(before: Option<&Snapshot>, after: Option<&Snapshot>, seconds: f64) -> Row
     }
 }
 
+/// Each route rule's backends over the window between two sets of snapshots, summed over the
+/// callers: requests per second and each backend's share of its rule. A rule or backend seen
+/// once stays listed (at 0) while its counters exist, so a weight set to 0 shows as 0 %.
+fn route_rows(
+    before: &BTreeMap<String, Snapshot>,
+    after: &BTreeMap<String, Snapshot>,
+    seconds: f64,
+) -> Vec<RouteRow> {
+    let seconds = seconds.max(0.001);
+    let mut moved: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for (pod, now) in after {
+        for (key, count) in &now.routed {
+            let then = before
+                .get(pod)
+                .and_then(|b| b.routed.get(key))
+                .copied()
+                .unwrap_or(0.0);
+            *moved.entry(key.clone()).or_default() += (count - then).max(0.0);
+        }
+    }
+    let mut by_rule: BTreeMap<&str, f64> = BTreeMap::new();
+    for ((rule, _), n) in &moved {
+        *by_rule.entry(rule).or_default() += n;
+    }
+    moved
+        .iter()
+        .map(|((rule, backend), n)| {
+            let total = by_rule.get(rule.as_str()).copied().unwrap_or(0.0);
+            RouteRow {
+                rule: rule.clone(),
+                backend: backend.clone(),
+                rps: n / seconds,
+                share: (total > 0.0).then(|| n / total),
+            }
+        })
+        .collect()
+}
+
+/// The routes table under the workloads: each rule's backends, their rates and shares.
+fn route_table(rows: &[RouteRow], unit: &str) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:<40} {:<28} {:>11} {:>7}\n",
+        "ROUTE RULE", "BACKEND", unit, "SHARE"
+    );
+    let mut last_rule = "";
+    for r in rows {
+        let rule = if r.rule == last_rule { "" } else { &r.rule };
+        last_rule = &r.rule;
+        out.push_str(&format!(
+            "{:<40} {:<28} {:>11} {:>7}\n",
+            rule,
+            r.backend,
+            format!("{:.1}", r.rps + 0.0),
+            percent(r.share),
+        ));
+    }
+    out
+}
+
 /// The upper bound of the bucket holding quantile `q` of cumulative `buckets` (sorted by bound):
 /// "at most this long". `None` without observations.
 fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
@@ -617,18 +700,22 @@ fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
         .map(|(bound, _)| *bound)
 }
 
-fn totals(pods: &[PodEntry]) -> BTreeMap<String, Row> {
+/// Every workload's and route's figures since the start.
+fn totals(pods: &[PodEntry]) -> (BTreeMap<String, Row>, Vec<RouteRow>) {
     let zero = Snapshot::default();
-    snapshots(pods)
+    let now = snapshots(pods);
+    let routes = route_rows(&BTreeMap::new(), &now, 1.0);
+    let rows = now
         .into_iter()
         .map(|(name, s)| {
             let r = row(Some(&zero), Some(&s), 1.0);
             (name, r)
         })
-        .collect()
+        .collect();
+    (rows, routes)
 }
 
-fn draw(pods: &[PodEntry], rows: &BTreeMap<String, Row>, elapsed: Duration) {
+fn draw(pods: &[PodEntry], rows: &BTreeMap<String, Row>, routes: &[RouteRow], elapsed: Duration) {
     let mut out = String::new();
     // Clear the screen and go home: a live table, not a scrolling log.
     out.push_str("\x1b[2J\x1b[H");
@@ -638,18 +725,25 @@ fn draw(pods: &[PodEntry], rows: &BTreeMap<String, Row>, elapsed: Duration) {
         REFRESH.as_secs()
     ));
     out.push_str(&table(pods, rows, "req/s"));
+    out.push_str(&route_table(routes, "req/s"));
     out.push_str("\nCtrl-C stops the demo and removes everything.\n");
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
 }
 
-fn draw_totals(pods: &[PodEntry], rows: &BTreeMap<String, Row>, elapsed: Duration) {
+fn draw_totals(
+    pods: &[PodEntry],
+    rows: &BTreeMap<String, Row>,
+    routes: &[RouteRow],
+    elapsed: Duration,
+) {
     println!(
         "Weft demo after {}s: per workload since start, from each proxy's /metrics\n",
         elapsed.as_secs()
     );
     print!("{}", table(pods, rows, "requests"));
+    print!("{}", route_table(routes, "requests"));
 }
 
 fn table(pods: &[PodEntry], rows: &BTreeMap<String, Row>, unit: &str) -> String {
@@ -706,9 +800,22 @@ fn check_once(
     folder: &Folder,
     pods: &[PodEntry],
     totals: &BTreeMap<String, Row>,
+    routes: &[RouteRow],
     calls: &[(Call, Arc<ClientCounts>)],
 ) -> Vec<String> {
     let mut failures = Vec::new();
+    let routed_kinds = ["HTTPRoute", "TrafficSplit"];
+    let has_routes = folder.passed.iter().any(|d| {
+        d.object
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| routed_kinds.contains(&k))
+    });
+    if has_routes && routes.iter().all(|r| r.rps <= 0.0) {
+        failures.push(
+            "the folder has routes, but no proxy counted a request with a route label".into(),
+        );
+    }
     if calls.is_empty() {
         failures.push(format!("no pod calls a Service (annotation {CALLS})"));
     }
@@ -782,6 +889,7 @@ mod tests {
             buckets: [(Bound(0.005), 10.0), (Bound(INF), 10.0)]
                 .into_iter()
                 .collect(),
+            routed: BTreeMap::new(),
         };
         let after = Snapshot {
             inbound: 30.0,
@@ -795,6 +903,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            routed: BTreeMap::new(),
         };
         let r = row(Some(&before), Some(&after), 2.0);
         assert_eq!(r.inbound_rps, 10.0);
@@ -803,6 +912,63 @@ mod tests {
         assert_eq!(r.p50, Some(0.005));
         assert_eq!(r.mtls_share, Some(1.0));
         assert_eq!(row(None, Some(&after), 2.0), Row::default());
+    }
+
+    #[test]
+    fn routes_are_summed_over_callers_with_each_backends_share() {
+        let rule = "httproute/demo/api-canary/rule/1";
+        let snap = |v1: f64, v2: f64| Snapshot {
+            routed: [
+                ((rule.to_string(), "demo/api-v1:80".to_string()), v1),
+                ((rule.to_string(), "demo/api-v2:80".to_string()), v2),
+            ]
+            .into_iter()
+            .collect(),
+            ..Snapshot::default()
+        };
+        let before: BTreeMap<String, Snapshot> = [("web".to_string(), snap(100.0, 10.0))]
+            .into_iter()
+            .collect();
+        // A second caller appears in the window: all its requests count.
+        let after: BTreeMap<String, Snapshot> = [
+            ("web".to_string(), snap(118.0, 12.0)),
+            ("web-2".to_string(), snap(9.0, 1.0)),
+        ]
+        .into_iter()
+        .collect();
+        let rows = route_rows(&before, &after, 2.0);
+        assert_eq!(
+            rows,
+            [
+                RouteRow {
+                    rule: rule.into(),
+                    backend: "demo/api-v1:80".into(),
+                    rps: 13.5,
+                    share: Some(0.9),
+                },
+                RouteRow {
+                    rule: rule.into(),
+                    backend: "demo/api-v2:80".into(),
+                    rps: 1.5,
+                    share: Some(0.1),
+                },
+            ]
+        );
+        // A quiet window: listed at 0, no share.
+        let quiet = route_rows(&after, &after, 2.0);
+        assert!(
+            quiet.iter().all(|r| r.rps == 0.0 && r.share.is_none()),
+            "{quiet:?}"
+        );
+        let text = route_table(&rows, "req/s");
+        assert!(text.contains("ROUTE RULE"), "{text}");
+        assert!(
+            text.contains(rule) && text.contains("90.0%") && text.contains("10.0%"),
+            "{text}"
+        );
+        // The rule is named once, on its first backend's line.
+        assert_eq!(text.matches(rule).count(), 1, "{text}");
+        assert_eq!(route_table(&[], "req/s"), "");
     }
 
     #[test]

@@ -144,6 +144,7 @@ fn a_service_call_crosses_both_proxies_with_mtls_and_is_balanced() {
             ("direction", "outbound"),
             ("dst_endpoint", endpoint.as_str()),
             ("dst_service", service.as_str()),
+            ("route", ""),
             ("server_id", api_id.as_str()),
             ("status_code", "200"),
             ("tls", "true"),

@@ -306,6 +306,57 @@ fn routes_split_match_filter_mirror_and_follow_edits() {
         "{v2} of {n} to api-v2, expected {low}-{high}"
     );
 
+    // Each request is counted with the rule that chose it and the backend it went to, so a
+    // canary's share is read from the metrics (the default rule is the route's seventh).
+    let by_rule = |backend: &str| {
+        metric(
+            &web,
+            "weft_requests_total",
+            &[
+                ("direction", "outbound"),
+                ("route", "httproute/shop/api/rule/6"),
+                ("dst_service", backend),
+                ("status_code", "200"),
+            ],
+        ) as usize
+    };
+    assert_eq!(by_rule("shop/api-v2:80"), v2, "api-v2's requests by rule");
+    assert_eq!(
+        by_rule("shop/api-v1:80"),
+        n - v2,
+        "api-v1's requests by rule"
+    );
+    // `/config` shows the routes the client's proxy holds, with the rule's weights.
+    let config = weft_lab::http::get(
+        &web,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 15190)),
+        "localhost",
+        "/config",
+    )
+    .expect("GET /config");
+    let config: serde_json::Value = serde_json::from_str(&config.body).expect("JSON");
+    let api = config["destinations"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["service"] == "shop/api:80"))
+        .unwrap_or_else(|| panic!("shop/api:80 in {config:#}"));
+    assert_eq!(
+        api["routes"]["names"],
+        serde_json::json!(["httproute/shop/api"]),
+        "{api:#}"
+    );
+    let default_rule = api["routes"]["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "httproute/shop/api/rule/6"))
+        .unwrap_or_else(|| panic!("the default rule in {api:#}"));
+    assert_eq!(
+        default_rule["backends"],
+        serde_json::json!([
+            {"service": "shop/api-v1:80", "weight": 90},
+            {"service": "shop/api-v2:80", "weight": 10},
+        ]),
+        "{default_rule:#}"
+    );
+
     // A header match always reaches v2.
     for i in 0..20 {
         let json = get(&web, &format!("/canary/{i}"), &[("x-canary", "1")]);

@@ -31,7 +31,7 @@ async fn probes_and_metrics() {
     let (status, text) = get(proxy.admin(), "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
     for series in [
-        r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"} 1"#,
+        r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false"} 1"#,
         r#"weft_tcp_connections_opened_total{direction="outbound"} 1"#,
         "# TYPE weft_request_duration_seconds histogram",
         "# TYPE weft_tcp_bytes_total counter",

@@ -139,7 +139,7 @@ async fn three_endpoints_share_traffic_and_a_removed_one_gets_no_more() {
     );
     let svc_label = format!("shop/api:{}", s.service.port());
     let series = format!(
-        r#"weft_requests_total{{client_id="",direction="outbound",dst_endpoint="{}",dst_service="{svc_label}",server_id="",status_code="200",tls="false"}}"#,
+        r#"weft_requests_total{{client_id="",direction="outbound",dst_endpoint="{}",dst_service="{svc_label}",route="",server_id="",status_code="200",tls="false"}}"#,
         b[0].addr
     );
     assert_eq!(
@@ -321,7 +321,7 @@ async fn meshed_endpoints_are_reached_with_mtls_as_their_pod_identity() {
         "through the api proxy, which accepts mTLS only"
     );
     let series = format!(
-        r#"weft_requests_total{{client_id="{}",direction="outbound",dst_endpoint="{}",dst_service="shop/api:{}",server_id="{}",status_code="200",tls="true"}}"#,
+        r#"weft_requests_total{{client_id="{}",direction="outbound",dst_endpoint="{}",dst_service="shop/api:{}",route="",server_id="{}",status_code="200",tls="true"}}"#,
         spiffe("shop", "web"),
         app.addr,
         service.port(),
@@ -400,7 +400,7 @@ async fn opaque_tcp_is_balanced_per_connection() {
         "every endpoint gets connections: {spread:?}"
     );
     assert_eq!(
-        web.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#),
+        web.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false"}"#),
         None,
         "opaque: no HTTP request was seen"
     );

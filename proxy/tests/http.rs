@@ -57,12 +57,12 @@ async fn http1_keeps_host_drops_hop_by_hop_and_streams_the_body() {
         assert_eq!(body, format!("body {i}"));
     }
     assert_eq!(
-        proxy.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#),
+        proxy.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false"}"#),
         Some(3.0)
     );
     assert_eq!(
         proxy.metric(
-            r#"weft_request_duration_seconds_count{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#
+            r#"weft_request_duration_seconds_count{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false"}"#
         ),
         Some(3.0)
     );
@@ -245,7 +245,7 @@ async fn refused_upstream_is_a_502_that_says_why() {
         "{why}"
     );
     assert_eq!(
-        proxy.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="502",tls="false"}"#),
+        proxy.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="502",tls="false"}"#),
         Some(1.0)
     );
 }
@@ -321,7 +321,7 @@ async fn empty_head_request_is_counted() {
     assert_eq!(rsp.status(), StatusCode::OK);
     drop(rsp);
     assert_eventually!(
-        proxy.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#) == Some(1.0),
+        proxy.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false"}"#) == Some(1.0),
         "HEAD request counted"
     );
 }
@@ -333,11 +333,11 @@ async fn the_inbound_listener_proxies_and_labels_inbound() {
     let inbound = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.addrs.inbound.port()));
     assert_eq!(support::get(inbound, "/").await, Some((200, "ok".into())));
     assert_eq!(
-        proxy.metric(r#"weft_requests_total{client_id="",direction="inbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#),
+        proxy.metric(r#"weft_requests_total{client_id="",direction="inbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false"}"#),
         Some(1.0)
     );
     assert_eq!(
-        proxy.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#),
+        proxy.metric(r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false"}"#),
         None
     );
 }

@@ -81,7 +81,7 @@ async fn client_expecting(
 
 fn mesh_series(direction: &str, status: u16) -> String {
     format!(
-        r#"weft_requests_total{{client_id="{}",direction="{direction}",dst_endpoint="",dst_service="",server_id="{}",status_code="{status}",tls="true"}}"#,
+        r#"weft_requests_total{{client_id="{}",direction="{direction}",dst_endpoint="",dst_service="",route="",server_id="{}",status_code="{status}",tls="true"}}"#,
         spiffe("shop", "web"),
         spiffe("shop", "api"),
     )

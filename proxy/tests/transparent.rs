@@ -159,6 +159,7 @@ fn ipv4_http1_request_is_redirected_through_the_proxy() {
         ("direction", "outbound"),
         ("dst_endpoint", ""),
         ("dst_service", ""),
+        ("route", ""),
         ("server_id", ""),
         ("status_code", "200"),
         ("tls", "false"),

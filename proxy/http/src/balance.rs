@@ -158,7 +158,9 @@ impl Balanced {
                 let e = ProxyError::NoEndpoints {
                     service: self.service.clone(),
                 };
-                self.unrouted.record(e.status(), cx.start.elapsed());
+                self.unrouted
+                    .routed(cx.route)
+                    .record(e.status(), cx.start.elapsed());
                 debug!(error = %e, dst = %cx.dst, "request refused");
                 Either::Right(std::future::ready(Err(e)))
             }

@@ -221,7 +221,9 @@ pub async fn send<C: Chosen>(chosen: C, mut req: Request<RequestBody>, cx: Cx) -
             } else {
                 debug!(error = %e, %dst, "request refused");
             }
-            this.series.record(e.status(), cx.start.elapsed());
+            this.series
+                .routed(cx.route)
+                .record(e.status(), cx.start.elapsed());
             chosen.finish(false);
             return Err(e);
         }
@@ -236,7 +238,7 @@ pub async fn send<C: Chosen>(chosen: C, mut req: Request<RequestBody>, cx: Cx) -
             this.tunnels.spawn(tunnel(downstream, upstream));
         }
     }
-    let series = this.series.clone();
+    let series = this.series.routed(cx.route);
     // An error, or a 5xx from the endpoint, is a failure.
     chosen.finish(!status.is_server_error());
     Ok(rsp.map(|b| ResponseBody::recorded(Either::Left(b), series, status, cx.start, checkout)))

@@ -141,10 +141,7 @@ impl Conn {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
-        let cx = Cx {
-            dst: OrigDstAddr(addr),
-            start,
-        };
+        let cx = Cx::new(OrigDstAddr(addr), start);
         let forward = self.forward(addr, marked.version);
         forward
             .call(req.map(RequestBody::Incoming), cx)

@@ -48,10 +48,7 @@ pub fn handle<S: Stage>(
     dst: OrigDstAddr,
     req: Request<Incoming>,
 ) -> Handle<impl Future<Output = StageResult> + Send + '_> {
-    let cx = Cx {
-        dst,
-        start: Instant::now(),
-    };
+    let cx = Cx::new(dst, Instant::now());
     Handle {
         answer: stack.call(req.map(RequestBody::Incoming), cx),
     }

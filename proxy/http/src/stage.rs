@@ -16,6 +16,7 @@
 use std::{future::Future, time::Instant};
 
 use http::{Request, Response};
+use weft_proxy_metrics::RouteLabel;
 use weft_proxy_transport::OrigDstAddr;
 
 use crate::{body::RequestBody, body::ResponseBody, error::ProxyError};
@@ -28,6 +29,20 @@ pub struct Cx {
     pub dst: OrigDstAddr,
     /// When the request arrived: the start of its `weft_request_duration_seconds`.
     pub start: Instant,
+    /// The route rule that chose the request's backend, for its `route` label; none until a
+    /// route stage sets it.
+    pub route: RouteLabel,
+}
+
+impl Cx {
+    /// A request to `dst` arriving now, not routed yet.
+    pub fn new(dst: OrigDstAddr, start: Instant) -> Self {
+        Self {
+            dst,
+            start,
+            route: RouteLabel::NONE,
+        }
+    }
 }
 
 /// The result every stage gives: the upstream's response (its body counted when dropped), or

@@ -43,7 +43,10 @@ pub use discovery::MirrorResult;
 pub use io::MeteredIo;
 pub use labels::{Direction, Family, Flow, Handshake, RedirectResult};
 pub use registry::Metrics;
-pub use requests::{Destination, RequestSeries, MAX_ENDPOINT_SERIES, MAX_IDENTITY_SERIES};
+pub use requests::{
+    Destination, RequestSeries, RouteLabel, MAX_ENDPOINT_SERIES, MAX_IDENTITY_SERIES,
+    MAX_ROUTES_PER_SERIES, MAX_ROUTE_LABELS,
+};
 pub use tcp::MAX_PORT_LABELS;
 
 /// What the unit tests of every part share: the rendered page and one sample from it.

@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false"}"#
+                r#"weft_requests_total{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false"}"#
             ),
             Some("2"),
             "{text}"
@@ -124,14 +124,14 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                r#"weft_requests_total{client_id="",direction="inbound",dst_endpoint="",dst_service="",server_id="",status_code="502",tls="false"}"#
+                r#"weft_requests_total{client_id="",direction="inbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="502",tls="false"}"#
             ),
             Some("1")
         );
         assert_eq!(
             sample(
                 &text,
-                r#"weft_request_duration_seconds_bucket{client_id="",direction="outbound",dst_endpoint="",dst_service="",server_id="",status_code="200",tls="false",le="0.005"}"#
+                r#"weft_request_duration_seconds_bucket{client_id="",direction="outbound",dst_endpoint="",dst_service="",route="",server_id="",status_code="200",tls="false",le="0.005"}"#
             ),
             Some("2")
         );

@@ -331,9 +331,12 @@ impl Destinations {
                 let resolved = watched.rx.borrow().clone();
                 let idle = now.saturating_sub(watched.last_used.load(Ordering::Relaxed));
                 let applied = watched.applied.lock().unwrap_or_else(|p| p.into_inner());
-                let balancer = match &applied.logical {
-                    Some(Logical::Service(s)) => Some(s.own.clone()),
-                    _ => None,
+                let (balancer, routes) = match &applied.logical {
+                    Some(Logical::Service(s)) => (
+                        Some(s.own.clone()),
+                        s.router.load_full().map(|r| r.view()),
+                    ),
+                    _ => (None, None),
                 };
                 drop(applied);
                 let mut v = json!({
@@ -347,6 +350,7 @@ impl Destinations {
                         v["kind"] = json!("service");
                         v["version"] = json!(set.version);
                         v["service"] = json!(set.service.as_ref().map(|s| s.to_string()));
+                        v["routes"] = json!(routes);
                         let loads: HashMap<SocketAddr, _> = balancer
                             .map(|b| b.state().into_iter().collect())
                             .unwrap_or_default();

@@ -37,7 +37,7 @@ use weft_proxy_http::{
     split::Split,
     stage::{Cx, Stage, StageResult},
 };
-use weft_proxy_metrics::{Direction, Metrics, MirrorResult, RequestSeries};
+use weft_proxy_metrics::{Direction, Metrics, MirrorResult, RequestSeries, RouteLabel};
 use weft_proxy_route::{spec::ServiceRef, Answer, Route, Share};
 
 use super::{concrete, endpoint::Endpoints, logical::LogicalService};
@@ -51,6 +51,8 @@ pub(crate) struct Router {
     pub(crate) routes: Arc<Routes>,
     /// One per entry of `routes.table.services()`, in that order.
     backends: Vec<Backend>,
+    /// Each rule's `route` label, by rule index.
+    labels: Vec<RouteLabel>,
 }
 
 /// A backend Service's balancer, and (unless it is the logical Service's own) the watch that
@@ -222,9 +224,16 @@ pub(crate) async fn router(
             concrete::update(&w.balanced, set, endpoints, balance);
         }
     }
+    let labels = routes
+        .table
+        .rules()
+        .iter()
+        .map(|rule| endpoints.metrics.route_label(rule.name()))
+        .collect();
     Some(Router {
         routes,
         backends: list,
+        labels,
     })
 }
 
@@ -237,6 +246,45 @@ impl Router {
             Ok(backend) => Ok(&self.backends[backend.id().index()].balanced),
             Err(Answer::Error { reason, .. }) => Err(reason.to_string()),
             Err(Answer::Redirect { .. }) => Err("a TCP split cannot redirect".into()),
+        })
+    }
+
+    /// The routes in force, for `/config`: their names and version, each rule with its
+    /// backends and weights (an invalid backend with the status its share gets), and the
+    /// TrafficSplit's opaque TCP weights when there is one.
+    pub(crate) fn view(&self) -> serde_json::Value {
+        use serde_json::json;
+        let split = |split: &weft_proxy_route::Split| -> Vec<serde_json::Value> {
+            split
+                .shares()
+                .iter()
+                .map(|share| match share {
+                    Share::Backend(b) => json!({
+                        "service": format!("{}/{}:{}", b.service().namespace, b.service().name, b.service().port),
+                        "weight": b.weight(),
+                    }),
+                    Share::Invalid(i) => json!({
+                        "invalid": i.reason(),
+                        "status": i.status().as_u16(),
+                        "weight": i.weight(),
+                    }),
+                })
+                .collect()
+        };
+        let table = &self.routes.table;
+        json!({
+            "version": self.routes.version,
+            "names": self.routes.names,
+            "rules": table
+                .rules()
+                .iter()
+                .map(|rule| json!({
+                    "name": rule.name(),
+                    "filters": rule.filters().len(),
+                    "backends": split(rule.split()),
+                }))
+                .collect::<Vec<_>>(),
+            "tcp_split": table.tcp_split().map(split),
         })
     }
 
@@ -315,6 +363,10 @@ pub(crate) fn call<'a>(
         Route::Matched(routed) => routed,
     };
     let rule = routed.rule();
+    let cx = Cx {
+        route: router.labels.get(rule.index()).copied().unwrap_or_default(),
+        ..cx
+    };
     if let Err(answer) = routed.filter_request(&mut parts, cx.dst.0.port()) {
         return ready(answer_with(rcx, cx, answer, rule.name()));
     }
@@ -429,7 +481,9 @@ fn mirror_now(
 /// A request the routes answer with an error: counted, and the error for the edge to answer.
 fn answered(rcx: &RouteCx, cx: Cx, status: StatusCode, reason: String) -> ProxyError {
     let e = ProxyError::Route { status, reason };
-    rcx.series.record(status, cx.start.elapsed());
+    rcx.series
+        .routed(cx.route)
+        .record(status, cx.start.elapsed());
     debug!(error = %e, dst = %cx.dst, "request answered by its route");
     e
 }
@@ -438,7 +492,9 @@ fn answered(rcx: &RouteCx, cx: Cx, status: StatusCode, reason: String) -> ProxyE
 fn answer_with(rcx: &RouteCx, cx: Cx, answer: Answer<'_>, rule: &str) -> StageResult {
     match answer {
         Answer::Redirect { status, location } => {
-            rcx.series.record(status, cx.start.elapsed());
+            rcx.series
+                .routed(cx.route)
+                .record(status, cx.start.elapsed());
             Ok(redirect(status, location))
         }
         Answer::Error { status, reason } => {

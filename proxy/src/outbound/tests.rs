@@ -20,7 +20,8 @@ use super::HttpTarget;
 /// stack of stages (edge -> split -> balance -> forward, each request with its `Cx`): 2,344;
 /// routes in front of the split (`outbound/routes.rs`, the backend's own future returned, a
 /// boxed `After` only when a rule changes responses): 2,352 (an `async fn` there made it
-/// 3,368, an `async` block awaiting the captured future 4,408).
+/// 3,368, an `async` block awaiting the captured future 4,408); the route rule's metrics label
+/// in `Cx` (a `u32`, 8 bytes with alignment, in two stages' copies of `Cx`): 2,368.
 /// Written naively (every stage an `async fn`, the replay state inline in the request body) it
 /// was 4,992: an `async fn` keeps its arguments, the request among them, in its future after
 /// handing them on. See `weft_proxy_http::stage`. A regression guard.
@@ -54,7 +55,7 @@ fn the_per_request_future_stays_small() {
         async move { weft_proxy_http::server::handle(&*stack, dst, req).await }
     };
     let size = size_of_return(&make);
-    assert!(size <= 2352, "the per-request future grew to {size} bytes");
+    assert!(size <= 2368, "the per-request future grew to {size} bytes");
 
     fn size_of_return<F, Fut>(_: &F) -> usize
     where
