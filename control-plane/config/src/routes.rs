@@ -546,6 +546,7 @@ fn http_table(snapshot: &Snapshot, at: &PortOf<'_>, routes: &[Ranked<'_>]) -> pb
                 name: format!("httproute/{namespace}/{name}/rule/{i}"),
                 filters: filters(snapshot, from, &rule.filters),
                 backends,
+                ..Default::default()
             });
             let matches: Cow<'_, [HttpRouteMatch]> = match rule.matches.as_deref() {
                 Some(m) if !m.is_empty() => Cow::Borrowed(m),
@@ -593,9 +594,11 @@ fn split_table(
             name: format!("trafficsplit/{namespace}/{name}/rule/0"),
             filters: Vec::new(),
             backends: backends.clone(),
+            ..Default::default()
         }],
         tcp_split: backends,
         routes: vec![format!("trafficsplit/{namespace}/{name}")],
+        ..Default::default()
     })
 }
 
@@ -662,9 +665,11 @@ fn bounded(table: pb::RouteTable) -> pb::RouteTable {
                 })),
                 filters: Vec::new(),
             }],
+            ..Default::default()
         }],
         tcp_split: Vec::new(),
         routes: table.routes,
+        ..Default::default()
     }
 }
 
@@ -810,6 +815,7 @@ fn filters(snapshot: &Snapshot, from: RefFrom<'_>, list: &[HttpRouteFilter]) -> 
                     Kind::Fault(pb::Fault {
                         namespace: from.route_namespace.to_string(),
                         name: e.name.clone(),
+                        ..Default::default()
                     })
                 }
                 // Checked: no other type reaches a snapshot.

@@ -361,9 +361,11 @@ mod tests {
                     name: "httproute/shop/api/rule/0".into(),
                     filters: vec![],
                     backends: vec![backend("api-v1", v1), backend("api-v2", v2)],
+                    ..Default::default()
                 }],
                 tcp_split: vec![],
                 routes: vec!["httproute/shop/api".into()],
+                ..Default::default()
             })),
         }
     }

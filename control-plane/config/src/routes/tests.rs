@@ -628,7 +628,8 @@ fn filters_reach_the_table_and_an_unresolved_mirror_is_dropped() {
             }),
             Kind::Fault(pb::Fault {
                 namespace: "shop".into(),
-                name: "slow".into()
+                name: "slow".into(),
+                ..Default::default()
             }),
         ]
     );
