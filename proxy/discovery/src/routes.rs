@@ -4,7 +4,7 @@
 //! path only evaluates. A table that does not compile is refused whole (the stream is
 //! reopened and the last good table stays), as an endpoint update is.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 use weft_api::{
@@ -201,10 +201,27 @@ fn to_spec(t: pb::RouteTable) -> Result<spec::RouteTable, UpdateError> {
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
+            let at = format!("rules[{i}]");
             Ok(spec::Rule {
-                filters: filters(r.filters, &format!("rules[{i}]"))?,
-                backends: backends(r.backends, &format!("rules[{i}]"))?,
+                filters: filters(r.filters, &at)?,
+                backends: backends(r.backends, &at)?,
                 name: r.name,
+                timeouts: r
+                    .timeouts
+                    .map_or_else(spec::Timeouts::default, |t| spec::Timeouts {
+                        request: millis(t.request_ms),
+                        backend_request: millis(t.backend_request_ms),
+                    }),
+                retry: r.retry.map(|r| spec::Retry {
+                    attempts: r.attempts,
+                    // Out of range is refused by the route crate, by field; 0 stays out of it.
+                    codes: r
+                        .codes
+                        .iter()
+                        .map(|&c| u16::try_from(c).unwrap_or(0))
+                        .collect(),
+                    backoff: Duration::from_millis(r.backoff_ms),
+                }),
             })
         })
         .collect::<Result<_, _>>()?;
@@ -212,6 +229,43 @@ fn to_spec(t: pb::RouteTable) -> Result<spec::RouteTable, UpdateError> {
         matches,
         rules,
         tcp_split: backends(t.tcp_split, "tcp_split")?,
+        faults: t
+            .faults
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| fault(f, &format!("faults[{i}]")))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// A wire duration in milliseconds, 0 meaning no bound.
+fn millis(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+/// A resolved `HTTPFault`; one with neither delay nor abort stays so (it answers 500).
+fn fault(f: pb::Fault, at: &str) -> Result<spec::FaultSpec, UpdateError> {
+    let abort = match f.abort {
+        None => None,
+        Some(a) => Some(spec::FaultAbort {
+            per_million: a.per_million,
+            status: match a.status {
+                Some(pb::fault_abort::Status::HttpStatus(s)) => spec::AbortStatus::Http(
+                    u16::try_from(s)
+                        .map_err(|_| refuse(format!("{at}.abort: status {s} is not HTTP")))?,
+                ),
+                Some(pb::fault_abort::Status::GrpcStatus(c)) => spec::AbortStatus::Grpc(c),
+                None => return Err(refuse(format!("{at}.abort: no status"))),
+            },
+        }),
+    };
+    Ok(spec::FaultSpec {
+        name: format!("{}/{}", f.namespace, f.name),
+        delay: f.delay.map(|d| spec::FaultDelay {
+            per_million: d.per_million,
+            fixed_delay: Duration::from_millis(d.fixed_delay_ms),
+        }),
+        abort,
     })
 }
 
@@ -320,9 +374,7 @@ fn filters(list: Vec<pb::Filter>, at: &str) -> Result<Vec<spec::Filter>, UpdateE
                         denominator: m.denominator,
                     },
                 }),
-                Some(F::Fault(f)) => spec::Filter::Fault {
-                    name: format!("{}/{}", f.namespace, f.name),
-                },
+                Some(F::Fault(f)) => spec::Filter::Fault(fault(f, &at)?),
             })
         })
         .collect()

@@ -27,6 +27,7 @@ fn rule(i: usize) -> spec::Rule {
         name: format!("httproute/shop/api/rule/{i}"),
         filters: vec![],
         backends: vec![backend("api-v1", 90), backend("api-v2", 10)],
+        ..Default::default()
     }
 }
 
@@ -43,6 +44,7 @@ fn compile(matches: Vec<spec::Match>, rules: Vec<spec::Rule>) -> RouteTable {
         matches,
         rules,
         tcp_split: vec![],
+        ..Default::default()
     })
     .expect("the bench tables compile")
 }

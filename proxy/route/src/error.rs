@@ -99,6 +99,24 @@ pub enum Reason {
         "fraction {numerator}/{denominator} is not between 0 and 1 with a denominator above 0"
     )]
     InvalidFraction { numerator: u32, denominator: u32 },
+    #[error("{per_million} millionths is more than the whole (at most 1,000,000: 100 %)")]
+    InvalidShare { per_million: u32 },
+    #[error("{wait:?} is not between 1 ms and {max:?}")]
+    InvalidWait {
+        wait: std::time::Duration,
+        max: std::time::Duration,
+    },
+    #[error("gRPC status {code} is not a gRPC error code (1 to 16)")]
+    InvalidGrpcStatus { code: u32 },
+    #[error("{backend:?} is longer than the request timeout {request:?} it is part of")]
+    BackendTimeoutAboveRequest {
+        backend: std::time::Duration,
+        request: std::time::Duration,
+    },
+    #[error("{attempts} retries is more than the {max} a rule may ask for")]
+    TooManyAttempts { attempts: u32, max: u32 },
+    #[error("a retry policy lists at most {max} status codes")]
+    TooManyRetryCodes { max: usize },
 }
 
 impl CompileError {

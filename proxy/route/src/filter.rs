@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 
 use crate::error::Reason;
 use crate::matching::{check_path, prefix_matches};
+use crate::policy::Fault;
 use crate::spec::{self, ServiceRef};
 use crate::split::{check_service, ServiceId, Services};
 
@@ -71,13 +72,6 @@ pub struct Mirror {
     threshold: u64,
 }
 
-/// An `ExtensionRef` to an `HTTPFault`, not implemented yet: its rule answers 500.
-#[derive(Debug)]
-pub struct Fault {
-    name: Box<str>,
-    reason: Box<str>,
-}
-
 /// A checked host name, ready for the `Host` header and a URI's authority.
 #[derive(Debug)]
 struct Hostname {
@@ -107,7 +101,7 @@ pub(crate) fn kind(filter: &spec::Filter) -> &'static str {
         spec::Filter::UrlRewrite(_) => "URLRewrite",
         spec::Filter::RequestRedirect(_) => "RequestRedirect",
         spec::Filter::RequestMirror(_) => "RequestMirror",
-        spec::Filter::Fault { .. } => "ExtensionRef",
+        spec::Filter::Fault(_) => "ExtensionRef",
     }
 }
 
@@ -136,14 +130,9 @@ impl Filter {
             spec::Filter::RequestMirror(mirror) => Filter::RequestMirror(
                 Mirror::compile(mirror, services).map_err(within("requestMirror"))?,
             ),
-            spec::Filter::Fault { name } => Filter::Fault(Fault {
-                name: name.as_str().into(),
-                reason: format!(
-                    "the route rule's ExtensionRef filter HTTPFault {name:?} is not supported \
-                     by this proxy; the request is refused rather than sent without it"
-                )
-                .into(),
-            }),
+            spec::Filter::Fault(fault) => {
+                Filter::Fault(Fault::compile(fault).map_err(within("extensionRef"))?)
+            }
         })
     }
 
@@ -439,21 +428,6 @@ impl Mirror {
             // numerator ≤ denominator < 2^32, so numerator × 2^32 fits a u64.
             threshold: (u64::from(numerator) << 32) / u64::from(denominator),
         })
-    }
-}
-
-impl Fault {
-    /// The `HTTPFault`'s name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Its answer: 500, since faults are not implemented yet.
-    pub fn answer(&self) -> Answer<'_> {
-        Answer::Error {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            reason: &self.reason,
-        }
     }
 }
 

@@ -12,7 +12,9 @@
 //! - [`Split`] (`split.rs`): weighted backends ([`Backend`], or an invalid one's error share),
 //!   one chosen from a random number the caller draws.
 //! - [`Filter`] (`filter.rs`): header modifiers, `URLRewrite`, `RequestRedirect` (an
-//!   [`Answer`]), `RequestMirror`, and the not yet implemented `HTTPFault` (500).
+//!   [`Answer`]), `RequestMirror`, and an `ExtensionRef` to an `HTTPFault`.
+//! - `policy.rs`: a [`Fault`] drawn per request ([`Injection`]), a rule's [`Timeouts`] and
+//!   [`Retry`] policy, and the [`RetryBudget`] every rule has.
 //! - [`CompileError`] (`error.rs`): why a table was refused, naming the match, rule, backend,
 //!   field and reason.
 //!
@@ -45,8 +47,9 @@
 //!         name: "httproute/shop/api/rule/0".into(),
 //!         filters: vec![],
 //!         backends: vec![backend("api-v1", 90), backend("api-v2", 10)],
+//!         ..Default::default()
 //!     }],
-//!     tcp_split: vec![],
+//!     ..Default::default()
 //! })
 //! .expect("a valid table");
 //!
@@ -80,14 +83,19 @@
 mod error;
 mod filter;
 mod matching;
+mod policy;
 pub mod spec;
 mod split;
 mod table;
 
 pub use error::{CompileError, Reason, Site};
-pub use filter::{Answer, Fault, Filter, HeaderModifier, Mirror, RequestRedirect, UrlRewrite};
+pub use filter::{Answer, Filter, HeaderModifier, Mirror, RequestRedirect, UrlRewrite};
 pub use matching::{Match, MAX_REGEXES, REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT};
-pub use spec::ServiceRef;
+pub use policy::{
+    Abort, Fault, Injection, Retry, RetryBudget, BUDGET_MIN_PER_SECOND, BUDGET_RATIO_PERCENT,
+    BUDGET_WINDOW_SECONDS, MAX_ATTEMPTS, MAX_RETRY_CODES, MAX_WAIT,
+};
+pub use spec::{ServiceRef, Timeouts};
 pub use split::{Backend, InvalidBackend, ServiceId, Share, Split};
 pub use table::{Route, RouteTable, Routed, Rule};
 

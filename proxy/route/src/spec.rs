@@ -16,6 +16,9 @@ pub struct RouteTable {
     pub rules: Vec<Rule>,
     /// A TrafficSplit's weighted backends, for opaque TCP (chosen per connection); empty if none.
     pub tcp_split: Vec<Backend>,
+    /// `HTTPFault`s on the whole Service (by `targetRef`), for every HTTP request to it, in
+    /// order, before any rule's own fault; also when no route is attached.
+    pub faults: Vec<FaultSpec>,
 }
 
 /// One `HTTPRouteMatch`: every condition given must hold.
@@ -84,6 +87,68 @@ pub struct Rule {
     /// Chosen by weight per request. None (or all of weight 0): the rule answers 500, unless a
     /// filter (a redirect) answers first.
     pub backends: Vec<Backend>,
+    /// GEP-1742 `timeouts`.
+    pub timeouts: Timeouts,
+    /// GEP-1731 `retry`; `None` (or 0 attempts): never retried.
+    pub retry: Option<Retry>,
+}
+
+/// A rule's timeouts; `None` is no bound (a Gateway API `0s`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The whole exchange as the client sees it, to the response's head: every try, the
+    /// backoff between them and an injected delay included.
+    pub request: Option<std::time::Duration>,
+    /// Each try, to the response's head. At most `request`.
+    pub backend_request: Option<std::time::Duration>,
+}
+
+/// A rule's retry policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries after the first try (at most [`crate::MAX_ATTEMPTS`]).
+    pub attempts: u32,
+    /// Statuses retried, 400 to 599. Connection failures, resets before a response and a try
+    /// that hit `backend_request` are retried whatever this says.
+    pub codes: Vec<u16>,
+    /// The wait before each retry (the proxy adds up to 25 % of jitter).
+    pub backoff: std::time::Duration,
+}
+
+/// A Weft `HTTPFault`, resolved by the control plane. Neither delay nor abort: it could not be
+/// resolved, and a request that meets it is answered 500.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultSpec {
+    /// `namespace/name`, for logs and `/config`.
+    pub name: String,
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+}
+
+/// Delay a share of requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultDelay {
+    /// The share delayed, in millionths (0 to 1,000,000).
+    pub per_million: u32,
+    /// How long, 1 ms to [`crate::MAX_WAIT`].
+    pub fixed_delay: std::time::Duration,
+}
+
+/// Answer a share of requests in the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultAbort {
+    /// The share aborted, in millionths (0 to 1,000,000).
+    pub per_million: u32,
+    pub status: AbortStatus,
+}
+
+/// What an aborted request is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortStatus {
+    /// An HTTP status, 200 to 599.
+    Http(u16),
+    /// A gRPC status code, 1 to 16.
+    Grpc(u32),
 }
 
 /// One weighted `backendRef`.
@@ -122,12 +187,10 @@ pub enum Filter {
     UrlRewrite(UrlRewrite),
     RequestRedirect(RequestRedirect),
     RequestMirror(RequestMirror),
-    /// An `ExtensionRef` to an `HTTPFault` named `name`. Not implemented yet: a request that
-    /// reaches its rule is answered 500, as the Gateway API says for a filter that cannot be
-    /// honoured (never skipped).
-    Fault {
-        name: String,
-    },
+    /// An `ExtensionRef` to an `HTTPFault`, resolved: the proxy delays and aborts as it says
+    /// (an unresolved one answers 500, as the Gateway API says for a filter that cannot be
+    /// honoured: never skipped).
+    Fault(FaultSpec),
 }
 
 /// `set` replaces a header, `add` appends a value, `remove` removes every value; applied in that

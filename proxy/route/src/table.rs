@@ -6,6 +6,7 @@ use http::{HeaderMap, Method, Uri};
 use crate::error::{CompileError, Reason, Site};
 use crate::filter::{Answer, Filter, Mirror};
 use crate::matching::{Match, RegexBudget};
+use crate::policy::{check_timeouts, Fault, Retry};
 use crate::spec::{self, ServiceRef};
 use crate::split::{Backend, Services, Split};
 
@@ -17,6 +18,8 @@ pub struct RouteTable {
     rules: Box<[Rule]>,
     tcp_split: Option<Split>,
     services: Box<[ServiceRef]>,
+    /// Service-wide faults, before any rule's.
+    faults: Box<[Fault]>,
 }
 
 /// One compiled rule: its name, filters and weighted backends.
@@ -25,9 +28,11 @@ pub struct Rule {
     index: usize,
     name: Box<str>,
     filters: Box<[Filter]>,
-    /// The index in `filters` of the first `Fault`: the rule answers its error.
+    /// The index in `filters` of its `Fault` (at most one).
     fault: Option<usize>,
     split: Split,
+    timeouts: spec::Timeouts,
+    retry: Option<Retry>,
 }
 
 /// What the table says about a request.
@@ -76,11 +81,22 @@ impl RouteTable {
                 true,
             )?)
         };
+        let faults = spec
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(index, fault)| {
+                Fault::compile(fault).map_err(|(field, reason)| {
+                    CompileError::new(Site::Table, format!("faults[{index}].{field}"), reason)
+                })
+            })
+            .collect::<Result<Box<[Fault]>, _>>()?;
         Ok(RouteTable {
             matches,
             rules,
             tcp_split,
             services: services.into_list(),
+            faults,
         })
     }
 
@@ -91,6 +107,7 @@ impl RouteTable {
             rules: Box::default(),
             tcp_split: None,
             services: Box::default(),
+            faults: Box::default(),
         }
     }
 
@@ -139,6 +156,12 @@ impl RouteTable {
         self.tcp_split.as_ref()
     }
 
+    /// The Service-wide faults, in order: for every HTTP request, routed or not, before its
+    /// rule's own fault.
+    pub fn faults(&self) -> &[Fault] {
+        &self.faults
+    }
+
     /// Every distinct Service the table sends to (backends, mirrors, TCP split), indexed by
     /// [`crate::ServiceId`]: the proxy resolves and balances each.
     pub fn services(&self) -> &[ServiceRef] {
@@ -161,6 +184,33 @@ impl Rule {
     /// Its position in the table's rules.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// Its `HTTPFault` (an `ExtensionRef` filter), if it has one.
+    pub fn fault(&self) -> Option<&Fault> {
+        match self.fault.and_then(|i| self.filters.get(i)) {
+            Some(Filter::Fault(fault)) => Some(fault),
+            _ => None,
+        }
+    }
+
+    /// Its timeouts (unbounded unless the route set them).
+    pub fn timeouts(&self) -> &spec::Timeouts {
+        &self.timeouts
+    }
+
+    /// Its retry policy; `None` when it is never retried.
+    pub fn retry(&self) -> Option<&Retry> {
+        self.retry.as_ref()
+    }
+
+    /// Whether a request of this rule needs more than a pick: a fault to draw, a timeout or a
+    /// retry policy.
+    pub fn has_policy(&self) -> bool {
+        self.fault.is_some()
+            || self.retry.is_some()
+            || self.timeouts.request.is_some()
+            || self.timeouts.backend_request.is_some()
     }
 
     /// Its filters, in order.
@@ -261,6 +311,27 @@ impl Rule {
             }
         }
         let fault = filters.iter().position(|f| matches!(f, Filter::Fault(_)));
+        if let Some(i) = filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f, Filter::Fault(_)))
+            .nth(1)
+            .map(|(i, _)| i)
+        {
+            return Err(err(
+                format!("filters[{i}]"),
+                Reason::DuplicateFilter {
+                    filter: "ExtensionRef HTTPFault",
+                },
+            ));
+        }
+        check_timeouts(&spec.timeouts).map_err(|(field, reason)| err(field, reason))?;
+        let retry = match &spec.retry {
+            Some(r) if r.attempts > 0 => {
+                Some(Retry::compile(r).map_err(|(field, reason)| err(field, reason))?)
+            }
+            _ => None,
+        };
         let split = Split::compile(
             &spec.backends,
             services,
@@ -277,6 +348,8 @@ impl Rule {
             filters: filters.into(),
             fault,
             split,
+            timeouts: spec.timeouts,
+            retry,
         })
     }
 }
@@ -294,14 +367,15 @@ impl<'a> Routed<'a> {
 
     /// Applies the rule's request filters to the request, in order: header modifiers and
     /// `URLRewrite` change `parts`; a `RequestRedirect` answers (status and `Location`); a
-    /// rule with a `Fault` answers 500 before any filter. `dst_port` is the port the client
+    /// rule whose `Fault` could not be resolved answers 500 before any filter (a resolved one
+    /// is the caller's to draw: [`Rule::fault`]). `dst_port` is the port the client
     /// sent the request to (the Service port), which a redirect may keep.
     ///
     /// `Ok(())`: send the request on, to [`Routed::pick`]'s backend (and the mirrors).
     pub fn filter_request(&self, parts: &mut Parts, dst_port: u16) -> Result<(), Answer<'a>> {
         let rule = self.rule;
-        if let Some(Filter::Fault(fault)) = rule.fault.and_then(|i| rule.filters.get(i)) {
-            return Err(fault.answer());
+        if let Some(fault) = rule.fault().filter(|f| f.is_unresolved()) {
+            return Err(fault.unresolved());
         }
         let prefix = self.matched.prefix().unwrap_or("");
         for filter in &*rule.filters {

@@ -13,6 +13,7 @@ use crate::{Route, RouteTable};
 mod compile;
 mod filters;
 mod matching;
+mod policy;
 mod properties;
 mod split;
 
@@ -49,6 +50,7 @@ pub(crate) fn rule(name: &str) -> spec::Rule {
         name: name.into(),
         filters: vec![],
         backends: vec![backend(name, 1)],
+        ..Default::default()
     }
 }
 
@@ -94,6 +96,7 @@ pub(crate) fn compile(matches: Vec<spec::Match>, rules: Vec<spec::Rule>) -> Rout
         matches,
         rules,
         tcp_split: vec![],
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("the table compiles: {e}"))
 }

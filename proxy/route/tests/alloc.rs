@@ -67,19 +67,23 @@ fn table() -> RouteTable {
                 name: "prefixes".into(),
                 filters: vec![],
                 backends: vec![backend("a", 90), backend("b", 10)],
+                ..Default::default()
             },
             spec::Rule {
                 name: "canary".into(),
                 filters: vec![],
                 backends: vec![backend("c", 1), backend("zero", 0), backend("d", 3)],
+                ..Default::default()
             },
             spec::Rule {
                 name: "exact".into(),
                 filters: vec![],
                 backends: vec![backend("e", 1)],
+                ..Default::default()
             },
         ],
         tcp_split: vec![],
+        ..Default::default()
     })
     .expect("the table compiles")
 }

@@ -152,6 +152,7 @@ fn input(u: &mut Unstructured<'_>) -> Result<(spec::RouteTable, (Method, Uri, He
             matches,
             rules,
             tcp_split,
+            ..Default::default()
         },
         request,
         r,
@@ -303,6 +304,7 @@ fn rule(u: &mut Unstructured<'_>) -> Result<spec::Rule> {
         name: text(u)?,
         filters: list(u, 3, filter)?,
         backends: list(u, 3, backend)?,
+        ..Default::default()
     })
 }
 

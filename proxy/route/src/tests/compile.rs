@@ -17,6 +17,7 @@ fn table(matches: Vec<spec::Match>, rules: Vec<spec::Rule>) -> spec::RouteTable 
         matches,
         rules,
         tcp_split: vec![],
+        ..Default::default()
     }
 }
 
@@ -349,6 +350,7 @@ fn backend_errors_name_the_rule_backend_and_field() {
                 name: "r".into(),
                 filters: vec![],
                 backends,
+                ..Default::default()
             }],
         )
     };

@@ -165,6 +165,7 @@ fn response_header_modifier_applies_to_the_response_then_the_backends() {
                 filters: backend_filters,
                 ..backend("v1", 1)
             }],
+            ..Default::default()
         }],
     );
     let mut parts = request("GET", "/", &[("x-drop", "1")]);
@@ -598,6 +599,7 @@ fn a_redirect_answers_before_later_filters_and_the_backends() {
             ],
             // A redirect rule usually has no backends at all.
             backends: vec![],
+            ..Default::default()
         }],
     );
     let mut parts = request("GET", "/x", &[]);
@@ -648,13 +650,14 @@ fn mirrors_sample_their_fraction() {
 }
 
 #[test]
-fn a_fault_answers_500_and_is_never_skipped() {
+fn an_unresolved_fault_answers_500_and_is_never_skipped() {
     let filters = vec![
         Filter::RequestHeaderModifier(modifier(&[("x-a", "1")], &[], &[])),
         Filter::RequestRedirect(redirect()),
-        Filter::Fault {
+        Filter::Fault(spec::FaultSpec {
             name: "slow".into(),
-        },
+            ..Default::default()
+        }),
     ];
     match filtered("/", filters, "/", &[]) {
         Err((status, reason)) => {

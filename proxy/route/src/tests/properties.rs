@@ -210,7 +210,26 @@ fn filter() -> impl Strategy<Value = Filter> {
         (service_ref(), fraction).prop_map(|(backend, fraction)| Filter::RequestMirror(
             spec::RequestMirror { backend, fraction }
         )),
-        text().prop_map(|name| Filter::Fault { name }),
+        (
+            text(),
+            any::<Option<(u32, u16)>>(),
+            any::<Option<(u32, u16, bool)>>()
+        )
+            .prop_map(|(name, delay, abort)| Filter::Fault(spec::FaultSpec {
+                name,
+                delay: delay.map(|(per_million, ms)| spec::FaultDelay {
+                    per_million: per_million % 1_100_000,
+                    fixed_delay: std::time::Duration::from_millis(u64::from(ms)),
+                }),
+                abort: abort.map(|(per_million, status, grpc)| spec::FaultAbort {
+                    per_million: per_million % 1_100_000,
+                    status: if grpc {
+                        spec::AbortStatus::Grpc(u32::from(status % 20))
+                    } else {
+                        spec::AbortStatus::Http(status % 700)
+                    },
+                }),
+            })),
     ]
 }
 
@@ -247,6 +266,7 @@ fn a_rule() -> impl Strategy<Value = spec::Rule> {
             name,
             filters,
             backends,
+            ..Default::default()
         })
 }
 
@@ -264,6 +284,7 @@ fn a_table() -> impl Strategy<Value = spec::RouteTable> {
             matches,
             rules,
             tcp_split,
+            ..Default::default()
         })
 }
 

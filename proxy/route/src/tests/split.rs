@@ -14,6 +14,7 @@ fn split(backends: Vec<spec::Backend>) -> RouteTable {
             name: "split".into(),
             filters: vec![],
             backends,
+            ..Default::default()
         }],
     )
 }
@@ -186,10 +187,12 @@ fn services_are_numbered_once_per_table() {
                 name: "a".into(),
                 filters: vec![],
                 backends: vec![backend("a", 1), backend("b", 1)],
+                ..Default::default()
             },
             mirrored,
         ],
         tcp_split: vec![backend("b", 9), backend("tcp", 1)],
+        ..Default::default()
     })
     .expect("compiles");
     let names: Vec<&str> = table.services().iter().map(|s| s.name.as_str()).collect();
