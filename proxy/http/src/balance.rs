@@ -108,9 +108,24 @@ impl Balanced {
 
     /// Picks an endpoint, or `None` when the Service has none.
     pub fn pick(&self) -> Option<Picked> {
+        self.pick_avoiding(None)
+    }
+
+    /// Picks an endpoint other than `avoid` where the Service has another (a retry goes
+    /// elsewhere when it can): up to three draws, then whatever the last one gave.
+    pub fn pick_avoiding(&self, avoid: Option<SocketAddr>) -> Option<Picked> {
         let slots = self.slots.load();
         let now = Instant::now();
-        let chosen = pick(&slots, now, &mut rand::rng())?;
+        let mut rng = rand::rng();
+        let mut chosen = pick(&slots, now, &mut rng)?;
+        if let Some(avoid) = avoid.filter(|_| slots.len() > 1) {
+            for _ in 0..3 {
+                if slots.get(chosen.index).is_some_and(|s| s.0.addr != avoid) {
+                    break;
+                }
+                chosen = pick(&slots, now, &mut rng)?;
+            }
+        }
         let slot = slots.get(chosen.index)?.0.clone();
         let pending = slot.load.start(now);
         Some(Picked {
@@ -149,9 +164,25 @@ impl Balanced {
         req: Request<RequestBody>,
         cx: Cx,
     ) -> impl std::future::Future<Output = StageResult> + Send + 'static {
+        self.dispatch_avoiding(req, cx, None).1
+    }
+
+    /// [`Balanced::dispatch`] to an endpoint other than `avoid` where there is one (a retry),
+    /// with the endpoint chosen.
+    pub fn dispatch_avoiding(
+        &self,
+        req: Request<RequestBody>,
+        cx: Cx,
+        avoid: Option<SocketAddr>,
+    ) -> (
+        Option<SocketAddr>,
+        impl std::future::Future<Output = StageResult> + Send + 'static,
+    ) {
         // Not an `async fn`: the endpoint stage holds the pick and reports its outcome, so this
         // stage's future is the endpoint stage's, with no second copy of the request.
-        match self.pick() {
+        let picked = self.pick_avoiding(avoid);
+        let addr = picked.as_ref().map(|p| p.slot.addr);
+        let sent = match picked {
             Some(picked) => Either::Left(send(picked, req, cx)),
             None => {
                 self.metrics.no_endpoints("http");
@@ -164,7 +195,8 @@ impl Balanced {
                 debug!(error = %e, dst = %cx.dst, "request refused");
                 Either::Right(std::future::ready(Err(e)))
             }
-        }
+        };
+        (addr, sent)
     }
 }
 

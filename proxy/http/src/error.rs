@@ -44,6 +44,31 @@ pub enum ProxyError {
     /// rule's backend cannot be used (500, with the control plane's reason).
     #[error("{reason}")]
     Route { status: StatusCode, reason: String },
+    /// A route's timeout ran out: `timeouts.request` (the whole exchange, every try and wait
+    /// included) or `timeouts.backendRequest` (the last try's).
+    #[error("the route's {scope} timeout of {after:?} ran out")]
+    Timeout {
+        scope: TimeoutScope,
+        after: std::time::Duration,
+    },
+}
+
+/// Which of a route's timeouts ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutScope {
+    /// `timeouts.request`.
+    Request,
+    /// `timeouts.backendRequest`.
+    BackendRequest,
+}
+
+impl std::fmt::Display for TimeoutScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutScope::Request => "request",
+            TimeoutScope::BackendRequest => "backendRequest",
+        })
+    }
 }
 
 impl ProxyError {
@@ -59,6 +84,7 @@ impl ProxyError {
             }
             ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Route { status, .. } => *status,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 

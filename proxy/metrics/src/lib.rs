@@ -33,6 +33,7 @@
 mod discovery;
 pub mod io;
 mod labels;
+mod policy;
 mod redirect;
 mod registry;
 mod requests;
@@ -42,6 +43,7 @@ mod tls;
 pub use discovery::MirrorResult;
 pub use io::MeteredIo;
 pub use labels::{Direction, Family, Flow, Handshake, RedirectResult};
+pub use policy::{FaultKind, RetryReason, RetrySkipped};
 pub use registry::Metrics;
 pub use requests::{
     Destination, RequestSeries, RouteLabel, MAX_ENDPOINT_SERIES, MAX_IDENTITY_SERIES,

@@ -4,7 +4,8 @@
 use prometheus::{core::Collector, Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{
-    discovery::Discovery, redirect::RedirectCheck, requests::Requests, tcp::Tcp, tls::Tls,
+    discovery::Discovery, policy::Policy, redirect::RedirectCheck, requests::Requests, tcp::Tcp,
+    tls::Tls,
 };
 
 /// Every metric the proxy exports.
@@ -16,6 +17,7 @@ pub struct Metrics {
     pub(crate) tls: Tls,
     pub(crate) discovery: Discovery,
     pub(crate) redirect: RedirectCheck,
+    pub(crate) policy: Policy,
 }
 
 impl Metrics {
@@ -36,6 +38,7 @@ impl Metrics {
         build_info.with_label_values(&[version]).set(1);
         let tls = Tls::register(&registry)?;
         let discovery = Discovery::register(&registry)?;
+        let policy = Policy::register(&registry)?;
         // Registered by `enable_redirect_check`, not here.
         let redirect = RedirectCheck::new()?;
         #[cfg(target_os = "linux")]
@@ -49,6 +52,7 @@ impl Metrics {
             tls,
             discovery,
             redirect,
+            policy,
         })
     }
 

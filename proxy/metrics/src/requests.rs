@@ -403,6 +403,11 @@ impl Metrics {
         self.requests.route_names.intern(name)
     }
 
+    /// The name of route label `label` (`""` for none).
+    pub(crate) fn route_name(&self, label: RouteLabel) -> Arc<str> {
+        self.requests.route_names.name(label)
+    }
+
     /// Counts one answered plaintext request and its duration.
     pub fn request(&self, direction: Direction, status: http::StatusCode, elapsed: Duration) {
         self.requests.plaintext[direction as usize].record(status, elapsed);

@@ -20,6 +20,7 @@
 pub(crate) mod concrete;
 pub(crate) mod endpoint;
 pub(crate) mod logical;
+pub(crate) mod policy;
 pub(crate) mod routes;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};

@@ -38,9 +38,14 @@ use weft_proxy_http::{
     stage::{Cx, Stage, StageResult},
 };
 use weft_proxy_metrics::{Direction, Metrics, MirrorResult, RequestSeries, RouteLabel};
-use weft_proxy_route::{spec::ServiceRef, Answer, Route, Share};
+use weft_proxy_route::{spec::ServiceRef, Answer, RetryBudget, Route, Share};
 
-use super::{concrete, endpoint::Endpoints, logical::LogicalService};
+use super::{
+    concrete,
+    endpoint::Endpoints,
+    logical::LogicalService,
+    policy::{self, Target},
+};
 
 /// The most mirrored requests in flight per logical Service; past it a copy is dropped.
 pub(crate) const MAX_MIRRORS_IN_FLIGHT: usize = 64;
@@ -53,6 +58,10 @@ pub(crate) struct Router {
     backends: Vec<Backend>,
     /// Each rule's `route` label, by rule index.
     labels: Vec<RouteLabel>,
+    /// Each rule's retry budget, by rule index (used by rules with a retry policy).
+    budgets: Vec<RetryBudget>,
+    /// The budgets' clock's origin.
+    origin: std::time::Instant,
 }
 
 /// A backend Service's balancer, and (unless it is the logical Service's own) the watch that
@@ -172,7 +181,10 @@ pub(crate) async fn router(
     balance: &weft_proxy_balance::Settings,
     patience: std::time::Duration,
 ) -> Option<Router> {
-    if routes.table.is_empty() && routes.table.tcp_split().is_none() {
+    if routes.table.is_empty()
+        && routes.table.tcp_split().is_none()
+        && routes.table.faults().is_empty()
+    {
         return None;
     }
     let mut list = Vec::with_capacity(routes.table.services().len());
@@ -230,14 +242,37 @@ pub(crate) async fn router(
         .iter()
         .map(|rule| endpoints.metrics.route_label(rule.name()))
         .collect();
+    let budgets = routes
+        .table
+        .rules()
+        .iter()
+        .map(|_| RetryBudget::default())
+        .collect();
     Some(Router {
         routes,
         backends: list,
         labels,
+        budgets,
+        origin: std::time::Instant::now(),
     })
 }
 
 impl Router {
+    /// The balancer of the table's Service number `index` (`ServiceId::index`).
+    pub(crate) fn backend(&self, index: usize) -> &Arc<Balanced> {
+        &self.backends[index].balanced
+    }
+
+    /// The retry budget of rule `index`.
+    pub(crate) fn budget(&self, index: usize) -> &RetryBudget {
+        &self.budgets[index]
+    }
+
+    /// Milliseconds on the budgets' clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// The balancer of opaque TCP's pick, when a TrafficSplit is in force: `Err` with why the
     /// connection is closed when its share cannot be served.
     pub(crate) fn tcp_pick(&self) -> Option<Result<&Arc<Balanced>, String>> {
@@ -348,6 +383,13 @@ pub(crate) fn call<'a>(
     let ready = |result| Either::Right(Either::Left(std::future::ready(result)));
     let (mut parts, body) = req.into_parts();
     let routed = match router.routes.table.route_parts(&parts) {
+        Route::Unrouted if !router.routes.table.faults().is_empty() => {
+            // No route, but the Service's faults apply.
+            let target = Target::Unrouted(fallback);
+            return Either::Right(Either::Right(Either::Right(Either::Right(Box::pin(
+                policy::exchange(router.clone(), rcx, target, parts, body, cx),
+            )))));
+        }
         Route::Unrouted => {
             return Either::Left(fallback.call(Request::from_parts(parts, body), cx))
         }
@@ -375,6 +417,35 @@ pub(crate) fn call<'a>(
         Err(answer) => return ready(answer_with(rcx, cx, answer, rule.name())),
     };
     backend.filter_request(&mut parts.headers);
+    let share_of = |backend| {
+        rule.split()
+            .shares()
+            .iter()
+            .position(|s| matches!(s, Share::Backend(b) if std::ptr::eq(b, backend)))
+            .unwrap_or(usize::MAX)
+    };
+    if policy::needs_policy(&router, Some(rule)) {
+        // Faults, timeouts or retries: the policy stage sends it. Mirrors of a request with a
+        // body would take turns with its retries for the body, so only bodyless ones go.
+        for mirror in routed.mirrors() {
+            if !mirror.sample(rand::random()) {
+                continue;
+            }
+            if body.is_end_stream() {
+                let balanced = router.backends[mirror.id().index()].balanced.clone();
+                mirror_now(&rcx.metrics, &rcx.mirrors, balanced, copy_head(&parts), cx);
+            } else {
+                rcx.metrics.mirror(MirrorResult::Skipped);
+            }
+        }
+        let target = Target::Rule {
+            rule: rule.index(),
+            share: share_of(backend),
+        };
+        return Either::Right(Either::Right(Either::Right(Either::Right(Box::pin(
+            policy::exchange(router.clone(), rcx, target, parts, body, cx),
+        )))));
+    }
     let mut body = body;
     let mut later = Vec::new();
     for mirror in routed.mirrors() {
@@ -404,12 +475,7 @@ pub(crate) fn call<'a>(
         || backend.has_response_filters()
         || !later.is_empty())
     .then(|| {
-        let share = rule
-            .split()
-            .shares()
-            .iter()
-            .position(|s| matches!(s, Share::Backend(b) if std::ptr::eq(b, backend)))
-            .unwrap_or(usize::MAX);
+        let share = share_of(backend);
         let replay = match &body {
             RequestBody::Replay(r) if !later.is_empty() => r.try_clone(),
             _ => None,
@@ -431,9 +497,9 @@ pub(crate) fn call<'a>(
     match after {
         None => Either::Right(Either::Right(Either::Left(sent))),
         // `map`, not an `async` block: awaiting a captured future would keep it twice.
-        Some(after) => Either::Right(Either::Right(Either::Right(
+        Some(after) => Either::Right(Either::Right(Either::Right(Either::Left(
             sent.map(move |result| after.finish(result)),
-        ))),
+        )))),
     }
 }
 

@@ -1,0 +1,436 @@
+//! A routed request's policy (issue 16): the faults it meets (the Service's `HTTPFault`s,
+//! then its rule's), the rule's timeouts and its retries within the rule's budget.
+//!
+//! Only requests that need it come here (`routes::call` checks [`needs_policy`]); the rest
+//! take the plain routed path, so a route without a policy costs nothing more. Here:
+//!
+//! 1. Each fault is drawn (delay and abort on their own); the delays add up and are waited
+//!    first, then the first abort answers (HTTP status, or gRPC status as trailers-only), with
+//!    `weft-fault` saying so. An aborted request never reaches a backend and is not retried.
+//! 2. The rest runs under `timeouts.request` (delays included): on expiry the try in flight
+//!    is dropped (its HTTP/2 stream reset, its HTTP/1 connection closed) and the client gets
+//!    504, or `DEADLINE_EXCEEDED` for gRPC.
+//! 3. Each try runs under `timeouts.backendRequest`; a try that failed to connect, was reset
+//!    before its response, timed out, or answered a status the policy lists is tried again,
+//!    on another endpoint of the same backend where there is one, after the backoff, while
+//!    attempts remain, the body can be replayed (empty, or of known length within 64 KiB) and
+//!    the rule's budget allows. Each try is counted in the endpoint's request series as it
+//!    was answered; the client's answer is the last try's.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::Full;
+use tracing::debug;
+use weft_proxy_http::{
+    balance::Balanced,
+    body::{RequestBody, ResponseBody},
+    error::{ProxyError, TimeoutScope},
+    replay::{ReplayBody, DEFAULT_REPLAY_CAP},
+    split::Split,
+    stage::{Cx, Stage, StageResult},
+};
+use weft_proxy_metrics::{FaultKind, RetryReason, RetrySkipped};
+use weft_proxy_route::{Abort, Fault, Retry, Rule, Share};
+
+use super::routes::{RouteCx, Router};
+
+/// The response header that says the proxy injected a fault: `abort <namespace>/<name>` or
+/// `delay <namespace>/<name>`.
+pub(crate) const FAULT_HEADER: &str = "weft-fault";
+
+/// Whether a request of `rule` (or, unrouted, of the Service) needs this stage.
+pub(crate) fn needs_policy(router: &Router, rule: Option<&Rule>) -> bool {
+    !router.routes.table.faults().is_empty() || rule.is_some_and(Rule::has_policy)
+}
+
+/// What a request is sent to once its faults let it through.
+pub(crate) enum Target<'a> {
+    /// The Service itself, balanced as without routes (no route is attached).
+    Unrouted(&'a Split),
+    /// A rule's backend, already chosen (`rule` indexes the table's rules, `share` the
+    /// backend among the rule's shares).
+    Rule { rule: usize, share: usize },
+}
+
+/// Answers a request that needs a policy. `parts` have had the rule's request filters and the
+/// backend's header filters applied.
+pub(crate) async fn exchange(
+    router: Arc<Router>,
+    rcx: &RouteCx,
+    target: Target<'_>,
+    parts: Parts,
+    body: RequestBody,
+    cx: Cx,
+) -> StageResult {
+    let grpc = is_grpc(&parts.headers);
+    let rule = match target {
+        Target::Rule { rule, .. } => router.routes.table.rules().get(rule),
+        Target::Unrouted(_) => None,
+    };
+    let request_timeout = rule.and_then(|r| r.timeouts().request);
+    let answer = async {
+        // Faults: the Service's, then the rule's; delays add up, the first abort answers.
+        let faults = router
+            .routes
+            .table
+            .faults()
+            .iter()
+            .chain(rule.and_then(Rule::fault));
+        let mut delay = Duration::ZERO;
+        let mut delayed_by: Option<&Fault> = None;
+        let mut aborted: Option<(&Fault, Abort)> = None;
+        for fault in faults {
+            let drawn = fault.draw(rand::random(), rand::random());
+            if let Some(d) = drawn.delay {
+                rcx.metrics.fault_injected(FaultKind::Delay, cx.route);
+                delay += d;
+                delayed_by.get_or_insert(fault);
+            }
+            if let (Some(a), None) = (drawn.abort, &aborted) {
+                rcx.metrics.fault_injected(FaultKind::Abort, cx.route);
+                aborted = Some((fault, a));
+            }
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some((fault, abort)) = aborted {
+            let rsp = abort_answer(fault, abort, grpc);
+            rcx.series
+                .routed(cx.route)
+                .record(rsp.status(), cx.start.elapsed());
+            debug!(dst = %cx.dst, fault = fault.name(), "request aborted by a fault");
+            return Ok(rsp);
+        }
+        let result = match target {
+            Target::Unrouted(split) => split.call(Request::from_parts(parts, body), cx).await,
+            Target::Rule { rule: index, share } => {
+                let Some(rule) = router.routes.table.rules().get(index) else {
+                    return Err(ProxyError::Route {
+                        status: StatusCode::INTERNAL_SERVER_ERROR,
+                        reason: "the route table changed its rules".into(),
+                    });
+                };
+                let Some(Share::Backend(backend)) = rule.split().shares().get(share) else {
+                    return Err(ProxyError::Route {
+                        status: StatusCode::INTERNAL_SERVER_ERROR,
+                        reason: "the route table changed its backends".into(),
+                    });
+                };
+                let balanced = router.backend(backend.id().index());
+                let mut result = tries(&router, rcx, rule, balanced, parts, body, cx).await;
+                if let Ok(rsp) = &mut result {
+                    rule.filter_response(rsp.headers_mut());
+                    backend.filter_response(rsp.headers_mut());
+                }
+                result
+            }
+        };
+        result.map(|mut rsp| {
+            if let Some(fault) = delayed_by {
+                if let Ok(v) = HeaderValue::from_str(&format!("delay {}", fault.name())) {
+                    rsp.headers_mut().insert(FAULT_HEADER, v);
+                }
+            }
+            rsp
+        })
+    };
+    let Some(limit) = request_timeout else {
+        return answer.await;
+    };
+    match tokio::time::timeout(limit, answer).await {
+        Ok(result) => result,
+        Err(_) => timed_out(rcx, cx, TimeoutScope::Request, limit, grpc),
+    }
+}
+
+/// The tries of one request to `balanced`, as the rule's retry policy and timeouts say.
+async fn tries(
+    router: &Router,
+    rcx: &RouteCx,
+    rule: &Rule,
+    balanced: &Arc<Balanced>,
+    parts: Parts,
+    body: RequestBody,
+    cx: Cx,
+) -> StageResult {
+    let per_try = rule.timeouts().backend_request;
+    let Some(retry) = rule.retry() else {
+        return one_try(
+            balanced,
+            Request::from_parts(parts, body),
+            cx,
+            None,
+            per_try,
+        )
+        .await
+        .1;
+    };
+    let budget = router.budget(rule.index());
+    budget.deposit(router.now_ms());
+    // What a retry sends: the head again, and the body replayed (or none).
+    let (first, replay) = replayable(body);
+    let head = replay.is_some().then(|| copy_head(&parts));
+    let mut next = Some(Request::from_parts(parts, first));
+    let mut avoid = None;
+    let mut attempt = 0;
+    loop {
+        let Some(req) = next.take() else {
+            // Only reached when the request could not be rebuilt: a caller's bug.
+            return Err(ProxyError::Route {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                reason: "a retry lost its request".into(),
+            });
+        };
+        let (chosen, result) = one_try(balanced, req, cx, avoid, per_try).await;
+        let Some(reason) = retry_reason(retry, &result) else {
+            return finish(rcx, cx, result);
+        };
+        if attempt >= retry.attempts() {
+            return finish(rcx, cx, result);
+        }
+        let again = match (&head, &replay) {
+            (Some(head), Some(replay)) => replay.again().map(|b| copy_request(head, b)),
+            _ => None,
+        };
+        let Some(again) = again else {
+            rcx.metrics.retry_skipped(cx.route, RetrySkipped::Body);
+            return finish(rcx, cx, result);
+        };
+        if !budget.withdraw(router.now_ms()) {
+            rcx.metrics.retry_budget_exhausted(cx.route);
+            return finish(rcx, cx, result);
+        }
+        rcx.metrics.retry(cx.route, reason);
+        debug!(dst = %cx.dst, attempt = attempt + 1, ?reason, "retrying");
+        // The failed try is dropped here: its stream reset, its body released.
+        drop(result);
+        let wait = retry.backoff(rand::random());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        attempt += 1;
+        avoid = chosen;
+        next = Some(again);
+    }
+}
+
+/// One try, within `limit`: the endpoint chosen and what it answered.
+async fn one_try(
+    balanced: &Balanced,
+    req: Request<RequestBody>,
+    cx: Cx,
+    avoid: Option<SocketAddr>,
+    limit: Option<Duration>,
+) -> (Option<SocketAddr>, StageResult) {
+    let (chosen, sent) = balanced.dispatch_avoiding(req, cx, avoid);
+    let result = match limit {
+        None => sent.await,
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(ProxyError::Timeout {
+                scope: TimeoutScope::BackendRequest,
+                after: limit,
+            }),
+        },
+    };
+    (chosen, result)
+}
+
+/// Why `result` would be tried again under `retry`; `None` when it stands.
+fn retry_reason(retry: &Retry, result: &StageResult) -> Option<RetryReason> {
+    match result {
+        Ok(rsp) => retry
+            .retries_status(rsp.status())
+            .then_some(RetryReason::Status),
+        Err(ProxyError::Connect(_) | ProxyError::Mesh(_)) => Some(RetryReason::Connect),
+        Err(ProxyError::Upstream { .. }) => Some(RetryReason::Reset),
+        Err(ProxyError::Timeout {
+            scope: TimeoutScope::BackendRequest,
+            ..
+        }) => Some(RetryReason::Timeout),
+        Err(_) => None,
+    }
+}
+
+/// The last try's result for the client: a try that hit `backendRequest` was counted by no
+/// stage (the endpoint never answered), so it is counted here.
+fn finish(rcx: &RouteCx, cx: Cx, result: StageResult) -> StageResult {
+    if let Err(e @ ProxyError::Timeout { .. }) = &result {
+        rcx.series
+            .routed(cx.route)
+            .record(e.status(), cx.start.elapsed());
+        debug!(error = %e, dst = %cx.dst, "request timed out");
+    }
+    result
+}
+
+/// The answer to a request whose `timeouts.request` ran out: counted, then 504 (gRPC:
+/// `DEADLINE_EXCEEDED` as trailers-only).
+fn timed_out(
+    rcx: &RouteCx,
+    cx: Cx,
+    scope: TimeoutScope,
+    after: Duration,
+    grpc: bool,
+) -> StageResult {
+    let e = ProxyError::Timeout { scope, after };
+    debug!(error = %e, dst = %cx.dst, "request timed out");
+    if grpc {
+        let rsp = grpc_answer(4, &e.to_string(), Some(&e.to_string()), None);
+        rcx.series
+            .routed(cx.route)
+            .record(rsp.status(), cx.start.elapsed());
+        return Ok(rsp);
+    }
+    rcx.series
+        .routed(cx.route)
+        .record(e.status(), cx.start.elapsed());
+    Err(e)
+}
+
+/// How to send a request's body again.
+enum Again {
+    /// It had none.
+    Empty,
+    /// A copy of the body as it is kept (see [`ReplayBody`]), cloned for each retry.
+    Replay(ReplayBody<hyper::body::Incoming>),
+}
+
+impl Again {
+    /// A body for the next try, if the body can still be replayed.
+    fn again(&self) -> Option<RequestBody> {
+        match self {
+            Again::Empty => Some(RequestBody::Empty),
+            Again::Replay(r) => r.try_clone().map(RequestBody::Replay),
+        }
+    }
+}
+
+/// The first try's body and, when it can be sent again (none, or of known length within
+/// [`DEFAULT_REPLAY_CAP`]), how to send it again. A body of unknown length or larger is never
+/// retried: it could not be held whole.
+fn replayable(body: RequestBody) -> (RequestBody, Option<Again>) {
+    if body.is_end_stream() {
+        return (RequestBody::Empty, Some(Again::Empty));
+    }
+    let known_small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= DEFAULT_REPLAY_CAP as u64);
+    match body {
+        RequestBody::Incoming(incoming) if known_small => {
+            match ReplayBody::new(incoming, DEFAULT_REPLAY_CAP) {
+                Ok(replay) => {
+                    let again = replay.try_clone().map(Again::Replay);
+                    (RequestBody::Replay(replay), again)
+                }
+                Err(incoming) => (RequestBody::Incoming(incoming), None),
+            }
+        }
+        RequestBody::Replay(replay) if known_small => {
+            let again = replay.try_clone().map(Again::Replay);
+            (RequestBody::Replay(replay), again)
+        }
+        other => (other, None),
+    }
+}
+
+/// A request's head with no body, kept for retries.
+fn copy_head(parts: &Parts) -> Request<()> {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+fn copy_request(head: &Request<()>, body: RequestBody) -> Request<RequestBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method().clone();
+    *req.uri_mut() = head.uri().clone();
+    *req.version_mut() = head.version();
+    *req.headers_mut() = head.headers().clone();
+    req
+}
+
+/// Whether a request is gRPC (its answers are made as gRPC statuses).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// An aborted request's answer.
+fn abort_answer(fault: &Fault, abort: Abort, grpc: bool) -> Response<ResponseBody> {
+    let said = format!("abort {}", fault.name());
+    match abort {
+        Abort::Grpc(code) => grpc_answer(
+            code,
+            &format!("fault injected by HTTPFault {}", fault.name()),
+            None,
+            Some(&said),
+        ),
+        Abort::Http(status) => {
+            // A gRPC client reads an HTTP error as UNKNOWN/UNAVAILABLE; it gets the status
+            // the fault names all the same, as Istio does.
+            let _ = grpc;
+            let body = format!("fault injected by HTTPFault {}\n", fault.name());
+            let mut rsp = Response::new(ResponseBody::unrecorded(Full::new(Bytes::from(body))));
+            *rsp.status_mut() = status;
+            let h = rsp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&said) {
+                h.insert(FAULT_HEADER, v);
+            }
+            rsp
+        }
+    }
+}
+
+/// A gRPC error as trailers-only: HTTP 200, `grpc-status` and `grpc-message` in the head,
+/// no body.
+fn grpc_answer(
+    code: u8,
+    message: &str,
+    error: Option<&str>,
+    fault: Option<&str>,
+) -> Response<ResponseBody> {
+    let mut rsp = Response::new(ResponseBody::unrecorded(Full::new(Bytes::new())));
+    let h = rsp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    if let Some(v) = error.and_then(|e| HeaderValue::from_str(e).ok()) {
+        h.insert(weft_proxy_http::ERROR_HEADER, v);
+    }
+    if let Some(v) = fault.and_then(|f| HeaderValue::from_str(f).ok()) {
+        h.insert(FAULT_HEADER, v);
+    }
+    rsp
+}
+
+/// `grpc-message` is percent-encoded (outside printable ASCII, and `%` itself).
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
