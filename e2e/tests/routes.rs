@@ -13,7 +13,6 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -22,12 +21,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weft_lab::{
-    netns::Netns,
-    registry::Registry,
-    run::{Event, LabRun},
-    wait, Metrics,
-};
+use weft_lab::{netns::Netns, wait};
+
+mod support;
+
+use support::lab_run::{interval, metric, Lab};
 
 const API: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 19, 0, 30)), 80);
 
@@ -168,46 +166,6 @@ fn split(version: &str, v1: &str, v2: &str) -> String {
 /// When a request was answered, and by which pod (or why it failed).
 type Answered = (Instant, Result<String, String>);
 
-/// The lab and its event log.
-struct Lab {
-    run: LabRun,
-    events: Vec<String>,
-}
-
-impl Lab {
-    /// Applies the folder's edits; `true` when one was applied.
-    fn poll(&mut self) -> bool {
-        let mut applied = false;
-        let events = &mut self.events;
-        self.run
-            .poll(&mut |e| {
-                applied |= matches!(e, Event::Applied { .. });
-                events.push(match e {
-                    Event::Refused(d) => format!(
-                        "refused {} {} {}: {}",
-                        d.file.display(),
-                        d.document,
-                        d.field,
-                        d.reason
-                    ),
-                    other => format!("{other:?}"),
-                });
-            })
-            .expect("the lab applies the edit");
-        applied
-    }
-
-    fn netns(&self, namespace: &str, pod: &str) -> Netns {
-        let entry = self
-            .run
-            .entry()
-            .pod(namespace, pod)
-            .expect("the pod")
-            .clone();
-        Netns::attach(&entry.netns).expect("its namespace")
-    }
-}
-
 /// The answering pod's JSON for `GET path` to `api`.
 fn get(from: &Netns, path: &str, headers: &[(&str, &str)]) -> serde_json::Value {
     let reply = weft_lab::http::get_with(from, API, "api.shop.svc.cluster.local", path, headers)
@@ -226,16 +184,6 @@ fn count_v2(from: &Netns, n: usize, tag: &str) -> usize {
         .count()
 }
 
-/// The 99.9 % interval of a binomial count (normal approximation, z = 3.29).
-fn interval(n: usize, p: f64) -> (usize, usize) {
-    let mean = n as f64 * p;
-    let spread = 3.29 * (mean * (1.0 - p)).sqrt();
-    (
-        (mean - spread).floor() as usize,
-        (mean + spread).ceil() as usize,
-    )
-}
-
 /// A request header as the echo app saw it (any case).
 fn seen_header<'a>(json: &'a serde_json::Value, name: &str) -> Option<&'a str> {
     json["headers"]
@@ -245,55 +193,19 @@ fn seen_header<'a>(json: &'a serde_json::Value, name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| v.get(0)?.as_str())
 }
 
-fn metric(ns: &Netns, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, 15190));
-    weft_lab::http::get(ns, admin, "localhost", "/metrics")
-        .ok()
-        .and_then(|r| Metrics::parse(&r.body).ok())
-        .map_or(0.0, |m| m.sum(name, labels))
-}
-
-/// Rewrites `file` in `dir` and polls the lab until the edit is applied (at most 10 s).
-fn edit(lab: &mut Lab, dir: &Path, file: &str, text: Option<&str>) {
-    match text {
-        Some(t) => std::fs::write(dir.join(file), t).expect("write"),
-        None => std::fs::remove_file(dir.join(file)).expect("remove"),
-    }
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if lab.poll() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the edit of {file} was not applied: {:#?}", lab.events);
-}
-
 #[test]
 fn routes_split_match_filter_mirror_and_follow_edits() {
-    if !weft_lab::prereq::should_run("routes through the lab") {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("mesh.yaml"), FOLDER).expect("write");
-    std::fs::write(dir.path().join("routes.yaml"), routes(90, 10)).expect("write");
-    std::fs::write(dir.path().join("consumer.yaml"), CONSUMER).expect("write");
-    let registry_dir = tempfile::tempdir().expect("tempdir");
-    let stop = AtomicBool::new(false);
-    let mut events = Vec::new();
-    let run = LabRun::start(
-        Registry::at(registry_dir.path()),
+    let Some(mut lab) = Lab::start(
+        "routes through the lab",
         "routes",
-        dir.path(),
-        &stop,
-        &mut |e| events.push(format!("{e:?}")),
-    )
-    .expect("the lab starts");
-    assert!(
-        !events.iter().any(|e| e.starts_with("Refused")),
-        "{events:#?}"
-    );
-    let mut lab = Lab { run, events };
+        &[
+            ("mesh.yaml", FOLDER),
+            ("routes.yaml", &routes(90, 10)),
+            ("consumer.yaml", CONSUMER),
+        ],
+    ) else {
+        return;
+    };
     let web = lab.netns("shop", "web");
 
     // The default rule splits 90/10.
@@ -450,7 +362,7 @@ fn routes_split_match_filter_mirror_and_follow_edits() {
     );
 
     // An invalid route is refused by file and field; the last good routes stay.
-    std::fs::write(dir.path().join("zz-bad.yaml"), BAD).expect("write");
+    std::fs::write(lab.dir().join("zz-bad.yaml"), BAD).expect("write");
     wait::until("the refusal", Duration::from_secs(10), || {
         lab.poll();
         lab.events
@@ -462,7 +374,7 @@ fn routes_split_match_filter_mirror_and_follow_edits() {
     .unwrap_or_else(|e| panic!("{e}: {:#?}", lab.events));
     assert_eq!(get(&web, "/still", &[("x-canary", "1")])["pod"], "api-v2");
     // Removing it brings back the set in force: nothing to apply.
-    std::fs::remove_file(dir.path().join("zz-bad.yaml")).expect("remove");
+    std::fs::remove_file(lab.dir().join("zz-bad.yaml")).expect("remove");
     for _ in 0..3 {
         assert!(!lab.poll(), "the set in force is unchanged");
         thread::sleep(Duration::from_millis(100));
@@ -505,7 +417,7 @@ fn routes_split_match_filter_mirror_and_follow_edits() {
     };
     thread::sleep(Duration::from_secs(1));
     let written = Instant::now();
-    std::fs::write(dir.path().join("routes.yaml"), routes(0, 100)).expect("write");
+    std::fs::write(lab.dir().join("routes.yaml"), routes(0, 100)).expect("write");
     let poll_start = Instant::now();
     while poll_start.elapsed() < Duration::from_secs(3) {
         lab.poll();
@@ -538,15 +450,10 @@ fn routes_split_match_filter_mirror_and_follow_edits() {
         .all(|(_, r)| r.as_deref() == Ok("api-v2")));
 
     // TrafficSplits split as the same HTTPRoute does (the HTTPRoute would shadow them).
-    edit(&mut lab, dir.path(), "consumer.yaml", None);
-    edit(&mut lab, dir.path(), "routes.yaml", None);
+    lab.edit("consumer.yaml", None);
+    lab.edit("routes.yaml", None);
     for (version, v1, v2) in [("v1alpha4", "90", "10"), ("v1alpha2", "900m", "100m")] {
-        edit(
-            &mut lab,
-            dir.path(),
-            "split.yaml",
-            Some(&split(version, v1, v2)),
-        );
+        lab.edit("split.yaml", Some(&split(version, v1, v2)));
         // The canary header means nothing to a TrafficSplit: wait until the old route is gone.
         wait::until(
             "the split to replace the route",

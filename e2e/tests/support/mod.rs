@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub(crate) mod lab_run;
+
 use weft_lab::{prereq, wait, Cluster, ClusterOptions, Metrics, Pod, Redirect};
 
 /// How long a metric may take to reach its value (requests are counted when their response
