@@ -434,3 +434,115 @@ fn percent_encode(message: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use weft_proxy_route::{spec, RouteTable};
+    use weft_proxy_transport::ConnectError;
+
+    use super::*;
+
+    fn retry(codes: &[u16]) -> Retry {
+        let table = RouteTable::compile(&spec::RouteTable {
+            matches: vec![spec::Match::default()],
+            rules: vec![spec::Rule {
+                name: "r".into(),
+                retry: Some(spec::Retry {
+                    attempts: 2,
+                    codes: codes.to_vec(),
+                    backoff: Duration::ZERO,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .expect("compiles");
+        table.rules()[0].retry().expect("a policy").clone()
+    }
+
+    fn status(code: u16) -> StageResult {
+        let mut rsp = Response::new(ResponseBody::unrecorded(Full::new(Bytes::new())));
+        *rsp.status_mut() = StatusCode::from_u16(code).expect("status");
+        Ok(rsp)
+    }
+
+    #[test]
+    fn what_is_retried_and_why() {
+        let r = retry(&[503]);
+        assert_eq!(retry_reason(&r, &status(503)), Some(RetryReason::Status));
+        assert_eq!(retry_reason(&r, &status(500)), None);
+        assert_eq!(retry_reason(&r, &status(200)), None);
+        let addr = ([127, 0, 0, 1], 1).into();
+        let refused = Err(ProxyError::Connect(ConnectError::Refused { addr }));
+        assert_eq!(retry_reason(&r, &refused), Some(RetryReason::Connect));
+        let per_try = Err(ProxyError::Timeout {
+            scope: TimeoutScope::BackendRequest,
+            after: Duration::from_millis(100),
+        });
+        assert_eq!(retry_reason(&r, &per_try), Some(RetryReason::Timeout));
+        // Neither the whole request's timeout, nor what the routes or the caller decided.
+        for stands in [
+            ProxyError::Timeout {
+                scope: TimeoutScope::Request,
+                after: Duration::from_millis(100),
+            },
+            ProxyError::NoEndpoints {
+                service: "shop/api:80".into(),
+            },
+            ProxyError::Route {
+                status: StatusCode::NOT_FOUND,
+                reason: "no route".into(),
+            },
+        ] {
+            assert_eq!(retry_reason(&r, &Err(stands)), None);
+        }
+    }
+
+    #[test]
+    fn a_grpc_answer_is_trailers_only_with_its_status() {
+        let rsp = grpc_answer(4, "100% late\n", Some("timeout"), Some("abort shop/f"));
+        assert_eq!(rsp.status(), StatusCode::OK);
+        let h = rsp.headers();
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["grpc-status"], "4");
+        assert_eq!(h["grpc-message"], "100%25 late%0A");
+        assert_eq!(h[weft_proxy_http::ERROR_HEADER], "timeout");
+        assert_eq!(h[FAULT_HEADER], "abort shop/f");
+        assert!(rsp.body().is_end_stream(), "no body: trailers-only");
+    }
+
+    #[test]
+    fn an_http_abort_says_it_was_injected() {
+        let table = RouteTable::compile(&spec::RouteTable {
+            faults: vec![spec::FaultSpec {
+                name: "shop/flaky".into(),
+                abort: Some(spec::FaultAbort {
+                    per_million: 1_000_000,
+                    status: spec::AbortStatus::Http(503),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .expect("compiles");
+        let fault = &table.faults()[0];
+        let abort = fault.draw(0, 0).abort.expect("always");
+        let rsp = abort_answer(fault, abort, false);
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(rsp.headers()[FAULT_HEADER], "abort shop/flaky");
+        let grpc = abort_answer(fault, Abort::Grpc(14), true);
+        assert_eq!(grpc.status(), StatusCode::OK);
+        assert_eq!(grpc.headers()["grpc-status"], "14");
+        assert_eq!(grpc.headers()[FAULT_HEADER], "abort shop/flaky");
+    }
+
+    #[test]
+    fn only_small_known_bodies_are_replayable() {
+        let (first, again) = replayable(RequestBody::Empty);
+        assert!(first.is_end_stream());
+        assert!(matches!(
+            again.and_then(|a| a.again()),
+            Some(RequestBody::Empty)
+        ));
+    }
+}
