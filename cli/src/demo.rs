@@ -148,6 +148,8 @@ struct Row {
     inbound_rps: f64,
     outbound_rps: f64,
     success: Option<f64>,
+    /// Of the requests it sent (as its caller sees them: an injected abort fails here only).
+    outbound_success: Option<f64>,
     p50: Option<f64>,
     p99: Option<f64>,
     mtls_share: Option<f64>,
@@ -160,6 +162,7 @@ struct Snapshot {
     inbound_ok: f64,
     inbound_tls: f64,
     outbound: f64,
+    outbound_ok: f64,
     /// Inbound latency histogram: upper bound -> cumulative count.
     buckets: BTreeMap<Bound, f64>,
     /// Outbound requests a route chose the backend of, by (route rule, backend Service).
@@ -580,6 +583,11 @@ fn snapshot(m: &Metrics) -> Snapshot {
             &[("direction", "inbound"), ("tls", "true")],
         ),
         outbound: m.sum("weft_requests_total", &[("direction", "outbound")]),
+        outbound_ok: m
+            .matching("weft_requests_total", &[("direction", "outbound")])
+            .filter(|s| s.label("status_code").starts_with('2'))
+            .map(|s| s.value)
+            .sum(),
         buckets: BTreeMap::new(),
         routed: BTreeMap::new(),
     };
@@ -615,9 +623,12 @@ fn row(before: Option<&Snapshot>, after: Option<&Snapshot>, seconds: f64) -> Row
         .iter()
         .map(|(b, c)| (b.0, c - before.buckets.get(b).copied().unwrap_or(0.0)))
         .collect();
+    let outbound = after.outbound - before.outbound;
     Row {
         inbound_rps: inbound / seconds,
-        outbound_rps: (after.outbound - before.outbound) / seconds,
+        outbound_rps: outbound / seconds,
+        outbound_success: (outbound > 0.0)
+            .then(|| (after.outbound_ok - before.outbound_ok) / outbound),
         success: (inbound > 0.0).then(|| (after.inbound_ok - before.inbound_ok) / inbound),
         p50: quantile(&buckets, 0.5),
         p99: quantile(&buckets, 0.99),
@@ -748,7 +759,7 @@ fn draw_totals(
 
 fn table(pods: &[PodEntry], rows: &BTreeMap<String, Row>, unit: &str) -> String {
     let mut out = format!(
-        "{:<16} {:<40} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}\n",
+        "{:<16} {:<40} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6} {:>8}\n",
         "WORKLOAD",
         "IDENTITY",
         format!("IN {unit}"),
@@ -756,12 +767,13 @@ fn table(pods: &[PodEntry], rows: &BTreeMap<String, Row>, unit: &str) -> String 
         "SUCCESS",
         "P50",
         "P99",
-        "MTLS"
+        "MTLS",
+        "OUT OK"
     );
     for p in pods {
         let r = rows.get(&p.name).cloned().unwrap_or_default();
         out.push_str(&format!(
-            "{:<16} {:<40} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}\n",
+            "{:<16} {:<40} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6} {:>8}\n",
             p.name,
             p.identity.as_deref().unwrap_or("- (not meshed)"),
             // `+ 0.0` turns a -0.0 (a counter that has not moved) into 0.0.
@@ -771,6 +783,7 @@ fn table(pods: &[PodEntry], rows: &BTreeMap<String, Row>, unit: &str) -> String 
             latency(r.p50),
             latency(r.p99),
             percent(r.mtls_share),
+            percent(r.outbound_success),
         ));
     }
     out
@@ -886,6 +899,7 @@ mod tests {
             inbound_ok: 10.0,
             inbound_tls: 10.0,
             outbound: 4.0,
+            outbound_ok: 4.0,
             buckets: [(Bound(0.005), 10.0), (Bound(INF), 10.0)]
                 .into_iter()
                 .collect(),
@@ -896,6 +910,7 @@ mod tests {
             inbound_ok: 29.0,
             inbound_tls: 30.0,
             outbound: 8.0,
+            outbound_ok: 7.0,
             buckets: [
                 (Bound(0.005), 20.0),
                 (Bound(0.01), 29.0),
@@ -908,6 +923,7 @@ mod tests {
         let r = row(Some(&before), Some(&after), 2.0);
         assert_eq!(r.inbound_rps, 10.0);
         assert_eq!(r.outbound_rps, 2.0);
+        assert_eq!(r.outbound_success, Some(0.75));
         assert_eq!(r.success, Some(0.95));
         assert_eq!(r.p50, Some(0.005));
         assert_eq!(r.mtls_share, Some(1.0));
