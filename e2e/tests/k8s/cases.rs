@@ -382,7 +382,8 @@ fn route_status(
 /// A route to a Service that does not exist gets `ResolvedRefs=False/BackendNotFound`, one
 /// with a regular expression Weft cannot compile (which the API server takes) gets
 /// `Accepted=False/UnsupportedValue` naming the field, and another controller's entry in a
-/// route's status is left as it was.
+/// route's status is left as it was. Then an `HTTPFault` on the parent Service aborts every
+/// request of the client, and deleting it heals them.
 fn an_httproute_gets_its_status_and_splits_real_pods(env: &mut Env<'_>) {
     let ns = "canary";
     env.namespace(ns);
@@ -573,6 +574,38 @@ fn an_httproute_gets_its_status_and_splits_real_pods(env: &mut Env<'_>) {
             "{version} answered {count} of {n}"
         );
     }
+
+    // An HTTPFault applied through the API server takes effect on the real pods: every
+    // request to `api` is aborted by the client's proxy, and none once it is deleted.
+    env.apply(&format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: HTTPFault\nmetadata:\n  name: teapot\n  \
+         namespace: {ns}\nspec:\n  targetRef: {{group: \"\", kind: Service, name: api}}\n  \
+         abort: {{percent: 100, httpStatus: 418}}\n"
+    ));
+    let aborted = |path: &str| {
+        get_in_netns_of(&pid, &target, path)
+            .err()
+            .filter(|e| e.contains("418 via") && e.contains("canary/teapot"))
+    };
+    wait(
+        "the HTTPFault to abort requests to api",
+        Duration::from_secs(60),
+        || aborted("/fault").map(|_| ()),
+    );
+    for i in 0..20 {
+        assert!(
+            aborted(&format!("/fault-{i}")).is_some(),
+            "request {i} was not aborted"
+        );
+    }
+    env.kubectl()
+        .run(&["-n", ns, "delete", "httpfault", "teapot"])
+        .expect("delete the HTTPFault");
+    wait(
+        "requests to api to be answered again",
+        Duration::from_secs(30),
+        || get_in_netns_of(&pid, &target, "/healed").ok().map(|_| ()),
+    );
 }
 
 /// The control plane signs only for tokens the real API server vouches for, for audience
