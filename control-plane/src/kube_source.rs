@@ -1,11 +1,12 @@
 //! The Kubernetes config source: kube-rs reflectors on Services, EndpointSlices and Pods, and
 //! on the route kinds: HTTPRoutes (`gateway.networking.k8s.io/v1`), ReferenceGrants
-//! (`v1beta1`) and TrafficSplits (`split.smi-spec.io/v1alpha4`).
+//! (`v1beta1`), TrafficSplits (`split.smi-spec.io/v1alpha4`) and Weft's HTTPFaults
+//! (`weft.dev/v1alpha1`).
 //!
-//! Six `kube::runtime` watchers over all namespaces (list, then watch from the list's
+//! Seven `kube::runtime` watchers over all namespaces (list, then watch from the list's
 //! resourceVersion, bookmarks on, relist on 410 Gone), each with kube-runtime's default
 //! backoff (0.8 s doubling to 30 s, jittered), each feeding a reflector store. Nothing is
-//! published until all six have finished their first list; then one [`Snapshot`] built from
+//! published until all seven have finished their first list; then one [`Snapshot`] built from
 //! the stores, and after that a new one whenever something changed.
 //!
 //! # Route kinds whose CRD is not installed
@@ -86,6 +87,7 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_control_plane_config::{
+    fault::HttpFault,
     gateway::{HttpRoute, ReferenceGrant},
     model::{self, Key, Problem, Snapshot},
     smi::TrafficSplit,
@@ -155,6 +157,7 @@ impl KubeSource {
         let (routes, route_writer) = reflector::store();
         let (grants, grant_writer) = reflector::store();
         let (splits, split_writer) = reflector::store();
+        let (faults, fault_writer) = reflector::store();
         let mut signals = stream::select_all([
             signals(
                 Api::<Service>::all(self.client.clone()),
@@ -192,6 +195,12 @@ impl KubeSource {
                 split_writer,
                 Kind::TrafficSplit,
             ),
+            signals(
+                Api::<HttpFault>::all(self.client.clone()),
+                |f: &mut HttpFault| strip_meta(&mut f.metadata),
+                fault_writer,
+                Kind::HttpFault,
+            ),
         ]);
         let mut cluster = Cluster {
             services: Tracked::new(Kind::Service, services),
@@ -200,6 +209,7 @@ impl KubeSource {
             routes: Tracked::new(Kind::HttpRoute, routes),
             grants: Tracked::new(Kind::ReferenceGrant, grants),
             splits: Tracked::new(Kind::TrafficSplit, splits),
+            faults: Tracked::new(Kind::HttpFault, faults),
             watches: Default::default(),
             published: false,
             metrics: self.metrics,
@@ -264,10 +274,11 @@ enum Kind {
     HttpRoute = 3,
     ReferenceGrant = 4,
     TrafficSplit = 5,
+    HttpFault = 6,
 }
 
 /// How many kinds are watched.
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 impl Kind {
     fn as_str(self) -> &'static str {
@@ -278,6 +289,7 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::TrafficSplit => "TrafficSplit",
+            Kind::HttpFault => "HTTPFault",
         }
     }
 
@@ -285,7 +297,7 @@ impl Kind {
     fn optional(self) -> bool {
         matches!(
             self,
-            Kind::HttpRoute | Kind::ReferenceGrant | Kind::TrafficSplit
+            Kind::HttpRoute | Kind::ReferenceGrant | Kind::TrafficSplit | Kind::HttpFault
         )
     }
 }
@@ -390,6 +402,7 @@ struct Cluster {
     routes: Tracked<HttpRoute>,
     grants: Tracked<ReferenceGrant>,
     splits: Tracked<TrafficSplit>,
+    faults: Tracked<HttpFault>,
     watches: [WatchState; KINDS],
     /// A first snapshot was sent.
     published: bool,
@@ -490,6 +503,12 @@ impl Cluster {
             &mut next,
             Snapshot::add_traffic_split,
             |s| &mut s.traffic_splits,
+            m,
+        );
+        self.faults.fold(
+            &mut next,
+            Snapshot::add_http_fault,
+            |s| &mut s.http_faults,
             m,
         );
         let refused: Vec<RefusedRoute> = self
@@ -663,6 +682,7 @@ fn same_snapshot(a: &Snapshot, b: &Snapshot) -> bool {
         && same_objects(&a.http_routes, &b.http_routes)
         && same_objects(&a.reference_grants, &b.reference_grants)
         && same_objects(&a.traffic_splits, &b.traffic_splits)
+        && same_objects(&a.http_faults, &b.http_faults)
 }
 
 fn same_objects<K: Resource + Clone + PartialEq>(

@@ -90,16 +90,16 @@ impl routes_server::Routes for RouteService {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         // Who asks, as its certificate proves; a caller without one sees producer routes.
-        let client_namespace = request
-            .extensions()
-            .get::<PeerIdentity>()
-            .map(|peer| peer.0.namespace().to_string());
+        let peer = request.extensions().get::<PeerIdentity>();
+        let client_namespace = peer.map(|peer| peer.0.namespace().to_string());
+        let client_service_account = peer.map(|peer| peer.0.service_account().to_string());
         let req = request.into_inner();
         let target = match &req.service {
             Some(service) => RouteTarget::service(service, client_namespace),
             None => RouteTarget::parse(&req.target, &self.cluster_domain, client_namespace),
         }
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .with_service_account(client_service_account);
         debug!(%target, proxy = %req.proxy_id.chars().take(256).collect::<String>(), "route watch");
         let stream = self.hub.watch(target, self.shutdown.clone())?;
         Ok(Response::new(stream))

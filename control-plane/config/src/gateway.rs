@@ -96,7 +96,36 @@ pub struct HttpRouteRule {
     pub filters: Vec<HttpRouteFilter>,
     #[serde(default)]
     pub backend_refs: Vec<HttpBackendRef>,
+    /// GEP-1742.
+    pub timeouts: Option<HttpRouteTimeouts>,
+    /// GEP-1731.
+    pub retry: Option<HttpRouteRetry>,
 }
+
+/// A rule's timeouts, as Gateway API Durations; `0s` disables one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteTimeouts {
+    /// The whole exchange as the client sees it, retries included.
+    pub request: Option<String>,
+    /// Each try; at most `request`.
+    pub backend_request: Option<String>,
+}
+
+/// A rule's retry policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpRouteRetry {
+    /// Statuses retried (400 to 599).
+    #[serde(default)]
+    pub codes: Vec<i32>,
+    /// Retries after the first try.
+    pub attempts: Option<i32>,
+    /// The wait before each retry.
+    pub backoff: Option<String>,
+}
+
+/// The most retries Weft lets a rule ask for.
+pub const MAX_RETRY_ATTEMPTS: i32 = 10;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -449,6 +478,96 @@ fn check_parent_uniqueness(parents: &[ParentReference]) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A rule's timeouts and retry, read (`None`: no bound, no retry policy): `timeouts.request`,
+/// `timeouts.backendRequest`, and `(attempts, codes, backoff)`.
+#[allow(clippy::type_complexity)]
+pub fn timeouts_and_retry(
+    rule: &HttpRouteRule,
+) -> (
+    Option<std::time::Duration>,
+    Option<std::time::Duration>,
+    Option<(u32, Vec<u32>, std::time::Duration)>,
+) {
+    let duration = |d: &Option<String>| {
+        d.as_deref()
+            .and_then(|d| crate::fault::parse_duration(d).ok())
+            .filter(|d| !d.is_zero())
+    };
+    let (request, backend) = rule.timeouts.as_ref().map_or((None, None), |t| {
+        (duration(&t.request), duration(&t.backend_request))
+    });
+    let retry = rule.retry.as_ref().map(|r| {
+        (
+            u32::try_from(r.attempts.unwrap_or(0)).unwrap_or(0),
+            r.codes
+                .iter()
+                .filter_map(|c| u32::try_from(*c).ok())
+                .collect(),
+            duration(&r.backoff).unwrap_or_default(),
+        )
+    });
+    (request, backend, retry)
+}
+
+fn check_timeouts_and_retry(rule: &HttpRouteRule, at: &str) -> Result<(), Problem> {
+    let duration = |d: &Option<String>, field: &str| -> Result<_, Problem> {
+        d.as_deref()
+            .map(|d| {
+                crate::fault::parse_duration(d).map_err(|e| problem(&format!("{at}.{field}"), e))
+            })
+            .transpose()
+    };
+    if let Some(t) = &rule.timeouts {
+        let request = duration(&t.request, "timeouts.request")?;
+        let backend = duration(&t.backend_request, "timeouts.backendRequest")?;
+        // As the CRD's CEL rule: backendRequest within request, when both bound.
+        if let (Some(r), Some(b)) = (request, backend) {
+            if !r.is_zero() && b > r {
+                return Err(problem(
+                    &format!("{at}.timeouts.backendRequest"),
+                    format!(
+                        "{} must not be longer than timeouts.request ({})",
+                        t.backend_request.as_deref().unwrap_or_default(),
+                        t.request.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(r) = &rule.retry {
+        if let Some(attempts) = r.attempts {
+            if !(0..=MAX_RETRY_ATTEMPTS).contains(&attempts) {
+                return Err(problem(
+                    &format!("{at}.retry.attempts"),
+                    format!(
+                        "{attempts}: Weft retries a request at most {MAX_RETRY_ATTEMPTS} times"
+                    ),
+                ));
+            }
+        }
+        if r.codes.len() > 16 {
+            return Err(problem(&format!("{at}.retry.codes"), "more than 16 codes"));
+        }
+        for (i, code) in r.codes.iter().enumerate() {
+            if !(400..=599).contains(code) {
+                return Err(problem(
+                    &format!("{at}.retry.codes[{i}]"),
+                    format!("{code} is not a status from 400 to 599"),
+                ));
+            }
+        }
+        if let Some(backoff) = duration(&r.backoff, "retry.backoff")? {
+            if backoff > std::time::Duration::from_secs(3600) {
+                return Err(problem(
+                    &format!("{at}.retry.backoff"),
+                    "more than the 1h a request may wait",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_rule(rule: &HttpRouteRule, at: &str) -> Result<(), Problem> {
     if let Some(name) = &rule.name {
         if !is_dns_subdomain(name) {
@@ -472,6 +591,7 @@ fn check_rule(rule: &HttpRouteRule, at: &str) -> Result<(), Problem> {
             "more than 16 backends",
         ));
     }
+    check_timeouts_and_retry(rule, at)?;
     let redirect = rule.filters.iter().any(|f| f.type_ == "RequestRedirect");
     if redirect && !rule.backend_refs.is_empty() {
         return Err(problem(

@@ -15,12 +15,14 @@
 //! - [`index`]: from a snapshot to what a proxy is told about one destination.
 //! - [`gateway`] and [`smi`]: the route kinds (Gateway API HTTPRoute and ReferenceGrant, SMI
 //!   TrafficSplit), as serde types of our own, and their checks.
+//! - [`fault`]: Weft's `HTTPFault`, its checks, and the Gateway API `Duration`.
 //! - [`routes`]: from a snapshot to the route table one client sees for one Service port
 //!   (GAMMA's producer and consumer routes, the specification's precedence), and every
 //!   route's status conditions.
 
 #![forbid(unsafe_code)]
 
+pub mod fault;
 pub mod gateway;
 pub mod index;
 pub mod model;

@@ -14,6 +14,7 @@ use k8s_openapi::api::{core::v1::Pod, core::v1::Service, discovery::v1::Endpoint
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::{
+    fault::{check_http_fault, HttpFault},
     gateway::{check_http_route, check_reference_grant, HttpRoute, ReferenceGrant},
     smi::{read_split, TrafficSplit},
 };
@@ -36,6 +37,8 @@ pub struct Snapshot {
     pub reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
     /// SMI splits.
     pub traffic_splits: BTreeMap<Key, Arc<TrafficSplit>>,
+    /// Weft's faults.
+    pub http_faults: BTreeMap<Key, Arc<HttpFault>>,
 }
 
 /// What is wrong with one object: the field at fault (`spec.ports[0].port`; empty for the
@@ -99,6 +102,13 @@ impl Snapshot {
         let key = key(&grant.metadata)?;
         check_reference_grant(&grant)?;
         insert(&mut self.reference_grants, key, grant, "ReferenceGrant")
+    }
+
+    /// Checks `fault` and adds it.
+    pub fn add_http_fault(&mut self, fault: Arc<HttpFault>) -> Result<(), Problem> {
+        let key = key(&fault.metadata)?;
+        check_http_fault(&fault)?;
+        insert(&mut self.http_faults, key, fault, "HTTPFault")
     }
 
     /// Checks `split` and adds it.

@@ -64,6 +64,7 @@ use prost::Message;
 use weft_api::route as pb;
 
 use crate::{
+    fault::{AbortStatus, FaultClient, HttpFault},
     gateway::{
         self, BackendObjectReference, HttpHeaderFilter, HttpPathModifier, HttpRoute,
         HttpRouteFilter, HttpRouteMatch, ParentReference,
@@ -84,6 +85,9 @@ pub struct RouteTarget {
     /// The namespace of the client asking, when it is known (authenticated): it selects
     /// consumer routes. `None`: producer routes only.
     pub client_namespace: Option<String>,
+    /// The client's service account, when known: with its namespace, it selects the
+    /// Service-wide faults whose `from` names it.
+    pub client_service_account: Option<String>,
 }
 
 impl RouteTarget {
@@ -100,6 +104,7 @@ impl RouteTarget {
         Ok(Self {
             service,
             client_namespace,
+            client_service_account: None,
         })
     }
 
@@ -112,16 +117,26 @@ impl RouteTarget {
         Ok(Self {
             service: Target::parse(s, cluster_domain)?,
             client_namespace,
+            client_service_account: None,
         })
+    }
+
+    /// The same target for a client running as `service_account` (of its namespace).
+    pub fn with_service_account(self, service_account: Option<String>) -> Self {
+        Self {
+            client_service_account: service_account,
+            ..self
+        }
     }
 }
 
 impl fmt::Display for RouteTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.service)?;
-        match &self.client_namespace {
-            Some(ns) => write!(f, " for namespace {ns}"),
-            None => f.write_str(" for an unauthenticated client"),
+        match (&self.client_namespace, &self.client_service_account) {
+            (Some(ns), Some(sa)) => write!(f, " for {ns}/{sa}"),
+            (Some(ns), None) => write!(f, " for namespace {ns}"),
+            (None, _) => f.write_str(" for an unauthenticated client"),
         }
     }
 }
@@ -137,6 +152,9 @@ pub struct RouteIndex {
     ports: HashMap<Key, Vec<u16>>,
     /// (Service, port) -> its tables, for Service ports some route attaches to.
     tables: HashMap<(Key, u16), PortTables>,
+    /// Service -> the HTTPFaults whose targetRef names it, in order (oldest, then by name),
+    /// each with the clients it is for (empty: every client).
+    faults: HashMap<Key, Vec<(Vec<FaultClient>, pb::Fault)>>,
     routes: usize,
 }
 
@@ -187,10 +205,36 @@ impl RouteIndex {
                 );
             }
         }
+        // Per Service: (age, key) to order by, the clients, the fault.
+        type FaultRank<'a> = (Option<&'a Time>, &'a Key, Vec<FaultClient>, pb::Fault);
+        let mut faults: HashMap<Key, Vec<FaultRank<'_>>> = HashMap::new();
+        for (key, fault) in &snapshot.http_faults {
+            let Some(target) = &fault.spec.target_ref else {
+                continue;
+            };
+            faults
+                .entry((key.0.clone(), target.name.clone()))
+                .or_default()
+                .push((
+                    fault.metadata.creation_timestamp.as_ref(),
+                    key,
+                    fault.spec.from.clone(),
+                    wire_fault(key, fault),
+                ));
+        }
+        let faults = faults
+            .into_iter()
+            .map(|(service, mut list)| {
+                list.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                let list = list.into_iter().map(|(_, _, from, f)| (from, f)).collect();
+                (service, list)
+            })
+            .collect();
         Self {
             by_cluster_ip,
             ports,
             tables,
+            faults,
             routes: snapshot.http_routes.len() + snapshot.traffic_splits.len(),
         }
     }
@@ -222,13 +266,34 @@ impl RouteIndex {
             .client_namespace
             .as_ref()
             .and_then(|ns| tables?.consumers.get(ns));
-        if let Some(table) = consumer.or_else(|| tables?.producer.as_ref()) {
-            return table.clone();
+        let table = match consumer.or_else(|| tables?.producer.as_ref()) {
+            Some(table) => table.clone(),
+            None => Arc::new(pb::RouteTable {
+                service: Some(service_ref(&key, port)),
+                ..Default::default()
+            }),
+        };
+        // The Service's own faults, for this client.
+        let faults: Vec<&pb::Fault> = self
+            .faults
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|(from, _)| {
+                from.is_empty()
+                    || target.client_namespace.as_deref().is_some_and(|ns| {
+                        from.iter()
+                            .any(|c| c.selects(ns, target.client_service_account.as_deref()))
+                    })
+            })
+            .map(|(_, f)| f)
+            .collect();
+        if faults.is_empty() {
+            return table;
         }
-        Arc::new(pb::RouteTable {
-            service: Some(service_ref(&key, port)),
-            ..Default::default()
-        })
+        let mut table = RouteAnswer::unwrap_or_clone(table);
+        table.faults.extend(faults.into_iter().cloned());
+        Arc::new(bounded(table))
     }
 }
 
@@ -542,11 +607,23 @@ fn http_table(snapshot: &Snapshot, at: &PortOf<'_>, routes: &[Ranked<'_>]) -> pb
                     })
                     .collect()
             };
+            let (request, backend_request, retry) = gateway::timeouts_and_retry(rule);
+            let millis = |d: Option<std::time::Duration>| {
+                d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            };
             table.rules.push(pb::Rule {
                 name: format!("httproute/{namespace}/{name}/rule/{i}"),
                 filters: filters(snapshot, from, &rule.filters),
                 backends,
-                ..Default::default()
+                timeouts: (request.is_some() || backend_request.is_some()).then(|| pb::Timeouts {
+                    request_ms: millis(request),
+                    backend_request_ms: millis(backend_request),
+                }),
+                retry: retry.map(|(attempts, codes, backoff)| pb::Retry {
+                    attempts,
+                    codes,
+                    backoff_ms: millis(Some(backoff)),
+                }),
             });
             let matches: Cow<'_, [HttpRouteMatch]> = match rule.matches.as_deref() {
                 Some(m) if !m.is_empty() => Cow::Borrowed(m),
@@ -812,10 +889,16 @@ fn filters(snapshot: &Snapshot, from: RefFrom<'_>, list: &[HttpRouteFilter]) -> 
                 }
                 "ExtensionRef" => {
                     let e = f.extension_ref.as_ref()?;
-                    Kind::Fault(pb::Fault {
-                        namespace: from.route_namespace.to_string(),
-                        name: e.name.clone(),
-                        ..Default::default()
+                    let key = (from.route_namespace.to_string(), e.name.clone());
+                    // Not found (or refused): sent with neither delay nor abort, which the
+                    // proxy answers 500: a filter that cannot be honoured is never skipped.
+                    Kind::Fault(match snapshot.http_faults.get(&key) {
+                        Some(fault) => wire_fault(&key, fault),
+                        None => pb::Fault {
+                            namespace: key.0,
+                            name: key.1,
+                            ..Default::default()
+                        },
                     })
                 }
                 // Checked: no other type reaches a snapshot.
@@ -824,6 +907,32 @@ fn filters(snapshot: &Snapshot, from: RefFrom<'_>, list: &[HttpRouteFilter]) -> 
             Some(pb::Filter { kind: Some(kind) })
         })
         .collect()
+}
+
+/// An HTTPFault as a proxy takes it: shares in millionths, durations in milliseconds.
+fn wire_fault(key: &Key, fault: &HttpFault) -> pb::Fault {
+    // Checked when the snapshot took it: this reads, it cannot fail.
+    let resolved = crate::fault::check_http_fault(fault).ok();
+    let resolved = resolved.as_ref();
+    pb::Fault {
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+        delay: resolved
+            .and_then(|r| r.delay)
+            .map(|(per_million, wait)| pb::FaultDelay {
+                per_million,
+                fixed_delay_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            }),
+        abort: resolved
+            .and_then(|r| r.abort)
+            .map(|(per_million, status)| pb::FaultAbort {
+                per_million,
+                status: Some(match status {
+                    AbortStatus::Http(s) => pb::fault_abort::Status::HttpStatus(u32::from(s)),
+                    AbortStatus::Grpc(c) => pb::fault_abort::Status::GrpcStatus(c),
+                }),
+            }),
+    }
 }
 
 fn header_modifier(h: &HttpHeaderFilter) -> pb::HeaderModifier {

@@ -9,7 +9,7 @@
 //!
 //! Kinds read: `v1` Service and Pod, `discovery.k8s.io/v1` EndpointSlice,
 //! `gateway.networking.k8s.io/v1` and `v1beta1` HTTPRoute and ReferenceGrant,
-//! `split.smi-spec.io/v1alpha4` and `v1alpha2` TrafficSplit.
+//! `split.smi-spec.io/v1alpha4` and `v1alpha2` TrafficSplit, `weft.dev/v1alpha1` HTTPFault.
 //!
 //! Reading the files is the caller's (the control plane's local source); this module
 //! only sees their text.
@@ -226,6 +226,12 @@ pub(crate) fn add(
                 return refuse_version("v1beta1 or v1");
             }
             snapshot.add_reference_grant(Arc::new(typed::<ReferenceGrant>(value)?))?
+        }
+        (crate::fault::GROUP, "HTTPFault") => {
+            if version != "v1alpha1" {
+                return refuse_version("v1alpha1");
+            }
+            snapshot.add_http_fault(Arc::new(typed::<crate::fault::HttpFault>(value)?))?
         }
         (crate::smi::GROUP, "TrafficSplit") => {
             if !matches!(version, "v1alpha4" | "v1alpha2") {

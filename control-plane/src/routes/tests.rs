@@ -32,6 +32,7 @@ fn subscriber(hub: &Arc<Hub<Routes>>, client: Option<&str>) -> Subscriber<Routes
     let target = RouteTarget {
         service: Target::Addr("198.19.0.10:80".parse().expect("addr")),
         client_namespace: client.map(str::to_string),
+        client_service_account: None,
     };
     let rx = hub.subscribe(target).expect("subscribed");
     Subscriber::new(hub.clone(), rx, CancellationToken::new())

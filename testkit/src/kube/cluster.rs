@@ -17,16 +17,18 @@ pub enum Kind {
     HttpRoute,
     ReferenceGrant,
     TrafficSplit,
+    HttpFault,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Pod,
         Kind::HttpRoute,
         Kind::ReferenceGrant,
         Kind::TrafficSplit,
+        Kind::HttpFault,
     ];
 
     /// The collection path over all namespaces.
@@ -58,6 +60,7 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::TrafficSplit => "TrafficSplit",
+            Kind::HttpFault => "HTTPFault",
         }
     }
 
@@ -69,6 +72,7 @@ impl Kind {
             Kind::HttpRoute => "httproutes",
             Kind::ReferenceGrant => "referencegrants",
             Kind::TrafficSplit => "trafficsplits",
+            Kind::HttpFault => "httpfaults",
         }
     }
 
@@ -79,6 +83,7 @@ impl Kind {
             Kind::HttpRoute => "gateway.networking.k8s.io/v1",
             Kind::ReferenceGrant => "gateway.networking.k8s.io/v1beta1",
             Kind::TrafficSplit => "split.smi-spec.io/v1alpha4",
+            Kind::HttpFault => "weft.dev/v1alpha1",
         }
     }
 

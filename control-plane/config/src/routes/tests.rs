@@ -64,6 +64,7 @@ fn target(port: u16, client: Option<&str>) -> RouteTarget {
             port,
         },
         client_namespace: client.map(str::to_string),
+        client_service_account: None,
     }
 }
 
@@ -254,6 +255,7 @@ fn consumer_routes_replace_producer_routes_for_their_namespace_only_and_per_port
     let by_ip = RouteTarget {
         service: Target::Addr("198.19.0.10:80".parse().expect("addr")),
         client_namespace: Some("client".into()),
+        client_service_account: None,
     };
     let t = index.answer(&by_ip);
     assert_eq!(rule_names(&t), ["httproute/client/c/rule/0"]);
@@ -301,6 +303,7 @@ fn targets_without_routes_get_an_empty_table() {
         index.answer(&RouteTarget {
             service: Target::Addr(addr.parse::<SocketAddr>().expect("addr")),
             client_namespace: None,
+            client_service_account: None,
         })
     };
     // A pod's own address is never routed; nor a port the Service does not expose.
@@ -760,6 +763,7 @@ fn a_headless_parent_takes_no_route() {
             port: 5432,
         },
         client_namespace: None,
+        client_service_account: None,
     });
     assert!(t.rules.is_empty());
 }
@@ -845,4 +849,164 @@ fn targets_print_their_service_and_client() {
         };
         assert!(RouteTarget::service(&r, None).is_err(), "{bad:?}");
     }
+}
+
+fn fault(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: HTTPFault\nmetadata: {{name: {name}, namespace: shop}}\nspec: {spec}\n---\n"
+    )
+}
+
+#[test]
+fn timeouts_and_retries_reach_the_rule() {
+    let s = snap(&route(
+        "shop",
+        "r",
+        ", port: 80",
+        "[{timeouts: {request: 2s, backendRequest: 500ms}, retry: {attempts: 2, codes: [502, 503], backoff: 25ms}, backendRefs: [{name: api-v1, port: 80}]}, \
+         {timeouts: {request: 0s}, retry: {codes: [503]}, backendRefs: [{name: api-v1, port: 80}]}]",
+    ));
+    let t = RouteIndex::new(&s).answer(&target(80, None));
+    assert_eq!(
+        t.rules[0].timeouts,
+        Some(pb::Timeouts {
+            request_ms: 2000,
+            backend_request_ms: 500
+        })
+    );
+    assert_eq!(
+        t.rules[0].retry,
+        Some(pb::Retry {
+            attempts: 2,
+            codes: vec![502, 503],
+            backoff_ms: 25
+        })
+    );
+    // `0s` disables a timeout; a retry without attempts retries nothing.
+    assert_eq!(t.rules[1].timeouts, None);
+    assert_eq!(t.rules[1].retry.as_ref().map(|r| r.attempts), Some(0));
+}
+
+#[test]
+fn bad_timeouts_and_retries_are_refused_by_field() {
+    for (rule, field) in [
+        (
+            "{timeouts: {request: 1s, backendRequest: 2s}}",
+            "spec.rules[0].timeouts.backendRequest",
+        ),
+        (
+            "{timeouts: {request: soon}}",
+            "spec.rules[0].timeouts.request",
+        ),
+        ("{retry: {attempts: 11}}", "spec.rules[0].retry.attempts"),
+        ("{retry: {attempts: -1}}", "spec.rules[0].retry.attempts"),
+        ("{retry: {codes: [200]}}", "spec.rules[0].retry.codes[0]"),
+        ("{retry: {backoff: 2h}}", "spec.rules[0].retry.backoff"),
+    ] {
+        let text = format!(
+            "{SERVICES}---\n{}",
+            route("shop", "r", "", &format!("[{rule}]"))
+        );
+        let e = crate::yaml::load_text(std::path::Path::new("r.yaml"), &text).expect_err(rule);
+        assert_eq!(e[0].field, field, "{rule}: {e:?}");
+    }
+}
+
+#[test]
+fn a_rule_fault_is_resolved_inline_and_a_missing_one_is_sent_empty() {
+    let rules = "[{filters: [{type: ExtensionRef, extensionRef: {group: weft.dev, kind: HTTPFault, name: flaky}}], backendRefs: [{name: api-v1, port: 80}]}, \
+                 {matches: [{path: {value: /gone}}], filters: [{type: ExtensionRef, extensionRef: {group: weft.dev, kind: HTTPFault, name: gone}}], backendRefs: [{name: api-v1, port: 80}]}]";
+    let s = snap(&format!(
+        "{}{}",
+        fault(
+            "flaky",
+            "{delay: {percent: 12.5, fixedDelay: 1m2s}, abort: {percent: 0.01, grpcStatus: DEADLINE_EXCEEDED}}"
+        ),
+        route("shop", "r", ", port: 80", rules)
+    ));
+    let t = RouteIndex::new(&s).answer(&target(80, None));
+    let fault_of = |rule: usize| match t.rules[rule].filters[0].kind.clone() {
+        Some(pb::filter::Kind::Fault(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        fault_of(0),
+        pb::Fault {
+            namespace: "shop".into(),
+            name: "flaky".into(),
+            delay: Some(pb::FaultDelay {
+                per_million: 125_000,
+                fixed_delay_ms: 62_000
+            }),
+            abort: Some(pb::FaultAbort {
+                per_million: 100,
+                status: Some(pb::fault_abort::Status::GrpcStatus(4)),
+            }),
+        }
+    );
+    let gone = fault_of(1);
+    assert_eq!(
+        (gone.delay, gone.abort),
+        (None, None),
+        "answered 500 by the proxy"
+    );
+}
+
+#[test]
+fn service_faults_go_to_the_clients_they_choose() {
+    let s = snap(&format!(
+        "{}{}{}",
+        fault(
+            "everyone",
+            "{targetRef: {kind: Service, name: api}, abort: {percent: 10, httpStatus: 503}}"
+        ),
+        fault(
+            "ops-robot",
+            "{targetRef: {kind: Service, name: api}, from: [{namespace: ops, serviceAccount: robot}], delay: {percent: 100, fixedDelay: 1s}}"
+        ),
+        fault("unattached", "{abort: {percent: 100, httpStatus: 500}}"),
+    ));
+    let index = RouteIndex::new(&s);
+    let names =
+        |t: &pb::RouteTable| -> Vec<String> { t.faults.iter().map(|f| f.name.clone()).collect() };
+    // No route on the Service: a table of faults alone, for every port.
+    let anyone = index.answer(&target(80, None));
+    assert!(anyone.matches.is_empty() && anyone.rules.is_empty());
+    assert_eq!(names(&anyone), ["everyone"]);
+    assert_eq!(
+        names(&index.answer(&target(9090, Some("ops")))),
+        ["everyone"]
+    );
+    let robot = index.answer(&target(80, Some("ops")).with_service_account(Some("robot".into())));
+    assert_eq!(names(&robot), ["everyone", "ops-robot"]);
+    let human = index.answer(&target(80, Some("ops")).with_service_account(Some("human".into())));
+    assert_eq!(names(&human), ["everyone"]);
+    // Another Service is untouched.
+    let other = index.answer(&RouteTarget {
+        service: Target::Name {
+            namespace: "shop".into(),
+            name: "api-v1".into(),
+            port: 80,
+        },
+        client_namespace: None,
+        client_service_account: None,
+    });
+    assert!(other.faults.is_empty());
+    // With routes, the faults ride along with the routes' table.
+    let s = snap(&format!(
+        "{}{}",
+        fault(
+            "everyone",
+            "{targetRef: {kind: Service, name: api}, abort: {percent: 10, httpStatus: 503}}"
+        ),
+        route(
+            "shop",
+            "r",
+            ", port: 80",
+            "[{backendRefs: [{name: api-v1, port: 80}]}]"
+        )
+    ));
+    let t = RouteIndex::new(&s).answer(&target(80, None));
+    assert_eq!(rule_names(&t), ["httproute/shop/r/rule/0"]);
+    assert_eq!(names(&t), ["everyone"]);
 }
