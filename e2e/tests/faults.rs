@@ -212,6 +212,10 @@ fn post_streaming(from: &Netns, dst: SocketAddr, path: &str, test: &str, size: u
 /// the response head as curl prints it.
 fn grpc_call(from: &Netns, dst: SocketAddr, path: &str, test: &str) -> String {
     let url = format!("http://{dst}{path}");
+    // An empty gRPC message: not compressed, length 0.
+    let body = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(body.path(), [0u8; 5]).expect("write");
+    let data = format!("@{}", body.path().display());
     let out = from
         .command("curl")
         .args([
@@ -232,7 +236,7 @@ fn grpc_call(from: &Netns, dst: SocketAddr, path: &str, test: &str) -> String {
             "-H",
         ])
         .arg(format!("x-test: {test}"))
-        .args(["--data-binary", "\u{0}\u{0}\u{0}\u{0}\u{0}", &url])
+        .args(["--data-binary", &data, &url])
         .output()
         .expect("curl");
     String::from_utf8_lossy(&out.stdout).to_lowercase()

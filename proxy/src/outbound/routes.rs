@@ -323,10 +323,10 @@ impl Router {
         })
     }
 
-    /// Whether the table holds HTTP routes (a TrafficSplit alone still routes HTTP by its
-    /// one rule).
+    /// Whether HTTP requests go through the routes: the table holds HTTP routes (a
+    /// TrafficSplit alone still routes HTTP by its one rule) or Service-wide faults.
     pub(crate) fn routes_http(&self) -> bool {
-        !self.routes.table.is_empty()
+        !self.routes.table.is_empty() || !self.routes.table.faults().is_empty()
     }
 }
 
