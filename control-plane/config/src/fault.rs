@@ -448,3 +448,67 @@ mod tests {
         assert!(!one.selects("ops", Some("human")) && !one.selects("ops", None));
     }
 }
+
+/// The CRD's own cases (`k8s-lab/tests/crd-cases`, which the k8s tier submits to a real API
+/// server): the control plane takes every valid HTTPFault and refuses every invalid one, so a
+/// folder is refused as the cluster would refuse it.
+#[cfg(test)]
+mod crd_cases {
+    use std::path::Path;
+
+    use crate::{model::Snapshot, yaml};
+
+    fn cases(kind: &str) -> Vec<(String, String)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../k8s-lab/tests/crd-cases")
+            .join(kind);
+        let mut cases: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.contains("httpfault"))
+            })
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).expect("read");
+                (p.display().to_string(), text)
+            })
+            .collect();
+        cases.sort();
+        cases
+    }
+
+    fn read(text: &str) -> Result<Snapshot, String> {
+        let mut snapshot = Snapshot::default();
+        for doc in yaml::documents(text) {
+            let mut doc = doc?;
+            if let Some(meta) = doc.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
+                meta.insert("namespace".into(), "crd-cases".into());
+            }
+            yaml::add(&mut snapshot, doc).map_err(|e| e.to_string())?;
+        }
+        Ok(snapshot)
+    }
+
+    #[test]
+    fn valid_faults_are_taken_and_invalid_ones_refused() {
+        let valid = cases("valid");
+        assert!(valid.len() >= 4, "{valid:?}");
+        for (file, text) in &valid {
+            let s = read(text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(s.http_faults.len(), 1, "{file}");
+        }
+        let invalid = cases("invalid");
+        assert!(invalid.len() >= 10, "{invalid:?}");
+        for (file, text) in &invalid {
+            // Unknown fields are the API server's to refuse (strict field validation); the
+            // control plane reads what it knows, as every Kubernetes client does.
+            if file.ends_with("httpfault-unknown-field.yaml") {
+                continue;
+            }
+            assert!(read(text).is_err(), "{file} was taken");
+        }
+    }
+}
