@@ -548,7 +548,8 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
     );
     if built_in {
         println!(
-            "Edit {}/mesh.yaml while it runs (change the HTTPRoute's weights, add a pod, unmesh one): the mesh and the ROUTES table follow.",
+            "Edit {}/mesh.yaml while it runs (change the HTTPRoute's weights, add a pod, unmesh one): the mesh and the ROUTES table follow.\n\
+             Fault switch: in the same file set HTTPFault backend-faults' abort percent to 20: api-v1's and api-v2's OUT OK drops to about 80 %; back to 0, it heals.",
             entry.folder.display()
         );
     }
