@@ -5,15 +5,35 @@
 #
 # With a third argument the request crosses the mesh hop: two proxies with certificates from a
 # control plane (mTLS, HTTP/2 between them), and callgrind watches the client's proxy
-# (`mesh-outbound`) or the server's (`mesh-inbound`).
+# (`mesh-outbound`) or the server's (`mesh-inbound`). There the client's proxy knows its peer
+# from a static map (`WEFT_MESH_DESTINATIONS`).
 #
-# Usage: scripts/profile.sh [http1|http2] [REQUESTS] [plain|mesh-outbound|mesh-inbound]
+# The `service*` hops are the same mesh hop reached through discovery instead: the control
+# plane reads a folder of YAML (local mode), the client's proxy sends to Service `profile/api`'s
+# cluster IP (127.0.10.1, nothing listens there) and learns its endpoint (the server's pod) and
+# its routes; callgrind watches the client's proxy. What differs is only the Service's routes
+# (issue 15):
+#   service            no route: the Service is balanced over its endpoints as without routes;
+#   service-route      one HTTPRoute, one rule (PathPrefix `/`), two weighted backends
+#                      (`api-v1` 90, `api-v2` 10: Services with the same pod);
+#   service-100-rules  ten HTTPRoutes of ten rules: 99 rules match PathPrefix `/service-N/v1`
+#                      and do not match, the last one (PathPrefix `/`, as service-route) does.
+#   service-route-policy  service-route with timeouts (request 10s, backendRequest 5s) and a
+#                      retry policy (2 attempts on 503) that never retries (issue 16).
+# Requests go to /api/v1/orders?page=2 on these hops (`/` on the others). The script checks from
+# the client proxy's metrics that the requests went where the routes say.
+#
+# Usage: scripts/profile.sh [http1|http2] [REQUESTS]
+#          [plain|mesh-outbound|mesh-inbound|service|service-route|service-100-rules|service-route-policy]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proto=${1:-http1}
 n=${2:-20000}
 hop=${3:-plain}
-case "$hop" in plain | mesh-outbound | mesh-inbound) ;; *) echo "profile: unknown hop $hop" >&2; exit 2 ;; esac
+case "$hop" in
+  plain | mesh-outbound | mesh-inbound | service | service-route | service-100-rules | service-route-policy) ;;
+  *) echo "profile: unknown hop $hop" >&2; exit 2 ;;
+esac
 command -v valgrind >/dev/null || { echo "profile: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 scripts/bench-deps.sh
 oha="${CARGO_HOME:-$HOME/.cargo}/bin/oha"
@@ -29,7 +49,79 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port_on() { python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"; }
+free_port() { free_port_on 127.0.0.1; }
+path=/
+
+# The `service*` hops' cluster (namespace `profile`): Service `api` and, for routes, `api-v1`
+# and `api-v2`, each with the server's pod as its one endpoint (the upstream behind the server's
+# proxy, reached over mTLS as that pod's identity), and the routes of the hop.
+cluster_yaml() {
+  local i=0 name ip
+  for name in api api-v1 api-v2; do
+    i=$((i + 1)); ip=127.0.10.$i
+    [ "$name" = api ] || [ "$1" != service ] || continue
+    cat <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: $name, namespace: profile}
+spec: {clusterIP: $ip, ports: [{name: http, port: $svc_port}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: $name, namespace: profile, labels: {kubernetes.io/service-name: $name}}
+addressType: IPv4
+ports: [{name: http, port: $up}]
+endpoints: [{addresses: [127.0.0.1], targetRef: {kind: Pod, name: server-0, namespace: profile}}]
+---
+YAML
+  done
+  cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: server-0, namespace: profile}
+spec:
+  serviceAccountName: server
+  containers:
+  - {name: app, image: app}
+  - name: weft-proxy
+    image: weft-proxy
+    ports: [{name: weft-inbound, containerPort: $in_port}]
+status: {podIP: 127.0.0.1}
+YAML
+  local backends="[{name: api-v1, port: $svc_port, weight: 90}, {name: api-v2, port: $svc_port, weight: 10}]"
+  case "$1" in
+    service-route | service-route-policy)
+      local policy=""
+      [ "$1" = service-route-policy ] &&
+        policy=$'\n    timeouts: {request: 10s, backendRequest: 5s}\n    retry: {attempts: 2, codes: [503], backoff: 10ms}'
+      cat <<YAML
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: profile}
+spec:
+  parentRefs: [{group: '', kind: Service, name: api}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]$policy
+    backendRefs: $backends
+YAML
+      ;;
+    service-100-rules)
+      # At most 16 rules per HTTPRoute (the Gateway API's limit): ten routes of ten.
+      local r k prefix
+      for r in $(seq 0 9); do
+        printf -- '---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n'
+        printf 'metadata: {name: api-%s, namespace: profile}\nspec:\n' "$r"
+        printf "  parentRefs: [{group: '', kind: Service, name: api}]\n  rules:\n"
+        for k in $(seq 0 9); do
+          if [ "$r$k" = 99 ]; then prefix=/; else prefix="/service-$((r * 10 + k))/v1"; fi
+          printf '  - matches: [{path: {type: PathPrefix, value: %s}}]\n    backendRefs: %s\n' "$prefix" "$backends"
+        done
+      done
+      ;;
+  esac
+}
 up=$(free_port); out=$(free_port); admin=$(free_port)
 ./target/release/weft-bench server --http "127.0.0.1:$up" --tcp "127.0.0.1:$(free_port)" >/dev/null &
 pids+=($!)
@@ -49,8 +141,20 @@ else
   echo profile-client-token-0001 >"$work/client.token"
   echo profile-server-token-0001 >"$work/server.token"
   cp_port=$(free_port); cp_admin=$(free_port); in_port=$(free_port); other_admin=$(free_port)
+  source_args=()
+  client_dst=(WEFT_OUTBOUND_TARGET="127.0.0.1:$up"
+    WEFT_MESH_DESTINATIONS="127.0.0.1:$up=spiffe://cluster.local/ns/profile/sa/server@127.0.0.1:$in_port")
+  case "$hop" in service*)
+    svc_port=$(free_port_on 127.0.10.1)
+    mkdir "$work/cluster"
+    cluster_yaml "$hop" >"$work/cluster/cluster.yaml"
+    source_args=(--source "local:$work/cluster" --config-poll-interval 100ms)
+    client_dst=(WEFT_OUTBOUND_TARGET="127.0.10.1:$svc_port")
+    path="/api/v1/orders?page=2"
+    ;;
+  esac
   $bin/weft-control-plane --issuer "$work/pki/issuer" --tokens "$work/tokens" --log warn \
-    --grpc-addr "127.0.0.1:$cp_port" --admin-addr "127.0.0.1:$cp_admin" &
+    --grpc-addr "127.0.0.1:$cp_port" --admin-addr "127.0.0.1:$cp_admin" "${source_args[@]}" &
   pids+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$cp_admin/ready" >/dev/null 2>&1 && break; sleep 0.1; done
   ident=(WEFT_CONTROL_PLANE="127.0.0.1:$cp_port" WEFT_TRUST_ANCHORS="$work/pki/issuer/anchors.pem"
@@ -58,8 +162,7 @@ else
   server=(env "${ident[@]}" WEFT_SERVICE_ACCOUNT=server WEFT_IDENTITY_TOKEN_FILE="$work/server.token"
     WEFT_INBOUND_PORT="$in_port" WEFT_INBOUND_TARGET="127.0.0.1:$up" WEFT_OUTBOUND_PORT=0)
   client=(env "${ident[@]}" WEFT_SERVICE_ACCOUNT=client WEFT_IDENTITY_TOKEN_FILE="$work/client.token"
-    WEFT_OUTBOUND_PORT="$out" WEFT_OUTBOUND_TARGET="127.0.0.1:$up" WEFT_INBOUND_PORT=0
-    WEFT_MESH_DESTINATIONS="127.0.0.1:$up=spiffe://cluster.local/ns/profile/sa/server@127.0.0.1:$in_port")
+    WEFT_OUTBOUND_PORT="$out" WEFT_INBOUND_PORT=0 "${client_dst[@]}")
   if [ "$hop" = mesh-inbound ]; then
     "${server[@]}" WEFT_ADMIN_PORT="$admin" "${callgrind[@]}" $bin/weft-proxy &
     pids+=($!); profiled=${pids[-1]}
@@ -79,12 +182,27 @@ for _ in $(seq 1 300); do
 done
 flags=()
 [ "$proto" = http2 ] && flags=(--http2 -p 1)
-"$oha" --no-tui -n 200 -c 4 "${flags[@]}" "http://127.0.0.1:$out/" >/dev/null  # warm-up
-# Only the measured requests are counted: zero the counters, measure, dump.
-callgrind_control -z >/dev/null
-"$oha" --no-tui -n "$n" -c 4 "${flags[@]}" "http://127.0.0.1:$out/" >/dev/null
-callgrind_control -d >/dev/null
+"$oha" --no-tui -n 200 -c 4 "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null  # warm-up
+# Only the measured requests are counted: zero the counters, measure, dump (this process only).
+callgrind_control -z "$profiled" >/dev/null
+"$oha" --no-tui -n "$n" -c 4 "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null
+callgrind_control -d "$profiled" >/dev/null
 sleep 1
+case "$hop" in service*)
+  # Where the requests went, by the client proxy's request metrics: every one answered 200, by
+  # the Service itself without routes and by its backends with them.
+  metrics=$(curl -sf "http://127.0.0.1:$admin/metrics")
+  served() {
+    grep '^weft_requests_total{' <<<"$metrics" | grep 'direction="outbound"' |
+      grep "dst_service=\"profile/$1:$svc_port\"" | grep 'status_code="200"' |
+      awk '{s += $NF} END {print s + 0}' || true  # no line is a count of 0, not a failure
+  }
+  all=$((n + 200)); api=$(served api); v1=$(served api-v1); v2=$(served api-v2)
+  echo "profile: 200s by backend: api $api, api-v1 $v1, api-v2 $v2 (of $all)"
+  if [ "$hop" = service ]; then ok=$((api == all)); else ok=$((api == 0 && v1 + v2 == all && v2 > 0)); fi
+  [ "$ok" = 1 ] || { echo "profile: the requests did not go where the $hop routes say" >&2; exit 1; }
+  ;;
+esac
 curl -sf -XPOST "http://127.0.0.1:$admin/shutdown" >/dev/null
 wait "$profiled" 2>/dev/null || true
 dump=$(ls -t "$work"/callgrind.out* | grep -v '\.out$' | head -1 || true)

@@ -30,7 +30,7 @@ use clap::{Parser, Subcommand};
 
 use load::{Pace, Protocol};
 use procs::Proc;
-use setups::{Certs, Chain, Mode, SETUPS};
+use setups::{Certs, Chain, Cluster, Mode, SETUPS, TCP_SETUPS};
 
 #[derive(Parser, Debug)]
 #[command(about = "Weft's benchmark harness")]
@@ -62,6 +62,11 @@ enum Cmd {
         /// Response body size in bytes.
         #[arg(long, default_value_t = 1024)]
         body_size: usize,
+        /// Only these set-ups (comma-separated; `direct` is always run, the others pair with
+        /// it). A run of some set-ups leaves `BENCHMARKS.md` as it is and saves its report as
+        /// `bench/runs/<date>-<commit>-partial.md`.
+        #[arg(long, value_delimiter = ',')]
+        setups: Option<Vec<String>>,
         /// The report file to update (between its bench markers).
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
@@ -103,14 +108,44 @@ pub struct Plan {
     pub pingpongs: usize,
     pub bulk_bytes: u64,
     pub body_size: usize,
+    /// The set-ups run, in [`SETUPS`] order.
+    pub setups: Vec<&'static str>,
+    /// Whether some set-ups were left out on request (`--setups`).
+    pub partial: bool,
 }
 
 impl Plan {
-    fn new(smoke: bool, reps: Option<usize>, body_size: usize) -> Plan {
+    fn new(
+        smoke: bool,
+        reps: Option<usize>,
+        body_size: usize,
+        only: Option<&[String]>,
+    ) -> anyhow::Result<Plan> {
         use Pace::*;
         use Protocol::*;
+        if let Some(unknown) = only
+            .into_iter()
+            .flatten()
+            .find(|s| !SETUPS.contains(&s.as_str()))
+        {
+            bail!(
+                "no set-up {unknown:?}; the set-ups are {}",
+                SETUPS.join(", ")
+            );
+        }
+        let setups: Vec<&'static str> = SETUPS
+            .into_iter()
+            .filter(|s| match only {
+                Some(only) => *s == "direct" || only.iter().any(|o| o == s),
+                // The smoke run proves the route path (`weft-route`) and the policy path
+                // (`weft-policy`); `weft-service` differs from them only by the route, and would
+                // add seconds to every CI run.
+                None => !(smoke && *s == "weft-service"),
+            })
+            .collect();
+        let partial = only.is_some() && setups.len() < SETUPS.len();
         if smoke {
-            return Plan {
+            return Ok(Plan {
                 smoke,
                 reps: reps.unwrap_or(1),
                 warmup: Duration::from_millis(200),
@@ -125,9 +160,11 @@ impl Plan {
                 pingpongs: 200,
                 bulk_bytes: 8 << 20,
                 body_size,
-            };
+                setups,
+                partial,
+            });
         }
-        Plan {
+        Ok(Plan {
             smoke,
             reps: reps.unwrap_or(3),
             // About 9 minutes in all, so a fresh machine (which first builds oha) stays well
@@ -151,7 +188,9 @@ impl Plan {
             pingpongs: 5000,
             bulk_bytes: 512 << 20,
             body_size,
-        }
+            setups,
+            partial,
+        })
     }
 }
 
@@ -232,15 +271,19 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
             smoke,
             reps,
             body_size,
+            setups,
             out,
         } => {
-            let plan = Plan::new(smoke, reps, body_size);
+            let plan = Plan::new(smoke, reps, body_size, setups.as_deref())?;
             let started = Instant::now();
             let machine = report::Machine::read(&find_oha()?);
             let results = run(&plan)?;
             let text = report::render(&plan, &machine, &results, started.elapsed());
             println!("{text}");
-            if !plan.smoke {
+            if plan.partial && !plan.smoke {
+                let file = report::write_partial(&machine, &text)?;
+                eprintln!("weft-bench: wrote {}", file.display());
+            } else if !plan.smoke {
                 report::write(&out, &machine, &text)?;
                 eprintln!("weft-bench: wrote {} and bench/runs/", out.display());
             }
@@ -279,7 +322,6 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
         dir.join("weft-control-plane").exists(),
         "weft-control-plane not built; run `make bench`"
     );
-    let mesh = setups::MeshPki::start(dir, &work)?;
     // A gRPC frame: uncompressed flag, big-endian length, a 64-byte message.
     let grpc_message = work.join("grpc-message.bin");
     let mut frame = vec![0u8, 0, 0, 0, 64];
@@ -305,6 +347,10 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
     };
     let (http_up, tcp_up) = (addr("http ")?, addr("tcp ")?);
     let _server = server;
+    // The discovery set-ups' Services name the upstream: the control plane starts after it.
+    let cluster = Cluster::new(http_up)?;
+    let mesh = setups::MeshPki::start(dir, &work, &cluster)?;
+    let runs = |setup: &str| plan.setups.contains(&setup);
 
     let mut results = Results::default();
     let mut chains: BTreeMap<(&'static str, Mode), Chain> = BTreeMap::new();
@@ -312,17 +358,30 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
         let upstream = if mode == Mode::Tcp { tcp_up } else { http_up };
         chains.insert(("direct", mode), Chain::direct(upstream));
         // One Weft chain carries HTTP/1 and HTTP/2 alike: the proxy detects the protocol.
-        if mode != Mode::Http2 {
+        if mode != Mode::Http2 && runs("weft") {
             chains.insert(("weft", mode), Chain::weft(&weft_bin, &mesh, upstream)?);
         }
-        chains.insert(
-            ("haproxy-mtls", mode),
-            Chain::haproxy(&certs, &work, mode, true, upstream)?,
-        );
-        chains.insert(
-            ("haproxy-plain", mode),
-            Chain::haproxy(&certs, &work, mode, false, upstream)?,
-        );
+        if mode == Mode::Http1 {
+            for (setup, service) in [
+                ("weft-service", &cluster.plain),
+                ("weft-route", &cluster.routed),
+                ("weft-policy", &cluster.guarded),
+            ] {
+                if runs(setup) {
+                    let chain = Chain::weft_discovered(&weft_bin, &mesh, upstream, service)
+                        .with_context(|| format!("starting {setup}"))?;
+                    chains.insert((setup, mode), chain);
+                }
+            }
+        }
+        for (setup, tls) in [("haproxy-mtls", true), ("haproxy-plain", false)] {
+            if runs(setup) {
+                chains.insert(
+                    (setup, mode),
+                    Chain::haproxy(&certs, &work, mode, tls, upstream)?,
+                );
+            }
+        }
     }
     for ((setup, mode), chain) in &chains {
         let memory = results.memory.entry((setup, mode_name(*mode))).or_default();
@@ -335,7 +394,9 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
     }
     let chain_for = |setup: &'static str, protocol: Protocol| {
         let mode = match (setup, protocol) {
-            (_, Protocol::Http1) | ("weft", _) => Mode::Http1,
+            (_, Protocol::Http1) | ("weft" | "weft-service" | "weft-route" | "weft-policy", _) => {
+                Mode::Http1
+            }
             _ => Mode::Http2,
         };
         (setup, mode)
@@ -348,7 +409,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
             plan.rate_duration
         };
         eprintln!("weft-bench: {} {:?} x{conns}", protocol.name(), pace);
-        for setup in SETUPS {
+        for &setup in &plan.setups {
             let chain = &chains[&chain_for(setup, protocol)];
             load::run(
                 &oha,
@@ -362,7 +423,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
             .with_context(|| format!("warm-up of {setup}"))?;
         }
         for _ in 0..plan.reps {
-            for setup in SETUPS {
+            for &setup in &plan.setups {
                 let key = chain_for(setup, protocol);
                 let chain = chains.get_mut(&(key.0, key.1)).context("chain")?;
                 let before = chain.cpu()?;
@@ -398,7 +459,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
         .enable_all()
         .build()?;
     for _ in 0..plan.reps {
-        for setup in SETUPS {
+        for setup in TCP_SETUPS.into_iter().filter(|s| runs(s)) {
             let entry = chains[&(setup, Mode::Tcp)].entry;
             let pp = rt
                 .block_on(tcp::ping_pong(entry, plan.pingpongs, 64))

@@ -135,7 +135,16 @@ fn clock_ticks() -> u64 {
 /// A free loopback port (bound and released: the harness is the only thing starting listeners
 /// on this machine while it runs).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    free_port_on([127, 0, 0, 1])
+}
+
+/// A free port on the loopback address `ip`, as [`free_port`].
+pub fn free_port_on(ip: [u8; 4]) -> anyhow::Result<u16> {
+    let addr = SocketAddr::from((ip, 0));
+    Ok(TcpListener::bind(addr)
+        .with_context(|| format!("binding {addr}"))?
+        .local_addr()?
+        .port())
 }
 
 /// Starts `weft-control-plane` (`cmd`, flags but the addresses) on loopback port 0 and waits

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, path::Path, process::Command, time::Duration};
 
 use crate::{
     load::{Pace, Protocol},
-    setups::SETUPS,
+    setups::TCP_SETUPS,
     Plan, Results,
 };
 
@@ -194,7 +194,7 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
     let _ = writeln!(o, "| protocol | rate | conns | set-up | p50 | p90 | p99 | p99.9 | p99 added over direct | achieved rps |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
     for &(p, pace, c) in scenarios.iter().filter(|s| s.1 != Pace::Max) {
-        for s in SETUPS {
+        for &s in &plan.setups {
             let rps = http(p, pace, c, s)
                 .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.rps).collect()));
             let added = if s == "direct" {
@@ -265,7 +265,7 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
     let _ = writeln!(o, "| protocol | conns | set-up | requests/s | requests per proxy CPU-second | CPU s per 10k requests (both proxies) | CPU s per 10k at a fixed rate (both proxies) |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|");
     for &(p, _, c) in scenarios.iter().filter(|s| s.1 == Pace::Max) {
-        for s in SETUPS {
+        for &s in &plan.setups {
             let rps = http(p, Pace::Max, c, s)
                 .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.rps).collect()));
             let at_rate = scenarios
@@ -290,13 +290,20 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
         }
     }
 
+    if ["weft-service", "weft-route", "weft-policy"]
+        .iter()
+        .any(|s| plan.setups.contains(s))
+    {
+        routes_section(&mut o, &scenarios, r);
+    }
+
     let _ = writeln!(o, "\n### Opaque TCP (one connection)\n");
     let _ = writeln!(
         o,
         "| set-up | round trip p50, µs | round trip p99, µs | bulk echo, MiB/s each way |"
     );
     let _ = writeln!(o, "|---|---|---|---|");
-    for s in SETUPS {
+    for s in TCP_SETUPS.into_iter().filter(|s| plan.setups.contains(s)) {
         let v = r.tcp.get(s).cloned().unwrap_or_default();
         let st = |f: fn(&crate::TcpSample) -> f64| Stat::of(v.iter().map(f).collect());
         let _ = writeln!(
@@ -399,6 +406,88 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
         );
     }
     o
+}
+
+/// What one HTTPRoute costs (issue 15): the Weft chain reached through discovery without a
+/// route (`weft-service`) and with one (`weft-route`), beside the chain with a static peer
+/// (`weft`), for every scenario.
+fn routes_section(o: &mut String, scenarios: &[(Protocol, Pace, u32)], r: &Results) {
+    const WEFTS: [&str; 4] = ["weft", "weft-service", "weft-route", "weft-policy"];
+    let samples = |p, pace, c, s: &str| {
+        r.http
+            .iter()
+            .find(|((p2, pace2, c2, s2), _)| (*p2, *pace2, *c2) == (p, pace, c) && *s2 == s)
+            .map(|(_, v)| v)
+    };
+    let pct = |p, pace, c, s, i: usize| {
+        samples(p, pace, c, s)
+            .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.percentiles_us[i]).collect()))
+    };
+    let cpu_10k = |p, pace, c, s| {
+        samples(p, pace, c, s).and_then(|v: &Vec<crate::HttpSample>| {
+            Stat::of(
+                v.iter()
+                    .filter_map(|x| {
+                        Some(x.cpu?.as_secs_f64() * 10_000.0 / x.outcome.requests as f64)
+                    })
+                    .collect(),
+            )
+        })
+    };
+    let _ = writeln!(o, "\n### Routes (issue 15)\n");
+    let _ = writeln!(
+        o,
+        "`weft` knows its peer from a static map; `weft-service` sends to a Service's cluster IP \
+         and learns its endpoint from the control plane (no route); `weft-route` is the same with \
+         one HTTPRoute on the Service (one rule, PathPrefix `/`, one backend Service). The route's \
+         cost is `weft-route` over `weft-service`; `weft-policy` is `weft-route` with timeouts and \
+         a retry policy that never retries (issue 16), its cost `weft-policy` over `weft-route`. \
+         CPU is both proxies' user + system time per 10k requests.\n"
+    );
+    let _ = writeln!(o, "| protocol | rate | conns | p50 / p99, µs: weft | weft-service | weft-route | weft-policy | CPU s per 10k: weft | weft-service | weft-route | weft-policy | route / service CPU | policy / route CPU |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &(p, pace, c) in scenarios {
+        let lat = |s| {
+            if pace == Pace::Max {
+                return "–".to_string();
+            }
+            match (pct(p, pace, c, s, 0), pct(p, pace, c, s, 2)) {
+                (None, None) => "–".into(),
+                (p50, p99) => format!("{} / {}", show(p50, 0), show(p99, 0)),
+            }
+        };
+        let [weft, service, route, policy] = WEFTS.map(|s| cpu_10k(p, pace, c, s));
+        let _ = writeln!(
+            o,
+            "| {} | {} | {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.name(),
+            pace_name(pace),
+            lat(WEFTS[0]),
+            lat(WEFTS[1]),
+            lat(WEFTS[2]),
+            lat(WEFTS[3]),
+            show(weft, 3),
+            show(service, 3),
+            show(route, 3),
+            show(policy, 3),
+            ratio(route, service),
+            ratio(policy, route),
+        );
+    }
+}
+
+/// Saves a run of some set-ups (`--setups`) as `bench/runs/<date>-<commit>-partial.md`,
+/// leaving `BENCHMARKS.md` as it is: its latest run stays a whole one.
+pub fn write_partial(m: &Machine, text: &str) -> anyhow::Result<std::path::PathBuf> {
+    let runs = Path::new("bench/runs");
+    std::fs::create_dir_all(runs)?;
+    let file = runs.join(format!(
+        "{}-{}-partial.md",
+        m.date.split(' ').next().unwrap_or("run"),
+        m.commit
+    ));
+    std::fs::write(&file, text)?;
+    Ok(file)
 }
 
 /// Replaces the latest-run section of `out` and saves the run under `bench/runs/`.

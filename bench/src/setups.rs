@@ -6,6 +6,14 @@
 //! - `haproxy-mtls`: client -> haproxy -> TLS 1.3 with client certificates -> haproxy -> server.
 //! - `haproxy-plain`: the same HAProxy chain with a plaintext hop, to show what the hop's TLS
 //!   costs.
+//! - `weft-service`: the Weft chain reached through discovery: the client's proxy sends to a
+//!   Service's cluster IP and learns its endpoint (the server's pod, behind its proxy) from the
+//!   control plane, which reads a folder of YAML ([`Cluster`]). No route.
+//! - `weft-route`: the same, with one HTTPRoute on the Service (one rule, one backend Service
+//!   with the same pod): what a route costs (issue 15).
+//! - `weft-policy`: the same route with `timeouts` (request 10 s, backendRequest 5 s) and a
+//!   `retry` policy (2 attempts on 503) that never retries (the server answers 200): what a
+//!   policy costs when nothing goes wrong (issue 16).
 //!
 //! Each proxy runs one thread (`WEFT_THREADS=1`, `nbthread 1`).
 
@@ -17,9 +25,11 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
-use crate::procs::{free_port, start_control_plane, wait_listening, wait_ready, Proc};
+use crate::procs::{
+    free_port, free_port_on, start_control_plane, wait_listening, wait_ready, Proc,
+};
 
 /// The control plane and PKI the Weft chains take their identities from: an anchor, an issuer,
 /// a tokens file, and `weft-control-plane` serving them.
@@ -32,9 +42,13 @@ pub struct MeshPki {
 }
 
 impl MeshPki {
-    /// Writes the PKI under `work` and starts the control plane from `bin_dir`.
-    pub fn start(bin_dir: &Path, work: &Path) -> anyhow::Result<MeshPki> {
+    /// Writes the PKI under `work` and starts the control plane from `bin_dir`, reading
+    /// `cluster` (local mode) for the discovery set-ups.
+    pub fn start(bin_dir: &Path, work: &Path, cluster: &Cluster) -> anyhow::Result<MeshPki> {
         let dir = work.join("mesh");
+        let folder = dir.join("cluster");
+        std::fs::create_dir_all(&folder)?;
+        std::fs::write(folder.join("cluster.yaml"), &cluster.yaml)?;
         let anchor_pem = write_issuer(&dir.join("issuer"))?;
         let anchors = dir.join("anchors.pem");
         std::fs::write(&anchors, anchor_pem)?;
@@ -52,7 +66,9 @@ impl MeshPki {
                 .arg("--issuer")
                 .arg(dir.join("issuer"))
                 .arg("--tokens")
-                .arg(dir.join("tokens")),
+                .arg(dir.join("tokens"))
+                .arg("--source")
+                .arg(format!("local:{}", folder.display())),
             &dir,
             Duration::from_secs(10),
         )?;
@@ -102,7 +118,140 @@ pub struct Chain {
 }
 
 /// Names of the set-ups, in the order runs interleave.
-pub const SETUPS: [&str; 4] = ["direct", "weft", "haproxy-mtls", "haproxy-plain"];
+pub const SETUPS: [&str; 7] = [
+    "direct",
+    "weft",
+    "weft-service",
+    "weft-route",
+    "weft-policy",
+    "haproxy-mtls",
+    "haproxy-plain",
+];
+
+/// The set-ups that carry opaque TCP too. A route does not change opaque TCP (only a
+/// TrafficSplit does), so the discovery set-ups carry HTTP only.
+pub const TCP_SETUPS: [&str; 4] = ["direct", "weft", "haproxy-mtls", "haproxy-plain"];
+
+/// The namespace of the bench's proxies and Services.
+const NAMESPACE: &str = "bench";
+
+/// The cluster the discovery set-ups' client proxies learn from the control plane: a folder of
+/// YAML it reads in local mode. Every address is on loopback; the cluster IPs are in
+/// 127.0.10.0/24, where nothing listens, so a request that missed discovery fails rather than
+/// reaching the upstream some other way.
+#[derive(Debug)]
+pub struct Cluster {
+    pub yaml: String,
+    /// `weft-service`: Service `plain`, no route.
+    pub plain: Discovered,
+    /// `weft-route`: Service `routed`, one HTTPRoute sending every request to `routed-v1`.
+    pub routed: Discovered,
+    /// `weft-policy`: Service `guarded`, the same route to `guarded-v1` with timeouts and a
+    /// retry policy.
+    pub guarded: Discovered,
+}
+
+/// A Service a discovery set-up's client proxy sends to.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// The Service's cluster IP and port: the client proxy's destination.
+    pub cluster_ip: SocketAddr,
+    /// The inbound port of the server pod's proxy.
+    pub inbound_port: u16,
+    /// The Service whose balancer must have answered every request (`namespace/name:port`, as
+    /// the proxy's `dst_service` label): the Service itself, or its route's backend.
+    pub served_by: String,
+}
+
+impl Cluster {
+    /// Services `plain` (no route), `routed` and `routed-v1`, and HTTPRoute `routed` (one rule,
+    /// PathPrefix `/`, everything to `routed-v1`). Each Service's one endpoint is `upstream`,
+    /// a meshed pod whose proxy listens on the pre-picked inbound port: pods `plain-0` and
+    /// `routed-0` share the upstream's address and differ by their proxies.
+    pub fn new(upstream: SocketAddr) -> anyhow::Result<Cluster> {
+        let plain_ip = SocketAddr::from(([127, 0, 10, 1], free_port_on([127, 0, 10, 1])?));
+        let routed_ip = SocketAddr::from(([127, 0, 10, 2], free_port_on([127, 0, 10, 2])?));
+        // The backend Service: its own cluster IP, the same port (a backendRef names a port).
+        let backend_ip = SocketAddr::from(([127, 0, 10, 3], routed_ip.port()));
+        let guarded_ip = SocketAddr::from(([127, 0, 10, 4], free_port_on([127, 0, 10, 4])?));
+        let guarded_backend_ip = SocketAddr::from(([127, 0, 10, 5], guarded_ip.port()));
+        let (plain_in, routed_in, guarded_in) = (free_port()?, free_port()?, free_port()?);
+        let mut yaml = String::new();
+        for (service, ip, pod) in [
+            ("plain", plain_ip, "plain-0"),
+            ("routed", routed_ip, "routed-0"),
+            ("routed-v1", backend_ip, "routed-0"),
+            ("guarded", guarded_ip, "guarded-0"),
+            ("guarded-v1", guarded_backend_ip, "guarded-0"),
+        ] {
+            let _ = write!(
+                yaml,
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {service}, namespace: {NAMESPACE}}}\n\
+                 spec: {{clusterIP: {}, ports: [{{name: http, port: {}}}]}}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: {service}, namespace: {NAMESPACE}, labels: {{kubernetes.io/service-name: {service}}}}}\n\
+                 addressType: IPv4\nports: [{{name: http, port: {}}}]\n\
+                 endpoints: [{{addresses: [{}], targetRef: {{kind: Pod, name: {pod}, namespace: {NAMESPACE}}}}}]\n---\n",
+                ip.ip(),
+                ip.port(),
+                upstream.port(),
+                upstream.ip(),
+            );
+        }
+        for (pod, inbound) in [
+            ("plain-0", plain_in),
+            ("routed-0", routed_in),
+            ("guarded-0", guarded_in),
+        ] {
+            let _ = write!(
+                yaml,
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: {NAMESPACE}}}\n\
+                 spec:\n  serviceAccountName: server\n  containers:\n  - {{name: app, image: app}}\n\
+                 \x20 - name: weft-proxy\n    image: weft-proxy\n    ports: [{{name: weft-inbound, containerPort: {inbound}}}]\n\
+                 status: {{podIP: {}}}\n---\n",
+                upstream.ip(),
+            );
+        }
+        let _ = write!(
+            yaml,
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: routed, namespace: {NAMESPACE}}}\n\
+             spec:\n  parentRefs: [{{group: '', kind: Service, name: routed}}]\n  rules:\n\
+             \x20 - matches: [{{path: {{type: PathPrefix, value: /}}}}]\n\
+             \x20   backendRefs: [{{name: routed-v1, port: {}}}]\n",
+            backend_ip.port()
+        );
+        let _ = write!(
+            yaml,
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: guarded, namespace: {NAMESPACE}}}\n\
+             spec:\n  parentRefs: [{{group: '', kind: Service, name: guarded}}]\n  rules:\n\
+             \x20 - matches: [{{path: {{type: PathPrefix, value: /}}}}]\n\
+             \x20   timeouts: {{request: 10s, backendRequest: 5s}}\n\
+             \x20   retry: {{attempts: 2, codes: [503], backoff: 10ms}}\n\
+             \x20   backendRefs: [{{name: guarded-v1, port: {}}}]\n",
+            guarded_backend_ip.port()
+        );
+        Ok(Cluster {
+            yaml,
+            plain: Discovered {
+                cluster_ip: plain_ip,
+                inbound_port: plain_in,
+                served_by: format!("{NAMESPACE}/plain:{}", plain_ip.port()),
+            },
+            routed: Discovered {
+                cluster_ip: routed_ip,
+                inbound_port: routed_in,
+                served_by: format!("{NAMESPACE}/routed-v1:{}", backend_ip.port()),
+            },
+            guarded: Discovered {
+                cluster_ip: guarded_ip,
+                inbound_port: guarded_in,
+                served_by: format!("{NAMESPACE}/guarded-v1:{}", guarded_backend_ip.port()),
+            },
+        })
+    }
+}
 
 impl Chain {
     pub fn direct(upstream: SocketAddr) -> Chain {
@@ -114,9 +263,81 @@ impl Chain {
 
     /// Two weft-proxy processes with identities from `mesh`'s control plane: the first's
     /// outbound listener sends `upstream` over mTLS to the second's inbound listener, which
-    /// forwards to `upstream` (explicit mode both).
+    /// forwards to `upstream` (explicit mode both; the first knows its peer from the static
+    /// mesh map, `WEFT_MESH_DESTINATIONS`).
     pub fn weft(bin: &Path, mesh: &MeshPki, upstream: SocketAddr) -> anyhow::Result<Chain> {
-        let (out_port, in_port) = (free_port()?, free_port()?);
+        let in_port = free_port()?;
+        let peer = format!(
+            "{upstream}=spiffe://cluster.local/ns/{NAMESPACE}/sa/server@127.0.0.1:{in_port}"
+        );
+        let (chain, _) = Chain::weft_with(
+            bin,
+            mesh,
+            upstream,
+            in_port,
+            &[
+                ("WEFT_OUTBOUND_TARGET", upstream.to_string()),
+                ("WEFT_MESH_DESTINATIONS", peer),
+            ],
+        )?;
+        Ok(chain)
+    }
+
+    /// The same two proxies, the first sending to `service`'s cluster IP (explicit mode): what
+    /// that is, the server's pod behind its proxy and the routes on the Service, it learns from
+    /// the control plane. Ready once one request went through and the first proxy's metrics
+    /// say `service.served_by` answered it: the Service is discovered and its routes in force.
+    pub fn weft_discovered(
+        bin: &Path,
+        mesh: &MeshPki,
+        upstream: SocketAddr,
+        service: &Discovered,
+    ) -> anyhow::Result<Chain> {
+        let (chain, outbound_admin) = Chain::weft_with(
+            bin,
+            mesh,
+            upstream,
+            service.inbound_port,
+            &[("WEFT_OUTBOUND_TARGET", service.cluster_ip.to_string())],
+        )?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = http_get(chain.entry, "/");
+            let metrics = http_get(outbound_admin, "/metrics");
+            let served = metrics.as_ref().is_ok_and(|(_, text)| {
+                text.lines().any(|l| {
+                    l.starts_with("weft_requests_total{")
+                        && l.contains(&format!("dst_service=\"{}\"", service.served_by))
+                        && l.contains("status_code=\"200\"")
+                })
+            });
+            if served {
+                return Ok(chain);
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "no request through {} (to {}) was answered by {} within 10s: last answer \
+                     {:?}; check the control plane's log above and the cluster YAML",
+                    chain.entry,
+                    service.cluster_ip,
+                    service.served_by,
+                    status.map(|(code, _)| code),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The two proxies, the inbound one on `in_port` in strict mTLS in front of `upstream`, the
+    /// outbound one configured by `outbound`; both ready. Returns the outbound's admin address.
+    fn weft_with(
+        bin: &Path,
+        mesh: &MeshPki,
+        upstream: SocketAddr,
+        in_port: u16,
+        outbound: &[(&str, String)],
+    ) -> anyhow::Result<(Chain, SocketAddr)> {
+        let out_port = free_port()?;
         let proxy =
             |name: &str, sa: &str, env: &[(&str, String)]| -> anyhow::Result<(Proc, SocketAddr)> {
                 let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
@@ -130,7 +351,7 @@ impl Chain {
                     .env("WEFT_CONTROL_PLANE", mesh.control_plane.to_string())
                     .env("WEFT_TRUST_ANCHORS", &mesh.anchors)
                     .env("WEFT_IDENTITY_TOKEN_FILE", mesh.token_file(sa))
-                    .env("WEFT_NAMESPACE", "bench")
+                    .env("WEFT_NAMESPACE", NAMESPACE)
                     .env("WEFT_SERVICE_ACCOUNT", sa);
                 for (k, v) in env {
                     cmd.env(k, v);
@@ -146,28 +367,20 @@ impl Chain {
                 ("WEFT_INBOUND_MTLS", "strict".to_string()),
             ],
         )?;
-        let (outbound, outbound_admin) = proxy(
-            "weft-outbound",
-            "client",
-            &[
-                ("WEFT_OUTBOUND_PORT", out_port.to_string()),
-                ("WEFT_OUTBOUND_TARGET", upstream.to_string()),
-                (
-                    "WEFT_MESH_DESTINATIONS",
-                    format!(
-                        "{upstream}=spiffe://cluster.local/ns/bench/sa/server@127.0.0.1:{in_port}"
-                    ),
-                ),
-            ],
-        )?;
+        let mut env = vec![("WEFT_OUTBOUND_PORT", out_port.to_string())];
+        env.extend(outbound.iter().cloned());
+        let (outbound, outbound_admin) = proxy("weft-outbound", "client", &env)?;
         let entry = SocketAddr::from(([127, 0, 0, 1], out_port));
         // Ready means holding a certificate.
         wait_ready(inbound_admin, "weft inbound proxy")?;
         wait_ready(outbound_admin, "weft outbound proxy")?;
-        Ok(Chain {
-            entry,
-            procs: vec![outbound, inbound],
-        })
+        Ok((
+            Chain {
+                entry,
+                procs: vec![outbound, inbound],
+            },
+            outbound_admin,
+        ))
     }
 
     /// Two haproxy processes, the hop between them TLS 1.3 with client certificates (`tls`) or
@@ -379,4 +592,27 @@ impl Certs {
             client_pem: dir.join("client.pem"),
         })
     }
+}
+
+/// `GET path` on `addr` over HTTP/1.1 on a fresh connection, each step bounded (1 s to
+/// connect, 5 s to answer): the status and the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .with_context(|| format!("reading the answer of {addr}{path}"))?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no HTTP status from {addr}{path}"))?;
+    Ok((status, text))
 }

@@ -164,25 +164,24 @@ impl Balanced {
         req: Request<RequestBody>,
         cx: Cx,
     ) -> impl std::future::Future<Output = StageResult> + Send + 'static {
-        self.dispatch_avoiding(req, cx, None).1
+        self.dispatch_to_other(req, cx, None, &mut None)
     }
 
-    /// [`Balanced::dispatch`] to an endpoint other than `avoid` where there is one (a retry),
-    /// with the endpoint chosen.
-    pub fn dispatch_avoiding(
+    /// [`Balanced::dispatch`] to an endpoint other than `avoid` where there is one (a retry);
+    /// the endpoint chosen goes to `chosen`. The future is returned alone, so that the caller
+    /// can pin it where it lands (it is the endpoint stage's, about 2 KiB).
+    pub fn dispatch_to_other(
         &self,
         req: Request<RequestBody>,
         cx: Cx,
         avoid: Option<SocketAddr>,
-    ) -> (
-        Option<SocketAddr>,
-        impl std::future::Future<Output = StageResult> + Send + 'static,
-    ) {
+        chosen: &mut Option<SocketAddr>,
+    ) -> impl std::future::Future<Output = StageResult> + Send + 'static {
         // Not an `async fn`: the endpoint stage holds the pick and reports its outcome, so this
         // stage's future is the endpoint stage's, with no second copy of the request.
         let picked = self.pick_avoiding(avoid);
-        let addr = picked.as_ref().map(|p| p.slot.addr);
-        let sent = match picked {
+        *chosen = picked.as_ref().map(|p| p.slot.addr);
+        match picked {
             Some(picked) => Either::Left(send(picked, req, cx)),
             None => {
                 self.metrics.no_endpoints("http");
@@ -195,8 +194,7 @@ impl Balanced {
                 debug!(error = %e, dst = %cx.dst, "request refused");
                 Either::Right(std::future::ready(Err(e)))
             }
-        };
-        (addr, sent)
+        }
     }
 }
 
