@@ -12,7 +12,7 @@ fn a_folder_of_every_kind_loads_and_passes_the_rest_through() {
     let split = "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\n\
                  metadata: {name: api, namespace: shop}\nspec: {service: api, backends: [{service: api, weight: 1}]}\n";
     let fault = "apiVersion: weft.dev/v1alpha1\nkind: HTTPFault\n\
-                 metadata: {name: slow, namespace: shop}\nspec: {delay: {percent: 50}}\n";
+                 metadata: {name: slow, namespace: shop}\nspec: {delay: {percent: 50, fixedDelay: 100ms}}\n";
     let folder = whole(&[
         (
             "a.yaml",
