@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
                         let table = routes.answer(&RouteTarget {
                             service: target.clone(),
                             client_namespace: client.clone(),
+                            client_service_account: None,
                         });
                         weft_control_plane_fuzz::check_table(&table);
                     }

@@ -64,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
                     port,
                 },
                 client_namespace: client.map(str::to_string),
+                client_service_account: client.map(|_| "default".to_string()),
             };
             let table = a.answer(&target);
             weft_control_plane_fuzz::check_table(&table);

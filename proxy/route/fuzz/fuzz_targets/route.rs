@@ -275,7 +275,35 @@ fn filter(u: &mut Unstructured<'_>) -> Result<Filter> {
                 denominator: u.arbitrary()?,
             },
         }),
-        _ => Filter::Fault { name: text(u)? },
+        _ => Filter::Fault(fault(u)?),
+    })
+}
+
+fn fault(u: &mut Unstructured<'_>) -> Result<spec::FaultSpec> {
+    let delay = if u.arbitrary()? {
+        Some(spec::FaultDelay {
+            per_million: u.arbitrary()?,
+            fixed_delay: std::time::Duration::from_millis(u.arbitrary::<u32>()?.into()),
+        })
+    } else {
+        None
+    };
+    let abort = if u.arbitrary()? {
+        Some(spec::FaultAbort {
+            per_million: u.arbitrary()?,
+            status: if u.arbitrary()? {
+                spec::AbortStatus::Http(u.arbitrary()?)
+            } else {
+                spec::AbortStatus::Grpc(u.arbitrary()?)
+            },
+        })
+    } else {
+        None
+    };
+    Ok(spec::FaultSpec {
+        name: text(u)?,
+        delay,
+        abort,
     })
 }
 
