@@ -268,9 +268,14 @@ impl Router {
         &self.budgets[index]
     }
 
-    /// Milliseconds on the budgets' clock.
-    pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// `at` in milliseconds on the budgets' clock.
+    pub(crate) fn ms_at(&self, at: std::time::Instant) -> u64 {
+        // Not `as_millis`: its `u128` arithmetic costs more than the budget itself.
+        let since = at.saturating_duration_since(self.origin);
+        since
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(since.subsec_millis()))
     }
 
     /// The balancer of opaque TCP's pick, when a TrafficSplit is in force: `Err` with why the
@@ -371,8 +376,9 @@ impl After {
 
 /// The HTTP stage of a routed Service: see the module docs. Not an `async fn`: what it decides
 /// is done before the request is sent, and the future it returns is the backend's own (with
-/// a boxed [`After`] only when the rule changes responses or mirrors a body), so a routed
-/// request's future is no larger than an unrouted one's.
+/// a boxed [`After`] only when the rule changes responses or mirrors a body, or the policy
+/// stage's, the backend's with a boxed policy), so a routed request's future is no larger
+/// than an unrouted one's.
 pub(crate) fn call<'a>(
     router: Arc<Router>,
     rcx: &'a RouteCx,
@@ -386,9 +392,9 @@ pub(crate) fn call<'a>(
         Route::Unrouted if !router.routes.table.faults().is_empty() => {
             // No route, but the Service's faults apply.
             let target = Target::Unrouted(fallback);
-            return Either::Right(Either::Right(Either::Right(Either::Right(Box::pin(
+            return Either::Right(Either::Right(Either::Right(Either::Right(
                 policy::exchange(router.clone(), rcx, target, parts, body, cx),
-            )))));
+            ))));
         }
         Route::Unrouted => {
             return Either::Left(fallback.call(Request::from_parts(parts, body), cx))
@@ -442,9 +448,9 @@ pub(crate) fn call<'a>(
             rule: rule.index(),
             share: share_of(backend),
         };
-        return Either::Right(Either::Right(Either::Right(Either::Right(Box::pin(
+        return Either::Right(Either::Right(Either::Right(Either::Right(
             policy::exchange(router.clone(), rcx, target, parts, body, cx),
-        )))));
+        ))));
     }
     let mut body = body;
     let mut later = Vec::new();

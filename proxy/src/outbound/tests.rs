@@ -21,7 +21,9 @@ use super::HttpTarget;
 /// routes in front of the split (`outbound/routes.rs`, the backend's own future returned, a
 /// boxed `After` only when a rule changes responses): 2,352 (an `async fn` there made it
 /// 3,368, an `async` block awaiting the captured future 4,408); the route rule's metrics label
-/// in `Cx` (a `u32`, 8 bytes with alignment, in two stages' copies of `Cx`): 2,368.
+/// in `Cx` (a `u32`, 8 bytes with alignment, in two stages' copies of `Cx`): 2,368; the
+/// policy stage's future inline beside a plain route's (its try inline, the rest boxed, one
+/// more discriminant; boxed whole it cost every policy request a 2.7 KiB copy): 2,376.
 /// Written naively (every stage an `async fn`, the replay state inline in the request body) it
 /// was 4,992: an `async fn` keeps its arguments, the request among them, in its future after
 /// handing them on. See `weft_proxy_http::stage`. A regression guard.
@@ -55,7 +57,7 @@ fn the_per_request_future_stays_small() {
         async move { weft_proxy_http::server::handle(&*stack, dst, req).await }
     };
     let size = size_of_return(&make);
-    assert!(size <= 2368, "the per-request future grew to {size} bytes");
+    assert!(size <= 2376, "the per-request future grew to {size} bytes");
 
     fn size_of_return<F, Fut>(_: &F) -> usize
     where
