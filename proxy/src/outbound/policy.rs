@@ -72,7 +72,10 @@ type SendFn<F> =
 /// backend's header filters applied.
 ///
 /// The faults are drawn, the first try sent (or the delay armed) here; the future then
-/// waits, tries and retries.
+/// waits, tries and retries. Inlined into the route stage, so that the first try's future is
+/// built as close as it can be to where the request's future keeps it (each move of it is a
+/// copy of 2 KiB).
+#[inline(always)]
 pub(crate) fn exchange<'a>(
     router: Arc<Router>,
     rcx: &'a RouteCx,
@@ -82,7 +85,44 @@ pub(crate) fn exchange<'a>(
     cx: Cx,
 ) -> impl Future<Output = StageResult> + Send + 'a {
     let send: SendFn<_> = Balanced::dispatch_to_other;
-    Exchange::start(router, rcx, target, parts, body, cx, send)
+    let (mut policy, begin, body) = Policy::start(router, rcx, target, &parts, body, cx, send);
+    // The first try's future made in the exchange's own literal (a direct call, not through
+    // `send`), and the request's head moved once, so that little is copied on the way.
+    let p = policy.as_mut().project();
+    Exchange {
+        state: match begin {
+            Begin::Send => match balanced(p.router, *p.to) {
+                Ok(balanced) => State::Try {
+                    sent: balanced.dispatch_to_other(
+                        Request::from_parts(parts, body),
+                        cx,
+                        None,
+                        p.chosen,
+                    ),
+                },
+                Err(e) => State::Answer {
+                    result: Some(Err(e)),
+                },
+            },
+            Begin::Wait => State::Wait {
+                req: p.abort.is_none().then(|| Request::from_parts(parts, body)),
+            },
+            Begin::Answer => State::Answer {
+                result: p.abort.take().map(Ok),
+            },
+        },
+        policy,
+    }
+}
+
+/// How an exchange begins, as [`Policy::start`] decided.
+enum Begin {
+    /// Send the first try now (its deadline is armed).
+    Send,
+    /// Wait for a fault's delay (armed), then send the request or answer the policy's abort.
+    Wait,
+    /// Answer the policy's abort at once (counted).
+    Answer,
 }
 
 pin_project_lite::pin_project! {
@@ -117,6 +157,8 @@ pin_project_lite::pin_project! {
         per_try: Option<Duration>,
         // The `weft-fault` header of a delay, added to the answer.
         delayed_by: Option<HeaderValue>,
+        // The answer of an injected abort, given once the delays are over.
+        abort: Option<Response<ResponseBody>>,
         // How to try again, when the rule retries and the body can be sent again.
         retries: Option<Retries>,
         // The endpoint the try in flight went to (another is chosen for a retry).
@@ -149,8 +191,8 @@ pin_project_lite::pin_project! {
         /// Answered without a try: an abort, or a route table that changed under the request.
         Answer { result: Option<StageResult> },
         /// Waiting for the clock (a fault's delay, a retry's backoff), then sending `req` or
-        /// answering `abort`.
-        Wait { req: Option<Request<RequestBody>>, abort: Option<Response<ResponseBody>> },
+        /// answering the policy's abort.
+        Wait { req: Option<Request<RequestBody>> },
         /// A try in flight.
         Try { #[pin] sent: F },
         Done,
@@ -159,26 +201,23 @@ pin_project_lite::pin_project! {
 
 /// What the exchange does next, decided while the state is borrowed.
 enum Step {
-    /// Send a try (not the first: that one is sent as the exchange starts).
+    /// Send a try (not the first: [`exchange`] sends that one).
     Send(Request<RequestBody>),
     Answered(StageResult),
     Abort(Response<ResponseBody>),
     Expired,
 }
 
-impl<'a, F> Exchange<'a, F>
-where
-    F: Future<Output = StageResult>,
-{
+impl<'a, F> Policy<'a, F> {
     fn start(
         router: Arc<Router>,
         rcx: &'a RouteCx,
         target: Target<'a>,
-        parts: Parts,
+        parts: &Parts,
         body: RequestBody,
         cx: Cx,
         send: SendFn<F>,
-    ) -> Self {
+    ) -> (Pin<Box<Self>>, Begin, RequestBody) {
         let table = &router.routes.table;
         let rule = match target {
             Target::Rule { rule, .. } => table.rules().get(rule),
@@ -222,7 +261,7 @@ where
                 router.budget(rule.index()).deposit(router.ms_at(cx.start));
                 let (first, again) = replayable(body);
                 let retries = again.map(|again| Retries {
-                    head: copy_head(&parts),
+                    head: copy_head(parts),
                     again,
                     attempt: 0,
                 });
@@ -235,57 +274,38 @@ where
             Target::Rule { rule, share } => To::Rule { rule, share },
         };
         let request_deadline = request_limit.map(|limit| cx.start + limit);
-        let mut chosen = None;
-        let (clock, state) = if !delay.is_zero() {
+        let (clock, begin) = if !delay.is_zero() {
             let until = (Instant::now() + delay, Limit::Wait);
-            let req = abort.is_none().then(|| Request::from_parts(parts, first));
-            (
-                Clock::new(request_deadline, Some(until)),
-                State::Wait { req, abort },
-            )
-        } else if let Some(rsp) = abort {
+            (Clock::new(request_deadline, Some(until)), Begin::Wait)
+        } else if let Some(rsp) = &abort {
             record(rcx, cx, rsp.status());
-            (
-                Clock::new(None, None),
-                State::Answer {
-                    result: Some(Ok(rsp)),
-                },
-            )
+            (Clock::new(None, None), Begin::Answer)
         } else {
             // The first try starts as the request arrived: no clock read.
             let try_deadline = per_try.map(|limit| (cx.start + limit, Limit::Try));
-            let req = Request::from_parts(parts, first);
-            let state = match balanced(&router, to) {
-                Ok(balanced) => State::Try {
-                    sent: send(balanced, req, cx, None, &mut chosen),
-                },
-                Err(e) => State::Answer {
-                    result: Some(Err(e)),
-                },
-            };
-            (Clock::new(request_deadline, try_deadline), state)
+            (Clock::new(request_deadline, try_deadline), Begin::Send)
         };
-        Self {
-            policy: Box::pin(Policy {
-                router,
-                rcx,
-                cx,
-                to,
-                grpc,
-                request_limit,
-                per_try,
-                delayed_by,
-                retries,
-                chosen,
-                send,
-                clock,
-            }),
-            state,
-        }
+        let policy = Box::pin(Policy {
+            router,
+            rcx,
+            cx,
+            to,
+            grpc,
+            request_limit,
+            per_try,
+            delayed_by,
+            abort,
+            retries,
+            chosen: None,
+            send,
+            clock,
+        });
+        (policy, begin, first)
     }
 }
 
 /// The balancer of `to`'s backend, or why the request cannot be sent.
+#[inline]
 fn balanced<'r>(router: &'r Router, to: To<'r>) -> Result<&'r Balanced, ProxyError> {
     match to {
         To::Unrouted(balanced) => Ok(balanced),
@@ -335,10 +355,10 @@ where
                         state.set(State::Done);
                         return Poll::Ready(result.unwrap_or_else(|| Err(polled_after_done())));
                     }
-                    StateProj::Wait { req, abort } => match p.clock.as_mut().poll_fired(task) {
+                    StateProj::Wait { req } => match p.clock.as_mut().poll_fired(task) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Limit::Request) => Step::Expired,
-                        Poll::Ready(_) => match (abort.take(), req.take()) {
+                        Poll::Ready(_) => match (p.abort.take(), req.take()) {
                             (Some(rsp), _) => Step::Abort(rsp),
                             (None, Some(req)) => Step::Send(req),
                             (None, None) => Step::Answered(Err(polled_after_done())),
@@ -406,10 +426,7 @@ where
                                 state.set(State::Done);
                                 resend = Some(req);
                             } else {
-                                state.set(State::Wait {
-                                    req: Some(req),
-                                    abort: None,
-                                });
+                                state.set(State::Wait { req: Some(req) });
                                 let until = (Instant::now() + wait, Limit::Wait);
                                 p.clock.as_mut().arm(Some(until));
                             }
