@@ -30,6 +30,10 @@ cd "$(dirname "$0")/.."
 proto=${1:-http1}
 n=${2:-20000}
 hop=${3:-plain}
+# Concurrent client connections (PROFILE_CONNS, default 4). With 1, every request takes the
+# same path (no wake-ups or frames shared between requests), so two set-ups' figures differ
+# by what differs between them and not by how requests happened to bunch: use it to compare.
+conns=${PROFILE_CONNS:-4}
 case "$hop" in
   plain | mesh-outbound | mesh-inbound | service | service-route | service-100-rules | service-route-policy) ;;
   *) echo "profile: unknown hop $hop" >&2; exit 2 ;;
@@ -182,10 +186,10 @@ for _ in $(seq 1 300); do
 done
 flags=()
 [ "$proto" = http2 ] && flags=(--http2 -p 1)
-"$oha" --no-tui -n 200 -c 4 "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null  # warm-up
+"$oha" --no-tui -n 200 -c "$conns" "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null  # warm-up
 # Only the measured requests are counted: zero the counters, measure, dump (this process only).
 callgrind_control -z "$profiled" >/dev/null
-"$oha" --no-tui -n "$n" -c 4 "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null
+"$oha" --no-tui -n "$n" -c "$conns" "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null
 callgrind_control -d "$profiled" >/dev/null
 sleep 1
 case "$hop" in service*)

@@ -89,28 +89,37 @@ pub(crate) fn exchange<'a>(
     // The first try's future made in the exchange's own literal (a direct call, not through
     // `send`), and the request's head moved once, so that little is copied on the way.
     let p = policy.as_mut().project();
+    let phase = match begin {
+        Begin::Send => Phase::Try,
+        Begin::Wait => Phase::Wait,
+        Begin::Answer => Phase::Answer,
+    };
     Exchange {
-        state: match begin {
+        sent: match begin {
             Begin::Send => match balanced(p.router, *p.to) {
-                Ok(balanced) => State::Try {
-                    sent: balanced.dispatch_to_other(
-                        Request::from_parts(parts, body),
-                        cx,
-                        None,
-                        p.chosen,
-                    ),
-                },
-                Err(e) => State::Answer {
-                    result: Some(Err(e)),
-                },
+                Ok(balanced) => Some(balanced.dispatch_to_other(
+                    Request::from_parts(parts, body),
+                    cx,
+                    None,
+                    p.chosen,
+                )),
+                Err(e) => {
+                    *p.answer = Some(Err(e));
+                    None
+                }
             },
-            Begin::Wait => State::Wait {
-                req: p.abort.is_none().then(|| Request::from_parts(parts, body)),
-            },
-            Begin::Answer => State::Answer {
-                result: p.abort.take().map(Ok),
-            },
+            Begin::Wait => {
+                if p.abort.is_none() {
+                    *p.pending = Some(Request::from_parts(parts, body));
+                }
+                None
+            }
+            Begin::Answer => {
+                *p.answer = p.abort.take().map(Ok);
+                None
+            }
         },
+        phase,
         policy,
     }
 }
@@ -133,14 +142,31 @@ pin_project_lite::pin_project! {
     /// as it moves (hyper moves it into a task per HTTP/2 stream). Inline, the try takes the
     /// place the plain route's try takes, so the per-request future is no larger than a plain
     /// route's and only requests with a policy pay for the box (about 600 bytes, the timer
-    /// among them). History: an `async fn` in a box was 5,776 bytes (arguments kept beside
-    /// their moved copies, the unrouted and routed tries side by side); by hand, all in a
-    /// box, 2,680, copied into the box per request.
+    /// among them). The try is an `Option` beside a one-byte phase, not a variant of an enum
+    /// of phases with the waiting request in it: building that enum around the try's future
+    /// cost two more copies of 2 KiB per request. History: an `async fn` in a box was 5,776
+    /// bytes (arguments kept beside their moved copies, the unrouted and routed tries side by
+    /// side); by hand, all in a box, 2,680, copied into the box per request.
     struct Exchange<'a, F> {
-        policy: Pin<Box<Policy<'a, F>>>,
+        // The try in flight, none while waiting or once answered.
         #[pin]
-        state: State<F>,
+        sent: Option<F>,
+        phase: Phase,
+        policy: Pin<Box<Policy<'a, F>>>,
     }
+}
+
+/// Where an exchange is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// A try in flight (or, with none, the policy's `answer`).
+    Try,
+    /// Waiting for the clock (a fault's delay, a retry's backoff), then sending the policy's
+    /// `pending` request or answering its `abort`.
+    Wait,
+    /// Answering the policy's `answer` without a try.
+    Answer,
+    Done,
 }
 
 pin_project_lite::pin_project! {
@@ -159,6 +185,10 @@ pin_project_lite::pin_project! {
         delayed_by: Option<HeaderValue>,
         // The answer of an injected abort, given once the delays are over.
         abort: Option<Response<ResponseBody>>,
+        // A request waiting for the clock.
+        pending: Option<Request<RequestBody>>,
+        // An answer given without a try.
+        answer: Option<StageResult>,
         // How to try again, when the rule retries and the body can be sent again.
         retries: Option<Retries>,
         // The endpoint the try in flight went to (another is chosen for a retry).
@@ -185,24 +215,12 @@ struct Retries {
     attempt: u32,
 }
 
-pin_project_lite::pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        /// Answered without a try: an abort, or a route table that changed under the request.
-        Answer { result: Option<StageResult> },
-        /// Waiting for the clock (a fault's delay, a retry's backoff), then sending `req` or
-        /// answering the policy's abort.
-        Wait { req: Option<Request<RequestBody>> },
-        /// A try in flight.
-        Try { #[pin] sent: F },
-        Done,
-    }
-}
-
 /// What the exchange does next, decided while the state is borrowed.
 enum Step {
     /// Send a try (not the first: [`exchange`] sends that one).
     Send(Request<RequestBody>),
+    /// Give the policy's `answer`.
+    Answer,
     Answered(StageResult),
     Abort(Response<ResponseBody>),
     Expired,
@@ -295,6 +313,8 @@ impl<'a, F> Policy<'a, F> {
             per_try,
             delayed_by,
             abort,
+            pending: None,
+            answer: None,
             retries,
             chosen: None,
             send,
@@ -343,29 +363,27 @@ where
 
     fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<StageResult> {
         let me = self.project();
-        let mut state = me.state;
+        let mut sent = me.sent;
+        let phase = me.phase;
         let mut p = me.policy.as_mut().project();
         let mut resend = None;
         loop {
-            let step = match resend.take() {
-                Some(req) => Step::Send(req),
-                None => match state.as_mut().project() {
-                    StateProj::Answer { result } => {
-                        let result = result.take();
-                        state.set(State::Done);
-                        return Poll::Ready(result.unwrap_or_else(|| Err(polled_after_done())));
-                    }
-                    StateProj::Wait { req } => match p.clock.as_mut().poll_fired(task) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Limit::Request) => Step::Expired,
-                        Poll::Ready(_) => match (p.abort.take(), req.take()) {
-                            (Some(rsp), _) => Step::Abort(rsp),
-                            (None, Some(req)) => Step::Send(req),
-                            (None, None) => Step::Answered(Err(polled_after_done())),
-                        },
+            let step = match (resend.take(), *phase) {
+                (Some(req), _) => Step::Send(req),
+                (None, Phase::Answer) => Step::Answer,
+                (None, Phase::Wait) => match p.clock.as_mut().poll_fired(task) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Limit::Request) => Step::Expired,
+                    Poll::Ready(_) => match (p.abort.take(), p.pending.take()) {
+                        (Some(rsp), _) => Step::Abort(rsp),
+                        (None, Some(req)) => Step::Send(req),
+                        (None, None) => Step::Answer,
                     },
-                    // The try first: an answer that is ready wins over a limit that passed.
-                    StateProj::Try { sent } => match sent.poll(task) {
+                },
+                // The try first: an answer that is ready wins over a limit that passed.
+                (None, Phase::Try) => match sent.as_mut().as_pin_mut() {
+                    None => Step::Answer,
+                    Some(try_) => match try_.poll(task) {
                         Poll::Ready(result) => Step::Answered(result),
                         Poll::Pending => match p.clock.as_mut().poll_fired(task) {
                             Poll::Pending => return Poll::Pending,
@@ -376,18 +394,24 @@ where
                             })),
                         },
                     },
-                    StateProj::Done => return Poll::Ready(Err(polled_after_done())),
                 },
+                (None, Phase::Done) => return Poll::Ready(Err(polled_after_done())),
             };
             match step {
+                Step::Answer => {
+                    *phase = Phase::Done;
+                    let answer = p.answer.take();
+                    return Poll::Ready(answer.unwrap_or_else(|| Err(polled_after_done())));
+                }
                 Step::Expired => {
                     // The try in flight is dropped: its stream reset, its body released.
-                    state.set(State::Done);
+                    sent.set(None);
+                    *phase = Phase::Done;
                     let after = p.request_limit.unwrap_or_default();
                     return Poll::Ready(timed_out(p.rcx, *p.cx, after, *p.grpc));
                 }
                 Step::Abort(rsp) => {
-                    state.set(State::Done);
+                    *phase = Phase::Done;
                     record(p.rcx, *p.cx, rsp.status());
                     return Poll::Ready(Ok(rsp));
                 }
@@ -395,14 +419,12 @@ where
                     let try_deadline = p.per_try.map(|limit| (Instant::now() + limit, Limit::Try));
                     p.clock.as_mut().arm(try_deadline);
                     let avoid = p.chosen.take();
-                    // The try's future made in place (no copy of it).
+                    *phase = Phase::Try;
                     match balanced(p.router, *p.to) {
-                        Ok(balanced) => state.set(State::Try {
-                            sent: (p.send)(balanced, req, *p.cx, avoid, p.chosen),
-                        }),
-                        Err(e) => state.set(State::Answer {
-                            result: Some(Err(e)),
-                        }),
+                        Ok(balanced) => {
+                            sent.set(Some((p.send)(balanced, req, *p.cx, avoid, p.chosen)));
+                        }
+                        Err(e) => *p.answer = Some(Err(e)),
                     }
                 }
                 Step::Answered(result) => {
@@ -417,22 +439,23 @@ where
                         let policy = rule.retry()?;
                         try_again(p.router, p.rcx, cx, rule, policy, p.retries, &result)
                     });
+                    // The try is over: dropped here (a failed one's stream reset, its body
+                    // released).
+                    sent.set(None);
                     match again {
                         Some((req, wait)) => {
-                            // The failed try is dropped here: its stream reset, its body
-                            // released.
                             drop(result);
                             if wait.is_zero() {
-                                state.set(State::Done);
                                 resend = Some(req);
                             } else {
-                                state.set(State::Wait { req: Some(req) });
+                                *p.pending = Some(req);
+                                *phase = Phase::Wait;
                                 let until = (Instant::now() + wait, Limit::Wait);
                                 p.clock.as_mut().arm(Some(until));
                             }
                         }
                         None => {
-                            state.set(State::Done);
+                            *phase = Phase::Done;
                             let mut result = finish(p.rcx, cx, result);
                             if let Ok(rsp) = &mut result {
                                 if let (Some(rule), Some(backend)) = (rule, backend) {
@@ -451,6 +474,7 @@ where
         }
     }
 }
+
 /// The request to send again and the backoff to wait before it, when `result` is tried again
 /// under `policy`: attempts remain, the body can be sent again and the rule's budget allows.
 /// Counts the retry, or why it was not made.
