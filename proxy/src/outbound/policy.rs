@@ -72,10 +72,7 @@ type SendFn<F> =
 /// backend's header filters applied.
 ///
 /// The faults are drawn, the first try sent (or the delay armed) here; the future then
-/// waits, tries and retries. Inlined into the route stage, so that the first try's future is
-/// built as close as it can be to where the request's future keeps it (each move of it is a
-/// copy of 2 KiB).
-#[inline(always)]
+/// waits, tries and retries.
 pub(crate) fn exchange<'a>(
     router: Arc<Router>,
     rcx: &'a RouteCx,
@@ -325,7 +322,6 @@ impl<'a, F> Policy<'a, F> {
 }
 
 /// The balancer of `to`'s backend, or why the request cannot be sent.
-#[inline]
 fn balanced<'r>(router: &'r Router, to: To<'r>) -> Result<&'r Balanced, ProxyError> {
     match to {
         To::Unrouted(balanced) => Ok(balanced),
