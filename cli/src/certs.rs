@@ -69,12 +69,12 @@ pub(crate) fn run(cmd: Certs) -> anyhow::Result<()> {
             let anchor = Ca::new_anchor(&common.trust_domain, lifetime, now)?;
             write(&common, "anchor.crt", anchor.cert_pem(), 0o644)?;
             write(&common, "anchor.key", &anchor.key_pem(), 0o600)?;
-            println!(
+            say!(
                 "trust anchor for {} valid until {}",
                 common.trust_domain,
                 anchor.not_after()
             );
-            println!(
+            say!(
                 "wrote {0}/anchor.crt and {0}/anchor.key (keep the key offline)",
                 common.out.display()
             );
@@ -97,12 +97,12 @@ pub(crate) fn run(cmd: Certs) -> anyhow::Result<()> {
             write(&common, "issuer.crt", issuer.cert_pem(), 0o644)?;
             write(&common, "issuer.key", &issuer.key_pem(), 0o600)?;
             write(&common, "anchors.pem", &cert_pem, 0o644)?;
-            println!(
+            say!(
                 "issuer for {} valid until {}",
                 common.trust_domain,
                 issuer.not_after()
             );
-            println!(
+            say!(
                 "wrote {0}/issuer.crt, {0}/issuer.key and {0}/anchors.pem: the control plane's --issuer {0}",
                 common.out.display()
             );
@@ -115,8 +115,8 @@ pub(crate) fn run(cmd: Certs) -> anyhow::Result<()> {
                 let info = inspect(&der)
                     .with_context(|| format!("certificate {i} of {}", file.display()))?;
                 let ids: Vec<String> = info.spiffe_ids.iter().map(ToString::to_string).collect();
-                println!("certificate {i}:");
-                println!(
+                say!("certificate {i}:");
+                say!(
                     "  spiffe id:  {}",
                     if ids.is_empty() {
                         "-".into()
@@ -124,11 +124,11 @@ pub(crate) fn run(cmd: Certs) -> anyhow::Result<()> {
                         ids.join(", ")
                     }
                 );
-                println!("  subject:    {}", info.subject);
-                println!("  issuer:     {}", info.issuer);
-                println!("  ca:         {}", if info.is_ca { "yes" } else { "no" });
-                println!("  not before: {}", info.not_before);
-                println!(
+                say!("  subject:    {}", info.subject);
+                say!("  issuer:     {}", info.issuer);
+                say!("  ca:         {}", if info.is_ca { "yes" } else { "no" });
+                say!("  not before: {}", info.not_before);
+                say!(
                     "  not after:  {}{}",
                     info.not_after,
                     if info.not_after < now {

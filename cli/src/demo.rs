@@ -237,7 +237,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     // the process and leave the namespaces behind.
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
-    println!("weftctl demo: starting the mesh of {} ...", dir.display());
+    say!("weftctl demo: starting the mesh of {} ...", dir.display());
     let mut run = LabRun::start(registry, LAB, dir, &stop, &mut crate::lab::print_event)
         .with_context(|| format!("start the demo's lab on {}", dir.display()))?;
     let interval = Duration::from_secs(1) / args.rps;
@@ -296,7 +296,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let interrupted = stop.swap(true, Ordering::Relaxed);
     traffic.stop();
     if args.once && interrupted {
-        println!(
+        say!(
             "\nweftctl demo: interrupted; removing pods, namespaces, the bridge and the rules ..."
         );
         drop(run);
@@ -307,20 +307,20 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         let (totals, routes) = totals(&pods);
         draw_totals(&pods, &totals, &routes, started.elapsed());
         let failures = check_once(run.folder(), &pods, &totals, &routes, &traffic.calls);
-        println!("weftctl demo: tearing down (pods, namespaces, bridge, rules) ...");
+        say!("weftctl demo: tearing down (pods, namespaces, bridge, rules) ...");
         drop(run);
         if !failures.is_empty() {
             bail!("the demo mesh did not work:\n  {}", failures.join("\n  "));
         }
-        println!(
+        say!(
             "weftctl demo: ok: every call was answered, and every meshed pod behind a called \
              Service served its share over mutual TLS"
         );
         return Ok(());
     }
-    println!("\nweftctl demo: stopping; removing pods, namespaces, the bridge and the rules ...");
+    say!("\nweftctl demo: stopping; removing pods, namespaces, the bridge and the rules ...");
     drop(run);
-    println!("weftctl demo: done, nothing left behind");
+    say!("weftctl demo: done, nothing left behind");
     Ok(())
 }
 
@@ -460,16 +460,16 @@ fn spawn_client(
 
 fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
     let entry = run.entry();
-    println!();
-    println!("A Weft mesh is running in network namespaces on this machine (lab {LAB}):");
-    println!(
+    say!();
+    say!("A Weft mesh is running in network namespaces on this machine (lab {LAB}):");
+    say!(
         "  node namespace {} (bridge {}, pods from {}, no route out)",
         entry.node,
         weft_lab::BRIDGE,
         weft_lab::POD_SUBNET
     );
     for p in &entry.pods {
-        println!(
+        say!(
             "  pod {:<22} {:<14} {}",
             format!("{}/{}", p.namespace, p.name),
             p.ip,
@@ -487,7 +487,7 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
             .filter(|p| s.selects(p))
             .map(|p| p.name())
             .collect();
-        println!(
+        say!(
             "  Service {:<18} {:<14} -> {}",
             format!("{}/{}", s.namespace(), s.name()),
             ip,
@@ -504,7 +504,7 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
                 .unwrap_or("default")
                 .to_string()
         };
-        println!(
+        say!(
             "  {kind} {}/{} ({} document {}: edit it live)",
             meta("namespace"),
             meta("name"),
@@ -516,44 +516,47 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
         .iter()
         .map(|c| format!("{} -> {}", c.from.1, c.service.1))
         .collect();
-    println!(
+    say!(
         "Traffic: {}, {rps} requests/s each, through the proxies with mTLS where both ends are meshed.",
         traffic.join(", ")
     );
-    println!("Where to look (in another terminal, as root):");
+    say!("Where to look (in another terminal, as root):");
     if let Some(first) = calls.first() {
-        println!(
+        say!(
             "  weftctl lab exec --lab {LAB} -n {} {} -- curl -s http://{}.{}/",
-            first.from.0, first.from.1, first.service.1, first.service.0
+            first.from.0,
+            first.from.1,
+            first.service.1,
+            first.service.0
         );
     }
     if let Some(p) = entry.pods.iter().find(|p| p.identity.is_some()) {
-        println!(
+        say!(
             "  weftctl lab exec --lab {LAB} -n {} {} -- curl -s 127.0.0.1:{ADMIN_PORT}/metrics | grep weft_requests_total",
             p.namespace, p.name
         );
-        println!(
+        say!(
             "  ip netns exec {} iptables -t nat -S        # the rules weft-cni installed",
             p.netns
         );
     }
-    println!(
+    say!(
         "  ip netns exec {} tcpdump -ni {} -A tcp     # only TLS between meshed pods",
         entry.node,
         weft_lab::BRIDGE
     );
-    println!(
+    say!(
         "  the control plane's YAML and the logs: {}",
         entry.dir.display()
     );
     if built_in {
-        println!(
+        say!(
             "Edit {}/mesh.yaml while it runs (change the HTTPRoute's weights, add a pod, unmesh one): the mesh and the ROUTES table follow.\n\
              Fault switch: in the same file set HTTPFault backend-faults' abort percent to 20: api-v1's and api-v2's OUT OK drops to about 80 %; back to 0, it heals.",
             entry.folder.display()
         );
     }
-    println!("Ctrl-C stops the demo and removes every namespace, veth, bridge and rule.\n");
+    say!("Ctrl-C stops the demo and removes every namespace, veth, bridge and rule.\n");
 }
 
 /// Each meshed pod's proxy counters, by pod name.
@@ -750,12 +753,12 @@ fn draw_totals(
     routes: &[RouteRow],
     elapsed: Duration,
 ) {
-    println!(
+    say!(
         "Weft demo after {}s: per workload since start, from each proxy's /metrics\n",
         elapsed.as_secs()
     );
-    print!("{}", table(pods, rows, "requests"));
-    print!("{}", route_table(routes, "requests"));
+    say_raw!("{}", table(pods, rows, "requests"));
+    say_raw!("{}", route_table(routes, "requests"));
 }
 
 fn table(pods: &[PodEntry], rows: &BTreeMap<String, Row>, unit: &str) -> String {

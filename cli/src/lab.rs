@@ -162,12 +162,12 @@ fn status(registry: &Registry, name: Option<&str>) -> anyhow::Result<()> {
         .filter(|l| name.is_none_or(|n| l.name == n))
         .collect();
     if labs.is_empty() {
-        println!("no lab is running; start one with `weftctl lab up DIR`");
+        say!("no lab is running; start one with `weftctl lab up DIR`");
         return Ok(());
     }
     for lab in labs {
         if !lab.is_running() {
-            println!(
+            say!(
                 "lab {}: stale (its process {} is gone; its entry {} can be removed)",
                 lab.name,
                 lab.pid,
@@ -175,20 +175,23 @@ fn status(registry: &Registry, name: Option<&str>) -> anyhow::Result<()> {
             );
             continue;
         }
-        println!(
+        say!(
             "lab {} (folder {}, process {}, node namespace {})",
             lab.name,
             lab.folder.display(),
             lab.pid,
             lab.node
         );
-        println!(
+        say!(
             "{:<16} {:<28} {:<15} {:<8} IDENTITY",
-            "NAMESPACE", "NAME", "IP", "READY"
+            "NAMESPACE",
+            "NAME",
+            "IP",
+            "READY"
         );
         for pod in &lab.pods {
             let ready = readiness(pod.identity.is_some(), &pod.netns, &pod.ports);
-            println!(
+            say!(
                 "{:<16} {:<28} {:<15} {:<8} {}",
                 pod.namespace,
                 pod.name,
@@ -237,14 +240,15 @@ fn down(registry: &Registry, name: Option<&str>) -> anyhow::Result<()> {
     // `find` checked that this PID is still a `weftctl lab up`.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
         .with_context(|| format!("signal the lab's process {}", lab.pid))?;
-    println!(
+    say!(
         "weftctl lab down: asked lab {} (process {}) to stop ...",
-        lab.name, lab.pid
+        lab.name,
+        lab.pid
     );
     let start = Instant::now();
     while start.elapsed() < DOWN_PATIENCE {
         if !lab.is_running() {
-            println!("weftctl lab down: lab {} removed", lab.name);
+            say!("weftctl lab down: lab {} removed", lab.name);
             return Ok(());
         }
         thread::sleep(Duration::from_millis(100));
@@ -287,7 +291,7 @@ fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
         &mut print_event,
     )
     .with_context(|| format!("start the lab on {}", args.dir.display()))?;
-    println!(
+    say!(
         "weftctl lab up: {} pods up in {:.1?} (lab {}, folder {})",
         run.entry().pods.len(),
         started.elapsed(),
@@ -297,7 +301,7 @@ fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
     print_pods(run.entry());
     let mut result = Ok(());
     if !args.once {
-        println!(
+        say!(
             "Edits to {} apply live. `weftctl lab exec POD -- CMD`, `weftctl lab status`; \
              Ctrl-C or `weftctl lab down` removes everything.",
             run.entry().folder.display()
@@ -310,7 +314,7 @@ fn up(registry: &Registry, args: &UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("weftctl lab up: removing lab {} ...", args.name);
+    say!("weftctl lab up: removing lab {} ...", args.name);
     drop(run);
     result
 }
@@ -320,7 +324,7 @@ pub(crate) fn sweep(registry: &Registry) {
     match registry.sweep_stale() {
         Ok(swept) => {
             for name in swept {
-                println!("weftctl: removed what the stopped lab {name} left behind");
+                say!("weftctl: removed what the stopped lab {name} left behind");
             }
         }
         Err(e) => eprintln!("weftctl: could not check for stopped labs: {e}"),
@@ -354,7 +358,7 @@ pub(crate) fn print_event(event: Event) {
             removed,
             rebuilt,
             running,
-        } => println!(
+        } => say!(
             "weftctl lab up: applied an edit: {added} added, {removed} removed, {rebuilt} \
              rebuilt, {running} pods running"
         ),
@@ -368,13 +372,16 @@ pub(crate) fn print_event(event: Event) {
 }
 
 fn print_pods(entry: &LabEntry) {
-    println!(
+    say!(
         "{:<16} {:<28} {:<15} {:<12} IDENTITY",
-        "NAMESPACE", "NAME", "IP", "PORTS"
+        "NAMESPACE",
+        "NAME",
+        "IP",
+        "PORTS"
     );
     for pod in &entry.pods {
         let ports: Vec<String> = pod.ports.iter().map(u16::to_string).collect();
-        println!(
+        say!(
             "{:<16} {:<28} {:<15} {:<12} {}",
             pod.namespace,
             pod.name,

@@ -3,8 +3,27 @@
 //! Exit status: 0 on success (and for `--help` and `--version`), 64 (`EX_USAGE`) for a bad
 //! command line, whatever clap refuses, values included, and 1 when the command itself fails.
 
+/// `println!` that ignores a closed stdout. Ctrl-C on `weftctl demo | tee log` ends `tee`
+/// first; `println!` would then panic on the broken pipe in the middle of the cleanup, which
+/// must not depend on anyone reading.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout (see [`say!`]).
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod certs;
 mod demo;
+mod inject;
 mod lab;
 
 use std::process::ExitCode;
@@ -38,6 +57,11 @@ enum Command {
     /// A folder of Kubernetes YAML as a live mesh on this machine (needs root).
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Adds the proxy to the pods and pod templates of Kubernetes manifests, as the injector
+    /// webhook would (YAML or JSON in, YAML out).
+    Inject(inject::InjectArgs),
+    /// Takes out what `inject` added.
+    Uninject(inject::UninjectArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +81,8 @@ fn main() -> ExitCode {
         Command::Certs(cmd) => certs::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Lab(cmd) => lab::run(cmd),
+        Command::Inject(args) => inject::inject(args),
+        Command::Uninject(args) => inject::uninject(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,7 +22,7 @@ use weft_proxy_transport::bind;
 
 use crate::{
     accept, admin,
-    config::{keys, Config, IdentityConfig, Target},
+    config::{keys, Config, IdentityConfig, Target, TrustAnchors},
     conn::Common,
     drain::{Drain, Drained},
     inbound::{Inbound, InboundMesh},
@@ -366,14 +366,16 @@ impl App {
 /// The identity's trust anchors and TLS configs, and the certifier that fills the certificate
 /// store: everything the config names on disk, read before a port is bound.
 fn identity(config: &Config, identity: &IdentityConfig) -> Result<Identity, BuildError> {
-    let anchors = |e: &dyn std::fmt::Display| {
-        BuildError::Identity(format!(
-            "{}={}: {e}",
-            keys::TRUST_ANCHORS,
-            identity.trust_anchors.display()
-        ))
+    let (pem, anchors): (std::borrow::Cow<'_, str>, String) = match &identity.trust_anchors {
+        TrustAnchors::File(path) => {
+            let named = format!("{}={}", keys::TRUST_ANCHORS, path.display());
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| BuildError::Identity(format!("{named}: {e}")))?;
+            (pem.into(), named)
+        }
+        TrustAnchors::Pem(pem) => (pem.as_str().into(), keys::TRUST_ANCHORS_PEM.to_string()),
     };
-    let pem = std::fs::read_to_string(&identity.trust_anchors).map_err(|e| anchors(&e))?;
+    let anchors = |e: &dyn std::fmt::Display| BuildError::Identity(format!("{anchors}: {e}"));
     let bundle = TrustBundle::from_pem(&pem).map_err(|e| anchors(&e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = Arc::new(

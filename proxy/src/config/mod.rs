@@ -98,12 +98,21 @@ pub struct DiscoveryConfig {
     pub idle_timeout: Duration,
 }
 
+/// Where the trust anchors are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustAnchors {
+    /// A PEM file (`WEFT_TRUST_ANCHORS`).
+    File(PathBuf),
+    /// The PEM itself (`WEFT_TRUST_ANCHORS_PEM`).
+    Pem(String),
+}
+
 /// Where the proxy's certificate comes from, and whom it trusts.
 #[derive(Clone, Debug)]
 pub struct IdentityConfig {
     pub control_plane: String,
     pub control_plane_id: SpiffeId,
-    pub trust_anchors: PathBuf,
+    pub trust_anchors: TrustAnchors,
     pub token_file: PathBuf,
     pub id: SpiffeId,
 }
@@ -338,10 +347,34 @@ fn identity(r: &Reader<'_>) -> Result<Option<IdentityConfig>, ConfigError> {
     Ok(Some(IdentityConfig {
         control_plane,
         control_plane_id,
-        trust_anchors: PathBuf::from(required(keys::TRUST_ANCHORS)?),
+        trust_anchors: trust_anchors(r)?,
         token_file: PathBuf::from(required(keys::IDENTITY_TOKEN_FILE)?),
         id,
     }))
+}
+
+/// `WEFT_TRUST_ANCHORS` or `WEFT_TRUST_ANCHORS_PEM`: exactly one.
+fn trust_anchors(r: &Reader<'_>) -> Result<TrustAnchors, ConfigError> {
+    let file = r.value(keys::TRUST_ANCHORS).trim().to_string();
+    let pem = r.value(keys::TRUST_ANCHORS_PEM).trim().to_string();
+    match (file.is_empty(), pem.is_empty()) {
+        (false, true) => Ok(TrustAnchors::File(PathBuf::from(file))),
+        (true, false) => Ok(TrustAnchors::Pem(pem)),
+        (true, true) => Err(r.invalid(
+            keys::TRUST_ANCHORS,
+            "",
+            format!(
+                "required when {} is set (or {})",
+                keys::CONTROL_PLANE,
+                keys::TRUST_ANCHORS_PEM
+            ),
+        )),
+        (false, false) => Err(r.invalid(
+            keys::TRUST_ANCHORS_PEM,
+            "(PEM)",
+            format!("set {} or this, not both", keys::TRUST_ANCHORS),
+        )),
+    }
 }
 
 #[cfg(test)]

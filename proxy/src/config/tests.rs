@@ -229,6 +229,22 @@ fn identity_settings_are_all_required_with_a_control_plane() {
     let mut bad = base.to_vec();
     bad.push((keys::NAMESPACE, "Shop!"));
     assert!(Config::from_source(&source(&bad)).is_err());
+    // The anchors as PEM instead of a file (the injector's way), but never both.
+    let mut pem: Vec<_> = base
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != keys::TRUST_ANCHORS)
+        .collect();
+    pem.push((keys::TRUST_ANCHORS_PEM, "-----BEGIN CERTIFICATE-----"));
+    let c = Config::from_source(&source(&pem)).expect("valid");
+    assert_eq!(
+        c.identity.expect("identity").trust_anchors,
+        TrustAnchors::Pem("-----BEGIN CERTIFICATE-----".into())
+    );
+    let mut both = base.to_vec();
+    both.push((keys::TRUST_ANCHORS_PEM, "-----BEGIN CERTIFICATE-----"));
+    let err = Config::from_source(&source(&both)).expect_err("both");
+    assert!(err.to_string().contains("not both"), "{err}");
     let mut bad = base.to_vec();
     bad[0] = (keys::CONTROL_PLANE, "no-port");
     assert!(Config::from_source(&source(&bad)).is_err());

@@ -50,6 +50,7 @@ pub mod keys {
     pub const CONTROL_PLANE_IDENTITY: &str = "WEFT_CONTROL_PLANE_IDENTITY";
     pub const TRUST_DOMAIN: &str = "WEFT_TRUST_DOMAIN";
     pub const TRUST_ANCHORS: &str = "WEFT_TRUST_ANCHORS";
+    pub const TRUST_ANCHORS_PEM: &str = "WEFT_TRUST_ANCHORS_PEM";
     pub const IDENTITY_TOKEN_FILE: &str = "WEFT_IDENTITY_TOKEN_FILE";
     pub const NAMESPACE: &str = "WEFT_NAMESPACE";
     pub const SERVICE_ACCOUNT: &str = "WEFT_SERVICE_ACCOUNT";
@@ -90,7 +91,8 @@ pub const VARS: &[Var] = &[
     Var { key: keys::CONTROL_PLANE, default: DefaultValue::Unset, doc: "The control plane's gRPC address, host:port. Set: the proxy gets its certificate there and speaks mTLS to peer proxies. Unset: a plain pass-through proxy." },
     Var { key: keys::CONTROL_PLANE_IDENTITY, default: DefaultValue::Unset, doc: "The SPIFFE ID the control plane must present. Unset: spiffe://<WEFT_TRUST_DOMAIN>/ns/weft/sa/weft-control-plane." },
     Var { key: keys::TRUST_DOMAIN, default: DefaultValue::Text("cluster.local"), doc: "The trust domain of this proxy's identity; inbound mTLS clients must belong to it." },
-    Var { key: keys::TRUST_ANCHORS, default: DefaultValue::Unset, doc: "PEM file of trust anchors (one or more), for peers and the control plane. Required with a control plane." },
+    Var { key: keys::TRUST_ANCHORS, default: DefaultValue::Unset, doc: "PEM file of trust anchors (one or more), for peers and the control plane. With a control plane, this or WEFT_TRUST_ANCHORS_PEM is required." },
+    Var { key: keys::TRUST_ANCHORS_PEM, default: DefaultValue::Unset, doc: "The trust anchors themselves (PEM), instead of a file: how the injector gives them to pods, since a ConfigMap cannot be mounted across namespaces. Set one of the two." },
     Var { key: keys::IDENTITY_TOKEN_FILE, default: DefaultValue::Unset, doc: "File holding the token that proves this workload's identity (a projected service-account token on Kubernetes), re-read at every renewal. Required with a control plane." },
     Var { key: keys::NAMESPACE, default: DefaultValue::Unset, doc: "The workload's namespace: the proxy asks for spiffe://<trust domain>/ns/<namespace>/sa/<service account>. Required with a control plane (the downward API on Kubernetes)." },
     Var { key: keys::SERVICE_ACCOUNT, default: DefaultValue::Unset, doc: "The workload's service account. Required with a control plane." },
