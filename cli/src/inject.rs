@@ -1,4 +1,4 @@
-//! `weftctl inject` and `weftctl uninject`: the injector's own code (`weft-injector`) over
+//! `weftctl inject` and `weftctl uninject`: the injector's own code (`weft-injector-core`) over
 //! manifests, offline, as `linkerd inject` does. YAML or JSON in (files or stdin, many
 //! documents, `List`s), YAML out on stdout, one line per workload on stderr saying what was
 //! done. `weftctl inject | weftctl inject` changes nothing the second time.
@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 use serde_json::Value;
-use weft_injector::{inject::Config, manifest};
+use weft_injector_core::{inject::Config, manifest};
 
 /// The most input read: manifests are text a person wrote, not data sets.
 const MAX_INPUT: u64 = 64 << 20;
@@ -24,16 +24,16 @@ pub(crate) struct InjectArgs {
     #[arg(long)]
     trust_anchors: PathBuf,
     /// The proxy's image.
-    #[arg(long, default_value_t = format!("{}:{}", weft_injector::DEFAULT_PROXY_IMAGE, env!("CARGO_PKG_VERSION")))]
+    #[arg(long, default_value_t = format!("{}:{}", weft_injector_core::DEFAULT_PROXY_IMAGE, env!("CARGO_PKG_VERSION")))]
     proxy_image: String,
     /// The init container's image.
-    #[arg(long, default_value_t = format!("{}:{}", weft_injector::DEFAULT_INIT_IMAGE, env!("CARGO_PKG_VERSION")))]
+    #[arg(long, default_value_t = format!("{}:{}", weft_injector_core::DEFAULT_INIT_IMAGE, env!("CARGO_PKG_VERSION")))]
     init_image: String,
     /// The control plane's gRPC address.
-    #[arg(long, default_value = weft_injector::DEFAULT_CONTROL_PLANE)]
+    #[arg(long, default_value = weft_injector_core::DEFAULT_CONTROL_PLANE)]
     control_plane: String,
     /// Weft's own namespace (never injected).
-    #[arg(long, default_value = weft_injector::DEFAULT_NAMESPACE)]
+    #[arg(long, default_value = weft_injector_core::DEFAULT_NAMESPACE)]
     weft_namespace: String,
     /// The CNI plugin redirects traffic: no init container.
     #[arg(long)]

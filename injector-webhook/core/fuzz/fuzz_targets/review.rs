@@ -14,7 +14,7 @@ use libfuzzer_sys::{
     fuzz_target,
 };
 use serde_json::{json, Value};
-use weft_injector::{
+use weft_injector_core::{
     decide, inject,
     review::{Namespace, Outcome, Request, Settings},
     Context, Decision,
