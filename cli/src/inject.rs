@@ -64,6 +64,8 @@ pub(crate) fn inject(args: InjectArgs) -> anyhow::Result<()> {
         proxy_image: args.proxy_image,
         init_image: args.init_image,
         image_pull_policy: None,
+        proxy_command: None,
+        init_command: None,
         control_plane: args.control_plane,
         trust_anchors_pem: anchors,
         cni: args.cni,

@@ -60,6 +60,12 @@ struct Args {
     /// Both images' pull policy (the cluster's default when unset).
     #[arg(long, env = "WEFT_INJECTOR_IMAGE_PULL_POLICY")]
     image_pull_policy: Option<String>,
+    /// The proxy's `command`, for an image without an entrypoint.
+    #[arg(long, env = "WEFT_INJECTOR_PROXY_COMMAND")]
+    proxy_command: Option<String>,
+    /// The init container's `command`, for an image without an entrypoint.
+    #[arg(long, env = "WEFT_INJECTOR_INIT_COMMAND")]
+    init_command: Option<String>,
     /// The control plane's gRPC address, as proxies reach it.
     #[arg(long, env = "WEFT_INJECTOR_CONTROL_PLANE", default_value = weft_injector_core::DEFAULT_CONTROL_PLANE)]
     control_plane: String,
@@ -155,6 +161,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             proxy_image: args.proxy_image,
             init_image: args.init_image,
             image_pull_policy: args.image_pull_policy,
+            proxy_command: args.proxy_command.map(|c| vec![c]),
+            init_command: args.init_command.map(|c| vec![c]),
             control_plane: args.control_plane,
             trust_anchors_pem: anchors,
             cni: args.cni,

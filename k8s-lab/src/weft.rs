@@ -53,10 +53,11 @@ pub const CONTROL_PLANE_RULES: &str = r#"- apiGroups: [""]
   verbs: ["get", "patch"]"#;
 
 /// The binaries of this build that go into the image, by their name in `target/<profile>`.
-const BINARIES: [&str; 4] = [
+const BINARIES: [&str; 5] = [
     "weft-proxy",
     "weft-control-plane",
     "weft-init",
+    "weft-injector",
     "weft-lab-app",
 ];
 
@@ -497,6 +498,162 @@ fn proxy_sidecar() -> Value {
             {"name": "weft-anchors", "mountPath": "/var/run/weft/anchors", "readOnly": true},
         ],
     })
+}
+
+/// The injector's name: its Deployment, Service, ServiceAccount and webhook configuration.
+pub const INJECTOR: &str = "weft-injector";
+
+/// The injector in [`WEFT_NAMESPACE`], serving `cert_pem`/`key_pem` (for
+/// `weft-injector.weft.svc`), called for pods of namespaces labelled `weft.dev/inject=enabled`
+/// only (the other cases' pods never meet it), with the image's binaries named as commands, the
+/// CNI plugin redirecting (`--cni`), `failurePolicy: Fail`. `ca_bundle` is the
+/// base64 of the PEM the API server checks the serving certificate against. The control plane
+/// must be installed (its trust-anchor ConfigMap is mounted).
+pub fn injector_yaml(cert_pem: &str, key_pem: &str, ca_bundle: &str) -> String {
+    let cert = indent(cert_pem, 4);
+    let key = indent(key_pem, 4);
+    let ca_bundle = ca_bundle.trim();
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {INJECTOR}
+  namespace: {WEFT_NAMESPACE}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {INJECTOR}
+rules:
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {INJECTOR}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {INJECTOR}
+subjects:
+- kind: ServiceAccount
+  name: {INJECTOR}
+  namespace: {WEFT_NAMESPACE}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {INJECTOR}-tls
+  namespace: {WEFT_NAMESPACE}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{cert}  tls.key: |
+{key}---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {INJECTOR}
+  namespace: {WEFT_NAMESPACE}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {INJECTOR}}}
+  template:
+    metadata:
+      labels: {{app: {INJECTOR}}}
+    spec:
+      serviceAccountName: {INJECTOR}
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: injector
+        image: {WEFT_IMAGE}
+        imagePullPolicy: Never
+        command: ["/usr/local/bin/weft-injector"]
+        args:
+        - --tls-cert=/var/run/weft/tls/tls.crt
+        - --tls-key=/var/run/weft/tls/tls.key
+        - --trust-anchors=/var/run/weft/anchors/anchors.pem
+        - --proxy-image={WEFT_IMAGE}
+        - --init-image={WEFT_IMAGE}
+        - --image-pull-policy=Never
+        - --proxy-command=/usr/local/bin/weft-proxy
+        - --init-command=/usr/local/bin/weft-init
+        - --control-plane={CONTROL_PLANE_ADDR}
+        - --cni
+        env:
+        - {{name: WEFT_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
+        ports:
+        - {{name: webhook, containerPort: 9443}}
+        - {{name: admin, containerPort: 9990}}
+        readinessProbe:
+          httpGet: {{path: /ready, port: 9990}}
+          periodSeconds: 1
+        securityContext:
+          runAsUser: 2121
+          runAsNonRoot: true
+          readOnlyRootFilesystem: true
+          allowPrivilegeEscalation: false
+          capabilities: {{drop: ["ALL"]}}
+        volumeMounts:
+        - {{name: tls, mountPath: /var/run/weft/tls, readOnly: true}}
+        - {{name: anchors, mountPath: /var/run/weft/anchors, readOnly: true}}
+      volumes:
+      - {{name: tls, secret: {{secretName: {INJECTOR}-tls}}}}
+      - {{name: anchors, configMap: {{name: weft-trust-anchors}}}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {INJECTOR}
+  namespace: {WEFT_NAMESPACE}
+spec:
+  selector: {{app: {INJECTOR}}}
+  ports:
+  - {{name: webhook, port: 443, targetPort: 9443}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: {INJECTOR}
+webhooks:
+- name: inject.weft.dev
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  reinvocationPolicy: IfNeeded
+  timeoutSeconds: 10
+  clientConfig:
+    service: {{name: {INJECTOR}, namespace: {WEFT_NAMESPACE}, path: /inject, port: 443}}
+    caBundle: {ca_bundle}
+  rules:
+  - {{operations: ["CREATE"], apiGroups: [""], apiVersions: ["v1"], resources: ["pods"], scope: Namespaced}}
+  namespaceSelector:
+    matchLabels: {{weft.dev/inject: enabled}}
+"#
+    )
+}
+
+/// [`injector_yaml`] with a new self-signed serving certificate for the injector's Service
+/// names, which is also the webhook's CA bundle.
+pub fn injector_yaml_with_new_certificate() -> Result<String> {
+    use base64::{prelude::BASE64_STANDARD, Engine as _};
+    let names = [
+        format!("{INJECTOR}.{WEFT_NAMESPACE}.svc"),
+        format!("{INJECTOR}.{WEFT_NAMESPACE}.svc.cluster.local"),
+    ];
+    let cert = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|source| Error::Pki {
+        what: "the injector's serving certificate".into(),
+        source,
+    })?;
+    let pem = cert.cert.pem();
+    Ok(injector_yaml(
+        &pem,
+        &cert.signing_key.serialize_pem(),
+        &BASE64_STANDARD.encode(pem.as_bytes()),
+    ))
 }
 
 /// The trust-anchor ConfigMap in namespace `ns` (a pod can only mount a ConfigMap of its own

@@ -29,6 +29,7 @@ pub(crate) const ALL: &[(&str, Case)] = cases![
     a_meshed_job_completes,
     weft_init_redirects_as_an_init_container,
     the_mesh_rides_out_restarts_and_converges,
+    the_injector_meshes_a_labelled_namespace,
 ];
 
 /// Every valid case is created and every malformed Weft object is refused by the API server
@@ -934,4 +935,117 @@ fn weft_init_redirects_as_an_init_container(env: &mut Env<'_>) {
                 .then_some(())
         },
     );
+}
+
+/// The injector, called by the real API server: pods created as a user writes them, in a
+/// namespace labelled `weft.dev/inject=enabled`, come up with the proxy as a native sidecar
+/// (and the CNI plugin's rules, as `--cni` says) and talk mTLS as their service accounts; a
+/// pod that says `weft.dev/inject: disabled` stays plain; a Job's pod completes. Last, because
+/// its webhook fails closed: it is removed at the end.
+fn the_injector_meshes_a_labelled_namespace(env: &mut Env<'_>) {
+    env.apply(&weft::injector_yaml_with_new_certificate().expect("the injector's YAML"));
+    env.ready(weft::WEFT_NAMESPACE, &format!("app={}", weft::INJECTOR));
+    let ns = "injected";
+    env.namespace(ns);
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    weft.dev/inject: enabled\n"
+    ));
+    env.apply(&AppPod::new(ns, "server", "api").label("app", "api").yaml());
+    env.apply(&AppPod::new(ns, "client", "web").label("app", "web").yaml());
+    env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: opted-out
+  namespace: {ns}
+  labels: {{weft-lab: app}}
+  annotations: {{weft.dev/inject: disabled}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    image: {image}
+    imagePullPolicy: Never
+    command: ["/usr/local/bin/weft-lab-app", "serve", "opted-out"]
+"#,
+        image = weft::WEFT_IMAGE
+    ));
+    env.apply(&weft::service_yaml(ns, "api", "api"));
+    env.ready(ns, "weft-lab=app");
+
+    for pod in ["server", "client"] {
+        let inits = env.get(&["-n", ns, "pod", pod], "{.spec.initContainers[*].name}");
+        assert_eq!(
+            inits, "weft-proxy",
+            "{pod}: the proxy, and no weft-init (--cni)"
+        );
+        let injected = env.get(
+            &["-n", ns, "pod", pod],
+            "{.metadata.annotations.weft\\.dev/injected}",
+        );
+        assert!(!injected.is_empty(), "{pod} carries weft.dev/injected");
+    }
+    let plain = env.get(&["-n", ns, "pod", "opted-out"], "{.spec.initContainers}");
+    assert!(plain.is_empty(), "the opted-out pod has no proxy: {plain}");
+
+    let target = format!("api.{ns}.svc.cluster.local:80");
+    for i in 0..3 {
+        let (ok, out, err) = env.exec(
+            ns,
+            "client",
+            "app",
+            &[
+                "/usr/local/bin/weft-lab-app",
+                "get",
+                &target,
+                &format!("/{i}"),
+            ],
+        );
+        assert!(ok && out.contains("pod=server"), "GET /{i}: {out}{err}");
+    }
+    let web = weft_lab::spiffe_id(ns, "web");
+    let api = weft_lab::spiffe_id(ns, "api");
+    let inbound = [
+        ("client_id", web.as_str()),
+        ("direction", "inbound"),
+        ("server_id", api.as_str()),
+        ("tls", "true"),
+    ];
+    let got = wait(
+        "the server's proxy to count the client's mTLS requests",
+        Duration::from_secs(10),
+        || {
+            let n = env
+                .proxy_metrics(ns, "server")
+                .sum("weft_requests_total", &inbound);
+            (n >= 3.0).then_some(n)
+        },
+    );
+    println!("injected pods: the server's proxy saw {got} mTLS requests from {web}");
+
+    // A Job's pod completes: the native sidecar stops with the app.
+    let (outcome, logs) = env.job(
+        &AppPod::new(ns, "caller", "web").command(&[
+            "/usr/local/bin/weft-lab-app",
+            "get",
+            &target,
+            "/from-a-job",
+        ]),
+        "app",
+    );
+    assert_eq!(outcome, "1/", "the Job succeeded; its app's log:\n{logs}");
+    let inits = env.get(
+        &["-n", ns, "pods", "-l", "job-name=caller"],
+        "{.items[0].spec.initContainers[*].name}",
+    );
+    assert_eq!(inits, "weft-proxy", "the Job's pod was injected");
+
+    let out = env
+        .kubectl()
+        .outcome(
+            &["delete", "mutatingwebhookconfiguration", weft::INJECTOR],
+            "",
+        )
+        .expect("kubectl");
+    assert!(out.success, "{}", out.stderr);
 }

@@ -50,6 +50,10 @@ pub struct Config {
     pub init_image: String,
     /// `imagePullPolicy` of both; the cluster's default when `None`.
     pub image_pull_policy: Option<String>,
+    /// The proxy's and the init container's `command`, for images without an entrypoint
+    /// (the k8s tier's one image of every binary); the image's own when `None`.
+    pub proxy_command: Option<Vec<String>>,
+    pub init_command: Option<Vec<String>>,
     /// The control plane's gRPC address, `host:port`.
     pub control_plane: String,
     /// The trust anchors (PEM).
@@ -221,6 +225,7 @@ fn proxy_container(settings: &ProxySettings, config: &Config) -> Container {
         name: ids::PROXY_CONTAINER.into(),
         image: Some(config.proxy_image.clone()),
         image_pull_policy: config.image_pull_policy.clone(),
+        command: config.proxy_command.clone(),
         // A native sidecar: started before the app, stopped after it, and it does not keep a
         // Job's pod from completing.
         restart_policy: config.native_sidecars.then(|| "Always".into()),
@@ -279,6 +284,7 @@ fn init_container(annotations: &BTreeMap<String, String>, config: &Config) -> Co
         name: ids::INIT_CONTAINER.into(),
         image: Some(config.init_image.clone()),
         image_pull_policy: config.image_pull_policy.clone(),
+        command: config.init_command.clone(),
         env: (!env.is_empty()).then_some(env),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
@@ -351,6 +357,8 @@ mod tests {
             proxy_image: "weft/proxy:0.1.0".into(),
             init_image: "weft/init:0.1.0".into(),
             image_pull_policy: Some("IfNotPresent".into()),
+            proxy_command: None,
+            init_command: None,
             control_plane: "weft-control-plane.weft.svc:8443".into(),
             trust_anchors_pem: "-----BEGIN CERTIFICATE-----\n...\n".into(),
             cni,

@@ -245,6 +245,8 @@ mod tests {
             proxy_image: "weft/proxy:0.1.0".into(),
             init_image: "weft/init:0.1.0".into(),
             image_pull_policy: None,
+            proxy_command: None,
+            init_command: None,
             control_plane: "weft-control-plane.weft.svc:8443".into(),
             trust_anchors_pem: "pem".into(),
             cni: false,

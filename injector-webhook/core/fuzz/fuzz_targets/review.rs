@@ -119,6 +119,8 @@ fuzz_target!(|data: &[u8]| {
             proxy_image: "weft/proxy".into(),
             init_image: "weft/init".into(),
             image_pull_policy: None,
+            proxy_command: None,
+            init_command: None,
             control_plane: "cp:8443".into(),
             trust_anchors_pem: "pem".into(),
             cni: false,
