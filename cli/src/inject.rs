@@ -60,21 +60,14 @@ pub(crate) fn inject(args: InjectArgs) -> anyhow::Result<()> {
         );
     }
     let config = Config {
-        version: env!("CARGO_PKG_VERSION").into(),
-        proxy_image: args.proxy_image,
-        init_image: args.init_image,
-        image_pull_policy: None,
-        proxy_command: None,
-        init_command: None,
-        control_plane: args.control_plane,
-        trust_anchors_pem: anchors,
         cni: args.cni,
         native_sidecars: !args.classic_sidecar,
-        log_level: "info".into(),
-        proxy_cpu_request: "10m".into(),
-        proxy_memory_request: "20Mi".into(),
-        proxy_cpu_limit: None,
-        proxy_memory_limit: None,
+        ..Config::new(
+            args.proxy_image,
+            args.init_image,
+            args.control_plane,
+            anchors,
+        )
     };
     let weft_namespace = args.weft_namespace;
     each_document(&args.files, "injected", &mut |doc, reports| {

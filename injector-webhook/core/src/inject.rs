@@ -72,6 +72,36 @@ pub struct Config {
     pub proxy_memory_limit: Option<String>,
 }
 
+impl Config {
+    /// The chart's defaults around what must be given: the images, the control plane's
+    /// address and the trust anchors. Version: this crate's; native sidecars, no CNI plugin,
+    /// log `info`, requests of 10m CPU and 20Mi memory, no limits, the images' own commands.
+    pub fn new(
+        proxy_image: impl Into<String>,
+        init_image: impl Into<String>,
+        control_plane: impl Into<String>,
+        trust_anchors_pem: impl Into<String>,
+    ) -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").into(),
+            proxy_image: proxy_image.into(),
+            init_image: init_image.into(),
+            image_pull_policy: None,
+            proxy_command: None,
+            init_command: None,
+            control_plane: control_plane.into(),
+            trust_anchors_pem: trust_anchors_pem.into(),
+            cni: false,
+            native_sidecars: true,
+            log_level: "info".into(),
+            proxy_cpu_request: "10m".into(),
+            proxy_memory_request: "20Mi".into(),
+            proxy_cpu_limit: None,
+            proxy_memory_limit: None,
+        }
+    }
+}
+
 /// The patch that meshes `pod` (whose namespace has `namespace_annotations`), or the pod
 /// annotation that cannot be honoured.
 pub fn patch(
@@ -354,20 +384,15 @@ mod tests {
     fn config(native: bool, cni: bool) -> Config {
         Config {
             version: "0.1.0".into(),
-            proxy_image: "weft/proxy:0.1.0".into(),
-            init_image: "weft/init:0.1.0".into(),
             image_pull_policy: Some("IfNotPresent".into()),
-            proxy_command: None,
-            init_command: None,
-            control_plane: "weft-control-plane.weft.svc:8443".into(),
-            trust_anchors_pem: "-----BEGIN CERTIFICATE-----\n...\n".into(),
             cni,
             native_sidecars: native,
-            log_level: "info".into(),
-            proxy_cpu_request: "10m".into(),
-            proxy_memory_request: "20Mi".into(),
-            proxy_cpu_limit: None,
-            proxy_memory_limit: None,
+            ..Config::new(
+                "weft/proxy:0.1.0",
+                "weft/init:0.1.0",
+                "weft-control-plane.weft.svc:8443",
+                "-----BEGIN CERTIFICATE-----\n...\n",
+            )
         }
     }
 

@@ -240,23 +240,12 @@ mod tests {
     use super::*;
 
     fn config() -> inject::Config {
-        inject::Config {
-            version: "0.1.0".into(),
-            proxy_image: "weft/proxy:0.1.0".into(),
-            init_image: "weft/init:0.1.0".into(),
-            image_pull_policy: None,
-            proxy_command: None,
-            init_command: None,
-            control_plane: "weft-control-plane.weft.svc:8443".into(),
-            trust_anchors_pem: "pem".into(),
-            cni: false,
-            native_sidecars: true,
-            log_level: "info".into(),
-            proxy_cpu_request: "10m".into(),
-            proxy_memory_request: "20Mi".into(),
-            proxy_cpu_limit: None,
-            proxy_memory_limit: None,
-        }
+        inject::Config::new(
+            "weft.local/weft-proxy:0.1.0",
+            "weft.local/weft-init:0.1.0",
+            "weft-control-plane.weft.svc.cluster.local:8443",
+            "pem",
+        )
     }
 
     fn deployment() -> Value {
