@@ -950,9 +950,19 @@ fn the_injector_meshes_a_labelled_namespace(env: &mut Env<'_>) {
     env.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    weft.dev/inject: enabled\n"
     ));
-    env.apply(&AppPod::new(ns, "server", "api").label("app", "api").yaml());
-    env.apply(&AppPod::new(ns, "client", "web").label("app", "web").yaml());
-    env.apply(&format!(
+    // Ready is not reachable yet: the Service's endpoints and kube-proxy's rules follow the
+    // pod's readiness by a moment, and until then the API server cannot call the webhook (and
+    // fails the pod, as `failurePolicy: Fail` says). Pods are applied until it can (bounded).
+    let through_webhook = |yaml: &str| {
+        wait(
+            "the API server to reach the injector through its Service",
+            Duration::from_secs(30),
+            || env.kubectl().apply(yaml).ok(),
+        );
+    };
+    through_webhook(&AppPod::new(ns, "server", "api").label("app", "api").yaml());
+    through_webhook(&AppPod::new(ns, "client", "web").label("app", "web").yaml());
+    through_webhook(&format!(
         r#"apiVersion: v1
 kind: Pod
 metadata:
