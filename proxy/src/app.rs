@@ -366,7 +366,8 @@ impl App {
 /// The identity's trust anchors and TLS configs, and the certifier that fills the certificate
 /// store: everything the config names on disk, read before a port is bound.
 fn identity(config: &Config, identity: &IdentityConfig) -> Result<Identity, BuildError> {
-    let (pem, anchors): (std::borrow::Cow<'_, str>, String) = match &identity.trust_anchors {
+    // The anchors' text, and the setting it came from for errors.
+    let (pem, source): (std::borrow::Cow<'_, str>, String) = match &identity.trust_anchors {
         TrustAnchors::File(path) => {
             let named = format!("{}={}", keys::TRUST_ANCHORS, path.display());
             let pem = std::fs::read_to_string(path)
@@ -375,7 +376,7 @@ fn identity(config: &Config, identity: &IdentityConfig) -> Result<Identity, Buil
         }
         TrustAnchors::Pem(pem) => (pem.as_str().into(), keys::TRUST_ANCHORS_PEM.to_string()),
     };
-    let anchors = |e: &dyn std::fmt::Display| BuildError::Identity(format!("{anchors}: {e}"));
+    let anchors = |e: &dyn std::fmt::Display| BuildError::Identity(format!("{source}: {e}"));
     let bundle = TrustBundle::from_pem(&pem).map_err(|e| anchors(&e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = Arc::new(

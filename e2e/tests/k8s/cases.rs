@@ -313,15 +313,7 @@ fn meshed_pods_talk_mtls_through_a_cluster_ip(env: &mut Env<'_>) {
             (n >= 5.0).then_some(n)
         },
     );
-    let inbound = [
-        ("client_id", web.as_str()),
-        ("direction", "inbound"),
-        ("server_id", api.as_str()),
-        ("tls", "true"),
-    ];
-    let got = env
-        .proxy_metrics(ns, "server")
-        .sum("weft_requests_total", &inbound);
+    let got = env.mtls_requests_in(ns, "server", "web", "api");
     assert!(
         got >= 5.0,
         "the server's proxy saw {got} mTLS requests from {web}"
@@ -1013,25 +1005,15 @@ spec:
         );
         assert!(ok && out.contains("pod=server"), "GET /{i}: {out}{err}");
     }
-    let web = weft_lab::spiffe_id(ns, "web");
-    let api = weft_lab::spiffe_id(ns, "api");
-    let inbound = [
-        ("client_id", web.as_str()),
-        ("direction", "inbound"),
-        ("server_id", api.as_str()),
-        ("tls", "true"),
-    ];
     let got = wait(
         "the server's proxy to count the client's mTLS requests",
         Duration::from_secs(10),
         || {
-            let n = env
-                .proxy_metrics(ns, "server")
-                .sum("weft_requests_total", &inbound);
+            let n = env.mtls_requests_in(ns, "server", "web", "api");
             (n >= 3.0).then_some(n)
         },
     );
-    println!("injected pods: the server's proxy saw {got} mTLS requests from {web}");
+    println!("injected pods: the server's proxy saw {got} mTLS requests from the client");
 
     // A Job's pod completes: the native sidecar stops with the app.
     let (outcome, logs) = env.job(

@@ -184,6 +184,20 @@ impl<'a> Env<'a> {
         ))
     }
 
+    /// The requests `pod`'s proxy took in over mTLS from service account `from` of `ns`, as
+    /// service account `to` (`weft_requests_total`, inbound, by both SPIFFE IDs).
+    pub(crate) fn mtls_requests_in(&self, ns: &str, pod: &str, from: &str, to: &str) -> f64 {
+        let (client, server) = (weft_lab::spiffe_id(ns, from), weft_lab::spiffe_id(ns, to));
+        let inbound = [
+            ("client_id", client.as_str()),
+            ("direction", "inbound"),
+            ("server_id", server.as_str()),
+            ("tls", "true"),
+        ];
+        self.proxy_metrics(ns, pod)
+            .sum("weft_requests_total", &inbound)
+    }
+
     /// The control plane's metrics, through the API server's service proxy.
     pub(crate) fn control_plane_metrics(&self) -> Metrics {
         self.metrics(&format!(

@@ -82,18 +82,13 @@ pub(crate) fn exchange<'a>(
     cx: Cx,
 ) -> impl Future<Output = StageResult> + Send + 'a {
     let send: SendFn<_> = Balanced::dispatch_to_other;
-    let (mut policy, begin, body) = Policy::start(router, rcx, target, &parts, body, cx, send);
+    let (mut policy, phase, body) = Policy::start(router, rcx, target, &parts, body, cx, send);
     // The first try's future made in the exchange's own literal (a direct call, not through
     // `send`), and the request's head moved once, so that little is copied on the way.
     let p = policy.as_mut().project();
-    let phase = match begin {
-        Begin::Send => Phase::Try,
-        Begin::Wait => Phase::Wait,
-        Begin::Answer => Phase::Answer,
-    };
     Exchange {
-        sent: match begin {
-            Begin::Send => match balanced(p.router, *p.to) {
+        sent: match phase {
+            Phase::Try => match balanced(p.router, *p.to) {
                 Ok(balanced) => Some(balanced.dispatch_to_other(
                     Request::from_parts(parts, body),
                     cx,
@@ -105,13 +100,13 @@ pub(crate) fn exchange<'a>(
                     None
                 }
             },
-            Begin::Wait => {
+            Phase::Wait => {
                 if p.abort.is_none() {
                     *p.pending = Some(Request::from_parts(parts, body));
                 }
                 None
             }
-            Begin::Answer => {
+            Phase::Answer | Phase::Done => {
                 *p.answer = p.abort.take().map(Ok);
                 None
             }
@@ -119,16 +114,6 @@ pub(crate) fn exchange<'a>(
         phase,
         policy,
     }
-}
-
-/// How an exchange begins, as [`Policy::start`] decided.
-enum Begin {
-    /// Send the first try now (its deadline is armed).
-    Send,
-    /// Wait for a fault's delay (armed), then send the request or answer the policy's abort.
-    Wait,
-    /// Answer the policy's abort at once (counted).
-    Answer,
 }
 
 pin_project_lite::pin_project! {
@@ -232,7 +217,7 @@ impl<'a, F> Policy<'a, F> {
         body: RequestBody,
         cx: Cx,
         send: SendFn<F>,
-    ) -> (Pin<Box<Self>>, Begin, RequestBody) {
+    ) -> (Pin<Box<Self>>, Phase, RequestBody) {
         let table = &router.routes.table;
         let rule = match target {
             Target::Rule { rule, .. } => table.rules().get(rule),
@@ -289,16 +274,18 @@ impl<'a, F> Policy<'a, F> {
             Target::Rule { rule, share } => To::Rule { rule, share },
         };
         let request_deadline = request_limit.map(|limit| cx.start + limit);
-        let (clock, begin) = if !delay.is_zero() {
+        // How the exchange begins: waiting for a fault's delay (armed), answering an abort at
+        // once (counted), or sending the first try ([`exchange`] sends it; its deadline armed).
+        let (clock, phase) = if !delay.is_zero() {
             let until = (Instant::now() + delay, Limit::Wait);
-            (Clock::new(request_deadline, Some(until)), Begin::Wait)
+            (Clock::new(request_deadline, Some(until)), Phase::Wait)
         } else if let Some(rsp) = &abort {
             record(rcx, cx, rsp.status());
-            (Clock::new(None, None), Begin::Answer)
+            (Clock::new(None, None), Phase::Answer)
         } else {
             // The first try starts as the request arrived: no clock read.
             let try_deadline = per_try.map(|limit| (cx.start + limit, Limit::Try));
-            (Clock::new(request_deadline, try_deadline), Begin::Send)
+            (Clock::new(request_deadline, try_deadline), Phase::Try)
         };
         let policy = Box::pin(Policy {
             router,
@@ -317,7 +304,7 @@ impl<'a, F> Policy<'a, F> {
             send,
             clock,
         });
-        (policy, begin, first)
+        (policy, phase, first)
     }
 }
 
