@@ -1,10 +1,12 @@
 //! Child processes of the harness and what `/proc` says about them.
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead, BufReader},
     net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -138,13 +140,27 @@ pub fn free_port() -> anyhow::Result<u16> {
     free_port_on([127, 0, 0, 1])
 }
 
-/// A free port on the loopback address `ip`, as [`free_port`].
+/// How many ports the kernel may offer that this run already handed out before giving up.
+const PORT_DRAWS: usize = 64;
+
+/// A free port on the loopback address `ip`, as [`free_port`], and never one this run handed
+/// out before: a released port is free again at once, so the kernel may offer it to the next
+/// caller while the process it was meant for has not bound it yet (two listeners of one
+/// setup once drew the same port).
 pub fn free_port_on(ip: [u8; 4]) -> anyhow::Result<u16> {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let addr = SocketAddr::from((ip, 0));
-    Ok(TcpListener::bind(addr)
-        .with_context(|| format!("binding {addr}"))?
-        .local_addr()?
-        .port())
+    for _ in 0..PORT_DRAWS {
+        let port = TcpListener::bind(addr)
+            .with_context(|| format!("binding {addr}"))?
+            .local_addr()?
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("{PORT_DRAWS} ports offered on {addr} were all handed out before")
 }
 
 /// Starts `weft-control-plane` (`cmd`, flags but the addresses) on loopback port 0 and waits

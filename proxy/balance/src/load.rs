@@ -144,16 +144,23 @@ impl Load {
     /// estimates decayed past it (11 s for 30 ms against 10 ms at the default decay). With that
     /// one request in flight it costs `default_rtt` × 2 like any endpoint, so it is not flooded
     /// before its first response.
+    ///
+    /// A half-open endpoint waiting for its probe costs nothing too: the probe is how it gets
+    /// measured again. Priced by its old estimate it would lose every draw to endpoints whose
+    /// estimates are fresh (one failure slower than their successes put it behind by the
+    /// decay's ten seconds or more), stay half-open without a probe, and take no traffic
+    /// long after its backoff ended.
     pub(crate) fn candidate(&self, now: Instant) -> Candidate {
         let inner = self.lock();
-        let rtt = if inner.fresh {
+        let availability = inner.circuit.availability(now);
+        let rtt = if inner.fresh || availability == Availability::Probe {
             0.0
         } else {
             inner.rtt.get(now, self.settings.decay)
         };
         Candidate {
             cost: rtt * (f64::from(inner.pending) + 1.0) / f64::from(self.weight),
-            availability: inner.circuit.availability(now),
+            availability,
         }
     }
 

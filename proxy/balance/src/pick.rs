@@ -34,7 +34,8 @@ pub struct Pick {
 /// `rtt estimate × (requests in flight + 1) ÷ weight`. One available endpoint wins alone. If none
 /// is available, two are drawn from all of them and [`Pick::panic`] is set. An endpoint that
 /// has never had a request costs nothing, so a new endpoint is measured at once rather than
-/// starved behind a conservative `default_rtt`.
+/// starved behind a conservative `default_rtt`; so does a half-open one waiting for its probe,
+/// which is then sent at once rather than starved behind the estimate that got it ejected.
 ///
 /// The weight divides the cost rather than also skewing the draw: weighting both counts it
 /// twice (an idle weight-3 endpoint among three weight-1 ones would take 80 % of requests, not

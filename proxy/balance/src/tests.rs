@@ -535,6 +535,39 @@ fn half_open_endpoint_among_others_gets_one_probe() {
 }
 
 #[test]
+fn a_half_open_endpoint_slower_than_the_rest_is_probed_at_once() {
+    // The failures that ejected it were slow (50 ms against the others' 1 ms): priced by that
+    // estimate it would lose every draw for the decay's tens of seconds and never be probed.
+    let eps = endpoints(&[1, 1, 1]);
+    let mut rng = rng(37);
+    let mut t = Instant::now();
+    for load in &eps[..2] {
+        succeed(load, &mut t, ms(1), &mut rng);
+    }
+    for _ in 0..5 {
+        let pending = eps[2].start(t);
+        t += ms(50);
+        pending.finish(t, Outcome::Failure, &mut rng);
+    }
+    wait_out(&eps[2], &mut t);
+    let mut probed = None;
+    for i in 0..20 {
+        let Pick { index, panic } = pick(&eps, t, &mut rng).expect("endpoints");
+        assert!(!panic);
+        let pending = eps[index].start(t);
+        t += ms(1);
+        if index == 2 {
+            assert!(pending.is_probe());
+            probed = Some(i);
+            break;
+        }
+        pending.finish(t, Outcome::Success, &mut rng);
+    }
+    // It is drawn into two pairs in three; twenty picks all missing it is one in 3^20.
+    assert!(probed.is_some(), "no probe in 20 picks");
+}
+
+#[test]
 fn a_successful_probe_closes_the_circuit_and_resets_the_backoff() {
     let eps = endpoints(&[1]);
     let load = &eps[0];
