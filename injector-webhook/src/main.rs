@@ -69,6 +69,13 @@ struct Args {
     /// The control plane's gRPC address, as proxies reach it.
     #[arg(long, env = "WEFT_INJECTOR_CONTROL_PLANE", default_value = weft_injector_core::DEFAULT_CONTROL_PLANE)]
     control_plane: String,
+    /// The SPIFFE ID the control plane presents, for proxies to check (their default:
+    /// spiffe://<trust domain>/ns/weft/sa/weft-control-plane). The chart always sets it.
+    #[arg(long, env = "WEFT_INJECTOR_CONTROL_PLANE_IDENTITY")]
+    control_plane_identity: Option<String>,
+    /// The trust domain, given to proxies (their default: `cluster.local`).
+    #[arg(long, env = "WEFT_INJECTOR_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
     /// Weft's own namespace (never injected).
     #[arg(long, env = "WEFT_NAMESPACE", default_value = weft_injector_core::DEFAULT_NAMESPACE)]
     weft_namespace: String,
@@ -164,6 +171,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             proxy_command: args.proxy_command.map(|c| vec![c]),
             init_command: args.init_command.map(|c| vec![c]),
             control_plane: args.control_plane,
+            control_plane_identity: args.control_plane_identity,
+            trust_domain: args.trust_domain,
             trust_anchors_pem: anchors,
             cni: args.cni,
             native_sidecars,

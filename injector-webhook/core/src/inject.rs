@@ -56,6 +56,12 @@ pub struct Config {
     pub init_command: Option<Vec<String>>,
     /// The control plane's gRPC address, `host:port`.
     pub control_plane: String,
+    /// The SPIFFE ID the control plane presents; `None` leaves the proxy's default
+    /// (`spiffe://<trust domain>/ns/weft/sa/weft-control-plane`), wrong when Weft is installed
+    /// in another namespace.
+    pub control_plane_identity: Option<String>,
+    /// The trust domain; `None` leaves the proxy's default, `cluster.local`.
+    pub trust_domain: Option<String>,
     /// The trust anchors (PEM).
     pub trust_anchors_pem: String,
     /// The CNI plugin redirects pods' traffic: no init container, nothing privileged.
@@ -90,6 +96,8 @@ impl Config {
             proxy_command: None,
             init_command: None,
             control_plane: control_plane.into(),
+            control_plane_identity: None,
+            trust_domain: None,
             trust_anchors_pem: trust_anchors_pem.into(),
             cni: false,
             native_sidecars: true,
@@ -211,6 +219,12 @@ fn proxy_container(settings: &ProxySettings, config: &Config) -> Container {
         },
         value("WEFT_REDIRECT_CHECK", "5s".into()),
     ];
+    if let Some(id) = &config.control_plane_identity {
+        env.push(value("WEFT_CONTROL_PLANE_IDENTITY", id.clone()));
+    }
+    if let Some(domain) = &config.trust_domain {
+        env.push(value("WEFT_TRUST_DOMAIN", domain.clone()));
+    }
     if !settings.env.iter().any(|(k, _)| *k == ENV_LOG) {
         env.push(value(ENV_LOG, config.log_level.clone()));
     }
@@ -495,6 +509,38 @@ mod tests {
         // The app stays the default container even with the proxy first.
         let annotations = classic.metadata.annotations.expect("annotations");
         assert_eq!(annotations[DEFAULT_CONTAINER], "app");
+    }
+
+    #[test]
+    fn the_control_plane_identity_and_trust_domain_reach_the_proxy_only_when_set() {
+        let env = |config: &Config| -> Vec<(String, Option<String>)> {
+            let out = applied(&pod(None, None), config);
+            let spec = out.spec.expect("spec");
+            let proxy = spec.init_containers.expect("inits").remove(1);
+            proxy
+                .env
+                .expect("env")
+                .into_iter()
+                .map(|e| (e.name, e.value))
+                .collect()
+        };
+        let defaults = env(&config(true, false));
+        assert!(defaults
+            .iter()
+            .all(|(k, _)| k != "WEFT_CONTROL_PLANE_IDENTITY" && k != "WEFT_TRUST_DOMAIN"));
+        let elsewhere = Config {
+            control_plane_identity: Some(
+                "spiffe://example.org/ns/mesh/sa/weft-control-plane".into(),
+            ),
+            trust_domain: Some("example.org".into()),
+            ..config(true, false)
+        };
+        let set = env(&elsewhere);
+        assert!(set.contains(&(
+            "WEFT_CONTROL_PLANE_IDENTITY".into(),
+            Some("spiffe://example.org/ns/mesh/sa/weft-control-plane".into())
+        )));
+        assert!(set.contains(&("WEFT_TRUST_DOMAIN".into(), Some("example.org".into()))));
     }
 
     #[test]
