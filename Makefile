@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test lint deny unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
+.PHONY: demo test lint deny chart-tools unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
@@ -21,7 +21,7 @@ demo: deps
 
 ## test: everything CI checks: lint, unit and integration tests (the root-only tier included
 ## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
-test: deps lint k8s-prep unit demo-once fuzz-smoke bench-smoke
+test: deps lint k8s-prep chart-tools unit demo-once fuzz-smoke bench-smoke
 
 deps:
 	scripts/install-deps.sh
@@ -55,6 +55,12 @@ k8s-deps:
 k8s-prep:
 	@if [ "$$(id -u)" -eq 0 ]; then $(MAKE) --no-print-directory k8s-deps k8s; \
 	else echo "k8s-prep: SKIPPED: the k8s tier needs root (namespaces, mounts, cgroups)"; fi
+
+## chart-tools: what the chart's tests run: Helm built from its Go module (tools/helm, into
+## ~/.cache/weft/helm) and kubernetes-validate from PyPI (tools/python, a venv in ~/.cache/weft/py)
+chart-tools:
+	scripts/helm-build.sh >/dev/null
+	scripts/py-tools.sh >/dev/null
 
 ## unit: every crate's tests; the binaries first, because the k8s tier packs them into its image
 unit:

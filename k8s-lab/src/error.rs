@@ -18,6 +18,13 @@ pub enum Error {
     /// The Kubernetes binaries have not been built (or not for these sources).
     #[error("the Kubernetes binaries are not built: {0}; run `make k8s` first")]
     NotBuilt(String),
+    /// A test tool built or installed by a script of the repository is not there yet.
+    #[error("{tool} is not set up: {reason}; run `{script}` (`make test` does)")]
+    ToolMissing {
+        tool: String,
+        reason: String,
+        script: String,
+    },
     /// A tool the node needs is not installed.
     #[error("{0}; `make deps` installs what the k8s tier needs")]
     Missing(String),
@@ -42,6 +49,9 @@ pub enum Error {
     /// `kubectl` failed.
     #[error("`kubectl {args}` failed: {stderr}")]
     Kubectl { args: String, stderr: String },
+    /// `helm` failed.
+    #[error("`helm {args}` failed: {stderr}")]
+    Helm { args: String, stderr: String },
     /// A CRD case file (or its folder) is not what `crds::cases` reads.
     #[error("CRD case {}: {reason}", file.display())]
     Case { file: PathBuf, reason: String },

@@ -54,6 +54,11 @@ impl Kubectl {
         &self.kubeconfig
     }
 
+    /// The network namespace it runs in (the node's).
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
     /// The command line a person runs for the same: `ip netns exec <node> <kubectl>
     /// --kubeconfig <file>`.
     pub fn command_line(&self) -> String {

@@ -6,6 +6,7 @@ pub mod bins;
 pub mod cluster;
 pub mod crds;
 pub mod error;
+pub mod helm;
 pub mod image;
 pub mod kubectl;
 pub mod node;
@@ -14,4 +15,5 @@ pub mod weft;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use error::{Error, Result};
+pub use helm::Helm;
 pub use kubectl::Kubectl;
