@@ -1,7 +1,6 @@
-//! Weft on the cluster, installed the way the Helm chart will install it (until the chart
-//! exists, the tests need these objects written somewhere): the image, the control plane with
-//! its ServiceAccount, least-privilege RBAC, issuer Secret and trust-anchor ConfigMap, and
-//! pods with a `weft-proxy` sidecar written into their spec, as the injector will write it.
+//! Weft on the cluster: the image, Weft installed by its Helm chart (`helm/weft`), and test
+//! pods, plain or with a `weft-proxy` sidecar written into their spec as the injector writes it
+//! (for the cases that test the mesh apart from the injector).
 //!
 //! The image `weft.local/weft:dev` holds the Weft binaries of this build (debug info stripped)
 //! and `weft-lab-app`, the lab's test app and client.
@@ -18,6 +17,7 @@ use weft_lab::process;
 use crate::{
     cluster::Cluster,
     error::{Error, Result},
+    helm::{self, Helm},
     image::ImageBuilder,
 };
 
@@ -28,30 +28,6 @@ pub const WEFT_NAMESPACE: &str = "weft";
 pub const CONTROL_PLANE: &str = "weft-control-plane";
 /// Where a proxy reaches the control plane: its Service's DNS name.
 pub const CONTROL_PLANE_ADDR: &str = "weft-control-plane.weft.svc.cluster.local:8443";
-/// The ClusterRole of the control plane: what `--source kubernetes` watches, TokenReview, and
-/// the HTTPRoute status it writes (`patch`, and `get` to read it again after a conflict).
-pub const CONTROL_PLANE_RULES: &str = r#"- apiGroups: [""]
-  resources: ["services", "pods"]
-  verbs: ["list", "watch"]
-- apiGroups: ["discovery.k8s.io"]
-  resources: ["endpointslices"]
-  verbs: ["list", "watch"]
-- apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["httproutes", "referencegrants"]
-  verbs: ["list", "watch"]
-- apiGroups: ["split.smi-spec.io"]
-  resources: ["trafficsplits"]
-  verbs: ["list", "watch"]
-- apiGroups: ["weft.dev"]
-  resources: ["httpfaults"]
-  verbs: ["list", "watch"]
-- apiGroups: ["authentication.k8s.io"]
-  resources: ["tokenreviews"]
-  verbs: ["create"]
-- apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["httproutes/status"]
-  verbs: ["get", "patch"]"#;
-
 /// The binaries of this build that go into the image, by their name in `target/<profile>`.
 const BINARIES: [&str; 5] = [
     "weft-proxy",
@@ -128,125 +104,6 @@ fn with_iptables(mut image: ImageBuilder) -> Result<ImageBuilder> {
         }
     }
     Ok(image)
-}
-
-/// The control plane's objects: namespace, ServiceAccount, ClusterRole and binding, the
-/// issuer Secret and anchors ConfigMap (from `issuer_dir`: `issuer.crt`, `issuer.key`,
-/// `anchors.pem`), a Deployment of one replica and its Service.
-pub fn control_plane_yaml(issuer_dir: &Path) -> Result<String> {
-    let read = |file: &str| -> Result<String> {
-        let path = issuer_dir.join(file);
-        std::fs::read_to_string(&path).map_err(Error::io(format!("read {}", path.display())))
-    };
-    let (crt, key, anchors) = (
-        read("issuer.crt")?,
-        read("issuer.key")?,
-        read("anchors.pem")?,
-    );
-    Ok(format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: {WEFT_NAMESPACE}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: {CONTROL_PLANE}
-  namespace: {WEFT_NAMESPACE}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {CONTROL_PLANE}
-rules:
-{CONTROL_PLANE_RULES}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {CONTROL_PLANE}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: {CONTROL_PLANE}
-subjects:
-- kind: ServiceAccount
-  name: {CONTROL_PLANE}
-  namespace: {WEFT_NAMESPACE}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: weft-issuer
-  namespace: {WEFT_NAMESPACE}
-stringData:
-  issuer.crt: |
-{crt}  issuer.key: |
-{key}  anchors.pem: |
-{anchors_indented}---
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: weft-trust-anchors
-  namespace: {WEFT_NAMESPACE}
-data:
-  anchors.pem: |
-{anchors_indented}---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {CONTROL_PLANE}
-  namespace: {WEFT_NAMESPACE}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {CONTROL_PLANE}}}
-  template:
-    metadata:
-      labels: {{app: {CONTROL_PLANE}}}
-    spec:
-      serviceAccountName: {CONTROL_PLANE}
-      containers:
-      - name: control-plane
-        image: {WEFT_IMAGE}
-        imagePullPolicy: Never
-        command: ["/usr/local/bin/weft-control-plane"]
-        args: ["--source", "kubernetes", "--issuer", "/var/run/weft/issuer", "--log", "info,weft=debug"]
-        env:
-        - name: POD_NAMESPACE
-          valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
-        ports:
-        - {{name: grpc, containerPort: 8443}}
-        - {{name: admin, containerPort: 9990}}
-        readinessProbe:
-          httpGet: {{path: /ready, port: 9990}}
-          periodSeconds: 2
-        livenessProbe:
-          httpGet: {{path: /live, port: 9990}}
-          periodSeconds: 10
-        volumeMounts:
-        - {{name: issuer, mountPath: /var/run/weft/issuer, readOnly: true}}
-      volumes:
-      - name: issuer
-        secret:
-          secretName: weft-issuer
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {CONTROL_PLANE}
-  namespace: {WEFT_NAMESPACE}
-spec:
-  selector: {{app: {CONTROL_PLANE}}}
-  ports:
-  - {{name: grpc, port: 8443, targetPort: 8443}}
-  - {{name: admin, port: 9990, targetPort: 9990}}
-"#,
-        crt = indent(&crt, 4),
-        key = indent(&key, 4),
-        anchors_indented = indent(&anchors, 4),
-    ))
 }
 
 /// A pod of the lab's test app (`weft-lab-app serve`, or a command of the caller's), meshed
@@ -503,157 +360,67 @@ fn proxy_sidecar() -> Value {
 /// The injector's name: its Deployment, Service, ServiceAccount and webhook configuration.
 pub const INJECTOR: &str = "weft-injector";
 
-/// The injector in [`WEFT_NAMESPACE`], serving `cert_pem`/`key_pem` (for
-/// `weft-injector.weft.svc`), called for pods of namespaces labelled `weft.dev/inject=enabled`
-/// only (the other cases' pods never meet it), with the image's binaries named as commands, the
-/// CNI plugin redirecting (`--cni`), `failurePolicy: Fail`. `ca_bundle` is the
-/// base64 of the PEM the API server checks the serving certificate against. The control plane
-/// must be installed (its trust-anchor ConfigMap is mounted).
-pub fn injector_yaml(cert_pem: &str, key_pem: &str, ca_bundle: &str) -> String {
-    let cert = indent(cert_pem, 4);
-    let key = indent(key_pem, 4);
-    let ca_bundle = ca_bundle.trim();
-    format!(
-        r#"apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: {INJECTOR}
-  namespace: {WEFT_NAMESPACE}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {INJECTOR}
-rules:
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {INJECTOR}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: {INJECTOR}
-subjects:
-- kind: ServiceAccount
-  name: {INJECTOR}
-  namespace: {WEFT_NAMESPACE}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: {INJECTOR}-tls
-  namespace: {WEFT_NAMESPACE}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-{cert}  tls.key: |
-{key}---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {INJECTOR}
-  namespace: {WEFT_NAMESPACE}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {INJECTOR}}}
-  template:
-    metadata:
-      labels: {{app: {INJECTOR}}}
-    spec:
-      serviceAccountName: {INJECTOR}
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: injector
-        image: {WEFT_IMAGE}
-        imagePullPolicy: Never
-        command: ["/usr/local/bin/weft-injector"]
-        args:
-        - --tls-cert=/var/run/weft/tls/tls.crt
-        - --tls-key=/var/run/weft/tls/tls.key
-        - --trust-anchors=/var/run/weft/anchors/anchors.pem
-        - --proxy-image={WEFT_IMAGE}
-        - --init-image={WEFT_IMAGE}
-        - --image-pull-policy=Never
-        - --proxy-command=/usr/local/bin/weft-proxy
-        - --init-command=/usr/local/bin/weft-init
-        - --control-plane={CONTROL_PLANE_ADDR}
-        - --cni
-        env:
-        - {{name: WEFT_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
-        ports:
-        - {{name: webhook, containerPort: 9443}}
-        - {{name: admin, containerPort: 9990}}
-        readinessProbe:
-          httpGet: {{path: /ready, port: 9990}}
-          periodSeconds: 1
-        securityContext:
-          runAsUser: 2121
-          runAsNonRoot: true
-          readOnlyRootFilesystem: true
-          allowPrivilegeEscalation: false
-          capabilities: {{drop: ["ALL"]}}
-        volumeMounts:
-        - {{name: tls, mountPath: /var/run/weft/tls, readOnly: true}}
-        - {{name: anchors, mountPath: /var/run/weft/anchors, readOnly: true}}
-      volumes:
-      - {{name: tls, secret: {{secretName: {INJECTOR}-tls}}}}
-      - {{name: anchors, configMap: {{name: weft-trust-anchors}}}}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {INJECTOR}
-  namespace: {WEFT_NAMESPACE}
-spec:
-  selector: {{app: {INJECTOR}}}
-  ports:
-  - {{name: webhook, port: 443, targetPort: 9443}}
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: {INJECTOR}
-webhooks:
-- name: inject.weft.dev
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Fail
-  reinvocationPolicy: IfNeeded
-  timeoutSeconds: 10
-  clientConfig:
-    service: {{name: {INJECTOR}, namespace: {WEFT_NAMESPACE}, path: /inject, port: 443}}
-    caBundle: {ca_bundle}
-  rules:
-  - {{operations: ["CREATE"], apiGroups: [""], apiVersions: ["v1"], resources: ["pods"], scope: Namespaced}}
-  namespaceSelector:
-    matchLabels: {{weft.dev/inject: enabled}}
-"#
-    )
-}
+/// The chart's release name in the cluster.
+pub const RELEASE: &str = "weft";
 
-/// [`injector_yaml`] with a new self-signed serving certificate for the injector's Service
-/// names, which is also the webhook's CA bundle.
-pub fn injector_yaml_with_new_certificate() -> Result<String> {
-    use base64::{prelude::BASE64_STANDARD, Engine as _};
-    let names = [
-        format!("{INJECTOR}.{WEFT_NAMESPACE}.svc"),
-        format!("{INJECTOR}.{WEFT_NAMESPACE}.svc.cluster.local"),
+/// The label selectors of the control plane's and the injector's pods, as the chart labels them.
+pub const CONTROL_PLANE_PODS: &str =
+    "app.kubernetes.io/name=weft,app.kubernetes.io/component=control-plane";
+pub const INJECTOR_PODS: &str = "app.kubernetes.io/name=weft,app.kubernetes.io/component=injector";
+
+/// The chart's values for this cluster, around the identity files: the one image of every
+/// binary ([`WEFT_IMAGE`], imported, never pulled), `weft-cni` chained into the node's CNI
+/// configuration (so no `weft-init` in injected pods), and the control plane's debug lines.
+pub const CHART_VALUES: &str = r#"image:
+  registry: weft.local
+  tag: dev
+  pullPolicy: Never
+  controlPlane: {repository: weft}
+  injector: {repository: weft}
+  proxy: {repository: weft}
+  init: {repository: weft}
+controlPlane:
+  logLevel: info,weft=debug
+cni:
+  enabled: true
+"#;
+
+/// `helm upgrade --install` of the chart into [`WEFT_NAMESPACE`] with [`CHART_VALUES`] (written
+/// into `work`), the identity from `issuer_dir` (`issuer.crt`, `issuer.key`, `anchors.pem`) and
+/// `sets` (`key=value`) on top; waits (Helm's watcher) until every Deployment is Ready.
+pub fn helm_install(helm: &Helm, issuer_dir: &Path, work: &Path, sets: &[&str]) -> Result<String> {
+    std::fs::create_dir_all(work).map_err(Error::io(format!("create {}", work.display())))?;
+    let values = work.join("weft-values.yaml");
+    std::fs::write(&values, CHART_VALUES)
+        .map_err(Error::io(format!("write {}", values.display())))?;
+    let chart = helm::chart_dir();
+    let file = |name: &str| issuer_dir.join(name).display().to_string();
+    let files = [
+        format!("identity.trustAnchorsPEM={}", file("anchors.pem")),
+        format!("identity.issuer.crtPEM={}", file("issuer.crt")),
+        format!("identity.issuer.keyPEM={}", file("issuer.key")),
     ];
-    let cert = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|source| Error::Pki {
-        what: "the injector's serving certificate".into(),
-        source,
-    })?;
-    let pem = cert.cert.pem();
-    Ok(injector_yaml(
-        &pem,
-        &cert.signing_key.serialize_pem(),
-        &BASE64_STANDARD.encode(pem.as_bytes()),
-    ))
+    let (chart, values) = (chart.display().to_string(), values.display().to_string());
+    let mut args = vec![
+        "upgrade",
+        "--install",
+        RELEASE,
+        &chart,
+        "--namespace",
+        WEFT_NAMESPACE,
+        "--create-namespace",
+        "--wait=watcher",
+        "--timeout=150s",
+        "-f",
+        &values,
+    ];
+    for f in &files {
+        args.extend(["--set-file", f.as_str()]);
+    }
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    helm.run(&args)
 }
 
 /// The trust-anchor ConfigMap in namespace `ns` (a pod can only mount a ConfigMap of its own

@@ -30,6 +30,10 @@ pub(crate) const ALL: &[(&str, Case)] = cases![
     weft_init_redirects_as_an_init_container,
     the_mesh_rides_out_restarts_and_converges,
     the_injector_meshes_a_labelled_namespace,
+    helm_upgrade_rolls_the_control_plane_without_a_failed_request,
+    with_the_injector_down_the_failure_policy_decides,
+    // Last: Weft is gone after it.
+    helm_uninstall_leaves_no_webhook_behind,
 ];
 
 /// Every valid case is created and every malformed Weft object is refused by the API server
@@ -187,7 +191,15 @@ fn control_plane_rbac_is_least_privilege(env: &mut Env<'_>) {
     let out = env
         .kubectl()
         .outcome(
-            &["--as", &me, "-n", "weft", "get", "secret", "weft-issuer"],
+            &[
+                "--as",
+                &me,
+                "-n",
+                "weft",
+                "get",
+                "secret",
+                "weft-identity-issuer",
+            ],
             "",
         )
         .expect("kubectl");
@@ -846,13 +858,13 @@ fn the_mesh_rides_out_restarts_and_converges(env: &mut Env<'_>) {
             "delete",
             "pod",
             "-l",
-            "app=weft-control-plane",
+            weft::CONTROL_PLANE_PODS,
             "--wait=true",
         ])
         .expect("delete the control plane's pod");
     let seen = answered(&pid, &target, 5, "with the control plane replaced");
     assert_eq!(seen.len(), 1, "{seen:?}");
-    env.ready(weft::WEFT_NAMESPACE, "app=weft-control-plane");
+    env.ready(weft::WEFT_NAMESPACE, weft::CONTROL_PLANE_PODS);
     env.kubectl()
         .run(&["-n", ns, "scale", "deployment", "api", "--replicas=2"])
         .expect("scale up again");
@@ -932,11 +944,9 @@ fn weft_init_redirects_as_an_init_container(env: &mut Env<'_>) {
 /// The injector, called by the real API server: pods created as a user writes them, in a
 /// namespace labelled `weft.dev/inject=enabled`, come up with the proxy as a native sidecar
 /// (and the CNI plugin's rules, as `--cni` says) and talk mTLS as their service accounts; a
-/// pod that says `weft.dev/inject: disabled` stays plain; a Job's pod completes. Last, because
-/// its webhook fails closed: it is removed at the end.
+/// pod that says `weft.dev/inject: disabled` stays plain; a Job's pod completes. The chart
+/// installed the injector and its webhooks with the cluster.
 fn the_injector_meshes_a_labelled_namespace(env: &mut Env<'_>) {
-    env.apply(&weft::injector_yaml_with_new_certificate().expect("the injector's YAML"));
-    env.ready(weft::WEFT_NAMESPACE, &format!("app={}", weft::INJECTOR));
     let ns = "injected";
     env.namespace(ns);
     env.apply(&format!(
@@ -1031,13 +1041,249 @@ spec:
         "{.items[0].spec.initContainers[*].name}",
     );
     assert_eq!(inits, "weft-proxy", "the Job's pod was injected");
+}
 
+/// The control plane's pods, by name.
+fn control_plane_pods(env: &Env<'_>) -> std::collections::BTreeSet<String> {
+    env.get(
+        &[
+            "-n",
+            weft::WEFT_NAMESPACE,
+            "pods",
+            "-l",
+            weft::CONTROL_PLANE_PODS,
+        ],
+        "{.items[*].metadata.name}",
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
+/// `helm upgrade` rolls the control plane (a new pod annotation) while a meshed client calls a
+/// meshed server every 100 ms: not one request fails, and the control plane's pods are new.
+fn helm_upgrade_rolls_the_control_plane_without_a_failed_request(env: &mut Env<'_>) {
+    let ns = "upgrade";
+    env.meshed_api(ns, 1);
+    env.apply(
+        &AppPod::new(ns, "client", "web")
+            .label("app", "web")
+            .meshed()
+            .yaml(),
+    );
+    env.ready(ns, "weft-lab=app");
+    let ip = env.get(&["-n", ns, "service", "api"], "{.spec.clusterIP}");
+    let target = format!("{}:80", ip.trim());
+    let pid = env.pod_pid(ns, "client");
+    let before = control_plane_pods(env);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let env = &*env;
+    let (upgrade, results) = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            let mut results = Vec::new();
+            // Bounded: helm's own timeout is 150 s.
+            let deadline = std::time::Instant::now() + Duration::from_secs(240);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                results.push(get_in_netns_of(&pid, &target, "/during-upgrade"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            results
+        });
+        let upgrade = env.helm_install(&["controlPlane.podAnnotations.weft-lab/rollout=second"]);
+        // The proxies reconnect to the new control plane after it is Ready: keep calling.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (upgrade, load.join().expect("the load thread"))
+    });
+    upgrade.unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        results.len() >= 20 && failed.is_empty(),
+        "{} of {} requests failed during the upgrade: {failed:?}",
+        failed.len(),
+        results.len()
+    );
+    let after = control_plane_pods(env);
+    assert!(
+        !after.is_empty() && after.is_disjoint(&before),
+        "the control plane was rolled: before {before:?}, after {after:?}"
+    );
+    println!(
+        "helm upgrade: {} requests, none failed, control plane {before:?} -> {after:?}",
+        results.len()
+    );
+}
+
+/// Scales the injector to `replicas` and waits until that many of its pods are Ready (none
+/// left at all for 0).
+fn scale_injector(env: &Env<'_>, replicas: u32) {
+    env.kubectl()
+        .run(&[
+            "-n",
+            weft::WEFT_NAMESPACE,
+            "scale",
+            "deployment",
+            weft::INJECTOR,
+            &format!("--replicas={replicas}"),
+        ])
+        .expect("scale the injector");
+    if replicas > 0 {
+        env.ready(weft::WEFT_NAMESPACE, weft::INJECTOR_PODS);
+        return;
+    }
+    wait(
+        "the injector's pods to be gone",
+        Duration::from_secs(60),
+        || {
+            env.get(
+                &[
+                    "-n",
+                    weft::WEFT_NAMESPACE,
+                    "pods",
+                    "-l",
+                    weft::INJECTOR_PODS,
+                ],
+                "{.items[*].metadata.name}",
+            )
+            .trim()
+            .is_empty()
+            .then_some(())
+        },
+    );
+}
+
+/// The injector down: with `failurePolicy: Ignore` a labelled namespace's pod is created
+/// without the proxy; with `Fail` (the default) the API server refuses it, naming the webhook.
+fn with_the_injector_down_the_failure_policy_decides(env: &mut Env<'_>) {
+    let ns = "injector-down";
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    weft.dev/inject: enabled\n"
+    ));
+    env.helm_install(&["injector.failurePolicy=Ignore", "injector.timeoutSeconds=5"])
+        .unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    scale_injector(env, 0);
     let out = env
         .kubectl()
         .outcome(
-            &["delete", "mutatingwebhookconfiguration", weft::INJECTOR],
-            "",
+            &["apply", "-f", "-"],
+            &AppPod::new(ns, "ignored", "web").yaml(),
         )
         .expect("kubectl");
-    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.success,
+        "with failurePolicy Ignore the pod is created: {}\n{}",
+        out.stderr,
+        webhook_path_diagnostics(env)
+    );
+    env.ready(ns, "weft-lab=app");
+    let inits = env.get(&["-n", ns, "pod", "ignored"], "{.spec.initContainers}");
+    assert!(inits.is_empty(), "created unmeshed: {inits}");
+
+    env.helm_install(&[])
+        .unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    scale_injector(env, 0);
+    let refused = AppPod::new(ns, "refused", "web").yaml();
+    let out = env
+        .kubectl()
+        .outcome(&["apply", "-f", "-"], &refused)
+        .expect("kubectl");
+    assert!(
+        !out.success,
+        "a pod was created with the injector down and Fail"
+    );
+    assert!(
+        out.stderr.contains("inject.weft.dev"),
+        "the refusal names the webhook: {}",
+        out.stderr
+    );
+    scale_injector(env, 1);
+}
+
+/// How the API server reaches the injector from the node: kube-proxy's rules for its Service
+/// and the API server's connections that are not to etcd, itself or the kubelet.
+fn webhook_path_diagnostics(env: &Env<'_>) -> String {
+    let netns = env.kubectl().netns();
+    let sh = |script: String| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .map(|o| {
+                format!(
+                    "$ {script}\n{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_else(|e| format!("$ {script}: {e}\n"))
+    };
+    sh(format!("ip netns exec {netns} iptables-save -t nat | grep -i weft-injector"))
+        + &sh(format!("ip netns exec {netns} iptables-save -t filter | grep -i weft-injector"))
+        + &sh(format!(
+            "ip netns exec {netns} ss -tnpo | grep kube-apiserver | grep -v -e :2379 -e :6443 -e :10250"
+        ))
+}
+
+/// `helm uninstall` removes the webhooks, the RBAC and every object of the release (a pod of a
+/// labelled namespace is then created plainly); the CRDs stay, as Helm leaves `crds/`.
+fn helm_uninstall_leaves_no_webhook_behind(env: &mut Env<'_>) {
+    env.helm()
+        .run(&[
+            "uninstall",
+            weft::RELEASE,
+            "--namespace",
+            weft::WEFT_NAMESPACE,
+            // Until the Deployments' pods are gone too, not only the Deployments.
+            "--cascade=foreground",
+            "--wait",
+            "--timeout=120s",
+        ])
+        .unwrap_or_else(|e| panic!("helm uninstall: {e}"));
+    for (kind, name) in [
+        ("mutatingwebhookconfiguration", weft::INJECTOR),
+        ("clusterrole", weft::INJECTOR),
+        ("clusterrolebinding", weft::INJECTOR),
+        ("clusterrole", weft::CONTROL_PLANE),
+        ("clusterrolebinding", weft::CONTROL_PLANE),
+    ] {
+        let out = env
+            .kubectl()
+            .outcome(&["get", kind, name], "")
+            .expect("kubectl");
+        assert!(
+            !out.success && out.stderr.contains("NotFound"),
+            "{kind}/{name} is left: {}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    let left = env.get(
+        &[
+            "-n",
+            weft::WEFT_NAMESPACE,
+            "deployments,services,serviceaccounts,secrets,configmaps,pods",
+            "-l",
+            "app.kubernetes.io/name=weft",
+        ],
+        "{.items[*].metadata.name}",
+    );
+    assert!(
+        left.trim().is_empty(),
+        "left in {}: {left}",
+        weft::WEFT_NAMESPACE
+    );
+    env.kubectl()
+        .run(&["get", "crd", "httpfaults.weft.dev"])
+        .expect("the CRDs stay");
+
+    let ns = "after-uninstall";
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    weft.dev/inject: enabled\n"
+    ));
+    env.apply(&AppPod::new(ns, "plain", "web").yaml());
+    let inits = env.get(&["-n", ns, "pod", "plain"], "{.spec.initContainers}");
+    assert!(inits.is_empty(), "no webhook left to inject: {inits}");
 }

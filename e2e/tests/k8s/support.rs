@@ -8,22 +8,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weft_k8s_lab::{cluster::tail, weft, weft::AppPod, Cluster, Kubectl};
+use weft_k8s_lab::{cluster::tail, weft, weft::AppPod, Cluster, Helm, Kubectl};
 use weft_lab::Metrics;
 
 /// How long a pod may take to be Ready (image already imported; proxies need a certificate).
 pub(crate) const POD_PATIENCE: Duration = Duration::from_secs(90);
 
-/// The cluster with Weft's control plane installed.
+/// The cluster with Weft installed by its chart.
 pub(crate) struct Env<'a> {
     cluster: &'a mut Cluster,
-    /// The trust anchors' PEM, for the ConfigMap each meshed namespace needs.
+    /// The trust anchors' PEM, for the ConfigMap each hand-meshed namespace needs.
     pub(crate) anchors: String,
+    /// Helm on this cluster, its files in the cluster's directory.
+    helm: Helm,
+    pki: weft_lab::pki::Pki,
     _pki_dir: tempfile::TempDir,
 }
 
 impl<'a> Env<'a> {
-    /// Imports the Weft image, installs the control plane and waits for it to be Ready.
+    /// Imports the Weft image and installs the chart, waiting until the control plane and the
+    /// injector are Ready.
     pub(crate) fn new(cluster: &'a mut Cluster, weft_dir: &Path) -> weft_k8s_lab::Result<Env<'a>> {
         let started = Instant::now();
         weft::import_image(cluster, weft_dir, &cluster.dir().join("weft-image"))?;
@@ -38,20 +42,63 @@ impl<'a> Env<'a> {
                 what: "read the anchors".into(),
                 source: e,
             })?;
-        cluster
-            .kubectl()
-            .apply(&weft::control_plane_yaml(&pki.issuer_dir())?)?;
+        let helm = Helm::locate(&cluster.dir().join("helm"))?.on(cluster.kubectl());
         let env = Env {
             cluster,
             anchors,
+            helm,
+            pki,
             _pki_dir: pki_dir,
         };
-        env.wait_ready(weft::WEFT_NAMESPACE, "app=weft-control-plane")?;
+        if let Err(e) = env.helm_install(&[]) {
+            return Err(weft_k8s_lab::Error::Component {
+                component: "Weft's chart".into(),
+                reason: e.to_string(),
+                log: format!("kubectl -n {} (pods, events, logs)", weft::WEFT_NAMESPACE),
+                tail: env.weft_diagnostics(),
+            });
+        }
+        env.wait_ready(weft::WEFT_NAMESPACE, weft::CONTROL_PLANE_PODS)?;
+        env.wait_ready(weft::WEFT_NAMESPACE, weft::INJECTOR_PODS)?;
         println!(
-            "k8s tier: control plane Ready {:.1?} after the image import began",
+            "k8s tier: Weft installed by its chart, Ready {:.1?} after the image import began",
             started.elapsed()
         );
         Ok(env)
+    }
+
+    /// `helm upgrade --install` of the chart with the tier's values and `sets` on top (values
+    /// set before and not here go back to the tier's), waiting until it is Ready.
+    pub(crate) fn helm_install(&self, sets: &[&str]) -> weft_k8s_lab::Result<String> {
+        weft::helm_install(&self.helm, &self.pki.issuer_dir(), self.cluster.dir(), sets)
+    }
+
+    /// What Weft's pods say: their states, the namespace's events, and the end of every
+    /// container's log (the previous run's too, for a container that crashed).
+    pub(crate) fn weft_diagnostics(&self) -> String {
+        let ns = weft::WEFT_NAMESPACE;
+        let run = |args: &[&str]| self.kubectl().run(args).unwrap_or_else(|e| e.to_string());
+        let mut out = run(&["-n", ns, "get", "pods", "-o", "wide"]);
+        out += &run(&["-n", ns, "get", "events", "--sort-by=.lastTimestamp"]);
+        for previous in ["--previous=false", "--previous=true"] {
+            out += &run(&[
+                "-n",
+                ns,
+                "logs",
+                "-l",
+                "app.kubernetes.io/name=weft",
+                "--all-containers",
+                "--prefix",
+                "--tail=20",
+                previous,
+            ]);
+        }
+        out
+    }
+
+    /// Helm on the cluster.
+    pub(crate) fn helm(&self) -> &Helm {
+        &self.helm
     }
 
     pub(crate) fn cluster(&self) -> &Cluster {
