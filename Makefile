@@ -1,10 +1,10 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test lint deny chart-tools unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
+.PHONY: demo test lint deny images chart-tools unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
 # build serves the benchmark's (and the other way round) instead of rebuilding dependencies.
-RELEASE_PACKAGES = -p weft-proxy -p weft-control-plane -p weft-cni -p weftctl -p weft-bench -p weft-k8s-lab
+RELEASE_PACKAGES = -p weft-proxy -p weft-control-plane -p weft-cni -p weft-injector -p weftctl -p weft-bench -p weft-k8s-lab
 export RELEASE_PACKAGES
 
 ## demo: a live mesh on this machine: as root, pods as network namespaces on the reference CNI
@@ -55,6 +55,14 @@ k8s-deps:
 k8s-prep:
 	@if [ "$$(id -u)" -eq 0 ]; then $(MAKE) --no-print-directory k8s-deps k8s; \
 	else echo "k8s-prep: SKIPPED: the k8s tier needs root (namespaces, mounts, cgroups)"; fi
+
+## images: Weft's OCI images (weft-proxy, weft-control-plane, weft-injector, weft-init: one
+## program each, no shell, UID 2121 but for weft-init) from a release build, as archives in
+## target/release/images, the same recipe the k8s tier runs its build's binaries in
+images:
+	scripts/install-deps.sh --require strip=binutils iptables=iptables
+	$(CARGO) build --release --locked $(RELEASE_PACKAGES)
+	./target/release/weft-k8s-lab images
 
 ## chart-tools: what the chart's tests run: Helm built from its Go module (tools/helm, into
 ## ~/.cache/weft/helm) and kubernetes-validate from PyPI (tools/python, a venv in ~/.cache/weft/py)

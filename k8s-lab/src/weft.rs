@@ -21,51 +21,136 @@ use crate::{
     image::ImageBuilder,
 };
 
-/// The image every Weft container and test app runs.
-pub const WEFT_IMAGE: &str = "weft.local/weft:dev";
+/// The image of the lab's test app and client, `weft-lab-app`; Weft's own containers run the
+/// product images ([`PRODUCT_IMAGES`]) of the same build.
+pub const APP_IMAGE: &str = "weft.local/weft-lab-app:dev";
 /// The control plane's namespace, ServiceAccount and Service.
 pub const WEFT_NAMESPACE: &str = "weft";
 pub const CONTROL_PLANE: &str = "weft-control-plane";
 /// Where a proxy reaches the control plane: its Service's DNS name.
 pub const CONTROL_PLANE_ADDR: &str = "weft-control-plane.weft.svc.cluster.local:8443";
-/// The binaries of this build that go into the image, by their name in `target/<profile>`.
-const BINARIES: [&str; 5] = [
-    "weft-proxy",
-    "weft-control-plane",
-    "weft-init",
-    "weft-injector",
-    "weft-lab-app",
+/// Builds [`APP_IMAGE`] from `bin_dir/weft-lab-app` (a stripped copy in `work`) and imports it
+/// into the cluster.
+pub fn import_app_image(cluster: &Cluster, bin_dir: &Path, work: &Path) -> Result<()> {
+    std::fs::create_dir_all(work).map_err(Error::io(format!("create {}", work.display())))?;
+    let app = stripped(APP_IMAGE, bin_dir, "weft-lab-app", work)?;
+    let image = ImageBuilder::new(APP_IMAGE)
+        .binary("/usr/local/bin/weft-lab-app", app)
+        .dir("/tmp", 0o1777);
+    cluster.import_image(&image)
+}
+
+/// A copy of `bin_dir/name` without debug info, in `work`: debug builds carry hundreds of MiB
+/// of it that a container never reads.
+fn stripped(image: &str, bin_dir: &Path, name: &str, work: &Path) -> Result<PathBuf> {
+    let src = bin_dir.join(name);
+    if !src.is_file() {
+        return Err(Error::Image {
+            image: image.into(),
+            reason: format!(
+                "{} is missing; `cargo build --workspace --bins` builds it",
+                src.display()
+            ),
+        });
+    }
+    let out = work.join(name);
+    process::run(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&out)
+            .arg(&src),
+    )?;
+    Ok(out)
+}
+
+/// The registry host Weft's images are named under (no registry is reachable here: they are
+/// imported, never pulled).
+pub const REGISTRY: &str = "weft.local";
+
+/// One of the images `make images` builds and the chart runs: `<REGISTRY>/<repository>:<tag>`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProductImage {
+    pub repository: &'static str,
+    /// The one program in it, at `/usr/local/bin/<binary>`, its entrypoint.
+    pub binary: &'static str,
+    /// The user it runs as unless the pod says otherwise.
+    pub uid: u32,
+    /// With Debian's iptables (nft and legacy) and its extensions, for `weft-init`.
+    pub iptables: bool,
+}
+
+/// The product images: one program each with the libraries it links, no shell, no package
+/// manager; UID 2121 but for `weft-init`, which runs as root to install iptables rules (the
+/// injector gives it `NET_ADMIN` and `NET_RAW` only).
+pub const PRODUCT_IMAGES: [ProductImage; 4] = [
+    ProductImage {
+        repository: "weft-proxy",
+        binary: "weft-proxy",
+        uid: 2121,
+        iptables: false,
+    },
+    ProductImage {
+        repository: "weft-control-plane",
+        binary: "weft-control-plane",
+        uid: 2121,
+        iptables: false,
+    },
+    ProductImage {
+        repository: "weft-injector",
+        binary: "weft-injector",
+        uid: 2121,
+        iptables: false,
+    },
+    ProductImage {
+        repository: "weft-init",
+        binary: "weft-init",
+        uid: 0,
+        iptables: true,
+    },
 ];
 
-/// Builds [`WEFT_IMAGE`] from the binaries in `bin_dir` (stripped copies in `work`) and
-/// imports it into the cluster.
-pub fn import_image(cluster: &Cluster, bin_dir: &Path, work: &Path) -> Result<()> {
-    std::fs::create_dir_all(work).map_err(Error::io(format!("create {}", work.display())))?;
-    let mut image = ImageBuilder::new(WEFT_IMAGE);
-    for name in BINARIES {
-        let src = bin_dir.join(name);
-        if !src.is_file() {
-            return Err(Error::Image {
-                image: WEFT_IMAGE.into(),
-                reason: format!(
-                    "{} is missing; `cargo build --workspace --bins` builds it",
-                    src.display()
-                ),
-            });
-        }
-        let stripped = work.join(name);
-        // Debug builds carry hundreds of MiB of debug info that a container never reads.
-        process::run(
-            Command::new("strip")
-                .arg("--strip-debug")
-                .arg("-o")
-                .arg(&stripped)
-                .arg(&src),
-        )?;
-        image = image.binary(&format!("/usr/local/bin/{name}"), stripped);
+/// The reference of the product image `repository` at the tier's tag.
+fn product_image(repository: &str) -> String {
+    format!("{REGISTRY}/{repository}:{TIER_TAG}")
+}
+
+impl ProductImage {
+    /// Its full reference at `tag`.
+    pub fn reference(&self, tag: &str) -> String {
+        format!("{REGISTRY}/{}:{tag}", self.repository)
     }
-    image = with_iptables(image.dir("/tmp", 0o1777))?;
-    cluster.import_image(&image)
+
+    /// The image at `tag` from the binaries in `bin_dir` (stripped copies in `work`).
+    pub fn build(&self, bin_dir: &Path, work: &Path, tag: &str) -> Result<ImageBuilder> {
+        let reference = self.reference(tag);
+        let dir = work.join(self.repository);
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let binary = stripped(&reference, bin_dir, self.binary, &dir)?;
+        let path = format!("/usr/local/bin/{}", self.binary);
+        let image = ImageBuilder::new(reference)
+            .binary(&path, binary)
+            .entrypoint([path.as_str()])
+            .user(self.uid, self.uid);
+        if self.iptables {
+            with_iptables(image)
+        } else {
+            Ok(image)
+        }
+    }
+}
+
+/// Builds every [`PRODUCT_IMAGES`] at `tag` from `bin_dir` and imports it into the cluster.
+pub fn import_product_images(
+    cluster: &Cluster,
+    bin_dir: &Path,
+    work: &Path,
+    tag: &str,
+) -> Result<()> {
+    for image in PRODUCT_IMAGES {
+        cluster.import_image(&image.build(bin_dir, work, tag)?)?;
+    }
+    Ok(())
 }
 
 /// Where Debian's iptables keeps the extensions its binaries `dlopen` (which `ldd` cannot see).
@@ -262,7 +347,7 @@ impl AppPod {
         let serving = self.command.is_none();
         let mut app = json!({
             "name": "app",
-            "image": WEFT_IMAGE,
+            "image": APP_IMAGE,
             "imagePullPolicy": "Never",
             "command": command,
             "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
@@ -302,14 +387,14 @@ impl AppPod {
     }
 }
 
-/// `weft-init`, as the injector will write it when the CNI plugin is not in use: runs first,
-/// as root with only `NET_ADMIN` and `NET_RAW`, installs the pod's redirect rules and exits.
+/// `weft-init` from its product image (its entrypoint), as the injector writes it when the CNI
+/// plugin is not in use: runs first, as root with only `NET_ADMIN` and `NET_RAW`, installs the
+/// pod's redirect rules and exits.
 fn init_container() -> Value {
     json!({
         "name": "weft-init",
-        "image": WEFT_IMAGE,
+        "image": product_image("weft-init"),
         "imagePullPolicy": "Never",
-        "command": ["/usr/local/bin/weft-init"],
         "securityContext": {
             "runAsUser": 0,
             "runAsNonRoot": false,
@@ -319,17 +404,17 @@ fn init_container() -> Value {
     })
 }
 
-/// The `weft-proxy` native sidecar, as the injector will write it: UID 2121, the identity
-/// from a projected token for audience `identity.weft.dev`, the anchors from the ConfigMap
-/// copied into the namespace, started (and ready) before the app.
+/// The `weft-proxy` native sidecar from its product image (its entrypoint), much as the
+/// injector writes it: UID 2121, the identity from a projected token for audience
+/// `identity.weft.dev`, the anchors from the ConfigMap copied into the namespace, started (and
+/// ready) before the app.
 fn proxy_sidecar() -> Value {
     let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
     json!({
         "name": "weft-proxy",
-        "image": WEFT_IMAGE,
+        "image": product_image("weft-proxy"),
         "imagePullPolicy": "Never",
         "restartPolicy": "Always",
-        "command": ["/usr/local/bin/weft-proxy"],
         "securityContext": {
             "runAsUser": 2121,
             "runAsGroup": 2121,
@@ -360,6 +445,9 @@ fn proxy_sidecar() -> Value {
 /// The injector's name: its Deployment, Service, ServiceAccount and webhook configuration.
 pub const INJECTOR: &str = "weft-injector";
 
+/// The tag of the product images the k8s tier builds from the binaries under test.
+pub const TIER_TAG: &str = "dev";
+
 /// The chart's release name in the cluster.
 pub const RELEASE: &str = "weft";
 
@@ -368,30 +456,30 @@ pub const CONTROL_PLANE_PODS: &str =
     "app.kubernetes.io/name=weft,app.kubernetes.io/component=control-plane";
 pub const INJECTOR_PODS: &str = "app.kubernetes.io/name=weft,app.kubernetes.io/component=injector";
 
-/// The chart's values for this cluster, around the identity files: the one image of every
-/// binary ([`WEFT_IMAGE`], imported, never pulled), `weft-cni` chained into the node's CNI
+/// The chart's values for this cluster, around the identity files: the product images of this
+/// build at tag [`TIER_TAG`] (imported, never pulled), `weft-cni` chained into the node's CNI
 /// configuration (so no `weft-init` in injected pods), and the control plane's debug lines.
-pub const CHART_VALUES: &str = r#"image:
-  registry: weft.local
-  tag: dev
+pub fn chart_values() -> String {
+    format!(
+        r#"image:
+  registry: {REGISTRY}
+  tag: {TIER_TAG}
   pullPolicy: Never
-  controlPlane: {repository: weft}
-  injector: {repository: weft}
-  proxy: {repository: weft}
-  init: {repository: weft}
 controlPlane:
   logLevel: info,weft=debug
 cni:
   enabled: true
-"#;
+"#
+    )
+}
 
-/// `helm upgrade --install` of the chart into [`WEFT_NAMESPACE`] with [`CHART_VALUES`] (written
+/// `helm upgrade --install` of the chart into [`WEFT_NAMESPACE`] with [`chart_values`] (written
 /// into `work`), the identity from `issuer_dir` (`issuer.crt`, `issuer.key`, `anchors.pem`) and
 /// `sets` (`key=value`) on top; waits (Helm's watcher) until every Deployment is Ready.
 pub fn helm_install(helm: &Helm, issuer_dir: &Path, work: &Path, sets: &[&str]) -> Result<String> {
     std::fs::create_dir_all(work).map_err(Error::io(format!("create {}", work.display())))?;
     let values = work.join("weft-values.yaml");
-    std::fs::write(&values, CHART_VALUES)
+    std::fs::write(&values, chart_values())
         .map_err(Error::io(format!("write {}", values.display())))?;
     let chart = helm::chart_dir();
     let file = |name: &str| issuer_dir.join(name).display().to_string();

@@ -980,7 +980,7 @@ spec:
     imagePullPolicy: Never
     command: ["/usr/local/bin/weft-lab-app", "serve", "opted-out"]
 "#,
-        image = weft::WEFT_IMAGE
+        image = weft::APP_IMAGE
     ));
     env.apply(&weft::service_yaml(ns, "api", "api"));
     env.ready(ns, "weft-lab=app");

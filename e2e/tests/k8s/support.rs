@@ -30,8 +30,17 @@ impl<'a> Env<'a> {
     /// injector are Ready.
     pub(crate) fn new(cluster: &'a mut Cluster, weft_dir: &Path) -> weft_k8s_lab::Result<Env<'a>> {
         let started = Instant::now();
-        weft::import_image(cluster, weft_dir, &cluster.dir().join("weft-image"))?;
-        println!("k8s tier: Weft image imported in {:.1?}", started.elapsed());
+        weft::import_app_image(cluster, weft_dir, &cluster.dir().join("app-image"))?;
+        weft::import_product_images(
+            cluster,
+            weft_dir,
+            &cluster.dir().join("product-images"),
+            weft::TIER_TAG,
+        )?;
+        println!(
+            "k8s tier: Weft's images imported in {:.1?}",
+            started.elapsed()
+        );
         let pki_dir = tempfile::tempdir().map_err(|e| weft_k8s_lab::Error::Io {
             what: "make a temp dir for the issuer".into(),
             source: e,
