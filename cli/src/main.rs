@@ -22,6 +22,7 @@ macro_rules! say_raw {
 }
 
 mod certs;
+mod check;
 mod demo;
 mod inject;
 mod lab;
@@ -62,6 +63,9 @@ enum Command {
     Inject(inject::InjectArgs),
     /// Takes out what `inject` added.
     Uninject(inject::UninjectArgs),
+    /// Checks that Weft can be installed on the cluster (`--pre`) or that it is healthy there:
+    /// a line per check, each with its fix; exit 1 when one failed.
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Lab(cmd) => lab::run(cmd),
         Command::Inject(args) => inject::inject(args),
         Command::Uninject(args) => inject::uninject(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

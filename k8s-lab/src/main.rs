@@ -83,6 +83,7 @@ fn images(flags: &[String]) -> ExitCode {
             None => weft::build_dir()?,
         };
         let out = out.unwrap_or_else(|| bin_dir.join("images"));
+        std::fs::create_dir_all(&out)?;
         let work = tempfile::tempdir()?;
         for image in weft::PRODUCT_IMAGES {
             let archive = out.join(format!("{}-{tag}.tar", image.repository));

@@ -1041,6 +1041,25 @@ spec:
         "{.items[0].spec.initContainers[*].name}",
     );
     assert_eq!(inits, "weft-proxy", "the Job's pod was injected");
+
+    // `weftctl check` finds everything healthy, and that the caller may install Weft.
+    let (ok, out, err) = env.weftctl(&["check"]);
+    assert!(ok, "weftctl check failed:\n{out}{err}");
+    println!("weftctl check:\n{out}");
+    for line in [
+        "ok   weft-control-plane is ready",
+        "ok   weft-injector is ready",
+        "ok   the webhook's caBundle verifies the injector's certificate",
+        "ok   the issuer is signed by a trust anchor",
+        "ok   every pod of a meshed namespace has the proxy",
+    ] {
+        assert!(out.contains(line), "weftctl check says {line:?}:\n{out}");
+    }
+    let (ok, out, err) = env.weftctl(&["check", "--pre"]);
+    assert!(
+        ok && out.contains("ok   may create everything the chart installs"),
+        "{out}{err}"
+    );
 }
 
 /// The control plane's pods, by name.
@@ -1181,6 +1200,16 @@ fn with_the_injector_down_the_failure_policy_decides(env: &mut Env<'_>) {
     env.ready(ns, "weft-lab=app");
     let inits = env.get(&["-n", ns, "pod", "ignored"], "{.spec.initContainers}");
     assert!(inits.is_empty(), "created unmeshed: {inits}");
+    // `weftctl check` says the injector is down, what Ignore did, and which pod it left out.
+    let (ok, out, err) = env.weftctl(&["check"]);
+    assert!(!ok, "weftctl check passed with the injector down:\n{out}");
+    assert!(err.contains("checks failed"), "{err}");
+    for said in [
+        "FAIL weft-injector is ready: 0 of 0 replicas ready: failurePolicy is Ignore",
+        &format!("{ns}/ignored"),
+    ] {
+        assert!(out.contains(said), "weftctl check says {said:?}:\n{out}");
+    }
 
     env.helm_install(&[])
         .unwrap_or_else(|e| panic!("helm upgrade: {e}"));

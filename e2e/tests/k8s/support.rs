@@ -105,6 +105,25 @@ impl<'a> Env<'a> {
         out
     }
 
+    /// `weftctl ARGS --kubeconfig <admin>` of this build, in the node's namespace (where the API
+    /// server is): whether it exited 0, and its stdout and stderr.
+    pub(crate) fn weftctl(&self, args: &[&str]) -> (bool, String, String) {
+        let weftctl = weft::build_dir().expect("the build dir").join("weftctl");
+        let out = Command::new("timeout")
+            .args(["120", "ip", "netns", "exec", self.kubectl().netns()])
+            .arg(&weftctl)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubectl().kubeconfig())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", weftctl.display()));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Helm on the cluster.
     pub(crate) fn helm(&self) -> &Helm {
         &self.helm
