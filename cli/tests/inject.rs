@@ -1,8 +1,10 @@
 //! `weftctl inject` and `uninject` as a user runs them: files and stdin, many documents,
 //! injecting twice changes nothing, uninject gives the original back, bad input fails with the
-//! file and document named and nothing written.
+//! file and document named and nothing written; and on the injector's golden cases, the pod
+//! the webhook makes.
 
 use std::{
+    collections::BTreeMap,
     io::Write,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -176,4 +178,196 @@ fn bad_input_names_the_file_and_document_and_writes_nothing() {
     let out = weftctl(&["inject", "--trust-anchors", &no_pem], Some(MANIFEST));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no PEM certificate"));
+}
+
+/// The injector's golden AdmissionReviews (`injector-webhook/core/tests/golden`, whose test
+/// compares the webhook's answers with them): the real `weftctl inject`, given each case's pod
+/// as YAML, writes the webhook's pod (`pod.json`), leaves alone what the webhook leaves alone,
+/// and refuses what the webhook denies, naming the annotation.
+/// A golden case's pod and what the webhook made of it.
+struct Golden {
+    name: String,
+    object: serde_json::Value,
+    expected: Expected,
+}
+
+enum Expected {
+    Injected(serde_json::Value),
+    Unchanged,
+    Denied(String),
+}
+
+#[test]
+fn weftctl_inject_gives_the_golden_pods_of_the_webhook() {
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../injector-webhook/core/tests/golden");
+    let json = |p: &Path| -> serde_json::Value {
+        let text = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let injector = json(&golden.join("injector.json"));
+    let setting = |key: &str| {
+        injector[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("injector.json: no {key}"))
+            .to_string()
+    };
+    let mut names: Vec<_> = std::fs::read_dir(&golden)
+        .expect("the golden cases")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    names.sort();
+    // By the injector's mode: (cni, native sidecars).
+    let mut modes: BTreeMap<(bool, bool), Vec<Golden>> = BTreeMap::new();
+    for dir in names {
+        let name = dir
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        let case = json(&dir.join("case.json"));
+        let object = json(&dir.join("review.json"))["request"]["object"].take();
+        let response = json(&dir.join("response.json"))["response"].take();
+        // Offline, `weftctl inject` knows no namespace: the command is the opt-in, and the
+        // namespace's annotations are not read.
+        let namespace = &case["namespace"];
+        let opted_in = namespace["labels"]["weft.dev/inject"] == "enabled"
+            || object["metadata"]["annotations"]["weft.dev/inject"].is_string();
+        if namespace["annotations"]
+            .as_object()
+            .is_some_and(|a| !a.is_empty())
+            || !opted_in
+        {
+            println!("{name}: not compared: weftctl inject does not know the namespace");
+            continue;
+        }
+        let pod = dir.join("pod.json");
+        let expected = if pod.exists() {
+            Expected::Injected(json(&pod))
+        } else if response["allowed"] == true {
+            Expected::Unchanged
+        } else {
+            let message = response["status"]["message"].as_str().expect("why denied");
+            let reason = message
+                .strip_prefix("weft: the pod cannot be meshed: ")
+                .unwrap_or_else(|| panic!("{name}: {message}"));
+            Expected::Denied(reason.to_string())
+        };
+        let mode = &case["injector"];
+        let key = (
+            mode["cni"].as_bool().expect("cni"),
+            mode["nativeSidecars"].as_bool().expect("nativeSidecars"),
+        );
+        modes.entry(key).or_default().push(Golden {
+            name,
+            object,
+            expected,
+        });
+    }
+    let dir = Scratch::new("golden");
+    let anchors = path(&golden.join("anchors.pem"));
+    let (proxy, init, control_plane, weft_namespace) = (
+        setting("proxyImage"),
+        setting("initImage"),
+        setting("controlPlane"),
+        setting("weftNamespace"),
+    );
+    let yaml = |doc: &serde_json::Value| serde_yaml::to_string(doc).expect("YAML");
+    let mut compared = 0;
+    for ((cni, native), cases) in modes {
+        let run = |file: &str| {
+            let mut args = vec![
+                "inject",
+                "--trust-anchors",
+                &anchors,
+                "--proxy-image",
+                &proxy,
+                "--init-image",
+                &init,
+                "--control-plane",
+                &control_plane,
+                "--weft-namespace",
+                &weft_namespace,
+            ];
+            args.extend(cni.then_some("--cni"));
+            args.extend((!native).then_some("--classic-sidecar"));
+            args.push(file);
+            weftctl(&args, None)
+        };
+        // Every pod of the mode in one run, as documents of one file; a denied one alone, as
+        // its error stops the run.
+        let (denied, cases): (Vec<_>, Vec<_>) = cases
+            .into_iter()
+            .partition(|case| matches!(case.expected, Expected::Denied(_)));
+        for Golden {
+            name,
+            object,
+            expected,
+        } in denied
+        {
+            let Expected::Denied(reason) = expected else {
+                unreachable!()
+            };
+            let file = path(&dir.write(&format!("{name}.yaml"), &yaml(&object)));
+            let out = run(&file);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+            assert!(stderr.contains(&reason), "{name}: {stderr}");
+            compared += 1;
+        }
+        let text: Vec<String> = cases.iter().map(|case| yaml(&case.object)).collect();
+        let file = path(&dir.write(&format!("mode-{cni}-{native}.yaml"), &text.join("---\n")));
+        let (stdout, report) = ok(&run(&file));
+        let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&stdout)
+            .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+            .collect();
+        let report: Vec<&str> = report.lines().collect();
+        assert_eq!(docs.len(), cases.len(), "{stdout}");
+        assert_eq!(report.len(), cases.len(), "{report:?}");
+        for ((case, mut doc), line) in cases.into_iter().zip(docs).zip(report) {
+            let name = case.name;
+            match case.expected {
+                Expected::Injected(pod) => {
+                    assert!(line.ends_with(" injected"), "{name}: {line}");
+                    // weftctl writes its own version; the golden files pin theirs.
+                    let version = &mut doc["metadata"]["annotations"]["weft.dev/injected"];
+                    assert_eq!(*version, env!("CARGO_PKG_VERSION"), "{name}");
+                    *version = injector["version"].clone();
+                    assert!(doc == pod, "{name}: {}", first_difference(&pod, &doc));
+                }
+                Expected::Unchanged => {
+                    assert!(line.contains(" skipped: "), "{name}: {line}");
+                    assert!(
+                        doc == case.object,
+                        "{name}: {}",
+                        first_difference(&case.object, &doc)
+                    );
+                }
+                Expected::Denied(_) => unreachable!(),
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 12, "only {compared} cases compared");
+}
+
+/// Where two documents' JSON first differs, a few lines of each around it.
+fn first_difference(expected: &serde_json::Value, actual: &serde_json::Value) -> String {
+    let pretty = |v| serde_json::to_string_pretty(v).expect("JSON");
+    let (expected, actual) = (pretty(expected), pretty(actual));
+    let (expected, actual): (Vec<_>, Vec<_>) =
+        (expected.lines().collect(), actual.lines().collect());
+    let at = expected
+        .iter()
+        .zip(&actual)
+        .position(|(e, a)| e != a)
+        .unwrap_or(expected.len().min(actual.len()));
+    let around = |lines: &[&str]| lines[at.saturating_sub(3)..(at + 3).min(lines.len())].join("\n");
+    format!(
+        "line {}: expected\n{}\nweftctl wrote\n{}",
+        at + 1,
+        around(&expected),
+        around(&actual)
+    )
 }

@@ -258,11 +258,11 @@ fn proxy_container(settings: &ProxySettings, config: &Config) -> Container {
     let requests = BTreeMap::from([
         (
             "cpu".to_string(),
-            Quantity(config.proxy_cpu_request.clone()),
+            at_most(&config.proxy_cpu_request, limits.get("cpu"), 9),
         ),
         (
             "memory".to_string(),
-            Quantity(config.proxy_memory_request.clone()),
+            at_most(&config.proxy_memory_request, limits.get("memory"), 3),
         ),
     ]);
     Container {
@@ -304,6 +304,22 @@ fn proxy_container(settings: &ProxySettings, config: &Config) -> Container {
         }),
         security_context: Some(locked_down(ids::PROXY_UID, None)),
         ..Default::default()
+    }
+}
+
+/// The proxy's request, or its limit where that is lower: the API server refuses a container
+/// whose request exceeds its limit (`must be less than or equal to cpu limit`), and the request
+/// is the injector's default where the limit is what the pod's annotation (or the chart) asked
+/// for; Kubernetes, too, takes the limit as the request when none is given. The two are
+/// compared in units of 10^-`scale`: nanocores for CPU (the API server's finest), millibytes
+/// for memory. What does not parse is left for the API server to judge.
+fn at_most(request: &str, limit: Option<&Quantity>, scale: i32) -> Quantity {
+    let units = |q: &str| weft_pod::Quantity::parse(q.trim()).and_then(|q| q.ceil_scaled(scale));
+    match limit {
+        Some(limit) if matches!((units(request), units(&limit.0)), (Some(r), Some(l)) if r > l) => {
+            limit.clone()
+        }
+        _ => Quantity(request.to_string()),
     }
 }
 
@@ -576,6 +592,43 @@ mod tests {
             .and_then(|r| r.limits.clone())
             .expect("limits");
         assert_eq!(limits["memory"], Quantity((128u64 << 20).to_string()));
+    }
+
+    #[test]
+    fn a_limit_below_the_default_request_brings_the_request_down_to_it() {
+        let resources = |annotations: &[(&str, &str)], config: &Config| {
+            let out = applied(&pod(Some(annotations), None), config);
+            let inits = out.spec.and_then(|s| s.init_containers).expect("inits");
+            let resources = inits[1].resources.clone().expect("resources");
+            (
+                resources.requests.expect("requests"),
+                resources.limits.expect("limits"),
+            )
+        };
+        let low = [
+            ("weft.dev/proxy-cpu-limit", "5m"),
+            ("weft.dev/proxy-memory-limit", "16Mi"),
+        ];
+        let (requests, limits) = resources(&low, &config(true, false));
+        assert_eq!(requests["cpu"], Quantity("5m".into()));
+        assert_eq!(limits["cpu"], Quantity("5m".into()));
+        assert_eq!(requests["memory"], Quantity((16u64 << 20).to_string()));
+        // Above the requests, or equal to them, the requests stay the defaults.
+        let high = [
+            ("weft.dev/proxy-cpu-limit", "0.01"),
+            ("weft.dev/proxy-memory-limit", "1Gi"),
+        ];
+        let (requests, limits) = resources(&high, &config(true, false));
+        assert_eq!(requests["cpu"], Quantity("10m".into()));
+        assert_eq!(limits["cpu"], Quantity("10m".into()));
+        assert_eq!(requests["memory"], Quantity("20Mi".into()));
+        // The chart's limits are held to the same rule.
+        let chart = Config {
+            proxy_cpu_limit: Some("2m".into()),
+            ..config(true, false)
+        };
+        let (requests, _) = resources(&low[1..], &chart);
+        assert_eq!(requests["cpu"], Quantity("2m".into()));
     }
 
     #[test]
