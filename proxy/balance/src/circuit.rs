@@ -111,12 +111,15 @@ impl Circuit {
         }
     }
 
-    pub(crate) fn success(&mut self, probe: bool, settings: &Settings) {
+    /// A success; true if it was the probe that closed the circuit.
+    pub(crate) fn success(&mut self, probe: bool, settings: &Settings) -> bool {
         self.consecutive_failures = 0;
         if probe && self.probing() {
             self.state = State::Closed;
             self.next_backoff = settings.min_ejection;
+            return true;
         }
+        false
     }
 
     pub(crate) fn failure<R: Rng + ?Sized>(

@@ -63,6 +63,13 @@ impl PeakEwma {
         self.measured = true;
     }
 
+    /// Starts over from one measured latency, forgetting the estimate before it.
+    pub(crate) fn restart(&mut self, now: Instant, rtt: Duration) {
+        self.estimate_ns = nanos(rtt);
+        self.updated = Some(now);
+        self.measured = true;
+    }
+
     /// Records a failed response's latency. A failure can raise the estimate (a timeout is
     /// slow) but never lower it, so an endpoint that fails fast does not look fast. It counts
     /// as a sample no faster than the estimate: the decay restarts from the estimate's last

@@ -182,8 +182,15 @@ impl Load {
         inner.pending = inner.pending.saturating_sub(1);
         match outcome {
             Outcome::Success => {
-                inner.rtt.success(now, rtt, settings.decay);
-                inner.circuit.success(pending.probe, settings);
+                if inner.circuit.success(pending.probe, settings) {
+                    // The endpoint is back: its estimate is what it measures now. The one it
+                    // had was raised by the failures that ejected it and, blended slowly as
+                    // every estimate is, would keep a recovered endpoint out of traffic for
+                    // about the decay time.
+                    inner.rtt.restart(now, rtt);
+                } else {
+                    inner.rtt.success(now, rtt, settings.decay);
+                }
             }
             Outcome::Failure => {
                 inner.rtt.failure(now, rtt);

@@ -568,6 +568,27 @@ fn a_half_open_endpoint_slower_than_the_rest_is_probed_at_once() {
 }
 
 #[test]
+fn a_recovered_endpoint_is_priced_by_its_probe_not_by_its_failures() {
+    // Slow failures (50 ms) raised its estimate; the probe answers in 1 ms. Blended in as an
+    // ordinary sample, that would leave it near 50 ms, losing every draw for seconds.
+    let eps = endpoints(&[1]);
+    let load = &eps[0];
+    let mut rng = rng(41);
+    let mut t = Instant::now();
+    for _ in 0..5 {
+        let pending = load.start(t);
+        t += ms(50);
+        pending.finish(t, Outcome::Failure, &mut rng);
+    }
+    wait_out(load, &mut t);
+    let probe = load.start(t);
+    assert!(probe.is_probe());
+    t += ms(1);
+    probe.finish(t, Outcome::Success, &mut rng);
+    assert_eq!(load.state(t).rtt, ms(1));
+}
+
+#[test]
 fn a_successful_probe_closes_the_circuit_and_resets_the_backoff() {
     let eps = endpoints(&[1]);
     let load = &eps[0];
