@@ -15,9 +15,9 @@ const USAGE: &str = "usage: weft-k8s-lab up [--once] [--no-dns]
             until Ctrl-C (or SIGTERM), then remove everything it made
   --once    start it, print what `up` prints, and tear it down again (a start-up check)
   --no-dns  do not start CoreDNS
-  images    write Weft's images (weft-proxy, weft-control-plane, weft-injector, weft-init) as
-            OCI archives OUT/<name>-<TAG>.tar from the binaries in DIR (default: this program's
-            directory; OUT: DIR/images; TAG: Weft's version)";
+  images    write Weft's images (weft-proxy, weft-control-plane, weft-injector, weft-init,
+            weftctl) as OCI archives OUT/<name>-<TAG>.tar from the binaries in DIR (default:
+            this program's directory; OUT: DIR/images; TAG: Weft's version)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -83,7 +83,7 @@ pub struct ProductImage {
 /// The product images: one program each with the libraries it links, no shell, no package
 /// manager; UID 2121 but for `weft-init`, which runs as root to install iptables rules (the
 /// injector gives it `NET_ADMIN` and `NET_RAW` only).
-pub const PRODUCT_IMAGES: [ProductImage; 4] = [
+pub const PRODUCT_IMAGES: [ProductImage; 5] = [
     ProductImage {
         repository: "weft-proxy",
         binary: "weft-proxy",
@@ -107,6 +107,13 @@ pub const PRODUCT_IMAGES: [ProductImage; 4] = [
         binary: "weft-init",
         uid: 0,
         iptables: true,
+    },
+    // `helm test`'s `weftctl check`.
+    ProductImage {
+        repository: "weftctl",
+        binary: "weftctl",
+        uid: 2121,
+        iptables: false,
     },
 ];
 

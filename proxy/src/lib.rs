@@ -16,6 +16,7 @@
 //! - `tcp`: opaque forwarding with half-close, for every kind of target.
 //! - [`redirect_check`]: the proxy proves, every few seconds, that the pod's iptables rules send
 //!   outbound traffic to it; the outbound listener answers the probe.
+//! - [`await_ready`]: `weft-proxy await-ready`, a classic sidecar's `postStart` hook.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/log-level`, `/shutdown`, on its own thread.
 //! - [`drain`]: the shutdown signal and the connection tasks it waits for.
 //! - [`telemetry`]: logging setup and the run-time log filter handle.
@@ -28,6 +29,7 @@
 mod accept;
 pub mod admin;
 pub mod app;
+pub mod await_ready;
 pub mod config;
 mod conn;
 mod detect;

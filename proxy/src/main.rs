@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             println!("weft-proxy {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Command::AwaitReady { timeout }) => return await_ready(timeout),
         Err(e) => return config_error(e),
     };
     let config = match Config::from_source(&Layered(flags, Env)) {
@@ -42,6 +43,33 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// `await-ready`: the admin port from `WEFT_ADMIN_PORT` (the one the proxy itself reads).
+fn await_ready(timeout: std::time::Duration) -> ExitCode {
+    let port = match std::env::var(config::keys::ADMIN_PORT) {
+        Ok(v) => match v.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => {
+                eprintln!(
+                    "weft-proxy await-ready: {}={v:?} is not a port",
+                    config::keys::ADMIN_PORT
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        Err(_) => weft_pod::ids::ADMIN_PORT,
+    };
+    match weft_proxy::await_ready::await_ready(port, timeout) {
+        Ok(took) => {
+            println!("weft-proxy await-ready: ready after {took:.1?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft-proxy await-ready: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -336,9 +336,11 @@ pub(crate) fn proxy_versions(pods: &[PodMesh], control_plane_version: Option<&st
         }
     }
     if problems.is_empty() {
+        let n = by_ns.len();
+        let namespaces = format!("{n} namespace{}", if n == 1 { "" } else { "s" });
         let detail = match control_plane_version {
-            Some(v) => format!("{} namespaces, all on {v}", by_ns.len()),
-            None => format!("{} namespaces, one version each", by_ns.len()),
+            Some(v) => format!("{namespaces}, all on {v}"),
+            None => format!("{namespaces}, one version each"),
         };
         return Line::pass("weft-data-plane", CHECK, detail);
     }

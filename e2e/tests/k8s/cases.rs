@@ -941,11 +941,12 @@ fn weft_init_redirects_as_an_init_container(env: &mut Env<'_>) {
     );
 }
 
-/// The injector, called by the real API server: pods created as a user writes them, in a
-/// namespace labelled `weft.dev/inject=enabled`, come up with the proxy as a native sidecar
-/// (and the CNI plugin's rules, as `--cni` says) and talk mTLS as their service accounts; a
-/// pod that says `weft.dev/inject: disabled` stays plain; a Job's pod completes. The chart
-/// installed the injector and its webhooks with the cluster.
+/// The injector, called by the real API server: a Deployment and a Pod created as a user writes
+/// them, in a namespace labelled `weft.dev/inject=enabled`, come up with the proxy as a native
+/// sidecar (and the CNI plugin's rules, as `--cni` says) and talk mTLS as their service
+/// accounts; a pod that says `weft.dev/inject: disabled` stays plain; a Job's pod completes;
+/// `weftctl check` and `helm test` find all well. The chart installed the injector and its
+/// webhooks with the cluster.
 fn the_injector_meshes_a_labelled_namespace(env: &mut Env<'_>) {
     let ns = "injected";
     env.namespace(ns);
@@ -962,7 +963,13 @@ fn the_injector_meshes_a_labelled_namespace(env: &mut Env<'_>) {
             || env.kubectl().apply(yaml).ok(),
         );
     };
-    through_webhook(&AppPod::new(ns, "server", "api").label("app", "api").yaml());
+    // The server as a plain Deployment (its pods named by the ReplicaSet, as the API server
+    // hands them to the webhook without a name), the client as a plain Pod to exec into.
+    through_webhook(
+        &AppPod::new(ns, "api", "api")
+            .label("app", "api")
+            .deployment_yaml(2),
+    );
     through_webhook(&AppPod::new(ns, "client", "web").label("app", "web").yaml());
     through_webhook(&format!(
         r#"apiVersion: v1
@@ -985,7 +992,16 @@ spec:
     env.apply(&weft::service_yaml(ns, "api", "api"));
     env.ready(ns, "weft-lab=app");
 
-    for pod in ["server", "client"] {
+    let servers: Vec<String> = env
+        .get(
+            &["-n", ns, "pods", "-l", "app=api"],
+            "{.items[*].metadata.name}",
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    for pod in servers.iter().map(String::as_str).chain(["client"]) {
         let inits = env.get(&["-n", ns, "pod", pod], "{.spec.initContainers[*].name}");
         assert_eq!(
             inits, "weft-proxy",
@@ -1013,17 +1029,20 @@ spec:
                 &format!("/{i}"),
             ],
         );
-        assert!(ok && out.contains("pod=server"), "GET /{i}: {out}{err}");
+        assert!(ok && out.contains("pod=api-"), "GET /{i}: {out}{err}");
     }
     let got = wait(
-        "the server's proxy to count the client's mTLS requests",
+        "the servers' proxies to count the client's mTLS requests",
         Duration::from_secs(10),
         || {
-            let n = env.mtls_requests_in(ns, "server", "web", "api");
+            let n: f64 = servers
+                .iter()
+                .map(|pod| env.mtls_requests_in(ns, pod, "web", "api"))
+                .sum();
             (n >= 3.0).then_some(n)
         },
     );
-    println!("injected pods: the server's proxy saw {got} mTLS requests from the client");
+    println!("injected pods: the servers' proxies saw {got} mTLS requests from the client");
 
     // A Job's pod completes: the native sidecar stops with the app.
     let (outcome, logs) = env.job(
@@ -1059,6 +1078,28 @@ spec:
     assert!(
         ok && out.contains("ok   may create everything the chart installs"),
         "{out}{err}"
+    );
+    // And `helm test`: the same check from a pod, with the read-only RBAC the chart gives it.
+    let test = env
+        .helm()
+        .outcome(&[
+            "test",
+            weft::RELEASE,
+            "--namespace",
+            weft::WEFT_NAMESPACE,
+            "--timeout=120s",
+            "--logs",
+        ])
+        .expect("helm runs");
+    assert!(
+        test.success,
+        "helm test failed: {}{}",
+        test.stdout, test.stderr
+    );
+    assert!(
+        test.stdout.contains("ok   weft-injector is ready"),
+        "helm test's log shows weftctl check: {}",
+        test.stdout
     );
 }
 

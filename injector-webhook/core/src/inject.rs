@@ -9,10 +9,10 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use jsonptr::PointerBuf;
 use k8s_openapi::{
     api::core::v1::{
-        Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-        ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements,
-        SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-        VolumeProjection,
+        Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+        Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource,
+        ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection,
+        Volume, VolumeMount, VolumeProjection,
     },
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
@@ -33,6 +33,10 @@ pub const TOKEN_AUDIENCE: &str = "identity.weft.dev";
 pub const TOKEN_VOLUME: &str = "weft-identity-token";
 const TOKEN_DIR: &str = "/var/run/secrets/weft.dev/identity";
 const TOKEN_FILE: &str = "token";
+
+/// Where the proxy's image keeps its program (the images' contract: `/usr/local/bin/<name>`),
+/// for the classic sidecar's `postStart` hook when no command is configured.
+pub const PROXY_BINARY: &str = "/usr/local/bin/weft-proxy";
 
 /// The proxy's variable holding the trust anchors themselves (PEM), as the injector gives them:
 /// a ConfigMap cannot be mounted across namespaces, so the anchors travel in the pod's spec, as
@@ -292,9 +296,27 @@ fn proxy_container(settings: &ProxySettings, config: &Config) -> Container {
             read_only: Some(true),
             ..Default::default()
         }]),
-        // The app starts once the proxy is ready (native sidecars: the kubelet waits for the
-        // startup probe before the next container).
+        // The app starts once the proxy is ready. Native sidecars: the kubelet waits for the
+        // startup probe before the next container. Classic: the proxy is the first container
+        // and the kubelet starts the next one only when its postStart hook returns, which
+        // `weft-proxy await-ready` does once /ready answers 200.
         startup_probe: Some(probe("/ready", 1, 120)),
+        lifecycle: (!config.native_sidecars).then(|| {
+            let program = config
+                .proxy_command
+                .as_ref()
+                .and_then(|c| c.first().cloned())
+                .unwrap_or_else(|| PROXY_BINARY.into());
+            Lifecycle {
+                post_start: Some(LifecycleHandler {
+                    exec: Some(ExecAction {
+                        command: Some(vec![program, "await-ready".into()]),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }),
         readiness_probe: Some(probe("/ready", 5, 3)),
         liveness_probe: Some(probe("/live", 10, 3)),
         resources: Some(ResourceRequirements {
@@ -522,6 +544,20 @@ mod tests {
             ["weft-proxy", "app", "worker"]
         );
         assert_eq!(spec.containers[0].restart_policy, None);
+        // The app waits for the proxy: its postStart hook returns once /ready is 200.
+        let hook = spec.containers[0]
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.clone());
+        assert_eq!(
+            hook,
+            Some(vec![PROXY_BINARY.to_string(), "await-ready".to_string()])
+        );
+        let native = applied(&pod(None, None), &config(true, false));
+        let inits = native.spec.and_then(|s| s.init_containers).expect("inits");
+        assert!(inits[1].lifecycle.is_none(), "its startup probe does that");
         // The app stays the default container even with the proxy first.
         let annotations = classic.metadata.annotations.expect("annotations");
         assert_eq!(annotations[DEFAULT_CONTAINER], "app");

@@ -14,13 +14,42 @@ pub enum Command {
     Help,
     /// Print the version and exit.
     Version,
+    /// `await-ready [--timeout DURATION]`: wait until this pod's proxy is ready (a classic
+    /// sidecar's `postStart` hook), at most `timeout` (default two minutes).
+    AwaitReady { timeout: std::time::Duration },
 }
+
+/// How long `await-ready` waits unless told: as long as the native sidecar's startup probe.
+pub const AWAIT_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Parses `--kebab-name VALUE` or `--kebab-name=VALUE` into `WEFT_KEBAB_NAME`, accepting only
 /// names in [`VARS`].
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, ConfigError> {
     let mut flags = HashMap::new();
-    let mut args = args.into_iter().map(|a| a.to_string_lossy().into_owned());
+    let mut args = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .peekable();
+    if args.peek().map(String::as_str) == Some("await-ready") {
+        args.next();
+        let mut timeout = AWAIT_READY_TIMEOUT;
+        while let Some(arg) = args.next() {
+            let value = match arg.strip_prefix("--timeout") {
+                Some("") => args
+                    .next()
+                    .ok_or_else(|| ConfigError::MissingValue("timeout".into()))?,
+                Some(v) if v.starts_with('=') => v[1..].to_string(),
+                _ => return Err(ConfigError::UnknownFlag(arg)),
+            };
+            timeout =
+                super::parse::parse_duration(&value).map_err(|reason| ConfigError::Invalid {
+                    key: "await-ready --timeout",
+                    value: value.clone(),
+                    reason,
+                })?;
+        }
+        return Ok(Command::AwaitReady { timeout });
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),

@@ -27,7 +27,7 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 use weft_certs::SpiffeId;
 use weft_proxy_http::{server::MIN_HEADER_BYTES, ClientSettings, ServerSettings};
 
-pub use args::{help, parse_args, Command};
+pub use args::{help, parse_args, Command, AWAIT_READY_TIMEOUT};
 pub use parse::MIN_REDIRECT_CHECK_INTERVAL;
 pub use source::{Env, Layered, Source};
 pub use vars::{keys, DefaultValue, Var, DEFAULT_REDIRECT_CHECK_PORT, VARS};

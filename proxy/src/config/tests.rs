@@ -175,6 +175,40 @@ fn flags_map_to_variables_and_win_over_the_environment() {
 }
 
 #[test]
+fn await_ready_takes_only_a_timeout() {
+    let parse = |args: &[&str]| parse_args(args.iter().map(OsString::from));
+    assert_eq!(
+        parse(&["await-ready"]),
+        Ok(Command::AwaitReady {
+            timeout: AWAIT_READY_TIMEOUT
+        })
+    );
+    for args in [
+        &["await-ready", "--timeout", "5s"][..],
+        &["await-ready", "--timeout=5s"],
+    ] {
+        assert_eq!(
+            parse(args),
+            Ok(Command::AwaitReady {
+                timeout: std::time::Duration::from_secs(5)
+            })
+        );
+    }
+    assert!(matches!(
+        parse(&["await-ready", "--timeout", "soon"]),
+        Err(ConfigError::Invalid { .. })
+    ));
+    assert_eq!(
+        parse(&["await-ready", "--admin-port", "1"]),
+        Err(ConfigError::UnknownFlag("--admin-port".into()))
+    );
+    assert_eq!(
+        parse(&["await-ready", "--timeout"]),
+        Err(ConfigError::MissingValue("timeout".into()))
+    );
+}
+
+#[test]
 fn help_and_docs_list_every_variable() {
     let help = help();
     let docs = include_str!("../../../docs/proxy-config.md");
