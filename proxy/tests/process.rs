@@ -252,3 +252,32 @@ async fn log_level_changes_at_run_time_from_loopback() {
         "a bad filter leaves the old one in force"
     );
 }
+
+#[test]
+fn await_ready_returns_once_the_pods_proxy_is_ready_and_fails_when_there_is_none() {
+    let await_ready = |port: u16, timeout: &str| {
+        Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+            .env_clear()
+            .env("WEFT_ADMIN_PORT", port.to_string())
+            .args(["await-ready", "--timeout", timeout])
+            .output()
+            .expect("run weft-proxy await-ready")
+    };
+    // Without a control plane the proxy is ready as soon as it listens.
+    let proxy = ProxyProcess::spawn(&[("WEFT_OUTBOUND_TARGET", "127.0.0.1:9")]);
+    let port = proxy.admin.port();
+    let out = await_ready(port, "10s");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ready after"));
+
+    // Gone: it gives up after its timeout, saying so.
+    drop(proxy);
+    let started = std::time::Instant::now();
+    let out = await_ready(port, "600ms");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not ready"),
+        "{out:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

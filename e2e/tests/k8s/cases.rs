@@ -1101,6 +1101,14 @@ spec:
         "helm test's log shows weftctl check: {}",
         test.stdout
     );
+    // Passed, its objects are gone (Helm never removes hooks on uninstall).
+    for kind in ["pod", "serviceaccount", "role", "rolebinding"] {
+        let out = env
+            .kubectl()
+            .outcome(&["-n", weft::WEFT_NAMESPACE, "get", kind, "weft-check"], "")
+            .expect("kubectl");
+        assert!(!out.success, "the test's {kind} is left: {}", out.stdout);
+    }
 }
 
 /// The control plane's pods, by name.
