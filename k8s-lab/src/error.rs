@@ -52,6 +52,9 @@ pub enum Error {
     /// `helm` failed.
     #[error("`helm {args}` failed: {stderr}")]
     Helm { args: String, stderr: String },
+    /// `kubernetes-validate` refused objects (or could not run).
+    #[error("kubernetes-validate (Kubernetes {version}, strict) refused: {report}")]
+    Validate { version: String, report: String },
     /// A CRD case file (or its folder) is not what `crds::cases` reads.
     #[error("CRD case {}: {reason}", file.display())]
     Case { file: PathBuf, reason: String },

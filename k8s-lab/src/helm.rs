@@ -150,9 +150,9 @@ pub fn validate(files: &[PathBuf]) -> Result<()> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(Error::Helm {
-            args: format!("(kubernetes-validate --strict -k {version})"),
-            stderr: format!("{}{}", out.stdout, out.stderr),
+        Err(Error::Validate {
+            version,
+            report: format!("{}{}", out.stdout, out.stderr),
         })
     }
 }

@@ -755,17 +755,7 @@ fn answered(pid: &str, target: &str, n: usize, when: &str) -> std::collections::
 /// each is back, pod churn (scaling up, scaling down) reaches them again.
 fn the_mesh_rides_out_restarts_and_converges(env: &mut Env<'_>) {
     let ns = "faults";
-    env.meshed_api(ns, 2);
-    env.apply(
-        &AppPod::new(ns, "client", "web")
-            .label("app", "web")
-            .meshed()
-            .yaml(),
-    );
-    env.ready(ns, "weft-lab=app");
-    let ip = env.get(&["-n", ns, "service", "api"], "{.spec.clusterIP}");
-    let target = format!("{}:80", ip.trim());
-    let pid = env.pod_pid(ns, "client");
+    let (pid, target) = env.meshed_client_and_api(ns, 2);
     let pods = |env: &Env<'_>| -> std::collections::BTreeSet<String> {
         env.get(
             &["-n", ns, "pods", "-l", "app=api"],
@@ -1132,17 +1122,7 @@ fn control_plane_pods(env: &Env<'_>) -> std::collections::BTreeSet<String> {
 /// meshed server every 100 ms: not one request fails, and the control plane's pods are new.
 fn helm_upgrade_rolls_the_control_plane_without_a_failed_request(env: &mut Env<'_>) {
     let ns = "upgrade";
-    env.meshed_api(ns, 1);
-    env.apply(
-        &AppPod::new(ns, "client", "web")
-            .label("app", "web")
-            .meshed()
-            .yaml(),
-    );
-    env.ready(ns, "weft-lab=app");
-    let ip = env.get(&["-n", ns, "service", "api"], "{.spec.clusterIP}");
-    let target = format!("{}:80", ip.trim());
-    let pid = env.pod_pid(ns, "client");
+    let (pid, target) = env.meshed_client_and_api(ns, 1);
     let before = control_plane_pods(env);
 
     let stop = std::sync::atomic::AtomicBool::new(false);

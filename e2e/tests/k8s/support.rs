@@ -170,6 +170,21 @@ impl<'a> Env<'a> {
         self.ready(ns, "app=api");
     }
 
+    /// [`Self::meshed_api`] and a meshed client Pod `client` (ServiceAccount `web`), all Ready:
+    /// the client's PID (to send from its network namespace) and the Service's cluster IP:80.
+    pub(crate) fn meshed_client_and_api(&self, ns: &str, replicas: u32) -> (String, String) {
+        self.meshed_api(ns, replicas);
+        self.apply(
+            &AppPod::new(ns, "client", "web")
+                .label("app", "web")
+                .meshed()
+                .yaml(),
+        );
+        self.ready(ns, "weft-lab=app");
+        let ip = self.get(&["-n", ns, "service", "api"], "{.spec.clusterIP}");
+        (self.pod_pid(ns, "client"), format!("{}:80", ip.trim()))
+    }
+
     /// Runs `pod` as a Job and waits (bounded) for it to succeed or fail: `("1/", log)` when it
     /// succeeded, `("/1", log)` when it failed, with the log of its `container`.
     pub(crate) fn job(&self, pod: &AppPod, container: &str) -> (String, String) {
