@@ -170,15 +170,15 @@ async fn checks(args: &CheckArgs) -> Vec<Line> {
         }
     }
     if args.pre {
-        lines.extend(permissions(&client).await);
+        lines.extend(permissions(&client, &args.namespace).await);
     } else {
         lines.extend(installed(&client, args).await);
     }
     lines
 }
 
-/// `--pre`: may the caller create what the chart installs?
-async fn permissions(client: &Client) -> Vec<Line> {
+/// `--pre`: may the caller create what the chart installs (namespaced kinds in `namespace`)?
+async fn permissions(client: &Client, namespace: &str) -> Vec<Line> {
     const SECTION: &str = "pre-install";
     let needed: [(&str, &str, bool); 11] = [
         ("", "namespaces", false),
@@ -207,7 +207,7 @@ async fn permissions(client: &Client) -> Vec<Line> {
                     group: Some(group.into()),
                     resource: Some(resource.into()),
                     verb: Some("create".into()),
-                    namespace: namespaced.then(|| DEFAULT_NAMESPACE.into()),
+                    namespace: namespaced.then(|| namespace.to_string()),
                     ..Default::default()
                 }),
                 ..Default::default()
