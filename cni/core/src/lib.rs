@@ -14,9 +14,12 @@
 //! - `multiport`: port lists in iptables' spelling, split into `multiport` matches of 15 slots.
 //! - [`pod`]: a meshed pod's skip annotations applied to a base config.
 //! - [`spec`]: the CNI 1.0 wire formats: the plugin's network config, results and errors.
+//! - [`chain`]: `weft-cni` added to (and taken out of) a node's CNI configuration, for the
+//!   installer of the chart's CNI DaemonSet.
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 mod multiport;
 pub mod plan;
 pub mod pod;
