@@ -111,6 +111,20 @@ impl Running {
             .unwrap_or(0.0)
     }
 
+    /// Waits (bounded) for the writes counter `result` to reach `n`: the writer counts a write
+    /// once the API server's answer is back, a moment after the fake has stored the patch.
+    async fn writes_reach(&self, result: &str, n: f64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.writes(result) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "writes{{result={result}}} = {} after {PATIENCE:?}, wanted {n}",
+                self.writes(result)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         for task in self.tasks {
@@ -323,6 +337,7 @@ async fn a_failing_api_server_costs_retries_with_backoff_then_the_status_lands()
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let tries = patches_of(&fake, "split").len();
     assert!((1..=3).contains(&tries), "{tries} tries in 2.5 s");
+    running.writes_reach("failed", tries as f64).await;
     assert_eq!(running.writes("failed"), tries as f64);
 
     fake.with(|c| c.clear_status_failures());
@@ -331,6 +346,7 @@ async fn a_failing_api_server_costs_retries_with_backoff_then_the_status_lands()
         has(&split, 1, ("ResolvedRefs", "True", "ResolvedRefs", 1)),
         "{split:#}"
     );
+    running.writes_reach("written", 1.0).await;
     assert_eq!(running.writes("written"), 1.0);
     running.stop().await;
 }
