@@ -1,11 +1,14 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test lint deny images chart-tools unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
+.PHONY: demo test sweep lint deny images chart-tools unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
 # build serves the benchmark's (and the other way round) instead of rebuilding dependencies.
 RELEASE_PACKAGES = -p weft-proxy -p weft-control-plane -p weft-cni -p weft-injector -p weftctl -p weft-bench -p weft-k8s-lab
 export RELEASE_PACKAGES
+# Incremental compilation helps an edit-compile loop, not a build from a clean checkout, and its
+# cache is as large again as target/debug: off unless the caller asks for it.
+export CARGO_INCREMENTAL ?= 0
 
 ## demo: a live mesh on this machine: as root, pods as network namespaces on the reference CNI
 ## bridge with weft-cni, proxies, the control plane, traffic and a live table (weftctl demo);
@@ -21,10 +24,20 @@ demo: deps
 
 ## test: everything CI checks: lint, unit and integration tests (the root-only tier included
 ## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
-test: deps lint k8s-prep chart-tools unit demo-once fuzz-smoke bench-smoke
+test: deps sweep lint k8s-prep chart-tools unit demo-once fuzz-smoke bench-smoke
 
 deps:
 	scripts/install-deps.sh
+
+## sweep: build what the tests run (debug binaries and tests, the release binaries), then delete
+## the executables earlier commits left in target/ (CI keeps target/ between runs, and each
+## commit adds a few GB of test executables that nothing reads again; scripts/sweep-target.py)
+sweep:
+	@mkdir -p target/sweep
+	$(CARGO) build --workspace --bins --locked --message-format=json-render-diagnostics > target/sweep/bins.json
+	$(CARGO) test --workspace --locked --no-run --message-format=json-render-diagnostics > target/sweep/tests.json
+	$(CARGO) build --release --locked $(RELEASE_PACKAGES) --message-format=json-render-diagnostics > target/sweep/release.json
+	scripts/sweep-target.py target target/sweep/bins.json target/sweep/tests.json target/sweep/release.json
 
 lint: deny
 	$(CARGO) fmt --all -- --check
