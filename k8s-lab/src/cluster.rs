@@ -57,34 +57,12 @@ pub const API_PORT: u16 = 6443;
 pub const PAUSE_IMAGE: &str = "weft.local/pause:v1";
 /// CoreDNS's image.
 pub const COREDNS_IMAGE: &str = "weft.local/coredns:v1.13.1";
+/// The node's CNI configuration file, in [`Cluster::cni_conf_dir`].
+pub const CNI_CONFLIST: &str = "10-weft-k8s.conflist";
 /// Where clusters keep their state: one folder each, named by the owning process.
 pub const STATE_PARENT: &str = "/var/tmp";
 /// The prefix of every name a cluster makes (folder, namespace, cgroup).
 pub const PREFIX: &str = "weft-k8s";
-
-/// What `weft-cni` may do with its kubeconfig: read pods, to see whether one is meshed.
-const WEFT_CNI_RBAC: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: weft-cni
-rules:
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: weft-cni
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: weft-cni
-subjects:
-- kind: User
-  apiGroup: rbac.authorization.k8s.io
-  name: weft-cni
-"#;
 
 /// How long a component may take to become ready.
 const START_PATIENCE: Duration = Duration::from_secs(90);
@@ -98,12 +76,6 @@ pub struct ClusterOptions {
     pub skip_dns: bool,
     /// Print each step and its duration on stderr.
     pub verbose: bool,
-    /// Chain `weft-cni` (this binary) after the bridge plugin, in Kubernetes mode with a TLS
-    /// kubeconfig of its own (user `weft-cni`, allowed to get pods and nothing else).
-    pub weft_cni: Option<PathBuf>,
-    /// Namespaces `weft-cni` leaves alone (besides `kube-system`), for tests of the
-    /// init-container mode.
-    pub cni_exclude_namespaces: Vec<String>,
     /// These Kubernetes binaries instead of [`K8sBins::locate`]'s.
     pub bins: Option<K8sBins>,
 }
@@ -138,8 +110,6 @@ pub struct Cluster {
     times: StartTimes,
     pki: Pki,
     containerd_socket: PathBuf,
-    weft_cni: Option<PathBuf>,
-    cni_exclude: Vec<String>,
     keep_dir: bool,
 }
 
@@ -186,8 +156,6 @@ impl Cluster {
             kernel: None,
             times: StartTimes::default(),
             pki,
-            weft_cni: options.weft_cni.clone(),
-            cni_exclude: options.cni_exclude_namespaces.clone(),
             keep_dir: false,
         };
         // From here on, an early return drops `cluster`, which tears down what exists.
@@ -262,6 +230,23 @@ impl Cluster {
     /// The cluster's state folder (logs in `logs/`, kubeconfigs, PKI).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The node's CNI binary folder: the reference plugins (links to Debian's), and whatever an
+    /// installer such as Weft's CNI DaemonSet adds.
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir.join("cni/bin")
+    }
+
+    /// The node's CNI configuration folder, which containerd watches: [`CNI_CONFLIST`] (the
+    /// bridge plugin with host-local IPAM) and whatever an installer chains into it.
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.join("cni/net.d")
+    }
+
+    /// Where a CNI plugin chained into this node may log (the cluster's log folder).
+    pub fn cni_log(&self, plugin: &str) -> PathBuf {
+        self.log(plugin)
     }
 
     /// `kubectl` as the cluster admin.
@@ -520,13 +505,13 @@ impl Cluster {
 
     fn start_containerd(&mut self) -> Result<()> {
         // The CNI binaries containerd may run: the reference plugins from Debian, linked.
-        let cni_bin = self.dir.join("cni/bin");
+        let cni_bin = self.cni_bin_dir();
         for plugin in ["bridge", "host-local", "loopback", "portmap"] {
             let src = Path::new(weft_lab::prereq::REFERENCE_PLUGIN_DIR).join(plugin);
             std::os::unix::fs::symlink(&src, cni_bin.join(plugin))
                 .map_err(Error::io(format!("link {}", src.display())))?;
         }
-        let mut plugins = vec![serde_json::json!({
+        let plugins = vec![serde_json::json!({
                 "type": "bridge",
                 "bridge": BRIDGE,
                 "isGateway": true,
@@ -539,28 +524,13 @@ impl Cluster {
                     "dataDir": self.dir.join("cni/ipam"),
                 },
         })];
-        if let Some(weft_cni) = &self.weft_cni {
-            std::os::unix::fs::symlink(weft_cni, cni_bin.join("weft-cni"))
-                .map_err(Error::io(format!("link {}", weft_cni.display())))?;
-            let kubeconfig = self.kubeconfig_for("weft-cni", "weft-cni", None)?;
-            let mut exclude = vec!["kube-system".to_string()];
-            exclude.extend(self.cni_exclude.iter().cloned());
-            self.kubectl.apply(WEFT_CNI_RBAC)?;
-            plugins.push(serde_json::json!({
-                "type": "weft-cni",
-                "kubeconfig": kubeconfig,
-                "excludeNamespaces": exclude,
-                "logFile": self.log("weft-cni"),
-                "logLevel": "debug",
-            }));
-        }
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": "weft-k8s",
             "plugins": plugins,
         });
         write(
-            &self.dir.join("cni/net.d/10-weft-k8s.conflist"),
+            &self.cni_conf_dir().join(CNI_CONFLIST),
             &serde_json::to_string_pretty(&conflist).unwrap_or_default(),
         )?;
         let config = containerd_config(&self.dir, &self.containerd_socket);

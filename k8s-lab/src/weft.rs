@@ -72,8 +72,11 @@ pub const REGISTRY: &str = "weft.local";
 #[derive(Debug, Clone, Copy)]
 pub struct ProductImage {
     pub repository: &'static str,
-    /// The one program in it, at `/usr/local/bin/<binary>`, its entrypoint.
+    /// Its program, at `/usr/local/bin/<binary>`, the entrypoint.
     pub binary: &'static str,
+    /// Programs it carries for another to use, also in `/usr/local/bin` (the CNI installer's
+    /// plugin, which it copies onto the node).
+    pub carries: &'static [&'static str],
     /// The user it runs as unless the pod says otherwise.
     pub uid: u32,
     /// With Debian's iptables (nft and legacy) and its extensions, for `weft-init`.
@@ -82,37 +85,51 @@ pub struct ProductImage {
 
 /// The product images: one program each with the libraries it links, no shell, no package
 /// manager; UID 2121 but for `weft-init`, which runs as root to install iptables rules (the
-/// injector gives it `NET_ADMIN` and `NET_RAW` only).
-pub const PRODUCT_IMAGES: [ProductImage; 5] = [
+/// injector gives it `NET_ADMIN` and `NET_RAW` only), and the CNI installer, root to write into
+/// the node's CNI folders (the chart gives it no capability at all).
+pub const PRODUCT_IMAGES: [ProductImage; 6] = [
     ProductImage {
         repository: "weft-proxy",
         binary: "weft-proxy",
         uid: 2121,
+        carries: &[],
         iptables: false,
     },
     ProductImage {
         repository: "weft-control-plane",
         binary: "weft-control-plane",
         uid: 2121,
+        carries: &[],
         iptables: false,
     },
     ProductImage {
         repository: "weft-injector",
         binary: "weft-injector",
         uid: 2121,
+        carries: &[],
         iptables: false,
     },
     ProductImage {
         repository: "weft-init",
         binary: "weft-init",
         uid: 0,
+        carries: &[],
         iptables: true,
+    },
+    // The chart's CNI DaemonSet: the installer and the plugin it installs.
+    ProductImage {
+        repository: "weft-cni",
+        binary: "weft-cni-install",
+        carries: &["weft-cni"],
+        uid: 0,
+        iptables: false,
     },
     // `helm test`'s `weftctl check`.
     ProductImage {
         repository: "weftctl",
         binary: "weftctl",
         uid: 2121,
+        carries: &[],
         iptables: false,
     },
 ];
@@ -135,10 +152,14 @@ impl ProductImage {
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let binary = stripped(&reference, bin_dir, self.binary, &dir)?;
         let path = format!("/usr/local/bin/{}", self.binary);
-        let image = ImageBuilder::new(reference)
+        let mut image = ImageBuilder::new(reference)
             .binary(&path, binary)
             .entrypoint([path.as_str()])
             .user(self.uid, self.uid);
+        for name in self.carries {
+            let carried = stripped(&self.reference(tag), bin_dir, name, &dir)?;
+            image = image.binary(&format!("/usr/local/bin/{name}"), carried);
+        }
         if self.iptables {
             with_iptables(image)
         } else {
@@ -462,11 +483,16 @@ pub const RELEASE: &str = "weft";
 pub const CONTROL_PLANE_PODS: &str =
     "app.kubernetes.io/name=weft,app.kubernetes.io/component=control-plane";
 pub const INJECTOR_PODS: &str = "app.kubernetes.io/name=weft,app.kubernetes.io/component=injector";
+/// The CNI DaemonSet's pods.
+pub const CNI_PODS: &str = "app.kubernetes.io/name=weft,app.kubernetes.io/component=cni";
 
-/// The chart's values for this cluster, around the identity files: the product images of this
-/// build at tag [`TIER_TAG`] (imported, never pulled), `weft-cni` chained into the node's CNI
-/// configuration (so no `weft-init` in injected pods), and the control plane's debug lines.
-pub fn chart_values() -> String {
+/// The chart's values for `cluster`, around the identity files: the product images of this
+/// build at tag [`TIER_TAG`] (imported, never pulled), the chart's CNI DaemonSet installing
+/// `weft-cni` into the node's CNI folders (so no `weft-init` in injected pods) with its log in
+/// the cluster's, and the control plane's debug lines.
+pub fn chart_values(cluster: &Cluster) -> String {
+    // JSON strings are YAML strings: any path is quoted right.
+    let quoted = |p: PathBuf| serde_json::Value::from(p.display().to_string()).to_string();
     format!(
         r#"image:
   registry: {REGISTRY}
@@ -476,17 +502,31 @@ controlPlane:
   logLevel: info,weft=debug
 cni:
   enabled: true
-"#
+  binDir: {bin}
+  confDir: {conf}
+  logFile: {log}
+  logLevel: debug
+"#,
+        bin = quoted(cluster.cni_bin_dir()),
+        conf = quoted(cluster.cni_conf_dir()),
+        log = quoted(cluster.cni_log("weft-cni")),
     )
 }
 
-/// `helm upgrade --install` of the chart into [`WEFT_NAMESPACE`] with [`chart_values`] (written
-/// into `work`), the identity from `issuer_dir` (`issuer.crt`, `issuer.key`, `anchors.pem`) and
-/// `sets` (`key=value`) on top; waits (Helm's watcher) until every Deployment is Ready.
-pub fn helm_install(helm: &Helm, issuer_dir: &Path, work: &Path, sets: &[&str]) -> Result<String> {
+/// `helm upgrade --install` of the chart into [`WEFT_NAMESPACE`] of `cluster` with
+/// [`chart_values`] (written into its folder), the identity from `issuer_dir` (`issuer.crt`,
+/// `issuer.key`, `anchors.pem`) and `sets` (`key=value`) on top; waits (Helm's watcher) until
+/// every Deployment and DaemonSet is Ready.
+pub fn helm_install(
+    helm: &Helm,
+    cluster: &Cluster,
+    issuer_dir: &Path,
+    sets: &[&str],
+) -> Result<String> {
+    let work = cluster.dir();
     std::fs::create_dir_all(work).map_err(Error::io(format!("create {}", work.display())))?;
     let values = work.join("weft-values.yaml");
-    std::fs::write(&values, chart_values())
+    std::fs::write(&values, chart_values(cluster))
         .map_err(Error::io(format!("write {}", values.display())))?;
     let chart = helm::chart_dir();
     let file = |name: &str| issuer_dir.join(name).display().to_string();

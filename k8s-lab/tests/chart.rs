@@ -271,6 +271,61 @@ fn what_the_values_ask_for_is_what_is_rendered() {
         &find(&ha, "MutatingWebhookConfiguration", "weft-injector").expect("webhook")["webhooks"];
     assert_eq!(hooks[0]["failurePolicy"], "Ignore");
 
+    // The CNI DaemonSet: only with cni.enabled and cni.install; the excluded namespaces are
+    // kube-system, the release's and the values', once each.
+    assert!(find(&default, "DaemonSet", "weft-cni").is_none());
+    let ds = find(&ha, "DaemonSet", "weft-cni").expect("the CNI DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = |name: &str| -> String {
+        container["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("env {name}"))
+            .to_string()
+    };
+    assert_eq!(
+        env("WEFT_CNI_EXCLUDE_NAMESPACES"),
+        "kube-system,weft,legacy"
+    );
+    assert_eq!(env("WEFT_CNI_HOST_CONF_DIR"), "/etc/cni/net.d");
+    assert_eq!(env("WEFT_CNI_LOG_FILE"), "/var/log/weft/cni.log");
+    assert_eq!(pod["volumes"][0]["hostPath"]["path"], "/opt/cni/bin");
+    assert_eq!(pod["volumes"][1]["hostPath"]["path"], "/etc/cni/net.d");
+    assert_eq!(container["securityContext"]["runAsUser"], 0);
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert!(container["securityContext"]["capabilities"]["add"].is_null());
+    assert_eq!(
+        container["readinessProbe"]["exec"]["command"][1], "check",
+        "ready when the node has it all"
+    );
+    assert_eq!(pod["serviceAccountName"], "weft-cni");
+    let rules = &find(&ha, "ClusterRole", "weft-cni").expect("the plugin's role")["rules"];
+    assert_eq!(rules.as_sequence().map(Vec::len), Some(1), "{rules:?}");
+    assert_eq!(rules[0]["verbs"][0], "get");
+    assert_eq!(rules[0]["resources"][0], "pods");
+    let self_installed = documents(
+        &render(
+            &helm,
+            "ha-ignore-cni",
+            "weft",
+            &["--set", "cni.install=false"],
+        )
+        .stdout,
+    );
+    assert!(find(&self_installed, "DaemonSet", "weft-cni").is_none());
+    assert!(args(&self_installed).contains(&"--cni".to_string()));
+
     // Elsewhere: the proxies are told the control plane's address and identity there.
     let mesh = documents(&render(&helm, "existing-secret-cert-manager", "mesh", &[]).stdout);
     let a = args(&mesh);

@@ -1,11 +1,20 @@
 //! The k8s tier's cases, in the order they run.
 
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-use weft_k8s_lab::{cluster::BRIDGE, crds, weft, weft::AppPod};
+use serde_json::Value;
+use weft_k8s_lab::{
+    cluster::{BRIDGE, CNI_CONFLIST},
+    crds, weft,
+    weft::AppPod,
+};
 use weft_lab::{capture::Capture, pcap};
 
-use crate::support::{get_in_netns_of, wait, Env};
+use crate::support::{get_in_netns_of, wait, wait_result, Env};
 
 pub(crate) type Case = fn(&mut Env<'_>);
 
@@ -30,6 +39,7 @@ pub(crate) const ALL: &[(&str, Case)] = cases![
     weft_init_redirects_as_an_init_container,
     the_mesh_rides_out_restarts_and_converges,
     the_injector_meshes_a_labelled_namespace,
+    the_cni_daemonset_chains_weft_cni_and_keeps_it_chained,
     helm_upgrade_rolls_the_control_plane_without_a_failed_request,
     with_the_injector_down_the_failure_policy_decides,
     // Last: Weft is gone after it.
@@ -931,6 +941,131 @@ fn weft_init_redirects_as_an_init_container(env: &mut Env<'_>) {
     );
 }
 
+/// The node's CNI configuration file and its plugin types, in order.
+fn node_cni_plugins(env: &Env<'_>) -> (PathBuf, Value, Vec<String>) {
+    let path = env.cluster().cni_conf_dir().join(CNI_CONFLIST);
+    let text = std::fs::read_to_string(&path).expect("the node's conflist");
+    let config: Value = serde_json::from_str(&text).expect("the node's conflist is JSON");
+    let types = config["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .map(|p| p["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (path, config, types)
+}
+
+/// The chart's CNI DaemonSet on the node: `weft-cni` copied into the node's CNI binary folder
+/// (a file of its own that answers the CNI VERSION command), chained last into the
+/// configuration containerd reads with a kubeconfig of its own (mode 0600, the DaemonSet's
+/// token, allowed to get pods and nothing more), and chained again within seconds when
+/// something rewrites the file without it, as a pod network's own installer does. Every meshed
+/// case of the tier runs on this: their pods carry no `weft-init`.
+fn the_cni_daemonset_chains_weft_cni_and_keeps_it_chained(env: &mut Env<'_>) {
+    use std::os::unix::fs::PermissionsExt;
+    let (path, config, types) = node_cni_plugins(env);
+    assert_eq!(types, ["bridge", "weft-cni"], "{config:#}");
+    let entry = &config["plugins"][1];
+    let conf_dir = env.cluster().cni_conf_dir();
+    let kubeconfig = conf_dir.join("weft-cni.kubeconfig");
+    assert_eq!(entry["kubeconfig"], kubeconfig.display().to_string());
+    assert_eq!(
+        entry["excludeNamespaces"],
+        serde_json::json!(["kube-system", weft::WEFT_NAMESPACE, INIT_MODE_NAMESPACE])
+    );
+    let mode = std::fs::metadata(&kubeconfig)
+        .expect("the plugin's kubeconfig")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the kubeconfig holds a token");
+
+    // The binary is a copy (not the lab's link to the build), and a working CNI plugin.
+    let plugin = env.cluster().cni_bin_dir().join("weft-cni");
+    let meta = std::fs::symlink_metadata(&plugin).expect("weft-cni on the node");
+    assert!(
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0,
+        "{meta:?}"
+    );
+    let version = std::process::Command::new(&plugin)
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run weft-cni");
+    let stdout = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.status.success() && stdout.contains("supportedVersions"),
+        "{stdout}"
+    );
+
+    // The kubeconfig works from the node, with exactly the plugin's rights.
+    let as_plugin = env.kubectl().with_kubeconfig(&kubeconfig);
+    let can = |args: &[&str]| {
+        let mut full = vec!["auth", "can-i"];
+        full.extend_from_slice(args);
+        as_plugin
+            .outcome(&full, "")
+            .expect("kubectl")
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert_eq!(can(&["get", "pods", "-A"]), "yes");
+    assert_eq!(can(&["list", "pods", "-A"]), "no");
+    assert_eq!(can(&["get", "secrets", "-A"]), "no");
+
+    // The pod network's installer writes its configuration again, without Weft's entry.
+    let bridge_only = serde_json::json!({
+        "cniVersion": config["cniVersion"],
+        "name": config["name"],
+        "plugins": [config["plugins"][0]],
+    });
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&bridge_only).unwrap_or_default(),
+    )
+    .expect("rewrite the node's conflist");
+    let started = Instant::now();
+    wait(
+        "the DaemonSet to chain weft-cni again",
+        Duration::from_secs(20),
+        || (node_cni_plugins(env).2 == ["bridge", "weft-cni"]).then_some(()),
+    );
+    println!(
+        "weft-cni chained again {:.1?} after the file was rewritten without it",
+        started.elapsed()
+    );
+    // And pods keep coming up meshed (the plugin's rules, no weft-init).
+    let ns = "cni-chained";
+    env.namespace(ns);
+    let (client, target) = env.meshed_client_and_api(ns, 1);
+    let rules = env.pod_nat_rules(ns, "client");
+    assert!(
+        rules.contains("WEFT_OUTPUT"),
+        "weft-cni's rules in the client:\n{rules}"
+    );
+    let inits = env.get(
+        &["-n", ns, "pod", "client"],
+        "{.spec.initContainers[*].name}",
+    );
+    assert!(!inits.contains("weft-init"), "the client: {inits}");
+    let answer = wait_result(
+        "a request through both proxies",
+        Duration::from_secs(20),
+        || get_in_netns_of(&client, &target, "/after-rechain").ok(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answer.starts_with("api-"), "answered by {answer:?}");
+    let server = env.get(
+        &["-n", ns, "pods", "-l", "app=api"],
+        "{.items[0].metadata.name}",
+    );
+    wait(
+        "the server's proxy to count the client's mTLS request",
+        Duration::from_secs(10),
+        || (env.mtls_requests_in(ns, server.trim(), "web", "api") >= 1.0).then_some(()),
+    );
+}
+
 /// The injector, called by the real API server: a Deployment and a Pod created as a user writes
 /// them, in a namespace labelled `weft.dev/inject=enabled`, come up with the proxy as a native
 /// sidecar (and the CNI plugin's rules, as `--cni` says) and talk mTLS as their service
@@ -1306,6 +1441,8 @@ fn helm_uninstall_leaves_no_webhook_behind(env: &mut Env<'_>) {
         ("clusterrolebinding", weft::INJECTOR),
         ("clusterrole", weft::CONTROL_PLANE),
         ("clusterrolebinding", weft::CONTROL_PLANE),
+        ("clusterrole", "weft-cni"),
+        ("clusterrolebinding", "weft-cni"),
     ] {
         let out = env
             .kubectl()
@@ -1322,7 +1459,7 @@ fn helm_uninstall_leaves_no_webhook_behind(env: &mut Env<'_>) {
         &[
             "-n",
             weft::WEFT_NAMESPACE,
-            "deployments,services,serviceaccounts,secrets,configmaps,pods",
+            "deployments,daemonsets,services,serviceaccounts,secrets,configmaps,pods",
             "-l",
             "app.kubernetes.io/name=weft",
         ],
@@ -1336,6 +1473,16 @@ fn helm_uninstall_leaves_no_webhook_behind(env: &mut Env<'_>) {
     env.kubectl()
         .run(&["get", "crd", "httpfaults.weft.dev"])
         .expect("the CRDs stay");
+    // The CNI DaemonSet's pod took weft-cni off the node as it stopped: the node's
+    // configuration is the pod network's alone again, and the plugin and its kubeconfig are gone.
+    let (_, config, types) = node_cni_plugins(env);
+    assert_eq!(types, ["bridge"], "{config:#}");
+    for gone in [
+        env.cluster().cni_conf_dir().join("weft-cni.kubeconfig"),
+        env.cluster().cni_bin_dir().join("weft-cni"),
+    ] {
+        assert!(!gone.exists(), "{} is left on the node", gone.display());
+    }
 
     let ns = "after-uninstall";
     env.apply(&format!(

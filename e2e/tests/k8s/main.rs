@@ -46,8 +46,6 @@ fn main() -> ExitCode {
     };
     let options = ClusterOptions {
         verbose: true,
-        weft_cni: Some(weft.join("weft-cni")),
-        cni_exclude_namespaces: vec![cases::INIT_MODE_NAMESPACE.to_string()],
         ..ClusterOptions::default()
     };
     let start = Instant::now();

@@ -69,6 +69,7 @@ impl<'a> Env<'a> {
         }
         env.wait_ready(weft::WEFT_NAMESPACE, weft::CONTROL_PLANE_PODS)?;
         env.wait_ready(weft::WEFT_NAMESPACE, weft::INJECTOR_PODS)?;
+        env.wait_ready(weft::WEFT_NAMESPACE, weft::CNI_PODS)?;
         println!(
             "k8s tier: Weft installed by its chart, Ready {:.1?} after the image import began",
             started.elapsed()
@@ -79,7 +80,16 @@ impl<'a> Env<'a> {
     /// `helm upgrade --install` of the chart with the tier's values and `sets` on top (values
     /// set before and not here go back to the tier's), waiting until it is Ready.
     pub(crate) fn helm_install(&self, sets: &[&str]) -> weft_k8s_lab::Result<String> {
-        weft::helm_install(&self.helm, &self.pki.issuer_dir(), self.cluster.dir(), sets)
+        // The init-container mode's namespace is the CNI plugin's to leave alone, every time
+        // (an upgrade without it would take it back).
+        let exclude = format!(
+            "cni.excludeNamespaces={{{}}}",
+            crate::cases::INIT_MODE_NAMESPACE
+        );
+        let sets: Vec<&str> = std::iter::once(exclude.as_str())
+            .chain(sets.iter().copied())
+            .collect();
+        weft::helm_install(&self.helm, self.cluster, &self.pki.issuer_dir(), &sets)
     }
 
     /// What Weft's pods say: their states, the namespace's events, and the end of every
@@ -425,7 +435,9 @@ fn tail_text(text: &str, n: usize) -> String {
 
 /// The end of every component's log, for a failed run.
 pub(crate) fn print_logs(cluster: &Cluster) {
-    for (name, log) in cluster.logs() {
+    // The plugin the chart's DaemonSet chains logs beside the components (the tier's values).
+    let cni = ("weft-cni", cluster.cni_log("weft-cni"));
+    for (name, log) in cluster.logs().into_iter().chain(Some(cni)) {
         eprintln!(
             "--- {name} (end of {}) ---\n{}",
             log.display(),
