@@ -219,12 +219,16 @@ impl App {
 
         let upstreams = Upstreams::new(config.client.clone(), metrics.clone());
         let shutdown_identity = CancellationToken::new();
+        let tracing = start_tracing(&config, &metrics)?;
         let common = |direction| Common {
             direction,
             opaque_ports: config.opaque_ports.clone(),
             detect_timeout: config.detect_timeout,
             connect_timeout: config.client.connect_timeout,
-            server: config.server.clone(),
+            server: weft_proxy_http::ServerSettings {
+                trace: tracing.as_ref().map(|t| t.for_direction(direction)),
+                ..config.server.clone()
+            },
             upstreams: upstreams.clone(),
             metrics: metrics.clone(),
             drain: drain.clone(),
@@ -465,4 +469,70 @@ fn local_addr(
         addr,
         source,
     })
+}
+
+/// The two listeners' tracing, one exporter between them.
+struct Tracers {
+    outbound: Arc<weft_proxy_trace::Tracing>,
+    inbound: Arc<weft_proxy_trace::Tracing>,
+}
+
+impl Tracers {
+    fn for_direction(&self, direction: Direction) -> Arc<weft_proxy_trace::Tracing> {
+        match direction {
+            Direction::Outbound => self.outbound.clone(),
+            Direction::Inbound => self.inbound.clone(),
+        }
+    }
+}
+
+/// Starts the span exporter when a collector is configured, and exports its counts.
+fn start_tracing(config: &Config, metrics: &Metrics) -> io::Result<Option<Tracers>> {
+    let Some(trace) = &config.trace else {
+        return Ok(None);
+    };
+    let mut attributes = Vec::new();
+    if let Some(identity) = &config.identity {
+        attributes.push(("k8s.namespace.name", identity.id.namespace().to_string()));
+        attributes.push(("weft.identity", identity.id.to_string()));
+    }
+    let resource = weft_proxy_otlp::Resource {
+        service_name: trace.service_name.clone(),
+        attributes,
+    };
+    let sink = weft_proxy_otlp::start(
+        weft_proxy_otlp::Settings::new(trace.collector.clone()),
+        resource,
+    )?;
+    let counters = sink.counters().clone();
+    metrics
+        .enable_trace_spans(move || {
+            let c = counters.get();
+            [
+                ("exported", c.exported),
+                ("queue_full", c.queue_full),
+                ("export_failed", c.export_failed),
+                ("rejected", c.rejected),
+            ]
+        })
+        .map_err(io::Error::other)?;
+    let ratio = weft_proxy_trace::Ratio::new(trace.sampling)
+        .ok_or_else(|| io::Error::other("the sampling share is not in [0, 1]"))?;
+    let recorder: Arc<dyn weft_proxy_trace::Recorder> = Arc::new(sink);
+    let tracing = |kind| {
+        Arc::new(weft_proxy_trace::Tracing {
+            kind,
+            ratio,
+            recorder: recorder.clone(),
+        })
+    };
+    tracing::info!(
+        collector = %trace.collector,
+        sampling = trace.sampling,
+        "tracing: spans go to the collector"
+    );
+    Ok(Some(Tracers {
+        outbound: tracing(weft_proxy_trace::Kind::Client),
+        inbound: tracing(weft_proxy_trace::Kind::Server),
+    }))
 }

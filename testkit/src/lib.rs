@@ -31,6 +31,8 @@ pub mod control_plane;
 pub mod http;
 #[cfg(feature = "fixtures")]
 pub mod kube;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 /// The Prometheus text parser (`weft-metrics-text`), here too for the tests' convenience.
 pub use weft_metrics_text as prometheus;
 pub mod wait;

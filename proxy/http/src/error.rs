@@ -88,6 +88,22 @@ impl ProxyError {
         }
     }
 
+    /// A short name for the kind of failure (a span's `error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Connect(e) if e.is_timeout() => "connect_timeout",
+            ProxyError::Connect(_) => "connect",
+            ProxyError::Upstream { .. } => "upstream",
+            ProxyError::InvalidRequest(_) => "invalid_request",
+            ProxyError::Mesh(_) => "mesh",
+            ProxyError::NoEndpoints { .. } => "no_endpoints",
+            ProxyError::BadMark(_) => "bad_mark",
+            ProxyError::Loop { .. } => "loop",
+            ProxyError::Route { .. } => "route",
+            ProxyError::Timeout { .. } => "timeout",
+        }
+    }
+
     /// Sorts an upstream client's failure (on a request to `addr`).
     pub fn from_client(addr: OrigDstAddr, e: ClientError) -> Self {
         match e {

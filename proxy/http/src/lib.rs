@@ -37,6 +37,7 @@ pub mod replay;
 pub mod server;
 pub mod split;
 pub mod stage;
+pub mod trace;
 
 pub use client::{ClientSettings, Upstreams};
 pub use error::ProxyError;

@@ -27,6 +27,7 @@ use weft_proxy_transport::OrigDstAddr;
 use crate::{
     body::{RequestBody, ResponseBody},
     stage::{Cx, Stage, StageResult},
+    trace::{self, Begun},
 };
 
 /// Limits on what a client may send.
@@ -37,20 +38,26 @@ pub struct ServerSettings {
     /// The largest request head accepted: HTTP/1 answers 431 past it, HTTP/2 refuses the stream.
     /// At least 8 KiB (hyper's minimum buffer).
     pub max_header_bytes: usize,
+    /// Tracing: each request's context read and passed on, sampled requests' spans recorded
+    /// (see [`crate::trace`]). `None`: trace headers pass through untouched.
+    pub trace: Option<Arc<weft_proxy_trace::Tracing>>,
 }
 
 /// The smallest `max_header_bytes` hyper can work with.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
-/// Answers one request with `stack`: never fails, every error becomes a status.
+/// Answers one request with `stack`: never fails, every error becomes a status. `traced` is
+/// the request's span when [`trace::begin`] sampled it, ended here with the answer.
 pub fn handle<S: Stage>(
     stack: &S,
     dst: OrigDstAddr,
     req: Request<Incoming>,
+    traced: Option<Box<Begun>>,
 ) -> Handle<impl Future<Output = StageResult> + Send + '_> {
     let cx = Cx::new(dst, Instant::now());
     Handle {
         answer: stack.call(req.map(RequestBody::Incoming), cx),
+        traced,
     }
 }
 
@@ -62,6 +69,7 @@ pin_project_lite::pin_project! {
     pub struct Handle<F> {
         #[pin]
         answer: F,
+        traced: Option<Box<Begun>>,
     }
 }
 
@@ -69,10 +77,18 @@ impl<F: Future<Output = StageResult>> Future for Handle<F> {
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(match ready!(self.project().answer.poll(cx)) {
-            Ok(rsp) => rsp,
-            Err(e) => e.into_response(),
-        }))
+        let this = self.project();
+        let (rsp, error) = match ready!(this.answer.poll(cx)) {
+            Ok(rsp) => (rsp, None),
+            Err(e) => {
+                let kind = e.kind();
+                (e.into_response(), Some(kind))
+            }
+        };
+        if let Some(span) = this.traced.take() {
+            (*span).finish(rsp.status(), error);
+        }
+        Poll::Ready(Ok(rsp))
     }
 }
 
@@ -91,9 +107,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Stage + 'static,
 {
-    let service = service_fn(move |req| {
+    let tracing = settings.trace.clone();
+    let service = service_fn(move |mut req| {
         let stack = stack.clone();
-        async move { handle(&*stack, dst, req).await }
+        let traced = tracing.as_ref().and_then(|t| trace::begin(t, &mut req));
+        async move { handle(&*stack, dst, req, traced).await }
     });
     let io = TokioIo::new(io);
     if protocol == Protocol::Http2 {

@@ -39,6 +39,7 @@ mod registry;
 mod requests;
 mod tcp;
 mod tls;
+mod trace;
 
 pub use discovery::MirrorResult;
 pub use io::MeteredIo;

@@ -127,6 +127,12 @@ impl SpanSink {
     }
 }
 
+impl weft_proxy_trace::Recorder for SpanSink {
+    fn record(&self, span: Span) {
+        SpanSink::record(self, span);
+    }
+}
+
 /// Starts the exporter thread for `settings`, its spans made by `resource`. The thread ends
 /// when every [`SpanSink`] is dropped, after one last bounded export of what is queued.
 pub fn start(settings: Settings, resource: Resource) -> std::io::Result<SpanSink> {

@@ -87,6 +87,19 @@ pub struct Config {
     pub redirect_check_port: u16,
     /// How often the redirection is checked; `None` when off.
     pub redirect_check: Option<Duration>,
+    /// Tracing, when a collector is set.
+    pub trace: Option<TraceConfig>,
+}
+
+/// Where spans go and how requests are sampled.
+#[derive(Clone, Debug)]
+pub struct TraceConfig {
+    /// The collector's OTLP/gRPC address, `host:port`.
+    pub collector: String,
+    /// The share of requests that start a trace here and are sampled.
+    pub sampling: f64,
+    /// The spans' `service.name`.
+    pub service_name: String,
 }
 
 /// How destinations are looked up.
@@ -184,6 +197,7 @@ impl Config {
             server: ServerSettings {
                 header_read_timeout: r.parse(keys::HEADER_READ_TIMEOUT, parse_duration)?,
                 max_header_bytes,
+                trace: None,
             },
             client: ClientSettings {
                 connect_timeout: r.parse(keys::CONNECT_TIMEOUT, parse_duration)?,
@@ -230,6 +244,7 @@ impl Config {
                     .ok_or_else(|| "expected a port number from 1 to 65535".to_string())
             })?,
             redirect_check: r.parse(keys::REDIRECT_CHECK, parse_redirect_check)?,
+            trace: trace(&r)?,
         }
         .checked(&r)
     }
@@ -293,6 +308,39 @@ impl Config {
 }
 
 /// The identity settings, all required once a control plane is named.
+/// Tracing, when `WEFT_TRACE_COLLECTOR` is set.
+fn trace(r: &Reader<'_>) -> Result<Option<TraceConfig>, ConfigError> {
+    let collector = r.value(keys::TRACE_COLLECTOR).trim().to_string();
+    if collector.is_empty() {
+        return Ok(None);
+    }
+    let port = collector
+        .rsplit_once(':')
+        .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+        .and_then(|p| p.parse::<u16>().ok());
+    if port.is_none_or(|p| p == 0) {
+        return Err(r.invalid(
+            keys::TRACE_COLLECTOR,
+            &collector,
+            "expected host:port (the collector's OTLP/gRPC port, 4317 by convention)".into(),
+        ));
+    }
+    let sampling = r.parse(keys::TRACE_SAMPLING, |v| match v.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err("expected a share from 0 to 1, such as 0.01".into()),
+    })?;
+    let service_name = [keys::TRACE_SERVICE_NAME, keys::SERVICE_ACCOUNT]
+        .iter()
+        .map(|k| r.value(k).trim().to_string())
+        .find(|v| !v.is_empty())
+        .unwrap_or_else(|| "weft-proxy".into());
+    Ok(Some(TraceConfig {
+        collector,
+        sampling,
+        service_name,
+    }))
+}
+
 fn identity(r: &Reader<'_>) -> Result<Option<IdentityConfig>, ConfigError> {
     let control_plane = r.value(keys::CONTROL_PLANE).trim().to_string();
     if control_plane.is_empty() {

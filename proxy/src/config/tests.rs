@@ -415,3 +415,67 @@ fn bad_redirect_check_values_are_refused_with_the_reason() {
     // Explicit mode with the check off is the loopback default.
     Config::from_source(&source(&[(keys::OUTBOUND_TARGET, "127.0.0.1:8080")])).expect("valid");
 }
+
+#[test]
+fn tracing_is_off_without_a_collector_and_checked_with_one() {
+    assert!(Config::from_source(&source(&[]))
+        .expect("defaults")
+        .trace
+        .is_none());
+    let c = Config::from_source(&source(&[
+        (keys::TRACE_COLLECTOR, "jaeger.tracing:4317"),
+        (keys::SERVICE_ACCOUNT, "web"),
+    ]))
+    .expect("valid");
+    let t = c.trace.expect("tracing on");
+    assert_eq!(t.collector, "jaeger.tracing:4317");
+    assert_eq!(t.sampling, 0.01);
+    assert_eq!(t.service_name, "web", "the service account by default");
+    let c = Config::from_source(&source(&[
+        (keys::TRACE_COLLECTOR, "127.0.0.1:4317"),
+        (keys::TRACE_SAMPLING, "1"),
+        (keys::TRACE_SERVICE_NAME, "checkout"),
+        (keys::SERVICE_ACCOUNT, "web"),
+    ]))
+    .expect("valid");
+    let t = c.trace.expect("tracing on");
+    assert_eq!((t.sampling, t.service_name.as_str()), (1.0, "checkout"));
+    for (pairs, key, why) in [
+        (
+            &[(keys::TRACE_COLLECTOR, "jaeger")][..],
+            keys::TRACE_COLLECTOR,
+            "expected host:port",
+        ),
+        (
+            &[(keys::TRACE_COLLECTOR, "jaeger:0")],
+            keys::TRACE_COLLECTOR,
+            "expected host:port",
+        ),
+        (
+            &[
+                (keys::TRACE_COLLECTOR, "j:4317"),
+                (keys::TRACE_SAMPLING, "1.5"),
+            ],
+            keys::TRACE_SAMPLING,
+            "from 0 to 1",
+        ),
+        (
+            &[
+                (keys::TRACE_COLLECTOR, "j:4317"),
+                (keys::TRACE_SAMPLING, "NaN"),
+            ],
+            keys::TRACE_SAMPLING,
+            "from 0 to 1",
+        ),
+    ] {
+        match Config::from_source(&source(pairs)) {
+            Err(ConfigError::Invalid {
+                key: got, reason, ..
+            }) => {
+                assert_eq!(got, key, "{pairs:?}: {reason}");
+                assert!(reason.contains(why), "{pairs:?}: {reason}");
+            }
+            other => panic!("{pairs:?}: expected an invalid value, got {other:?}"),
+        }
+    }
+}

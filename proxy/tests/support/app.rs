@@ -216,6 +216,12 @@ fn seen_headers(req: &Request<Incoming>) -> HeaderMap {
         "proxy-connection",
         "te",
         "x-end-to-end",
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-sampled",
     ] {
         if let Some(v) = req.headers().get(name) {
             seen.insert(

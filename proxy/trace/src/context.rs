@@ -70,6 +70,9 @@ pub struct Incoming {
     pub format: Format,
     /// A B3 trace id of 64 bits (written back in 64 bits, as the caller's tracer expects).
     pub short_trace_id: bool,
+    /// Beside a `traceparent`, the B3 form the request also carried (and whether its trace id
+    /// is 64 bits): what an earlier Weft proxy writes for a B3 app, to be written on again.
+    pub also_b3: Option<(Format, bool)>,
 }
 
 /// Why a request's trace context was not used.
@@ -104,7 +107,9 @@ pub const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 /// one it has (by the precedence above) is malformed.
 pub fn read(headers: &HeaderMap) -> Result<Option<Incoming>, ContextError> {
     if let Some(v) = single(headers, &TRACEPARENT, "traceparent")? {
-        return traceparent(v).map(Some);
+        let mut incoming = traceparent(v)?;
+        incoming.also_b3 = b3_beside(headers);
+        return Ok(Some(incoming));
     }
     if let Some(v) = single(headers, &B3, "b3")? {
         return b3_single(v).map(Some);
@@ -137,12 +142,20 @@ impl Outgoing {
         span: SpanId,
     ) -> (Outgoing, Option<SpanId>) {
         let ids = incoming.and_then(|i| i.ids);
+        // The caller's format, or the B3 form an earlier proxy wrote beside its traceparent.
+        let (format, short) = match incoming {
+            None => (Format::W3c, false),
+            Some(i) => match (i.format, i.also_b3) {
+                (Format::W3c, Some(also)) => also,
+                (format, _) => (format, i.short_trace_id),
+            },
+        };
         let out = Outgoing {
             trace_id: ids.map_or(new_trace, |(trace, _)| trace),
             span_id: span,
             sampled,
-            format: incoming.map_or(Format::W3c, |i| i.format),
-            short_trace_id: ids.is_some() && incoming.is_some_and(|i| i.short_trace_id),
+            format,
+            short_trace_id: ids.is_some() && short,
             keep_tracestate: ids.is_some() && incoming.is_some_and(|i| i.format == Format::W3c),
         };
         (out, ids.map(|(_, parent)| parent))
@@ -282,7 +295,23 @@ fn traceparent(v: &[u8]) -> Result<Incoming, ContextError> {
         sampled: Some(flags & 1 == 1),
         format: Format::W3c,
         short_trace_id: false,
+        also_b3: None,
     })
+}
+
+/// The B3 form present besides a `traceparent`, by a glance at its trace id's width (the ids
+/// themselves are the `traceparent`'s).
+fn b3_beside(headers: &HeaderMap) -> Option<(Format, bool)> {
+    if let Some(b3) = headers.get(&B3) {
+        let first = b3
+            .as_bytes()
+            .split(|&b| b == b'-')
+            .next()
+            .unwrap_or_default();
+        return Some((Format::B3Single, first.len() == 16));
+    }
+    let trace = headers.get(&X_B3_TRACE_ID)?;
+    Some((Format::B3Multi, trace.as_bytes().trim_ascii().len() == 16))
 }
 
 /// `b3: <trace>-<span>[-<sampling>[-<parent>]]`, or `b3: <sampling>` alone.
@@ -297,6 +326,7 @@ fn b3_single(v: &[u8]) -> Result<Incoming, ContextError> {
             sampled: Some(b3_sampling(first, W)?),
             format: Format::B3Single,
             short_trace_id: false,
+            also_b3: None,
         });
     };
     let (trace, short) = b3_trace_id(first, W)?;
@@ -317,6 +347,7 @@ fn b3_single(v: &[u8]) -> Result<Incoming, ContextError> {
         sampled,
         format: Format::B3Single,
         short_trace_id: short,
+        also_b3: None,
     })
 }
 
@@ -354,6 +385,7 @@ fn b3_multi(headers: &HeaderMap) -> Result<Option<Incoming>, ContextError> {
         sampled,
         format: Format::B3Multi,
         short_trace_id: ids.is_some_and(|(_, _, short)| short),
+        also_b3: None,
     }))
 }
 

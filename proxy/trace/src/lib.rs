@@ -17,5 +17,22 @@ pub use context::{
 };
 pub use span::{Kind, Span};
 
+use std::sync::Arc;
+
+/// Where finished spans go: the OTLP exporter's queue in the proxy, a `Vec` in tests. Called on
+/// the data path, so it must not block.
+pub trait Recorder: Send + Sync + std::fmt::Debug {
+    fn record(&self, span: Span);
+}
+
+/// One listener's tracing: which side of the hop its spans are, how the requests that start a
+/// trace there are sampled, and where the spans go.
+#[derive(Clone, Debug)]
+pub struct Tracing {
+    pub kind: Kind,
+    pub ratio: Ratio,
+    pub recorder: Arc<dyn Recorder>,
+}
+
 #[cfg(test)]
 mod tests;

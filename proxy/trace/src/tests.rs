@@ -285,8 +285,13 @@ proptest! {
         let back = read(&h).expect("valid").expect("present");
         prop_assert_eq!(back.ids, Some((out.trace_id, out.span_id)));
         prop_assert_eq!(back.sampled, Some(sampled));
-        // traceparent first: what a Weft proxy reads.
+        // traceparent first: what a Weft proxy reads, with the B3 form to carry on.
         prop_assert_eq!(back.format, Format::W3c);
+        let also = (format != Format::W3c).then_some((format, short));
+        prop_assert_eq!(back.also_b3, also);
+        // The next proxy writes the same forms again.
+        let (next, _) = Outgoing::child(Some(&back), sampled, out.trace_id, out.span_id);
+        prop_assert_eq!((next.format, next.short_trace_id), (format, short));
         h.remove(TRACEPARENT);
         let b3 = read(&h).expect("valid");
         if format == Format::W3c {

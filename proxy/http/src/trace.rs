@@ -1,0 +1,102 @@
+//! Tracing at the edge of the per-request path: the request's trace context read, the sampling
+//! decision made, the proxy's own context written onto the request before any stage sees it,
+//! and, for a sampled request, its span recorded when the answer's head is ready.
+//!
+//! A listener without tracing (`ServerSettings::trace` unset) does none of this: headers pass
+//! through untouched. With tracing, a request whose caller already decided not to sample passes
+//! through untouched too; every other request gets a `traceparent` (a trace of its own when it
+//! came without one), so that the next hop follows this proxy's decision rather than making its
+//! own. Only a sampled request allocates its span (boxed, so the per-request future grows by a
+//! pointer).
+//!
+//! The span ends when the response's head is back: its body's time is not in it.
+
+use std::{sync::Arc, time::SystemTime};
+
+use http::{Method, Request, StatusCode, Version};
+use tracing::debug;
+use weft_proxy_trace::{context, Outgoing, Span, SpanId, TraceId, Tracing};
+
+/// A sampled request's span, begun.
+#[derive(Debug)]
+pub struct Begun {
+    tracing: Arc<Tracing>,
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    start: SystemTime,
+    method: Method,
+    path: Box<str>,
+    authority: Option<Box<str>>,
+    version: Version,
+}
+
+/// Reads `req`'s context, decides, writes the context the next hop sees; the span, if sampled.
+pub fn begin<B>(tracing: &Arc<Tracing>, req: &mut Request<B>) -> Option<Box<Begun>> {
+    let incoming = match context::read(req.headers()) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            debug!(error = %e, "ignoring the request's trace context; starting a new trace");
+            None
+        }
+    };
+    if let Some(i) = &incoming {
+        if i.ids.is_some() && i.sampled == Some(false) {
+            // The caller decided, with ids the next hop can carry on: nothing to add.
+            return None;
+        }
+    }
+    let sampled = context::decide(incoming.as_ref(), tracing.ratio, rand::random());
+    let span_id = SpanId::from_random(rand::random::<u64>().max(1))?;
+    let new_trace = TraceId::from_random(rand::random::<u128>().max(1))?;
+    let (out, parent) = Outgoing::child(incoming.as_ref(), sampled, new_trace, span_id);
+    context::write(req.headers_mut(), &out);
+    if !sampled {
+        return None;
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())
+        .map(Box::from);
+    Some(Box::new(Begun {
+        tracing: tracing.clone(),
+        trace_id: out.trace_id,
+        span_id,
+        parent,
+        start: SystemTime::now(),
+        method: req.method().clone(),
+        path: req.uri().path().into(),
+        authority,
+        version: req.version(),
+    }))
+}
+
+impl Begun {
+    /// Ends the span with the answer's `status` (and `error`, when the proxy answered itself)
+    /// and hands it to the recorder.
+    pub fn finish(self, status: StatusCode, error: Option<&'static str>) {
+        let b = self;
+        b.tracing.recorder.record(Span {
+            trace_id: b.trace_id,
+            span_id: b.span_id,
+            parent: b.parent,
+            kind: b.tracing.kind,
+            start: b.start,
+            end: SystemTime::now(),
+            method: b.method,
+            path: b.path,
+            authority: b.authority,
+            version: b.version,
+            status: Some(status),
+            error,
+            peer: None,
+            peer_identity: None,
+            route: None,
+            backend: None,
+            retries: 0,
+            fault: None,
+        });
+    }
+}
