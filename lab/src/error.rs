@@ -49,6 +49,13 @@ pub enum Error {
         package: &'static str,
         path: PathBuf,
     },
+    /// A test tool built by a script of the repository (Jaeger) has not been built.
+    #[error("{tool} not found by `{script} --locate`: {reason}")]
+    ToolNotBuilt {
+        tool: &'static str,
+        script: &'static str,
+        reason: String,
+    },
     /// Something the lab waits for did not happen in time.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout { what: String, after: Duration },

@@ -52,6 +52,8 @@
 //! - [`run`]: [`run::LabRun`], a folder of YAML running as a live mesh (`weftctl lab up`).
 //! - [`registry`]: running labs as `weftctl lab exec | status | down` find them
 //!   (`/run/weft-lab/<name>.json`).
+//! - [`jaeger`]: a real Jaeger (built from its Go module by `scripts/jaeger-build.sh`) taking
+//!   OTLP on loopback, and the traces its query API returns.
 //! - [`netns`]: named network namespaces (create, run in, enter, delete on drop), also what the
 //!   proxy's and the CNI plugin's root-only tests use.
 //! - [`process`], [`wait`], [`bins`], [`pki`], [`prereq`]: child processes and bounded waits,
@@ -70,6 +72,7 @@ pub mod control_plane;
 pub mod error;
 pub mod folder;
 pub mod http;
+pub mod jaeger;
 pub mod netns;
 pub mod pcap;
 pub mod pki;
