@@ -16,7 +16,7 @@ fi
 # tests and demo use.
 pairs=("$@")
 [ ${#pairs[@]} -gt 0 ] || pairs=(iptables=iptables ip=iproute2 setpriv=util-linux curl=curl python3=python3
-  tcpdump=tcpdump /usr/lib/cni/bridge=containernetworking-plugins)
+  tcpdump=tcpdump /usr/lib/cni/bridge=containernetworking-plugins promtool=prometheus)
 
 missing=()
 for pair in "${pairs[@]}"; do
