@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test sweep lint deny images chart-tools jaeger-tools unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
+.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
@@ -24,7 +24,7 @@ demo: deps
 
 ## test: everything CI checks: lint, unit and integration tests (the root-only tier included
 ## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
-test: deps sweep lint k8s-prep chart-tools jaeger-tools unit demo-once fuzz-smoke bench-smoke
+test: deps sweep lint k8s-prep chart-tools jaeger-tools rules unit demo-once fuzz-smoke bench-smoke
 
 deps:
 	scripts/install-deps.sh
@@ -87,6 +87,12 @@ chart-tools:
 ## real trace collector of the OTLP interop test; a second run takes a second
 jaeger-tools:
 	scripts/jaeger-build.sh >/dev/null
+
+## rules: the Prometheus rules (helm/weft/rules/weft.rules.yaml): promtool check rules, and their
+## unit tests (promtool test rules helm/weft/rules/tests/*.yaml); promtool from Debian's
+## prometheus package, installed when missing
+rules:
+	scripts/rules-test.sh
 
 ## unit: every crate's tests; the binaries first, because the k8s tier packs them into its image
 unit:

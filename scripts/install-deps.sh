@@ -16,7 +16,7 @@ fi
 # tests and demo use.
 pairs=("$@")
 [ ${#pairs[@]} -gt 0 ] || pairs=(iptables=iptables ip=iproute2 setpriv=util-linux curl=curl python3=python3
-  tcpdump=tcpdump /usr/lib/cni/bridge=containernetworking-plugins)
+  tcpdump=tcpdump /usr/lib/cni/bridge=containernetworking-plugins promtool=prometheus)
 
 missing=()
 for pair in "${pairs[@]}"; do
@@ -31,7 +31,7 @@ done
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "install-deps: installing ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   exit 0
 fi
 echo "install-deps: missing ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2

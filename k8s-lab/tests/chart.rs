@@ -187,7 +187,9 @@ fn renders_match_their_golden_files_and_validate_at_the_clusters_version() {
             ));
         }
     }
-    // cert-manager's kinds have no schema in the validator: it warns and checks the rest.
+    // cert-manager's and the Prometheus Operator's kinds have no schema in the validator: it
+    // warns and checks the rest. (The PrometheusRule's spec is the rules file promtool checks:
+    // `make rules`, and the_prometheus_rule_is_the_rules_file below.)
     helm::validate(&files).unwrap_or_else(|e| panic!("{e}"));
     assert!(stale.is_empty(), "{}", stale.join("\n"));
 }
@@ -341,6 +343,34 @@ fn what_the_values_ask_for_is_what_is_rendered() {
 }
 
 #[test]
+fn the_prometheus_rule_is_the_rules_file() {
+    // One copy of the rules: the PrometheusRule's spec is rules/weft.rules.yaml as it is, the
+    // plain rules file that promtool checks and tests (`make rules`).
+    let home = tempfile::tempdir().expect("tempdir");
+    let helm = helm(home.path());
+    let default = documents(&render(&helm, "default", "weft", &[]).stdout);
+    assert!(
+        default.iter().all(|d| d["kind"] != "PrometheusRule"),
+        "off by default"
+    );
+    let ha = documents(&render(&helm, "ha-ignore-cni", "weft", &[]).stdout);
+    let rule = find(&ha, "PrometheusRule", "weft").expect("the PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], "weft");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"], "prom",
+        "the Operator's selector label from the values"
+    );
+    let file = fs::read_to_string(chart_dir().join("rules/weft.rules.yaml")).expect("rules file");
+    let plain: Value = serde_yaml::from_str(&file).expect("the rules file is YAML");
+    assert!(
+        plain["groups"].as_sequence().is_some_and(|g| !g.is_empty()),
+        "{plain:?}"
+    );
+    assert_eq!(rule["spec"], plain);
+}
+
+#[test]
 fn bad_values_are_refused_naming_what_is_wrong() {
     let home = tempfile::tempdir().expect("tempdir");
     let helm = helm(home.path());
@@ -363,6 +393,7 @@ fn bad_values_are_refused_naming_what_is_wrong() {
         ("identity.issuer.existingSecret=mine", "not both"),
         ("controlPlane.replicas=0", "replicas"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("prometheusRule.enable=true", "enable"),
     ] {
         let out = render(&helm, "default", "weft", &["--set", set]);
         assert!(!out.success, "--set {set} was accepted");
