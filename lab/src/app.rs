@@ -7,7 +7,14 @@
 //!   each line is answered `<pod> <line>`.
 //!
 //! Both record every connection's peer, so a test can tell a direct connection (the client's
-//! own address and port) from one the pod's proxy made. Listener sockets are created inside
+//! own address and port) from one the pod's proxy made.
+//!
+//! A request with [`CALL_HEADER`] makes the app a link of a call chain, as a real service
+//! calling the next one: `x-weft-lab-call: 198.19.0.10:80 api /orders; 198.19.0.20:80 db /`
+//! has it call the first hop (`GET /orders` with `Host: api`, from inside its pod) with the rest
+//! of the chain in the same header and the request's trace context (`traceparent`,
+//! `tracestate`, `b3`, `X-B3-*`) passed on, as an instrumented app would; its answer then ends
+//! with the next hop's status and body, each line prefixed `> `. At most [`MAX_HOPS`] hops. Listener sockets are created inside
 //! the pod's namespace; accept and connection threads use them from anywhere. Stopping shuts
 //! every socket down, which wakes the blocked threads, and joins them.
 
@@ -31,6 +38,21 @@ use crate::{
 
 /// The app's HTTP port.
 pub const HTTP_PORT: u16 = 8080;
+/// The header that makes the app call the next service of a chain (see the module's docs).
+pub const CALL_HEADER: &str = "x-weft-lab-call";
+/// The longest chain [`CALL_HEADER`] may name.
+pub const MAX_HOPS: usize = 8;
+/// The trace context headers the app passes on to the next hop.
+const TRACE_HEADERS: &[&str] = &[
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
 /// The app's line echo port.
 pub const ECHO_PORT: u16 = 9000;
 
@@ -63,6 +85,9 @@ pub struct App {
 
 #[derive(Debug, Default)]
 struct Shared {
+    /// The namespace calls to a next hop are made from; `None`: this process's own (the
+    /// `weft-lab-app` binary, already inside its pod).
+    netns: Option<String>,
     stop: AtomicBool,
     next_id: AtomicU64,
     seen: Mutex<Vec<Seen>>,
@@ -74,19 +99,26 @@ struct Shared {
 impl App {
     /// Starts the HTTP and echo servers inside `ns`, on all addresses.
     pub fn start(ns: &Netns, name: &str) -> Result<App> {
-        App::start_with(name, |addr| ns.listen(addr))
+        App::start_with(name, Some(ns.name()), |addr| ns.listen(addr))
     }
 
     /// Starts the HTTP and echo servers in this process's own network namespace, on all
     /// addresses: what the `weft-lab-app` binary runs in a container.
     pub fn start_here(name: &str) -> Result<App> {
-        App::start_with(name, |addr| {
+        App::start_with(name, None, |addr| {
             TcpListener::bind(addr).map_err(Error::io(format!("bind {addr}")))
         })
     }
 
-    fn start_with(name: &str, listen: impl Fn(SocketAddr) -> Result<TcpListener>) -> Result<App> {
-        let shared = Arc::new(Shared::default());
+    fn start_with(
+        name: &str,
+        netns: Option<&str>,
+        listen: impl Fn(SocketAddr) -> Result<TcpListener>,
+    ) -> Result<App> {
+        let shared = Arc::new(Shared {
+            netns: netns.map(str::to_string),
+            ..Shared::default()
+        });
         let mut app = App {
             name: name.into(),
             shared,
@@ -210,6 +242,8 @@ fn serve_http(
         let mut host = String::new();
         let mut length = 0usize;
         let mut close = false;
+        let mut call = None;
+        let mut trace = Vec::new();
         for _ in 0..200 {
             let mut line = String::new();
             if reader.by_ref().take(8192).read_line(&mut line)? == 0 {
@@ -227,6 +261,10 @@ fn serve_http(
                 "host" => host = v.into(),
                 "content-length" => length = v.parse().unwrap_or(0).min(1 << 20),
                 "connection" => close = v.eq_ignore_ascii_case("close"),
+                CALL_HEADER => call = Some(v.to_string()),
+                k if TRACE_HEADERS.contains(&k) && trace.len() < TRACE_HEADERS.len() => {
+                    trace.push((k.to_string(), v.to_string()));
+                }
                 _ => {}
             }
         }
@@ -235,7 +273,10 @@ fn serve_http(
             &mut std::io::sink(),
         )?;
         let path = request_line.split_whitespace().nth(1).unwrap_or("");
-        let body = format!("pod={name}\npeer={peer}\nhost={host}\npath={path}\n");
+        let mut body = format!("pod={name}\npeer={peer}\nhost={host}\npath={path}\n");
+        if let Some(chain) = call {
+            body.push_str(&call_next(shared, &chain, &trace));
+        }
         // One write per response: no partial responses on the wire.
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Weft-Lab-Pod: {name}\r\n{}\r\n{body}",
@@ -249,6 +290,62 @@ fn serve_http(
         }
     }
     Ok(())
+}
+
+/// Calls the first hop of `chain` with the rest of it and the `trace` headers; what it answered
+/// (or why it could not be called), for the caller's body.
+fn call_next(shared: &Shared, chain: &str, trace: &[(String, String)]) -> String {
+    let result = (|| -> Result<String> {
+        let hops: Vec<&str> = chain.split(';').map(str::trim).collect();
+        if hops.len() > MAX_HOPS {
+            return Err(Error::Invalid {
+                what: CALL_HEADER,
+                value: chain.into(),
+                reason: "names more hops than MAX_HOPS",
+            });
+        }
+        let mut parts = hops[0].split_whitespace();
+        let (Some(addr), Some(host), Some(path), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::Invalid {
+                what: CALL_HEADER,
+                value: hops[0].into(),
+                reason: "a hop is `ip:port host path`",
+            });
+        };
+        let dst: SocketAddr = addr.parse().map_err(|_| Error::Invalid {
+            what: CALL_HEADER,
+            value: addr.into(),
+            reason: "not an ip:port",
+        })?;
+        let rest = hops[1..].join("; ");
+        let mut headers: Vec<(&str, &str)> = trace
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if !rest.is_empty() {
+            headers.push((CALL_HEADER, &rest));
+        }
+        let mut conn = match &shared.netns {
+            Some(ns) => Netns::attach(ns)?.connect(dst, IO_TIMEOUT)?,
+            None => {
+                let c = TcpStream::connect_timeout(&dst, IO_TIMEOUT)
+                    .map_err(Error::io(format!("connect to {dst}")))?;
+                let _ = c.set_read_timeout(Some(IO_TIMEOUT));
+                c
+            }
+        };
+        let reply = crate::http::request_with(&mut conn, dst, host, path, &headers)?;
+        let mut out = format!("> status={}\n", reply.status);
+        for line in reply.body.lines() {
+            out.push_str("> ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        Ok(out)
+    })();
+    result.unwrap_or_else(|e| format!("> error={e}\n"))
 }
 
 /// Answers each line with `<pod> <line>` until EOF.

@@ -27,7 +27,7 @@ use crate::{
     forward::{upstream_version, Forward, Upstream},
     mesh,
     stage::{Cx, Stage},
-    ServerSettings,
+    trace, ServerSettings,
 };
 
 use Outcome::{Failed, Refused};
@@ -52,6 +52,9 @@ pub struct MeshInbound {
     pub connect_timeout: Duration,
     /// Ports that must never be delivered to (the proxy's own listeners): a loop.
     pub own_ports: Vec<u16>,
+    /// The peer proxy's address and SPIFFE ID, for server spans.
+    pub peer: Option<SocketAddr>,
+    pub peer_identity: Option<Arc<str>>,
 }
 
 /// The most (address, version) pairs whose [`Forward`] one mesh connection keeps.
@@ -60,6 +63,7 @@ const MAX_FORWARDS_PER_CONN: usize = 32;
 struct Conn {
     ctx: MeshInbound,
     forwards: Mutex<Vec<(SocketAddr, Version, Arc<Forward>)>>,
+    tracing: Option<Arc<weft_proxy_trace::Tracing>>,
 }
 
 /// Serves HTTP/2 from a peer proxy on `io` until it closes or `shutdown` (GOAWAY, then open
@@ -76,6 +80,7 @@ where
     let conn = Arc::new(Conn {
         ctx,
         forwards: Mutex::new(Vec::new()),
+        tracing: settings.trace.clone(),
     });
     let service = service_fn(move |req| conn.clone().handle(req));
     let conn = http2::Builder::new(TokioExecutor::new())
@@ -95,20 +100,32 @@ where
 impl Conn {
     async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
-        let rsp = match self.deliver(req, start).await {
-            Ok(rsp) => rsp,
+        let traced = self
+            .tracing
+            .as_ref()
+            .and_then(|t| trace::begin(t, &mut req));
+        let (rsp, error) = match self.deliver(req, start).await {
+            Ok(rsp) => (rsp, None),
             Err(Refused(e)) => {
                 // Refused here, before any stage counted it.
                 self.ctx.series.record(e.status(), start.elapsed());
                 debug!(error = %e, "mesh request refused");
-                e.into_response()
+                let kind = e.kind();
+                (e.into_response(), Some(kind))
             }
             // The endpoint stage logged and counted it.
-            Err(Failed(e)) => e.into_response(),
+            Err(Failed(e)) => {
+                let kind = e.kind();
+                (e.into_response(), Some(kind))
+            }
         };
+        if let Some(span) = traced {
+            let peer = (self.ctx.peer, self.ctx.peer_identity.clone());
+            (*span).peer(peer.0, peer.1).finish(rsp.status(), error);
+        }
         Ok(rsp)
     }
 

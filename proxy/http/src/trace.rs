@@ -11,7 +11,7 @@
 //!
 //! The span ends when the response's head is back: its body's time is not in it.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use http::{Method, Request, StatusCode, Version};
 use tracing::debug;
@@ -29,6 +29,8 @@ pub struct Begun {
     path: Box<str>,
     authority: Option<Box<str>>,
     version: Version,
+    peer: Option<SocketAddr>,
+    peer_identity: Option<Arc<str>>,
 }
 
 /// Reads `req`'s context, decides, writes the context the next hop sees; the span, if sampled.
@@ -70,10 +72,19 @@ pub fn begin<B>(tracing: &Arc<Tracing>, req: &mut Request<B>) -> Option<Box<Begu
         path: req.uri().path().into(),
         authority,
         version: req.version(),
+        peer: None,
+        peer_identity: None,
     }))
 }
 
 impl Begun {
+    /// The other side of the hop: its address and, over mTLS, its identity.
+    pub fn peer(mut self, addr: Option<SocketAddr>, identity: Option<Arc<str>>) -> Self {
+        self.peer = addr;
+        self.peer_identity = identity;
+        self
+    }
+
     /// Ends the span with the answer's `status` (and `error`, when the proxy answered itself)
     /// and hands it to the recorder.
     pub fn finish(self, status: StatusCode, error: Option<&'static str>) {
@@ -91,8 +102,8 @@ impl Begun {
             version: b.version,
             status: Some(status),
             error,
-            peer: None,
-            peer_identity: None,
+            peer: b.peer,
+            peer_identity: b.peer_identity,
             route: None,
             backend: None,
             retries: 0,

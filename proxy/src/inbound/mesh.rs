@@ -17,6 +17,7 @@ use crate::{config::Target, conn::Accepted};
 pub(super) async fn serve(inbound: &Inbound, io: Accepted, buf: BytesMut, mesh: &InboundMesh) {
     let common = &inbound.common;
     let local = io.get_ref().local_addr();
+    let peer = io.get_ref().peer_addr().ok();
     let acceptor = tokio_rustls::TlsAcceptor::from(mesh.tls.server_config());
     let handshake = acceptor.accept(PrefixedIo::new(buf.freeze(), io));
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
@@ -66,6 +67,8 @@ pub(super) async fn serve(inbound: &Inbound, io: Accepted, buf: BytesMut, mesh: 
         tunnels: common.drain.tasks().clone(),
         connect_timeout: common.connect_timeout,
         own_ports: mesh.own_ports.clone(),
+        peer,
+        peer_identity: (!client_id.is_empty()).then(|| client_id.as_str().into()),
     };
     let shutdown = common.drain.signal().clone();
     if let Err(e) = serve_mesh(tls, &common.server, ctx, shutdown).await {
