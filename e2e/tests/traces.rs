@@ -183,6 +183,17 @@ fn a_call_chain_is_one_trace_with_a_span_per_proxy() {
         };
         assert_eq!(identity(api_server), Some(spiffe_id("shop", "web")));
         assert_eq!(identity(backend_server), Some(spiffe_id("shop", "api")));
+        // And each client span names the identity and Service that served it.
+        assert_eq!(identity(web_client), Some(spiffe_id("shop", "api")));
+        assert_eq!(identity(api_client), Some(spiffe_id("shop", "backend")));
+        let backend_of = |s: &jaeger::Span| {
+            s.tags
+                .iter()
+                .find(|t| t.key == "weft.backend")
+                .and_then(|t| t.value.as_str().map(str::to_string))
+        };
+        assert_eq!(backend_of(web_client).as_deref(), Some("shop/api:80"));
+        assert_eq!(backend_of(api_client).as_deref(), Some("shop/backend:80"));
     }
     let b3: Vec<&Trace> = traces.iter().filter(|t| t.trace_id == b3_trace).collect();
     assert_eq!(b3.len(), 1, "the B3 caller's trace");

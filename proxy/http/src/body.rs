@@ -118,6 +118,11 @@ impl ResponseBody {
         }
     }
 
+    /// The series the request is counted in: who served it (for its span).
+    pub fn series(&self) -> Option<&RequestSeries> {
+        self.recorder.as_ref().map(|r| &*r.series)
+    }
+
     /// A body the proxy wrote itself, counted by whoever made it (or not at all).
     pub fn unrecorded(inner: Full<Bytes>) -> Self {
         Self {

@@ -86,7 +86,9 @@ impl<F: Future<Output = StageResult>> Future for Handle<F> {
             }
         };
         if let Some(span) = this.traced.take() {
-            (*span).finish(rsp.status(), error);
+            (*span)
+                .served_by(rsp.body().series())
+                .finish(rsp.status(), error);
         }
         Poll::Ready(Ok(rsp))
     }

@@ -15,7 +15,8 @@ use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use http::{Method, Request, StatusCode, Version};
 use tracing::debug;
-use weft_proxy_trace::{context, Outgoing, Span, SpanId, TraceId, Tracing};
+use weft_proxy_metrics::RequestSeries;
+use weft_proxy_trace::{context, Kind, Outgoing, Span, SpanId, TraceId, Tracing};
 
 /// A sampled request's span, begun.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct Begun {
     version: Version,
     peer: Option<SocketAddr>,
     peer_identity: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    backend: Option<Arc<str>>,
 }
 
 /// Reads `req`'s context, decides, writes the context the next hop sees; the span, if sampled.
@@ -74,6 +77,8 @@ pub fn begin<B>(tracing: &Arc<Tracing>, req: &mut Request<B>) -> Option<Box<Begu
         version: req.version(),
         peer: None,
         peer_identity: None,
+        route: None,
+        backend: None,
     }))
 }
 
@@ -82,6 +87,25 @@ impl Begun {
     pub fn peer(mut self, addr: Option<SocketAddr>, identity: Option<Arc<str>>) -> Self {
         self.peer = addr;
         self.peer_identity = identity;
+        self
+    }
+
+    /// Who served the request, from the series it is counted in: for a client span, the
+    /// endpoint, its identity over mTLS, the route rule and the backend Service. (A server
+    /// span's peer is its caller, set with [`Self::peer`].)
+    pub fn served_by(mut self, series: Option<&RequestSeries>) -> Self {
+        let Some(s) = series.filter(|_| self.tracing.kind == Kind::Client) else {
+            return self;
+        };
+        let some = |v: &Arc<str>| (!v.is_empty()).then(|| v.clone());
+        if self.peer.is_none() {
+            self.peer = s.dst_endpoint().parse().ok();
+        }
+        if self.peer_identity.is_none() {
+            self.peer_identity = some(s.server_id());
+        }
+        self.route = some(s.route());
+        self.backend = some(s.dst_service());
         self
     }
 
@@ -104,8 +128,8 @@ impl Begun {
             error,
             peer: b.peer,
             peer_identity: b.peer_identity,
-            route: None,
-            backend: None,
+            route: b.route,
+            backend: b.backend,
             retries: 0,
             fault: None,
         });

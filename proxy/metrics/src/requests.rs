@@ -217,6 +217,26 @@ impl RequestSeries {
     /// This series for requests of `route`: itself for [`RouteLabel::NONE`], otherwise its
     /// child with that `route` label, made on first use. Per request a read lock and a scan of
     /// the few routes through this endpoint.
+    /// The peer's SPIFFE ID on the server side (`server_id`), empty when not mTLS.
+    pub fn server_id(&self) -> &Arc<str> {
+        &self.labels[3]
+    }
+
+    /// The route rule (`route`), empty when none.
+    pub fn route(&self) -> &Arc<str> {
+        &self.labels[4]
+    }
+
+    /// The backend Service (`dst_service`), empty when none.
+    pub fn dst_service(&self) -> &Arc<str> {
+        &self.labels[5]
+    }
+
+    /// The endpoint (`dst_endpoint`, `ip:port`), empty when not balanced.
+    pub fn dst_endpoint(&self) -> &Arc<str> {
+        &self.labels[6]
+    }
+
     pub fn routed(self: &Arc<Self>, route: RouteLabel) -> Arc<RequestSeries> {
         if route == RouteLabel::NONE {
             return self.clone();
