@@ -23,6 +23,10 @@
 # Requests go to /api/v1/orders?page=2 on these hops (`/` on the others). The script checks from
 # the client proxy's metrics that the requests went where the routes say.
 #
+# With PROFILE_TRACE set (a sampling share: 0, 0.01, 1) the plain hop's proxy traces
+# (WEFT_TRACE_COLLECTOR, WEFT_TRACE_SAMPLING) to a real Jaeger on loopback (scripts/jaeger-build.sh),
+# so the figure includes the span export on the proxy's own thread; unset, tracing is off.
+#
 # Usage: scripts/profile.sh [http1|http2] [REQUESTS]
 #          [plain|mesh-outbound|mesh-inbound|service|service-route|service-100-rules|service-route-policy]
 set -euo pipefail
@@ -130,9 +134,37 @@ up=$(free_port); out=$(free_port); admin=$(free_port)
 ./target/release/weft-bench server --http "127.0.0.1:$up" --tcp "127.0.0.1:$(free_port)" >/dev/null &
 pids+=($!)
 callgrind=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" -q)
+trace=()
+if [ -n "${PROFILE_TRACE:-}" ]; then
+  [ "$hop" = plain ] || { echo "profile: PROFILE_TRACE is for the plain hop" >&2; exit 2; }
+  jaeger=$(scripts/jaeger-build.sh | tail -1)
+  otlp=$(free_port); query=$(free_port)
+  cat >"$work/jaeger.yaml" <<YAML
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces: {receivers: [otlp], exporters: [jaeger_storage_exporter]}
+  telemetry: {metrics: {level: none}, traces: {level: none}, logs: {level: warn}}
+extensions:
+  jaeger_storage: {backends: {memstore: {memory: {max_traces: 100000}}}}
+  jaeger_query:
+    storage: {traces: memstore}
+    enable_tracing: false
+    http: {endpoint: "127.0.0.1:$query"}
+    grpc: {endpoint: "127.0.0.1:0"}
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:$otlp"}}}
+exporters:
+  jaeger_storage_exporter: {trace_storage: memstore}
+YAML
+  env -i PATH="$PATH" "$jaeger" --config "$work/jaeger.yaml" >"$work/jaeger.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$query/api/services" >/dev/null 2>&1 && break; sleep 0.1; done
+  trace=(WEFT_TRACE_COLLECTOR="127.0.0.1:$otlp" WEFT_TRACE_SAMPLING="$PROFILE_TRACE")
+fi
 if [ "$hop" = plain ]; then
-  WEFT_OUTBOUND_PORT=$out WEFT_INBOUND_PORT=0 WEFT_ADMIN_PORT=$admin WEFT_LOG=warn \
-    WEFT_OUTBOUND_TARGET="127.0.0.1:$up" \
+  env WEFT_OUTBOUND_PORT=$out WEFT_INBOUND_PORT=0 WEFT_ADMIN_PORT=$admin WEFT_LOG=warn \
+    WEFT_OUTBOUND_TARGET="127.0.0.1:$up" "${trace[@]}" \
     "${callgrind[@]}" ./target/release/weft-proxy &
   pids+=($!)
   profiled=${pids[-1]}
@@ -207,6 +239,12 @@ case "$hop" in service*)
   [ "$ok" = 1 ] || { echo "profile: the requests did not go where the $hop routes say" >&2; exit 1; }
   ;;
 esac
+if [ -n "${PROFILE_TRACE:-}" ]; then
+  # What became of the spans (the last batch may still be on its way: the flush is 1 s).
+  sleep 1.5
+  spans=$(curl -sf "http://127.0.0.1:$admin/metrics" | grep '^weft_trace_spans_total' | tr '\n' ' ')
+  echo "profile: tracing at $PROFILE_TRACE: $spans"
+fi
 curl -sf -XPOST "http://127.0.0.1:$admin/shutdown" >/dev/null
 wait "$profiled" 2>/dev/null || true
 dump=$(ls -t "$work"/callgrind.out* | grep -v '\.out$' | head -1 || true)

@@ -124,8 +124,12 @@ async fn three_endpoints_share_traffic_and_a_removed_one_gets_no_more() {
     let statuses = load(&web, 4, 75).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let spread = served(&b);
+    // A share each, not an even split: peak-EWMA rightly steers away from an endpoint that was
+    // slow for a moment (a loaded CI machine stalls one now and then, and 300 requests take
+    // less than the estimate's 10 s decay), so one may get far fewer; 5 % still proves that all
+    // three are in the balancer.
     assert!(
-        spread.iter().all(|n| *n >= 45),
+        spread.iter().all(|n| *n >= 15),
         "every endpoint gets a share: {spread:?}"
     );
 
