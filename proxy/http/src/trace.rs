@@ -51,9 +51,13 @@ pub fn begin<B>(tracing: &Arc<Tracing>, req: &mut Request<B>) -> Option<Box<Begu
             return None;
         }
     }
-    let sampled = context::decide(incoming.as_ref(), tracing.ratio, rand::random());
+    // One draw of 192 bits: the new trace id (used only for a root), this proxy's span id,
+    // and, from the trace id's low half, a root's sampling draw (as a ratio sampler on the
+    // trace id does: the ids are uniform).
+    let bits: u128 = rand::random::<u128>().max(1);
+    let sampled = context::decide(incoming.as_ref(), tracing.ratio, bits as u64);
+    let new_trace = TraceId::from_random(bits)?;
     let span_id = SpanId::from_random(rand::random::<u64>().max(1))?;
-    let new_trace = TraceId::from_random(rand::random::<u128>().max(1))?;
     let (out, parent) = Outgoing::child(incoming.as_ref(), sampled, new_trace, span_id);
     context::write(req.headers_mut(), &out);
     if !sampled {

@@ -106,6 +106,11 @@ pub const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 /// The trace context of a request with `headers`: `Ok(None)` when it has none, `Err` when the
 /// one it has (by the precedence above) is malformed.
 pub fn read(headers: &HeaderMap) -> Result<Option<Incoming>, ContextError> {
+    let present = Present::scan(headers);
+    if !present.any_context() {
+        // Most requests: one pass over the names, no lookups.
+        return Ok(None);
+    }
     if let Some(v) = single(headers, &TRACEPARENT, "traceparent")? {
         let mut incoming = traceparent(v)?;
         incoming.also_b3 = b3_beside(headers);
@@ -114,7 +119,41 @@ pub fn read(headers: &HeaderMap) -> Result<Option<Incoming>, ContextError> {
     if let Some(v) = single(headers, &B3, "b3")? {
         return b3_single(v).map(Some);
     }
+    if !present.x_b3 {
+        return Ok(None);
+    }
     b3_multi(headers)
+}
+
+/// Which trace context headers a request carries, from one pass over its header names (a
+/// request usually has a handful, and usually none of these): cheaper than a hashed lookup of
+/// each of the eight names.
+#[derive(Clone, Copy, Debug, Default)]
+struct Present {
+    traceparent: bool,
+    tracestate: bool,
+    b3: bool,
+    x_b3: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in headers.keys() {
+            match name.as_str().as_bytes() {
+                b"traceparent" => p.traceparent = true,
+                b"tracestate" => p.tracestate = true,
+                b"b3" => p.b3 = true,
+                n if n.starts_with(b"x-b3-") => p.x_b3 = true,
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn any_context(&self) -> bool {
+        self.traceparent || self.b3 || self.x_b3
+    }
 }
 
 /// The context this proxy passes on: its own span under the caller's.
@@ -167,17 +206,24 @@ impl Outgoing {
 /// when it belongs to the trace (the spec lets a proxy that adds no entry of its own pass it on
 /// untouched), and removed when it does not (a new trace, an invalid `traceparent`).
 pub fn write(headers: &mut HeaderMap, out: &Outgoing) {
-    for name in [
-        &B3,
-        &X_B3_TRACE_ID,
-        &X_B3_SPAN_ID,
-        &X_B3_PARENT_SPAN_ID,
-        &X_B3_SAMPLED,
-        &X_B3_FLAGS,
-    ] {
-        headers.remove(name);
+    // Removed only where present: a hashed removal of each of seven names would cost more than
+    // the rest of this function.
+    let present = Present::scan(headers);
+    if present.b3 {
+        headers.remove(&B3);
     }
-    if !out.keep_tracestate {
+    if present.x_b3 {
+        for name in [
+            &X_B3_TRACE_ID,
+            &X_B3_SPAN_ID,
+            &X_B3_PARENT_SPAN_ID,
+            &X_B3_SAMPLED,
+            &X_B3_FLAGS,
+        ] {
+            headers.remove(name);
+        }
+    }
+    if present.tracestate && !out.keep_tracestate {
         headers.remove(&TRACESTATE);
     }
     let mut trace = [0; 32];
@@ -446,12 +492,22 @@ fn lower_hex<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Two lowercase hex digits for every byte value: one lookup per byte on the request path.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 /// `bytes` as lowercase hex in `out` (twice as long).
 fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a [u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
     &out[..2 * bytes.len()]
 }
