@@ -100,6 +100,22 @@ struct Args {
     proxy_cpu_limit: Option<String>,
     #[arg(long, env = "WEFT_INJECTOR_PROXY_MEMORY_LIMIT")]
     proxy_memory_limit: Option<String>,
+    /// An OpenTelemetry collector's OTLP/gRPC address (`host:port`) for every proxy's spans;
+    /// unset: proxies do not trace.
+    #[arg(long, env = "WEFT_INJECTOR_TRACE_COLLECTOR")]
+    trace_collector: Option<String>,
+    /// The share of requests proxies sample when a trace starts with them (0 to 1).
+    #[arg(long, env = "WEFT_INJECTOR_TRACE_SAMPLING", value_parser = sampling)]
+    trace_sampling: Option<String>,
+}
+
+/// A sampling share, checked here so that a bad value stops the injector rather than every
+/// proxy it injects.
+fn sampling(v: &str) -> Result<String, String> {
+    match v.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(v.trim().to_string()),
+        _ => Err(format!("{v:?} is not a share from 0 to 1, such as 0.01")),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -181,6 +197,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             proxy_memory_request: args.proxy_memory_request,
             proxy_cpu_limit: args.proxy_cpu_limit,
             proxy_memory_limit: args.proxy_memory_limit,
+            trace_collector: args.trace_collector.filter(|c| !c.trim().is_empty()),
+            trace_sampling: args.trace_sampling,
         },
         weft_namespace: args.weft_namespace,
     };

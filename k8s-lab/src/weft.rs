@@ -40,6 +40,24 @@ pub fn import_app_image(cluster: &Cluster, bin_dir: &Path, work: &Path) -> Resul
     cluster.import_image(&image)
 }
 
+/// Jaeger's image, for traces in the cluster: the binary `scripts/jaeger-build.sh` built (static,
+/// no libraries), as user 65534.
+pub const JAEGER_IMAGE: &str = "weft.local/jaeger:v1.75.0";
+
+/// Builds [`JAEGER_IMAGE`] and imports it into the cluster.
+pub fn import_jaeger_image(cluster: &Cluster) -> Result<()> {
+    let bin = weft_lab::jaeger::locate().map_err(|e| Error::Image {
+        image: JAEGER_IMAGE.into(),
+        reason: e.to_string(),
+    })?;
+    let image = ImageBuilder::new(JAEGER_IMAGE)
+        .binary("/usr/local/bin/jaeger", bin)
+        .dir("/tmp", 0o1777)
+        .entrypoint(["/usr/local/bin/jaeger"])
+        .user(65534, 65534);
+    cluster.import_image(&image)
+}
+
 /// A copy of `bin_dir/name` without debug info, in `work`: debug builds carry hundreds of MiB
 /// of it that a container never reads.
 fn stripped(image: &str, bin_dir: &Path, name: &str, work: &Path) -> Result<PathBuf> {

@@ -269,6 +269,13 @@ fn what_the_values_ask_for_is_what_is_rendered() {
         assert!(find(&ha, "PodDisruptionBudget", name).is_some(), "{name}");
     }
     assert!(args(&ha).contains(&"--cni".to_string()));
+    assert!(
+        args(&ha).contains(&"--trace-collector=jaeger-collector.tracing:4317".to_string())
+            && args(&ha).contains(&"--trace-sampling=0.1".to_string()),
+        "{:?}",
+        args(&ha)
+    );
+    assert!(!args(&default).iter().any(|a| a.starts_with("--trace")));
     let hooks =
         &find(&ha, "MutatingWebhookConfiguration", "weft-injector").expect("webhook")["webhooks"];
     assert_eq!(hooks[0]["failurePolicy"], "Ignore");

@@ -237,7 +237,9 @@ pub fn should_run(test: &str) -> bool {
 }
 
 /// The config: only what the tests use, on the caller's addresses.
-fn config(otlp: SocketAddr, query: SocketAddr) -> String {
+///
+/// Public for Jaeger in a pod (the k8s tier), where the addresses are the pod's own.
+pub fn config(otlp: SocketAddr, query: SocketAddr) -> String {
     // The query extension's gRPC API cannot be turned off: an ephemeral port beside the HTTP
     // one. Addresses are quoted (`[::1]:4317` is a YAML list otherwise).
     let query_grpc = SocketAddr::new(query.ip(), 0);
@@ -357,7 +359,8 @@ struct RawTag {
     value: serde_json::Value,
 }
 
-fn parse_traces(body: &str) -> serde_json::Result<Vec<Trace>> {
+/// The traces of a `/api/traces` answer (for a Jaeger this module did not start).
+pub fn parse_traces(body: &str) -> serde_json::Result<Vec<Trace>> {
     let answer: Answer = serde_json::from_str(body)?;
     Ok(answer
         .data

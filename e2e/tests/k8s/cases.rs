@@ -39,6 +39,7 @@ pub(crate) const ALL: &[(&str, Case)] = cases![
     weft_init_redirects_as_an_init_container,
     the_mesh_rides_out_restarts_and_converges,
     the_injector_meshes_a_labelled_namespace,
+    injected_proxies_trace_to_the_collector_the_chart_names,
     the_cni_daemonset_chains_weft_cni_and_keeps_it_chained,
     helm_upgrade_rolls_the_control_plane_without_a_failed_request,
     with_the_injector_down_the_failure_policy_decides,
@@ -939,6 +940,167 @@ fn weft_init_redirects_as_an_init_container(env: &mut Env<'_>) {
                 .then_some(())
         },
     );
+}
+
+/// Tracing through the chart: with `proxy.tracing.collector` set, the injector gives every proxy
+/// `WEFT_TRACE_COLLECTOR`, and a labelled namespace's plain Deployment and Pod, calling each
+/// other through a Service, leave one trace per request (the client's CLIENT span, the server's
+/// SERVER span under it) in a real Jaeger running as a Deployment in the cluster. The chart is
+/// put back as it was after.
+fn injected_proxies_trace_to_the_collector_the_chart_names(env: &mut Env<'_>) {
+    weft::import_jaeger_image(env.cluster()).expect("Jaeger's image");
+    let ns = "tracing";
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
+    ));
+    // Inside its pod, on the pod's own addresses.
+    let config = weft_lab::jaeger::config(
+        "0.0.0.0:4317".parse().expect("addr"),
+        "0.0.0.0:16686".parse().expect("addr"),
+    );
+    let indented: String = config.lines().map(|l| format!("    {l}\n")).collect();
+    env.apply(&format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: jaeger, namespace: {ns}}}
+data:
+  config.yaml: |
+{indented}---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: jaeger, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: jaeger}}}}
+  template:
+    metadata:
+      labels: {{app: jaeger}}
+      annotations: {{weft.dev/inject: disabled}}
+    spec:
+      containers:
+      - name: jaeger
+        image: {image}
+        imagePullPolicy: Never
+        args: [--config, /etc/jaeger/config.yaml]
+        ports: [{{containerPort: 4317}}, {{containerPort: 16686}}]
+        readinessProbe: {{httpGet: {{path: /api/services, port: 16686}}, periodSeconds: 1}}
+        volumeMounts: [{{name: config, mountPath: /etc/jaeger}}]
+      volumes: [{{name: config, configMap: {{name: jaeger}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: jaeger, namespace: {ns}}}
+spec:
+  selector: {{app: jaeger}}
+  ports:
+  - {{name: otlp-grpc, port: 4317, appProtocol: grpc}}
+  - {{name: query, port: 16686}}
+"#,
+        image = weft::JAEGER_IMAGE
+    ));
+    env.ready(ns, "app=jaeger");
+    env.helm_install(&[
+        "proxy.tracing.collector=jaeger.tracing.svc.cluster.local:4317",
+        "proxy.tracing.sampling=1",
+    ])
+    .unwrap_or_else(|e| panic!("helm upgrade with tracing: {e}"));
+
+    let app_ns = "traced";
+    env.namespace(app_ns);
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {app_ns}\n  labels:\n    weft.dev/inject: enabled\n"
+    ));
+    let through_webhook = |yaml: &str| {
+        wait(
+            "the API server to reach the injector through its Service",
+            Duration::from_secs(30),
+            || env.kubectl().apply(yaml).ok(),
+        );
+    };
+    through_webhook(
+        &AppPod::new(app_ns, "api", "api")
+            .label("app", "api")
+            .deployment_yaml(1),
+    );
+    through_webhook(
+        &AppPod::new(app_ns, "client", "web")
+            .label("app", "web")
+            .yaml(),
+    );
+    env.apply(&weft::service_yaml(app_ns, "api", "api"));
+    env.ready(app_ns, "weft-lab=app");
+    let proxy_env = env.get(
+        &["-n", app_ns, "pod", "client"],
+        "{.spec.initContainers[?(@.name==\"weft-proxy\")].env[?(@.name==\"WEFT_TRACE_COLLECTOR\")].value}",
+    );
+    assert_eq!(proxy_env, "jaeger.tracing.svc.cluster.local:4317");
+
+    let target = format!("api.{app_ns}.svc.cluster.local:80");
+    for i in 0..3 {
+        let path = format!("/traced/{i}");
+        let (ok, out, err) = env.exec(
+            app_ns,
+            "client",
+            "app",
+            &["/usr/local/bin/weft-lab-app", "get", &target, &path],
+        );
+        assert!(ok, "GET {path}: {out}{err}");
+    }
+
+    // Jaeger's query API through its Service, from the node.
+    let ip: std::net::IpAddr = env
+        .get(&["-n", ns, "service", "jaeger"], "{.spec.clusterIP}")
+        .trim()
+        .parse()
+        .expect("the Service's cluster IP");
+    let query = std::net::SocketAddr::new(ip, 16686);
+    let traces = wait(
+        "3 traces of web -> api in Jaeger",
+        Duration::from_secs(40),
+        || {
+            let r = weft_lab::http::get(
+                env.cluster().node(),
+                query,
+                "jaeger",
+                "/api/traces?service=web&limit=50",
+            )
+            .ok()?;
+            let traces = weft_lab::jaeger::parse_traces(&r.body).ok()?;
+            let ours: Vec<_> = traces
+                .into_iter()
+                .filter(|t| {
+                    t.spans.iter().any(|s| {
+                        s.tags.iter().any(|tag| {
+                            tag.key == "url.path"
+                                && tag
+                                    .value
+                                    .as_str()
+                                    .is_some_and(|p| p.starts_with("/traced/"))
+                        })
+                    })
+                })
+                .collect();
+            (ours.len() >= 3 && ours.iter().all(|t| t.spans.len() >= 2)).then_some(ours)
+        },
+    );
+    for t in &traces {
+        let client = t
+            .spans
+            .iter()
+            .find(|s| s.service == "web" && s.kind.as_deref() == Some("client"))
+            .unwrap_or_else(|| panic!("web's client span: {t:#?}"));
+        let server = t
+            .spans
+            .iter()
+            .find(|s| s.service == "api" && s.kind.as_deref() == Some("server"))
+            .unwrap_or_else(|| panic!("api's server span: {t:#?}"));
+        assert_eq!(server.parent.as_ref(), Some(&client.span_id), "{t:#?}");
+    }
+    println!("tracing: {} traces of web -> api in Jaeger", traces.len());
+
+    // As it was: no tracing.
+    env.helm_install(&[])
+        .unwrap_or_else(|e| panic!("helm upgrade back: {e}"));
 }
 
 /// The node's CNI configuration file and its plugin types, in order.

@@ -80,6 +80,10 @@ pub struct Config {
     pub proxy_memory_request: String,
     pub proxy_cpu_limit: Option<String>,
     pub proxy_memory_limit: Option<String>,
+    /// Where proxies send spans (`WEFT_TRACE_COLLECTOR`, an OTLP/gRPC `host:port`), and the
+    /// share of requests they sample when a trace starts with them; no tracing when `None`.
+    pub trace_collector: Option<String>,
+    pub trace_sampling: Option<String>,
 }
 
 impl Config {
@@ -110,6 +114,8 @@ impl Config {
             proxy_memory_request: "20Mi".into(),
             proxy_cpu_limit: None,
             proxy_memory_limit: None,
+            trace_collector: None,
+            trace_sampling: None,
         }
     }
 }
@@ -228,6 +234,12 @@ fn proxy_container(settings: &ProxySettings, config: &Config) -> Container {
     }
     if let Some(domain) = &config.trust_domain {
         env.push(value("WEFT_TRUST_DOMAIN", domain.clone()));
+    }
+    if let Some(collector) = &config.trace_collector {
+        env.push(value("WEFT_TRACE_COLLECTOR", collector.clone()));
+        if let Some(share) = &config.trace_sampling {
+            env.push(value("WEFT_TRACE_SAMPLING", share.clone()));
+        }
     }
     if !settings.env.iter().any(|(k, _)| *k == ENV_LOG) {
         env.push(value(ENV_LOG, config.log_level.clone()));
@@ -593,6 +605,40 @@ mod tests {
             Some("spiffe://example.org/ns/mesh/sa/weft-control-plane".into())
         )));
         assert!(set.contains(&("WEFT_TRUST_DOMAIN".into(), Some("example.org".into()))));
+    }
+
+    #[test]
+    fn proxies_trace_only_when_a_collector_is_set() {
+        let env = |c: &Config| -> Vec<(String, Option<String>)> {
+            let out = applied(&pod(None, None), c);
+            let spec = out.spec.expect("spec");
+            let proxy = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == "weft-proxy")
+                .cloned()
+                .expect("the proxy");
+            proxy
+                .env
+                .into_iter()
+                .flatten()
+                .map(|e| (e.name, e.value))
+                .collect()
+        };
+        assert!(env(&config(true, false))
+            .iter()
+            .all(|(k, _)| !k.starts_with("WEFT_TRACE_")));
+        let traced = env(&Config {
+            trace_collector: Some("jaeger-collector.tracing:4317".into()),
+            trace_sampling: Some("0.1".into()),
+            ..config(true, false)
+        });
+        assert!(traced.contains(&(
+            "WEFT_TRACE_COLLECTOR".into(),
+            Some("jaeger-collector.tracing:4317".into())
+        )));
+        assert!(traced.contains(&("WEFT_TRACE_SAMPLING".into(), Some("0.1".into()))));
     }
 
     #[test]
