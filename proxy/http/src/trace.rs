@@ -51,9 +51,9 @@ pub fn begin<B>(tracing: &Arc<Tracing>, req: &mut Request<B>) -> Option<Box<Begu
             return None;
         }
     }
-    // One draw of 192 bits: the new trace id (used only for a root), this proxy's span id,
-    // and, from the trace id's low half, a root's sampling draw (as a ratio sampler on the
-    // trace id does: the ids are uniform).
+    // Two draws: 128 bits for a new trace id (used only for a root), whose low half is also a
+    // root's sampling draw (as a ratio sampler on the trace id does: ids are uniform), and 64
+    // for this proxy's span id.
     let bits: u128 = rand::random::<u128>().max(1);
     let sampled = context::decide(incoming.as_ref(), tracing.ratio, bits as u64);
     let new_trace = TraceId::from_random(bits)?;
