@@ -220,6 +220,11 @@ impl App {
         let upstreams = Upstreams::new(config.client.clone(), metrics.clone());
         let shutdown_identity = CancellationToken::new();
         let tracing = start_tracing(&config, &metrics)?;
+        if let Some((kind, name)) = &config.workload {
+            metrics
+                .enable_proxy_info(kind, name)
+                .map_err(io::Error::other)?;
+        }
         let common = |direction| Common {
             direction,
             opaque_ports: config.opaque_ports.clone(),

@@ -1302,6 +1302,22 @@ spec:
     }
     let plain = env.get(&["-n", ns, "pod", "opted-out"], "{.spec.initContainers}");
     assert!(plain.is_empty(), "the opted-out pod has no proxy: {plain}");
+    // Each proxy says which workload it serves: the Deployment behind the ReplicaSet's pods,
+    // the bare Pod itself.
+    for (pod, kind, name) in [
+        (servers[0].as_str(), "deployment", "api"),
+        ("client", "pod", "client"),
+    ] {
+        let m = env.proxy_metrics(ns, pod);
+        assert_eq!(
+            m.get(
+                "weft_proxy_info",
+                &[("workload_kind", kind), ("workload", name)]
+            ),
+            Some(1.0),
+            "{pod}'s proxy names its workload"
+        );
+    }
 
     let target = format!("api.{ns}.svc.cluster.local:80");
     for i in 0..3 {

@@ -130,7 +130,7 @@ pub fn patch(
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let settings = proxy_settings(annotations, namespace_annotations)?;
-    let proxy = proxy_container(&settings, config);
+    let proxy = proxy_container(&settings, config, crate::workload::of(pod).as_ref());
     let init = (!config.cni).then(|| init_container(annotations, config));
     let spec = pod.spec.as_ref();
 
@@ -197,7 +197,11 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// The proxy's container.
-fn proxy_container(settings: &ProxySettings, config: &Config) -> Container {
+fn proxy_container(
+    settings: &ProxySettings,
+    config: &Config,
+    workload: Option<&crate::workload::Workload>,
+) -> Container {
     let field = |path: &str| EnvVarSource {
         field_ref: Some(ObjectFieldSelector {
             field_path: path.to_string(),
@@ -234,6 +238,9 @@ fn proxy_container(settings: &ProxySettings, config: &Config) -> Container {
     }
     if let Some(domain) = &config.trust_domain {
         env.push(value("WEFT_TRUST_DOMAIN", domain.clone()));
+    }
+    if let Some(w) = workload {
+        env.push(value("WEFT_WORKLOAD", w.to_env()));
     }
     if let Some(collector) = &config.trace_collector {
         env.push(value("WEFT_TRACE_COLLECTOR", collector.clone()));

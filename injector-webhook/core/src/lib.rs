@@ -18,6 +18,7 @@ pub mod decide;
 pub mod inject;
 pub mod manifest;
 pub mod review;
+pub mod workload;
 
 pub use decide::{decide, Context, Decision, Skip};
 pub use inject::{patch, Config};

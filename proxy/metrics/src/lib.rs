@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 mod discovery;
+mod info;
 pub mod io;
 mod labels;
 mod policy;

@@ -89,6 +89,8 @@ pub struct Config {
     pub redirect_check: Option<Duration>,
     /// Tracing, when a collector is set.
     pub trace: Option<TraceConfig>,
+    /// The pod's workload (kind, name), when the injector said.
+    pub workload: Option<(String, String)>,
 }
 
 /// Where spans go and how requests are sampled.
@@ -245,6 +247,7 @@ impl Config {
             })?,
             redirect_check: r.parse(keys::REDIRECT_CHECK, parse_redirect_check)?,
             trace: trace(&r)?,
+            workload: r.parse(keys::WORKLOAD, parse_workload)?,
         }
         .checked(&r)
     }
@@ -308,6 +311,35 @@ impl Config {
 }
 
 /// The identity settings, all required once a control plane is named.
+/// `kind/name`, or unset (empty).
+fn parse_workload(v: &str) -> Result<Option<(String, String)>, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let Some((kind, name)) = v.split_once('/') else {
+        return Err("expected kind/name, such as deployment/api".into());
+    };
+    let kind_ok = !kind.is_empty()
+        && kind.len() <= 63
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !kind_ok || !name_ok {
+        return Err(
+            "expected kind/name: a lowercase kind, then a Kubernetes object name (lowercase \
+             letters, digits, '-' and '.')"
+                .into(),
+        );
+    }
+    Ok(Some((kind.to_string(), name.to_string())))
+}
+
 /// Tracing, when `WEFT_TRACE_COLLECTOR` is set.
 fn trace(r: &Reader<'_>) -> Result<Option<TraceConfig>, ConfigError> {
     let collector = r.value(keys::TRACE_COLLECTOR).trim().to_string();

@@ -479,3 +479,31 @@ fn tracing_is_off_without_a_collector_and_checked_with_one() {
         }
     }
 }
+
+#[test]
+fn the_workload_is_kind_slash_name() {
+    assert_eq!(
+        Config::from_source(&source(&[]))
+            .expect("defaults")
+            .workload,
+        None
+    );
+    let c = Config::from_source(&source(&[(keys::WORKLOAD, "deployment/api-v2")])).expect("valid");
+    assert_eq!(c.workload, Some(("deployment".into(), "api-v2".into())));
+    for bad in [
+        "api",
+        "/api",
+        "deployment/",
+        "Deployment/api",
+        "deployment/API",
+        "deployment/a b",
+    ] {
+        match Config::from_source(&source(&[(keys::WORKLOAD, bad)])) {
+            Err(ConfigError::Invalid { key, reason, .. }) => {
+                assert_eq!(key, keys::WORKLOAD);
+                assert!(reason.contains("kind/name"), "{bad}: {reason}");
+            }
+            other => panic!("{bad}: expected an invalid value, got {other:?}"),
+        }
+    }
+}

@@ -66,6 +66,7 @@ pub mod keys {
     pub const TRACE_COLLECTOR: &str = "WEFT_TRACE_COLLECTOR";
     pub const TRACE_SAMPLING: &str = "WEFT_TRACE_SAMPLING";
     pub const TRACE_SERVICE_NAME: &str = "WEFT_TRACE_SERVICE_NAME";
+    pub const WORKLOAD: &str = "WEFT_WORKLOAD";
 }
 
 /// The redirect check port: nothing listens on it, and the first rule of the `WEFT_OUTPUT` nat
@@ -108,6 +109,7 @@ pub const VARS: &[Var] = &[
     Var { key: keys::EJECTION_MAX, default: DefaultValue::Text("30s"), doc: "The longest ejection." },
     Var { key: keys::REDIRECT_CHECK, default: DefaultValue::Text("off"), doc: "How often the proxy proves that the pod's iptables rules redirect outbound traffic to it, by connecting to 127.0.0.1 and ::1 on WEFT_REDIRECT_CHECK_PORT and expecting its own outbound listener to answer (first check at start; /ready answers 503 while it fails; weft_redirect_verified). A duration (pods get 5s), or off for loopback and explicit mode, where nothing is redirected. Needs transparent outbound (WEFT_OUTBOUND_TARGET unset)." },
     Var { key: keys::REDIRECT_CHECK_PORT, default: DefaultValue::Port(ids::REDIRECT_CHECK_PORT), doc: "The redirect check port: nothing listens on it; the first nat rule redirects the proxy's own connections to 127.0.0.1 and ::1 on it to the outbound port. The proxy never forwards a connection addressed there. Must match the rule set of weft-init and weft-cni." },
+    Var { key: keys::WORKLOAD, default: DefaultValue::Unset, doc: "The workload this proxy's pod belongs to, kind/name (deployment/api, statefulset/db, pod/client): exported as weft_proxy_info{workload_kind,workload} so that rules and dashboards group a workload's pods (joined on the scrape's namespace and pod labels). The injector sets it from the pod's controller." },
     Var { key: keys::TRACE_COLLECTOR, default: DefaultValue::Unset, doc: "An OpenTelemetry collector's OTLP/gRPC address, host:port (plaintext). Set: each HTTP request's trace context (W3C traceparent, B3) is read and passed on, and sampled requests leave a span (CLIENT on the outbound side, SERVER on the inbound), exported in batches from a thread of its own; spans the collector cannot take are dropped and counted (weft_trace_spans_total). Unset: no tracing, trace headers pass through untouched." },
     Var { key: keys::TRACE_SAMPLING, default: DefaultValue::Text("0.01"), doc: "With a collector: the share of requests sampled when they start a trace here (no caller's decision), from 0 to 1. A caller's decision (traceparent's sampled flag, B3's) is always followed." },
     Var { key: keys::TRACE_SERVICE_NAME, default: DefaultValue::Unset, doc: "The service.name of this proxy's spans. Unset: WEFT_SERVICE_ACCOUNT, else weft-proxy." },
