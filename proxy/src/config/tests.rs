@@ -16,6 +16,19 @@ fn invalid_key(pairs: &[(&str, &str)]) -> &'static str {
     }
 }
 
+/// `pairs` are refused for `key`, with a reason that says `why`.
+fn assert_refused(pairs: &[(&str, &str)], key: &str, why: &str) {
+    match Config::from_source(&source(pairs)) {
+        Err(ConfigError::Invalid {
+            key: got, reason, ..
+        }) => {
+            assert_eq!(got, key, "{pairs:?}: {reason}");
+            assert!(reason.contains(why), "{pairs:?}: {reason}");
+        }
+        other => panic!("{pairs:?}: expected an invalid value, got {other:?}"),
+    }
+}
+
 #[test]
 fn defaults_match_the_design() {
     let c = Config::defaults().expect("defaults are valid");
@@ -402,15 +415,7 @@ fn bad_redirect_check_values_are_refused_with_the_reason() {
             "explicit mode",
         ),
     ] {
-        match Config::from_source(&source(pairs)) {
-            Err(ConfigError::Invalid {
-                key: got, reason, ..
-            }) => {
-                assert_eq!(got, key, "{pairs:?}: {reason}");
-                assert!(reason.contains(why), "{pairs:?}: {reason}");
-            }
-            other => panic!("{pairs:?}: expected an invalid value, got {other:?}"),
-        }
+        assert_refused(pairs, key, why);
     }
     // Explicit mode with the check off is the loopback default.
     Config::from_source(&source(&[(keys::OUTBOUND_TARGET, "127.0.0.1:8080")])).expect("valid");
@@ -468,15 +473,7 @@ fn tracing_is_off_without_a_collector_and_checked_with_one() {
             "from 0 to 1",
         ),
     ] {
-        match Config::from_source(&source(pairs)) {
-            Err(ConfigError::Invalid {
-                key: got, reason, ..
-            }) => {
-                assert_eq!(got, key, "{pairs:?}: {reason}");
-                assert!(reason.contains(why), "{pairs:?}: {reason}");
-            }
-            other => panic!("{pairs:?}: expected an invalid value, got {other:?}"),
-        }
+        assert_refused(pairs, key, why);
     }
 }
 
@@ -498,12 +495,6 @@ fn the_workload_is_kind_slash_name() {
         "deployment/API",
         "deployment/a b",
     ] {
-        match Config::from_source(&source(&[(keys::WORKLOAD, bad)])) {
-            Err(ConfigError::Invalid { key, reason, .. }) => {
-                assert_eq!(key, keys::WORKLOAD);
-                assert!(reason.contains("kind/name"), "{bad}: {reason}");
-            }
-            other => panic!("{bad}: expected an invalid value, got {other:?}"),
-        }
+        assert_refused(&[(keys::WORKLOAD, bad)], keys::WORKLOAD, "kind/name");
     }
 }
