@@ -163,37 +163,31 @@ fn a_call_chain_is_one_trace_with_a_span_per_proxy() {
         assert_eq!(backend_server.parent.as_ref(), Some(&api_client.span_id));
         for s in [web_client, api_server, api_client, backend_server] {
             assert_eq!(s.operation, "GET");
-            let status = s.tags.iter().find(|t| t.key == "http.response.status_code");
-            assert_eq!(status.map(|t| t.value.clone()), Some(200.into()), "{s:?}");
+            assert_eq!(
+                s.tag("http.response.status_code"),
+                Some(&200.into()),
+                "{s:?}"
+            );
         }
-        let path = |s: &jaeger::Span| {
-            s.tags
-                .iter()
-                .find(|t| t.key == "url.path")
-                .and_then(|t| t.value.as_str().map(str::to_string))
-        };
-        assert_eq!(path(api_server).as_deref(), Some("/orders"));
-        assert_eq!(path(backend_server).as_deref(), Some("/db"));
+        let text =
+            |s: &jaeger::Span, key: &str| s.tag(key).and_then(|v| v.as_str()).map(str::to_string);
+        assert_eq!(text(api_server, "url.path").as_deref(), Some("/orders"));
+        assert_eq!(text(backend_server, "url.path").as_deref(), Some("/db"));
         // Over mTLS: each server span names the identity that called it.
-        let identity = |s: &jaeger::Span| {
-            s.tags
-                .iter()
-                .find(|t| t.key == "weft.peer.identity")
-                .and_then(|t| t.value.as_str().map(str::to_string))
-        };
+        let identity = |s: &jaeger::Span| text(s, "weft.peer.identity");
         assert_eq!(identity(api_server), Some(spiffe_id("shop", "web")));
         assert_eq!(identity(backend_server), Some(spiffe_id("shop", "api")));
         // And each client span names the identity and Service that served it.
         assert_eq!(identity(web_client), Some(spiffe_id("shop", "api")));
         assert_eq!(identity(api_client), Some(spiffe_id("shop", "backend")));
-        let backend_of = |s: &jaeger::Span| {
-            s.tags
-                .iter()
-                .find(|t| t.key == "weft.backend")
-                .and_then(|t| t.value.as_str().map(str::to_string))
-        };
-        assert_eq!(backend_of(web_client).as_deref(), Some("shop/api:80"));
-        assert_eq!(backend_of(api_client).as_deref(), Some("shop/backend:80"));
+        assert_eq!(
+            text(web_client, "weft.backend").as_deref(),
+            Some("shop/api:80")
+        );
+        assert_eq!(
+            text(api_client, "weft.backend").as_deref(),
+            Some("shop/backend:80")
+        );
     }
     let b3: Vec<&Trace> = traces.iter().filter(|t| t.trace_id == b3_trace).collect();
     assert_eq!(b3.len(), 1, "the B3 caller's trace");

@@ -1006,17 +1006,8 @@ spec:
     .unwrap_or_else(|e| panic!("helm upgrade with tracing: {e}"));
 
     let app_ns = "traced";
-    env.namespace(app_ns);
-    env.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {app_ns}\n  labels:\n    weft.dev/inject: enabled\n"
-    ));
-    let through_webhook = |yaml: &str| {
-        wait(
-            "the API server to reach the injector through its Service",
-            Duration::from_secs(30),
-            || env.kubectl().apply(yaml).ok(),
-        );
-    };
+    env.injected_namespace(app_ns);
+    let through_webhook = |yaml: &str| env.apply_through_webhook(yaml);
     through_webhook(
         &AppPod::new(app_ns, "api", "api")
             .label("app", "api")
@@ -1070,13 +1061,9 @@ spec:
                 .into_iter()
                 .filter(|t| {
                     t.spans.iter().any(|s| {
-                        s.tags.iter().any(|tag| {
-                            tag.key == "url.path"
-                                && tag
-                                    .value
-                                    .as_str()
-                                    .is_some_and(|p| p.starts_with("/traced/"))
-                        })
+                        s.tag("url.path")
+                            .and_then(|v| v.as_str())
+                            .is_some_and(|p| p.starts_with("/traced/"))
                     })
                 })
                 .collect();
@@ -1236,20 +1223,8 @@ fn the_cni_daemonset_chains_weft_cni_and_keeps_it_chained(env: &mut Env<'_>) {
 /// webhooks with the cluster.
 fn the_injector_meshes_a_labelled_namespace(env: &mut Env<'_>) {
     let ns = "injected";
-    env.namespace(ns);
-    env.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    weft.dev/inject: enabled\n"
-    ));
-    // Ready is not reachable yet: the Service's endpoints and kube-proxy's rules follow the
-    // pod's readiness by a moment, and until then the API server cannot call the webhook (and
-    // fails the pod, as `failurePolicy: Fail` says). Pods are applied until it can (bounded).
-    let through_webhook = |yaml: &str| {
-        wait(
-            "the API server to reach the injector through its Service",
-            Duration::from_secs(30),
-            || env.kubectl().apply(yaml).ok(),
-        );
-    };
+    env.injected_namespace(ns);
+    let through_webhook = |yaml: &str| env.apply_through_webhook(yaml);
     // The server as a plain Deployment (its pods named by the ReplicaSet, as the API server
     // hands them to the webhook without a name), the client as a plain Pod to exec into.
     through_webhook(

@@ -166,6 +166,26 @@ impl<'a> Env<'a> {
         ));
     }
 
+    /// [`Self::namespace`], labelled `weft.dev/inject=enabled`: the injector meshes its pods.
+    pub(crate) fn injected_namespace(&self, name: &str) {
+        self.namespace(name);
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    weft.dev/inject: enabled\n"
+        ));
+    }
+
+    /// Applies `yaml` (pods for the injector) until the API server reaches the webhook
+    /// (bounded): the injector's Service endpoints and kube-proxy's rules follow its readiness
+    /// by a moment, and until then the API server cannot call it (and fails the pod, as
+    /// `failurePolicy: Fail` says).
+    pub(crate) fn apply_through_webhook(&self, yaml: &str) {
+        wait(
+            "the API server to reach the injector through its Service",
+            Duration::from_secs(30),
+            || self.kubectl().apply(yaml).ok(),
+        );
+    }
+
     /// A namespace with a meshed Deployment `api` of `replicas` test apps (ServiceAccount `api`,
     /// label `app=api`) behind the Service `api`, all Ready.
     pub(crate) fn meshed_api(&self, ns: &str, replicas: u32) {
