@@ -2,10 +2,16 @@
 //! or a scrape.
 //!
 //! `GET /live`, `GET /ready`, `GET /metrics`, `GET /config`, `GET|PUT /log-level`,
-//! `POST /shutdown`. `/ready` is 200 once the proxy holds a certificate (with a control plane)
-//! and, with the redirect check on, the last check proved the redirection. Anything
-//! that changes the proxy (`PUT /log-level`, `POST /shutdown`) is accepted from loopback only:
-//! the port is reachable from the pod network so Prometheus can scrape it.
+//! `POST /shutdown`, `GET /tap`. `/ready` is 200 once the proxy holds a certificate (with a
+//! control plane) and, with the redirect check on, the last check proved the redirection.
+//! Anything that changes the proxy (`PUT /log-level`, `POST /shutdown`) or shows its requests
+//! (`/tap`) is accepted from loopback only: the port is reachable from the pod network so
+//! Prometheus can scrape it. (On Kubernetes, a port-forward reaches the pod's loopback.)
+//!
+//! `GET /tap?direction=&method=&authority=&path=&limit=&headers=` streams the requests the
+//! proxy serves as JSON lines (`weft_proxy_tap`): 200 and the stream, or at once an error that
+//! says why (400 for a bad query naming the parameter, 403 from elsewhere than loopback, 404
+//! with `WEFT_TAP=off`, 503 when the most taps are open).
 
 use std::{
     convert::Infallible,
@@ -18,13 +24,14 @@ use std::{
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_proxy_metrics::Metrics;
+use weft_proxy_tap::{Spec, Tap};
 
 use crate::{drain::Drain, redirect_check::RedirectStatus, telemetry::LogHandle};
 
@@ -42,7 +49,12 @@ pub struct Admin {
     pub config: ConfigView,
     /// The redirect check's last outcome; `None` when the check is off.
     pub redirect: Option<Arc<RedirectStatus>>,
+    /// The proxy's tap; `None` with `WEFT_TAP=off`.
+    pub tap: Option<Arc<Tap>>,
 }
+
+/// What the admin server answers with: a whole body, or a tap's stream.
+type AdminBody = Either<Full<Bytes>, weft_proxy_tap::Stream>;
 
 /// Renders `/config`: set once when discovery starts.
 #[derive(Clone, Default)]
@@ -114,7 +126,14 @@ async fn serve(admin: Admin, listener: std::net::TcpListener, stop: Cancellation
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
+                async move {
+                    let rsp = if req.uri().path() == "/tap" {
+                        tap(&admin, peer, &req)
+                    } else {
+                        handle(&admin, peer, req).await.map(Either::Left)
+                    };
+                    Ok::<_, Infallible>(rsp)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -215,6 +234,53 @@ async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Resp
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `GET /tap`: the stream, or an answer saying why not.
+fn tap(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<AdminBody> {
+    let refused = |status, why: String| text(status, why).map(Either::Left);
+    if req.method() != Method::GET {
+        return refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        );
+    }
+    let Some(tap) = &admin.tap else {
+        return refused(
+            StatusCode::NOT_FOUND,
+            "tap is off on this proxy (WEFT_TAP=off)\n".into(),
+        );
+    };
+    if !may_change_state(peer) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            format!(
+                "tap is served to loopback clients only, and {peer} is not one: run the tap \
+                 inside the pod (weftctl lab exec POD -- weftctl tap) or through a port-forward\n"
+            ),
+        );
+    }
+    let spec = match Spec::parse(req.uri().query()) {
+        Ok(spec) => spec,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("bad tap query: {e}\n")),
+    };
+    match tap.subscribe(spec) {
+        Ok(stream) => {
+            debug!(%peer, "tap opened");
+            let mut rsp = Response::new(Either::Right(stream));
+            let headers = rsp.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/x-ndjson"),
+            );
+            headers.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            rsp
+        }
+        Err(busy) => refused(StatusCode::SERVICE_UNAVAILABLE, format!("{busy}\n")),
     }
 }
 

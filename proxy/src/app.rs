@@ -18,6 +18,7 @@ use weft_certs::{CertStore, TrustBundle};
 use weft_proxy_http::Upstreams;
 use weft_proxy_identity::{Certifier, CertifyConfig, MeshTls};
 use weft_proxy_metrics::{Direction, Metrics};
+use weft_proxy_tap::Tap;
 use weft_proxy_transport::bind;
 
 use crate::{
@@ -203,6 +204,20 @@ impl App {
             .redirect_check
             .map(|interval| Arc::new(RedirectStatus::new(interval, &check_targets)));
         let config_view = admin::ConfigView::default();
+        let tap = config.tap.then(Tap::new);
+        if let Some(tap) = &tap {
+            let tap = tap.clone();
+            metrics
+                .enable_tap(move || {
+                    let c = tap.counts();
+                    weft_proxy_metrics::TapCounts {
+                        sent: c.sent,
+                        dropped: c.dropped,
+                        streams: c.streams,
+                    }
+                })
+                .map_err(io::Error::other)?;
+        }
         let stop_admin = CancellationToken::new();
         let admin_thread = admin::spawn(
             admin::Admin {
@@ -212,6 +227,7 @@ impl App {
                 log,
                 config: config_view.clone(),
                 redirect: redirect.clone(),
+                tap: tap.clone(),
             },
             admin,
             stop_admin.clone(),
@@ -232,6 +248,13 @@ impl App {
             connect_timeout: config.client.connect_timeout,
             server: weft_proxy_http::ServerSettings {
                 trace: tracing.as_ref().map(|t| t.for_direction(direction)),
+                tap: tap.as_ref().map(|t| {
+                    let side = match direction {
+                        Direction::Outbound => weft_proxy_tap::Direction::Outbound,
+                        Direction::Inbound => weft_proxy_tap::Direction::Inbound,
+                    };
+                    weft_proxy_tap::Point::new(t.clone(), side)
+                }),
                 ..config.server.clone()
             },
             upstreams: upstreams.clone(),

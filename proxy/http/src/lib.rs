@@ -37,6 +37,7 @@ pub mod replay;
 pub mod server;
 pub mod split;
 pub mod stage;
+mod tap;
 pub mod trace;
 
 pub use client::{ClientSettings, Upstreams};

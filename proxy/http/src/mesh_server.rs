@@ -27,7 +27,7 @@ use crate::{
     forward::{upstream_version, Forward, Upstream},
     mesh,
     stage::{Cx, Stage},
-    trace, ServerSettings,
+    tap, trace, ServerSettings,
 };
 
 use Outcome::{Failed, Refused};
@@ -64,6 +64,7 @@ struct Conn {
     ctx: MeshInbound,
     forwards: Mutex<Vec<(SocketAddr, Version, Arc<Forward>)>>,
     tracing: Option<Arc<weft_proxy_trace::Tracing>>,
+    tap: Option<weft_proxy_tap::Point>,
 }
 
 /// Serves HTTP/2 from a peer proxy on `io` until it closes or `shutdown` (GOAWAY, then open
@@ -81,6 +82,7 @@ where
         ctx,
         forwards: Mutex::new(Vec::new()),
         tracing: settings.trace.clone(),
+        tap: settings.tap.clone(),
     });
     let service = service_fn(move |req| conn.clone().handle(req));
     let conn = http2::Builder::new(TokioExecutor::new())
@@ -107,6 +109,7 @@ impl Conn {
             .tracing
             .as_ref()
             .and_then(|t| trace::begin(t, &mut req));
+        let tapped = self.tap.as_ref().and_then(|t| t.start(&req));
         let (rsp, error) = match self.deliver(req, start).await {
             Ok(rsp) => (rsp, None),
             Err(Refused(e)) => {
@@ -125,6 +128,9 @@ impl Conn {
         if let Some(span) = traced {
             let peer = (self.ctx.peer, self.ctx.peer_identity.clone());
             (*span).peer(peer.0, peer.1).finish(rsp.status(), error);
+        }
+        if let Some(tapped) = tapped {
+            tapped.finish(tap::outcome(rsp.status(), error, Some(&self.ctx.series)));
         }
         Ok(rsp)
     }

@@ -27,6 +27,7 @@ use weft_proxy_transport::OrigDstAddr;
 use crate::{
     body::{RequestBody, ResponseBody},
     stage::{Cx, Stage, StageResult},
+    tap,
     trace::{self, Begun},
 };
 
@@ -41,23 +42,29 @@ pub struct ServerSettings {
     /// Tracing: each request's context read and passed on, sampled requests' spans recorded
     /// (see [`crate::trace`]). `None`: trace headers pass through untouched.
     pub trace: Option<Arc<weft_proxy_trace::Tracing>>,
+    /// Tap: each request a subscriber's filter matches published with its answer (see
+    /// `weft_proxy_tap`); while nobody taps, one atomic load per request.
+    pub tap: Option<weft_proxy_tap::Point>,
 }
 
 /// The smallest `max_header_bytes` hyper can work with.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
 /// Answers one request with `stack`: never fails, every error becomes a status. `traced` is
-/// the request's span when [`trace::begin`] sampled it, ended here with the answer.
+/// the request's span when [`trace::begin`] sampled it, `tapped` the request as a tap captured
+/// it; both end here with the answer's head.
 pub fn handle<S: Stage>(
     stack: &S,
     dst: OrigDstAddr,
     req: Request<Incoming>,
     traced: Option<Box<Begun>>,
+    tapped: Option<Box<weft_proxy_tap::Started>>,
 ) -> Handle<impl Future<Output = StageResult> + Send + '_> {
     let cx = Cx::new(dst, Instant::now());
     Handle {
         answer: stack.call(req.map(RequestBody::Incoming), cx),
         traced,
+        tapped,
     }
 }
 
@@ -70,6 +77,7 @@ pin_project_lite::pin_project! {
         #[pin]
         answer: F,
         traced: Option<Box<Begun>>,
+        tapped: Option<Box<weft_proxy_tap::Started>>,
     }
 }
 
@@ -89,6 +97,9 @@ impl<F: Future<Output = StageResult>> Future for Handle<F> {
             (*span)
                 .served_by(rsp.body().series())
                 .finish(rsp.status(), error);
+        }
+        if let Some(tapped) = this.tapped.take() {
+            tapped.finish(tap::outcome(rsp.status(), error, rsp.body().series()));
         }
         Poll::Ready(Ok(rsp))
     }
@@ -110,10 +121,12 @@ where
     S: Stage + 'static,
 {
     let tracing = settings.trace.clone();
+    let tap = settings.tap.clone();
     let service = service_fn(move |mut req| {
         let stack = stack.clone();
         let traced = tracing.as_ref().and_then(|t| trace::begin(t, &mut req));
-        async move { handle(&*stack, dst, req, traced).await }
+        let tapped = tap.as_ref().and_then(|t| t.start(&req));
+        async move { handle(&*stack, dst, req, traced, tapped).await }
     });
     let io = TokioIo::new(io);
     if protocol == Protocol::Http2 {

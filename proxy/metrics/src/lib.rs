@@ -38,6 +38,7 @@ mod policy;
 mod redirect;
 mod registry;
 mod requests;
+mod tap;
 mod tcp;
 mod tls;
 mod trace;
@@ -51,6 +52,7 @@ pub use requests::{
     Destination, RequestSeries, RouteLabel, MAX_ENDPOINT_SERIES, MAX_IDENTITY_SERIES,
     MAX_ROUTES_PER_SERIES, MAX_ROUTE_LABELS,
 };
+pub use tap::TapCounts;
 pub use tcp::MAX_PORT_LABELS;
 
 /// What the unit tests of every part share: the rendered page and one sample from it.

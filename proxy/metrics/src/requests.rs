@@ -214,10 +214,17 @@ impl RequestSeries {
         }
     }
 
-    /// This series for requests of `route`: itself for [`RouteLabel::NONE`], otherwise its
-    /// child with that `route` label, made on first use. Per request a read lock and a scan of
-    /// the few routes through this endpoint.
-    /// The peer's SPIFFE ID on the server side (`server_id`), empty when not mTLS.
+    /// Whether over mesh TLS (`tls`).
+    pub fn tls(&self) -> bool {
+        &*self.labels[1] == "true"
+    }
+
+    /// The SPIFFE ID on the client side (`client_id`), empty when not mTLS.
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.labels[2]
+    }
+
+    /// The SPIFFE ID on the server side (`server_id`), empty when not mTLS.
     pub fn server_id(&self) -> &Arc<str> {
         &self.labels[3]
     }
@@ -237,6 +244,9 @@ impl RequestSeries {
         &self.labels[6]
     }
 
+    /// This series for requests of `route`: itself for [`RouteLabel::NONE`], otherwise its
+    /// child with that `route` label, made on first use. Per request a read lock and a scan of
+    /// the few routes through this endpoint.
     pub fn routed(self: &Arc<Self>, route: RouteLabel) -> Arc<RequestSeries> {
         if route == RouteLabel::NONE {
             return self.clone();

@@ -91,6 +91,8 @@ pub struct Config {
     pub trace: Option<TraceConfig>,
     /// The pod's workload (kind, name), when the injector said.
     pub workload: Option<(String, String)>,
+    /// Whether `/tap` serves.
+    pub tap: bool,
 }
 
 /// Where spans go and how requests are sampled.
@@ -200,6 +202,7 @@ impl Config {
                 header_read_timeout: r.parse(keys::HEADER_READ_TIMEOUT, parse_duration)?,
                 max_header_bytes,
                 trace: None,
+                tap: None,
             },
             client: ClientSettings {
                 connect_timeout: r.parse(keys::CONNECT_TIMEOUT, parse_duration)?,
@@ -248,6 +251,11 @@ impl Config {
             redirect_check: r.parse(keys::REDIRECT_CHECK, parse_redirect_check)?,
             trace: trace(&r)?,
             workload: r.parse(keys::WORKLOAD, parse_workload)?,
+            tap: r.parse(keys::TAP, |v| match v.trim() {
+                "on" => Ok(true),
+                "off" => Ok(false),
+                _ => Err("expected on or off".to_string()),
+            })?,
         }
         .checked(&r)
     }

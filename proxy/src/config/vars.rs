@@ -67,6 +67,7 @@ pub mod keys {
     pub const TRACE_SAMPLING: &str = "WEFT_TRACE_SAMPLING";
     pub const TRACE_SERVICE_NAME: &str = "WEFT_TRACE_SERVICE_NAME";
     pub const WORKLOAD: &str = "WEFT_WORKLOAD";
+    pub const TAP: &str = "WEFT_TAP";
 }
 
 /// The redirect check port: nothing listens on it, and the first rule of the `WEFT_OUTPUT` nat
@@ -78,7 +79,7 @@ pub const DEFAULT_REDIRECT_CHECK_PORT: u16 = ids::REDIRECT_CHECK_PORT;
 pub const VARS: &[Var] = &[
     Var { key: keys::OUTBOUND_PORT, default: DefaultValue::Port(ids::OUTBOUND_PORT), doc: "Port of the outbound listener (the app's redirected outgoing TCP); bound on 127.0.0.1 and ::1." },
     Var { key: keys::INBOUND_PORT, default: DefaultValue::Port(ids::INBOUND_PORT), doc: "Port of the inbound listener (redirected incoming TCP); bound on all addresses, IPv4 and IPv6." },
-    Var { key: keys::ADMIN_PORT, default: DefaultValue::Port(ids::ADMIN_PORT), doc: "Port of the admin server: /live, /ready, /metrics, /config, /log-level, POST /shutdown; bound on all addresses, changes accepted from loopback only." },
+    Var { key: keys::ADMIN_PORT, default: DefaultValue::Port(ids::ADMIN_PORT), doc: "Port of the admin server: /live, /ready, /metrics, /config, /log-level, POST /shutdown, /tap; bound on all addresses, changes and taps accepted from loopback only." },
     Var { key: keys::OUTBOUND_TARGET, default: DefaultValue::Unset, doc: "Explicit mode: send every outbound connection to this ip:port instead of its SO_ORIGINAL_DST. Unset: transparent (iptables REDIRECT)." },
     Var { key: keys::INBOUND_TARGET, default: DefaultValue::Unset, doc: "Explicit mode: send every inbound connection to this ip:port instead of its SO_ORIGINAL_DST. Unset: transparent." },
     Var { key: keys::OPAQUE_PORTS, default: DefaultValue::Text(ids::DEFAULT_OPAQUE_PORTS), doc: "Destination ports and ranges (25,587,8000-8100) forwarded as TCP with no protocol detection: server-speaks-first protocols. The syntax of the weft.dev/opaque-ports and skip-port annotations: spaces around items are ignored, an empty item (25,,587) is refused. Empty: none." },
@@ -112,6 +113,7 @@ pub const VARS: &[Var] = &[
     Var { key: keys::WORKLOAD, default: DefaultValue::Unset, doc: "The workload this proxy's pod belongs to, kind/name (deployment/api, statefulset/db, pod/client): exported as weft_proxy_info{workload_kind,workload} so that rules and dashboards group a workload's pods (joined on the scrape's namespace and pod labels). The injector sets it from the pod's controller." },
     Var { key: keys::TRACE_COLLECTOR, default: DefaultValue::Unset, doc: "An OpenTelemetry collector's OTLP/gRPC address, host:port (plaintext). Set: each HTTP request's trace context (W3C traceparent, B3) is read and passed on, and sampled requests leave a span (CLIENT on the outbound side, SERVER on the inbound), exported in batches from a thread of its own; spans the collector cannot take are dropped and counted (weft_trace_spans_total). Unset: no tracing, trace headers pass through untouched." },
     Var { key: keys::TRACE_SAMPLING, default: DefaultValue::Text("0.01"), doc: "With a collector: the share of requests sampled when they start a trace here (no caller's decision), from 0 to 1. A caller's decision (traceparent's sampled flag, B3's) is always followed." },
+    Var { key: keys::TAP, default: DefaultValue::Text("on"), doc: "on: GET /tap on the admin port streams the requests this proxy serves (weftctl tap, weftctl top) to a loopback client, at most 8 at once, each with a bounded queue (a slow reader loses events, counted in weft_tap_events_total{result=\"dropped\"}, and never delays a request); while nobody taps a request costs one atomic load. off: /tap answers 404." },
     Var { key: keys::TRACE_SERVICE_NAME, default: DefaultValue::Unset, doc: "The service.name of this proxy's spans. Unset: WEFT_SERVICE_ACCOUNT, else weft-proxy." },
 ];
 
