@@ -26,6 +26,7 @@ mod check;
 mod demo;
 mod inject;
 mod lab;
+mod tap;
 
 use std::process::ExitCode;
 
@@ -66,6 +67,11 @@ enum Command {
     /// Checks that Weft can be installed on the cluster (`--pre`) or that it is healthy there:
     /// a line per check, each with its fix; exit 1 when one failed.
     Check(check::CheckArgs),
+    /// A live stream of the requests meshed pods serve (method, authority, path, status,
+    /// latency, identities, route, backend), from their proxies' /tap.
+    Tap(tap::TapArgs),
+    /// The busiest paths of meshed pods, live, from their proxies' /tap.
+    Top(tap::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,8 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject::inject(args),
         Command::Uninject(args) => inject::uninject(args),
         Command::Check(args) => check::run(args),
+        Command::Tap(args) => tap::tap(args),
+        Command::Top(args) => tap::top(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
