@@ -452,3 +452,168 @@ fn a_panic_while_a_lab_runs_leaves_nothing_behind() {
         .collect();
     assert_eq!(procs, Vec::<String>::new(), "processes of the lab left");
 }
+
+/// `weftctl ARGS` within a minute; its stdout, after checking it succeeded.
+fn weftctl_ok(args: &[&str]) -> String {
+    let out = Command::new(weftctl())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("weftctl {args:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "weftctl {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// JSON lines, each parsed.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn weftctl_tap_and_top_show_a_labs_requests_live() {
+    if !weft_lab::prereq::should_run("weftctl tap") {
+        return;
+    }
+    let folder = tempfile::tempdir().expect("tempdir");
+    std::fs::write(folder.path().join("shop.yaml"), FOLDER).expect("write the folder");
+    let name = format!("tap-{}", std::process::id());
+    let up = Up::start(folder.path(), &name);
+    let lab = entry_with(&name, 5, &up);
+    let client = lab.pod("shop", "client").expect("the client pod").clone();
+
+    // Traffic from the client to api, two paths, for as long as the test taps (bounded).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let from = Netns::attach(&client.netns).expect("the client's namespace");
+            let api = SocketAddr::from(([198, 19, 0, 20], 80));
+            let mut sent = 0;
+            for i in 0..3000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let path = if i % 3 == 0 { "/tap/b" } else { "/tap/a" };
+                if weft_lab::http::get(&from, api, "api", path).is_ok_and(|r| r.status == 200) {
+                    sent += 1;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            sent
+        })
+    };
+
+    let lab_args = ["--lab", name.as_str(), "-n", "shop", "--duration", "30s"];
+    // The api replicas' inbound side: the client's calls, with both identities over mTLS.
+    let mut args = vec![
+        "tap",
+        "deploy/api",
+        "--path",
+        "/tap/",
+        "--max",
+        "6",
+        "-o",
+        "json",
+    ];
+    args.extend(lab_args);
+    let events = json_lines(&weftctl_ok(&args));
+    assert_eq!(events.len(), 6, "{events:?}");
+    for e in &events {
+        assert!(
+            e["pod"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("shop/api-")),
+            "{e}"
+        );
+        assert_eq!(e["direction"], "inbound", "{e}");
+        assert_eq!(e["status"], 200, "{e}");
+        assert_eq!(e["tls"], true, "{e}");
+        assert_eq!(e["src_identity"], weft_lab::spiffe_id("shop", "web"), "{e}");
+        assert_eq!(e["dst_identity"], weft_lab::spiffe_id("shop", "api"), "{e}");
+        assert!(
+            e["path"].as_str().is_some_and(|p| p.starts_with("/tap/")),
+            "{e}"
+        );
+    }
+
+    // The client's outbound side: the endpoint that served each call, as text lines.
+    let mut args = vec!["tap", "pod/client", "--direction", "outbound", "--max", "3"];
+    args.extend(lab_args);
+    let text = weftctl_ok(&args);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for l in text.lines() {
+        assert!(l.starts_with("shop/client out GET "), "{l}");
+        assert!(
+            l.contains(" 200 ") && l.contains("tls=true") && l.contains(" endpoint=198.18."),
+            "{l}"
+        );
+    }
+
+    // Inside the pod, the proxy on its own loopback, as `kubectl exec` would.
+    let inside = weftctl_ok(&[
+        "lab",
+        "exec",
+        "--lab",
+        &name,
+        "shop/client",
+        "--",
+        &weftctl().to_string_lossy(),
+        "tap",
+        "--max",
+        "1",
+        "--duration",
+        "30s",
+        "-o",
+        "json",
+    ]);
+    let e = &json_lines(&inside)[0];
+    assert_eq!(e["pod"], "127.0.0.1:15190", "{e}");
+
+    // top: both paths, busiest first, every call a success.
+    let mut args = vec!["top", "deploy/api", "--path", "/tap/", "-o", "json"];
+    args.extend(["--lab", name.as_str(), "-n", "shop", "--duration", "3s"]);
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&weftctl_ok(&args)).expect("top's JSON");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = traffic.join().expect("the traffic thread");
+    assert!(sent > 0);
+    let paths: Vec<&str> = rows.iter().filter_map(|r| r["path"].as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/tap/a", "/tap/b"],
+        "/tap/a is twice as busy: {rows:?}"
+    );
+    for r in &rows {
+        assert!(r["count"].as_u64() > Some(0), "{r}");
+        assert_eq!(r["success"], r["count"], "{r}");
+        assert!(r["worst_ms"].as_f64() >= r["best_ms"].as_f64(), "{r}");
+    }
+
+    // A tap the proxies refuse says why, naming the pod.
+    let out = Command::new(weftctl())
+        .args([
+            "tap",
+            "deploy/api",
+            "--lab",
+            &name,
+            "-n",
+            "shop",
+            "--method",
+            "G T",
+        ])
+        .output()
+        .expect("weftctl tap");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("shop/api-") && err.contains("400") && err.contains("method"),
+        "{err}"
+    );
+    drop(up);
+}
