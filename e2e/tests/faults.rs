@@ -26,7 +26,7 @@ use weft_lab::netns::Netns;
 
 mod support;
 
-use support::lab_run::{interval, metric, Lab};
+use support::lab_run::{interval, metric, tap, Lab};
 
 /// Service `api` (two pods): the fault and timeout rules.
 const API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 40)), 80);
@@ -264,7 +264,9 @@ fn faults_timeouts_and_retries_through_the_lab() {
     let flaky = pod_ip(&lab, "flaky");
     let route_label = |rule: usize| format!("httproute/shop/api/rule/{rule}");
 
-    // Abort 25 % of 2,000 requests; the backends see exactly the others.
+    // Abort 25 % of 2,000 requests; the backends see exactly the others. The first 40 are
+    // tapped: an aborted one names its fault.
+    let tapped = tap(&web, "path=/retry/a&limit=40", 40);
     let n = 2000;
     let mut aborted = 0;
     for i in 0..n {
@@ -284,6 +286,16 @@ fn faults_timeouts_and_retries_through_the_lab() {
     }
     let (low, high) = interval(n, 0.25);
     println!("abort 25 % over {n}: {aborted} aborted (99.9 % interval {low}-{high})");
+    let events = tapped.join().expect("the tap");
+    assert_eq!(events.len(), 40);
+    for e in &events {
+        match e["status"].as_u64() {
+            Some(503) => assert_eq!(e["fault"], "abort shop/abort-quarter", "{e}"),
+            _ => assert!(e.get("fault").is_none(), "{e}"),
+        }
+    }
+    // P(no abort in 40) = 0.75^40, about 1e-5.
+    assert!(events.iter().any(|e| e["status"] == 503), "{events:?}");
     assert!((low..=high).contains(&aborted), "{aborted} of {n} aborted");
     let reached: u64 = api_pods.iter().map(|ip| seen_by(&web, *ip, "aborts")).sum();
     assert_eq!(
@@ -346,7 +358,17 @@ fn faults_timeouts_and_retries_through_the_lab() {
             .count()
     };
     let n = 400;
+    // The first 50 tapped: the 15 that failed once say they were retried.
+    let tapped = tap(&web, "path=/retry/x&limit=50", 50);
     let ok = paced(n, "retry", "r");
+    let events = tapped.join().expect("the tap");
+    assert_eq!(events.len(), 50);
+    let retried = events.iter().filter(|e| e["retries"] == 1).count();
+    assert_eq!(
+        retried, 15,
+        "one retry for each of the 3 in 10 failing first: {events:?}"
+    );
+    assert!(events.iter().all(|e| e["status"] == 200), "{events:?}");
     println!("30 % failing, with retries: {ok} of {n} succeeded");
     assert!(ok * 100 >= n * 99, "{ok} of {n} succeeded with retries");
     let retries = metric(

@@ -124,6 +124,45 @@ pub(crate) fn metric(ns: &Netns, name: &str, labels: &[(&str, &str)]) -> f64 {
         .map_or(0.0, |m| m.sum(name, labels))
 }
 
+/// Opens a tap on the proxy of the pod whose namespace is `ns` (on its loopback, as a tap must
+/// be) with `query`, and reads its first `n` events on a thread, within 60 s. The tap is open
+/// when this returns. HTTP/1.0, so the stream comes as plain lines until the proxy closes it.
+pub(crate) fn tap(ns: &Netns, query: &str, n: usize) -> thread::JoinHandle<Vec<serde_json::Value>> {
+    use std::io::{BufRead, BufReader, Write};
+    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, 15190));
+    let mut conn = ns
+        .connect(admin, Duration::from_secs(60))
+        .expect("connect to the proxy's admin port");
+    write!(conn, "GET /tap?{query} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send the tap");
+    let mut reader = BufReader::new(conn);
+    let mut status = String::new();
+    reader
+        .read_line(&mut status)
+        .expect("the tap's status line");
+    assert!(status.starts_with("HTTP/1.0 200"), "tap refused: {status}");
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("a header line") > 0,
+            "closed in the head"
+        );
+    }
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut events = Vec::new();
+        let mut line = String::new();
+        while events.len() < n && Instant::now() < deadline {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => events.push(serde_json::from_str(&line).expect("a JSON line")),
+            }
+        }
+        events
+    })
+}
+
 /// The 99.9 % interval of a binomial count (normal approximation, z = 3.29).
 pub(crate) fn interval(n: usize, p: f64) -> (usize, usize) {
     let mean = n as f64 * p;

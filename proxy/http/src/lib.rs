@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod balance;
 pub mod body;
 pub mod client;

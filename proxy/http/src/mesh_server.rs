@@ -127,10 +127,10 @@ impl Conn {
         };
         if let Some(span) = traced {
             let peer = (self.ctx.peer, self.ctx.peer_identity.clone());
-            (*span).peer(peer.0, peer.1).finish(rsp.status(), error);
+            (*span).peer(peer.0, peer.1).finish(&rsp, error);
         }
         if let Some(tapped) = tapped {
-            tapped.finish(tap::outcome(rsp.status(), error, Some(&self.ctx.series)));
+            tapped.finish(tap::outcome(&rsp, error, Some(&self.ctx.series)));
         }
         Ok(rsp)
     }

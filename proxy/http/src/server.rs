@@ -94,12 +94,10 @@ impl<F: Future<Output = StageResult>> Future for Handle<F> {
             }
         };
         if let Some(span) = this.traced.take() {
-            (*span)
-                .served_by(rsp.body().series())
-                .finish(rsp.status(), error);
+            (*span).served_by(rsp.body().series()).finish(&rsp, error);
         }
         if let Some(tapped) = this.tapped.take() {
-            tapped.finish(tap::outcome(rsp.status(), error, rsp.body().series()));
+            tapped.finish(tap::outcome(&rsp, error, rsp.body().series()));
         }
         Poll::Ready(Ok(rsp))
     }

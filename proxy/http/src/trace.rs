@@ -13,7 +13,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
-use http::{Method, Request, StatusCode, Version};
+use crate::answer;
+use http::{Method, Request, Response, Version};
 use tracing::debug;
 use weft_proxy_metrics::RequestSeries;
 use weft_proxy_trace::{context, Kind, Outgoing, Span, SpanId, TraceId, Tracing};
@@ -113,10 +114,11 @@ impl Begun {
         self
     }
 
-    /// Ends the span with the answer's `status` (and `error`, when the proxy answered itself)
-    /// and hands it to the recorder.
-    pub fn finish(self, status: StatusCode, error: Option<&'static str>) {
+    /// Ends the span with the answer (its status, retries and fault; `error` when the proxy
+    /// answered itself) and hands it to the recorder.
+    pub fn finish<B>(self, rsp: &Response<B>, error: Option<&'static str>) {
         let b = self;
+        let (retries, fault) = answer::policy_of(rsp);
         b.tracing.recorder.record(Span {
             trace_id: b.trace_id,
             span_id: b.span_id,
@@ -128,14 +130,65 @@ impl Begun {
             path: b.path,
             authority: b.authority,
             version: b.version,
-            status: Some(status),
+            status: Some(rsp.status()),
             error,
             peer: b.peer,
             peer_identity: b.peer_identity,
             route: b.route,
             backend: b.backend,
-            retries: 0,
-            fault: None,
+            retries,
+            fault: fault.map(Box::from),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use weft_proxy_trace::{context::Ratio, Recorder};
+
+    use super::*;
+    use crate::answer::{Retried, FAULT_HEADER};
+
+    #[derive(Debug, Default)]
+    struct Kept(Mutex<Vec<Span>>);
+
+    impl Recorder for Kept {
+        fn record(&self, span: Span) {
+            self.0.lock().expect("lock").push(span);
+        }
+    }
+
+    fn traced(rsp: &Response<()>) -> Span {
+        let kept = Arc::new(Kept::default());
+        let tracing = Arc::new(Tracing {
+            kind: Kind::Client,
+            ratio: Ratio::ALWAYS,
+            recorder: kept.clone(),
+        });
+        let mut req = Request::get("http://api.shop/x").body(()).expect("request");
+        let begun = begin(&tracing, &mut req).expect("sampled");
+        begun.finish(rsp, None);
+        let mut spans = kept.0.lock().expect("lock");
+        assert_eq!(spans.len(), 1);
+        spans.remove(0)
+    }
+
+    #[test]
+    fn a_span_carries_the_policys_retries_and_fault() {
+        let mut rsp = Response::builder()
+            .status(503)
+            .header(FAULT_HEADER, "abort shop/abort-quarter")
+            .body(())
+            .expect("response");
+        rsp.extensions_mut().insert(Retried(2));
+        let span = traced(&rsp);
+        assert_eq!(span.status, Some(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(span.retries, 2);
+        assert_eq!(span.fault.as_deref(), Some("abort shop/abort-quarter"));
+
+        let plain = traced(&Response::new(()));
+        assert_eq!((plain.retries, plain.fault), (0, None));
     }
 }

@@ -88,7 +88,7 @@ pub fn span(w: &WeftSpan) -> Span {
     if w.retries > 0 {
         attributes.push(kv("weft.retries", Value::IntValue(i64::from(w.retries))));
     }
-    if let Some(fault) = w.fault {
+    if let Some(fault) = &w.fault {
         attributes.push(kv("weft.fault", s(fault)));
     }
     let error_type = match (w.error, w.status) {

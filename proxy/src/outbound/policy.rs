@@ -33,6 +33,7 @@ use http_body_util::Full;
 use tokio::time::Sleep;
 use tracing::debug;
 use weft_proxy_http::{
+    answer::Retried,
     balance::Balanced,
     body::{RequestBody, ResponseBody},
     error::{ProxyError, TimeoutScope},
@@ -45,9 +46,7 @@ use weft_proxy_route::{Abort, Backend, Fault, Retry, Rule, Share};
 
 use super::routes::{RouteCx, Router};
 
-/// The response header that says the proxy injected a fault: `abort <namespace>/<name>` or
-/// `delay <namespace>/<name>`.
-pub(crate) const FAULT_HEADER: &str = "weft-fault";
+pub(crate) use weft_proxy_http::answer::FAULT_HEADER;
 
 /// Whether a request of `rule` (or, unrouted, of the Service) needs this stage.
 pub(crate) fn needs_policy(router: &Router, rule: Option<&Rule>) -> bool {
@@ -447,6 +446,11 @@ where
                                 }
                                 if let Some(v) = p.delayed_by.take() {
                                     rsp.headers_mut().insert(FAULT_HEADER, v);
+                                }
+                                // For the edge's span and tap; only a retried request pays
+                                // for the extension.
+                                if let Some(r) = p.retries.as_ref().filter(|r| r.attempt > 0) {
+                                    rsp.extensions_mut().insert(Retried(r.attempt));
                                 }
                             }
                             return Poll::Ready(result);

@@ -255,12 +255,16 @@ pub struct Outcome<'a> {
     pub route: &'a str,
     pub backend: &'a str,
     pub endpoint: &'a str,
+    /// Retries after the first try, and the fault injected (`abort <namespace>/<name>` or
+    /// `delay <namespace>/<name>`).
+    pub retries: u32,
+    pub fault: Option<&'a str>,
 }
 
 /// One tapped request, as a JSON line: `ts` (Unix seconds, when it arrived), `direction`,
 /// `method`, `authority`, `path`, `status`, `latency_ms` (to the answer's head), `error`,
-/// `tls`, `src_identity`, `dst_identity`, `route`, `backend`, `endpoint` (empty ones left out),
-/// and `headers` (`[name, value]` pairs) when the tap asked for them.
+/// `tls`, `src_identity`, `dst_identity`, `route`, `backend`, `endpoint`, `retries`, `fault`
+/// (empty ones left out), and `headers` (`[name, value]` pairs) when the tap asked for them.
 #[derive(Debug, Serialize)]
 pub struct Event<'a> {
     pub ts: f64,
@@ -284,6 +288,10 @@ pub struct Event<'a> {
     pub backend: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub endpoint: &'a str,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub retries: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<Vec<(&'a str, String)>>,
     /// Headers left out past [`MAX_HEADERS`].
@@ -292,6 +300,10 @@ pub struct Event<'a> {
 }
 
 fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -398,6 +410,8 @@ impl Started {
             route: o.route,
             backend: o.backend,
             endpoint: o.endpoint,
+            retries: o.retries,
+            fault: o.fault,
             headers,
             headers_omitted: omitted,
         };

@@ -41,9 +41,10 @@ pub struct Span {
     /// The route rule and the backend Service that served the request (outbound).
     pub route: Option<Arc<str>>,
     pub backend: Option<Arc<str>>,
-    /// Retries after the first attempt, and the fault injected, if any.
+    /// Retries after the first attempt, and the fault injected, if any (`abort <namespace>/<name>`
+    /// or `delay <namespace>/<name>`, as the `weft-fault` response header says).
     pub retries: u32,
-    pub fault: Option<&'static str>,
+    pub fault: Option<Box<str>>,
 }
 
 impl Span {
