@@ -25,6 +25,7 @@ mod certs;
 mod check;
 mod demo;
 mod inject;
+mod kubeconfig;
 mod lab;
 mod tap;
 

@@ -8,7 +8,10 @@
 //! - a TARGET (`deploy/NAME`, `pod/NAME` or a bare pod name, `ns/NAME` for a whole namespace)
 //!   in a running `weftctl lab` or `weftctl demo` (`--lab` when several run): each of its meshed
 //!   pods' proxies, reached on the pod's own loopback from inside its network namespace (root),
-//!   as a tap must be.
+//!   as a tap must be;
+//! - a TARGET on a cluster (`--kubeconfig`, or no lab running): each meshed pod of it (a
+//!   Deployment's by its selector) through a port-forward to its port 15190, which the kubelet
+//!   opens on the pod's loopback (RBAC: `pods/portforward`).
 //!
 //! Each proxy is one HTTP/1.1 request whose response streams JSON lines; a proxy that refuses
 //! (not loopback, `WEFT_TAP=off`, too many taps, a bad filter) is reported with its answer, and
@@ -18,6 +21,7 @@ use std::{
     collections::HashMap,
     io::IsTerminal,
     net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -25,8 +29,13 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use kube::{api::ListParams, Api};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+};
 use weft_lab::{
     folder::names,
     netns::Netns,
@@ -58,6 +67,10 @@ pub(crate) struct Source {
     /// the proxy of the pod this runs in).
     #[arg(long, conflicts_with = "target")]
     proxy: Option<SocketAddr>,
+    /// Tap the target on this cluster (default when no lab runs: $KUBECONFIG, ~/.kube/config
+    /// or the in-cluster config).
+    #[arg(long, conflicts_with_all = ["proxy", "lab"])]
+    kubeconfig: Option<PathBuf>,
     /// Only requests of this direction at each proxy: inbound or outbound.
     #[arg(long, value_parser = ["inbound", "outbound"])]
     direction: Option<String>,
@@ -105,12 +118,24 @@ pub(crate) struct TopArgs {
     output: String,
 }
 
-/// One proxy to tap: a name for it and how to reach it.
+/// One proxy to tap: a name for it and how to reach its admin port.
 struct Proxy {
     name: String,
-    netns: Option<String>,
-    addr: SocketAddr,
+    via: Via,
 }
+
+enum Via {
+    /// This address, from here.
+    Direct(SocketAddr),
+    /// The loopback of this network namespace (a lab's pod).
+    Netns(String),
+    /// A port-forward to this pod.
+    Cluster(Box<Api<Pod>>, String),
+}
+
+/// A connection to a proxy's admin port, however it was made.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// What the proxies' streams deliver.
 enum Item {
@@ -123,10 +148,9 @@ enum Item {
 
 pub(crate) fn tap(args: TapArgs) -> anyhow::Result<()> {
     let query = query(&args.source, args.max, &args.headers);
-    let proxies = proxies(&args.source)?;
     let json = args.output == "json";
     let mut seen = 0;
-    run(proxies, &query, args.duration, |item| match item {
+    run(&args.source, &query, args.duration, |item| match item {
         Item::Event(pod, mut event) => {
             if json {
                 event["pod"] = Value::String(pod);
@@ -147,11 +171,10 @@ pub(crate) fn tap(args: TapArgs) -> anyhow::Result<()> {
 
 pub(crate) fn top(args: TopArgs) -> anyhow::Result<()> {
     let query = query(&args.source, MAX_LIMIT, "none");
-    let proxies = proxies(&args.source)?;
     let live = args.duration.is_none() && args.output == "table" && std::io::stdout().is_terminal();
     let mut table = Top::default();
     let mut drawn = Instant::now();
-    run(proxies, &query, args.duration, |item| {
+    run(&args.source, &query, args.duration, |item| {
         if let Item::Event(_, event) = item {
             table.add(&event);
             if live && drawn.elapsed() >= Duration::from_secs(1) {
@@ -187,31 +210,137 @@ fn query(source: &Source, limit: u64, headers: &str) -> String {
     q.finish()
 }
 
-/// The proxies `source` names.
-fn proxies(source: &Source) -> anyhow::Result<Vec<Proxy>> {
+/// The proxies `source` names: one address; a lab's pods (when one runs, or `--lab`); or a
+/// cluster's.
+async fn proxies(source: &Source) -> anyhow::Result<Vec<Proxy>> {
     let Some(target) = &source.target else {
         let addr = source
             .proxy
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)));
         return Ok(vec![Proxy {
             name: addr.to_string(),
-            netns: None,
-            addr,
+            via: Via::Direct(addr),
         }]);
     };
+    let registry = Registry::system();
+    let lab_runs = source.lab.is_some() || registry.list().is_ok_and(|l| !l.is_empty());
+    if source.kubeconfig.is_some() || !lab_runs {
+        return cluster_proxies(source, target).await;
+    }
     if !nix::unistd::Uid::effective().is_root() {
         bail!("tapping a lab's pods needs root (their network namespaces); run it with sudo");
     }
-    let lab = Registry::system().find(source.lab.as_deref())?;
+    let lab = registry.find(source.lab.as_deref())?;
     let pods = select(&lab, target, &source.namespace)?;
     Ok(pods
         .into_iter()
         .map(|p| Proxy {
             name: format!("{}/{}", p.namespace, p.name),
-            netns: Some(p.netns.clone()),
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)),
+            via: Via::Netns(p.netns.clone()),
         })
         .collect())
+}
+
+/// The meshed, running pods of `target` on the cluster.
+async fn cluster_proxies(source: &Source, target: &str) -> anyhow::Result<Vec<Proxy>> {
+    let client = crate::kubeconfig::client(source.kubeconfig.as_deref(), CONNECT_PATIENCE).await?;
+    let (kind, name) = target.split_once('/').unwrap_or(("pod", target));
+    let namespace = match kind {
+        "ns" | "namespace" => name,
+        _ => source.namespace.as_str(),
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods: Vec<Pod> = match kind {
+        "deploy" | "deployment" | "deployments" => {
+            let d: Deployment = Api::namespaced(client, namespace)
+                .get(name)
+                .await
+                .with_context(|| format!("deployment {name} in namespace {namespace}"))?;
+            let selector = d
+                .spec
+                .map(|s| s.selector)
+                .and_then(|s| label_selector(&s))
+                .with_context(|| format!("deployment {name} has no selector weftctl can read"))?;
+            api.list(&ListParams::default().labels(&selector))
+                .await
+                .with_context(|| format!("the pods of deployment {name}"))?
+                .items
+        }
+        "po" | "pod" | "pods" => vec![api
+            .get(name)
+            .await
+            .with_context(|| format!("pod {name} in namespace {namespace}"))?],
+        "ns" | "namespace" => {
+            api.list(&ListParams::default())
+                .await
+                .with_context(|| format!("the pods of namespace {namespace}"))?
+                .items
+        }
+        other => bail!(
+            "unknown kind {other:?} in {target:?}: deploy/NAME, pod/NAME (or NAME), or ns/NAME"
+        ),
+    };
+    let found = pods.len();
+    let meshed: Vec<String> = pods
+        .into_iter()
+        .filter(|p| is_meshed(p) && is_running(p))
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    if meshed.is_empty() {
+        bail!("{target} in namespace {namespace}: {found} pods, none running with the proxy");
+    }
+    if meshed.len() > MAX_PROXIES {
+        bail!(
+            "{target} has {} meshed pods; at most {MAX_PROXIES} are tapped at once: name fewer",
+            meshed.len()
+        );
+    }
+    Ok(meshed
+        .into_iter()
+        .map(|pod| Proxy {
+            name: format!("{namespace}/{pod}"),
+            via: Via::Cluster(Box::new(api.clone()), pod),
+        })
+        .collect())
+}
+
+/// A label selector in the API's query syntax (`a=b,c in (d,e),!f`).
+fn label_selector(
+    s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> Option<String> {
+    let mut parts: Vec<String> = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in s.match_expressions.iter().flatten() {
+        let values = e.values.as_deref().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            _ => return None,
+        });
+    }
+    (!parts.is_empty()).then(|| parts.join(","))
+}
+
+/// Whether the injector gave `pod` the proxy (a native sidecar, or a container on clusters
+/// before 1.29).
+fn is_meshed(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.init_containers
+            .iter()
+            .flatten()
+            .chain(&s.containers)
+            .any(|c| c.name == "weft-proxy")
+    })
+}
+
+fn is_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
 /// The meshed pods of `lab` that `target` names in `namespace`.
@@ -290,7 +419,7 @@ impl Pods {
 /// Taps every proxy until `handle` says enough, `duration` passes, Ctrl-C, or every stream
 /// ended. A proxy that cannot be tapped is reported; with none left, that is the error.
 fn run(
-    proxies: Vec<Proxy>,
+    source: &Source,
     query: &str,
     duration: Option<Duration>,
     mut handle: impl FnMut(Item) -> bool,
@@ -300,6 +429,7 @@ fn run(
         .build()
         .context("starting the tap's runtime")?;
     rt.block_on(async {
+        let proxies = proxies(source).await?;
         let (tx, mut rx) = mpsc::channel(1024);
         let total = proxies.len();
         let mut open = total;
@@ -354,20 +484,37 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// One proxy's tap, its events sent to `tx` until its stream ends.
 async fn stream(p: Proxy, path: &str, tx: &mpsc::Sender<Item>) -> anyhow::Result<()> {
-    let addr = p.addr;
-    let tcp = match &p.netns {
-        Some(ns) => {
-            let ns = Netns::attach(ns)?;
+    let io: Box<dyn Io> = match p.via {
+        Via::Netns(ns) => {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT));
+            let ns = Netns::attach(&ns)?;
             let std = ns.connect(addr, CONNECT_PATIENCE)?;
             std.set_nonblocking(true)?;
-            tokio::net::TcpStream::from_std(std)?
+            Box::new(tokio::net::TcpStream::from_std(std)?)
         }
-        None => tokio::time::timeout(CONNECT_PATIENCE, tokio::net::TcpStream::connect(addr))
-            .await
-            .with_context(|| format!("connecting to {addr} timed out"))?
-            .with_context(|| format!("connecting to the proxy's admin port {addr}"))?,
+        Via::Direct(addr) => Box::new(
+            tokio::time::timeout(CONNECT_PATIENCE, tokio::net::TcpStream::connect(addr))
+                .await
+                .with_context(|| format!("connecting to {addr} timed out"))?
+                .with_context(|| format!("connecting to the proxy's admin port {addr}"))?,
+        ),
+        Via::Cluster(api, pod) => {
+            let mut forward =
+                tokio::time::timeout(CONNECT_PATIENCE, api.portforward(&pod, &[ADMIN_PORT]))
+                    .await
+                    .context("the port-forward did not open in time")?
+                    .context("a port-forward to the pod's port 15190 (RBAC: pods/portforward)")?;
+            let port = forward
+                .take_stream(ADMIN_PORT)
+                .context("the port-forward gave no stream")?;
+            // The forwarder's own task ends with the stream.
+            tokio::spawn(async move {
+                let _ = forward.join().await;
+            });
+            Box::new(port)
+        }
     };
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(conn);
     let req = http::Request::get(path)
         .header(http::header::HOST, "localhost")

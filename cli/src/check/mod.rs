@@ -24,8 +24,7 @@ use k8s_openapi::{
 };
 use kube::{
     api::{ListParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
-    Api, Client, Config,
+    Api, Client,
 };
 use rules::{Line, PodMesh, Status};
 use time::OffsetDateTime;
@@ -122,21 +121,7 @@ where
 }
 
 async fn client(args: &CheckArgs) -> anyhow::Result<Client> {
-    let mut config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("read the kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("use the kubeconfig {}", path.display()))?
-        }
-        None => Config::infer()
-            .await
-            .context("find a kubeconfig ($KUBECONFIG, ~/.kube/config) or in-cluster config")?,
-    };
-    config.connect_timeout = Some(CALL_TIMEOUT);
-    config.read_timeout = Some(CALL_TIMEOUT);
-    Client::try_from(config).context("make a Kubernetes client")
+    crate::kubeconfig::client(args.kubeconfig.as_deref(), CALL_TIMEOUT).await
 }
 
 async fn checks(args: &CheckArgs) -> Vec<Line> {

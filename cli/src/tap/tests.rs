@@ -130,15 +130,25 @@ fn the_query_carries_the_filters() {
 
 #[test]
 fn no_target_taps_the_proxy_of_this_pod() {
-    let p = proxies(&source(&[])).expect("the local proxy");
-    assert_eq!(p.len(), 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = |args: &[&str]| {
+        let proxies = rt.block_on(proxies(&source(args))).expect("one proxy");
+        match &proxies[..] {
+            [Proxy {
+                via: Via::Direct(addr),
+                ..
+            }] => *addr,
+            _ => panic!("not one direct proxy"),
+        }
+    };
     assert_eq!(
-        p[0].addr,
+        addr(&[]),
         SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT))
     );
-    assert!(p[0].netns.is_none());
-    let p = proxies(&source(&["--proxy", "127.0.0.1:25190"])).expect("a given proxy");
-    assert_eq!(p[0].addr.port(), 25190);
+    assert_eq!(addr(&["--proxy", "127.0.0.1:25190"]).port(), 25190);
 }
 
 #[test]
@@ -183,4 +193,50 @@ fn top_counts_paths_busiest_first_with_success_and_latency() {
             .is_some_and(|l| l.contains("/b") && l.contains("66.7%")),
         "{table}"
     );
+}
+
+#[test]
+fn a_deployments_selector_becomes_a_label_query() {
+    let s: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+        serde_json::from_value(json!({
+            "matchLabels": {"app": "api"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "canary", "operator": "DoesNotExist"},
+                {"key": "env", "operator": "Exists"},
+                {"key": "x", "operator": "NotIn", "values": ["y"]}
+            ]
+        }))
+        .expect("selector");
+    assert_eq!(
+        label_selector(&s).as_deref(),
+        Some("app=api,tier in (a,b),!canary,env,x notin (y)")
+    );
+    let empty = serde_json::from_value(json!({})).expect("selector");
+    assert_eq!(
+        label_selector(&empty),
+        None,
+        "an empty selector would take every pod"
+    );
+    let odd =
+        serde_json::from_value(json!({"matchExpressions": [{"key": "k", "operator": "Near"}]}))
+            .expect("selector");
+    assert_eq!(label_selector(&odd), None);
+}
+
+#[test]
+fn a_pod_is_meshed_when_it_has_the_proxy_container() {
+    let pod = |init: &[&str], main: &[&str]| -> Pod {
+        let c = |n: &&str| json!({"name": n});
+        serde_json::from_value(json!({
+            "spec": {
+                "initContainers": init.iter().map(c).collect::<Vec<_>>(),
+                "containers": main.iter().map(c).collect::<Vec<_>>(),
+            }
+        }))
+        .expect("pod")
+    };
+    assert!(is_meshed(&pod(&["weft-proxy"], &["app"])));
+    assert!(is_meshed(&pod(&[], &["app", "weft-proxy"])));
+    assert!(!is_meshed(&pod(&["weft-init"], &["app"])));
 }

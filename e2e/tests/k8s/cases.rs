@@ -1294,6 +1294,32 @@ spec:
         );
     }
 
+    // `weftctl tap` on the Deployment: a port-forward to each replica's proxy, on its
+    // loopback. Open on both before the calls are made.
+    let tap = env.weftctl_spawn(&[
+        "tap",
+        "deploy/api",
+        "-n",
+        ns,
+        "--path",
+        "/tapped/",
+        "--max",
+        "3",
+        "--duration",
+        "90s",
+        "-o",
+        "json",
+    ]);
+    wait(
+        "weftctl tap to open a tap on both replicas",
+        Duration::from_secs(30),
+        || {
+            servers
+                .iter()
+                .all(|pod| env.proxy_metrics(ns, pod).get("weft_tap_streams", &[]) == Some(1.0))
+                .then_some(())
+        },
+    );
     let target = format!("api.{ns}.svc.cluster.local:80");
     for i in 0..3 {
         let (ok, out, err) = env.exec(
@@ -1304,11 +1330,42 @@ spec:
                 "/usr/local/bin/weft-lab-app",
                 "get",
                 &target,
-                &format!("/{i}"),
+                &format!("/tapped/{i}"),
             ],
         );
-        assert!(ok && out.contains("pod=api-"), "GET /{i}: {out}{err}");
+        assert!(
+            ok && out.contains("pod=api-"),
+            "GET /tapped/{i}: {out}{err}"
+        );
     }
+    let out = tap.wait_with_output().expect("weftctl tap");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "weftctl tap: {stdout}{stderr}");
+    let mut paths: Vec<String> = Vec::new();
+    for line in stdout.lines() {
+        let e: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            e["pod"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&format!("{ns}/api-"))),
+            "{e}"
+        );
+        assert_eq!(e["direction"], "inbound", "{e}");
+        assert_eq!(e["tls"], true, "{e}");
+        assert_eq!(e["src_identity"], weft_lab::spiffe_id(ns, "web"), "{e}");
+        assert_eq!(e["dst_identity"], weft_lab::spiffe_id(ns, "api"), "{e}");
+        paths.push(e["path"].as_str().unwrap_or_default().to_string());
+    }
+    paths.sort();
+    assert_eq!(
+        paths,
+        ["/tapped/0", "/tapped/1", "/tapped/2"],
+        "{stdout}{stderr}"
+    );
     let got = wait(
         "the servers' proxies to count the client's mTLS requests",
         Duration::from_secs(10),

@@ -134,6 +134,21 @@ impl<'a> Env<'a> {
         )
     }
 
+    /// [`Env::weftctl`] started in the background, its output piped; at most 120 s.
+    pub(crate) fn weftctl_spawn(&self, args: &[&str]) -> std::process::Child {
+        let weftctl = weft::build_dir().expect("the build dir").join("weftctl");
+        Command::new("timeout")
+            .args(["120", "ip", "netns", "exec", self.kubectl().netns()])
+            .arg(&weftctl)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubectl().kubeconfig())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", weftctl.display()))
+    }
+
     /// Helm on the cluster.
     pub(crate) fn helm(&self) -> &Helm {
         &self.helm
