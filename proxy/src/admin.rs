@@ -4,9 +4,13 @@
 //! `GET /live`, `GET /ready`, `GET /metrics`, `GET /config`, `GET|PUT /log-level`,
 //! `POST /shutdown`, `GET /tap`. `/ready` is 200 once the proxy holds a certificate (with a
 //! control plane) and, with the redirect check on, the last check proved the redirection.
-//! Anything that changes the proxy (`PUT /log-level`, `POST /shutdown`) or shows its requests
-//! (`/tap`) is accepted from loopback only: the port is reachable from the pod network so
-//! Prometheus can scrape it. (On Kubernetes, a port-forward reaches the pod's loopback.)
+//! Anything that changes the proxy (`PUT /log-level`, `POST /shutdown`) is accepted from
+//! loopback only: the port is reachable from the pod network so Prometheus can scrape it.
+//! `/tap` shows the proxy's requests, so it is served to loopback clients (a port-forward on
+//! Kubernetes arrives there) and to the identities `WEFT_TAP_IDENTITIES` names, proved over
+//! mTLS: with a control plane, a connection whose first byte opens a TLS handshake is
+//! terminated with the proxy's own certificate and must present one of the mesh's; over mTLS
+//! the caller's SPIFFE ID decides, wherever it connects from.
 //!
 //! `GET /tap?direction=&method=&authority=&path=&limit=&headers=` streams the requests the
 //! proxy serves as JSON lines (`weft_proxy_tap`): 200 and the stream, or at once an error that
@@ -20,6 +24,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -30,6 +35,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use weft_proxy_identity::MeshTls;
 use weft_proxy_metrics::Metrics;
 use weft_proxy_tap::{Spec, Tap};
 
@@ -51,7 +57,24 @@ pub struct Admin {
     pub redirect: Option<Arc<RedirectStatus>>,
     /// The proxy's tap; `None` with `WEFT_TAP=off`.
     pub tap: Option<Arc<Tap>>,
+    /// The SPIFFE IDs that may tap over mTLS besides loopback.
+    pub tap_identities: Arc<[String]>,
+    /// The proxy's mesh TLS, with a control plane: the admin port then also takes mTLS.
+    pub tls: Option<Arc<MeshTls>>,
 }
+
+/// Who is calling: its address and whether over mTLS, with which SPIFFE ID.
+#[derive(Clone, Debug)]
+struct Caller {
+    addr: SocketAddr,
+    tls: bool,
+    identity: Option<String>,
+}
+
+/// The TLS handshake's first byte (a handshake record).
+const TLS_HANDSHAKE: u8 = 0x16;
+/// How long a connection may take to send its first byte, and a TLS client its handshake.
+const FIRST_BYTE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// What the admin server answers with: a whole body, or a tap's stream.
 type AdminBody = Either<Full<Bytes>, weft_proxy_tap::Stream>;
@@ -124,24 +147,80 @@ async fn serve(admin: Admin, listener: std::net::TcpListener, stop: Cancellation
         };
         let admin = admin.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let admin = admin.clone();
-                async move {
-                    let rsp = if req.uri().path() == "/tap" {
-                        tap(&admin, peer, &req)
-                    } else {
-                        handle(&admin, peer, req).await.map(Either::Left)
-                    };
-                    Ok::<_, Infallible>(rsp)
+            let mut first = [0u8; 1];
+            let tls = match &admin.tls {
+                None => None,
+                Some(tls) => {
+                    match tokio::time::timeout(FIRST_BYTE_PATIENCE, stream.peek(&mut first)).await {
+                        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => Some(tls.clone()),
+                        Ok(Ok(_)) => None,
+                        Ok(Err(_)) | Err(_) => return,
+                    }
                 }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                debug!(error = %e, "admin connection failed");
+            };
+            match tls {
+                None => {
+                    let caller = Caller {
+                        addr: peer,
+                        tls: false,
+                        identity: None,
+                    };
+                    serve_http(admin, caller, stream).await;
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+                    let stream =
+                        match tokio::time::timeout(FIRST_BYTE_PATIENCE, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                debug!(%peer, error = %e, "admin TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let identity = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(weft_certs::peer_identity)
+                        .map(|id| id.to_string());
+                    let caller = Caller {
+                        addr: peer,
+                        tls: true,
+                        identity,
+                    };
+                    serve_http(admin, caller, stream).await;
+                }
             }
         });
+    }
+}
+
+/// Serves the admin HTTP/1.1 on one connection.
+async fn serve_http<I>(admin: Arc<Admin>, caller: Caller, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let admin = admin.clone();
+        let caller = caller.clone();
+        async move {
+            let rsp = if req.uri().path() == "/tap" {
+                tap(&admin, &caller, &req)
+            } else {
+                handle(&admin, caller.addr, req).await.map(Either::Left)
+            };
+            Ok::<_, Infallible>(rsp)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = conn.await {
+        debug!(error = %e, "admin connection failed");
     }
 }
 
@@ -238,7 +317,8 @@ async fn handle(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Resp
 }
 
 /// `GET /tap`: the stream, or an answer saying why not.
-fn tap(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<AdminBody> {
+fn tap(admin: &Admin, caller: &Caller, req: &Request<Incoming>) -> Response<AdminBody> {
+    let peer = caller.addr;
     let refused = |status, why: String| text(status, why).map(Either::Left);
     if req.method() != Method::GET {
         return refused(
@@ -252,14 +332,20 @@ fn tap(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<Adm
             "tap is off on this proxy (WEFT_TAP=off)\n".into(),
         );
     };
-    if !may_change_state(peer) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            format!(
-                "tap is served to loopback clients only, and {peer} is not one: run the tap \
-                 inside the pod (weftctl lab exec POD -- weftctl tap) or through a port-forward\n"
+    if !may_tap(caller, &admin.tap_identities) {
+        let why = match (caller.tls, &caller.identity) {
+            (true, Some(id)) => format!(
+                "over mTLS, tap is served to the identities WEFT_TAP_IDENTITIES names, and {id} \
+                 is not one of them"
             ),
-        );
+            (true, None) => "over mTLS, tap needs a certificate with one SPIFFE ID".to_string(),
+            (false, _) => format!(
+                "without mTLS, tap is served to loopback clients only, and {peer} is not one: \
+                 run the tap inside the pod (weftctl lab exec POD -- weftctl tap) or through a \
+                 port-forward (weftctl tap deploy/NAME)"
+            ),
+        };
+        return refused(StatusCode::FORBIDDEN, format!("{why}\n"));
     }
     let spec = match Spec::parse(req.uri().query()) {
         Ok(spec) => spec,
@@ -281,6 +367,19 @@ fn tap(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<Adm
             rsp
         }
         Err(busy) => refused(StatusCode::SERVICE_UNAVAILABLE, format!("{busy}\n")),
+    }
+}
+
+/// Whether `caller` may tap: over mTLS, as one of `allowed` (wherever it connects from);
+/// otherwise from loopback.
+fn may_tap(caller: &Caller, allowed: &[String]) -> bool {
+    if caller.tls {
+        caller
+            .identity
+            .as_ref()
+            .is_some_and(|id| allowed.iter().any(|a| a == id))
+    } else {
+        may_change_state(caller.addr)
     }
 }
 
@@ -307,6 +406,46 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_and_the_allowed_identities_may_tap() {
+        let allowed = ["spiffe://cluster.local/ns/weft/sa/weft-tap".to_string()];
+        let caller = |addr: &str, identity: Option<&str>| Caller {
+            addr: addr.parse().expect("addr"),
+            tls: identity.is_some(),
+            identity: identity.map(str::to_string),
+        };
+        assert!(may_tap(&caller("127.0.0.1:1", None), &allowed));
+        assert!(
+            !may_tap(
+                &caller("127.0.0.1:1", Some("spiffe://cluster.local/ns/shop/sa/web")),
+                &allowed
+            ),
+            "over mTLS the identity decides, even from loopback"
+        );
+        assert!(may_tap(
+            &caller(
+                "198.18.0.5:1",
+                Some("spiffe://cluster.local/ns/weft/sa/weft-tap")
+            ),
+            &allowed
+        ));
+        assert!(!may_tap(
+            &caller(
+                "198.18.0.5:1",
+                Some("spiffe://cluster.local/ns/shop/sa/web")
+            ),
+            &allowed
+        ));
+        assert!(!may_tap(&caller("198.18.0.5:1", None), &allowed));
+        assert!(!may_tap(
+            &caller(
+                "198.18.0.5:1",
+                Some("spiffe://cluster.local/ns/weft/sa/weft-tap")
+            ),
+            &[]
+        ));
+    }
 
     #[test]
     fn only_loopback_peers_change_state() {

@@ -219,6 +219,7 @@ impl App {
                 .map_err(io::Error::other)?;
         }
         let stop_admin = CancellationToken::new();
+        let admin_tls = identity.as_ref().map(|i| i.tls.clone());
         let admin_thread = admin::spawn(
             admin::Admin {
                 metrics: metrics.clone(),
@@ -228,6 +229,8 @@ impl App {
                 config: config_view.clone(),
                 redirect: redirect.clone(),
                 tap: tap.clone(),
+                tap_identities: config.tap_identities.clone().into(),
+                tls: admin_tls,
             },
             admin,
             stop_admin.clone(),

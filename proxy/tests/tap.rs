@@ -6,6 +6,7 @@ mod support;
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -19,6 +20,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use support::{
     app::App,
+    mesh::TD,
     mesh::{identity_env, proxy, route, spiffe, ControlPlane, Pki},
     TestProxy,
 };
@@ -75,7 +77,16 @@ impl TapReader {
 }
 
 async fn tap_request(admin: SocketAddr, query: &str) -> http::Response<Incoming> {
-    let io = TokioIo::new(TcpStream::connect(admin).await.expect("connect admin"));
+    let io = TcpStream::connect(admin).await.expect("connect admin");
+    tap_request_on(io, query).await
+}
+
+/// `GET /tap?query` on a connection already made (plain or mTLS).
+async fn tap_request_on<I>(io: I, query: &str) -> http::Response<Incoming>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let (mut send, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .expect("handshake");
@@ -283,4 +294,87 @@ async fn a_tap_that_cannot_be_served_says_why_at_once() {
         None,
         "no tap, no tap metrics"
     );
+}
+
+/// A tap client's mesh TLS as `ns`/`sa`: a certificate from an issuer of `pki`'s first anchor.
+fn tapper_tls(pki: &Pki, ns: &str, sa: &str) -> weft_proxy_identity::MeshTls {
+    use weft_certs::{certified_key, new_key_and_csr, CertStore, SpiffeId, TrustBundle};
+    let now = time::OffsetDateTime::now_utc();
+    let issuer = pki.anchors[0].new_issuer(TD, DAY, now).expect("issuer");
+    let id = SpiffeId::new(TD, ns, sa).expect("id");
+    let req = new_key_and_csr(&id).expect("csr");
+    let signed = issuer
+        .sign_csr(&req.csr_der, &id, DAY, now)
+        .expect("signed");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let store = CertStore::new();
+    store.store(certified_key(&signed.chain_der, &req.key, &provider).expect("key"));
+    let bundle = TrustBundle::from_pem(pki.anchors[0].cert_pem()).expect("bundle");
+    weft_proxy_identity::MeshTls::new(id, bundle, provider, store).expect("tls")
+}
+
+/// `GET /tap?query` over mTLS as `ns`/`sa` to `proxy`'s admin port, which must present
+/// `server_id`.
+async fn tap_over_mtls(
+    pki: &Pki,
+    proxy: &TestProxy,
+    (ns, sa): (&str, &str),
+    server_id: &str,
+    query: &str,
+) -> http::Response<Incoming> {
+    let tls = tapper_tls(pki, ns, sa);
+    let config = tls
+        .client_config(&server_id.parse().expect("server id"))
+        .expect("client config");
+    let tcp = TcpStream::connect(proxy.admin())
+        .await
+        .expect("connect admin");
+    let name = rustls::pki_types::ServerName::try_from("weft-admin").expect("name");
+    let io = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("the admin port's mTLS handshake");
+    tap_request_on(io, query).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_identity_taps_over_mtls_and_another_is_refused() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let app = App::start().await;
+    let tapper = spiffe("weft", "tapper");
+    let server = proxy(
+        &identity_env(&pki, cp.addr, "shop", "api"),
+        &[
+            ("WEFT_INBOUND_TARGET", app.addr.to_string()),
+            ("WEFT_TAP_IDENTITIES", tapper.clone()),
+        ],
+    )
+    .await;
+    let api = spiffe("shop", "api");
+
+    let rsp = tap_over_mtls(&pki, &server, ("shop", "web"), &api, "").await;
+    assert_eq!(rsp.status(), 403);
+    let why = rsp.into_body().collect().await.expect("body").to_bytes();
+    let why = String::from_utf8_lossy(&why);
+    assert!(
+        why.contains("spiffe://cluster.local/ns/shop/sa/web is not one of them"),
+        "over mTLS the identity decides, even from loopback: {why}"
+    );
+
+    let rsp = tap_over_mtls(&pki, &server, ("weft", "tapper"), &api, "limit=1").await;
+    assert_eq!(rsp.status(), 200, "{tapper} may tap");
+    let mut reader = TapReader {
+        body: rsp.into_body(),
+        pending: Vec::new(),
+    };
+    // A plaintext request to the server's inbound side (permissive), seen by the mTLS tap.
+    let inbound = SocketAddr::from(([127, 0, 0, 1], server.addrs.inbound.port()));
+    let (status, _) = support::get(inbound, "/over-mtls")
+        .await
+        .expect("plain GET");
+    assert_eq!(status, 200);
+    let e = reader.next().await;
+    assert_eq!(e["path"], "/over-mtls");
+    assert_eq!(e["direction"], "inbound");
 }

@@ -93,6 +93,8 @@ pub struct Config {
     pub workload: Option<(String, String)>,
     /// Whether `/tap` serves.
     pub tap: bool,
+    /// SPIFFE IDs that may tap over mTLS, besides loopback clients.
+    pub tap_identities: Vec<String>,
 }
 
 /// Where spans go and how requests are sampled.
@@ -256,6 +258,17 @@ impl Config {
                 "off" => Ok(false),
                 _ => Err("expected on or off".to_string()),
             })?,
+            tap_identities: r.parse(keys::TAP_IDENTITIES, |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(|id| {
+                        id.parse::<SpiffeId>()
+                            .map(|id| id.to_string())
+                            .map_err(|e| format!("{id:?} is not a SPIFFE ID: {e}"))
+                    })
+                    .collect()
+            })?,
         }
         .checked(&r)
     }
@@ -307,6 +320,9 @@ impl Config {
             }
             if !self.mesh_destinations.is_empty() {
                 return Err(needs(keys::MESH_DESTINATIONS, "mTLS to peers"));
+            }
+            if !self.tap_identities.is_empty() {
+                return Err(needs(keys::TAP_IDENTITIES, "tapping over mTLS"));
             }
         }
         Ok(self)

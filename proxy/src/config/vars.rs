@@ -68,6 +68,7 @@ pub mod keys {
     pub const TRACE_SERVICE_NAME: &str = "WEFT_TRACE_SERVICE_NAME";
     pub const WORKLOAD: &str = "WEFT_WORKLOAD";
     pub const TAP: &str = "WEFT_TAP";
+    pub const TAP_IDENTITIES: &str = "WEFT_TAP_IDENTITIES";
 }
 
 /// The redirect check port: nothing listens on it, and the first rule of the `WEFT_OUTPUT` nat
@@ -114,6 +115,7 @@ pub const VARS: &[Var] = &[
     Var { key: keys::TRACE_COLLECTOR, default: DefaultValue::Unset, doc: "An OpenTelemetry collector's OTLP/gRPC address, host:port (plaintext). Set: each HTTP request's trace context (W3C traceparent, B3) is read and passed on, and sampled requests leave a span (CLIENT on the outbound side, SERVER on the inbound), exported in batches from a thread of its own; spans the collector cannot take are dropped and counted (weft_trace_spans_total). Unset: no tracing, trace headers pass through untouched." },
     Var { key: keys::TRACE_SAMPLING, default: DefaultValue::Text("0.01"), doc: "With a collector: the share of requests sampled when they start a trace here (no caller's decision), from 0 to 1. A caller's decision (traceparent's sampled flag, B3's) is always followed." },
     Var { key: keys::TAP, default: DefaultValue::Text("on"), doc: "on: GET /tap on the admin port streams the requests this proxy serves (weftctl tap, weftctl top) to a loopback client, at most 8 at once, each with a bounded queue (a slow reader loses events, counted in weft_tap_events_total{result=\"dropped\"}, and never delays a request); while nobody taps a request costs one atomic load. off: /tap answers 404." },
+    Var { key: keys::TAP_IDENTITIES, default: DefaultValue::Unset, doc: "Comma list of SPIFFE IDs that may tap besides loopback clients: with a control plane, the admin port also takes mTLS (a connection that opens with a TLS handshake is terminated with the proxy's certificate and must present one of the mesh's), and /tap answers a caller whose SPIFFE ID is listed. Unset: loopback only." },
     Var { key: keys::TRACE_SERVICE_NAME, default: DefaultValue::Unset, doc: "The service.name of this proxy's spans. Unset: WEFT_SERVICE_ACCOUNT, else weft-proxy." },
 ];
 
