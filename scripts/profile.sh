@@ -27,6 +27,11 @@
 # (WEFT_TRACE_COLLECTOR, WEFT_TRACE_SAMPLING) to a real Jaeger on loopback (scripts/jaeger-build.sh),
 # so the figure includes the span export on the proxy's own thread; unset, tracing is off.
 #
+# With PROFILE_TAP (plain hop) the proxy's tap is: off (WEFT_TAP=off), idle (on, nobody
+# tapping: the default), miss (a reader whose filter matches no request), match (a reader of
+# every request, curl writing the stream to /dev/null); the admin thread that streams the
+# events is profiled too.
+#
 # Usage: scripts/profile.sh [http1|http2] [REQUESTS]
 #          [plain|mesh-outbound|mesh-inbound|service|service-route|service-100-rules|service-route-policy]
 set -euo pipefail
@@ -162,9 +167,14 @@ YAML
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$query/api/services" >/dev/null 2>&1 && break; sleep 0.1; done
   trace=(WEFT_TRACE_COLLECTOR="127.0.0.1:$otlp" WEFT_TRACE_SAMPLING="$PROFILE_TRACE")
 fi
+tap=${PROFILE_TAP:-idle}
+case "$tap" in idle | off | miss | match) ;; *) echo "profile: PROFILE_TAP is off, idle, miss or match" >&2; exit 2 ;; esac
+[ "$tap" = idle ] || [ "$hop" = plain ] || { echo "profile: PROFILE_TAP is for the plain hop" >&2; exit 2; }
+tap_env=(WEFT_TAP=on)
+[ "$tap" = off ] && tap_env=(WEFT_TAP=off)
 if [ "$hop" = plain ]; then
   env WEFT_OUTBOUND_PORT=$out WEFT_INBOUND_PORT=0 WEFT_ADMIN_PORT=$admin WEFT_LOG=warn \
-    WEFT_OUTBOUND_TARGET="127.0.0.1:$up" "${trace[@]}" \
+    WEFT_OUTBOUND_TARGET="127.0.0.1:$up" "${trace[@]}" "${tap_env[@]}" \
     "${callgrind[@]}" ./target/release/weft-proxy &
   pids+=($!)
   profiled=${pids[-1]}
@@ -216,6 +226,18 @@ for _ in $(seq 1 300); do
   curl -sf "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break
   sleep 0.1
 done
+case "$tap" in
+  miss | match)
+    query="limit=100000"
+    [ "$tap" = miss ] && query="$query&path=/no-request-has-this-path"
+    curl -sfN "http://127.0.0.1:$admin/tap?$query" >"$work/tap.out" &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+      curl -sf "http://127.0.0.1:$admin/metrics" | grep -q '^weft_tap_streams 1' && break
+      sleep 0.1
+    done
+    ;;
+esac
 flags=()
 [ "$proto" = http2 ] && flags=(--http2 -p 1)
 "$oha" --no-tui -n 200 -c "$conns" "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null  # warm-up
@@ -244,6 +266,10 @@ if [ -n "${PROFILE_TRACE:-}" ]; then
   sleep 1.5
   spans=$(curl -sf "http://127.0.0.1:$admin/metrics" | grep '^weft_trace_spans_total' | tr '\n' ' ')
   echo "profile: tracing at $PROFILE_TRACE: $spans"
+fi
+if [ "$tap" = miss ] || [ "$tap" = match ]; then
+  events=$(curl -sf "http://127.0.0.1:$admin/metrics" | grep '^weft_tap_events_total' | tr '\n' ' ')
+  echo "profile: tap $tap: $events; $(wc -l <"$work/tap.out") lines read"
 fi
 curl -sf -XPOST "http://127.0.0.1:$admin/shutdown" >/dev/null
 wait "$profiled" 2>/dev/null || true

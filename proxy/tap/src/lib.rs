@@ -44,6 +44,8 @@ pub const BUFFER: usize = 256;
 pub const MAX_HEADERS: usize = 64;
 /// Bytes of a header value an event carries at most (longer values are cut, marked `...`).
 pub const MAX_HEADER_VALUE: usize = 1024;
+/// The most bytes one body frame joins (it may pass it by one line).
+pub const MAX_FRAME: usize = 64 * 1024;
 /// What a sensitive header's value becomes under [`Headers::Redacted`].
 pub const REDACTED: &str = "[redacted]";
 
@@ -312,7 +314,7 @@ impl Started {
     /// whose queue has room; never waits.
     pub fn finish(self, outcome: Outcome<'_>) {
         let latency = self.start.elapsed();
-        let mut encoded: [Option<Bytes>; 3] = [None, None, None];
+        let mut encoded: [Option<Option<Bytes>>; 3] = [None, None, None];
         let mut done = Vec::new();
         let tap = &self.tap;
         {
@@ -347,9 +349,13 @@ impl Started {
                     }
                 }
                 let slot = sub.spec.headers as usize;
-                let line = encoded[slot]
+                let Some(line) = encoded[slot]
                     .get_or_insert_with(|| self.encode(&outcome, latency, sub.spec.headers))
-                    .clone();
+                    .clone()
+                else {
+                    sub.remaining.fetch_add(1, Ordering::AcqRel);
+                    continue;
+                };
                 match sub.tx.try_send(line) {
                     Ok(()) => {
                         tap.sent.fetch_add(1, Ordering::Relaxed);
@@ -371,7 +377,12 @@ impl Started {
         }
     }
 
-    fn encode(&self, o: &Outcome<'_>, latency: std::time::Duration, headers: Headers) -> Bytes {
+    fn encode(
+        &self,
+        o: &Outcome<'_>,
+        latency: std::time::Duration,
+        headers: Headers,
+    ) -> Option<Bytes> {
         let mut omitted = 0;
         let headers = self
             .headers
@@ -415,9 +426,12 @@ impl Started {
             headers,
             headers_omitted: omitted,
         };
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        // An event is 300-600 bytes without headers: one allocation, not a doubling series.
+        let mut line = Vec::with_capacity(if event.headers.is_some() { 2048 } else { 512 });
+        // Cannot fail (strings and numbers into a Vec); were it to, the event is not sent.
+        serde_json::to_writer(&mut line, &event).ok()?;
         line.push(b'\n');
-        Bytes::from(line)
+        Some(Bytes::from(line))
     }
 }
 
@@ -433,8 +447,9 @@ fn cut(value: &str) -> String {
     format!("{}...", &value[..end])
 }
 
-/// A subscription's events as an HTTP response body: JSON lines, each its own frame; it ends
-/// after the subscription's limit. Dropping it ends the subscription.
+/// A subscription's events as an HTTP response body: JSON lines, the lines queued when the body
+/// is polled joined in one frame (up to [`MAX_FRAME`] bytes: one write for a burst, not one
+/// each); it ends after the subscription's limit. Dropping it ends the subscription.
 #[derive(Debug)]
 pub struct Stream {
     rx: mpsc::Receiver<Bytes>,
@@ -450,9 +465,22 @@ impl http_body::Body for Stream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|line| line.map(|l| Ok(http_body::Frame::data(l))))
+        let Some(first) = std::task::ready!(self.rx.poll_recv(cx)) else {
+            return Poll::Ready(None);
+        };
+        let Ok(second) = self.rx.try_recv() else {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        };
+        let mut frame = bytes::BytesMut::with_capacity(MAX_FRAME.min(first.len() * 8));
+        frame.extend_from_slice(&first);
+        frame.extend_from_slice(&second);
+        while frame.len() < MAX_FRAME {
+            match self.rx.try_recv() {
+                Ok(line) => frame.extend_from_slice(&line),
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::data(frame.freeze()))))
     }
 }
 

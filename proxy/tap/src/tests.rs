@@ -36,7 +36,10 @@ async fn drain(stream: &mut Stream) -> Vec<Value> {
     while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(20), stream.frame()).await
     {
         let data = line.expect("infallible").into_data().expect("data");
-        out.push(serde_json::from_slice(&data).expect("json line"));
+        assert!(data.ends_with(b"\n"), "a frame holds whole lines");
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            out.push(serde_json::from_slice(line).expect("json line"));
+        }
     }
     out
 }
@@ -200,8 +203,8 @@ async fn a_tap_ends_after_its_limit_and_leaves() {
     assert!(!tap.is_active());
     let mut n = 0;
     while let Some(frame) = stream.frame().await {
-        frame.expect("infallible");
-        n += 1;
+        let data = frame.expect("infallible").into_data().expect("data");
+        n += data.iter().filter(|b| **b == b'\n').count();
     }
     assert_eq!(n, 3, "three events, then the end of the body");
 }
@@ -259,4 +262,22 @@ fn a_closed_reader_is_removed_on_the_next_request() {
     drop(stream);
     started.finish(outcome(200));
     assert_eq!(tap.counts(), Counts::default());
+}
+
+#[tokio::test]
+async fn a_burst_goes_out_in_one_frame() {
+    let tap = Tap::new();
+    let point = Point::new(tap.clone(), Direction::Outbound);
+    let mut stream = tap.subscribe(Spec::default()).expect("tap");
+    for _ in 0..10 {
+        tap_one(&point, &request(Method::GET, "/", &[]), 200);
+    }
+    let frame = stream
+        .frame()
+        .await
+        .expect("a frame")
+        .expect("infallible")
+        .into_data()
+        .expect("data");
+    assert_eq!(frame.iter().filter(|b| **b == b'\n').count(), 10);
 }
