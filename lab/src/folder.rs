@@ -251,6 +251,15 @@ impl LabPod {
         self.injection.is_meshed()
     }
 
+    /// Its workload as the injector names it for `WEFT_WORKLOAD`: `deployment/<name>` for a
+    /// Deployment's replica, `pod/<name>` for a bare pod.
+    pub fn workload(&self) -> String {
+        match &self.deployment {
+            Some(d) => format!("deployment/{d}"),
+            None => format!("pod/{}", self.name()),
+        }
+    }
+
     pub fn labels(&self) -> &BTreeMap<String, String> {
         static NONE: BTreeMap<String, String> = BTreeMap::new();
         self.object.metadata.labels.as_ref().unwrap_or(&NONE)

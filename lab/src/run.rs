@@ -254,6 +254,8 @@ impl LabRun {
             for (k, v) in &lab_pod.settings.env {
                 spec = spec.proxy_env(k, v);
             }
+            // As the injector gives it, for `weft_proxy_info` (and so `weftctl stat`).
+            spec = spec.proxy_env("WEFT_WORKLOAD", &lab_pod.workload());
         }
         let pod = self.cluster().pod(spec)?;
         let service = self
@@ -334,6 +336,7 @@ impl LabRun {
                     .filter(|p| p.is_meshed())
                     .map(LabPod::spiffe_id),
                 ports: running.ports.clone(),
+                workload: self.folder.pods.get(key).map(LabPod::workload),
             })
             .collect();
         self.registry.save(&self.entry)
