@@ -663,6 +663,9 @@ impl Pod {
             ("WEFT_LOG_FORMAT".into(), "json".into()),
             ("WEFT_LOG".into(), "info,weft_proxy=debug".into()),
             ("WEFT_REDIRECT_CHECK".into(), "1s".into()),
+            // A bare pod is its own workload, as the injector names it; a Deployment's
+            // replicas say theirs through `proxy_env` (the folder's `LabPod::workload`).
+            ("WEFT_WORKLOAD".into(), format!("pod/{}", self.spec.name)),
         ];
         for (k, v) in &self.spec.proxy_env {
             env.retain(|(key, _)| key != k);

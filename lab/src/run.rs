@@ -250,7 +250,9 @@ impl LabRun {
             }
         }
         if lab_pod.is_meshed() {
-            spec = spec.meshed();
+            spec = spec
+                .meshed()
+                .proxy_env("WEFT_WORKLOAD", &lab_pod.workload());
             for (k, v) in &lab_pod.settings.env {
                 spec = spec.proxy_env(k, v);
             }
