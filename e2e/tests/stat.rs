@@ -18,7 +18,12 @@ use std::{
 };
 
 use support::weftctl::{entry_with, weftctl, Up};
-use weft_lab::{netns::Netns, registry::LabEntry, Metrics};
+use weft_lab::{
+    netns::Netns,
+    prometheus::{Options, Prometheus, ProxyTarget},
+    registry::LabEntry,
+    wait, Metrics,
+};
 
 /// The demo's folder, and a Deployment of two replicas that web also calls.
 const DEMO: &str = include_str!("../../examples/demo/mesh.yaml");
@@ -545,5 +550,239 @@ fn stat_agrees_with_the_proxies_own_counters() {
         !out.status.success() && err.contains("no-such-lab"),
         "{err}"
     );
+    drop(up);
+}
+
+/// Where the test's Prometheus listens, on the lab's node namespace's loopback.
+const PROMETHEUS: &str = "127.0.0.1:9090";
+
+/// Sends `path` from `from` to `dst` until `done` (at most `max` requests); how many it sent.
+fn send_until(
+    from: &Netns,
+    dst: SocketAddr,
+    host: &str,
+    max: usize,
+    done: impl Fn() -> bool,
+) -> usize {
+    for i in 0..max {
+        if done() {
+            return i;
+        }
+        let status = weft_lab::http::get(from, dst, host, "/warm")
+            .unwrap_or_else(|e| panic!("GET {host}/warm: {e}"))
+            .status;
+        assert_eq!(status, 200);
+    }
+    panic!("{max} requests to {host} and still not done");
+}
+
+#[test]
+fn stat_from_prometheus_agrees_with_the_proxies_own_counters() {
+    if !weft_lab::prereq::should_run("weftctl stat --prometheus")
+        || !weft_lab::prometheus::should_run("weftctl stat --prometheus")
+    {
+        return;
+    }
+    let folder = tempfile::tempdir().expect("tempdir");
+    std::fs::write(folder.path().join("mesh.yaml"), DEMO).expect("write the folder");
+    let name = format!("statp-{}", std::process::id() % 100_000);
+    let up = Up::start(folder.path(), &name);
+    let lab = entry_with(&name, 4, &up);
+    let node = Netns::attach(&lab.node).expect("the lab's node namespace");
+    let work = tempfile::tempdir().expect("tempdir");
+    let prometheus = Prometheus::start(
+        work.path(),
+        PROMETHEUS.parse().expect("addr"),
+        Some(&node),
+        &Options::default(),
+    )
+    .expect("Prometheus starts in the node namespace");
+    prometheus
+        .set_proxies(&ProxyTarget::of_lab(&lab.pods))
+        .expect("the proxies' targets");
+    let (api, backend) = (service_ip(&lab, "api"), service_ip(&lab, "backend"));
+    let netns = |pod: &str| {
+        Netns::attach(&lab.pod("demo", pod).expect("the pod").netns).expect("its namespace")
+    };
+    let (web, api_v1) = (netns("web"), netns("api-v1"));
+
+    // Every series the window reads exists before it: Prometheus's `increase` counts nothing
+    // of a series before its first sample. The canary split's api-v2 backend is a 10 % draw.
+    let series_of_web = |route: &str, backend: &str| {
+        pages(&lab)["web"].sum(
+            "weft_requests_total",
+            &[("route", route), ("dst_service", backend)],
+        ) > 0.0
+    };
+    send_until(&web, api, "api", 300, || {
+        series_of_web(CANARY_SPLIT_RULE, "demo/api-v1:80")
+            && series_of_web(CANARY_SPLIT_RULE, "demo/api-v2:80")
+    });
+    let retry_path = |round: &str| {
+        format!(
+            "/retry/{{i}}?uuid=statp-{}-{round}-{{i}}&succeedAfter=1&responseCode=503",
+            std::process::id()
+        )
+    };
+    assert!(
+        send(&api_v1, backend, "backend", &retry_path("warm"), &[], 3)
+            .iter()
+            .chain(&send(&web, api, "api", "/warm", &[("x-canary", "1")], 2))
+            .all(|s| *s == 200)
+    );
+    // Scraped: every proxy up, and Prometheus's latest values the proxies' own.
+    let settled = || {
+        let direct: f64 = pages(&lab)
+            .values()
+            .map(|m| m.sum("weft_requests_total", &[]))
+            .sum();
+        let scraped = prometheus
+            .query("sum(weft_requests_total)")
+            .ok()
+            .and_then(|s| s.first().and_then(|s| s.values.first()).map(|v| v.1));
+        let up = prometheus
+            .query("count(up{job=\"weft-proxies\"} == 1)")
+            .ok()
+            .and_then(|s| s.first().and_then(|s| s.values.first()).map(|v| v.1));
+        (scraped == Some(direct) && up == Some(4.0)).then_some(())
+    };
+    wait::until(
+        "Prometheus to have scraped every proxy",
+        Duration::from_secs(30),
+        settled,
+    )
+    .unwrap_or_else(|e| panic!("{e}\nprometheus's log:\n{}", prometheus.log()));
+    // A quiet gap, in which the window will begin.
+    thread::sleep(Duration::from_secs(4));
+    let before = pages(&lab);
+    let t_before = Instant::now();
+    let split = send(&web, api, "api", "/", &[], 40);
+    let canary = send(&web, api, "api", "/", &[("x-canary", "1")], 5);
+    let retried = send(&api_v1, backend, "backend", &retry_path("window"), &[], 10);
+    assert!([split, canary, retried].iter().flatten().all(|s| *s == 200));
+    thread::sleep(Duration::from_millis(500));
+    let after = pages(&lab);
+    wait::until(
+        "Prometheus to have scraped the traffic",
+        Duration::from_secs(30),
+        settled,
+    )
+    .unwrap_or_else(|e| panic!("{e}\nprometheus's log:\n{}", prometheus.log()));
+    // A window of 25 s, from inside the quiet gap before the traffic to now: long against
+    // the 1 s scrapes, so that `increase` extrapolates its samples by less than a tenth.
+    thread::sleep(Duration::from_secs(23).saturating_sub(t_before.elapsed()));
+    let window = format!("{}s", t_before.elapsed().as_secs() + 2);
+    let stat = |args: &[&str]| -> serde_json::Value {
+        let out = node
+            .command(weftctl())
+            .args(args)
+            .args([
+                "--prometheus",
+                &format!("http://{PROMETHEUS}"),
+                "--window",
+                &window,
+                "-o",
+                "json",
+            ])
+            .output()
+            .expect("weftctl stat in the node namespace");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "weftctl {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    let pods = stat(&["stat", "po", "-n", "demo"]);
+    let outbound = stat(&["stat-outbound", "po/web", "-n", "demo"]);
+    let backend_calls = stat(&["stat-outbound", "po/api-v1", "-n", "demo"]);
+    let workloads = stat(&["stat", "-n", "demo"]);
+    assert!(
+        pods["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("prometheus")),
+        "{pods:#}"
+    );
+
+    // `increase` extrapolates what its samples saw to the window's ends: never less than the
+    // proxies counted, and here (1 s scrapes, a 25 s window) at most a fifth more. The shares
+    // of one proxy's series, sampled together, agree closely.
+    let close = |got: f64, want: f64, what: &str| {
+        assert!(
+            got >= want - 1e-6 && got <= want * 1.2 + 1e-6,
+            "{what}: Prometheus says {got}, the proxies counted {want}"
+        );
+    };
+    let inbound = |s: &weft_lab::Sample| s.label("direction") == "inbound";
+    for pod in ["api-v1", "api-v2", "backend"] {
+        let r = row(&pods, &[("name", pod)]);
+        let want = counted(&before, &after, &[pod], "weft_requests_total", inbound);
+        let ok = counted(&before, &after, &[pod], "weft_requests_total", |s| {
+            inbound(s) && !is_5xx(s)
+        });
+        assert!(want > 0.0, "{pod} served in the window");
+        close(num(r, "requests"), want, pod);
+        let success = num(r, "success");
+        assert!(
+            (success - ok / want).abs() < 0.02,
+            "{pod}: {success} vs {ok}/{want}: {r}"
+        );
+        assert_eq!(r["tls"], 1.0, "{pod}: {r}");
+        // Prometheus knows meshed pods only.
+        assert_eq!(
+            (r["meshed"].as_u64(), r["pods"].as_u64()),
+            (Some(1), None),
+            "{r}"
+        );
+    }
+    // The canary split at web's proxy, backend by backend.
+    let share = |backend: &str| {
+        counted(&before, &after, &["web"], "weft_requests_total", |s| {
+            s.label("route") == CANARY_SPLIT_RULE && s.label("dst_service") == backend
+        })
+    };
+    let (v1, v2) = (share("demo/api-v1:80"), share("demo/api-v2:80"));
+    assert_eq!(v1 + v2, 40.0);
+    let rule = row(&outbound, &[("route", CANARY_SPLIT_RULE)]);
+    close(num(rule, "requests"), 40.0, "the canary split rule");
+    for (b, want) in [("demo/api-v1:80", v1), ("demo/api-v2:80", v2)] {
+        let r = row(&outbound, &[("route", CANARY_SPLIT_RULE), ("backend", b)]);
+        let got = num(r, "requests") / num(rule, "requests");
+        assert!(
+            (got - want / 40.0).abs() < 0.02,
+            "{b}: share {got}, counted {want}/40"
+        );
+    }
+    let header = row(
+        &outbound,
+        &[("route", CANARY_HEADER_RULE), ("backend", "demo/api-v2:80")],
+    );
+    close(num(header, "requests"), 5.0, "the x-canary rule");
+    // api-v1's retries to backend.
+    let b = row(&backend_calls, &[("route", BACKEND_RULE)]);
+    let retries = counted(&before, &after, &["api-v1"], "weft_retries_total", |s| {
+        s.label("route") == BACKEND_RULE
+    });
+    assert_eq!(retries, 10.0);
+    close(num(b, "retries"), retries, "retries");
+    // The workload of each pod, from weft_proxy_info joined on (namespace, pod).
+    let names: Vec<(&str, &str)> = workloads["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| Some((r["kind"].as_str()?, r["name"].as_str()?)))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("pod", "api-v1"),
+            ("pod", "api-v2"),
+            ("pod", "backend"),
+            ("pod", "web")
+        ],
+        "{workloads:#}"
+    );
+    drop(prometheus);
     drop(up);
 }

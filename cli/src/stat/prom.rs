@@ -84,7 +84,7 @@ impl Prometheus {
         format!(
             "{}/api/v1/query?query={}",
             self.prefix,
-            percent_encode(query)
+            weft_lab::http::query_escape(query)
         )
     }
 
@@ -315,17 +315,4 @@ fn clip(s: &str) -> String {
 /// A PromQL string literal's content.
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// A query string's value, with every byte but the unreserved ones percent-encoded.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
