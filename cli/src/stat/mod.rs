@@ -52,10 +52,11 @@ pub(crate) struct StatArgs {
     /// and routes by the requests the mesh's clients sent them (outbound: a route is applied by
     /// the caller's proxy, and a Service split by a route shows its traffic under each backend
     /// Service).
-    resource: Option<String>,
+    #[arg(value_parser = parse_resource)]
+    resource: Option<Resource>,
     /// Only this namespace (of the pods; of the Service or route for those kinds). Default:
     /// every namespace.
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, value_parser = parse_namespace)]
     namespace: Option<String>,
     /// Every namespace (the default; for kubectl's and linkerd's habit).
     #[arg(short = 'A', long, conflicts_with = "namespace")]
@@ -69,10 +70,12 @@ pub(crate) struct StatArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct OutboundArgs {
-    /// Whose calls: a workload, pod or namespace (KIND or KIND/NAME, as for `weftctl stat`).
-    resource: Option<String>,
+    /// Whose calls: a workload, pod or namespace (KIND or KIND/NAME, as for `weftctl stat`;
+    /// default: every workload).
+    #[arg(value_parser = parse_resource)]
+    resource: Option<Resource>,
     /// Only callers in this namespace. Default: every namespace.
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, value_parser = parse_namespace)]
     namespace: Option<String>,
     /// Every namespace (the default).
     #[arg(short = 'A', long, conflicts_with = "namespace")]
@@ -92,8 +95,8 @@ pub(crate) struct CommonArgs {
     output: String,
     /// Read the window from this Prometheus (`http://host:port[/prefix]`), which scrapes the
     /// proxies with `namespace` and `pod` target labels (docs/observability.md).
-    #[arg(long, value_name = "URL")]
-    prometheus: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = prom::Prometheus::parse)]
+    prometheus: Option<prom::Prometheus>,
     /// Read the proxies of this running `weftctl lab` (or `demo`) directly (needs root).
     #[arg(long, value_name = "NAME")]
     lab: Option<String>,
@@ -104,6 +107,20 @@ pub(crate) struct CommonArgs {
     /// so.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
     max_pods: u32,
+}
+
+fn parse_resource(s: &str) -> Result<Resource, String> {
+    Resource::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_namespace(s: &str) -> Result<String, String> {
+    if resource::is_name(s) && !s.contains('.') && s.len() <= 63 {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a namespace name (lowercase letters, digits and '-')"
+        ))
+    }
 }
 
 fn window(s: &str) -> Result<Duration, String> {
@@ -135,8 +152,8 @@ pub(crate) fn choose(common: &CommonArgs, running_labs: &[String]) -> anyhow::Re
     if given > 1 {
         bail!("give one source of metrics: --prometheus, --lab or --kubeconfig");
     }
-    if let Some(url) = &common.prometheus {
-        return Ok(Source::Prometheus(prom::Prometheus::parse(url)?));
+    if let Some(p) = &common.prometheus {
+        return Ok(Source::Prometheus(p.clone()));
     }
     if let Some(lab) = &common.lab {
         return Ok(Source::Lab(lab.clone()));
@@ -155,9 +172,10 @@ pub(crate) fn choose(common: &CommonArgs, running_labs: &[String]) -> anyhow::Re
 }
 
 pub(crate) fn stat(args: StatArgs) -> anyhow::Result<()> {
-    let namespace = namespace(args.namespace)?;
+    // `-A` and `-n` conflict: every namespace is the default either way.
+    let namespace = args.namespace.filter(|_| !args.all_namespaces);
     run(
-        args.resource.as_deref(),
+        args.resource,
         namespace.as_deref(),
         args.outbound,
         &args.common,
@@ -165,32 +183,20 @@ pub(crate) fn stat(args: StatArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn stat_outbound(args: OutboundArgs) -> anyhow::Result<()> {
-    let namespace = namespace(args.namespace)?;
-    run(
-        args.resource.as_deref(),
-        namespace.as_deref(),
-        true,
-        &args.common,
-    )
-}
-
-/// `-n`, checked (`-A` is the default and conflicts with it).
-fn namespace(namespace: Option<String>) -> anyhow::Result<Option<String>> {
-    match namespace {
-        Some(ns) if !resource::is_name(&ns) || ns.contains('.') => {
-            bail!("-n {ns:?}: not a namespace name (lowercase letters, digits and '-')")
-        }
-        other => Ok(other),
-    }
+    let namespace = args.namespace.filter(|_| !args.all_namespaces);
+    run(args.resource, namespace.as_deref(), true, &args.common)
 }
 
 fn run(
-    resource: Option<&str>,
+    resource: Option<Resource>,
     namespace: Option<&str>,
     outbound: bool,
     common: &CommonArgs,
 ) -> anyhow::Result<()> {
-    let resource = Resource::parse(resource.unwrap_or("workload"))?;
+    let resource = resource.unwrap_or(Resource {
+        kind: Kind::Workload(None),
+        name: None,
+    });
     if outbound && !resource.is_served() {
         bail!(
             "stat-outbound shows a caller's routes and backends: give a workload, pod or \

@@ -47,12 +47,16 @@ pub(crate) struct Queries {
 
 impl Prometheus {
     /// `http://host:port[/prefix]`; https is not spoken (put a local port-forward in front).
-    pub(crate) fn parse(url: &str) -> anyhow::Result<Prometheus> {
+    pub(crate) fn parse(url: &str) -> Result<Prometheus, String> {
+        Prometheus::parse_url(url).map_err(|e| format!("{e:#}"))
+    }
+
+    fn parse_url(url: &str) -> anyhow::Result<Prometheus> {
         let rest = url.strip_prefix("http://").with_context(|| {
             if url.starts_with("https://") {
-                format!("--prometheus {url:?}: https is not supported; reach Prometheus over http (kubectl port-forward svc/prometheus 9090)")
+                format!("{url:?}: https is not supported; reach Prometheus over http (kubectl port-forward svc/prometheus 9090)")
             } else {
-                format!("--prometheus {url:?}: not an http:// URL (e.g. http://127.0.0.1:9090)")
+                format!("{url:?}: not an http:// URL (e.g. http://127.0.0.1:9090)")
             }
         })?;
         let (authority, prefix) = match rest.split_once('/') {
@@ -66,7 +70,7 @@ impl Prometheus {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
         {
-            bail!("--prometheus {url:?}: {authority:?} is not a host[:port]");
+            bail!("{url:?}: {authority:?} is not a host[:port]");
         }
         let authority = if authority
             .rsplit_once(':')

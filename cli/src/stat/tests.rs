@@ -543,7 +543,7 @@ fn the_promql_sums_each_series_by_pod_over_the_window() {
         ("http://user@p:9090", "is not a host[:port]"),
         ("http://", "is not a host[:port]"),
     ] {
-        let e = prom::Prometheus::parse(bad).expect_err(bad).to_string();
+        let e = prom::Prometheus::parse(bad).expect_err(bad);
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
@@ -695,7 +695,7 @@ fn the_source_is_the_one_named_else_the_only_lab_else_the_kubeconfig() {
         |prometheus: Option<&str>, lab: Option<&str>, kubeconfig: Option<&str>| CommonArgs {
             window: None,
             output: "table".into(),
-            prometheus: prometheus.map(str::to_string),
+            prometheus: prometheus.map(|p| prom::Prometheus::parse(p).expect("a URL")),
             lab: lab.map(str::to_string),
             kubeconfig: kubeconfig.map(Into::into),
             max_pods: 200,
