@@ -502,6 +502,17 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
             p.netns
         );
     }
+    if let Some(first) = calls.first() {
+        say!(
+            "  weftctl stat po -n {}                      # success, RPS, latency, mTLS per pod",
+            first.from.0
+        );
+        say!(
+            "  weftctl stat-outbound po/{} -n {}     # its routes and backends, timeouts, retries",
+            first.from.1,
+            first.from.0
+        );
+    }
     say!(
         "  ip netns exec {} tcpdump -ni {} -A tcp     # only TLS between meshed pods",
         entry.node,

@@ -44,7 +44,22 @@ const PROMETHEUS_WINDOW: Duration = Duration::from_secs(60);
 /// The window read straight from the proxies: the command waits it out.
 const DIRECT_WINDOW: Duration = Duration::from_secs(10);
 
+/// Shown under both commands' help.
+const SOURCES_HELP: &str = "\
+Sources: --prometheus URL (PromQL over the window), --lab NAME (a running `weftctl lab` or \
+`demo`: each proxy read twice through the lab's node namespace; root), --kubeconfig FILE (each \
+proxy read twice through the API server's pod proxy). With none: the running lab if exactly \
+one runs, else $KUBECONFIG, ~/.kube/config or the in-cluster config.
+
+Examples:
+  sudo weftctl stat po -n demo                      # while `weftctl demo` runs
+  weftctl stat deploy -n shop --prometheus http://127.0.0.1:9090 --window 5m
+  sudo weftctl stat-outbound po/web -n demo -o wide  # routes, backends, timeouts, retries
+
+Columns, sources and the JSON: docs/stat.md";
+
 #[derive(Debug, clap::Args)]
+#[command(after_help = SOURCES_HELP)]
 pub(crate) struct StatArgs {
     /// What to show: KIND or KIND/NAME. Kinds: ns, workload (every workload of any kind, the
     /// default), deploy, sts, ds, job, po, svc, route (httproute, trafficsplit). Namespaces,
@@ -69,6 +84,7 @@ pub(crate) struct StatArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = SOURCES_HELP)]
 pub(crate) struct OutboundArgs {
     /// Whose calls: a workload, pod or namespace (KIND or KIND/NAME, as for `weftctl stat`;
     /// default: every workload).

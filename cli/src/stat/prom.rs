@@ -135,8 +135,10 @@ pub(crate) fn queries(window: Duration, namespace: Option<&str>) -> Queries {
         ),
         retries: increase("weft_retries_total", "route"),
         faults: increase("weft_faults_injected_total", "route"),
+        // Over the window: a pod a rollout replaced within it still names its workload.
         info: format!(
-            "max by (namespace, pod, workload_kind, workload) (weft_proxy_info{selector})"
+            "max by (namespace, pod, workload_kind, workload) \
+             (max_over_time(weft_proxy_info{selector}[{range}]))"
         ),
     }
 }

@@ -308,6 +308,13 @@ fn workloads_pods_and_namespaces_are_measured_by_what_they_served() {
         (one.rows.len(), one.rows[0].kind.as_str()),
         (1, "deployment")
     );
+    // Every kind in one list: the table says which each is.
+    let all = view::stat_rows(&obs, &Resource::parse("wl").expect("r"), None);
+    let table = view::stat_table(&all, false);
+    assert!(
+        table.contains("deployment/api ") && table.contains("deployment/web "),
+        "{table}"
+    );
 }
 
 #[test]
@@ -524,7 +531,8 @@ fn the_promql_sums_each_series_by_pod_over_the_window() {
     );
     assert_eq!(
         all.info,
-        "max by (namespace, pod, workload_kind, workload) (weft_proxy_info)"
+        "max by (namespace, pod, workload_kind, workload) \
+         (max_over_time(weft_proxy_info[300s]))"
     );
     let p = prom::Prometheus::parse("http://127.0.0.1:9090/prom/").expect("url");
     assert_eq!(

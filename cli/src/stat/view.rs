@@ -471,9 +471,15 @@ pub(crate) fn stat_table(report: &StatReport, wide: bool) -> String {
             (Some(m), None) => m.to_string(),
             (None, _) => "-".into(),
         };
+        // Every kind of workload in one list: say which each is.
+        let name = if report.resource == "workload" {
+            format!("{}/{}", r.kind, r.name)
+        } else {
+            r.name.clone()
+        };
         let mut cells = vec![
             r.namespace.clone(),
-            format!("{}{}", r.name, if r.partial { " (partial)" } else { "" }),
+            format!("{name}{}", if r.partial { " (partial)" } else { "" }),
             meshed,
             percent(f.success),
             rps(f.rps),
