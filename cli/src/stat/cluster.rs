@@ -92,13 +92,15 @@ async fn client(kubeconfig: Option<&Path>, timeout: Duration) -> anyhow::Result<
     Client::try_from(config).context("make a Kubernetes client")
 }
 
-/// Reads the cluster's meshed pods (of `namespace`, or all) over `window`.
+/// Reads the cluster's meshed pods (of `namespace`, or all) over `window`, having `announce`d
+/// how many.
 pub(crate) fn observe(
     kubeconfig: Option<&Path>,
     namespace: Option<&str>,
     window: Duration,
     max: usize,
     timeout: Duration,
+    announce: &dyn Fn(usize),
 ) -> anyhow::Result<Observed> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -127,6 +129,7 @@ pub(crate) fn observe(
         .collect();
     let skipped = meshed.len().saturating_sub(max);
     let targets: Vec<Target> = meshed.into_iter().take(max).collect();
+    announce(targets.len());
     let mut read = |t: &Target| -> Result<String, String> {
         let path = metrics_path(&t.namespace, &t.pod).map_err(|e| e.to_string())?;
         let request = http::Request::get(&path)

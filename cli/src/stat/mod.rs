@@ -278,24 +278,31 @@ fn observe(
                 .find(Some(name))
                 .with_context(|| format!("find lab {name}"))?;
             let window = common.window.unwrap_or(DIRECT_WINDOW);
-            if common.output != "json" {
-                eprintln!(
-                    "weftctl stat: reading lab {}'s proxies twice, {} apart ...",
-                    lab.name,
-                    humantime::format_duration(window)
-                );
-            }
-            scrape::observe_lab(&lab, namespace, window, max, READ_TIMEOUT)
+            let what = format!("lab {}'s", lab.name);
+            scrape::observe_lab(&lab, namespace, window, max, READ_TIMEOUT, &|n| {
+                announce(common, n, &what, window)
+            })
         }
         Source::Cluster(kubeconfig) => {
             let window = common.window.unwrap_or(DIRECT_WINDOW);
-            if common.output != "json" {
-                eprintln!(
-                    "weftctl stat: reading the proxies through the API server twice, {} apart ...",
-                    humantime::format_duration(window)
-                );
-            }
-            cluster::observe(kubeconfig.as_deref(), namespace, window, max, READ_TIMEOUT)
+            cluster::observe(
+                kubeconfig.as_deref(),
+                namespace,
+                window,
+                max,
+                READ_TIMEOUT,
+                &|n| announce(common, n, "the cluster's (through the API server)", window),
+            )
         }
+    }
+}
+
+/// Says on stderr, for a person waiting (not for JSON's reader), what the command waits for.
+fn announce(common: &CommonArgs, proxies: usize, whose: &str, window: Duration) {
+    if common.output != "json" {
+        eprintln!(
+            "weftctl stat: reading {whose} {proxies} proxies twice, {} apart ...",
+            humantime::format_duration(window)
+        );
     }
 }

@@ -189,13 +189,14 @@ pub(crate) fn read_lab_pod(
     Ok(reply.body)
 }
 
-/// Reads a running lab's meshed pods over `window`.
+/// Reads a running lab's meshed pods over `window`, having `announce`d how many.
 pub(crate) fn observe_lab(
     lab: &LabEntry,
     namespace: Option<&str>,
     window: Duration,
     max: usize,
     timeout: Duration,
+    announce: &dyn Fn(usize),
 ) -> anyhow::Result<Observed> {
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!(
@@ -206,6 +207,7 @@ pub(crate) fn observe_lab(
     let node = Netns::attach(&lab.node)
         .with_context(|| format!("enter lab {}'s node namespace", lab.name))?;
     let (pods, targets, skipped) = lab_targets(lab, namespace, max);
+    announce(targets.len());
     let mut obs = observe_twice(&targets, window, &mut |t| {
         read_lab_pod(&node, lab, t, timeout)
     });
