@@ -737,3 +737,53 @@ fn the_source_is_the_one_named_else_the_only_lab_else_the_kubeconfig() {
         Source::Cluster(Some("/k".into()))
     );
 }
+
+#[test]
+fn a_labs_meshed_pods_are_read_up_to_the_cap_and_the_rest_counted() {
+    let pod =
+        |ns: &str, name: &str, meshed: bool, workload: Option<&str>| weft_lab::registry::PodEntry {
+            namespace: ns.into(),
+            name: name.into(),
+            netns: format!("weft-lab-1-0-{ns}-{name}"),
+            ip: "198.18.0.9".into(),
+            identity: meshed.then(|| format!("spiffe://cluster.local/ns/{ns}/sa/{name}")),
+            ports: vec![8080],
+            workload: workload.map(str::to_string),
+        };
+    let lab = weft_lab::registry::LabEntry {
+        name: "t".into(),
+        pid: 1,
+        folder: "/tmp/f".into(),
+        node: "weft-lab-1-0-node".into(),
+        dir: "/tmp/d".into(),
+        pods: vec![
+            pod("shop", "api-b866h6vnlx-drd6x", true, Some("deployment/api")),
+            pod("shop", "api-b866h6vnlx-bdjmt", true, Some("deployment/api")),
+            pod("shop", "plain", false, None),
+            pod("ops", "collector", true, None),
+        ],
+    };
+    let (pods, targets, skipped) = scrape::lab_targets(&lab, Some("shop"), 1);
+    assert_eq!(pods.len(), 3, "every pod of the namespace, meshed or not");
+    assert_eq!(pods[0].workload, Workload::parse("deployment/api"));
+    assert_eq!(pods[2].workload, Workload::parse("pod/plain"));
+    assert_eq!((targets.len(), skipped), (1, 1));
+    let (_, all, none) = scrape::lab_targets(&lab, None, 200);
+    assert_eq!((all.len(), none), (3, 0));
+    let obs = Observed {
+        pods: Some(pods),
+        skipped,
+        seconds: 1.0,
+        ..Observed::default()
+    };
+    let report = view::stat_rows(&obs, &Resource::parse("deploy").expect("r"), None);
+    let table = view::stat_table(&report, false);
+    assert!(
+        table.contains("partial: 1 meshed pods were not read (more than --max-pods)"),
+        "{table}"
+    );
+    assert_eq!(
+        serde_json::to_value(&report).expect("json")["skipped_pods"],
+        1
+    );
+}
