@@ -363,6 +363,18 @@ fn stat_agrees_with_the_proxies_own_counters() {
             (Some(1), Some(1)),
             "{r}"
         );
+        // The bytes its proxy read from and wrote to the connections it accepted: the
+        // commands' window lies inside the test's reads, and holds all of the traffic.
+        for (flow, key) in [("to_server", "read_bytes"), ("to_client", "write_bytes")] {
+            let bytes = counted(&before, &after, &p, "weft_tcp_bytes_total", |s| {
+                inbound(s) && s.label("flow") == flow
+            });
+            let got = num(&r["tcp"], key);
+            assert!(
+                got <= bytes && got >= 0.9 * bytes,
+                "{pod} {key}: {got} of {bytes}: {r}"
+            );
+        }
     }
     // The traffic is in it: backend served the 10 retried requests twice (503, then 200; the
     // 2 slow ones too, if its proxy counted them after their callers gave up); api-v1 and
@@ -375,6 +387,11 @@ fn stat_agrees_with_the_proxies_own_counters() {
         "{backend_row}"
     );
     assert_eq!(backend_row["tls"], 1.0, "{backend_row}");
+    assert!(
+        num(&backend_row["tcp"], "read_bytes") > 0.0
+            && num(&backend_row["tcp"], "open_connections") >= 1.0,
+        "api-v1's proxy keeps a connection to backend's: {backend_row}"
+    );
     let apis = num(row(pods, &[("name", "api-v1")]), "requests")
         + num(row(pods, &[("name", "api-v2")]), "requests");
     assert_eq!(apis, 35.0, "{pods:#}");

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 
 use super::{
     view::{Observed, ProxyWindow, Workload},
-    window::{Counters, Direction, LatencyKey, Series},
+    window::{Counters, Direction, Flow, LatencyKey, Series},
 };
 
 /// The most series one query may answer with before stat refuses it (a mesh that large wants
@@ -42,6 +42,8 @@ pub(crate) struct Queries {
     pub(crate) latency: String,
     pub(crate) retries: String,
     pub(crate) faults: String,
+    pub(crate) bytes: String,
+    pub(crate) open: String,
     pub(crate) info: String,
 }
 
@@ -135,6 +137,12 @@ pub(crate) fn queries(window: Duration, namespace: Option<&str>) -> Queries {
         ),
         retries: increase("weft_retries_total", "route"),
         faults: increase("weft_faults_injected_total", "route"),
+        bytes: increase("weft_tcp_bytes_total", "direction, flow"),
+        // A level at the window's end, not an increase.
+        open: format!(
+            "sum by (namespace, pod, direction) (weft_tcp_connections_opened_total{selector} \
+             - weft_tcp_connections_closed_total{selector})"
+        ),
         // Over the window: a pod a rollout replaced within it still names its workload.
         info: format!(
             "max by (namespace, pod, workload_kind, workload) \
@@ -155,8 +163,18 @@ pub(crate) fn observe(
     let latency = prom.query(&q.latency, timeout)?;
     let retries = prom.query(&q.retries, timeout)?;
     let faults = prom.query(&q.faults, timeout)?;
+    let bytes = prom.query(&q.bytes, timeout)?;
+    let open = prom.query(&q.open, timeout)?;
     let info = prom.query(&q.info, timeout)?;
-    let mut obs = assemble(&requests, &latency, &retries, &faults, &info);
+    let mut obs = assemble(&Answers {
+        requests: &requests,
+        latency: &latency,
+        retries: &retries,
+        faults: &faults,
+        bytes: &bytes,
+        open: &open,
+        info: &info,
+    });
     obs.source = format!("prometheus http://{}{}", prom.authority, prom.prefix);
     obs.seconds = window.as_secs_f64().max(1.0);
     Ok(obs)
@@ -164,14 +182,29 @@ pub(crate) fn observe(
 
 type Vector = [(BTreeMap<String, String>, f64)];
 
+/// What Prometheus answered to each of [`Queries`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Answers<'a> {
+    pub(crate) requests: &'a Vector,
+    pub(crate) latency: &'a Vector,
+    pub(crate) retries: &'a Vector,
+    pub(crate) faults: &'a Vector,
+    pub(crate) bytes: &'a Vector,
+    pub(crate) open: &'a Vector,
+    pub(crate) info: &'a Vector,
+}
+
 /// The per-pod counters of the queries' answers, joined with `weft_proxy_info`.
-pub(crate) fn assemble(
-    requests: &Vector,
-    latency: &Vector,
-    retries: &Vector,
-    faults: &Vector,
-    info: &Vector,
-) -> Observed {
+pub(crate) fn assemble(a: &Answers<'_>) -> Observed {
+    let Answers {
+        requests,
+        latency,
+        retries,
+        faults,
+        bytes,
+        open,
+        info,
+    } = *a;
     let label = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
     let pod_key = |m: &BTreeMap<String, String>| (label(m, "namespace"), label(m, "pod"));
     let mut pods: BTreeMap<(String, String), Counters> = BTreeMap::new();
@@ -234,6 +267,26 @@ pub(crate) fn assemble(
             .faults
             .entry(label(m, "route"))
             .or_default() += v;
+    }
+    for (m, v) in bytes {
+        if let (Some(d), Some(f)) = (direction(m), Flow::parse(&label(m, "flow"))) {
+            *pods
+                .entry(pod_key(m))
+                .or_default()
+                .bytes
+                .entry((d, f))
+                .or_default() += v;
+        }
+    }
+    for (m, v) in open {
+        if let Some(d) = direction(m) {
+            *pods
+                .entry(pod_key(m))
+                .or_default()
+                .open
+                .entry(d)
+                .or_default() += v;
+        }
     }
     let workloads: BTreeMap<(String, String), Workload> = info
         .iter()

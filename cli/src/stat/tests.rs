@@ -9,7 +9,7 @@ use super::{
     resource::Resource,
     scrape::{self, Read, Target},
     view::{self, Observed, PodInfo, ProxyWindow, Workload},
-    window::{Counters, Direction},
+    window::{Counters, Direction, Flow},
     CommonArgs, Source,
 };
 
@@ -93,6 +93,16 @@ fn web_page(k: u64) -> String {
         0.04,
     ));
     page.push_str(&requests(&[("direction", "inbound")], 2 * k, 0.0008));
+    // Its accepted connections: 3k opened, k closed; 100 bytes in and 400 out a request.
+    page.push_str(&format!(
+        "weft_tcp_connections_opened_total{{direction=\"inbound\"}} {}\n\
+         weft_tcp_connections_closed_total{{direction=\"inbound\"}} {k}\n\
+         weft_tcp_bytes_total{{direction=\"inbound\",flow=\"to_server\"}} {}\n\
+         weft_tcp_bytes_total{{direction=\"inbound\",flow=\"to_client\"}} {}\n",
+        3 * k,
+        200 * k,
+        800 * k
+    ));
     page.push_str(&requests(
         &[("direction", "inbound"), ("status_code", "503")],
         k.min(1),
@@ -214,6 +224,16 @@ fn a_window_is_the_increase_between_two_reads() {
     assert!((outbound.quantile(0.99).expect("p99") - 0.046).abs() < 1e-9);
     assert_eq!(w.figures(|_, _, _| false).quantile(0.5), None);
     assert_eq!(after.workload, Some(Workload::parse("deployment/web")));
+    // Bytes are an increase; open connections the level at the later read (60 - 20).
+    assert_eq!(
+        w.bytes.get(&(Direction::Inbound, Flow::ToServer)),
+        Some(&2000.0)
+    );
+    assert_eq!(
+        w.bytes.get(&(Direction::Inbound, Flow::ToClient)),
+        Some(&8000.0)
+    );
+    assert_eq!(w.open.get(&Direction::Inbound), Some(&40.0));
 }
 
 #[test]
@@ -264,6 +284,20 @@ fn workloads_pods_and_namespaces_are_measured_by_what_they_served() {
         ]
     );
     assert_eq!(report.rows[0].figures.rps, 45.0);
+    let tcp = report.rows[1].tcp.clone().expect("web's connections");
+    assert_eq!(
+        (
+            tcp.open_connections,
+            tcp.read_bytes,
+            tcp.write_bytes_per_second
+        ),
+        (40.0, 2000.0, 4000.0)
+    );
+    let wide = view::stat_table(&report, true);
+    assert!(
+        wide.contains("TCP_CONN") && wide.contains("1000.0B/s") && wide.contains("4000.0B/s"),
+        "{wide}"
+    );
     let table = view::stat_table(&report, false);
     assert!(
         table.starts_with("NAMESPACE   NAME   MESHED   SUCCESS"),
@@ -524,6 +558,11 @@ fn the_promql_sums_each_series_by_pod_over_the_window() {
         "sum by (namespace, pod, direction, route, dst_service, le) \
          (increase(weft_request_duration_seconds_bucket{namespace=\"de\\\"mo\"}[60s]))"
     );
+    assert_eq!(
+        q.open,
+        "sum by (namespace, pod, direction) (weft_tcp_connections_opened_total{namespace=\"de\\\"mo\"} \
+         - weft_tcp_connections_closed_total{namespace=\"de\\\"mo\"})"
+    );
     let all = prom::queries(Duration::from_secs(300), None);
     assert_eq!(
         all.retries,
@@ -605,7 +644,24 @@ fn prometheus_answers_make_the_same_rows_as_direct_reads() {
     ]
     .join(",")))
     .expect("info");
-    let mut obs = prom::assemble(&requests, &latency, &[], &[], &info);
+    let bytes = prom::parse_vector(&answer(
+        &[
+            sample(r#""direction":"inbound","flow":"to_server""#, "2000"),
+            sample(r#""direction":"inbound","flow":"to_client""#, "8000"),
+        ]
+        .join(","),
+    ))
+    .expect("bytes");
+    let open = prom::parse_vector(&answer(&sample(r#""direction":"inbound""#, "3")))
+        .expect("open connections");
+    let mut obs = prom::assemble(&prom::Answers {
+        requests: &requests,
+        latency: &latency,
+        bytes: &bytes,
+        open: &open,
+        info: &info,
+        ..prom::Answers::default()
+    });
     obs.seconds = 10.0;
     let report = view::stat_rows(&obs, &Resource::parse("deploy").expect("r"), None);
     let rows: Vec<_> = report
@@ -630,6 +686,15 @@ fn prometheus_answers_make_the_same_rows_as_direct_reads() {
     );
     let web = &report.rows[1].figures;
     assert_eq!(web.rps, 2.0);
+    let tcp = report.rows[1].tcp.clone().expect("web's connections");
+    assert_eq!(
+        (
+            tcp.open_connections,
+            tcp.read_bytes_per_second,
+            tcp.write_bytes
+        ),
+        (3.0, 200.0, 8000.0)
+    );
     // Half at ≤1ms: p50 is the first bucket's bound.
     assert_eq!(web.latency_ms_p50, Some(1.0));
     let table = view::stat_table(&report, false);

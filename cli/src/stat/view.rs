@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{
     resource::{service_of, Kind, Resource, RuleName},
-    window::{Counters, Direction, Figures},
+    window::{Counters, Direction, Figures, Flow},
 };
 
 /// A pod's workload, `kind/name` as `weft_proxy_info` names it.
@@ -111,8 +111,22 @@ pub(crate) struct StatRow {
     pub(crate) pods: Option<usize>,
     #[serde(flatten)]
     pub(crate) figures: FiguresOut,
+    /// The connections its pods accepted (inbound); `None` for Services and routes.
+    pub(crate) tcp: Option<TcpOut>,
     /// A pod of this row could not be read: the figures miss its requests.
     pub(crate) partial: bool,
+}
+
+/// The TCP side of a row of pods, as `linkerd viz stat -o wide` shows it: the connections
+/// their proxies accepted (inbound), open at the window's end, and the bytes read from and
+/// written to them in the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct TcpOut {
+    pub(crate) open_connections: f64,
+    pub(crate) read_bytes: f64,
+    pub(crate) write_bytes: f64,
+    pub(crate) read_bytes_per_second: f64,
+    pub(crate) write_bytes_per_second: f64,
 }
 
 /// Figures as printed: counts over the window, and what follows from them.
@@ -223,14 +237,26 @@ pub(crate) fn stat_rows(
             meshed: usize,
             pods: usize,
             partial: bool,
+            open: f64,
+            read: f64,
+            write: f64,
         }
         let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
         for p in obs.proxies.iter() {
             if let Some(k) = key(&p.namespace, &p.pod, &p.workload) {
                 let g = groups.entry(k).or_default();
-                g.figures
-                    .add(&p.counters.figures(|d, _, _| d == Direction::Inbound));
+                let c = &p.counters;
+                g.figures.add(&c.figures(|d, _, _| d == Direction::Inbound));
                 g.meshed += 1;
+                let bytes = |f| {
+                    c.bytes
+                        .get(&(Direction::Inbound, f))
+                        .copied()
+                        .unwrap_or(0.0)
+                };
+                g.open += c.open.get(&Direction::Inbound).copied().unwrap_or(0.0);
+                g.read += bytes(Flow::ToServer);
+                g.write += bytes(Flow::ToClient);
             }
         }
         for f in &obs.failed {
@@ -256,6 +282,13 @@ pub(crate) fn stat_rows(
                 meshed: Some(g.meshed),
                 pods: obs.pods.as_ref().map(|_| g.pods),
                 figures: FiguresOut::of(&g.figures, obs.seconds),
+                tcp: Some(TcpOut {
+                    open_connections: g.open,
+                    read_bytes: g.read,
+                    write_bytes: g.write,
+                    read_bytes_per_second: g.read / obs.seconds.max(0.001),
+                    write_bytes_per_second: g.write / obs.seconds.max(0.001),
+                }),
                 partial: g.partial,
             });
         }
@@ -283,6 +316,7 @@ pub(crate) fn stat_rows(
                 meshed: None,
                 pods: None,
                 figures: FiguresOut::of(&figures, obs.seconds),
+                tcp: None,
                 partial,
             });
         }
@@ -462,7 +496,15 @@ pub(crate) fn stat_table(report: &StatReport, wide: bool) -> String {
         "TLS",
     ]);
     if wide {
-        t.extend_header(&["REQUESTS", "FAILED", "TIMEOUTS", "KIND"]);
+        t.extend_header(&[
+            "REQUESTS",
+            "FAILED",
+            "TIMEOUTS",
+            "TCP_CONN",
+            "READ_BYTES/SEC",
+            "WRITE_BYTES/SEC",
+            "KIND",
+        ]);
     }
     for r in &report.rows {
         let f = &r.figures;
@@ -489,10 +531,25 @@ pub(crate) fn stat_table(report: &StatReport, wide: bool) -> String {
             percent(f.tls),
         ];
         if wide {
+            let tcp = |v: fn(&TcpOut) -> f64, per_second: bool| {
+                r.tcp.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |t| {
+                        if per_second {
+                            format!("{:.1}B/s", v(t) + 0.0)
+                        } else {
+                            count(v(t))
+                        }
+                    },
+                )
+            };
             cells.extend([
                 count(f.requests),
                 count(f.requests - f.successes),
                 count(f.timeouts),
+                tcp(|t| t.open_connections, false),
+                tcp(|t| t.read_bytes_per_second, true),
+                tcp(|t| t.write_bytes_per_second, true),
                 r.kind.clone(),
             ]);
         }

@@ -4,8 +4,8 @@
 //!
 //! - [`Counters::read`]: a page's `weft_requests_total` (by direction, `tls`, `route`,
 //!   `dst_service`, status), `weft_request_duration_seconds` buckets (by direction, `route`,
-//!   `dst_service`), `weft_retries_total` and `weft_faults_injected_total` (by route). The
-//!   identity labels are summed away.
+//!   `dst_service`), `weft_retries_total` and `weft_faults_injected_total` (by route), and the
+//!   accepted connections' bytes and how many are open. The identity labels are summed away.
 //! - [`Counters::since`]: what was counted between two reads (a counter that went down was
 //!   reset, as Prometheus's `increase` reads it: what it holds now was counted since).
 //! - [`Figures`]: requests, successes, mTLS and timeouts with the latency histogram, summed
@@ -74,6 +74,31 @@ pub(crate) struct Counters {
     pub(crate) retries: BTreeMap<String, f64>,
     /// Faults injected, by route (delays and aborts).
     pub(crate) faults: BTreeMap<String, f64>,
+    /// Bytes on the connections the proxy accepted, by direction and flow (`to_server`: read
+    /// from the client; `to_client`: written to it).
+    pub(crate) bytes: BTreeMap<(Direction, Flow), f64>,
+    /// Connections open (opened less closed), by direction: a level, which
+    /// [`Counters::since`] keeps as the later read has it.
+    pub(crate) open: BTreeMap<Direction, f64>,
+}
+
+/// Which way bytes went on an accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Flow {
+    /// From the client: what the proxy read.
+    ToServer,
+    /// To the client: what the proxy wrote.
+    ToClient,
+}
+
+impl Flow {
+    pub(crate) fn parse(label: &str) -> Option<Flow> {
+        match label {
+            "to_server" => Some(Flow::ToServer),
+            "to_client" => Some(Flow::ToClient),
+            _ => None,
+        }
+    }
 }
 
 /// Requests, their outcome and their latency, summed over what a caller selected.
@@ -136,6 +161,24 @@ impl Counters {
         for s in m.matching("weft_faults_injected_total", &[]) {
             *c.faults.entry(s.label("route").to_string()).or_default() += s.value;
         }
+        for s in m.matching("weft_tcp_bytes_total", &[]) {
+            if let (Some(d), Some(f)) = (
+                Direction::parse(s.label("direction")),
+                Flow::parse(s.label("flow")),
+            ) {
+                *c.bytes.entry((d, f)).or_default() += s.value;
+            }
+        }
+        for (name, sign) in [
+            ("weft_tcp_connections_opened_total", 1.0),
+            ("weft_tcp_connections_closed_total", -1.0),
+        ] {
+            for s in m.matching(name, &[]) {
+                if let Some(d) = Direction::parse(s.label("direction")) {
+                    *c.open.entry(d).or_default() += sign * s.value;
+                }
+            }
+        }
         c
     }
 
@@ -176,6 +219,8 @@ impl Counters {
             latency,
             retries: diff(&self.retries, &before.retries),
             faults: diff(&self.faults, &before.faults),
+            bytes: diff(&self.bytes, &before.bytes),
+            open: self.open.clone(),
         }
     }
 
