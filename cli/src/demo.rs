@@ -713,7 +713,7 @@ fn percent(v: Option<f64>) -> String {
 
 /// A latency in seconds, as `weftctl stat` prints it.
 fn latency(v: Option<f64>) -> String {
-    crate::stat::view::millis(v.map(|s| s * 1000.0))
+    crate::stat::table::millis(v.map(|s| s * 1000.0))
 }
 
 /// What `--once` requires: every call got answers and no failures, and every meshed pod behind

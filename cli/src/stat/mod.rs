@@ -7,7 +7,7 @@
 //! - [`window`]: one proxy's counters read from its `/metrics` and the window between two
 //!   reads; success, mTLS share, quantiles. Pure; `weftctl demo`'s table uses it too.
 //! - [`resource`]: `RESOURCE` (`deploy/api`, `po`, `svc/api`, `route/api-canary`, ...).
-//! - [`view`]: the rows of both commands and their table and JSON. Pure.
+//! - [`view`]: the rows of both commands and their JSON; [`table`]: their tables. Pure.
 //! - Sources: [`scrape`] (each proxy read twice, a window apart: a running lab's pods through
 //!   its node namespace), [`cluster`] (the same through the API server's pod proxy), [`prom`]
 //!   (PromQL over the window).
@@ -20,6 +20,7 @@ pub(crate) mod cluster;
 pub(crate) mod prom;
 pub(crate) mod resource;
 pub(crate) mod scrape;
+pub(crate) mod table;
 pub(crate) mod view;
 pub(crate) mod window;
 
@@ -246,14 +247,14 @@ fn run(
         if common.output == "json" {
             say!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            say_raw!("{}", view::outbound_table(&report, wide));
+            say_raw!("{}", table::outbound_table(&report, wide));
         }
     } else {
         let report = view::stat_rows(&obs, &resource, namespace);
         if common.output == "json" {
             say!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            say_raw!("{}", view::stat_table(&report, wide));
+            say_raw!("{}", table::stat_table(&report, wide));
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ use super::{
     cluster, prom,
     resource::Resource,
     scrape::{self, Read, Target},
+    table,
     view::{self, Observed, PodInfo, ProxyWindow, Workload},
     window::{Counters, Direction, Flow},
     CommonArgs, Source,
@@ -293,12 +294,12 @@ fn workloads_pods_and_namespaces_are_measured_by_what_they_served() {
         ),
         (40.0, 2000.0, 4000.0)
     );
-    let wide = view::stat_table(&report, true);
+    let wide = table::stat_table(&report, true);
     assert!(
         wide.contains("TCP_CONN") && wide.contains("1000.0B/s") && wide.contains("4000.0B/s"),
         "{wide}"
     );
-    let table = view::stat_table(&report, false);
+    let table = table::stat_table(&report, false);
     assert!(
         table.starts_with("NAMESPACE   NAME   MESHED   SUCCESS"),
         "{table}"
@@ -344,7 +345,7 @@ fn workloads_pods_and_namespaces_are_measured_by_what_they_served() {
     );
     // Every kind in one list: the table says which each is.
     let all = view::stat_rows(&obs, &Resource::parse("wl").expect("r"), None);
-    let table = view::stat_table(&all, false);
+    let table = table::stat_table(&all, false);
     assert!(
         table.contains("deployment/api ") && table.contains("deployment/web "),
         "{table}"
@@ -468,7 +469,7 @@ fn the_outbound_view_has_each_route_then_its_backends_with_timeouts_and_retries(
     );
     assert_eq!(report.rows[0].faults, Some(10.0));
     assert_eq!(report.rows[0].figures.success, Some(0.8));
-    let table = view::outbound_table(&report, true);
+    let table = table::outbound_table(&report, true);
     assert!(
         table.contains("├─► (proxy)") && table.contains("└─► demo/backend:80"),
         "{table}"
@@ -537,7 +538,7 @@ fn a_pod_that_cannot_be_read_is_named_and_its_rows_are_partial() {
         .find(|r| r.name == "api")
         .expect("api's row");
     assert!(api.partial && api.figures.success.is_none());
-    let table = view::stat_table(&report, false);
+    let table = table::stat_table(&report, false);
     assert!(
         table.contains("api (partial)")
             && table.contains("partial: pod demo/broken could not be read: connect to"),
@@ -697,7 +698,7 @@ fn prometheus_answers_make_the_same_rows_as_direct_reads() {
     );
     // Half at ≤1ms: p50 is the first bucket's bound.
     assert_eq!(web.latency_ms_p50, Some(1.0));
-    let table = view::stat_table(&report, false);
+    let table = table::stat_table(&report, false);
     // Prometheus knows the meshed pods only: MESHED is a count, not x/y.
     let idle: Vec<&str> = table
         .lines()
@@ -842,7 +843,7 @@ fn a_labs_meshed_pods_are_read_up_to_the_cap_and_the_rest_counted() {
         ..Observed::default()
     };
     let report = view::stat_rows(&obs, &Resource::parse("deploy").expect("r"), None);
-    let table = view::stat_table(&report, false);
+    let table = table::stat_table(&report, false);
     assert!(
         table.contains("partial: 1 meshed pods were not read (more than --max-pods)"),
         "{table}"
