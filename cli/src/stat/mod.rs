@@ -157,7 +157,12 @@ pub(crate) enum Source {
 }
 
 /// The source the flags name, else a running lab if exactly one runs, else the kubeconfig.
-pub(crate) fn choose(common: &CommonArgs, running_labs: &[String]) -> anyhow::Result<Source> {
+/// `running_labs` is asked only when no flag names a source (an unreadable registry then is
+/// an error, not "no lab").
+pub(crate) fn choose(
+    common: &CommonArgs,
+    running_labs: impl FnOnce() -> anyhow::Result<Vec<String>>,
+) -> anyhow::Result<Source> {
     let given = [
         common.prometheus.is_some(),
         common.lab.is_some(),
@@ -178,7 +183,7 @@ pub(crate) fn choose(common: &CommonArgs, running_labs: &[String]) -> anyhow::Re
     if let Some(path) = &common.kubeconfig {
         return Ok(Source::Cluster(Some(path.clone())));
     }
-    match running_labs {
+    match running_labs()?.as_slice() {
         [one] => Ok(Source::Lab(one.clone())),
         [] => Ok(Source::Cluster(None)),
         several => bail!(
@@ -232,14 +237,15 @@ fn run(
         None
     };
     let registry = Registry::system();
-    let running: Vec<String> = registry
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|l| l.is_running())
-        .map(|l| l.name)
-        .collect();
-    let source = choose(common, &running)?;
+    let source = choose(common, || {
+        Ok(registry
+            .list()
+            .context("look for running labs")?
+            .into_iter()
+            .filter(|l| l.is_running())
+            .map(|l| l.name)
+            .collect())
+    })?;
     let obs = observe(&source, &registry, pods_in, common)?;
     let wide = common.output == "wide";
     if outbound {

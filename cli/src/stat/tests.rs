@@ -774,33 +774,45 @@ fn the_source_is_the_one_named_else_the_only_lab_else_the_kubeconfig() {
             kubeconfig: kubeconfig.map(Into::into),
             max_pods: 200,
         };
-    let labs = ["demo".to_string()];
+    let labs = || Ok(vec!["demo".to_string()]);
     assert!(matches!(
-        super::choose(&common(Some("http://127.0.0.1:9090"), None, None), &labs),
+        super::choose(&common(Some("http://127.0.0.1:9090"), None, None), labs),
         Ok(Source::Prometheus(_))
     ));
     assert_eq!(
-        super::choose(&common(None, None, None), &labs).expect("the lab"),
+        super::choose(&common(None, None, None), labs).expect("the lab"),
         Source::Lab("demo".into())
     );
     assert_eq!(
-        super::choose(&common(None, None, None), &[]).expect("kubeconfig"),
+        super::choose(&common(None, None, None), || Ok(Vec::new())).expect("kubeconfig"),
         Source::Cluster(None)
     );
-    let e = super::choose(&common(None, None, None), &["a".into(), "b".into()])
-        .expect_err("ambiguous")
-        .to_string();
+    let e = super::choose(&common(None, None, None), || {
+        Ok(vec!["a".into(), "b".into()])
+    })
+    .expect_err("ambiguous")
+    .to_string();
     assert!(
         e.contains("several labs run (a, b)") && e.contains("--lab"),
         "{e}"
     );
-    let e = super::choose(&common(Some("http://p:1"), Some("demo"), None), &labs)
+    let e = super::choose(&common(Some("http://p:1"), Some("demo"), None), labs)
         .expect_err("two sources")
         .to_string();
     assert!(e.contains("one source"), "{e}");
     assert_eq!(
-        super::choose(&common(None, None, Some("/k")), &labs).expect("kubeconfig"),
+        super::choose(&common(None, None, Some("/k")), labs).expect("kubeconfig"),
         Source::Cluster(Some("/k".into()))
+    );
+    // The registry is read only when no flag names a source; unreadable, it is an error then.
+    let broken = || Err(anyhow::anyhow!("read /run/weft-lab/x.json: not JSON"));
+    let e = super::choose(&common(None, None, None), broken)
+        .expect_err("no source")
+        .to_string();
+    assert!(e.contains("x.json"), "{e}");
+    assert_eq!(
+        super::choose(&common(None, Some("demo"), None), broken).expect("the lab named"),
+        Source::Lab("demo".into())
     );
 }
 
