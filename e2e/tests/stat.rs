@@ -275,6 +275,7 @@ fn stat_agrees_with_the_proxies_own_counters() {
         vec!["stat", "route"],
         vec!["stat", "svc", "-n", "demo"],
         vec!["stat-outbound", "po", "-n", "demo"],
+        vec!["stat", "ns"],
     ]
     .into_iter()
     .map(|mut args| {
@@ -326,8 +327,8 @@ fn stat_agrees_with_the_proxies_own_counters() {
     );
     let reports: Vec<serde_json::Value> = commands.into_iter().map(Running::json).collect();
     let after = pages(&lab);
-    let [pods, deploys, routes, services, outbound] = &reports[..] else {
-        panic!("five reports");
+    let [pods, deploys, routes, services, outbound, namespaces] = &reports[..] else {
+        panic!("six reports");
     };
 
     for report in &reports {
@@ -395,6 +396,16 @@ fn stat_agrees_with_the_proxies_own_counters() {
     let apis = num(row(pods, &[("name", "api-v1")]), "requests")
         + num(row(pods, &[("name", "api-v2")]), "requests");
     assert_eq!(apis, 35.0, "{pods:#}");
+
+    // Per namespace: every meshed pod's, as many as the lab runs.
+    let ns = row(namespaces, &[("name", "demo")]);
+    let want = counted(&before, &after, &[], "weft_requests_total", inbound);
+    assert_eq!(num(ns, "requests"), want, "{ns}");
+    assert_eq!(
+        (ns["meshed"].as_u64(), ns["pods"].as_u64()),
+        (Some(6), Some(6)),
+        "{ns}"
+    );
 
     // Per Deployment: its two replicas summed.
     let w = row(deploys, &[("name", "worker")]);
