@@ -280,6 +280,159 @@ fn repo() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// What stands for Grafana's `$__rate_interval` with a 1 s scrape interval: four scrapes and
+/// some (Grafana's rule is max(4 x scrape interval, $__interval + scrape interval)).
+const RATE_INTERVAL: &str = "10s";
+/// What stands for `$__interval` (the step of a graph some hundreds of points wide).
+const INTERVAL: &str = "2s";
+
+/// One dashboard file, read.
+struct Dashboard {
+    file: String,
+    json: serde_json::Value,
+}
+
+/// One panel target's expression, where it is.
+struct Expr {
+    dashboard: String,
+    panel: String,
+    ref_id: String,
+    expr: String,
+}
+
+/// Every dashboard of `helm/weft/dashboards/`, by file name.
+fn dashboards() -> Vec<Dashboard> {
+    let dir = repo().join("helm/weft/dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no dashboards in {}", dir.display());
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let json = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            Dashboard {
+                file: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                json,
+            }
+        })
+        .collect()
+}
+
+/// `text` with Grafana's built-in variables and `values` (`$name` and `${name}`) put in.
+fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = text
+        .replace("$__rate_interval", RATE_INTERVAL)
+        .replace("${__rate_interval}", RATE_INTERVAL)
+        .replace("$__interval", INTERVAL)
+        .replace("${__interval}", INTERVAL);
+    // Longest names first, so `$namespace` is not taken for a `$name` followed by text.
+    let mut names: Vec<&String> = values.keys().collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for name in names {
+        let value = &values[name];
+        out = out
+            .replace(&format!("${{{name}}}"), value)
+            .replace(&format!("${name}"), value);
+    }
+    out
+}
+
+/// The dashboard's query variables set as Grafana would on loading it: each one's
+/// `label_values(expr, label)` run (with the variables before it put in), and its saved
+/// `current` value kept when the mesh has it, else the first value in order. A variable whose
+/// query returns nothing, or that is not `label_values(...)`, is a failure.
+fn variables(mesh: &Mesh, d: &Dashboard) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    let list = d.json["templating"]["list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for var in list {
+        let name = var["name"].as_str().unwrap_or_default().to_string();
+        match var["type"].as_str() {
+            Some("datasource") => continue,
+            Some("query") => {}
+            other => panic!(
+                "{}: variable {name}: type {other:?} is not handled here",
+                d.file
+            ),
+        }
+        let query = var["query"]["query"]
+            .as_str()
+            .or_else(|| var["query"].as_str())
+            .unwrap_or_else(|| panic!("{}: variable {name} has no query", d.file));
+        let query = substitute(query, &values);
+        let inner = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: variable {name}: {query:?} is not label_values(expr, label)",
+                    d.file
+                )
+            });
+        let (expr, label) = inner
+            .rsplit_once(',')
+            .unwrap_or_else(|| panic!("{}: variable {name}: {query:?} names no label", d.file));
+        let label = label.trim();
+        let series = mesh
+            .prometheus
+            .query(expr)
+            .unwrap_or_else(|e| panic!("{}: variable {name}: {e}", d.file));
+        let mut found: Vec<String> = series
+            .iter()
+            .filter_map(|s| s.labels.get(label).cloned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        found.sort();
+        found.dedup();
+        let current = var["current"]["value"].as_str().map(str::to_string);
+        let value = match current {
+            Some(c) if found.contains(&c) => c,
+            _ => found.first().cloned().unwrap_or_else(|| {
+                panic!(
+                    "{}: variable {name}: {query:?} found no {label} in the mesh",
+                    d.file
+                )
+            }),
+        };
+        values.insert(name, value);
+    }
+    values
+}
+
+/// Every panel target of `d` (rows' panels too), variables put in.
+fn expressions(d: &Dashboard, values: &BTreeMap<String, String>) -> Vec<Expr> {
+    let mut panels: Vec<serde_json::Value> = Vec::new();
+    for p in d.json["panels"].as_array().cloned().unwrap_or_default() {
+        panels.extend(p["panels"].as_array().cloned().unwrap_or_default());
+        panels.push(p);
+    }
+    let mut out = Vec::new();
+    for p in panels {
+        for t in p["targets"].as_array().cloned().unwrap_or_default() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            out.push(Expr {
+                dashboard: d.file.clone(),
+                panel: p["title"].as_str().unwrap_or_default().to_string(),
+                ref_id: t["refId"].as_str().unwrap_or_default().to_string(),
+                expr: substitute(expr, values),
+            });
+        }
+    }
+    out
+}
+
 /// The label sets of `series`, as `name=value` lists, for messages.
 fn label_sets(series: &[Series]) -> Vec<BTreeMap<String, String>> {
     series.iter().map(|s| s.labels.clone()).collect()
@@ -359,4 +512,48 @@ fn prometheus_scrapes_the_demo_mesh_and_records_the_rules() {
         label_sets(&mesh.query(r#"weft_requests_total{direction="outbound"}"#))
     );
     drop(mesh);
+}
+
+#[test]
+fn every_dashboard_query_runs_and_returns_data_from_the_demo_mesh() {
+    let test = "every_dashboard_query_runs_and_returns_data_from_the_demo_mesh";
+    let dashboards = dashboards();
+    let Some(mesh) = Mesh::start(test) else {
+        return;
+    };
+    // Enough scrapes for the rate windows ($__rate_interval: 10 s) and the rules.
+    mesh.wait_for_data(15);
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for d in &dashboards {
+        let values = variables(&mesh, d);
+        for e in expressions(d, &values) {
+            checked += 1;
+            if e.expr.contains('$') {
+                failures.push(format!(
+                    "{} / {} / {}: a variable was left in {:?}",
+                    e.dashboard, e.panel, e.ref_id, e.expr
+                ));
+                continue;
+            }
+            match mesh.prometheus.query(&e.expr) {
+                Ok(series) if !series.is_empty() => {}
+                Ok(_) => failures.push(format!(
+                    "{} / {} / {}: no data for {:?} (variables {values:?})",
+                    e.dashboard, e.panel, e.ref_id, e.expr
+                )),
+                Err(err) => failures.push(format!(
+                    "{} / {} / {}: {err}",
+                    e.dashboard, e.panel, e.ref_id
+                )),
+            }
+        }
+    }
+    assert!(checked > 0, "no panel targets in the dashboards");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} dashboard queries failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
