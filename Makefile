@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
+.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules dashboards unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
@@ -24,7 +24,7 @@ demo: deps
 
 ## test: everything CI checks: lint, unit and integration tests (the root-only tier included
 ## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
-test: deps sweep lint k8s-prep chart-tools jaeger-tools rules unit demo-once fuzz-smoke bench-smoke
+test: deps sweep lint k8s-prep chart-tools jaeger-tools rules dashboards unit demo-once fuzz-smoke bench-smoke
 
 deps:
 	scripts/install-deps.sh
@@ -93,6 +93,14 @@ jaeger-tools:
 ## prometheus package, installed when missing
 rules:
 	scripts/rules-test.sh
+
+## dashboards: the Grafana dashboards (helm/weft/dashboards/, written by scripts/dashboards.py):
+## up to date with the script, type-checked against @grafana/schema 12.4 (npm, pinned in
+## tools/node, installed into ~/.cache/weft/node), the dashboard-linter's rules with promtool
+## parsing every expression (scripts/dashboards-check.sh). Their queries run against a real
+## Prometheus on the demo mesh in `make unit` (e2e/tests/dashboards.rs).
+dashboards:
+	scripts/dashboards-check.sh
 
 ## unit: every crate's tests; the binaries first, because the k8s tier packs them into its image
 unit:

@@ -113,7 +113,9 @@ def stat(title, description, expr, unit, grid, thresholds=None, decimals=None):
                  options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
                                             "values": False},
                           "colorMode": "value", "graphMode": "area", "textMode": "auto",
-                          "justifyMode": "auto", "orientation": "auto"})
+                          "justifyMode": "auto", "orientation": "auto", "wideLayout": True,
+                          "showPercentChange": False,
+                          "percentChangeColorMode": "standard"})
 
 
 def bargauge(title, description, expr, legend_, unit, grid, max_=None):
@@ -125,7 +127,11 @@ def bargauge(title, description, expr, legend_, unit, grid, max_=None):
                  options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
                                             "values": False},
                           "orientation": "horizontal", "displayMode": "gradient",
-                          "showUnfilled": True, "valueMode": "color"})
+                          "showUnfilled": True, "valueMode": "color", "sizing": "auto",
+                          "namePlacement": "auto", "minVizHeight": 16, "minVizWidth": 8,
+                          "maxVizHeight": 300,
+                          "legend": {"showLegend": False, "displayMode": "list",
+                                     "placement": "bottom", "calcs": []}})
 
 
 def table(title, description, columns, grid, by):
@@ -142,8 +148,7 @@ def table(title, description, columns, grid, by):
                           "properties": [{"id": "unit", "value": unit}]})
     return panel("table", title, description, targets, "none", grid,
                  overrides=overrides,
-                 options={"showHeader": True, "cellHeight": "sm",
-                          "footer": {"show": False, "reducer": ["sum"], "fields": ""}},
+                 options={"showHeader": True, "cellHeight": "sm", "frameIndex": 0},
                  transformations=[
                      {"id": "merge", "options": {}},
                      {"id": "organize", "options": {
@@ -160,15 +165,17 @@ def row(title, y):
 
 def datasource_var():
     return {"type": "datasource", "name": "datasource", "label": "Data source",
-            "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "",
+            "query": "prometheus", "current": {"text": "default", "value": "default"},
+            "hide": 0, "refresh": 1, "regex": "",
             "options": [], "includeAll": False, "multi": False}
 
 
-def query_var(name, label, query, current=None):
-    cur = {"text": current, "value": current} if current else {}
+def query_var(name, label, query, current):
+    """A variable of `label_values(...)`; `current` is the value Grafana shows until the user
+    picks another (kept only if the data has it; else Grafana takes the first)."""
     return {"type": "query", "name": name, "label": label, "datasource": DS,
-            "query": {"query": query, "refId": f"{name}-variable"}, "definition": query,
-            "current": cur, "hide": 0, "refresh": 2, "regex": "", "sort": 1,
+            "query": {"query": query, "refId": f"{name}-variable"},
+            "current": {"text": current, "value": current}, "hide": 0, "refresh": 2, "regex": "", "sort": 1,
             "options": [], "includeAll": False, "multi": False}
 
 
@@ -463,16 +470,18 @@ def edges():
                    [target(f"sum by (client_id, server_id) (rate({inbound}[{RATE}]))",
                            "{{client_id}} → {{server_id}}")], "reqps", (9, 24, 0, 0),
                    calcs=["mean", "lastNotNull"]),
-        table("Edges", "Every client identity to server identity pair of the last 5 minutes: "
+        table("Edges", "Every client identity to server identity pair, now (over the rate interval): "
               "requests per second, the share answered without a 5xx, and the share over "
               "mTLS.",
-              [("Requests/s", f"sum by (client_id, server_id) (rate({inbound}[5m]))", "reqps"),
+              [("Requests/s", f"sum by (client_id, server_id) (rate({inbound}[{RATE}]))", "reqps"),
                ("Success", 'sum by (client_id, server_id) (rate(weft_requests_total{direction='
-                           '"inbound",status_code!~"5.."}[5m]))\n/ sum by (client_id, '
-                           f'server_id) (rate({inbound}[5m]))', "percentunit"),
+                           '"inbound",status_code!~"5.."}['
+                           f'{RATE}]))\n/ sum by (client_id, server_id) '
+                           f'(rate({inbound}[{RATE}]))', "percentunit"),
                ("mTLS", 'sum by (client_id, server_id) (rate(weft_requests_total{direction='
-                        '"inbound",tls="true"}[5m]))\n/ sum by (client_id, server_id) '
-                        f'(rate({inbound}[5m]))', "percentunit")],
+                        '"inbound",tls="true"}['
+                        f'{RATE}]))\n/ sum by (client_id, server_id) '
+                        f'(rate({inbound}[{RATE}]))', "percentunit")],
               (9, 24, 0, 9), by=["client_id", "server_id"]),
         timeseries("mTLS share by workload", "Share of each workload's inbound requests that "
                    "came over mutual TLS.",
