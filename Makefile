@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules dashboards unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
+.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules dashboards dashboards-preview unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
@@ -101,6 +101,12 @@ rules:
 ## Prometheus on the demo mesh in `make unit` (e2e/tests/dashboards.rs).
 dashboards:
 	scripts/dashboards-check.sh
+
+## dashboards-preview: the demo mesh with a real Prometheus for three minutes, then each
+## dashboard drawn from that data to docs/dashboards/<name>.png, the README's pictures (root;
+## matplotlib from tools/python; scripts/dashboards-preview.sh)
+dashboards-preview:
+	scripts/dashboards-preview.sh
 
 ## unit: every crate's tests; the binaries first, because the k8s tier packs them into its image
 unit:

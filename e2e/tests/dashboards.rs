@@ -14,7 +14,7 @@
 //!   friends substituted as Grafana would) parsed and run by Prometheus and returning at least
 //!   one series. A failure names the dashboard, the panel and the expression.
 //!
-//! `make dashboards-preview` runs the ignored `preview` below: the same mesh for longer, every
+//! `make dashboards-preview` runs the ignored `preview_data` below: the same mesh for longer, every
 //! panel's data over that time as JSON for `scripts/dashboards-preview.py` to draw.
 //!
 //! Needs what the netns tier needs and Debian's `prometheus`; otherwise `SKIPPED:`, unless
@@ -45,6 +45,8 @@ use weft_lab::{
 
 /// The demo's folder, as `weftctl demo` runs it.
 const DEMO_FOLDER: &str = include_str!("../../examples/demo/mesh.yaml");
+/// The folder's one file.
+const FOLDER_FILE: &str = "mesh.yaml";
 /// Requests per second on each call.
 const RPS: u32 = 20;
 /// Where Prometheus listens, on the node namespace's loopback.
@@ -60,7 +62,7 @@ struct Mesh {
     traffic: Traffic,
     _jaeger: Option<Jaeger>,
     prometheus: Prometheus,
-    _lab: Lab,
+    lab: Lab,
     _work: tempfile::TempDir,
 }
 
@@ -79,7 +81,7 @@ impl Mesh {
         let lab = Lab::start_with(
             test,
             "dashboards",
-            &[("mesh.yaml", &folder)],
+            &[(FOLDER_FILE, &folder)],
             vec![
                 ("WEFT_TRACE_COLLECTOR".into(), collector),
                 ("WEFT_TRACE_SAMPLING".into(), "0.2".into()),
@@ -116,7 +118,7 @@ impl Mesh {
             traffic,
             _jaeger: jaeger,
             prometheus,
-            _lab: lab,
+            lab,
             _work: work,
         })
     }
@@ -296,8 +298,11 @@ struct Dashboard {
 struct Expr {
     dashboard: String,
     panel: String,
+    panel_id: u64,
     ref_id: String,
     expr: String,
+    /// An instant query (stat, bargauge, table) rather than a range.
+    instant: bool,
 }
 
 /// Every dashboard of `helm/weft/dashboards/`, by file name.
@@ -329,10 +334,10 @@ fn dashboards() -> Vec<Dashboard> {
 }
 
 /// `text` with Grafana's built-in variables and `values` (`$name` and `${name}`) put in.
-fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
+fn substitute(text: &str, values: &BTreeMap<String, String>, rate_interval: &str) -> String {
     let mut out = text
-        .replace("$__rate_interval", RATE_INTERVAL)
-        .replace("${__rate_interval}", RATE_INTERVAL)
+        .replace("$__rate_interval", rate_interval)
+        .replace("${__rate_interval}", rate_interval)
         .replace("$__interval", INTERVAL)
         .replace("${__interval}", INTERVAL);
     // Longest names first, so `$namespace` is not taken for a `$name` followed by text.
@@ -371,7 +376,7 @@ fn variables(mesh: &Mesh, d: &Dashboard) -> BTreeMap<String, String> {
             .as_str()
             .or_else(|| var["query"].as_str())
             .unwrap_or_else(|| panic!("{}: variable {name} has no query", d.file));
-        let query = substitute(query, &values);
+        let query = substitute(query, &values, RATE_INTERVAL);
         let inner = query
             .strip_prefix("label_values(")
             .and_then(|q| q.strip_suffix(')'))
@@ -412,7 +417,7 @@ fn variables(mesh: &Mesh, d: &Dashboard) -> BTreeMap<String, String> {
 }
 
 /// Every panel target of `d` (rows' panels too), variables put in.
-fn expressions(d: &Dashboard, values: &BTreeMap<String, String>) -> Vec<Expr> {
+fn expressions(d: &Dashboard, values: &BTreeMap<String, String>, rate_interval: &str) -> Vec<Expr> {
     let mut panels: Vec<serde_json::Value> = Vec::new();
     for p in d.json["panels"].as_array().cloned().unwrap_or_default() {
         panels.extend(p["panels"].as_array().cloned().unwrap_or_default());
@@ -425,8 +430,10 @@ fn expressions(d: &Dashboard, values: &BTreeMap<String, String>) -> Vec<Expr> {
             out.push(Expr {
                 dashboard: d.file.clone(),
                 panel: p["title"].as_str().unwrap_or_default().to_string(),
+                panel_id: p["id"].as_u64().unwrap_or_default(),
                 ref_id: t["refId"].as_str().unwrap_or_default().to_string(),
-                expr: substitute(expr, values),
+                expr: substitute(expr, values, rate_interval),
+                instant: t["instant"].as_bool().unwrap_or(false),
             });
         }
     }
@@ -527,7 +534,7 @@ fn every_dashboard_query_runs_and_returns_data_from_the_demo_mesh() {
     let mut checked = 0;
     for d in &dashboards {
         let values = variables(&mesh, d);
-        for e in expressions(d, &values) {
+        for e in expressions(d, &values, RATE_INTERVAL) {
             checked += 1;
             if e.expr.contains('$') {
                 failures.push(format!(
@@ -556,4 +563,104 @@ fn every_dashboard_query_runs_and_returns_data_from_the_demo_mesh() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// `make dashboards-preview`: the mesh for `WEFT_DASHBOARDS_PREVIEW_SECONDS` (180 by default,
+/// 30 to 600), the canary's weights moved from 90/10 to 50/50 halfway, then every panel
+/// target's data over the run (range queries; instant ones at the end) written as JSON to
+/// `WEFT_DASHBOARDS_PREVIEW_OUT` for scripts/dashboards-preview.py to draw.
+#[test]
+#[ignore = "make dashboards-preview runs it: minutes of traffic"]
+fn preview_data() {
+    let test = "preview_data";
+    let out = std::env::var_os("WEFT_DASHBOARDS_PREVIEW_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/dashboards-preview/data.json"));
+    let seconds: u64 = std::env::var("WEFT_DASHBOARDS_PREVIEW_SECONDS")
+        .ok()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("WEFT_DASHBOARDS_PREVIEW_SECONDS={s:?} is not a number"))
+        })
+        .unwrap_or(180);
+    assert!(
+        (30..=600).contains(&seconds),
+        "WEFT_DASHBOARDS_PREVIEW_SECONDS={seconds}: from 30 to 600"
+    );
+    let dashboards = dashboards();
+    let Some(mut mesh) = Mesh::start(test) else {
+        return;
+    };
+    mesh.wait_for_data(5);
+    let started = Instant::now();
+    let start = unix_now();
+    thread::sleep(Duration::from_secs(seconds / 2));
+    let folder = std::fs::read_to_string(mesh.lab.dir().join(FOLDER_FILE)).expect("the folder");
+    let fifty = folder
+        .replace("weight: 90}", "weight: 50}")
+        .replace("weight: 10}", "weight: 50}");
+    assert_ne!(fifty, folder, "the canary's weights were not found");
+    mesh.lab.edit(FOLDER_FILE, Some(&fifty));
+    thread::sleep(Duration::from_secs(seconds).saturating_sub(started.elapsed()));
+    let end = unix_now();
+    // About 150 points a graph; Grafana's $__rate_interval for such a step and 1 s scrapes.
+    let step = Duration::from_secs(((end - start) / 150.0).ceil().max(1.0) as u64);
+    let rate_interval = format!("{}s", (step.as_secs() + 1).max(4) * 4);
+    let mut data = serde_json::Map::new();
+    for d in &dashboards {
+        let values = variables(&mesh, d);
+        let mut panels = serde_json::Map::new();
+        for e in expressions(d, &values, &rate_interval) {
+            let series = if e.instant {
+                mesh.prometheus.query(&e.expr)
+            } else {
+                mesh.prometheus.query_range(&e.expr, start, end, step)
+            }
+            .unwrap_or_else(|err| panic!("{} / {} / {}: {err}", e.dashboard, e.panel, e.ref_id));
+            let json: Vec<serde_json::Value> = series
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "labels": s.labels,
+                        "values": s.values.iter().map(|(t, v)| {
+                            serde_json::json!([t, if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null }])
+                        }).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let panel = panels
+                .entry(e.panel_id.to_string())
+                .or_insert_with(|| serde_json::json!({}));
+            panel[e.ref_id.as_str()] = serde_json::json!(json);
+        }
+        data.insert(
+            d.file.clone(),
+            serde_json::json!({"variables": values, "panels": panels}),
+        );
+    }
+    let doc = serde_json::json!({
+        "start": start,
+        "end": end,
+        "step": step.as_secs(),
+        "rate_interval": rate_interval,
+        "dashboards": data,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    }
+    std::fs::write(&out, format!("{doc:#}\n"))
+        .unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
+    eprintln!(
+        "preview data of {} dashboards: {}",
+        dashboards.len(),
+        out.display()
+    );
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
