@@ -11,11 +11,13 @@ export RELEASE_PACKAGES
 export CARGO_INCREMENTAL ?= 0
 
 ## demo: a live mesh on this machine: as root, pods as network namespaces on the reference CNI
-## bridge with weft-cni, proxies, the control plane, traffic and a live table (weftctl demo);
-## without root, the same mesh's proxies in explicit mode on loopback (scripts/try-proxy.sh).
-## Ctrl-C stops it and removes everything it made.
+## bridge with weft-cni, proxies, the control plane, traffic and a live table (weftctl demo),
+## with Prometheus (Weft's rules) and Jaeger (built first when Go is there) on 127.0.0.1:9090
+## and :16686 for a browser; without root, the same mesh's proxies in explicit mode on
+## loopback (scripts/try-proxy.sh). Ctrl-C stops it and removes everything it made.
 demo: deps
 	@if [ "$$(id -u)" -eq 0 ]; then \
+	  scripts/jaeger-build.sh >/dev/null || echo "demo: Jaeger not built (above); the demo runs without traces"; \
 	  $(CARGO) build --release --locked $(RELEASE_PACKAGES) && ./target/release/weftctl demo; \
 	else \
 	  echo "demo: not root, so no network namespaces or iptables: running the proxies in explicit mode on loopback instead"; \
