@@ -11,6 +11,12 @@
 //! where). While it runs it is the lab named `demo`: `weftctl lab exec --lab demo web -- curl
 //! -s http://api/`. Ctrl-C removes every pod, namespace, veth, bridge, rule and file.
 //!
+//! Beside the table, a real Prometheus (Debian's) scrapes every proxy and the control plane
+//! with Weft's rules, and a real Jaeger (when `make jaeger-tools` has built it) takes every
+//! proxy's spans, both in the node namespace and forwarded to this machine's loopback
+//! (`127.0.0.1:9090` and `127.0.0.1:16686`, another port when one is taken; see
+//! `weft_lab::observe`); the intro says where, and where the Grafana dashboards are.
+//!
 //! Safety: all traffic stays inside the node namespace, which has no route out; addresses come
 //! from 198.18.0.0/15; clients run inside pod namespaces only.
 //!
@@ -35,6 +41,7 @@ use anyhow::{bail, Context};
 use weft_lab::{
     folder::{Folder, Key},
     netns::Netns,
+    observe::{self, Observability},
     registry::{PodEntry, Registry},
     run::{Event, LabRun},
     Metrics,
@@ -200,11 +207,26 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     say!("weftctl demo: starting the mesh of {} ...", dir.display());
-    let mut run = LabRun::start(registry, LAB, dir, &stop, &mut crate::lab::print_event)
-        .with_context(|| format!("start the demo's lab on {}", dir.display()))?;
+    // Every proxy traces to the Jaeger started below, when it is built.
+    let tracing = observe::tracing_env();
+    let mut run = LabRun::start_with(
+        registry,
+        LAB,
+        dir,
+        &stop,
+        &mut crate::lab::print_event,
+        tracing.clone().unwrap_or_default(),
+    )
+    .with_context(|| format!("start the demo's lab on {}", dir.display()))?;
     let interval = Duration::from_secs(1) / args.rps;
     let calls = plan(run.folder()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // After the pods: Jaeger takes OTLP on the bridge's gateway, there from the first pod on.
+    let observe = Observability::start(&run, tracing.is_ok())
+        .context("start the demo's Prometheus and Jaeger")?;
     print_intro(&run, &calls, args.rps, args.dir.is_none());
+    print_observability(&observe, tracing.as_ref().err());
+    say!("Ctrl-C stops the demo and removes every namespace, veth, bridge and rule.\n");
+    let footer = footer(&observe);
     let mut traffic = Traffic::start(calls, &run.entry().pods, interval);
 
     let started = Instant::now();
@@ -225,6 +247,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
                 crate::lab::print_event(event);
             })?;
             if applied {
+                if let Err(e) = observe.update(&run) {
+                    eprintln!("weftctl demo: Prometheus's targets not updated: {e}");
+                }
                 match plan(run.folder()) {
                     Ok(calls) => {
                         traffic.stop();
@@ -246,7 +271,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect();
         if !args.once && !stop.load(Ordering::Relaxed) {
             let routes = route_rows(&last, &now, window);
-            draw(pods, &rows, &routes, started.elapsed());
+            draw(pods, &rows, &routes, started.elapsed(), &footer);
         }
         last = now;
         last_at = Instant::now();
@@ -261,6 +286,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         say!(
             "\nweftctl demo: interrupted; removing pods, namespaces, the bridge and the rules ..."
         );
+        drop(observe);
         drop(run);
         bail!("interrupted before the checks ran");
     }
@@ -268,19 +294,23 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         let pods = run.entry().pods.clone();
         let (totals, routes) = totals(&pods);
         draw_totals(&pods, &totals, &routes, started.elapsed());
-        let failures = check_once(run.folder(), &pods, &totals, &routes, &traffic.calls);
+        let mut failures = check_once(run.folder(), &pods, &totals, &routes, &traffic.calls);
+        failures.extend(observe.check(&run));
         say!("weftctl demo: tearing down (pods, namespaces, bridge, rules) ...");
+        drop(observe);
         drop(run);
         if !failures.is_empty() {
             bail!("the demo mesh did not work:\n  {}", failures.join("\n  "));
         }
         say!(
             "weftctl demo: ok: every call was answered, and every meshed pod behind a called \
-             Service served its share over mutual TLS"
+             Service served its share over mutual TLS; Prometheus scraped the mesh and Jaeger \
+             holds its traces (where they ran)"
         );
         return Ok(());
     }
     say!("\nweftctl demo: stopping; removing pods, namespaces, the bridge and the rules ...");
+    drop(observe);
     drop(run);
     say!("weftctl demo: done, nothing left behind");
     Ok(())
@@ -420,6 +450,57 @@ fn spawn_client(
     })
 }
 
+/// The live table's last lines: where Prometheus, Jaeger and the dashboards are.
+fn footer(observe: &Observability) -> String {
+    let mut parts = Vec::new();
+    if let Some(url) = observe.prometheus_url() {
+        parts.push(format!("Prometheus {url}"));
+    }
+    if let Some(url) = observe.jaeger_url() {
+        parts.push(format!("Jaeger {url}/api/traces?service=web"));
+    }
+    parts.push("dashboards helm/weft/dashboards/".to_string());
+    format!("\nSee the mesh: {}\n", parts.join("  |  "))
+}
+
+/// Where Prometheus, Jaeger and the dashboards are, and what did not start.
+fn print_observability(observe: &Observability, tracing: Option<&String>) {
+    say!("See the mesh (from this machine's browser):");
+    match observe.prometheus_url() {
+        Some(url) => {
+            say!(
+                "  Prometheus  {url}  (every proxy and the control plane, each second, with Weft's \
+                 rules: try workload:weft_requests:rate5m or route_backend:weft_requests:rate5m)"
+            );
+            say!(
+                "              weftctl stat --prometheus {url}   # the golden metrics, in a table"
+            );
+        }
+        None => say!("  Prometheus  not running"),
+    }
+    match observe.jaeger_url() {
+        Some(url) => say!(
+            "  Jaeger      {url}/api/traces?service=web  (the traces' JSON, {} of requests \
+             sampled; services are the pods' service accounts)",
+            format!(
+                "{:.0} %",
+                observe::SAMPLING.parse::<f64>().unwrap_or(0.0) * 100.0
+            )
+        ),
+        None => say!("  Jaeger      not running"),
+    }
+    say!(
+        "  Dashboards  helm/weft/dashboards/*.json: import them into a Grafana 12.4+ whose \
+         Prometheus data source is the address above (docs/observability.md)"
+    );
+    if let Some(why) = tracing {
+        say!("  (no tracing: Jaeger is not built: `make jaeger-tools`; {why})");
+    }
+    for note in observe.notes() {
+        say!("  ({note})");
+    }
+}
+
 fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
     let entry = run.entry();
     say!();
@@ -529,7 +610,6 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
             entry.folder.display()
         );
     }
-    say!("Ctrl-C stops the demo and removes every namespace, veth, bridge and rule.\n");
 }
 
 /// Each meshed pod's proxy counters, by pod name.
@@ -644,7 +724,13 @@ fn totals(pods: &[PodEntry]) -> (BTreeMap<String, Row>, Vec<RouteRow>) {
     (rows, routes)
 }
 
-fn draw(pods: &[PodEntry], rows: &BTreeMap<String, Row>, routes: &[RouteRow], elapsed: Duration) {
+fn draw(
+    pods: &[PodEntry],
+    rows: &BTreeMap<String, Row>,
+    routes: &[RouteRow],
+    elapsed: Duration,
+    footer: &str,
+) {
     let mut out = String::new();
     // Clear the screen and go home: a live table, not a scrolling log.
     out.push_str("\x1b[2J\x1b[H");
@@ -655,6 +741,7 @@ fn draw(pods: &[PodEntry], rows: &BTreeMap<String, Row>, routes: &[RouteRow], el
     ));
     out.push_str(&table(pods, rows, "req/s"));
     out.push_str(&route_table(routes, "req/s"));
+    out.push_str(footer);
     out.push_str("\nCtrl-C stops the demo and removes everything.\n");
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());

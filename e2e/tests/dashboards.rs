@@ -14,7 +14,7 @@
 //!   friends substituted as Grafana would) parsed and run by Prometheus and returning at least
 //!   one series. A failure names the dashboard, the panel and the expression.
 //!
-//! `make dashboards-preview` runs the ignored `preview` below: the same mesh for longer, every
+//! `make dashboards-preview` runs the ignored `preview_data` below: the same mesh for longer, every
 //! panel's data over that time as JSON for `scripts/dashboards-preview.py` to draw.
 //!
 //! Needs what the netns tier needs and Debian's `prometheus`; otherwise `SKIPPED:`, unless
@@ -45,6 +45,8 @@ use weft_lab::{
 
 /// The demo's folder, as `weftctl demo` runs it.
 const DEMO_FOLDER: &str = include_str!("../../examples/demo/mesh.yaml");
+/// The folder's one file.
+const FOLDER_FILE: &str = "mesh.yaml";
 /// Requests per second on each call.
 const RPS: u32 = 20;
 /// Where Prometheus listens, on the node namespace's loopback.
@@ -60,7 +62,7 @@ struct Mesh {
     traffic: Traffic,
     _jaeger: Option<Jaeger>,
     prometheus: Prometheus,
-    _lab: Lab,
+    lab: Lab,
     _work: tempfile::TempDir,
 }
 
@@ -79,7 +81,7 @@ impl Mesh {
         let lab = Lab::start_with(
             test,
             "dashboards",
-            &[("mesh.yaml", &folder)],
+            &[(FOLDER_FILE, &folder)],
             vec![
                 ("WEFT_TRACE_COLLECTOR".into(), collector),
                 ("WEFT_TRACE_SAMPLING".into(), "0.2".into()),
@@ -116,7 +118,7 @@ impl Mesh {
             traffic,
             _jaeger: jaeger,
             prometheus,
-            _lab: lab,
+            lab,
             _work: work,
         })
     }
@@ -280,6 +282,164 @@ fn repo() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// What stands for Grafana's `$__rate_interval` with a 1 s scrape interval: four scrapes and
+/// some (Grafana's rule is max(4 x scrape interval, $__interval + scrape interval)).
+const RATE_INTERVAL: &str = "10s";
+/// What stands for `$__interval` (the step of a graph some hundreds of points wide).
+const INTERVAL: &str = "2s";
+
+/// One dashboard file, read.
+struct Dashboard {
+    file: String,
+    json: serde_json::Value,
+}
+
+/// One panel target's expression, where it is.
+struct Expr {
+    dashboard: String,
+    panel: String,
+    panel_id: u64,
+    ref_id: String,
+    expr: String,
+    /// An instant query (stat, bargauge, table) rather than a range.
+    instant: bool,
+}
+
+/// Every dashboard of `helm/weft/dashboards/`, by file name.
+fn dashboards() -> Vec<Dashboard> {
+    let dir = repo().join("helm/weft/dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no dashboards in {}", dir.display());
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let json = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            Dashboard {
+                file: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                json,
+            }
+        })
+        .collect()
+}
+
+/// `text` with Grafana's built-in variables and `values` (`$name` and `${name}`) put in.
+fn substitute(text: &str, values: &BTreeMap<String, String>, rate_interval: &str) -> String {
+    let mut out = text
+        .replace("$__rate_interval", rate_interval)
+        .replace("${__rate_interval}", rate_interval)
+        .replace("$__interval", INTERVAL)
+        .replace("${__interval}", INTERVAL);
+    // Longest names first, so `$namespace` is not taken for a `$name` followed by text.
+    let mut names: Vec<&String> = values.keys().collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for name in names {
+        let value = &values[name];
+        out = out
+            .replace(&format!("${{{name}}}"), value)
+            .replace(&format!("${name}"), value);
+    }
+    out
+}
+
+/// The dashboard's query variables set as Grafana would on loading it: each one's
+/// `label_values(expr, label)` run (with the variables before it put in), and its saved
+/// `current` value kept when the mesh has it, else the first value in order. A variable whose
+/// query returns nothing, or that is not `label_values(...)`, is a failure.
+fn variables(mesh: &Mesh, d: &Dashboard) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    let list = d.json["templating"]["list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for var in list {
+        let name = var["name"].as_str().unwrap_or_default().to_string();
+        match var["type"].as_str() {
+            Some("datasource") => continue,
+            Some("query") => {}
+            other => panic!(
+                "{}: variable {name}: type {other:?} is not handled here",
+                d.file
+            ),
+        }
+        let query = var["query"]["query"]
+            .as_str()
+            .or_else(|| var["query"].as_str())
+            .unwrap_or_else(|| panic!("{}: variable {name} has no query", d.file));
+        let query = substitute(query, &values, RATE_INTERVAL);
+        let inner = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: variable {name}: {query:?} is not label_values(expr, label)",
+                    d.file
+                )
+            });
+        let (expr, label) = inner
+            .rsplit_once(',')
+            .unwrap_or_else(|| panic!("{}: variable {name}: {query:?} names no label", d.file));
+        let label = label.trim();
+        let series = mesh
+            .prometheus
+            .query(expr)
+            .unwrap_or_else(|e| panic!("{}: variable {name}: {e}", d.file));
+        let mut found: Vec<String> = series
+            .iter()
+            .filter_map(|s| s.labels.get(label).cloned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        found.sort();
+        found.dedup();
+        let current = var["current"]["value"].as_str().map(str::to_string);
+        let value = match current {
+            Some(c) if found.contains(&c) => c,
+            _ => found.first().cloned().unwrap_or_else(|| {
+                panic!(
+                    "{}: variable {name}: {query:?} found no {label} in the mesh",
+                    d.file
+                )
+            }),
+        };
+        values.insert(name, value);
+    }
+    values
+}
+
+/// Every panel target of `d` (rows' panels too), variables put in.
+fn expressions(d: &Dashboard, values: &BTreeMap<String, String>, rate_interval: &str) -> Vec<Expr> {
+    let mut panels: Vec<serde_json::Value> = Vec::new();
+    for p in d.json["panels"].as_array().cloned().unwrap_or_default() {
+        panels.extend(p["panels"].as_array().cloned().unwrap_or_default());
+        panels.push(p);
+    }
+    let mut out = Vec::new();
+    for p in panels {
+        for t in p["targets"].as_array().cloned().unwrap_or_default() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            out.push(Expr {
+                dashboard: d.file.clone(),
+                panel: p["title"].as_str().unwrap_or_default().to_string(),
+                panel_id: p["id"].as_u64().unwrap_or_default(),
+                ref_id: t["refId"].as_str().unwrap_or_default().to_string(),
+                expr: substitute(expr, values, rate_interval),
+                instant: t["instant"].as_bool().unwrap_or(false),
+            });
+        }
+    }
+    out
+}
+
 /// The label sets of `series`, as `name=value` lists, for messages.
 fn label_sets(series: &[Series]) -> Vec<BTreeMap<String, String>> {
     series.iter().map(|s| s.labels.clone()).collect()
@@ -359,4 +519,148 @@ fn prometheus_scrapes_the_demo_mesh_and_records_the_rules() {
         label_sets(&mesh.query(r#"weft_requests_total{direction="outbound"}"#))
     );
     drop(mesh);
+}
+
+#[test]
+fn every_dashboard_query_runs_and_returns_data_from_the_demo_mesh() {
+    let test = "every_dashboard_query_runs_and_returns_data_from_the_demo_mesh";
+    let dashboards = dashboards();
+    let Some(mesh) = Mesh::start(test) else {
+        return;
+    };
+    // Enough scrapes for the rate windows ($__rate_interval: 10 s) and the rules.
+    mesh.wait_for_data(15);
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for d in &dashboards {
+        let values = variables(&mesh, d);
+        for e in expressions(d, &values, RATE_INTERVAL) {
+            checked += 1;
+            if e.expr.contains('$') {
+                failures.push(format!(
+                    "{} / {} / {}: a variable was left in {:?}",
+                    e.dashboard, e.panel, e.ref_id, e.expr
+                ));
+                continue;
+            }
+            match mesh.prometheus.query(&e.expr) {
+                Ok(series) if !series.is_empty() => {}
+                Ok(_) => failures.push(format!(
+                    "{} / {} / {}: no data for {:?} (variables {values:?})",
+                    e.dashboard, e.panel, e.ref_id, e.expr
+                )),
+                Err(err) => failures.push(format!(
+                    "{} / {} / {}: {err}",
+                    e.dashboard, e.panel, e.ref_id
+                )),
+            }
+        }
+    }
+    assert!(checked > 0, "no panel targets in the dashboards");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} dashboard queries failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// `make dashboards-preview`: the mesh for `WEFT_DASHBOARDS_PREVIEW_SECONDS` (180 by default,
+/// 30 to 600), the canary's weights moved from 90/10 to 50/50 halfway, then every panel
+/// target's data over the run (range queries; instant ones at the end) written as JSON to
+/// `WEFT_DASHBOARDS_PREVIEW_OUT` for scripts/dashboards-preview.py to draw.
+#[test]
+#[ignore = "make dashboards-preview runs it: minutes of traffic"]
+fn preview_data() {
+    let test = "preview_data";
+    let out = std::env::var_os("WEFT_DASHBOARDS_PREVIEW_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/dashboards-preview/data.json"));
+    let seconds: u64 = std::env::var("WEFT_DASHBOARDS_PREVIEW_SECONDS")
+        .ok()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("WEFT_DASHBOARDS_PREVIEW_SECONDS={s:?} is not a number"))
+        })
+        .unwrap_or(180);
+    assert!(
+        (30..=600).contains(&seconds),
+        "WEFT_DASHBOARDS_PREVIEW_SECONDS={seconds}: from 30 to 600"
+    );
+    let dashboards = dashboards();
+    let Some(mut mesh) = Mesh::start(test) else {
+        return;
+    };
+    mesh.wait_for_data(5);
+    let started = Instant::now();
+    let start = unix_now();
+    thread::sleep(Duration::from_secs(seconds / 2));
+    let folder = std::fs::read_to_string(mesh.lab.dir().join(FOLDER_FILE)).expect("the folder");
+    let fifty = folder
+        .replace("weight: 90}", "weight: 50}")
+        .replace("weight: 10}", "weight: 50}");
+    assert_ne!(fifty, folder, "the canary's weights were not found");
+    mesh.lab.edit(FOLDER_FILE, Some(&fifty));
+    thread::sleep(Duration::from_secs(seconds).saturating_sub(started.elapsed()));
+    let end = unix_now();
+    // About 150 points a graph; Grafana's $__rate_interval for such a step and 1 s scrapes.
+    let step = Duration::from_secs(((end - start) / 150.0).ceil().max(1.0) as u64);
+    let rate_interval = format!("{}s", (step.as_secs() + 1).max(4) * 4);
+    let mut data = serde_json::Map::new();
+    for d in &dashboards {
+        let values = variables(&mesh, d);
+        let mut panels = serde_json::Map::new();
+        for e in expressions(d, &values, &rate_interval) {
+            let series = if e.instant {
+                mesh.prometheus.query(&e.expr)
+            } else {
+                mesh.prometheus.query_range(&e.expr, start, end, step)
+            }
+            .unwrap_or_else(|err| panic!("{} / {} / {}: {err}", e.dashboard, e.panel, e.ref_id));
+            let json: Vec<serde_json::Value> = series
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "labels": s.labels,
+                        "values": s.values.iter().map(|(t, v)| {
+                            serde_json::json!([t, if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null }])
+                        }).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let panel = panels
+                .entry(e.panel_id.to_string())
+                .or_insert_with(|| serde_json::json!({}));
+            panel[e.ref_id.as_str()] = serde_json::json!(json);
+        }
+        data.insert(
+            d.file.clone(),
+            serde_json::json!({"variables": values, "panels": panels}),
+        );
+    }
+    let doc = serde_json::json!({
+        "start": start,
+        "end": end,
+        "step": step.as_secs(),
+        "rate_interval": rate_interval,
+        "dashboards": data,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    }
+    std::fs::write(&out, format!("{doc:#}\n"))
+        .unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
+    eprintln!(
+        "preview data of {} dashboards: {}",
+        dashboards.len(),
+        out.display()
+    );
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }

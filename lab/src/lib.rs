@@ -57,6 +57,10 @@
 //! - [`prometheus`]: a real Prometheus (Debian's) in the node namespace scraping the proxies
 //!   and the control plane as docs/observability.md says, with Weft's rules, and its query
 //!   API; what the dashboards' tests, their previews and the demo read.
+//! - [`forward`]: a TCP forwarder from this machine's loopback into a namespace (the demo's
+//!   Prometheus and Jaeger for a browser).
+//! - [`observe`]: the demo's Prometheus and Jaeger in the node namespace, forwarded to this
+//!   machine's loopback for a browser, and the check `weftctl demo --once` makes of them.
 //! - [`netns`]: named network namespaces (create, run in, enter, delete on drop), also what the
 //!   proxy's and the CNI plugin's root-only tests use.
 //! - [`process`], [`wait`], [`bins`], [`pki`], [`prereq`]: child processes and bounded waits,
@@ -74,9 +78,11 @@ pub mod cni;
 pub mod control_plane;
 pub mod error;
 pub mod folder;
+pub mod forward;
 pub mod http;
 pub mod jaeger;
 pub mod netns;
+pub mod observe;
 pub mod pcap;
 pub mod pki;
 pub mod prereq;

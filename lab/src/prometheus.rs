@@ -278,15 +278,19 @@ impl Prometheus {
 /// `true` if Debian's `prometheus` is on `PATH`; otherwise the loud skip (`SKIPPED: <test>:
 /// ...`), or with `WEFT_REQUIRE_NETNS_TESTS=1` a failure (CI installs it with `make deps`).
 pub fn should_run(test: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).any(|dir| dir.join(BINARY).is_file());
     prereq::run_or_skip(
         test,
-        (!found).then(|| {
+        (!installed()).then(|| {
             "prometheus not found on PATH (Debian package prometheus; `make deps` installs it)"
                 .to_string()
         }),
     )
+}
+
+/// Whether Debian's `prometheus` is on `PATH`.
+pub fn installed() -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(BINARY).is_file())
 }
 
 /// The config for `options`, the proxies read from `targets`.
