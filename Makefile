@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
+.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules dashboards dashboards-preview unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
@@ -11,11 +11,13 @@ export RELEASE_PACKAGES
 export CARGO_INCREMENTAL ?= 0
 
 ## demo: a live mesh on this machine: as root, pods as network namespaces on the reference CNI
-## bridge with weft-cni, proxies, the control plane, traffic and a live table (weftctl demo);
-## without root, the same mesh's proxies in explicit mode on loopback (scripts/try-proxy.sh).
-## Ctrl-C stops it and removes everything it made.
+## bridge with weft-cni, proxies, the control plane, traffic and a live table (weftctl demo),
+## with Prometheus (Weft's rules) and Jaeger (built first when Go is there) on 127.0.0.1:9090
+## and :16686 for a browser; without root, the same mesh's proxies in explicit mode on
+## loopback (scripts/try-proxy.sh). Ctrl-C stops it and removes everything it made.
 demo: deps
 	@if [ "$$(id -u)" -eq 0 ]; then \
+	  scripts/jaeger-build.sh >/dev/null || echo "demo: Jaeger not built (above); the demo runs without traces"; \
 	  $(CARGO) build --release --locked $(RELEASE_PACKAGES) && ./target/release/weftctl demo; \
 	else \
 	  echo "demo: not root, so no network namespaces or iptables: running the proxies in explicit mode on loopback instead"; \
@@ -24,7 +26,7 @@ demo: deps
 
 ## test: everything CI checks: lint, unit and integration tests (the root-only tier included
 ## when run as root), the demo in one-shot mode, and the fuzz targets built and run briefly
-test: deps sweep lint k8s-prep chart-tools jaeger-tools rules unit demo-once fuzz-smoke bench-smoke
+test: deps sweep lint k8s-prep chart-tools jaeger-tools rules dashboards unit demo-once fuzz-smoke bench-smoke
 
 deps:
 	scripts/install-deps.sh
@@ -93,6 +95,20 @@ jaeger-tools:
 ## prometheus package, installed when missing
 rules:
 	scripts/rules-test.sh
+
+## dashboards: the Grafana dashboards (helm/weft/dashboards/, written by scripts/dashboards.py):
+## up to date with the script, type-checked against @grafana/schema 12.4 (npm, pinned in
+## tools/node, installed into ~/.cache/weft/node), the dashboard-linter's rules with promtool
+## parsing every expression (scripts/dashboards-check.sh). Their queries run against a real
+## Prometheus on the demo mesh in `make unit` (e2e/tests/dashboards.rs).
+dashboards:
+	scripts/dashboards-check.sh
+
+## dashboards-preview: the demo mesh with a real Prometheus for three minutes, then each
+## dashboard drawn from that data to docs/dashboards/<name>.png, the README's pictures (root;
+## matplotlib from tools/python; scripts/dashboards-preview.sh)
+dashboards-preview:
+	scripts/dashboards-preview.sh
 
 ## unit: every crate's tests; the binaries first, because the k8s tier packs them into its image
 unit:

@@ -11,6 +11,12 @@
 //! where). While it runs it is the lab named `demo`: `weftctl lab exec --lab demo web -- curl
 //! -s http://api/`. Ctrl-C removes every pod, namespace, veth, bridge, rule and file.
 //!
+//! Beside the table, a real Prometheus (Debian's) scrapes every proxy and the control plane
+//! with Weft's rules, and a real Jaeger (when `make jaeger-tools` has built it) takes every
+//! proxy's spans, both in the node namespace and forwarded to this machine's loopback
+//! (`127.0.0.1:9090` and `127.0.0.1:16686`, another port when one is taken; see
+//! `weft_lab::observe`); the intro says where, and where the Grafana dashboards are.
+//!
 //! Safety: all traffic stays inside the node namespace, which has no route out; addresses come
 //! from 198.18.0.0/15; clients run inside pod namespaces only.
 //!
@@ -35,10 +41,13 @@ use anyhow::{bail, Context};
 use weft_lab::{
     folder::{Folder, Key},
     netns::Netns,
+    observe::{self, Observability},
     registry::{PodEntry, Registry},
     run::{Event, LabRun},
     Metrics,
 };
+
+use crate::stat::window::{Counters, Direction};
 
 /// The folder `weftctl demo` runs unless given another.
 const DEMO_FOLDER: &str = include_str!("../../examples/demo/mesh.yaml");
@@ -50,8 +59,6 @@ const LAB: &str = "demo";
 const ADMIN_PORT: u16 = 15190;
 /// How often the table refreshes (and the folder is checked for edits).
 const REFRESH: Duration = Duration::from_secs(2);
-/// A latency bucket bound that means "slower than every finite bucket".
-const INF: f64 = f64::INFINITY;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
@@ -155,20 +162,6 @@ struct Row {
     mtls_share: Option<f64>,
 }
 
-/// A proxy's counters at one moment, summed over the labels the table does not show.
-#[derive(Debug, Default, Clone)]
-struct Snapshot {
-    inbound: f64,
-    inbound_ok: f64,
-    inbound_tls: f64,
-    outbound: f64,
-    outbound_ok: f64,
-    /// Inbound latency histogram: upper bound -> cumulative count.
-    buckets: BTreeMap<Bound, f64>,
-    /// Outbound requests a route chose the backend of, by (route rule, backend Service).
-    routed: BTreeMap<(String, String), f64>,
-}
-
 /// One route rule's backend over the last window, from every caller's proxy.
 #[derive(Debug, Clone, PartialEq)]
 struct RouteRow {
@@ -177,30 +170,6 @@ struct RouteRow {
     rps: f64,
     /// Of the rule's requests in the window; `None` when the rule had none.
     share: Option<f64>,
-}
-
-/// A histogram bound, ordered (the `le` label as a number).
-#[derive(Debug, Clone, Copy)]
-struct Bound(f64);
-
-impl PartialEq for Bound {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for Bound {}
-
-impl PartialOrd for Bound {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Bound {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -238,11 +207,26 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     say!("weftctl demo: starting the mesh of {} ...", dir.display());
-    let mut run = LabRun::start(registry, LAB, dir, &stop, &mut crate::lab::print_event)
-        .with_context(|| format!("start the demo's lab on {}", dir.display()))?;
+    // Every proxy traces to the Jaeger started below, when it is built.
+    let tracing = observe::tracing_env();
+    let mut run = LabRun::start_with(
+        registry,
+        LAB,
+        dir,
+        &stop,
+        &mut crate::lab::print_event,
+        tracing.clone().unwrap_or_default(),
+    )
+    .with_context(|| format!("start the demo's lab on {}", dir.display()))?;
     let interval = Duration::from_secs(1) / args.rps;
     let calls = plan(run.folder()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // After the pods: Jaeger takes OTLP on the bridge's gateway, there from the first pod on.
+    let observe = Observability::start(&run, tracing.is_ok())
+        .context("start the demo's Prometheus and Jaeger")?;
     print_intro(&run, &calls, args.rps, args.dir.is_none());
+    print_observability(&observe, tracing.as_ref().err());
+    say!("Ctrl-C stops the demo and removes every namespace, veth, bridge and rule.\n");
+    let footer = footer(&observe);
     let mut traffic = Traffic::start(calls, &run.entry().pods, interval);
 
     let started = Instant::now();
@@ -263,6 +247,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
                 crate::lab::print_event(event);
             })?;
             if applied {
+                if let Err(e) = observe.update(&run) {
+                    eprintln!("weftctl demo: Prometheus's targets not updated: {e}");
+                }
                 match plan(run.folder()) {
                     Ok(calls) => {
                         traffic.stop();
@@ -284,7 +271,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect();
         if !args.once && !stop.load(Ordering::Relaxed) {
             let routes = route_rows(&last, &now, window);
-            draw(pods, &rows, &routes, started.elapsed());
+            draw(pods, &rows, &routes, started.elapsed(), &footer);
         }
         last = now;
         last_at = Instant::now();
@@ -299,6 +286,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         say!(
             "\nweftctl demo: interrupted; removing pods, namespaces, the bridge and the rules ..."
         );
+        drop(observe);
         drop(run);
         bail!("interrupted before the checks ran");
     }
@@ -306,19 +294,23 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         let pods = run.entry().pods.clone();
         let (totals, routes) = totals(&pods);
         draw_totals(&pods, &totals, &routes, started.elapsed());
-        let failures = check_once(run.folder(), &pods, &totals, &routes, &traffic.calls);
+        let mut failures = check_once(run.folder(), &pods, &totals, &routes, &traffic.calls);
+        failures.extend(observe.check(&run));
         say!("weftctl demo: tearing down (pods, namespaces, bridge, rules) ...");
+        drop(observe);
         drop(run);
         if !failures.is_empty() {
             bail!("the demo mesh did not work:\n  {}", failures.join("\n  "));
         }
         say!(
             "weftctl demo: ok: every call was answered, and every meshed pod behind a called \
-             Service served its share over mutual TLS"
+             Service served its share over mutual TLS; Prometheus scraped the mesh and Jaeger \
+             holds its traces (where they ran)"
         );
         return Ok(());
     }
     say!("\nweftctl demo: stopping; removing pods, namespaces, the bridge and the rules ...");
+    drop(observe);
     drop(run);
     say!("weftctl demo: done, nothing left behind");
     Ok(())
@@ -458,6 +450,57 @@ fn spawn_client(
     })
 }
 
+/// The live table's last lines: where Prometheus, Jaeger and the dashboards are.
+fn footer(observe: &Observability) -> String {
+    let mut parts = Vec::new();
+    if let Some(url) = observe.prometheus_url() {
+        parts.push(format!("Prometheus {url}"));
+    }
+    if let Some(url) = observe.jaeger_url() {
+        parts.push(format!("Jaeger {url}/api/traces?service=web"));
+    }
+    parts.push("dashboards helm/weft/dashboards/".to_string());
+    format!("\nSee the mesh: {}\n", parts.join("  |  "))
+}
+
+/// Where Prometheus, Jaeger and the dashboards are, and what did not start.
+fn print_observability(observe: &Observability, tracing: Option<&String>) {
+    say!("See the mesh (from this machine's browser):");
+    match observe.prometheus_url() {
+        Some(url) => {
+            say!(
+                "  Prometheus  {url}  (every proxy and the control plane, each second, with Weft's \
+                 rules: try workload:weft_requests:rate5m or route_backend:weft_requests:rate5m)"
+            );
+            say!(
+                "              weftctl stat --prometheus {url}   # the golden metrics, in a table"
+            );
+        }
+        None => say!("  Prometheus  not running"),
+    }
+    match observe.jaeger_url() {
+        Some(url) => say!(
+            "  Jaeger      {url}/api/traces?service=web  (the traces' JSON, {} of requests \
+             sampled; services are the pods' service accounts)",
+            format!(
+                "{:.0} %",
+                observe::SAMPLING.parse::<f64>().unwrap_or(0.0) * 100.0
+            )
+        ),
+        None => say!("  Jaeger      not running"),
+    }
+    say!(
+        "  Dashboards  helm/weft/dashboards/*.json: import them into a Grafana 12.4+ whose \
+         Prometheus data source is the address above (docs/observability.md)"
+    );
+    if let Some(why) = tracing {
+        say!("  (no tracing: Jaeger is not built: `make jaeger-tools`; {why})");
+    }
+    for note in observe.notes() {
+        say!("  ({note})");
+    }
+}
+
 fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
     let entry = run.entry();
     say!();
@@ -540,6 +583,17 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
             p.netns
         );
     }
+    if let Some(first) = calls.first() {
+        say!(
+            "  weftctl stat po -n {}                      # success, RPS, latency, mTLS per pod",
+            first.from.0
+        );
+        say!(
+            "  weftctl stat-outbound po/{} -n {}     # its routes and backends, timeouts, retries",
+            first.from.1,
+            first.from.0
+        );
+    }
     say!(
         "  ip netns exec {} tcpdump -ni {} -A tcp     # only TLS between meshed pods",
         entry.node,
@@ -556,11 +610,10 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
             entry.folder.display()
         );
     }
-    say!("Ctrl-C stops the demo and removes every namespace, veth, bridge and rule.\n");
 }
 
 /// Each meshed pod's proxy counters, by pod name.
-fn snapshots(pods: &[PodEntry]) -> BTreeMap<String, Snapshot> {
+fn snapshots(pods: &[PodEntry]) -> BTreeMap<String, Counters> {
     pods.iter()
         .filter(|p| p.identity.is_some())
         .filter_map(|p| {
@@ -568,96 +621,50 @@ fn snapshots(pods: &[PodEntry]) -> BTreeMap<String, Snapshot> {
             let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT));
             let reply = weft_lab::http::get(&ns, admin, "localhost", "/metrics").ok()?;
             let metrics = Metrics::parse(&reply.body).ok()?;
-            Some((p.name.clone(), snapshot(&metrics)))
+            Some((p.name.clone(), Counters::read(&metrics)))
         })
         .collect()
 }
 
-fn snapshot(m: &Metrics) -> Snapshot {
-    let inbound = [("direction", "inbound")];
-    let mut s = Snapshot {
-        inbound: m.sum("weft_requests_total", &inbound),
-        inbound_ok: m
-            .matching("weft_requests_total", &inbound)
-            .filter(|s| s.label("status_code").starts_with('2'))
-            .map(|s| s.value)
-            .sum(),
-        inbound_tls: m.sum(
-            "weft_requests_total",
-            &[("direction", "inbound"), ("tls", "true")],
-        ),
-        outbound: m.sum("weft_requests_total", &[("direction", "outbound")]),
-        outbound_ok: m
-            .matching("weft_requests_total", &[("direction", "outbound")])
-            .filter(|s| s.label("status_code").starts_with('2'))
-            .map(|s| s.value)
-            .sum(),
-        buckets: BTreeMap::new(),
-        routed: BTreeMap::new(),
-    };
-    for r in m.matching("weft_requests_total", &[("direction", "outbound")]) {
-        let rule = r.label("route");
-        if !rule.is_empty() {
-            let key = (rule.to_string(), r.label("dst_service").to_string());
-            *s.routed.entry(key).or_default() += r.value;
-        }
-    }
-    for b in m.matching("weft_request_duration_seconds_bucket", &inbound) {
-        let bound = match b.label("le") {
-            "+Inf" => INF,
-            le => match le.parse() {
-                Ok(v) => v,
-                Err(_) => continue,
-            },
-        };
-        *s.buckets.entry(Bound(bound)).or_default() += b.value;
-    }
-    s
-}
-
-/// The figures of the window between two snapshots.
-fn row(before: Option<&Snapshot>, after: Option<&Snapshot>, seconds: f64) -> Row {
+/// The figures of the window between two reads of a proxy (`weftctl stat`'s computation).
+fn row(before: Option<&Counters>, after: Option<&Counters>, seconds: f64) -> Row {
     let (Some(before), Some(after)) = (before, after) else {
         return Row::default();
     };
     let seconds = seconds.max(0.001);
-    let inbound = after.inbound - before.inbound;
-    let buckets: Vec<(f64, f64)> = after
-        .buckets
-        .iter()
-        .map(|(b, c)| (b.0, c - before.buckets.get(b).copied().unwrap_or(0.0)))
-        .collect();
-    let outbound = after.outbound - before.outbound;
+    let window = after.since(before);
+    let inbound = window.figures(|d, _, _| d == Direction::Inbound);
+    let outbound = window.figures(|d, _, _| d == Direction::Outbound);
     Row {
-        inbound_rps: inbound / seconds,
-        outbound_rps: outbound / seconds,
-        outbound_success: (outbound > 0.0)
-            .then(|| (after.outbound_ok - before.outbound_ok) / outbound),
-        success: (inbound > 0.0).then(|| (after.inbound_ok - before.inbound_ok) / inbound),
-        p50: quantile(&buckets, 0.5),
-        p99: quantile(&buckets, 0.99),
-        mtls_share: (inbound > 0.0).then(|| (after.inbound_tls - before.inbound_tls) / inbound),
+        inbound_rps: inbound.requests / seconds,
+        outbound_rps: outbound.requests / seconds,
+        outbound_success: outbound.success(),
+        success: inbound.success(),
+        p50: inbound.quantile(0.5),
+        p99: inbound.quantile(0.99),
+        mtls_share: inbound.tls_share(),
     }
 }
 
-/// Each route rule's backends over the window between two sets of snapshots, summed over the
+/// Each route rule's backends over the window between two sets of reads, summed over the
 /// callers: requests per second and each backend's share of its rule. A rule or backend seen
 /// once stays listed (at 0) while its counters exist, so a weight set to 0 shows as 0 %.
 fn route_rows(
-    before: &BTreeMap<String, Snapshot>,
-    after: &BTreeMap<String, Snapshot>,
+    before: &BTreeMap<String, Counters>,
+    after: &BTreeMap<String, Counters>,
     seconds: f64,
 ) -> Vec<RouteRow> {
     let seconds = seconds.max(0.001);
+    let none = Counters::default();
     let mut moved: BTreeMap<(String, String), f64> = BTreeMap::new();
     for (pod, now) in after {
-        for (key, count) in &now.routed {
-            let then = before
-                .get(pod)
-                .and_then(|b| b.routed.get(key))
-                .copied()
-                .unwrap_or(0.0);
-            *moved.entry(key.clone()).or_default() += (count - then).max(0.0);
+        let window = now.since(before.get(pod).unwrap_or(&none));
+        for (s, n) in &window.requests {
+            if s.direction == Direction::Outbound && !s.route.is_empty() {
+                *moved
+                    .entry((s.route.clone(), s.dst_service.clone()))
+                    .or_default() += n;
+            }
         }
     }
     let mut by_rule: BTreeMap<&str, f64> = BTreeMap::new();
@@ -702,22 +709,9 @@ fn route_table(rows: &[RouteRow], unit: &str) -> String {
     out
 }
 
-/// The upper bound of the bucket holding quantile `q` of cumulative `buckets` (sorted by bound):
-/// "at most this long". `None` without observations.
-fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    buckets
-        .iter()
-        .find(|(_, count)| *count >= q * total)
-        .map(|(bound, _)| *bound)
-}
-
 /// Every workload's and route's figures since the start.
 fn totals(pods: &[PodEntry]) -> (BTreeMap<String, Row>, Vec<RouteRow>) {
-    let zero = Snapshot::default();
+    let zero = Counters::default();
     let now = snapshots(pods);
     let routes = route_rows(&BTreeMap::new(), &now, 1.0);
     let rows = now
@@ -730,7 +724,13 @@ fn totals(pods: &[PodEntry]) -> (BTreeMap<String, Row>, Vec<RouteRow>) {
     (rows, routes)
 }
 
-fn draw(pods: &[PodEntry], rows: &BTreeMap<String, Row>, routes: &[RouteRow], elapsed: Duration) {
+fn draw(
+    pods: &[PodEntry],
+    rows: &BTreeMap<String, Row>,
+    routes: &[RouteRow],
+    elapsed: Duration,
+    footer: &str,
+) {
     let mut out = String::new();
     // Clear the screen and go home: a live table, not a scrolling log.
     out.push_str("\x1b[2J\x1b[H");
@@ -741,6 +741,7 @@ fn draw(pods: &[PodEntry], rows: &BTreeMap<String, Row>, routes: &[RouteRow], el
     ));
     out.push_str(&table(pods, rows, "req/s"));
     out.push_str(&route_table(routes, "req/s"));
+    out.push_str(footer);
     out.push_str("\nCtrl-C stops the demo and removes everything.\n");
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
@@ -797,18 +798,9 @@ fn percent(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.1}%", v * 100.0))
 }
 
+/// A latency in seconds, as `weftctl stat` prints it.
 fn latency(v: Option<f64>) -> String {
-    match v {
-        None => "-".into(),
-        Some(v) if v.is_infinite() => "slow".into(),
-        Some(v) if v < 1.0 => format!("≤{}ms", trim(v * 1000.0)),
-        Some(v) => format!("≤{}s", trim(v)),
-    }
-}
-
-fn trim(v: f64) -> String {
-    let s = format!("{v:.1}");
-    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
+    crate::stat::table::millis(v.map(|s| s * 1000.0))
 }
 
 /// What `--once` requires: every call got answers and no failures, and every meshed pod behind
@@ -886,50 +878,40 @@ fn check_once(
 mod tests {
     use super::*;
 
-    #[test]
-    fn quantiles_are_bucket_bounds() {
-        let b = [(0.001, 10.0), (0.005, 90.0), (0.01, 99.0), (INF, 100.0)];
-        assert_eq!(quantile(&b, 0.5), Some(0.005));
-        assert_eq!(quantile(&b, 0.99), Some(0.01));
-        assert_eq!(quantile(&b, 1.0), Some(INF));
-        assert_eq!(quantile(&[(0.001, 0.0), (INF, 0.0)], 0.5), None);
-        assert_eq!(quantile(&[], 0.5), None);
+    /// A proxy's page: inbound 200s (over mTLS, all within 5ms) and 503s, outbound 200s and
+    /// 503s, as the proxy prints them.
+    fn counters(in_ok: u32, in_failed: u32, out_ok: u32, out_failed: u32) -> Counters {
+        let line = |direction: &str, status: u16, tls: bool, n: u32| {
+            let l = format!(
+                "client_id=\"\",direction=\"{direction}\",dst_endpoint=\"\",dst_service=\"\",route=\"\",server_id=\"\",status_code=\"{status}\",tls=\"{tls}\""
+            );
+            format!(
+                "weft_requests_total{{{l}}} {n}\n\
+                 weft_request_duration_seconds_bucket{{{l},le=\"0.005\"}} {n}\n\
+                 weft_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {n}\n"
+            )
+        };
+        let page = [
+            line("inbound", 200, true, in_ok),
+            line("inbound", 503, true, in_failed),
+            line("outbound", 200, false, out_ok),
+            line("outbound", 503, false, out_failed),
+        ]
+        .concat();
+        Counters::read(&Metrics::parse(&page).expect("the page parses"))
     }
 
     #[test]
-    fn a_window_is_the_difference_of_two_snapshots() {
-        let before = Snapshot {
-            inbound: 10.0,
-            inbound_ok: 10.0,
-            inbound_tls: 10.0,
-            outbound: 4.0,
-            outbound_ok: 4.0,
-            buckets: [(Bound(0.005), 10.0), (Bound(INF), 10.0)]
-                .into_iter()
-                .collect(),
-            routed: BTreeMap::new(),
-        };
-        let after = Snapshot {
-            inbound: 30.0,
-            inbound_ok: 29.0,
-            inbound_tls: 30.0,
-            outbound: 8.0,
-            outbound_ok: 7.0,
-            buckets: [
-                (Bound(0.005), 20.0),
-                (Bound(0.01), 29.0),
-                (Bound(INF), 30.0),
-            ]
-            .into_iter()
-            .collect(),
-            routed: BTreeMap::new(),
-        };
+    fn a_window_is_the_difference_of_two_reads() {
+        let before = counters(10, 0, 4, 0);
+        let after = counters(29, 1, 7, 1);
         let r = row(Some(&before), Some(&after), 2.0);
         assert_eq!(r.inbound_rps, 10.0);
         assert_eq!(r.outbound_rps, 2.0);
         assert_eq!(r.outbound_success, Some(0.75));
         assert_eq!(r.success, Some(0.95));
-        assert_eq!(r.p50, Some(0.005));
+        // Interpolated inside the (0, 5ms] bucket, as histogram_quantile does.
+        assert_eq!(r.p50, Some(0.0025));
         assert_eq!(r.mtls_share, Some(1.0));
         assert_eq!(row(None, Some(&after), 2.0), Row::default());
     }
@@ -937,22 +919,21 @@ mod tests {
     #[test]
     fn routes_are_summed_over_callers_with_each_backends_share() {
         let rule = "httproute/demo/api-canary/rule/1";
-        let snap = |v1: f64, v2: f64| Snapshot {
-            routed: [
-                ((rule.to_string(), "demo/api-v1:80".to_string()), v1),
-                ((rule.to_string(), "demo/api-v2:80".to_string()), v2),
-            ]
-            .into_iter()
-            .collect(),
-            ..Snapshot::default()
+        let snap = |v1: u32, v2: u32| {
+            let line = |backend: &str, n: u32| {
+                format!(
+                    "weft_requests_total{{direction=\"outbound\",route=\"{rule}\",dst_service=\"{backend}\",status_code=\"200\",tls=\"true\"}} {n}\n"
+                )
+            };
+            let page = line("demo/api-v1:80", v1) + &line("demo/api-v2:80", v2);
+            Counters::read(&Metrics::parse(&page).expect("the page parses"))
         };
-        let before: BTreeMap<String, Snapshot> = [("web".to_string(), snap(100.0, 10.0))]
-            .into_iter()
-            .collect();
+        let before: BTreeMap<String, Counters> =
+            [("web".to_string(), snap(100, 10))].into_iter().collect();
         // A second caller appears in the window: all its requests count.
-        let after: BTreeMap<String, Snapshot> = [
-            ("web".to_string(), snap(118.0, 12.0)),
-            ("web-2".to_string(), snap(9.0, 1.0)),
+        let after: BTreeMap<String, Counters> = [
+            ("web".to_string(), snap(118, 12)),
+            ("web-2".to_string(), snap(9, 1)),
         ]
         .into_iter()
         .collect();
@@ -993,10 +974,11 @@ mod tests {
 
     #[test]
     fn figures_read_well() {
-        assert_eq!(latency(Some(0.005)), "≤5ms");
-        assert_eq!(latency(Some(0.0025)), "≤2.5ms");
-        assert_eq!(latency(Some(2.0)), "≤2s");
-        assert_eq!(latency(Some(INF)), "slow");
+        assert_eq!(latency(Some(0.005)), "5.0ms");
+        assert_eq!(latency(Some(0.0025)), "2.5ms");
+        assert_eq!(latency(Some(0.25)), "250ms");
+        assert_eq!(latency(Some(2.0)), "2.00s");
+        assert_eq!(latency(None), "-");
         assert_eq!(percent(Some(1.0)), "100.0%");
         assert_eq!(percent(None), "-");
     }

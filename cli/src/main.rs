@@ -27,6 +27,7 @@ mod demo;
 mod inject;
 mod kubeconfig;
 mod lab;
+mod stat;
 mod tap;
 
 use std::process::ExitCode;
@@ -68,6 +69,13 @@ enum Command {
     /// Checks that Weft can be installed on the cluster (`--pre`) or that it is healthy there:
     /// a line per check, each with its fix; exit 1 when one failed.
     Check(check::CheckArgs),
+    /// The golden metrics of namespaces, workloads, pods, Services or routes over a window:
+    /// success rate, requests per second, latency p50/p95/p99 and the share over mTLS (as
+    /// `linkerd viz stat`), from Prometheus or straight from the proxies.
+    Stat(stat::StatArgs),
+    /// A caller's routes and each route's backends: success, requests per second, latency,
+    /// timeouts and retries (as `linkerd viz stat-outbound`).
+    StatOutbound(stat::OutboundArgs),
     /// A live stream of the requests meshed pods serve (method, authority, path, status,
     /// latency, identities, route, backend), from their proxies' /tap.
     Tap(tap::TapArgs),
@@ -95,6 +103,8 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject::inject(args),
         Command::Uninject(args) => inject::uninject(args),
         Command::Check(args) => check::run(args),
+        Command::Stat(args) => stat::stat(args),
+        Command::StatOutbound(args) => stat::stat_outbound(args),
         Command::Tap(args) => tap::tap(args),
         Command::Top(args) => tap::top(args),
     };

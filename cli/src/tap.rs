@@ -37,7 +37,6 @@ use tokio::{
     sync::mpsc,
 };
 use weft_lab::{
-    folder::names,
     netns::Netns,
     registry::{LabEntry, PodEntry, Registry},
 };
@@ -351,14 +350,11 @@ fn select<'a>(
 ) -> anyhow::Result<Vec<&'a PodEntry>> {
     let (kind, name) = target.split_once('/').unwrap_or(("pod", target));
     let (namespace, matches) = match kind {
-        // A Deployment's pods are named `<replica set>-<5 characters>`, as the ReplicaSet
-        // controller names them (the lab's names are deterministic: `names`).
+        // The lab records each pod's workload as its proxy's WEFT_WORKLOAD says it.
         "deploy" | "deployment" | "deployments" => {
-            let base = format!("{}-", names::replica_set(namespace, name));
-            let base = base.get(..names::MAX_GENERATED_BASE).unwrap_or(&base);
-            (namespace, Pods::Named(base.to_owned(), 5))
+            (namespace, Pods::Workload(format!("deployment/{name}")))
         }
-        "po" | "pod" | "pods" => (namespace, Pods::Named(name.to_owned(), 0)),
+        "po" | "pod" | "pods" => (namespace, Pods::Named(name.to_owned())),
         "ns" | "namespace" => (name, Pods::All),
         other => bail!(
             "unknown kind {other:?} in {target:?}: deploy/NAME, pod/NAME (or NAME), or ns/NAME"
@@ -367,7 +363,7 @@ fn select<'a>(
     let found: Vec<&PodEntry> = lab
         .pods
         .iter()
-        .filter(|p| p.namespace == namespace && matches.take(&p.name))
+        .filter(|p| p.namespace == namespace && matches.take(p))
         .collect();
     if found.is_empty() {
         let known: Vec<String> = lab
@@ -400,17 +396,17 @@ fn select<'a>(
 
 /// Which pods of a namespace a target names.
 enum Pods {
-    /// Named this prefix followed by this many characters.
-    Named(String, usize),
+    Named(String),
+    /// Of this workload (`kind/name`).
+    Workload(String),
     All,
 }
 
 impl Pods {
-    fn take(&self, name: &str) -> bool {
+    fn take(&self, pod: &PodEntry) -> bool {
         match self {
-            Pods::Named(prefix, more) => {
-                name.len() == prefix.len() + more && name.starts_with(prefix.as_str())
-            }
+            Pods::Named(name) => pod.name == *name,
+            Pods::Workload(w) => pod.workload.as_ref() == Some(w),
             Pods::All => true,
         }
     }

@@ -125,3 +125,51 @@ fn a_well_formed_command_that_fails_exits_1() {
     );
     assert!(stderr.contains("holds no PEM certificate"), "{stderr}");
 }
+
+#[test]
+fn stat_refuses_a_malformed_resource_namespace_window_or_url() {
+    for (args, says) in [
+        (&["stat", "dep/api"][..], "unknown kind \"dep\""),
+        (&["stat", "deploy/API"], "is not a Kubernetes name"),
+        (&["stat-outbound", "po/a/b"], "is not a Kubernetes name"),
+        (&["stat", "-n", "Shop"], "is not a namespace name"),
+        (&["stat", "--window", "0s"], "a window is 1s to 24h"),
+        (&["stat", "--window", "soon"], "--window"),
+        (
+            &["stat", "--prometheus", "https://p:9090"],
+            "https is not supported",
+        ),
+        (&["stat", "--prometheus", "p:9090"], "not an http:// URL"),
+        (&["stat", "-n", "a", "-A"], "cannot be used with"),
+        (&["stat", "--max-pods", "0"], "--max-pods"),
+    ] {
+        let (_, stderr) = expect(args, USAGE);
+        assert!(stderr.contains(says), "weftctl {args:?}: {stderr}");
+    }
+    // Well formed, but no source answers: a Prometheus that is not there is named.
+    let (_, stderr) = expect(
+        &[
+            "stat",
+            "--prometheus",
+            "http://127.0.0.1:1",
+            "--window",
+            "1m",
+        ],
+        FAILURE,
+    );
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    // The outbound view is a caller's: a Service is not one.
+    let (_, stderr) = expect(
+        &[
+            "stat-outbound",
+            "svc/api",
+            "--prometheus",
+            "http://127.0.0.1:1",
+        ],
+        FAILURE,
+    );
+    assert!(
+        stderr.contains("give a workload, pod or namespace"),
+        "{stderr}"
+    );
+}

@@ -378,6 +378,72 @@ fn the_prometheus_rule_is_the_rules_file() {
 }
 
 #[test]
+fn the_dashboards_are_config_maps_for_grafanas_sidecar() {
+    // One ConfigMap per dashboards/*.json, the file as it is, labelled as the sidecar selects
+    // (grafana_dashboard: "1" unless the values say otherwise); none by default.
+    let home = tempfile::tempdir().expect("tempdir");
+    let helm = helm(home.path());
+    let default = documents(&render(&helm, "default", "weft", &[]).stdout);
+    assert!(
+        default.iter().all(|d| d["kind"] != "ConfigMap"
+            || !d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-dashboard"))),
+        "off by default"
+    );
+    let mut files: Vec<_> = fs::read_dir(chart_dir().join("dashboards"))
+        .expect("dashboards/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    let ha = documents(&render(&helm, "ha-ignore-cni", "weft", &[]).stdout);
+    for path in &files {
+        let file = path.file_name().and_then(|n| n.to_str()).expect("a name");
+        let name = format!("{}-dashboard", file.trim_end_matches(".json"));
+        let cm = find(&ha, "ConfigMap", &name).unwrap_or_else(|| panic!("no ConfigMap {name}"));
+        assert_eq!(cm["metadata"]["namespace"], "weft");
+        assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+        assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "Weft");
+        let text = fs::read_to_string(path).expect("the dashboard");
+        assert_eq!(cm["data"][file].as_str(), Some(text.as_str()), "{file}");
+    }
+    let relabelled = render(
+        &helm,
+        "ha-ignore-cni",
+        "weft",
+        &[
+            "--set",
+            "dashboards.label=example.com/dashboard",
+            "--set",
+            "dashboards.labelValue=weft",
+        ],
+    );
+    assert!(relabelled.success, "{}", relabelled.stderr);
+    let docs = documents(&relabelled.stdout);
+    let cm = find(&docs, "ConfigMap", "weft-mesh-dashboard").expect("the mesh dashboard");
+    assert_eq!(cm["metadata"]["labels"]["example.com/dashboard"], "weft");
+    assert!(cm["metadata"]["labels"]["grafana_dashboard"].is_null());
+    let bad = render(
+        &helm,
+        "default",
+        "weft",
+        &[
+            "--set",
+            "dashboards.enabled=true",
+            "--set",
+            "dashboards.label=not a label",
+        ],
+    );
+    assert!(
+        !bad.success && bad.stderr.contains("/dashboards/label"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
 fn bad_values_are_refused_naming_what_is_wrong() {
     let home = tempfile::tempdir().expect("tempdir");
     let helm = helm(home.path());

@@ -58,6 +58,9 @@ pub struct ClusterOptions {
     /// (`false`), or its user, with [`Cluster::write_config`] (`true`: `weftctl lab up`, which
     /// hands the control plane the user's own YAML).
     pub external_config: bool,
+    /// `WEFT_*` settings for every meshed pod's proxy, under each pod's own
+    /// ([`PodSpec::proxy_env`]): e.g. `WEFT_TRACE_COLLECTOR` for the demo's Jaeger.
+    pub proxy_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -65,6 +68,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             redirect: Redirect::WeftCni,
             external_config: false,
+            proxy_env: Vec::new(),
         }
     }
 }
@@ -85,6 +89,7 @@ struct Shared {
     pki: Pki,
     redirect: Redirect,
     external_config: bool,
+    proxy_env: Vec<(String, String)>,
     runtime: Runtime,
     network: NetworkList,
     config_dir: PathBuf,
@@ -160,6 +165,7 @@ impl Cluster {
                 pki,
                 redirect: options.redirect,
                 external_config: options.external_config,
+                proxy_env: options.proxy_env,
                 runtime,
                 network,
                 config_dir,
@@ -663,8 +669,11 @@ impl Pod {
             ("WEFT_LOG_FORMAT".into(), "json".into()),
             ("WEFT_LOG".into(), "info,weft_proxy=debug".into()),
             ("WEFT_REDIRECT_CHECK".into(), "1s".into()),
+            // A bare pod is its own workload, as the injector names it; a Deployment's
+            // replicas say theirs through `proxy_env` (the folder's `LabPod::workload`).
+            ("WEFT_WORKLOAD".into(), format!("pod/{}", self.spec.name)),
         ];
-        for (k, v) in &self.spec.proxy_env {
+        for (k, v) in s.proxy_env.iter().chain(&self.spec.proxy_env) {
             env.retain(|(key, _)| key != k);
             env.push((k.clone(), v.clone()));
         }

@@ -110,6 +110,11 @@ impl ControlPlane {
     }
 }
 
+/// Its admin address (`/metrics`, `/ready`), on the node namespace's loopback.
+pub fn admin_addr() -> SocketAddr {
+    admin()
+}
+
 fn admin() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT))
 }

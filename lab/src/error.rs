@@ -85,6 +85,10 @@ pub enum Error {
     /// The control plane's YAML for a lab's folder could not be made or written.
     #[error(transparent)]
     FolderYaml(Box<crate::folder::WriteError>),
+    /// Prometheus refused a query: the expression and its reason (a parse error, a bad
+    /// matching).
+    #[error("prometheus refused the query {expr:?}: {error}")]
+    Query { expr: String, error: String },
     /// A peer answered with something that is not the protocol expected.
     #[error("{what}: unexpected answer {answer:?}")]
     Protocol { what: String, answer: String },

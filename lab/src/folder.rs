@@ -242,6 +242,16 @@ impl LabPod {
             .unwrap_or("default")
     }
 
+    /// Its workload as the injector names it in `WEFT_WORKLOAD` (`weft-injector-core`'s
+    /// `workload::of`): `deployment/<name>` for a Deployment's replica (its ReplicaSet is
+    /// `<deployment>-<pod-template-hash>`), else `pod/<name>`, a bare pod being its own.
+    pub fn workload(&self) -> String {
+        match &self.deployment {
+            Some(deployment) => format!("deployment/{deployment}"),
+            None => format!("pod/{}", self.name()),
+        }
+    }
+
     /// The SPIFFE ID its proxy presents (in the lab's trust domain).
     pub fn spiffe_id(&self) -> String {
         crate::pki::spiffe_id(self.namespace(), self.service_account())

@@ -2,6 +2,7 @@
 //! request per connection (`Connection: close`), the whole response read to EOF, bounded.
 
 use std::{
+    fmt::Write as _,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     time::Duration,
@@ -146,9 +147,31 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// `s` as a query string value: unreserved characters as they are, the rest percent-encoded.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded_but_unreserved_characters() {
+        assert_eq!(query_escape("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(
+            query_escape("rate(x{a=\"b\"}[5m])"),
+            "rate%28x%7Ba%3D%22b%22%7D%5B5m%5D%29"
+        );
+    }
 
     fn local() -> SocketAddr {
         SocketAddr::from(([198, 18, 0, 2], 40000))

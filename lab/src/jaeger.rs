@@ -22,7 +22,6 @@
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::Command,
@@ -163,7 +162,7 @@ impl Jaeger {
     pub fn traces(&self, service: &str) -> Result<Vec<Trace>> {
         let path = format!(
             "/api/traces?service={}&limit={TRACE_LIMIT}",
-            query_escape(service)
+            http::query_escape(service)
         );
         let reply = self.get(&path)?;
         let what = || format!("GET http://{}{path} (jaeger's query API)", self.query);
@@ -293,19 +292,6 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// `s` as a query string value: unreserved characters as they are, the rest percent-encoded.
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 /// The query API's answer, as Jaeger writes it (`model/json`), only the fields read here.
@@ -470,6 +456,5 @@ mod tests {
         assert!(c.contains(r#"endpoint: "[::1]:16686""#), "{c}");
         assert!(c.contains(r#"endpoint: "[::1]:0""#), "{c}");
         assert!(!c.contains("0.0.0.0") && !c.contains("localhost:"), "{c}");
-        assert_eq!(query_escape("a b/é"), "a%20b%2F%C3%A9");
     }
 }

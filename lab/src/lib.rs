@@ -54,6 +54,13 @@
 //!   (`/run/weft-lab/<name>.json`).
 //! - [`jaeger`]: a real Jaeger (built from its Go module by `scripts/jaeger-build.sh`) taking
 //!   OTLP on loopback, and the traces its query API returns.
+//! - [`prometheus`]: a real Prometheus (Debian's) in the node namespace scraping the proxies
+//!   and the control plane as docs/observability.md says, with Weft's rules, and its query
+//!   API; what the dashboards' tests, their previews and the demo read.
+//! - [`forward`]: a TCP forwarder from this machine's loopback into a namespace (the demo's
+//!   Prometheus and Jaeger for a browser).
+//! - [`observe`]: the demo's Prometheus and Jaeger in the node namespace, forwarded to this
+//!   machine's loopback for a browser, and the check `weftctl demo --once` makes of them.
 //! - [`netns`]: named network namespaces (create, run in, enter, delete on drop), also what the
 //!   proxy's and the CNI plugin's root-only tests use.
 //! - [`process`], [`wait`], [`bins`], [`pki`], [`prereq`]: child processes and bounded waits,
@@ -71,13 +78,16 @@ pub mod cni;
 pub mod control_plane;
 pub mod error;
 pub mod folder;
+pub mod forward;
 pub mod http;
 pub mod jaeger;
 pub mod netns;
+pub mod observe;
 pub mod pcap;
 pub mod pki;
 pub mod prereq;
 pub mod process;
+pub mod prometheus;
 pub mod redirect;
 pub mod registry;
 pub mod run;

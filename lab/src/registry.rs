@@ -56,6 +56,10 @@ pub struct PodEntry {
     pub identity: Option<String>,
     /// The container ports its echo app answers on.
     pub ports: Vec<u16>,
+    /// Its workload, `kind/name` as its proxy's `WEFT_WORKLOAD` (`deployment/api` for a
+    /// Deployment's replica, `pod/web` for a bare pod); absent in entries of older labs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 /// A folder of lab entries: [`REGISTRY_DIR`] for real labs, another for tests.
@@ -251,6 +255,7 @@ mod tests {
                 ip: "198.18.0.10".into(),
                 identity: Some("spiffe://cluster.local/ns/shop/sa/api".into()),
                 ports: vec![8080],
+                workload: Some("deployment/api".into()),
             }],
         }
     }

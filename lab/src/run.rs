@@ -99,6 +99,19 @@ impl LabRun {
         stop: &AtomicBool,
         events: &mut dyn FnMut(Event),
     ) -> Result<LabRun> {
+        LabRun::start_with(registry, name, dir, stop, events, Vec::new())
+    }
+
+    /// [`LabRun::start`], with `proxy_env` given to every meshed pod's proxy (under the
+    /// settings of the pod's own annotations): the demo's `WEFT_TRACE_COLLECTOR`.
+    pub fn start_with(
+        registry: Registry,
+        name: &str,
+        dir: &Path,
+        stop: &AtomicBool,
+        events: &mut dyn FnMut(Event),
+        proxy_env: Vec<(String, String)>,
+    ) -> Result<LabRun> {
         let dir = dir
             .canonicalize()
             .map_err(Error::io(format!("the folder {}", dir.display())))?;
@@ -107,6 +120,7 @@ impl LabRun {
         report(&folder, events);
         let cluster = Cluster::with_options(ClusterOptions {
             external_config: true,
+            proxy_env,
             ..ClusterOptions::default()
         })?;
         cluster.write_config(&folder::render_for_control_plane(&folder)?)?;
@@ -250,7 +264,9 @@ impl LabRun {
             }
         }
         if lab_pod.is_meshed() {
-            spec = spec.meshed();
+            spec = spec
+                .meshed()
+                .proxy_env("WEFT_WORKLOAD", &lab_pod.workload());
             for (k, v) in &lab_pod.settings.env {
                 spec = spec.proxy_env(k, v);
             }
@@ -334,6 +350,7 @@ impl LabRun {
                     .filter(|p| p.is_meshed())
                     .map(LabPod::spiffe_id),
                 ports: running.ports.clone(),
+                workload: self.folder.pods.get(key).map(LabPod::workload),
             })
             .collect();
         self.registry.save(&self.entry)

@@ -1,6 +1,8 @@
 use clap::Parser;
 use serde_json::json;
 
+use weft_lab::folder::names;
+
 use super::*;
 
 #[derive(Debug, Parser)]
@@ -16,7 +18,12 @@ fn source(args: &[&str]) -> Source {
 }
 
 fn pod(namespace: &str, name: &str, meshed: bool) -> PodEntry {
+    let workload = match name.rsplitn(3, '-').collect::<Vec<_>>()[..] {
+        [_, _, deployment] => format!("deployment/{deployment}"),
+        _ => format!("pod/{name}"),
+    };
     PodEntry {
+        workload: Some(workload),
         namespace: namespace.into(),
         name: name.into(),
         netns: format!("netns-{name}"),

@@ -34,6 +34,7 @@ pub(crate) const ALL: &[(&str, Case)] = cases![
     control_plane_rbac_is_least_privilege,
     meshed_pods_talk_mtls_through_a_cluster_ip,
     an_httproute_gets_its_status_and_splits_real_pods,
+    weftctl_stat_reads_the_proxies_through_the_api_server,
     tokens_of_other_audiences_and_deleted_pods_are_refused,
     a_meshed_job_completes,
     weft_init_redirects_as_an_init_container,
@@ -622,6 +623,127 @@ fn an_httproute_gets_its_status_and_splits_real_pods(env: &mut Env<'_>) {
         Duration::from_secs(30),
         || get_in_netns_of(&pid, &target, "/healed").ok().map(|_| ()),
     );
+}
+
+/// `weftctl stat --kubeconfig` reads every meshed pod's proxy twice through the API server's
+/// pod proxy, and its figures are the proxies' own: 20 requests from a client sent inside the
+/// window are the Deployment's (two replicas, a row of 2/2 meshed, all successful, all mTLS)
+/// and, in `stat-outbound`, the client's to the Service.
+fn weftctl_stat_reads_the_proxies_through_the_api_server(env: &mut Env<'_>) {
+    let ns = "stat";
+    let (client, target) = env.meshed_client_and_api(ns, 2);
+    let api_pods: Vec<String> = env
+        .get(
+            &["-n", ns, "pods", "-l", "app=api"],
+            "{.items[*].metadata.name}",
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(api_pods.len(), 2, "{api_pods:?}");
+    // Traffic before the window, so that the series exist at its first read.
+    for i in 0..4 {
+        get_in_netns_of(&client, &target, &format!("/warm/{i}")).expect("answered");
+    }
+    let inbound = |env: &Env<'_>| -> f64 {
+        api_pods
+            .iter()
+            .map(|p| {
+                env.proxy_metrics(ns, p)
+                    .sum("weft_requests_total", &[("direction", "inbound")])
+            })
+            .sum()
+    };
+    let outbound = |env: &Env<'_>| {
+        env.proxy_metrics(ns, "client").sum(
+            "weft_requests_total",
+            &[("direction", "outbound"), ("dst_service", "stat/api:80")],
+        )
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let in_before = inbound(env);
+    // 20 requests, from 3 s into the commands' 12 s window to at most 9 s.
+    let traffic = {
+        let (client, target) = (client.clone(), target.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            let start = Instant::now();
+            for i in 0..20 {
+                get_in_netns_of(&client, &target, &format!("/stat/{i}")).expect("answered");
+            }
+            start.elapsed()
+        })
+    };
+    let json =
+        |out: &str| -> Value { serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}")) };
+    let (ok, out, err) =
+        env.weftctl(&["stat", "deploy", "-n", ns, "--window", "12s", "-o", "json"]);
+    assert!(ok, "weftctl stat: {out}{err}");
+    let took = traffic.join().expect("the traffic");
+    assert!(
+        took < Duration::from_secs(6),
+        "the 20 requests took {took:?}: they may have overrun the window"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let stat = json(&out);
+    assert_eq!(stat["errors"], serde_json::json!([]), "{stat:#}");
+    let row = stat["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["name"] == "api")
+        .unwrap_or_else(|| panic!("no row for deployment api: {stat:#}"))
+        .clone();
+    let counted = inbound(env) - in_before;
+    assert_eq!(counted, 20.0, "the proxies counted the 20 requests");
+    assert_eq!(row["kind"], "deployment", "{row}");
+    assert_eq!(row["requests"].as_f64(), Some(counted), "{row}");
+    assert_eq!(
+        (row["meshed"].as_u64(), row["pods"].as_u64()),
+        (Some(2), Some(2)),
+        "{row}"
+    );
+    assert_eq!(
+        (row["success"].as_f64(), row["tls"].as_f64()),
+        (Some(1.0), Some(1.0)),
+        "{row}"
+    );
+
+    // The client's view: its requests to the Service, as its own proxy counted them (no
+    // route: `[default]`, the Service as the backend).
+    let before = outbound(env);
+    let sent = {
+        let (client, target) = (client.clone(), target.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            for i in 0..10 {
+                get_in_netns_of(&client, &target, &format!("/out/{i}")).expect("answered");
+            }
+        })
+    };
+    let (ok, out, err) = env.weftctl(&[
+        "stat-outbound",
+        "po/client",
+        "-n",
+        ns,
+        "--window",
+        "12s",
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "weftctl stat-outbound: {out}{err}");
+    sent.join().expect("the traffic");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = json(&out);
+    let backend = report["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["route"] == "" && r["backend"] == "stat/api:80")
+        .unwrap_or_else(|| panic!("no row for the client's calls to api: {report:#}"))
+        .clone();
+    assert_eq!(outbound(env) - before, 10.0);
+    assert_eq!(backend["requests"].as_f64(), Some(10.0), "{backend}");
 }
 
 /// The control plane signs only for tokens the real API server vouches for, for audience

@@ -29,6 +29,16 @@ impl Lab {
     /// `SKIPPED:` line) when the machine cannot run the netns tier. Fails if the folder
     /// refuses a document.
     pub(crate) fn start(test: &str, name: &str, files: &[(&str, &str)]) -> Option<Lab> {
+        Lab::start_with(test, name, files, Vec::new())
+    }
+
+    /// [`Lab::start`] with `proxy_env` for every meshed pod's proxy.
+    pub(crate) fn start_with(
+        test: &str,
+        name: &str,
+        files: &[(&str, &str)],
+        proxy_env: Vec<(String, String)>,
+    ) -> Option<Lab> {
         if !weft_lab::prereq::should_run(test) {
             return None;
         }
@@ -39,12 +49,13 @@ impl Lab {
         let registry = tempfile::tempdir().expect("tempdir");
         let stop = AtomicBool::new(false);
         let mut events = Vec::new();
-        let run = LabRun::start(
+        let run = LabRun::start_with(
             Registry::at(registry.path()),
             name,
             dir.path(),
             &stop,
             &mut |e| events.push(format!("{e:?}")),
+            proxy_env,
         )
         .expect("the lab starts");
         assert!(

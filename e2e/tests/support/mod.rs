@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 pub(crate) mod lab_run;
+pub(crate) mod weftctl;
 
 use weft_lab::{prereq, wait, Cluster, ClusterOptions, Metrics, Pod, Redirect};
 

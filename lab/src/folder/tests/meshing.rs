@@ -106,6 +106,25 @@ fn identity_is_the_namespace_and_the_service_account() {
 }
 
 #[test]
+fn the_workload_is_the_deployment_else_the_pod_as_the_injector_names_it() {
+    let folder = whole(&[(
+        "a.yaml",
+        &docs(&[&deployment("shop", "api", 2), &pod("shop", "debug", "")]),
+    )]);
+    let replicas: Vec<_> = folder
+        .pods
+        .values()
+        .filter(|p| p.deployment.is_some())
+        .collect();
+    assert_eq!(replicas.len(), 2);
+    for replica in replicas {
+        assert!(replica.name().starts_with("api-"), "{}", replica.name());
+        assert_eq!(replica.workload(), "deployment/api");
+    }
+    assert_eq!(folder.pods[&key("shop", "debug")].workload(), "pod/debug");
+}
+
+#[test]
 fn the_app_listens_on_the_container_ports_the_service_targets_or_8080() {
     let folder = whole(&[(
         "a.yaml",
