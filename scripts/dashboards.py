@@ -79,7 +79,8 @@ def legend(mode="list", placement="bottom", calcs=None):
 
 
 def timeseries(title, description, targets, unit, grid, stack=False, fill=10, max_=None,
-               min_=None, calcs=None):
+               min_=0, calcs=None):
+    """A time series panel; its axis starts at 0 (no figure here can be negative)."""
     custom = {
         "drawStyle": "line",
         "lineWidth": 1,
@@ -316,7 +317,7 @@ def workload():
                    [target(f"max(workload:weft_requests_errors:ratio_rate5m{{{sel}}}) "
                            "/ (1 - 0.999)", "5m"),
                     target(f"max(workload:weft_requests_errors:ratio_rate1h{{{sel}}}) "
-                           "/ (1 - 0.999)", "1h")], "none", (8, 6, 6, 5), fill=0, min_=0),
+                           "/ (1 - 0.999)", "1h")], "none", (8, 6, 6, 5), fill=0),
         timeseries("Inbound latency", "Quantiles of the inbound request duration, from "
                    "arrival at the proxy to the end of the response body.",
                    [target(quantile(0.5), "p50"), target(quantile(0.95), "p95"),
@@ -592,9 +593,11 @@ def control_plane():
              thresholds=[{"color": RED, "value": None},
                          {"color": ORANGE, "value": 2 * 86400},
                          {"color": GREEN, "value": 14 * 86400}]),
-        stat("Proxies watching", "Open destination watch streams (weft_discovery_subscribers).",
+        stat("Destination watches", "Open destination watch streams from the proxies "
+             "(weft_discovery_subscribers).",
              "sum(weft_discovery_subscribers)", "short", (4, 6, 12, 0)),
-        stat("Route watchers", "Open route watch streams (weft_routes_subscribers).",
+        stat("Route watches", "Open route watch streams from the proxies "
+             "(weft_routes_subscribers).",
              "sum(weft_routes_subscribers)", "short", (4, 6, 18, 0)),
         timeseries("Certificates issued/s and refusals", "Workload certificates signed, and "
                    "CSRs refused by reason (a token rejected, an identity that does not match "
