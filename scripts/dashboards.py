@@ -79,7 +79,8 @@ def legend(mode="list", placement="bottom", calcs=None):
 
 
 def timeseries(title, description, targets, unit, grid, stack=False, fill=10, max_=None,
-               min_=None, calcs=None):
+               min_=0, calcs=None):
+    """A time series panel; its axis starts at 0 (no figure here can be negative)."""
     custom = {
         "drawStyle": "line",
         "lineWidth": 1,
@@ -308,16 +309,24 @@ def workload():
                    "by the status they answered with (502 and 504: the proxy could not reach "
                    "or hear back from the app in time).",
                    [target(joined(f"rate({inbound}[{RATE}])", "status_code"),
-                           "{{status_code}}")], "reqps", (8, 8, 0, 5), stack=True),
+                           "{{status_code}}")], "reqps", (8, 6, 0, 5), stack=True),
+        timeseries("Error budget burn rate", "How fast the workload spends the error budget of "
+                   "its 99.9 % success objective: its 5xx share over 5 minutes and over an hour, "
+                   "divided by the 0.1 % allowed. 1 spends a 30-day budget in 30 days; above "
+                   "14.4 on both, WeftWorkloadErrorBudgetBurn fires.",
+                   [target(f"max(workload:weft_requests_errors:ratio_rate5m{{{sel}}}) "
+                           "/ (1 - 0.999)", "5m"),
+                    target(f"max(workload:weft_requests_errors:ratio_rate1h{{{sel}}}) "
+                           "/ (1 - 0.999)", "1h")], "none", (8, 6, 6, 5), fill=0),
         timeseries("Inbound latency", "Quantiles of the inbound request duration, from "
                    "arrival at the proxy to the end of the response body.",
                    [target(quantile(0.5), "p50"), target(quantile(0.95), "p95"),
-                    target(quantile(0.99), "p99")], "s", (8, 8, 8, 5), fill=0),
+                    target(quantile(0.99), "p99")], "s", (8, 6, 12, 5), fill=0),
         timeseries("Inbound requests/s by client identity", "Who calls the workload: the "
                    "SPIFFE ID each request's mTLS peer presented (empty: plaintext from an "
                    "unmeshed client).",
                    [target(joined(f"rate({inbound}[{RATE}])", "client_id, tls"),
-                           "{{client_id}} tls={{tls}}")], "reqps", (8, 8, 16, 5)),
+                           "{{client_id}} tls={{tls}}")], "reqps", (8, 6, 18, 5)),
         row("Outbound: what it calls", 13),
         timeseries("Outbound requests/s by destination", "Requests the workload sent, by the "
                    "backend Service its proxy chose and the status it got (no destination: "
@@ -451,7 +460,14 @@ def route():
                    "injected on purpose (HTTPFault), by route rule and kind; an injected "
                    "answer carries the weft-fault header.",
                    [target(f"sum by (route, kind) (rate(weft_faults_injected_total[{RATE}]))",
-                           "{{route}} {{kind}}")], "reqps", (8, 24, 0, 21)),
+                           "{{route}} {{kind}}")], "reqps", (8, 12, 0, 21)),
+        timeseries("Retries/s (every route)", "Retries the clients' proxies made, by route rule "
+                   "and the reason (the status or failure the rule's retry.codes matched); "
+                   "each try is also a request above. Past the retry budget (20 % of a "
+                   "route's requests plus 10/s) a retry is skipped and counted in "
+                   "weft_retry_budget_exhausted_total.",
+                   [target(f"sum by (route, reason) (rate(weft_retries_total[{RATE}]))",
+                           "{{route}} {{reason}}")], "reqps", (8, 12, 12, 21)),
     ]
     return dashboard(
         "weft-route", "Weft / Route",
@@ -577,9 +593,11 @@ def control_plane():
              thresholds=[{"color": RED, "value": None},
                          {"color": ORANGE, "value": 2 * 86400},
                          {"color": GREEN, "value": 14 * 86400}]),
-        stat("Proxies watching", "Open destination watch streams (weft_discovery_subscribers).",
+        stat("Destination watches", "Open destination watch streams from the proxies "
+             "(weft_discovery_subscribers).",
              "sum(weft_discovery_subscribers)", "short", (4, 6, 12, 0)),
-        stat("Route watchers", "Open route watch streams (weft_routes_subscribers).",
+        stat("Route watches", "Open route watch streams from the proxies "
+             "(weft_routes_subscribers).",
              "sum(weft_routes_subscribers)", "short", (4, 6, 18, 0)),
         timeseries("Certificates issued/s and refusals", "Workload certificates signed, and "
                    "CSRs refused by reason (a token rejected, an identity that does not match "

@@ -224,9 +224,15 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let observe = Observability::start(&run, tracing.is_ok())
         .context("start the demo's Prometheus and Jaeger")?;
     print_intro(&run, &calls, args.rps, args.dir.is_none());
-    print_observability(&observe, tracing.as_ref().err());
+    // The service a trace is found under: the first caller's (spans name their proxy's
+    // service account).
+    let traced = calls
+        .first()
+        .and_then(|c| run.folder().pods.get(&c.from))
+        .map_or_else(|| "web".to_string(), |p| p.service_account().to_string());
+    print_observability(&observe, tracing.as_ref().err(), &traced);
     say!("Ctrl-C stops the demo and removes every namespace, veth, bridge and rule.\n");
-    let footer = footer(&observe);
+    let footer = footer(&observe, &traced);
     let mut traffic = Traffic::start(calls, &run.entry().pods, interval);
 
     let started = Instant::now();
@@ -451,20 +457,20 @@ fn spawn_client(
 }
 
 /// The live table's last lines: where Prometheus, Jaeger and the dashboards are.
-fn footer(observe: &Observability) -> String {
+fn footer(observe: &Observability, traced: &str) -> String {
     let mut parts = Vec::new();
     if let Some(url) = observe.prometheus_url() {
         parts.push(format!("Prometheus {url}"));
     }
     if let Some(url) = observe.jaeger_url() {
-        parts.push(format!("Jaeger {url}/api/traces?service=web"));
+        parts.push(format!("Jaeger {url}/api/traces?service={traced}"));
     }
     parts.push("dashboards helm/weft/dashboards/".to_string());
     format!("\nSee the mesh: {}\n", parts.join("  |  "))
 }
 
 /// Where Prometheus, Jaeger and the dashboards are, and what did not start.
-fn print_observability(observe: &Observability, tracing: Option<&String>) {
+fn print_observability(observe: &Observability, tracing: Option<&String>, traced: &str) {
     say!("See the mesh (from this machine's browser):");
     match observe.prometheus_url() {
         Some(url) => {
@@ -480,12 +486,9 @@ fn print_observability(observe: &Observability, tracing: Option<&String>) {
     }
     match observe.jaeger_url() {
         Some(url) => say!(
-            "  Jaeger      {url}/api/traces?service=web  (the traces' JSON, {} of requests \
-             sampled; services are the pods' service accounts)",
-            format!(
-                "{:.0} %",
-                observe::SAMPLING.parse::<f64>().unwrap_or(0.0) * 100.0
-            )
+            "  Jaeger      {url}/api/traces?service={traced}  (the traces' JSON, {:.0} % of \
+             requests sampled; a trace's services are the pods' service accounts)",
+            observe::SAMPLING * 100.0
         ),
         None => say!("  Jaeger      not running"),
     }

@@ -1,7 +1,9 @@
 //! Prometheus and the Grafana dashboards against the demo mesh: the built-in folder of `weftctl
 //! demo` (`examples/demo/mesh.yaml`) with its fault switch on (a fifth of the API pods' calls
 //! to `backend` aborted with 503, a tenth delayed), traffic as the demo sends it (web to the
-//! canary Service `api`, some of it with `x-canary: 1`; both API pods to `backend`), every proxy
+//! canary Service `api`, some of it with `x-canary: 1`; both API pods to `backend`, and a few of
+//! api-v1's calls answered 503 once by the echo app's retry simulator, which the route
+//! retries), every proxy
 //! tracing to Jaeger when it is built, and a real Prometheus (Debian's) in the node namespace
 //! scraping every proxy and the control plane each second with Weft's rules loaded.
 //!
@@ -166,13 +168,15 @@ impl Mesh {
     }
 }
 
-/// A client's pod, the Service it calls, a header it sends, and how many requests a second.
-type Call = (
-    &'static str,
-    &'static str,
-    Option<(&'static str, &'static str)>,
-    u32,
-);
+/// One stream of requests: from a pod to a Service, with a header, `rps` a second; `retried`
+/// requests go to the echo app's retry simulator (one 503, then an answer).
+struct Call {
+    from: &'static str,
+    to: &'static str,
+    header: Option<(&'static str, &'static str)>,
+    rps: u32,
+    retried: bool,
+}
 
 /// The demo's clients: a thread per call inside the caller's pod namespace, stopped on drop.
 struct Traffic {
@@ -189,18 +193,27 @@ impl Traffic {
             let s = &lab.run.folder().services[&("demo".to_string(), name.to_string())];
             (s.addr(80).expect("a cluster IP"), s.host())
         };
-        let calls: [Call; 4] = [
-            ("web", "api", None, RPS),
-            ("web", "api", Some(("x-canary", "1")), RPS / 5),
-            ("api-v1", "backend", None, RPS),
-            ("api-v2", "backend", None, RPS),
+        let call = |from, to, header, rps, retried| Call {
+            from,
+            to,
+            header,
+            rps,
+            retried,
+        };
+        let calls = [
+            call("web", "api", None, RPS, false),
+            call("web", "api", Some(("x-canary", "1")), RPS / 5, false),
+            call("api-v1", "backend", None, RPS, false),
+            call("api-v2", "backend", None, RPS, false),
+            // backend's route retries 503s: each of these is answered on its second try.
+            call("api-v1", "backend", None, RPS / 10, true),
         ];
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         let mut counts = Vec::new();
-        for (from, to, header, rps) in calls {
-            let ns = lab.netns("demo", from);
-            let (dst, host) = service(to);
+        for c in calls {
+            let ns = lab.netns("demo", c.from);
+            let (dst, host) = service(c.to);
             let count = Arc::new([
                 std::sync::atomic::AtomicU64::new(0),
                 std::sync::atomic::AtomicU64::new(0),
@@ -208,7 +221,7 @@ impl Traffic {
             counts.push(count.clone());
             let stop = stop.clone();
             handles.push(thread::spawn(move || {
-                client(&ns, dst, &host, header, rps, &stop, &count)
+                client(&ns, dst, &host, &c, &stop, &count)
             }));
         }
         Traffic {
@@ -236,28 +249,36 @@ impl Drop for Traffic {
     }
 }
 
-/// `GET /` to `dst` from inside `ns`, `rps` a second until `stop` (bounded: 15 minutes).
+/// `call`'s requests to `dst` from inside `ns` (`GET /`, or the retry simulator with a new
+/// uuid each time), `call.rps` a second until `stop` (bounded: 15 minutes).
 fn client(
     ns: &Netns,
     dst: SocketAddr,
     host: &str,
-    header: Option<(&str, &str)>,
-    rps: u32,
+    call: &Call,
     stop: &AtomicBool,
     count: &[std::sync::atomic::AtomicU64; 2],
 ) -> (u64, u64) {
-    let interval = Duration::from_secs(1) / rps.max(1);
+    let interval = Duration::from_secs(1) / call.rps.max(1);
     let started = Instant::now();
     let limit = Duration::from_secs(15 * 60);
-    let headers: Vec<(&str, &str)> = header.into_iter().collect();
+    let headers: Vec<(&str, &str)> = call.header.into_iter().collect();
     let mut next = Instant::now();
-    let max = u64::from(rps) * limit.as_secs();
-    for _ in 0..max {
+    let max = u64::from(call.rps) * limit.as_secs();
+    for i in 0..max {
         if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
             break;
         }
+        let path = if call.retried {
+            format!(
+                "/retry/{}?succeedAfter=1&responseCode=503&uuid=u{i}",
+                call.from
+            )
+        } else {
+            "/".to_string()
+        };
         // Any answer counts as answered: the fault switch makes some of them 503 on purpose.
-        match weft_lab::http::get_with(ns, dst, host, "/", &headers) {
+        match weft_lab::http::get_with(ns, dst, host, &path, &headers) {
             Ok(_) => count[0].fetch_add(1, Ordering::Relaxed),
             Err(_) => count[1].fetch_add(1, Ordering::Relaxed),
         };
@@ -445,14 +466,24 @@ fn label_sets(series: &[Series]) -> Vec<BTreeMap<String, String>> {
     series.iter().map(|s| s.labels.clone()).collect()
 }
 
+/// One mesh for both checks: each mesh is four proxies, a control plane and a Prometheus on a
+/// machine that CI shares with every other test.
 #[test]
-fn prometheus_scrapes_the_demo_mesh_and_records_the_rules() {
-    let test = "prometheus_scrapes_the_demo_mesh_and_records_the_rules";
+fn prometheus_scrapes_the_demo_mesh_and_every_dashboard_query_returns_data() {
+    let test = "prometheus_scrapes_the_demo_mesh_and_every_dashboard_query_returns_data";
+    let dashboards = dashboards();
     let Some(mesh) = Mesh::start(test) else {
         return;
     };
-    mesh.wait_for_data(12);
+    // Enough scrapes for the rate windows ($__rate_interval: 10 s) and the rules.
+    mesh.wait_for_data(15);
+    scrapes_and_rules(&mesh);
+    dashboard_queries(&mesh, &dashboards);
+}
 
+/// Prometheus scrapes every proxy and the control plane as docs/observability.md says, and
+/// the rules record the workloads and the canary route.
+fn scrapes_and_rules(mesh: &Mesh) {
     // Every proxy under the job and labels of docs/observability.md, and the control plane.
     let up = mesh.query(r#"up{job="weft-proxies"}"#);
     let pods: Vec<(String, String)> = up
@@ -518,22 +549,15 @@ fn prometheus_scrapes_the_demo_mesh_and_records_the_rules() {
         "no aborted calls to backend: {:?}",
         label_sets(&mesh.query(r#"weft_requests_total{direction="outbound"}"#))
     );
-    drop(mesh);
 }
 
-#[test]
-fn every_dashboard_query_runs_and_returns_data_from_the_demo_mesh() {
-    let test = "every_dashboard_query_runs_and_returns_data_from_the_demo_mesh";
-    let dashboards = dashboards();
-    let Some(mesh) = Mesh::start(test) else {
-        return;
-    };
-    // Enough scrapes for the rate windows ($__rate_interval: 10 s) and the rules.
-    mesh.wait_for_data(15);
+/// Every dashboard's variables set from the mesh, and every panel target run: each parses and
+/// returns at least one series.
+fn dashboard_queries(mesh: &Mesh, dashboards: &[Dashboard]) {
     let mut failures = Vec::new();
     let mut checked = 0;
-    for d in &dashboards {
-        let values = variables(&mesh, d);
+    for d in dashboards {
+        let values = variables(mesh, d);
         for e in expressions(d, &values, RATE_INTERVAL) {
             checked += 1;
             if e.expr.contains('$') {

@@ -35,7 +35,7 @@ pub const JAEGER_QUERY_PORT: u16 = 16686;
 /// Jaeger's OTLP/gRPC port, on the bridge's gateway address.
 pub const OTLP_PORT: u16 = 4317;
 /// The share of requests the demo's proxies trace.
-pub const SAMPLING: &str = "0.2";
+pub const SAMPLING: f64 = 0.2;
 /// How long [`Observability::check`] waits for data.
 const CHECK_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -60,7 +60,7 @@ pub fn tracing_env() -> std::result::Result<Vec<(String, String)>, String> {
             "WEFT_TRACE_COLLECTOR".into(),
             SocketAddr::from((GATEWAY, OTLP_PORT)).to_string(),
         ),
-        ("WEFT_TRACE_SAMPLING".into(), SAMPLING.into()),
+        ("WEFT_TRACE_SAMPLING".into(), SAMPLING.to_string()),
     ])
 }
 
