@@ -596,6 +596,15 @@ fn print_intro(run: &LabRun, calls: &[Call], rps: u32, built_in: bool) {
             first.from.1,
             first.from.0
         );
+        say!(
+            "  weftctl tap po/{} -n {}               # its requests, live, with who served them",
+            first.from.1,
+            first.from.0
+        );
+        say!(
+            "  weftctl top ns/{}                          # the busiest paths",
+            first.from.0
+        );
     }
     say!(
         "  ip netns exec {} tcpdump -ni {} -A tcp     # only TLS between meshed pods",
