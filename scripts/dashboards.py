@@ -585,20 +585,27 @@ def control_plane():
     cp = CONTROL_PLANE
     panels = [
         stat("Replicas up", "Control-plane targets up (job matching weft-control-plane).",
-             f"sum(up{{{cp}}})", "short", (4, 6, 0, 0),
+             f"sum(up{{{cp}}})", "short", (4, 4, 0, 0),
              thresholds=[{"color": RED, "value": None}, {"color": GREEN, "value": 1}]),
         stat("Issuer expires in", "Time until the issuer certificate the control plane signs "
              "with expires (WeftIssuerCertificateExpiring warns at 14 days).",
-             "min(weft_identity_issuer_expiry_timestamp_seconds) - time()", "s", (4, 6, 6, 0),
+             "min(weft_identity_issuer_expiry_timestamp_seconds) - time()", "s", (4, 5, 4, 0),
              thresholds=[{"color": RED, "value": None},
                          {"color": ORANGE, "value": 2 * 86400},
                          {"color": GREEN, "value": 14 * 86400}]),
+        stat("Trust anchor expires in", "Time until the first trust anchor of the control "
+             "plane's anchors.pem expires (WeftTrustAnchorExpiring warns at 90 days).",
+             "min(weft_identity_trust_anchor_expiry_timestamp_seconds) - time()", "s",
+             (4, 5, 9, 0),
+             thresholds=[{"color": RED, "value": None},
+                         {"color": ORANGE, "value": 14 * 86400},
+                         {"color": GREEN, "value": 90 * 86400}]),
         stat("Destination watches", "Open destination watch streams from the proxies "
              "(weft_discovery_subscribers).",
-             "sum(weft_discovery_subscribers)", "short", (4, 6, 12, 0)),
+             "sum(weft_discovery_subscribers)", "short", (4, 5, 14, 0)),
         stat("Route watches", "Open route watch streams from the proxies "
              "(weft_routes_subscribers).",
-             "sum(weft_routes_subscribers)", "short", (4, 6, 18, 0)),
+             "sum(weft_routes_subscribers)", "short", (4, 5, 19, 0)),
         timeseries("Certificates issued/s and refusals", "Workload certificates signed, and "
                    "CSRs refused by reason (a token rejected, an identity that does not match "
                    "it, an unusable issuer).",

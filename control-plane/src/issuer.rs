@@ -33,6 +33,8 @@ pub const ANCHORS: &str = "anchors.pem";
 pub struct Issuer {
     pub ca: Ca,
     pub anchors: TrustBundle,
+    /// When the first of the anchors expires (after it, what it signed no longer verifies).
+    pub anchors_not_after: OffsetDateTime,
     /// The raw files, to notice changes.
     raw: [Vec<u8>; 3],
 }
@@ -161,6 +163,11 @@ fn check(
         path: dir.join(ANCHORS),
         reason: e.to_string(),
     })?;
+    let anchors_not_after =
+        first_expiry(text(2, ANCHORS)?).map_err(|reason| IssuerError::Invalid {
+            path: dir.join(ANCHORS),
+            reason,
+        })?;
 
     // Sign a throwaway certificate and check it as a peer would.
     let unverifiable = |reason: String| IssuerError::Unverifiable {
@@ -186,5 +193,22 @@ fn check(
     anchors
         .verify_workload(&chain, UnixTime::now(), provider)
         .map_err(|e| unverifiable(e.to_string()))?;
-    Ok(Issuer { ca, anchors, raw })
+    Ok(Issuer {
+        ca,
+        anchors,
+        anchors_not_after,
+        raw,
+    })
+}
+
+/// The earliest `notAfter` of the certificates in `pem`.
+fn first_expiry(pem: &str) -> Result<OffsetDateTime, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut first: Option<OffsetDateTime> = None;
+    for (index, der) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
+        let der = der.map_err(|e| format!("certificate {index}: {e}"))?;
+        let info = weft_certs::inspect(&der).map_err(|e| format!("certificate {index}: {e}"))?;
+        first = Some(first.map_or(info.not_after, |f| f.min(info.not_after)));
+    }
+    first.ok_or_else(|| "no certificate".to_string())
 }

@@ -214,7 +214,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new().map_err(Error::Metrics)?);
     let issuer = IssuerSource::load(args.issuer.clone(), &args.trust_domain, provider.clone())
         .map_err(Error::Issuer)?;
-    metrics.issuer_expires_at(issuer.current().ca.not_after().unix_timestamp());
+    metrics.issuer_in_force(&issuer.current());
     let own_id = SpiffeId::new(&args.trust_domain, &args.namespace, &args.service_account)
         .map_err(Error::OwnIdentity)?;
     let serving = Arc::new(
@@ -374,7 +374,7 @@ async fn maintain(
         if issuer_file.seen(issuer.reload(), &metrics) {
             let current = issuer.current();
             info!(dir = %issuer.dir().display(), not_after = %current.ca.not_after(), anchors = current.anchors.len(), "new issuer in force");
-            metrics.issuer_expires_at(current.ca.not_after().unix_timestamp());
+            metrics.issuer_in_force(&current);
             renew = true;
         }
         if renew {

@@ -48,6 +48,7 @@ pub struct Metrics {
     issued: IntCounter,
     refusals: IntCounterVec,
     issuer_expiry: IntGauge,
+    anchors_expiry: IntGauge,
     reloads: IntCounterVec,
     config_refused: IntCounterVec,
     config_applied: IntCounterVec,
@@ -141,6 +142,11 @@ impl Metrics {
             "weft_identity_issuer_expiry_timestamp_seconds",
             "When the issuer in force expires, seconds since the Unix epoch.",
         )?;
+        let anchors_expiry = IntGauge::new(
+            "weft_identity_trust_anchor_expiry_timestamp_seconds",
+            "When the first of the trust anchors in force (anchors.pem) expires, seconds since the \
+             Unix epoch: every workload certificate stops verifying then.",
+        )?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "weft_identity_file_reloads_total",
@@ -190,6 +196,7 @@ impl Metrics {
         registry.register(Box::new(issued.clone()))?;
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(issuer_expiry.clone()))?;
+        registry.register(Box::new(anchors_expiry.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -208,6 +215,7 @@ impl Metrics {
             issued,
             refusals,
             issuer_expiry,
+            anchors_expiry,
             reloads,
             config_refused,
             config_applied,
@@ -225,8 +233,12 @@ impl Metrics {
         self.refusals.with_label_values(&[reason.as_str()]).inc();
     }
 
-    pub fn issuer_expires_at(&self, unix_seconds: i64) {
-        self.issuer_expiry.set(unix_seconds);
+    /// The issuer in force, and its anchors: when each expires.
+    pub fn issuer_in_force(&self, issuer: &crate::issuer::Issuer) {
+        self.issuer_expiry
+            .set(issuer.ca.not_after().unix_timestamp());
+        self.anchors_expiry
+            .set(issuer.anchors_not_after.unix_timestamp());
     }
 
     /// A changed file seen: `file` is `issuer` or `tokens`.

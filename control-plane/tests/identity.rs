@@ -19,6 +19,7 @@ const PAY_API: &str = "tok-pay-api-0123456789";
 
 const ISSUED: &str = "weft_identity_certificates_issued_total";
 const ISSUER_EXPIRY: &str = "weft_identity_issuer_expiry_timestamp_seconds";
+const ANCHOR_EXPIRY: &str = "weft_identity_trust_anchor_expiry_timestamp_seconds";
 
 fn refusals(reason: &str) -> String {
     format!("weft_identity_refusals_total{{reason=\"{reason}\"}}")
@@ -472,6 +473,17 @@ async fn issuer_rotation_takes_effect_without_restart_and_a_broken_one_is_refuse
     assert_eq!(verify_chain(&before, &pki.bundle_of(0)), Ok(web.clone()));
     assert!(verify_chain(&before, &pki.bundle_of(1)).is_err());
     let first_expiry = cp.metric_now(ISSUER_EXPIRY).await;
+    let first_anchor = pki
+        .anchors
+        .iter()
+        .map(|a| a.not_after().unix_timestamp())
+        .min()
+        .expect("anchors");
+    assert_eq!(
+        cp.metric_now(ANCHOR_EXPIRY).await,
+        first_anchor as f64,
+        "the first of anchors.pem to expire"
+    );
     assert_eq!(cp.metric_now(&reloads("issuer", "applied")).await, 0.0);
 
     // Rotate to an issuer under anchor 1 that lives longer.
