@@ -2,7 +2,7 @@
 //! proxies in pod namespaces, the control plane in local mode on the folder, the echo app's
 //! delays, status paths and retry simulator as the backends. One lab, phase after phase:
 //!
-//! - an HTTPFault aborting 25 % of 2,000 requests falls in the binomial 99.9 % interval, and the
+//! - an HTTPFault aborting 25 % of 2,000 requests falls in the binomial 99.99 % interval, and the
 //!   backends' own counters show they never saw the aborted ones;
 //! - a 200 ms delay on 50 % splits the latencies at the delay;
 //! - a backend failing 30 % of requests with 503: with `retry` the client sees at least 99 %
@@ -285,7 +285,7 @@ fn faults_timeouts_and_retries_through_the_lab() {
         }
     }
     let (low, high) = interval(n, 0.25);
-    println!("abort 25 % over {n}: {aborted} aborted (99.9 % interval {low}-{high})");
+    println!("abort 25 % over {n}: {aborted} aborted (99.99 % interval {low}-{high})");
     let events = tapped.join().expect("the tap");
     assert_eq!(events.len(), 40);
     for e in &events {

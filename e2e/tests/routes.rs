@@ -1,7 +1,7 @@
 //! Canary splits and L7 routes end to end, through `weftctl lab`'s engine (`LabRun`): real
 //! proxies in pod namespaces, the control plane in local mode on the folder, the echo app
 //! naming the pod that answered. One lab, phase after phase:
-//! a 90/10 HTTPRoute split over 2,000 requests within the binomial 99.9 % interval; a header
+//! a 90/10 HTTPRoute split over 2,000 requests within the binomial 99.99 % interval; a header
 //! match always reaching v2; a query parameter match; a redirect (scheme, host, prefix path,
 //! status, query kept) answered by the proxy; a pod's own address never routed; header modifiers and a prefix rewrite seen by the app and a
 //! response header by the client; a mirror's copy reaching its backend and a failing mirror
@@ -212,7 +212,7 @@ fn routes_split_match_filter_mirror_and_follow_edits() {
     let n = 2000;
     let v2 = count_v2(&web, n, "split");
     let (low, high) = interval(n, 0.1);
-    println!("90/10 over {n} requests: {v2} to api-v2 (99.9 % interval {low}-{high})");
+    println!("90/10 over {n} requests: {v2} to api-v2 (99.99 % interval {low}-{high})");
     assert!(
         (low..=high).contains(&v2),
         "{v2} of {n} to api-v2, expected {low}-{high}"
