@@ -78,7 +78,9 @@ def fmt(v, unit):
             return f"{v / 60:.3g} min"
         if a < 2 * 86400:
             return f"{v / 3600:.3g} hour"
-        return f"{v / 86400:.3g} day"
+        if a < 2 * 365 * 86400:
+            return f"{v / 86400:.3g} day"
+        return f"{v / (365 * 86400):.3g} year"
     if unit in ("bytes",):
         return scaled(v, [(1, " B"), (1024, " KiB"), (1024 ** 2, " MiB"), (1024 ** 3, " GiB")],
                       True)
