@@ -22,11 +22,11 @@ use std::{
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use weft_control_plane_config::{
     model::Snapshot,
     routes,
-    yaml::{DocError, Reader},
+    yaml::{DocError, ParseCache, Reader},
 };
 
 use crate::{
@@ -40,6 +40,18 @@ const MAX_FILE_BYTES: u64 = 8 << 20;
 
 /// Reads every YAML file directly in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
+    load_dir_cached(dir, &mut ParseCache::new())
+}
+
+/// [`load_dir`], parsing only the documents `cache` has not seen (see
+/// [`weft_control_plane_config::yaml`]); what this read did not use leaves the cache.
+pub fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> Result<Snapshot, Vec<DocError>> {
+    let result = read_dir_into(dir, cache);
+    cache.sweep();
+    result
+}
+
+fn read_dir_into(dir: &Path, cache: &mut ParseCache) -> Result<Snapshot, Vec<DocError>> {
     let files = yaml_files(dir).map_err(|e| {
         vec![DocError {
             file: dir.to_path_buf(),
@@ -67,7 +79,7 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
                 continue;
             }
         };
-        if reader.read(&file, &text).is_break() {
+        if reader.read_cached(&file, &text, cache).is_break() {
             break;
         }
     }
@@ -99,6 +111,9 @@ pub struct LocalSource {
     metrics: Arc<Metrics>,
     /// The folder's content when `snapshot` was read.
     fingerprint: u64,
+    /// The typed documents of the last read, by their text: a read after an edit parses only
+    /// what changed.
+    cache: ParseCache,
     snapshot: Arc<Snapshot>,
 }
 
@@ -112,7 +127,8 @@ impl LocalSource {
     ) -> Result<Self, LoadError> {
         metrics.config_source(NAME);
         let fingerprint = fingerprint(&dir);
-        let snapshot = load_dir(&dir).map_err(|errors| {
+        let mut cache = ParseCache::new();
+        let snapshot = load_dir_cached(&dir, &mut cache).map_err(|errors| {
             metrics.config_refused(NAME, errors.len());
             LoadError(errors)
         })?;
@@ -123,6 +139,7 @@ impl LocalSource {
             interval,
             metrics,
             fingerprint,
+            cache,
             snapshot: Arc::new(snapshot),
         })
     }
@@ -140,7 +157,15 @@ impl LocalSource {
             return Ok(None);
         }
         self.fingerprint = fingerprint;
-        match load_dir(&self.dir) {
+        let (parsed, reused) = self.cache.counts();
+        let result = load_dir_cached(&self.dir, &mut self.cache);
+        let (now_parsed, now_reused) = self.cache.counts();
+        debug!(
+            parsed = now_parsed - parsed,
+            reused = now_reused - reused,
+            "folder read again: pieces parsed and reused"
+        );
+        match result {
             Ok(snapshot) => {
                 self.metrics.config_read(NAME, true);
                 if *self.snapshot == snapshot {

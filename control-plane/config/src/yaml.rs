@@ -17,6 +17,13 @@
 //! YAML is read with serde_yaml (multi-document streams, the same serde path the Kubernetes
 //! types use; upstream is in maintenance, which for a parser of a settled format is acceptable)
 //! and every typed document through serde_path_to_error, so a type error names its field.
+//!
+//! A folder read again after an edit parses only what changed ([`Reader::read_cached`] with a
+//! [`ParseCache`]): a file's text is cut at its document markers (a line starting `---`, which
+//! YAML never allows inside a document), and each piece's typed objects are kept by its text,
+//! so a one-Service edit in a file of a thousand parses one document. The snapshot itself is
+//! rebuilt from the typed objects every time (they are shared, not copied), so the checks
+//! across documents (duplicates, references) always see the whole folder.
 
 use std::{
     collections::HashMap,
@@ -96,21 +103,75 @@ impl Reader {
                     continue; // the last item: `documents` ends at a syntax error
                 }
             };
-            match add(&mut self.snapshot, value) {
-                Ok(Some(route)) => {
-                    self.route_origins
-                        .insert(route, (file.to_path_buf(), index));
-                }
-                Ok(None) => {}
-                Err(e) => self.errors.push(DocError {
-                    file: file.to_path_buf(),
-                    document: index,
-                    field: e.field,
-                    reason: e.reason,
-                }),
+            let object = object(value);
+            self.add_typed(file, index, object.as_ref());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// [`Reader::read`], with the typed objects of every piece of `text` that `cache` has seen
+    /// before taken from it rather than parsed again. The same snapshot and the same errors:
+    /// a file with a syntax error anywhere is read whole by [`Reader::read`], so the error's
+    /// line is the file's.
+    pub fn read_cached(
+        &mut self,
+        file: &Path,
+        text: &str,
+        cache: &mut ParseCache,
+    ) -> ControlFlow<()> {
+        let generation = cache.generation;
+        let mut pieces: Vec<u64> = Vec::new();
+        let mut documents = 0;
+        let all: Vec<&str> = pieces_of(text).collect();
+        for (i, piece) in all.iter().enumerate() {
+            // Comments before the first marker belong to the first document, which the
+            // marker opens; alone, they would read as an empty document of their own.
+            if i == 0 && all.len() > 1 && only_comments(piece) {
+                continue;
+            }
+            let id = cache.find_or_parse(piece, generation);
+            let entry = &cache.pieces[&id].1;
+            if entry.syntax_error {
+                return self.read(file, text);
+            }
+            documents += entry.objects.len();
+            pieces.push(id);
+            if self.documents + documents > MAX_DOCUMENTS {
+                // Past the bound: read it as it always was, refused at the same document.
+                return self.read(file, text);
+            }
+        }
+        let mut index = 0;
+        for id in pieces {
+            for object in &cache.pieces[&id].1.objects {
+                self.documents += 1;
+                self.add_typed(file, index, object.as_ref());
+                index += 1;
             }
         }
         ControlFlow::Continue(())
+    }
+
+    /// Adds one document's typed object (or its problem) as document `index` of `file`.
+    fn add_typed(&mut self, file: &Path, index: usize, object: Result<&Option<Object>, &Problem>) {
+        let added = match object {
+            Ok(None) => Ok(None),
+            Ok(Some(o)) => o.add_to(&mut self.snapshot),
+            Err(e) => Err(e.clone()),
+        };
+        match added {
+            Ok(Some(route)) => {
+                self.route_origins
+                    .insert(route, (file.to_path_buf(), index));
+            }
+            Ok(None) => {}
+            Err(e) => self.errors.push(DocError {
+                file: file.to_path_buf(),
+                document: index,
+                field: e.field,
+                reason: e.reason,
+            }),
+        }
     }
 
     /// Refuses `file` as a whole (it could not be read, or is not text), as its document 0.
@@ -158,6 +219,8 @@ pub fn load_text(file: &Path, text: &str) -> Result<Snapshot, Vec<DocError>> {
 
 /// The documents of one file's text, in order, each as a YAML value or why it is not YAML
 /// (`not YAML: ...`). A syntax error is the last item: nothing after it can be read reliably.
+/// The documents of one file's text, in order, each as a YAML value or why it is not YAML
+/// (`not YAML: ...`). A syntax error is the last item: nothing after it can be read reliably.
 /// What the control plane's reader and the lab's folder reader (`weft-lab`) both read files
 /// with, so they split and parse a file alike.
 pub fn documents(text: &str) -> impl Iterator<Item = Result<serde_yaml::Value, String>> + '_ {
@@ -181,11 +244,54 @@ fn doc_error(file: &Path, document: usize, field: &str, reason: String) -> DocEr
     }
 }
 
-/// Adds one document's object; `Some` with its key when it is an HTTPRoute.
+/// Adds one document's object; `Some` with its key when it is an HTTPRoute (tests build
+/// snapshots document by document with it).
+#[cfg(test)]
 pub(crate) fn add(
     snapshot: &mut Snapshot,
     value: serde_yaml::Value,
 ) -> Result<Option<Key>, Problem> {
+    match object(value)? {
+        Some(o) => o.add_to(snapshot),
+        None => Ok(None),
+    }
+}
+
+/// One document's object, typed: what a snapshot is built from.
+#[derive(Debug, Clone)]
+pub enum Object {
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Pod(Arc<Pod>),
+    HttpRoute(Arc<HttpRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
+    HttpFault(Arc<crate::fault::HttpFault>),
+    TrafficSplit(Arc<TrafficSplit>),
+}
+
+impl Object {
+    /// Adds it to `snapshot` (checked there, duplicates refused); `Some` with its key when it
+    /// is an HTTPRoute.
+    fn add_to(&self, snapshot: &mut Snapshot) -> Result<Option<Key>, Problem> {
+        match self {
+            Object::Service(o) => snapshot.add_service(o.clone())?,
+            Object::EndpointSlice(o) => snapshot.add_endpoint_slice(o.clone())?,
+            Object::Pod(o) => snapshot.add_pod(o.clone())?,
+            Object::HttpRoute(o) => {
+                let route_key = key(&o.metadata)?;
+                snapshot.add_http_route(o.clone())?;
+                return Ok(Some(route_key));
+            }
+            Object::ReferenceGrant(o) => snapshot.add_reference_grant(o.clone())?,
+            Object::HttpFault(o) => snapshot.add_http_fault(o.clone())?,
+            Object::TrafficSplit(o) => snapshot.add_traffic_split(o.clone())?,
+        }
+        Ok(None)
+    }
+}
+
+/// One document's typed object; `None` for an empty document or a kind not read.
+fn object(value: serde_yaml::Value) -> Result<Option<Object>, Problem> {
     if value.is_null() {
         return Ok(None); // an empty document (a trailing `---`)
     }
@@ -204,44 +310,172 @@ pub(crate) fn add(
             format!("{api_version}: {kind} is read as {group}/{versions}"),
         ))
     };
-    match (group, kind.as_str()) {
-        ("", "Service") if version == "v1" => {
-            snapshot.add_service(Arc::new(typed::<Service>(value)?))?
-        }
+    Ok(Some(match (group, kind.as_str()) {
+        ("", "Service") if version == "v1" => Object::Service(Arc::new(typed(value)?)),
         ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
-            snapshot.add_endpoint_slice(Arc::new(typed::<EndpointSlice>(value)?))?
+            Object::EndpointSlice(Arc::new(typed(value)?))
         }
-        ("", "Pod") if version == "v1" => snapshot.add_pod(Arc::new(typed::<Pod>(value)?))?,
+        ("", "Pod") if version == "v1" => Object::Pod(Arc::new(typed(value)?)),
         (crate::gateway::GROUP, "HTTPRoute") => {
             if !matches!(version, "v1" | "v1beta1") {
                 return refuse_version("v1 or v1beta1");
             }
-            let route = Arc::new(typed::<HttpRoute>(value)?);
-            let route_key = key(&route.metadata)?;
-            snapshot.add_http_route(route)?;
-            return Ok(Some(route_key));
+            Object::HttpRoute(Arc::new(typed(value)?))
         }
         (crate::gateway::GROUP, "ReferenceGrant") => {
             if !matches!(version, "v1" | "v1beta1") {
                 return refuse_version("v1beta1 or v1");
             }
-            snapshot.add_reference_grant(Arc::new(typed::<ReferenceGrant>(value)?))?
+            Object::ReferenceGrant(Arc::new(typed(value)?))
         }
         (crate::fault::GROUP, "HTTPFault") => {
             if version != "v1alpha1" {
                 return refuse_version("v1alpha1");
             }
-            snapshot.add_http_fault(Arc::new(typed::<crate::fault::HttpFault>(value)?))?
+            Object::HttpFault(Arc::new(typed(value)?))
         }
         (crate::smi::GROUP, "TrafficSplit") => {
             if !matches!(version, "v1alpha4" | "v1alpha2") {
                 return refuse_version("v1alpha4 or v1alpha2");
             }
-            snapshot.add_traffic_split(Arc::new(typed::<TrafficSplit>(value)?))?
+            Object::TrafficSplit(Arc::new(typed(value)?))
         }
-        _ => {}
+        _ => return Ok(None),
+    }))
+}
+
+/// The typed objects of pieces of files' texts, kept by their text between reads of a folder,
+/// so a read after an edit parses only the pieces that changed. What a read did not use goes
+/// at the next [`ParseCache::sweep`]: the cache holds one folder's pieces at most.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    /// By the piece's hash: its text and what it holds.
+    pieces: HashMap<u64, (Box<str>, Piece)>,
+    generation: u64,
+    parsed: u64,
+    reused: u64,
+}
+
+#[derive(Debug)]
+struct Piece {
+    objects: Vec<Result<Option<Object>, Problem>>,
+    /// It is not YAML (from some document on): its file is read whole instead.
+    syntax_error: bool,
+    /// The last read that used it.
+    used: u64,
+}
+
+impl ParseCache {
+    pub fn new() -> Self {
+        Self::default()
     }
-    Ok(None)
+
+    /// Pieces parsed and pieces reused, since the cache was made.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.parsed, self.reused)
+    }
+
+    /// Pieces held.
+    pub fn len(&self) -> usize {
+        self.pieces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Ends a read: the pieces it did not use are dropped.
+    pub fn sweep(&mut self) {
+        let generation = self.generation;
+        self.pieces.retain(|_, (_, p)| p.used == generation);
+        self.generation += 1;
+    }
+
+    /// The id of `text`'s piece, parsed now if it is new.
+    fn find_or_parse(&mut self, text: &str, generation: u64) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let mut id: u64 =
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(text);
+        // A different text under the same hash (never seen, but cheap to rule out): probe on.
+        loop {
+            match self.pieces.get_mut(&id) {
+                Some((held, piece)) if **held == *text => {
+                    piece.used = generation;
+                    self.reused += 1;
+                    return id;
+                }
+                Some(_) => id = id.wrapping_add(1),
+                None => break,
+            }
+        }
+        let mut objects = Vec::new();
+        let mut syntax_error = false;
+        for doc in documents(text).take(MAX_DOCUMENTS + 1) {
+            match doc {
+                Ok(value) => objects.push(object(value)),
+                Err(_) => syntax_error = true,
+            }
+        }
+        self.parsed += 1;
+        self.pieces.insert(
+            id,
+            (
+                text.into(),
+                Piece {
+                    objects,
+                    syntax_error,
+                    used: generation,
+                },
+            ),
+        );
+        id
+    }
+}
+
+/// Whether `text` holds nothing but blank lines and comments.
+fn only_comments(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    })
+}
+
+/// `text` cut before each document marker: a line that is `---` alone or followed by a space
+/// or tab (YAML forbids such a line inside a document, block scalars included). The first piece
+/// is what precedes the first marker (often nothing); each other starts with its marker.
+fn pieces_of(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        // The next marker after the start of `rest` (a marker at 0 begins this piece).
+        let mut search = 0;
+        let cut = loop {
+            let Some(found) = rest[search..].find("\n---") else {
+                break None;
+            };
+            let at = search + found + 1;
+            let after = rest.as_bytes().get(at + 3).copied();
+            if matches!(after, None | Some(b'\n' | b'\r' | b' ' | b'\t')) {
+                break Some(at);
+            }
+            search = at;
+        };
+        match cut {
+            Some(at) => {
+                let piece = &rest[..at];
+                rest = &rest[at..];
+                Some(piece)
+            }
+            None => {
+                done = true;
+                Some(rest)
+            }
+        }
+    })
 }
 
 /// `value` as the typed object `T`, a type error naming its field (`spec.ports[0].port`).

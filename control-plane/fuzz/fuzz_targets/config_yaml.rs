@@ -1,7 +1,8 @@
 //! A config file's bytes, as the local source reads them: never a panic; either a whole valid
 //! snapshot whose every Service and slice the index can look up, and whose route tables are
 //! well formed for every Service port and client namespace, or errors that each name a
-//! document of this file.
+//! document of this file. Read through a parse cache (as the local source reads a folder
+//! again), cold and then warm, it is the same snapshot or the same errors.
 #![no_main]
 
 use std::{path::Path, sync::Arc};
@@ -10,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use weft_control_plane_config::{
     index::{Lookup, Target},
     routes::{route_statuses, split_statuses, RouteIndex, RouteTarget},
-    yaml::load_text,
+    yaml::{load_text, ParseCache, Reader},
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +19,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let file = Path::new("fuzz.yaml");
-    match load_text(file, text) {
+    let plain = load_text(file, text);
+    let mut cache = ParseCache::new();
+    for pass in ["cold", "warm"] {
+        let mut reader = Reader::new();
+        let _ = reader.read_cached(file, text, &mut cache);
+        cache.sweep();
+        assert_eq!(reader.finish(), plain, "a {pass} cached read differs");
+    }
+    match plain {
         Ok(snapshot) => {
             let lookup = Lookup::new(Arc::new(snapshot.clone()), "cluster.local");
             let routes = RouteIndex::new(&snapshot);

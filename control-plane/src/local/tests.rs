@@ -163,3 +163,49 @@ fn a_folder_that_does_not_load_is_a_start_error() {
         "{e}"
     );
 }
+
+#[test]
+fn an_edit_parses_only_the_documents_that_changed() {
+    let services = |port_of_s7: u16| -> String {
+        (0..40)
+            .map(|i| {
+                let port = if i == 7 { port_of_s7 } else { 80 };
+                format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: shop}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    };
+    let dir = folder(&[("services.yaml", &services(80)), ("shop.yaml", GOOD)]);
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let mut source =
+        LocalSource::load(dir.path().to_path_buf(), Duration::from_millis(10), metrics)
+            .expect("loads");
+    let (parsed, reused) = source.cache.counts();
+    assert_eq!(reused, 0);
+
+    std::fs::write(dir.path().join("services.yaml"), services(8080)).expect("write");
+    let changed = source.poll().expect("applied").expect("changed");
+    let port = changed.services[&("shop".to_string(), "s7".to_string())]
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map(|p| p[0].port);
+    assert_eq!(port, Some(8080));
+    let (now_parsed, now_reused) = source.cache.counts();
+    assert_eq!(
+        now_parsed - parsed,
+        1,
+        "only the edited document was parsed again"
+    );
+    assert_eq!(
+        now_reused - reused,
+        parsed - 1,
+        "every other document was reused"
+    );
+    // Unchanged documents are the very objects of the last snapshot, shared, not copies.
+    let before = source.snapshot();
+    std::fs::write(dir.path().join("services.yaml"), services(8081)).expect("write");
+    let after = source.poll().expect("applied").expect("changed");
+    let key = ("shop".to_string(), "s3".to_string());
+    assert!(Arc::ptr_eq(&before.services[&key], &after.services[&key]));
+}

@@ -145,3 +145,165 @@ fn bad_route_documents_are_refused_with_file_document_field_and_reason() {
     );
     load_text(Path::new("route.yaml"), &text).expect("a missing backend is not refused");
 }
+
+/// Reads `files` (name, text) once with [`Reader::read`] and once with
+/// [`Reader::read_cached`] through `cache`; both results.
+type Read = Result<Snapshot, Vec<DocError>>;
+fn both(files: &[(&str, &str)], cache: &mut ParseCache) -> (Read, Read) {
+    let mut plain = Reader::new();
+    let mut cached = Reader::new();
+    for (name, text) in files {
+        let _ = plain.read(Path::new(name), text);
+        let _ = cached.read_cached(Path::new(name), text, cache);
+    }
+    cache.sweep();
+    (plain.finish(), cached.finish())
+}
+
+fn service(name: &str, port: u16) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{clusterIP: 198.19.0.9, ports: [{{port: {port}}}]}}\n")
+}
+
+#[test]
+fn pieces_are_cut_at_document_markers_only() {
+    fn cut(t: &str) -> Vec<&str> {
+        pieces_of(t).collect()
+    }
+    assert_eq!(cut(""), [""]);
+    assert_eq!(cut("a: 1\n"), ["a: 1\n"]);
+    assert_eq!(
+        cut("---\na: 1\n---\nb: 2\n"),
+        ["---\na: 1\n", "---\nb: 2\n"]
+    );
+    assert_eq!(cut("a: 1\n--- # two\nb: 2"), ["a: 1\n", "--- # two\nb: 2"]);
+    assert_eq!(cut("a: 1\r\n---\r\nb: 2"), ["a: 1\r\n", "---\r\nb: 2"]);
+    assert_eq!(cut("a: 1\n---"), ["a: 1\n", "---"]);
+    // Not markers: more dashes, text after them, an indented line.
+    assert_eq!(
+        cut("a: 1\n----\nb: |\n  ---\n"),
+        ["a: 1\n----\nb: |\n  ---\n"]
+    );
+    assert_eq!(cut("a: 1\n---x\n"), ["a: 1\n---x\n"]);
+}
+
+#[test]
+fn a_cached_read_is_the_same_as_a_read() {
+    let two = format!("{}---\n{}", service("a", 80), service("b", 81));
+    let texts: Vec<String> =
+        vec![
+        two.clone(),
+        format!("# a comment before the first marker\n---\n{two}---\n"),
+        format!("---\n{}...\n---\n{}", service("a", 80), service("b", 81)),
+        two.replace('\n', "\r\n"),
+        format!("{}---\n---\n{}", service("a", 80), service("b", 81)),
+        // Errors: a bad field in the second document, a duplicate, a syntax error after a
+        // good document (its line is the file's), and an unknown version.
+        format!("{}---\n{}", service("a", 80), service("b", 0)),
+        format!("{}---\n{}", service("a", 80), service("a", 81)),
+        format!("{}---\nkind: [unclosed\n---\n{}", service("a", 80), service("b", 81)),
+        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: HTTPRoute\nmetadata: {name: r}\n"
+            .to_string(),
+        format!("key: |\n  ---\n  text\n---\n{}", service("a", 80)),
+    ];
+    let mut cache = ParseCache::new();
+    for text in &texts {
+        // Cold, then warm: the same answer both times.
+        for pass in ["cold", "warm"] {
+            let (plain, cached) = both(&[("f.yaml", text)], &mut cache);
+            assert_eq!(plain, cached, "{pass}: {text:?}");
+        }
+    }
+    let (plain, _) = both(&[("f.yaml", &texts[7])], &mut cache);
+    let errors = plain.expect_err("a syntax error");
+    assert!(
+        errors[0].reason.contains("line 6"),
+        "the file's line: {errors:?}"
+    );
+}
+
+#[test]
+fn an_edit_parses_only_the_document_that_changed() {
+    let file = |port_of_c: u16| -> String {
+        (0..50)
+            .map(|i| {
+                let name = format!("s{i}");
+                service(&name, if i == 7 { port_of_c } else { 80 })
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    };
+    let mut cache = ParseCache::new();
+    let (_, first) = both(
+        &[
+            ("services.yaml", &file(80)),
+            ("other.yaml", &service("x", 80)),
+        ],
+        &mut cache,
+    );
+    first.expect("the folder reads");
+    assert_eq!(cache.counts(), (51, 0), "everything parsed once");
+    assert_eq!(cache.len(), 51);
+
+    let (plain, cached) = both(
+        &[
+            ("services.yaml", &file(8080)),
+            ("other.yaml", &service("x", 80)),
+        ],
+        &mut cache,
+    );
+    assert_eq!(plain, cached);
+    let snapshot = cached.expect("the folder reads");
+    assert_eq!(snapshot.services.len(), 51);
+    assert_eq!(
+        cache.counts(),
+        (52, 50),
+        "one document parsed again, fifty reused"
+    );
+    // The old text of the edited document is gone; so is a file that went away.
+    assert_eq!(cache.len(), 51);
+    let _ = both(&[("services.yaml", &file(8080))], &mut cache);
+    assert_eq!(cache.len(), 50);
+}
+
+#[test]
+fn the_document_bound_holds_for_cached_reads() {
+    let text = "---\n".repeat(MAX_DOCUMENTS + 5);
+    let mut cache = ParseCache::new();
+    let (plain, cached) = both(&[("many.yaml", &text)], &mut cache);
+    assert_eq!(plain, cached);
+    let errors = cached.expect_err("too many documents");
+    assert!(errors[0].reason.contains("more than"), "{errors:?}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn any_mix_of_documents_reads_the_same_cached_or_not(
+        parts in proptest::collection::vec(0usize..8, 0..12),
+        seps in proptest::collection::vec(0usize..4, 12),
+    ) {
+        let snippets = [
+            service("a", 80),
+            service("b", 81),
+            service("a", 82),
+            "# only a comment\n".to_string(),
+            String::new(),
+            "kind: Service\napiVersion: v1\nmetadata: {name: c}\nspec: {ports: [{port: 99999}]}\n".into(),
+            "x: [unclosed\n".into(),
+            "key: |\n  ---\n  not a marker\n".into(),
+        ];
+        let separators = ["---\n", "--- # c\n", "...\n---\n", "\n---\n"];
+        let mut text = String::new();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                text.push_str(separators[seps[i] % separators.len()]);
+            }
+            text.push_str(&snippets[*p]);
+        }
+        let mut cache = ParseCache::new();
+        for _ in 0..2 {
+            let (plain, cached) = both(&[("f.yaml", &text)], &mut cache);
+            proptest::prop_assert_eq!(plain, cached, "{:?}", text);
+        }
+    }
+}
