@@ -131,9 +131,9 @@ pub fn render(
          atomically replaces the Services file (written whole under a temporary name first) to \
          the update's arrival on each subscriber's stream, on the same monotonic clock. It \
          includes waiting for the control plane's next poll of the folder (0 to {poll} ms; \
-         renames are spread over the poll cycle), re-reading and parsing the whole folder \
-         (every Service, slice and Pod, however small the change), re-indexing, the push, and \
-         this client's own scheduling on the shared cores.\n\
+         renames are spread over the poll cycle), re-reading the folder and parsing the \
+         documents whose text changed (the others' typed objects are kept between reads), \
+         re-indexing, the push, and this client's own scheduling on the shared cores.\n\
          - A one-Service change flips one endpoint of one Service between ready and not ready, \
          {one_reps} times over different Services; its subscribers (the row's subscribers \
          divided by {services}, at least 1) each get a delta of one endpoint. An every-Service \
