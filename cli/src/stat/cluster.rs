@@ -106,17 +106,7 @@ pub(crate) fn observe(
         .map_err(|_| anyhow::anyhow!("list pods: no answer within {timeout:?}"))?
         .context("list pods")?;
     let infos: Vec<PodInfo> = list.items.iter().filter_map(pod_info).collect();
-    let meshed: Vec<Target> = infos
-        .iter()
-        .filter(|p| p.meshed)
-        .map(|p| Target {
-            namespace: p.namespace.clone(),
-            pod: p.name.clone(),
-            workload: Some(p.workload.clone()),
-        })
-        .collect();
-    let skipped = meshed.len().saturating_sub(max);
-    let targets: Vec<Target> = meshed.into_iter().take(max).collect();
+    let (targets, skipped) = super::scrape::meshed_targets(&infos, max);
     announce(targets.len());
     let mut read = |t: &Target| -> Result<String, String> {
         let path = metrics_path(&t.namespace, &t.pod).map_err(|e| e.to_string())?;

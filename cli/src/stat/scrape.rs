@@ -146,6 +146,12 @@ pub(crate) fn lab_targets(
             meshed: p.identity.is_some(),
         })
         .collect();
+    let (targets, skipped) = meshed_targets(&pods, max);
+    (pods, targets, skipped)
+}
+
+/// The first `max` meshed pods of `pods` as targets to read, and how many more were left out.
+pub(crate) fn meshed_targets(pods: &[PodInfo], max: usize) -> (Vec<Target>, usize) {
     let meshed: Vec<Target> = pods
         .iter()
         .filter(|p| p.meshed)
@@ -156,7 +162,7 @@ pub(crate) fn lab_targets(
         })
         .collect();
     let skipped = meshed.len().saturating_sub(max);
-    (pods, meshed.into_iter().take(max).collect(), skipped)
+    (meshed.into_iter().take(max).collect(), skipped)
 }
 
 /// Reads one lab pod's page through a socket made in the lab's node namespace.
