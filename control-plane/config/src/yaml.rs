@@ -219,8 +219,6 @@ pub fn load_text(file: &Path, text: &str) -> Result<Snapshot, Vec<DocError>> {
 
 /// The documents of one file's text, in order, each as a YAML value or why it is not YAML
 /// (`not YAML: ...`). A syntax error is the last item: nothing after it can be read reliably.
-/// The documents of one file's text, in order, each as a YAML value or why it is not YAML
-/// (`not YAML: ...`). A syntax error is the last item: nothing after it can be read reliably.
 /// What the control plane's reader and the lab's folder reader (`weft-lab`) both read files
 /// with, so they split and parse a file alike.
 pub fn documents(text: &str) -> impl Iterator<Item = Result<serde_yaml::Value, String>> + '_ {
