@@ -632,14 +632,7 @@ fn an_httproute_gets_its_status_and_splits_real_pods(env: &mut Env<'_>) {
 fn weftctl_stat_reads_the_proxies_through_the_api_server(env: &mut Env<'_>) {
     let ns = "stat";
     let (client, target) = env.meshed_client_and_api(ns, 2);
-    let api_pods: Vec<String> = env
-        .get(
-            &["-n", ns, "pods", "-l", "app=api"],
-            "{.items[*].metadata.name}",
-        )
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let api_pods = env.pod_names(ns, "app=api");
     assert_eq!(api_pods.len(), 2, "{api_pods:?}");
     // Traffic before the window, so that the series exist at its first read.
     for i in 0..4 {
@@ -890,13 +883,7 @@ fn the_mesh_rides_out_restarts_and_converges(env: &mut Env<'_>) {
     let ns = "faults";
     let (pid, target) = env.meshed_client_and_api(ns, 2);
     let pods = |env: &Env<'_>| -> std::collections::BTreeSet<String> {
-        env.get(
-            &["-n", ns, "pods", "-l", "app=api"],
-            "{.items[*].metadata.name}",
-        )
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+        env.pod_names(ns, "app=api").into_iter().collect()
     };
     let converge = |env: &Env<'_>, what: &str| {
         let want = pods(env);
@@ -1376,14 +1363,7 @@ spec:
     env.apply(&weft::service_yaml(ns, "api", "api"));
     env.ready(ns, "weft-lab=app");
 
-    let servers: Vec<String> = env
-        .get(
-            &["-n", ns, "pods", "-l", "app=api"],
-            "{.items[*].metadata.name}",
-        )
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let servers = env.pod_names(ns, "app=api");
     assert_eq!(servers.len(), 2, "{servers:?}");
     for pod in servers.iter().map(String::as_str).chain(["client"]) {
         let inits = env.get(&["-n", ns, "pod", pod], "{.spec.initContainers[*].name}");
@@ -1570,19 +1550,9 @@ spec:
 
 /// The control plane's pods, by name.
 fn control_plane_pods(env: &Env<'_>) -> std::collections::BTreeSet<String> {
-    env.get(
-        &[
-            "-n",
-            weft::WEFT_NAMESPACE,
-            "pods",
-            "-l",
-            weft::CONTROL_PLANE_PODS,
-        ],
-        "{.items[*].metadata.name}",
-    )
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
+    env.pod_names(weft::WEFT_NAMESPACE, weft::CONTROL_PLANE_PODS)
+        .into_iter()
+        .collect()
 }
 
 /// `helm upgrade` rolls the control plane (a new pod annotation) while a meshed client calls a

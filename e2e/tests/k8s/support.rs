@@ -312,6 +312,17 @@ impl<'a> Env<'a> {
         (out.success, out.stdout, out.stderr)
     }
 
+    /// The names of the pods of `ns` that `selector` (a label selector) picks.
+    pub(crate) fn pod_names(&self, ns: &str, selector: &str) -> Vec<String> {
+        self.get(
+            &["-n", ns, "pods", "-l", selector],
+            "{.items[*].metadata.name}",
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+    }
+
     /// A pod's proxy metrics, through the API server's pod proxy.
     pub(crate) fn proxy_metrics(&self, ns: &str, pod: &str) -> Metrics {
         self.metrics(&format!(
