@@ -710,14 +710,7 @@ impl Pod {
                 }
             },
         );
-        match ready {
-            Ok(inner) => inner,
-            Err(Error::Timeout { what, after }) => Err(Error::Timeout {
-                what: format!("{what}; its log:\n{}", self.proxy_log()),
-                after,
-            }),
-            Err(e) => Err(e),
-        }
+        wait::ready_or_log(ready, || self.proxy_log())
     }
 }
 

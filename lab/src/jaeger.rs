@@ -136,15 +136,8 @@ impl Jaeger {
                 && jaeger.get("/api/services").is_ok_and(|r| r.status == 200);
             up.then_some(Ok(()))
         });
-        match ready {
-            Ok(Ok(())) => Ok(jaeger),
-            Ok(Err(e)) => Err(e),
-            Err(Error::Timeout { what, after }) => Err(Error::Timeout {
-                what: format!("{what}; its log:\n{}", jaeger.log()),
-                after,
-            }),
-            Err(e) => Err(e),
-        }
+        wait::ready_or_log(ready, || jaeger.log())?;
+        Ok(jaeger)
     }
 
     /// Where it takes OTLP/gRPC (`WEFT_TRACE_COLLECTOR`).

@@ -181,15 +181,8 @@ impl Prometheus {
                     .then_some(Ok(()))
             },
         );
-        match ready {
-            Ok(Ok(())) => Ok(prometheus),
-            Ok(Err(e)) => Err(e),
-            Err(Error::Timeout { what, after }) => Err(Error::Timeout {
-                what: format!("{what}; its log:\n{}", prometheus.log()),
-                after,
-            }),
-            Err(e) => Err(e),
-        }
+        wait::ready_or_log(ready, || prometheus.log())?;
+        Ok(prometheus)
     }
 
     /// Where its HTTP API and UI answer.

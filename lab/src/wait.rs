@@ -36,3 +36,16 @@ pub fn until<T>(
         after: patience,
     })
 }
+
+/// The outcome of waiting for a process to be ready ([`until`] with a probe that may fail):
+/// a timeout's message gets `log()`, what the process said, so a failure shows why.
+pub fn ready_or_log(ready: Result<Result<()>>, log: impl FnOnce() -> String) -> Result<()> {
+    match ready {
+        Ok(outcome) => outcome,
+        Err(Error::Timeout { what, after }) => Err(Error::Timeout {
+            what: format!("{what}; its log:\n{}", log()),
+            after,
+        }),
+        Err(e) => Err(e),
+    }
+}
