@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use tracing::debug;
 use weft_api::destination::{self as pb, destination_server};
 use weft_control_plane_config::{
-    index::{Answer, Lookup, Target},
+    index::{Answer, Changes, Lookup, Target},
     model::Snapshot,
 };
 
@@ -40,6 +40,7 @@ impl Answers for Endpoints {
     type Index = Lookup;
     type Answer = Answer;
     type Update = pb::Update;
+    type Changes = Changes;
 
     const KINDS: &'static [&'static str] = &["snapshot", "delta", "not_a_service"];
 
@@ -65,6 +66,14 @@ impl Answers for Endpoints {
             Some(pb::update::Kind::NotAService(_)) => "not_a_service",
             _ => "snapshot",
         }
+    }
+
+    fn changes(&self, old: &Snapshot, new: &Snapshot) -> Option<Changes> {
+        Changes::between(old, new)
+    }
+
+    fn touched(&self, changes: &Changes, old: &Lookup, new: &Lookup, target: &Target) -> bool {
+        new.touched(old, changes, target)
     }
 }
 

@@ -8,8 +8,12 @@
 //! one more implementation each, with a gRPC service of their own, on the same hub.
 //!
 //! What a hub guarantees, whatever it answers:
-//! - a new snapshot is indexed once, outside the lock, and each watched target is looked up
-//!   once per snapshot, not once per subscriber; only targets whose answer changed are told;
+//! - a new snapshot is compared with the one in force first ([`Answers::changes`]): one that
+//!   changes nothing this kind answers is not even indexed; otherwise it is indexed once,
+//!   outside the lock, and only the watched targets the change may touch
+//!   ([`Answers::touched`]) are looked up again, once per snapshot, not once per subscriber;
+//!   only targets whose answer changed are told. A one-Service change costs one Service's
+//!   lookups however many targets are watched;
 //! - each subscriber's stream turns "what I last sent" and "what is current" into one update,
 //!   so a burst of changes while a slow proxy is not reading coalesces into one (the `watch`
 //!   channel keeps only the latest), and a slow reader never makes the control plane queue;
@@ -53,6 +57,8 @@ pub trait Answers: Send + Sync + 'static {
     type Answer: PartialEq + fmt::Debug + Send + Sync + 'static;
     /// The message a stream carries.
     type Update: Send + 'static;
+    /// What changed between two snapshots, as this kind's answers see it.
+    type Changes: Send;
 
     /// The `kind` label values [`Answers::kind`] returns, so every series exists from the
     /// start.
@@ -70,6 +76,20 @@ pub trait Answers: Send + Sync + 'static {
     /// The update's kind, for `weft_discovery_updates_pushed_total{kind}`: one of
     /// [`Answers::KINDS`].
     fn kind(update: &Self::Update) -> &'static str;
+
+    /// What differs from `old` to `new` for this kind; `None` when no answer can differ (the
+    /// index in force stays and nobody is looked up).
+    fn changes(&self, old: &Snapshot, new: &Snapshot) -> Option<Self::Changes>;
+    /// Whether `target` may be answered differently by `new` than by `old` after `changes`;
+    /// false must mean the two answers are equal. Called under the hub's lock for every
+    /// watched target: a few hash lookups at most.
+    fn touched(
+        &self,
+        changes: &Self::Changes,
+        old: &Self::Index,
+        new: &Self::Index,
+        target: &Self::Target,
+    ) -> bool;
 }
 
 /// A target's answer as of one version.
@@ -106,10 +126,14 @@ pub struct Hub<K: Answers> {
     /// (UNAVAILABLE) rather than told that nothing exists.
     synced: AtomicBool,
     metrics: DiscoveryMetrics,
+    /// One [`Hub::apply`] at a time: each compares with the snapshot the last one left.
+    applying: Mutex<()>,
     state: Mutex<HubState<K>>,
 }
 
 struct HubState<K: Answers> {
+    /// The snapshot `index` was built from.
+    snapshot: Arc<Snapshot>,
     index: Arc<K::Index>,
     version: u64,
     targets: HashMap<K::Target, watch::Sender<Current<K>>>,
@@ -136,12 +160,14 @@ impl<K: Answers> Hub<K> {
         for k in K::KINDS {
             metrics.updates.with_label_values(&[k]);
         }
-        let index = Arc::new(kind.index(snapshot));
+        let index = Arc::new(kind.index(snapshot.clone()));
         Arc::new(Self {
             kind,
             synced: AtomicBool::new(true),
             metrics,
+            applying: Mutex::new(()),
             state: Mutex::new(HubState {
+                snapshot,
                 index,
                 version: 1,
                 targets: HashMap::new(),
@@ -208,19 +234,34 @@ impl<K: Answers> Hub<K> {
     /// Targets nobody watches any more are forgotten.
     pub fn apply(&self, snapshot: Arc<Snapshot>) {
         let since = Instant::now();
+        let _one = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.lock().snapshot.clone();
+        // Comparing and indexing happen outside the lock; only the lookups hold it.
+        let Some(changes) = self.kind.changes(&old, &snapshot) else {
+            let mut state = self.lock();
+            state.targets.retain(|_, tx| tx.receiver_count() > 0);
+            self.metrics.destinations.set(state.targets.len() as i64);
+            debug!(version = state.version, "config applied: no answer changes");
+            return;
+        };
         let services = snapshot.services.len();
-        // Indexing happens outside the lock; only the per-target lookups hold it.
-        let index = Arc::new(self.kind.index(snapshot));
+        let index = Arc::new(self.kind.index(snapshot.clone()));
         let mut state = self.lock();
         state.version += 1;
         let version = state.version;
-        // The previous index is freed after the pushes and outside the lock (profiled: dropping
-        // a large snapshot is a tenth of the apply).
+        // The previous index and snapshot are freed after the pushes and outside the lock
+        // (profiled: dropping a large snapshot is a tenth of the apply).
         let previous = std::mem::replace(&mut state.index, index.clone());
+        let previous_snapshot = std::mem::replace(&mut state.snapshot, snapshot);
+        let mut looked_up = 0usize;
         state.targets.retain(|target, tx| {
             if tx.receiver_count() == 0 {
                 return false;
             }
+            if !self.kind.touched(&changes, &previous, &index, target) {
+                return true;
+            }
+            looked_up += 1;
             let answer = self.kind.answer(&index, target);
             tx.send_if_modified(|current| {
                 if current.answer == answer {
@@ -239,7 +280,8 @@ impl<K: Answers> Hub<K> {
         let targets = state.targets.len();
         drop(state);
         drop(previous);
-        debug!(version, services, targets, "config applied");
+        drop(previous_snapshot);
+        debug!(version, services, targets, looked_up, "config applied");
     }
 
     /// Applies every snapshot `source` publishes until it closes or `shutdown`.

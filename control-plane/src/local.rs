@@ -17,7 +17,7 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use tokio::sync::watch;
@@ -46,23 +46,26 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<DocError>> {
 /// [`load_dir`], parsing only the documents `cache` has not seen (see
 /// [`weft_control_plane_config::yaml`]); what this read did not use leaves the cache.
 pub fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> Result<Snapshot, Vec<DocError>> {
-    let result = read_dir_into(dir, cache);
-    cache.sweep();
-    result
+    load_files(dir, read_files(dir), cache)
 }
 
-fn read_dir_into(dir: &Path, cache: &mut ParseCache) -> Result<Snapshot, Vec<DocError>> {
-    let files = yaml_files(dir).map_err(|e| {
-        vec![DocError {
-            file: dir.to_path_buf(),
-            document: 0,
-            field: String::new(),
-            reason: format!("cannot read the folder: {e}"),
-        }]
-    })?;
+/// The folder's YAML files, each with its bytes or why they could not be read.
+type Files = Vec<(PathBuf, Result<Vec<u8>, ReadError>)>;
+
+fn read_files(dir: &Path) -> std::io::Result<Files> {
+    Ok(yaml_files(dir)?
+        .into_iter()
+        .map(|file| {
+            let read = read_bounded(&file, MAX_FILE_BYTES);
+            (file, read)
+        })
+        .collect())
+}
+
+fn parse_files(files: Files, cache: &mut ParseCache) -> Result<Snapshot, Vec<DocError>> {
     let mut reader = Reader::new();
-    for file in files {
-        let text = match read_bounded(&file, MAX_FILE_BYTES) {
+    for (file, read) in files {
+        let text = match read {
             Ok(raw) => match String::from_utf8(raw) {
                 Ok(t) => t,
                 Err(_) => {
@@ -103,14 +106,16 @@ fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 ///
 /// Polling rather than inotify, as for the issuer files: a ConfigMap volume updates by
 /// swapping a `..data` symlink, editors write through temporary files and renames, and a
-/// content comparison is right in every case for the cost of reading a few files a second.
+/// content comparison is right in every case. A poll first compares each file's metadata
+/// ([`Stamps`]); only when that moved, or is too recent to prove anything, are the files read
+/// and their content compared, and a changed folder is parsed from that same read.
 #[derive(Debug)]
 pub struct LocalSource {
     dir: PathBuf,
     interval: Duration,
     metrics: Arc<Metrics>,
-    /// The folder's content when `snapshot` was read.
-    fingerprint: u64,
+    /// The folder's files' metadata and content when last read.
+    seen: Seen,
     /// The typed documents of the last read, by their text: a read after an edit parses only
     /// what changed.
     cache: ParseCache,
@@ -126,9 +131,10 @@ impl LocalSource {
         metrics: Arc<Metrics>,
     ) -> Result<Self, LoadError> {
         metrics.config_source(NAME);
-        let fingerprint = fingerprint(&dir);
+        let mut seen = Seen::default();
+        let files = seen.read(&dir);
         let mut cache = ParseCache::new();
-        let snapshot = load_dir_cached(&dir, &mut cache).map_err(|errors| {
+        let snapshot = load_files(&dir, files, &mut cache).map_err(|errors| {
             metrics.config_refused(NAME, errors.len());
             LoadError(errors)
         })?;
@@ -138,7 +144,7 @@ impl LocalSource {
             dir,
             interval,
             metrics,
-            fingerprint,
+            seen,
             cache,
             snapshot: Arc::new(snapshot),
         })
@@ -152,13 +158,11 @@ impl LocalSource {
     /// Reads the folder again if its content changed. `Ok(Some)` is a new snapshot, `Ok(None)`
     /// no change (or no change since a refusal), `Err` a refused change.
     fn poll(&mut self) -> Result<Option<Arc<Snapshot>>, LoadError> {
-        let fingerprint = fingerprint(&self.dir);
-        if fingerprint == self.fingerprint {
+        let Some(files) = self.seen.changed(&self.dir) else {
             return Ok(None);
-        }
-        self.fingerprint = fingerprint;
+        };
         let (parsed, reused) = self.cache.counts();
-        let result = load_dir_cached(&self.dir, &mut self.cache);
+        let result = load_files(&self.dir, files, &mut self.cache);
         let (now_parsed, now_reused) = self.cache.counts();
         debug!(
             parsed = now_parsed - parsed,
@@ -168,7 +172,7 @@ impl LocalSource {
         match result {
             Ok(snapshot) => {
                 self.metrics.config_read(NAME, true);
-                if *self.snapshot == snapshot {
+                if self.snapshot.same(&snapshot) {
                     return Ok(None);
                 }
                 self.snapshot = Arc::new(snapshot);
@@ -294,18 +298,158 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// A digest of the folder's YAML files' names and contents (bounded reads; unreadable files
-/// count by their error, so a fixed permission is a change).
-fn fingerprint(dir: &Path) -> u64 {
+/// Parses files read from `dir` (`Err`: the folder itself could not be listed).
+fn load_files(
+    dir: &Path,
+    files: std::io::Result<Files>,
+    cache: &mut ParseCache,
+) -> Result<Snapshot, Vec<DocError>> {
+    let result = match files {
+        Ok(files) => parse_files(files, cache),
+        Err(e) => Err(vec![DocError {
+            file: dir.to_path_buf(),
+            document: 0,
+            field: String::new(),
+            reason: format!("cannot read the folder: {e}"),
+        }]),
+    };
+    cache.sweep();
+    result
+}
+
+/// How long after a file's last change its metadata alone is trusted: longer than any
+/// filesystem's timestamp granularity, so a write in the same tick as the read before it
+/// (same size, same mtime) is still seen by reading the content.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// What the last read of the folder saw.
+#[derive(Debug)]
+struct Seen {
+    /// [`SETTLE`] (shorter in tests).
+    settle: Duration,
+    /// Reads of the folder's content so far.
+    reads: u64,
+    /// Each file's metadata at that read.
+    stamps: Stamps,
+    /// When that read started.
+    at: Option<SystemTime>,
+    /// A digest of the names and contents it read.
+    digest: u64,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            settle: SETTLE,
+            reads: 0,
+            stamps: Stamps::default(),
+            at: None,
+            digest: 0,
+        }
+    }
+}
+
+impl Seen {
+    /// Reads the folder and remembers what it held.
+    fn read(&mut self, dir: &Path) -> std::io::Result<Files> {
+        self.reads += 1;
+        self.stamps = Stamps::of(dir);
+        self.at = Some(SystemTime::now());
+        let files = read_files(dir);
+        self.digest = digest(&files);
+        files
+    }
+
+    /// The folder's files, read again, if their content may have changed since the last
+    /// read; `None` when it certainly did not. Metadata that did not move and settled before
+    /// the last read started proves the content is what that read saw (as git's index does
+    /// for racy timestamps); anything else is settled by reading and comparing the content.
+    fn changed(&mut self, dir: &Path) -> Option<std::io::Result<Files>> {
+        let stamps = Stamps::of(dir);
+        if stamps == self.stamps
+            && self
+                .at
+                .and_then(|at| at.checked_sub(self.settle))
+                .is_some_and(|settled| stamps.all_before(settled))
+        {
+            return None;
+        }
+        let digest = self.digest;
+        let files = self.read(dir);
+        (self.digest != digest).then_some(files)
+    }
+}
+
+/// Each YAML file's metadata, in name order (following symlinks, as a ConfigMap's are):
+/// size, modification and change times, inode and device; or the error that stat gave.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Stamps(Vec<(PathBuf, Result<Stamp, std::io::ErrorKind>)>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+    inode: u64,
+    device: u64,
+}
+
+impl Stamps {
+    fn of(dir: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(files) = yaml_files(dir) else {
+            return Self::default();
+        };
+        Self(
+            files
+                .into_iter()
+                .map(|file| {
+                    let stamp = std::fs::metadata(&file)
+                        .map(|m| Stamp {
+                            len: m.len(),
+                            modified: (m.mtime(), m.mtime_nsec()),
+                            changed: (m.ctime(), m.ctime_nsec()),
+                            inode: m.ino(),
+                            device: m.dev(),
+                        })
+                        .map_err(|e| e.kind());
+                    (file, stamp)
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether every file was last modified and changed before `at`.
+    fn all_before(&self, at: SystemTime) -> bool {
+        let Ok(at) = at.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let at = (at.as_secs() as i64, i64::from(at.subsec_nanos()));
+        self.0.iter().all(|(_, stamp)| {
+            stamp
+                .as_ref()
+                .is_ok_and(|s| s.modified < at && s.changed < at)
+        })
+    }
+}
+
+/// A digest of the files' names and contents; an unreadable file counts by its error, so a
+/// fixed permission is a change.
+fn digest(files: &std::io::Result<Files>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for file in yaml_files(dir).unwrap_or_default() {
-        file.hash(&mut h);
-        match read_bounded(&file, MAX_FILE_BYTES) {
-            Ok(raw) => raw.hash(&mut h),
-            Err(ReadError::Io(e)) => e.kind().hash(&mut h),
-            Err(ReadError::TooLarge(_)) => "too large".hash(&mut h),
+    match files {
+        Ok(files) => {
+            for (file, read) in files {
+                file.hash(&mut h);
+                match read {
+                    Ok(raw) => raw.hash(&mut h),
+                    Err(ReadError::Io(e)) => e.kind().hash(&mut h),
+                    Err(ReadError::TooLarge(_)) => "too large".hash(&mut h),
+                }
+            }
         }
+        Err(e) => e.kind().hash(&mut h),
     }
     h.finish()
 }

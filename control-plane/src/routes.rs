@@ -15,7 +15,7 @@ use tracing::debug;
 use weft_api::route::{self as pb, routes_server};
 use weft_control_plane_config::{
     model::Snapshot,
-    routes::{RouteAnswer, RouteIndex, RouteTarget},
+    routes::{self, RouteAnswer, RouteIndex, RouteTarget},
 };
 
 use crate::{
@@ -32,6 +32,10 @@ impl Answers for Routes {
     type Index = RouteIndex;
     type Answer = RouteAnswer;
     type Update = pb::Update;
+    /// Route tables read Services, routes, grants, splits and faults, never endpoints or
+    /// pods: endpoint churn costs the route hub one comparison. Any change to what they read
+    /// looks every route target up again (route changes are rare and tables few).
+    type Changes = ();
 
     const KINDS: &'static [&'static str] = &["table"];
 
@@ -59,6 +63,14 @@ impl Answers for Routes {
 
     fn kind(_: &pb::Update) -> &'static str {
         "table"
+    }
+
+    fn changes(&self, old: &Snapshot, new: &Snapshot) -> Option<()> {
+        routes::inputs_differ(old, new).then_some(())
+    }
+
+    fn touched(&self, _: &(), _: &RouteIndex, _: &RouteIndex, _: &RouteTarget) -> bool {
+        true
     }
 }
 

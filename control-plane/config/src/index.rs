@@ -21,7 +21,7 @@
 //!   proxy answers 503 rather than sending the traffic around the mesh.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     net::{IpAddr, SocketAddr},
     str::FromStr,
@@ -30,12 +30,12 @@ use std::{
 
 use k8s_openapi::api::{
     core::v1::{Pod, Service, ServicePort},
-    discovery::v1::EndpointSlice,
+    discovery::v1::{Endpoint, EndpointSlice},
 };
 use weft_api::destination as pb;
 use weft_pod::ids;
 
-use crate::model::{Key, Snapshot, SERVICE_NAME_LABEL};
+use crate::model::{changed, Key, Snapshot, SERVICE_NAME_LABEL};
 
 /// Longest target string accepted.
 pub const MAX_TARGET_LEN: usize = 320;
@@ -213,6 +213,65 @@ impl Answer {
     }
 }
 
+/// What changed between two snapshots, as endpoint answers see it: the Services whose answer
+/// may differ and the addresses of pods that changed. A target neither names is answered the
+/// same by both snapshots ([`Lookup::touched`]), so a change costs what it touches, not what
+/// is watched.
+#[derive(Debug, Default)]
+pub struct Changes {
+    services: HashSet<Key>,
+    pod_ips: HashSet<IpAddr>,
+}
+
+impl Changes {
+    /// What differs from `old` to `new`; `None` when no endpoint answer can (only routes
+    /// changed, say).
+    pub fn between(old: &Snapshot, new: &Snapshot) -> Option<Self> {
+        let mut changes = Changes::default();
+        for (key, ..) in changed(&old.services, &new.services) {
+            changes.services.insert(key.clone());
+        }
+        for (key, before, after) in changed(&old.endpoint_slices, &new.endpoint_slices) {
+            for slice in [before, after].into_iter().flatten() {
+                if let Some(service) = service_of(slice) {
+                    changes.services.insert((key.0.clone(), service.clone()));
+                }
+            }
+        }
+        let mut pods = HashSet::new();
+        for (key, before, after) in changed(&old.pods, &new.pods) {
+            pods.insert(key);
+            for pod in [before, after].into_iter().flatten() {
+                changes.pod_ips.extend(pod_ips(pod));
+            }
+        }
+        if !pods.is_empty() {
+            // An endpoint reads its pod by its targetRef, or else by its address: a Service
+            // whose slices name a changed pod either way may answer differently.
+            for snapshot in [old, new] {
+                for (key, slice) in &snapshot.endpoint_slices {
+                    let Some(service) = service_of(slice) else {
+                        continue;
+                    };
+                    let names_a_changed_pod = slice.endpoints.iter().any(|ep| {
+                        pod_ref(ep, &key.0).is_some_and(|pod| pods.contains(&pod))
+                            || endpoint_ip(ep).is_some_and(|ip| changes.pod_ips.contains(&ip))
+                    });
+                    if names_a_changed_pod {
+                        changes.services.insert((key.0.clone(), service.clone()));
+                    }
+                }
+            }
+        }
+        (!changes.services.is_empty() || !changes.pod_ips.is_empty()).then_some(changes)
+    }
+
+    /// How many Services may answer differently.
+    pub fn services(&self) -> usize {
+        self.services.len()
+    }
+}
+
 /// A snapshot prepared for lookups: built once per snapshot, then each subscribed target's
 /// answer is a few map lookups.
 #[derive(Debug, Default)]
@@ -238,12 +297,7 @@ impl Lookup {
         }
         let mut slices: HashMap<Key, Vec<Key>> = HashMap::new();
         for (key, slice) in &snapshot.endpoint_slices {
-            if let Some(svc) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            {
+            if let Some(svc) = service_of(slice) {
                 slices
                     .entry((key.0.clone(), svc.clone()))
                     .or_default()
@@ -290,6 +344,29 @@ impl Lookup {
         }
     }
 
+    /// Whether `target` may be answered differently here than by `old`, the index this one
+    /// replaces, given the `changes` between their snapshots. False means the answers are
+    /// equal (tested against answering both, on random snapshot pairs).
+    pub fn touched(&self, old: &Lookup, changes: &Changes, target: &Target) -> bool {
+        match target {
+            Target::Name {
+                namespace, name, ..
+            } => changes
+                .services
+                .contains(&(namespace.clone(), name.clone())),
+            Target::Addr(addr) => {
+                let ip = addr.ip();
+                changes.pod_ips.contains(&ip)
+                    || [old, self].into_iter().any(|index| {
+                        index
+                            .by_cluster_ip
+                            .get(&ip)
+                            .is_some_and(|key| changes.services.contains(key))
+                    })
+            }
+        }
+    }
+
     fn service_answer(&self, key: &Key, port: u16) -> Answer {
         let Some(svc) = self.snapshot.services.get(key) else {
             return Answer::NotAService;
@@ -315,18 +392,11 @@ impl Lookup {
                 if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                     continue;
                 }
-                let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                let Some(ip) = endpoint_ip(ep) else {
                     continue;
                 };
-                let addr = SocketAddr::new(ip.to_canonical(), target_port);
-                let pod = ep
-                    .target_ref
-                    .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| {
-                        let ns = r.namespace.clone().unwrap_or_else(|| slice_key.0.clone());
-                        Some((ns, r.name.clone()?))
-                    })
+                let addr = SocketAddr::new(ip, target_port);
+                let pod = pod_ref(ep, &slice_key.0)
                     .filter(|k| self.snapshot.pods.contains_key(k))
                     .or_else(|| self.pod_by_ip.get(&ip).cloned());
                 let mut endpoint = self.endpoint(addr, pod.as_ref());
@@ -404,6 +474,27 @@ impl Lookup {
             inbound_port: u32::from(inbound_port),
         })
     }
+}
+
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+fn service_of(slice: &EndpointSlice) -> Option<&String> {
+    slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)
+}
+
+/// The pod an endpoint's `targetRef` names (in the slice's namespace unless it says).
+fn pod_ref(ep: &Endpoint, slice_namespace: &str) -> Option<Key> {
+    let r = ep.target_ref.as_ref()?;
+    if r.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    let namespace = r.namespace.as_deref().unwrap_or(slice_namespace);
+    Some((namespace.to_string(), r.name.clone()?))
+}
+
+/// An endpoint's address: its first, as kube-proxy takes it.
+fn endpoint_ip(ep: &Endpoint) -> Option<IpAddr> {
+    let ip = ep.addresses.first()?.parse::<IpAddr>().ok()?;
+    Some(ip.to_canonical())
 }
 
 pub(crate) fn cluster_ips(svc: &Service) -> impl Iterator<Item = IpAddr> + '_ {

@@ -25,6 +25,41 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// An object's namespace and name.
 pub type Key = (String, String);
 
+/// One key whose object differs between two maps: `(key, before, after)`, `None` where the
+/// object is absent.
+pub type Change<'a, T> = (&'a Key, Option<&'a Arc<T>>, Option<&'a Arc<T>>);
+
+/// The keys whose objects differ between `before` and `after` (added, removed or changed), in
+/// key order. Objects shared by pointer (what both sources reuse for what did not change) are
+/// not compared: a diff costs a walk of both maps plus a comparison per object that was
+/// replaced.
+pub fn changed<'a, T: PartialEq>(
+    before: &'a BTreeMap<Key, Arc<T>>,
+    after: &'a BTreeMap<Key, Arc<T>>,
+) -> impl Iterator<Item = Change<'a, T>> + 'a {
+    use std::cmp::Ordering;
+    let mut a = before.iter().peekable();
+    let mut b = after.iter().peekable();
+    std::iter::from_fn(move || loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+        };
+        match order {
+            Ordering::Less => return a.next().map(|(k, v)| (k, Some(v), None)),
+            Ordering::Greater => return b.next().map(|(k, v)| (k, None, Some(v))),
+            Ordering::Equal => {
+                let ((k, va), (_, vb)) = (a.next()?, b.next()?);
+                if !(Arc::ptr_eq(va, vb) || va == vb) {
+                    return Some((k, Some(va), Some(vb)));
+                }
+            }
+        }
+    })
+}
+
 /// The cluster's state as far as discovery needs it, by namespace and name. Objects are shared
 /// (`Arc`), so a source can build the next snapshot from its stores without copying them.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -67,6 +102,28 @@ pub(crate) fn problem(field: &str, reason: impl Into<String>) -> Problem {
 }
 
 impl Snapshot {
+    /// Whether `other` holds the same objects: [`changed`] on every kind, so objects shared
+    /// by pointer cost nothing (`==` would compare every object field by field).
+    pub fn same(&self, other: &Snapshot) -> bool {
+        changed(&self.services, &other.services).next().is_none()
+            && changed(&self.endpoint_slices, &other.endpoint_slices)
+                .next()
+                .is_none()
+            && changed(&self.pods, &other.pods).next().is_none()
+            && changed(&self.http_routes, &other.http_routes)
+                .next()
+                .is_none()
+            && changed(&self.reference_grants, &other.reference_grants)
+                .next()
+                .is_none()
+            && changed(&self.traffic_splits, &other.traffic_splits)
+                .next()
+                .is_none()
+            && changed(&self.http_faults, &other.http_faults)
+                .next()
+                .is_none()
+    }
+
     /// Checks `svc` and adds it; a second object of the same name is refused.
     pub fn add_service(&mut self, svc: Arc<Service>) -> Result<(), Problem> {
         check_service(&svc)?;

@@ -70,7 +70,7 @@ use crate::{
         HttpRouteFilter, HttpRouteMatch, ParentReference,
     },
     index::{cluster_ips, Target, TargetError},
-    model::{Key, Snapshot},
+    model::{changed, Key, Snapshot},
     smi,
 };
 
@@ -164,6 +164,20 @@ struct PortTables {
     producer: Option<RouteAnswer>,
     /// Consumer routes by the namespace they apply to.
     consumers: HashMap<String, RouteAnswer>,
+}
+
+/// Whether `old` and `new` differ in anything a route table reads: Services, HTTPRoutes,
+/// ReferenceGrants, TrafficSplits or HTTPFaults (not endpoints, not pods).
+pub fn inputs_differ(old: &Snapshot, new: &Snapshot) -> bool {
+    changed(&old.services, &new.services).next().is_some()
+        || changed(&old.http_routes, &new.http_routes).next().is_some()
+        || changed(&old.reference_grants, &new.reference_grants)
+            .next()
+            .is_some()
+        || changed(&old.traffic_splits, &new.traffic_splits)
+            .next()
+            .is_some()
+        || changed(&old.http_faults, &new.http_faults).next().is_some()
 }
 
 impl RouteIndex {

@@ -2,17 +2,18 @@
 //! (routes, policy) gets for free.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
 use futures_util::StreamExt;
-use weft_control_plane_config::yaml::load_text;
+use weft_control_plane_config::{model::changed, yaml::load_text};
 
 use super::*;
 
-/// A toy kind of answer: how many Services a namespace holds. Counts its lookups.
+/// A toy kind of answer: how many Services a namespace holds. Counts its lookups; a change
+/// touches the namespaces whose Services changed.
 #[derive(Debug, Default)]
 struct ServiceCount {
     lookups: AtomicUsize,
@@ -24,6 +25,8 @@ impl Answers for ServiceCount {
     type Answer = usize;
     /// (version, count, whole?)
     type Update = (u64, usize, bool);
+    /// Namespaces whose Services changed.
+    type Changes = HashSet<String>;
 
     const KINDS: &'static [&'static str] = &["whole", "change"];
 
@@ -54,6 +57,23 @@ impl Answers for ServiceCount {
         } else {
             "change"
         }
+    }
+
+    fn changes(&self, old: &Snapshot, new: &Snapshot) -> Option<HashSet<String>> {
+        let namespaces: HashSet<String> = changed(&old.services, &new.services)
+            .map(|(key, ..)| key.0.clone())
+            .collect();
+        (!namespaces.is_empty()).then_some(namespaces)
+    }
+
+    fn touched(
+        &self,
+        changes: &HashSet<String>,
+        _: &Self::Index,
+        _: &Self::Index,
+        target: &String,
+    ) -> bool {
+        changes.contains(target)
     }
 }
 
@@ -88,7 +108,7 @@ async fn next(stream: &mut UpdateStream<(u64, usize, bool)>) -> Option<(u64, usi
 }
 
 #[tokio::test]
-async fn each_watched_target_is_looked_up_once_per_snapshot_whoever_watches_it() {
+async fn each_touched_target_is_looked_up_once_per_snapshot_whoever_watches_it() {
     let (hub, metrics) = hub(&["api"]);
     let shutdown = CancellationToken::new();
     let mut shop: Vec<_> = (0..3)
@@ -108,8 +128,8 @@ async fn each_watched_target_is_looked_up_once_per_snapshot_whoever_watches_it()
     hub.apply(snapshot(&["api", "web"]));
     assert_eq!(
         hub.kind().lookups.load(Ordering::Relaxed),
-        4,
-        "one per target"
+        3,
+        "one for the touched target (shop), none for bank"
     );
     for s in &mut shop {
         assert_eq!(next(s).await, Some((2, 2, false)));
@@ -132,7 +152,7 @@ async fn each_watched_target_is_looked_up_once_per_snapshot_whoever_watches_it()
     // A target nobody watches any more is forgotten (and no longer looked up).
     drop(bank);
     hub.apply(snapshot(&["api"]));
-    assert_eq!(hub.kind().lookups.load(Ordering::Relaxed), 5);
+    assert_eq!(hub.kind().lookups.load(Ordering::Relaxed), 4);
     let text = metrics.encode();
     assert!(text.contains("weft_discovery_destinations 1"), "{text}");
     assert!(text.contains("weft_discovery_subscribers 3"), "{text}");
@@ -194,4 +214,20 @@ fn past_max_targets_new_targets_are_refused() {
     );
     // A target already watched still subscribes.
     assert!(hub.subscribe("0".into()).is_ok());
+}
+
+#[tokio::test]
+async fn a_snapshot_that_changes_no_answer_is_not_indexed_nor_looked_up() {
+    let (hub, _metrics) = hub(&["api"]);
+    let shutdown = CancellationToken::new();
+    let mut shop = hub.watch("shop".into(), shutdown.clone()).expect("watch");
+    assert_eq!(next(&mut shop).await, Some((1, 1, true)));
+    // The same Services, parsed again: new objects, equal content.
+    hub.apply(snapshot(&["api"]));
+    assert_eq!(hub.kind().lookups.load(Ordering::Relaxed), 1);
+    assert_eq!(next(&mut shop).await, None);
+    // The next real change is version 2: nothing was skipped over.
+    hub.apply(snapshot(&["api", "web"]));
+    assert_eq!(next(&mut shop).await, Some((2, 2, false)));
+    assert_eq!(hub.kind().lookups.load(Ordering::Relaxed), 2);
 }

@@ -209,3 +209,49 @@ fn an_edit_parses_only_the_documents_that_changed() {
     let key = ("shop".to_string(), "s3".to_string());
     assert!(Arc::ptr_eq(&before.services[&key], &after.services[&key]));
 }
+
+#[test]
+fn a_poll_reads_the_files_only_when_their_metadata_moved_or_is_recent() {
+    let dir = folder(&[("a.yaml", GOOD), ("b.yaml", "# nothing yet\n")]);
+    let settle = Duration::from_millis(100);
+    let mut seen = Seen {
+        settle,
+        ..Seen::default()
+    };
+    seen.read(dir.path()).expect("read");
+    assert_eq!(seen.reads, 1);
+
+    // Recent metadata proves nothing: the content is read and compared (and is the same).
+    assert!(seen.changed(dir.path()).is_none());
+    assert_eq!(seen.reads, 2);
+    // Settled since the last read started: metadata alone answers.
+    std::thread::sleep(settle * 2);
+    assert!(seen.changed(dir.path()).is_none(), "a read, same content");
+    assert_eq!(seen.reads, 3);
+    for _ in 0..3 {
+        assert!(seen.changed(dir.path()).is_none());
+    }
+    assert_eq!(seen.reads, 3, "settled and unmoved: no read");
+
+    // A rewrite with the same bytes moves the metadata: read, but no change.
+    std::fs::write(dir.path().join("b.yaml"), "# nothing yet\n").expect("write");
+    assert!(seen.changed(dir.path()).is_none());
+    assert_eq!(seen.reads, 4);
+
+    // New content of the same size in place, and a file replaced by a rename: changes.
+    std::fs::write(dir.path().join("b.yaml"), "# nothing now\n").expect("write");
+    let files = seen.changed(dir.path()).expect("changed").expect("listed");
+    assert_eq!(files.len(), 2);
+    std::thread::sleep(settle * 2);
+    assert!(seen.changed(dir.path()).is_none());
+    let tmp = dir.path().join("b.tmp");
+    std::fs::write(&tmp, "# nothing here\n").expect("write");
+    std::fs::rename(&tmp, dir.path().join("b.yaml")).expect("rename");
+    assert!(seen.changed(dir.path()).is_some(), "replaced by a rename");
+
+    // A file that appears, one that goes.
+    std::fs::write(dir.path().join("c.yml"), "# c\n").expect("write");
+    assert!(seen.changed(dir.path()).is_some(), "a new file");
+    std::fs::remove_file(dir.path().join("c.yml")).expect("remove");
+    assert!(seen.changed(dir.path()).is_some(), "a file gone");
+}

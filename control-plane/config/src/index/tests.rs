@@ -374,3 +374,141 @@ status: {podIP: 198.18.0.30}
     assert_eq!(mesh.identity, "spiffe://cluster.local/ns/shop/sa/api");
     assert_eq!(mesh.inbound_port, 15888);
 }
+
+#[test]
+fn a_change_touches_its_service_and_the_pods_it_names_only() {
+    let old = snapshot(SHOP);
+    let other = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 198.19.0.20
+  ports: [{port: 80}]
+"#;
+    let with_web = snapshot(&format!("{SHOP}---\n{other}"));
+    let (before, after) = (
+        Lookup::new(old.clone(), "cluster.local"),
+        Lookup::new(with_web.clone(), "cluster.local"),
+    );
+    let changes = Changes::between(&old, &with_web).expect("a Service was added");
+    assert_eq!(changes.services(), 1);
+    assert!(after.touched(&before, &changes, &addr("198.19.0.20:80")));
+    assert!(!after.touched(&before, &changes, &addr("198.19.0.10:80")));
+    assert!(!after.touched(&before, &changes, &addr("198.18.0.11:8080")));
+    assert!(Changes::between(&with_web, &snapshot(&format!("{SHOP}---\n{other}"))).is_none());
+
+    // The pod api-a changes its service account: api (whose slice names it) and its own
+    // address are touched.
+    let renamed = SHOP.replace("serviceAccountName: api", "serviceAccountName: api2");
+    let new = snapshot(&renamed);
+    let changes = Changes::between(&old, &new).expect("a pod changed");
+    let after = Lookup::new(new, "cluster.local");
+    for target in ["198.19.0.10:80", "198.18.0.11:8080"] {
+        assert!(after.touched(&before, &changes, &addr(target)), "{target}");
+        assert_ne!(before.answer(&addr(target)), after.answer(&addr(target)));
+    }
+    assert!(!after.touched(&before, &changes, &addr("198.18.0.20:80")));
+}
+
+/// A random little cluster: three slots each of Services, EndpointSlices and Pods in one
+/// namespace, each absent or one of many variants drawn from a few names, addresses and ports,
+/// so that refs collide, dangle and move.
+fn cluster(slots: &[Option<u32>]) -> String {
+    let ip = |n: u32| format!("198.18.0.{}", n % 4 + 1);
+    let mut docs = Vec::new();
+    for (i, v) in slots[0..3].iter().enumerate() {
+        let Some(v) = v else { continue };
+        let cluster_ip = ["198.19.0.1", "198.19.0.2", "None"][(v % 3) as usize];
+        let ports = [
+            "[{name: http, port: 80}]",
+            "[{name: http, port: 80}, {port: 81}]",
+            "[{port: 81}]",
+        ][(v / 3 % 3) as usize];
+        docs.push(format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: a}}\nspec: {{clusterIP: {cluster_ip}, ports: {ports}}}\n"
+        ));
+    }
+    for (i, v) in slots[3..6].iter().enumerate() {
+        let Some(v) = v else { continue };
+        // s3 is never a Service: a slice whose Service is gone.
+        let label = format!("labels: {{kubernetes.io/service-name: s{}}}", v % 4);
+        let mut endpoints = Vec::new();
+        let mut e = v / 4;
+        for _ in 0..(e % 4) {
+            e /= 4;
+            let target = match e % 4 {
+                3 => String::new(),
+                p => format!(", targetRef: {{kind: Pod, name: p{p}}}"),
+            };
+            let ready = [
+                "",
+                ", conditions: {ready: true}",
+                ", conditions: {ready: false}",
+            ][(e / 4 % 3) as usize];
+            endpoints.push(format!("{{addresses: [{}]{target}{ready}}}", ip(e / 12)));
+        }
+        docs.push(format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: e{i}, namespace: a, {label}}}\naddressType: IPv4\nendpoints: [{}]\nports: [{{name: http, port: 8080}}, {{port: 8081}}]\n",
+            endpoints.join(", ")
+        ));
+    }
+    for (i, v) in slots[6..9].iter().enumerate() {
+        let Some(v) = v else { continue };
+        let meshed = if v % 2 == 0 {
+            ", annotations: {weft.dev/injected: v1}"
+        } else {
+            ""
+        };
+        docs.push(format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: a{meshed}}}\nspec: {{serviceAccountName: sa{}, containers: [{{name: app, image: x}}]}}\nstatus: {{podIP: {}}}\n",
+            v / 2 % 2,
+            ip(v / 4)
+        ));
+    }
+    docs.join("---\n")
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// What makes answering only touched targets safe: every target `touched` leaves out is
+    /// answered the same by both snapshots.
+    #[test]
+    fn an_untouched_target_answers_the_same(
+        old in proptest::collection::vec(proptest::option::of(proptest::num::u32::ANY), 9),
+        other in proptest::collection::vec(proptest::option::of(proptest::num::u32::ANY), 9),
+        keep in proptest::collection::vec(proptest::bool::weighted(0.8), 9),
+    ) {
+        let new: Vec<Option<u32>> = (0..9).map(|i| if keep[i] { old[i] } else { other[i] }).collect();
+        let (before_snapshot, after_snapshot) = (snapshot(&cluster(&old)), snapshot(&cluster(&new)));
+        let before = Lookup::new(before_snapshot.clone(), "cluster.local");
+        let after = Lookup::new(after_snapshot.clone(), "cluster.local");
+        let changes = Changes::between(&before_snapshot, &after_snapshot);
+        let mut targets: Vec<Target> = Vec::new();
+        for s in 0..3 {
+            for port in [80, 81] {
+                targets.push(Target::Name { namespace: "a".into(), name: format!("s{s}"), port });
+            }
+        }
+        for ip in ["198.19.0.1", "198.19.0.2", "198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"] {
+            for port in [80, 81, 8080] {
+                targets.push(addr(&format!("{ip}:{port}")));
+            }
+        }
+        for target in &targets {
+            let touched = changes
+                .as_ref()
+                .is_some_and(|changes| after.touched(&before, changes, target));
+            if !touched {
+                proptest::prop_assert_eq!(
+                    before.answer(target),
+                    after.answer(target),
+                    "{} untouched\nold:\n{}\nnew:\n{}",
+                    target,
+                    cluster(&old),
+                    cluster(&new)
+                );
+            }
+        }
+    }
+}
