@@ -76,6 +76,9 @@ pub enum Error {
     /// The metrics registry refused a metric (a bug: names are fixed).
     #[error("registering metrics: {0}")]
     Metrics(#[source] prometheus::Error),
+    /// The thread config work runs on could not be started.
+    #[error("starting the config thread: {0}")]
+    ConfigThread(#[source] std::io::Error),
 }
 
 impl Error {
@@ -92,7 +95,8 @@ impl Error {
             Error::Bind { .. }
             | Error::Serving(_)
             | Error::AddressesFile(_)
-            | Error::Metrics(_) => false,
+            | Error::Metrics(_)
+            | Error::ConfigThread(_) => false,
         }
     }
 

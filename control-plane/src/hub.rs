@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use weft_control_plane_config::model::Snapshot;
 
-use crate::metrics::DiscoveryMetrics;
+use crate::{config_thread::ConfigThread, metrics::DiscoveryMetrics};
 
 /// Most distinct targets a hub watches at once; past it, new targets are refused
 /// (`RESOURCE_EXHAUSTED`) rather than letting callers grow the control plane without end.
@@ -284,10 +284,11 @@ impl<K: Answers> Hub<K> {
         debug!(version, services, targets, looked_up, "config applied");
     }
 
-    /// Applies every snapshot `source` publishes until it closes or `shutdown`.
+    /// Applies every snapshot `source` publishes, on `work`, until it closes or `shutdown`.
     pub async fn follow(
         self: Arc<Self>,
         mut source: watch::Receiver<Arc<Snapshot>>,
+        work: ConfigThread,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -298,10 +299,7 @@ impl<K: Answers> Hub<K> {
             let snapshot = source.borrow_and_update().clone();
             let hub = self.clone();
             // Indexing a large cluster is CPU work: off the async workers.
-            if tokio::task::spawn_blocking(move || hub.apply(snapshot))
-                .await
-                .is_err()
-            {
+            if work.run(move || hub.apply(snapshot)).await.is_err() {
                 tracing::error!("applying a config snapshot panicked; keeping the previous one");
                 continue;
             }

@@ -29,6 +29,7 @@
 
 pub mod addresses;
 pub mod admin;
+pub mod config_thread;
 pub mod discovery;
 mod error;
 mod files;
@@ -57,8 +58,8 @@ use weft_control_plane_config::model::Snapshot;
 
 pub use crate::error::{Error, EXIT_CONFIG, EXIT_RUNTIME};
 use crate::{
-    identity::IdentityService, issuer::IssuerSource, metrics::Metrics, serving::ServingCert,
-    tokens::TokenReviewer,
+    config_thread::ConfigThread, identity::IdentityService, issuer::IssuerSource, metrics::Metrics,
+    serving::ServingCert, tokens::TokenReviewer,
 };
 
 /// How long calls in flight at shutdown may run before their connections are closed.
@@ -163,7 +164,11 @@ struct StatusWriting {
 
 /// The config source `args` name, loaded (a local folder) or connected (Kubernetes), and in
 /// Kubernetes mode the route status writer.
-async fn config_source(args: &Args, metrics: &Arc<Metrics>) -> Result<Sourced, Error> {
+async fn config_source(
+    args: &Args,
+    metrics: &Arc<Metrics>,
+    work: &ConfigThread,
+) -> Result<Sourced, Error> {
     let source = match (&args.source, &args.tokens) {
         (Some(s), _) => s.clone(),
         (None, None) => SourceArg::Kubernetes,
@@ -174,12 +179,16 @@ async fn config_source(args: &Args, metrics: &Arc<Metrics>) -> Result<Sourced, E
     };
     match source {
         SourceArg::Local(dir) => {
-            let local =
-                local::LocalSource::load(dir.clone(), args.config_poll_interval, metrics.clone())
-                    .map_err(|source| Error::LocalSource {
-                    dir: dir.clone(),
-                    source,
-                })?;
+            let local = local::LocalSource::load(
+                dir.clone(),
+                args.config_poll_interval,
+                metrics.clone(),
+                work.clone(),
+            )
+            .map_err(|source| Error::LocalSource {
+                dir: dir.clone(),
+                source,
+            })?;
             let snapshot = local.snapshot();
             info!(dir = %dir.display(), services = snapshot.services.len(), endpoint_slices = snapshot.endpoint_slices.len(), pods = snapshot.pods.len(), "config from a local folder");
             Ok((snapshot, Some(Box::new(local)), None))
@@ -254,7 +263,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
         }
     };
 
-    let (snapshot, source, status) = config_source(&args, &metrics).await?;
+    let work = ConfigThread::start().map_err(Error::ConfigThread)?;
+    let (snapshot, source, status) = config_source(&args, &metrics, &work).await?;
     let hub = hub::Hub::new(
         discovery::Endpoints::new(&args.trust_domain),
         snapshot.clone(),
@@ -299,7 +309,10 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
     if let Some(source) = source {
         info!(source = source.name(), "watching the config source");
         tasks.spawn(source.run(tx, shutdown.clone()));
-        tasks.spawn(hub.clone().follow(rx.clone(), shutdown.clone()));
+        tasks.spawn(
+            hub.clone()
+                .follow(rx.clone(), work.clone(), shutdown.clone()),
+        );
         if let Some(status) = status {
             tasks.spawn(
                 status
@@ -307,7 +320,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Error> {
                     .run(rx.clone(), status.refused, shutdown.clone()),
             );
         }
-        tasks.spawn(route_hub.clone().follow(rx, shutdown.clone()));
+        tasks.spawn(route_hub.clone().follow(rx, work, shutdown.clone()));
     }
     let destination =
         discovery::DestinationService::new(hub, &args.cluster_domain, shutdown.clone());

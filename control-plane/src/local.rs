@@ -30,6 +30,7 @@ use weft_control_plane_config::{
 };
 
 use crate::{
+    config_thread::ConfigThread,
     files::{read_bounded, ReadError},
     metrics::Metrics,
     source::{ConfigSource, SourceFuture},
@@ -119,6 +120,8 @@ pub struct LocalSource {
     /// The typed documents of the last read, by their text: a read after an edit parses only
     /// what changed.
     cache: ParseCache,
+    /// Where polls run.
+    work: ConfigThread,
     snapshot: Arc<Snapshot>,
 }
 
@@ -129,6 +132,7 @@ impl LocalSource {
         dir: PathBuf,
         interval: Duration,
         metrics: Arc<Metrics>,
+        work: ConfigThread,
     ) -> Result<Self, LoadError> {
         metrics.config_source(NAME);
         let mut seen = Seen::default();
@@ -146,6 +150,7 @@ impl LocalSource {
             metrics,
             seen,
             cache,
+            work,
             snapshot: Arc::new(snapshot),
         })
     }
@@ -208,15 +213,17 @@ impl ConfigSource for LocalSource {
                     _ = tick.tick() => {}
                 }
                 // Reading and parsing files is blocking work: off the async workers.
-                let (source, result) = match tokio::task::spawn_blocking(move || {
-                    let result = self.poll();
-                    (self, result)
-                })
-                .await
+                let work = self.work.clone();
+                let (source, result) = match work
+                    .run(move || {
+                        let result = self.poll();
+                        (self, result)
+                    })
+                    .await
                 {
                     Ok(r) => r,
                     Err(e) => {
-                        tracing::error!(error = %e, "reading the config folder panicked");
+                        tracing::error!(error = %e, "reading the config folder failed");
                         return;
                     }
                 };

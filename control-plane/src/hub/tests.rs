@@ -179,7 +179,8 @@ async fn a_watch_before_the_source_is_in_sync_is_told_to_retry() {
 
     let (tx, rx) = watch::channel(snapshot(&["api"]));
     let shutdown = CancellationToken::new();
-    let follower = tokio::spawn(hub.clone().follow(rx, shutdown.clone()));
+    let work = crate::config_thread::ConfigThread::start().expect("config thread");
+    let follower = tokio::spawn(hub.clone().follow(rx, work, shutdown.clone()));
     tx.send_modify(|_| {});
     let mut stream;
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -1,5 +1,9 @@
 use super::*;
 
+fn work() -> ConfigThread {
+    ConfigThread::start().expect("config thread")
+}
+
 fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, text) in files {
@@ -106,6 +110,7 @@ fn the_source_publishes_changes_and_refuses_bad_edits_keeping_the_last_good() {
         dir.path().to_path_buf(),
         Duration::from_millis(10),
         metrics.clone(),
+        work(),
     )
     .expect("loads");
     let first = source.snapshot();
@@ -155,8 +160,13 @@ fn the_source_publishes_changes_and_refuses_bad_edits_keeping_the_last_good() {
 fn a_folder_that_does_not_load_is_a_start_error() {
     let dir = folder(&[("bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {serviceAccountName: 'No Good', containers: []}\n")]);
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let e = LocalSource::load(dir.path().to_path_buf(), Duration::from_secs(1), metrics)
-        .expect_err("refused");
+    let e = LocalSource::load(
+        dir.path().to_path_buf(),
+        Duration::from_secs(1),
+        metrics,
+        work(),
+    )
+    .expect_err("refused");
     assert!(
         e.to_string()
             .contains("bad.yaml document 0 field spec.serviceAccountName"),
@@ -177,9 +187,13 @@ fn an_edit_parses_only_the_documents_that_changed() {
     };
     let dir = folder(&[("services.yaml", &services(80)), ("shop.yaml", GOOD)]);
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let mut source =
-        LocalSource::load(dir.path().to_path_buf(), Duration::from_millis(10), metrics)
-            .expect("loads");
+    let mut source = LocalSource::load(
+        dir.path().to_path_buf(),
+        Duration::from_millis(10),
+        metrics,
+        work(),
+    )
+    .expect("loads");
     let (parsed, reused) = source.cache.counts();
     assert_eq!(reused, 0);
 
