@@ -118,9 +118,10 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (to_server, to_client) = tokio::io::copy_bidirectional(&mut client, &mut server)
-        .await
-        .map_err(|source| ForwardError::Copy { dst, source })?;
+    let (to_server, to_client) =
+        weft_proxy_transport::copy::copy_bidirectional(&mut client, &mut server)
+            .await
+            .map_err(|source| ForwardError::Copy { dst, source })?;
     debug!(to_server, to_client, %dst, "tcp forward done");
     Ok(())
 }

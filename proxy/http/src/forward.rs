@@ -305,7 +305,7 @@ async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
         }
     };
     let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+    match weft_proxy_transport::copy::copy_bidirectional(&mut down, &mut up).await {
         Ok((to_server, to_client)) => debug!(to_server, to_client, "upgraded connection closed"),
         Err(e) => debug!(error = %e, "upgraded connection failed"),
     }

@@ -210,7 +210,7 @@ impl Conn {
             match downstream.await {
                 Ok(up) => {
                     let mut up = TokioIo::new(up);
-                    match tokio::io::copy_bidirectional(&mut up, &mut tcp).await {
+                    match weft_proxy_transport::copy::copy_bidirectional(&mut up, &mut tcp).await {
                         Ok((to_app, to_peer)) => {
                             debug!(%addr, to_app, to_peer, "mesh tunnel closed")
                         }

@@ -14,6 +14,7 @@
 
 pub mod addr;
 pub mod connect;
+pub mod copy;
 pub mod listen;
 pub mod orig_dst;
 pub mod prefixed;
