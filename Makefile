@@ -129,18 +129,21 @@ fuzz-smoke:
 fuzz:
 	scripts/fuzz.sh --run 300
 
-## bench: Weft against a direct connection and HAProxy (about 10 minutes), and discovery at
-## scale (one control plane, up to 10,000 subscribers; about a minute); writes BENCHMARKS.md
+## bench: Weft against a direct connection and HAProxy (about 10 minutes), discovery at scale
+## (one control plane, up to 10,000 subscribers; about a minute), and connections per proxy
+## (8,000 idle ones, and a descriptor limit filled; seconds); writes BENCHMARKS.md
 bench: bench-deps
 	$(CARGO) build --release --locked $(RELEASE_PACKAGES)
 	./target/release/weft-bench run
 	./target/release/weft-bench discovery
+	./target/release/weft-bench conns
 
 ## bench-smoke: the same harness in under a minute, to prove it works; writes nothing
 bench-smoke: bench-deps
 	$(CARGO) build --release --locked $(RELEASE_PACKAGES)
 	./target/release/weft-bench run --smoke
 	./target/release/weft-bench discovery --smoke
+	./target/release/weft-bench conns --smoke
 
 bench-deps:
 	scripts/bench-deps.sh

@@ -195,7 +195,7 @@ pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
     let text = report::render(&plan, &machine, &levels, started.elapsed(), load);
     println!("{text}");
     if !plan.smoke {
-        report::write(out, &machine, &text)?;
+        report::SECTION.write(out, &machine, &text)?;
         eprintln!(
             "weft-bench discovery: wrote {} and bench/runs/",
             out.display()

@@ -9,6 +9,7 @@
 // A binary: `pub` marks what the modules share with each other, nothing more.
 #![allow(unreachable_pub)]
 
+mod conns;
 mod discovery;
 mod load;
 mod procs;
@@ -91,6 +92,22 @@ enum Cmd {
         #[arg(long)]
         smoke: bool,
         /// The report file to update (between its discovery markers).
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+    /// What an idle proxied connection costs one proxy, and how many one proxy holds within
+    /// its descriptor limit.
+    Conns {
+        /// Idle connections held at once through one proxy. Default 8000 (smoke: 200).
+        #[arg(long)]
+        count: Option<usize>,
+        /// The descriptor limit of the proxy that is filled up.
+        #[arg(long, default_value_t = 1024)]
+        fd_limit: u64,
+        /// A small pass that proves the harness works; writes nothing.
+        #[arg(long)]
+        smoke: bool,
+        /// The report file to update (between its conns markers).
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
     },
@@ -301,7 +318,55 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
                 discovery::Plan::new(smoke, subscribers, services, endpoints, watches_per_proxy)?;
             discovery::main(plan, &out)
         }
+        Cmd::Conns {
+            count,
+            fd_limit,
+            smoke,
+            out,
+        } => {
+            let count = count.unwrap_or(if smoke { 200 } else { 8000 });
+            anyhow::ensure!(count > 0, "--count: expected at least 1");
+            anyhow::ensure!(
+                (64..=1 << 20).contains(&fd_limit),
+                "--fd-limit {fd_limit}: expected 64 to 1048576"
+            );
+            conns::main(
+                conns::Plan {
+                    smoke,
+                    count,
+                    fd_limit,
+                },
+                &out,
+            )
+        }
     }
+}
+
+/// The upstream (`weft-bench server`) on loopback ports, its TCP echo on `tcp_ip`: the process,
+/// its HTTP and its TCP echo addresses.
+pub fn start_upstream(
+    exe: &Path,
+    body_size: usize,
+    tcp_ip: &str,
+) -> anyhow::Result<(Proc, SocketAddr, SocketAddr)> {
+    let (server, lines) = Proc::spawn_reading(
+        "upstream",
+        Command::new(exe)
+            .args(["server", "--body-size", &body_size.to_string()])
+            // Port 0: the server prints the addresses it got.
+            .args(["--http", "127.0.0.1:0", "--tcp", &format!("{tcp_ip}:0")]),
+        2,
+    )?;
+    let addr = |prefix: &str| -> anyhow::Result<SocketAddr> {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .context("upstream address")?
+            .trim()
+            .parse()
+            .context("upstream address")
+    };
+    Ok((server, addr("http ")?, addr("tcp ")?))
 }
 
 fn run(plan: &Plan) -> anyhow::Result<Results> {
@@ -328,25 +393,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
     frame.extend([b'm'; 64]);
     std::fs::write(&grpc_message, frame)?;
 
-    let (server, lines) = Proc::spawn_reading(
-        "upstream",
-        Command::new(&exe)
-            .args(["server", "--body-size", &plan.body_size.to_string()])
-            // Port 0: the server prints the addresses it got.
-            .args(["--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"]),
-        2,
-    )?;
-    let addr = |prefix: &str| -> anyhow::Result<SocketAddr> {
-        lines
-            .iter()
-            .find_map(|l| l.strip_prefix(prefix))
-            .context("upstream address")?
-            .trim()
-            .parse()
-            .context("upstream address")
-    };
-    let (http_up, tcp_up) = (addr("http ")?, addr("tcp ")?);
-    let _server = server;
+    let (_server, http_up, tcp_up) = start_upstream(&exe, plan.body_size, "127.0.0.1")?;
     // The discovery set-ups' Services name the upstream: the control plane starts after it.
     let cluster = Cluster::new(http_up)?;
     let mesh = setups::MeshPki::start(dir, &work, &cluster)?;

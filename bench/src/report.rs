@@ -490,6 +490,49 @@ pub fn write_partial(m: &Machine, text: &str) -> anyhow::Result<std::path::PathB
     Ok(file)
 }
 
+/// A report of its own in `BENCHMARKS.md`, between its markers (the "Latest run" section is
+/// left alone), and in `bench/runs/<date>-<commit>-<suffix>.md`.
+#[derive(Debug, Clone, Copy)]
+pub struct Section {
+    pub begin: &'static str,
+    pub end: &'static str,
+    /// The heading it gets when it is new, placed before "Latest run".
+    pub heading: &'static str,
+    pub suffix: &'static str,
+}
+
+impl Section {
+    /// Replaces the section in `out`, or adds it; writes the run file.
+    pub fn write(&self, out: &Path, m: &Machine, text: &str) -> anyhow::Result<()> {
+        let doc = std::fs::read_to_string(out).unwrap_or_default();
+        std::fs::write(out, self.splice(&doc, text))?;
+        let runs = Path::new("bench/runs");
+        std::fs::create_dir_all(runs)?;
+        let name = format!(
+            "{}-{}-{}.md",
+            m.date.split(' ').next().unwrap_or("run"),
+            m.commit,
+            self.suffix
+        );
+        std::fs::write(runs.join(name), text)?;
+        Ok(())
+    }
+
+    pub fn splice(&self, doc: &str, text: &str) -> String {
+        let section = format!("{}\n{text}\n{}", self.begin, self.end);
+        if let (Some(b), Some(e)) = (doc.find(self.begin), doc.find(self.end)) {
+            if b < e {
+                return format!("{}{section}{}", &doc[..b], &doc[e + self.end.len()..]);
+            }
+        }
+        let new = format!("{}\n\n{section}\n\n", self.heading);
+        match doc.find("\n## Latest run\n") {
+            Some(at) => format!("{}{new}{}", &doc[..at + 1], &doc[at + 1..]),
+            None => format!("{doc}\n{new}"),
+        }
+    }
+}
+
 /// Replaces the latest-run section of `out` and saves the run under `bench/runs/`.
 pub fn write(out: &Path, m: &Machine, text: &str) -> anyhow::Result<()> {
     let doc = std::fs::read_to_string(out).unwrap_or_default();

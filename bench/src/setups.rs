@@ -338,26 +338,9 @@ impl Chain {
         outbound: &[(&str, String)],
     ) -> anyhow::Result<(Chain, SocketAddr)> {
         let out_port = free_port()?;
-        let proxy =
-            |name: &str, sa: &str, env: &[(&str, String)]| -> anyhow::Result<(Proc, SocketAddr)> {
-                let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-                let mut cmd = Command::new(bin);
-                cmd.env_clear()
-                    .env("WEFT_THREADS", "1")
-                    .env("WEFT_LOG", "warn")
-                    .env("WEFT_OUTBOUND_PORT", free_port()?.to_string())
-                    .env("WEFT_INBOUND_PORT", free_port()?.to_string())
-                    .env("WEFT_ADMIN_PORT", admin.port().to_string())
-                    .env("WEFT_CONTROL_PLANE", mesh.control_plane.to_string())
-                    .env("WEFT_TRUST_ANCHORS", &mesh.anchors)
-                    .env("WEFT_IDENTITY_TOKEN_FILE", mesh.token_file(sa))
-                    .env("WEFT_NAMESPACE", NAMESPACE)
-                    .env("WEFT_SERVICE_ACCOUNT", sa);
-                for (k, v) in env {
-                    cmd.env(k, v);
-                }
-                Ok((Proc::spawn(name, &mut cmd)?, admin))
-            };
+        let proxy = |name: &str, sa: &str, env: &[(&str, String)]| {
+            Chain::weft_proxy(bin, mesh, name, sa, env)
+        };
         let (inbound, inbound_admin) = proxy(
             "weft-inbound",
             "server",
@@ -381,6 +364,34 @@ impl Chain {
             },
             outbound_admin,
         ))
+    }
+
+    /// One Weft proxy (one thread) as the bench starts them: identity `sa` from `mesh`, the
+    /// ports not in `env` free ones; its admin address.
+    pub fn weft_proxy(
+        bin: &Path,
+        mesh: &MeshPki,
+        name: &str,
+        sa: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<(Proc, SocketAddr)> {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("WEFT_THREADS", "1")
+            .env("WEFT_LOG", "warn")
+            .env("WEFT_OUTBOUND_PORT", free_port()?.to_string())
+            .env("WEFT_INBOUND_PORT", free_port()?.to_string())
+            .env("WEFT_ADMIN_PORT", admin.port().to_string())
+            .env("WEFT_CONTROL_PLANE", mesh.control_plane.to_string())
+            .env("WEFT_TRUST_ANCHORS", &mesh.anchors)
+            .env("WEFT_IDENTITY_TOKEN_FILE", mesh.token_file(sa))
+            .env("WEFT_NAMESPACE", NAMESPACE)
+            .env("WEFT_SERVICE_ACCOUNT", sa);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok((Proc::spawn(name, &mut cmd)?, admin))
     }
 
     /// Two haproxy processes, the hop between them TLS 1.3 with client certificates (`tls`) or

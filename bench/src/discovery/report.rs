@@ -2,16 +2,10 @@
 //! markers (the "Latest run" section is left alone) and into
 //! `bench/runs/<date>-<commit>-discovery.md`.
 
-use std::{fmt::Write as _, path::Path, time::Duration};
+use std::{fmt::Write as _, time::Duration};
 
 use super::{Level, Memory, Plan};
-use crate::report::Machine;
-
-const BEGIN: &str = "<!-- bench:discovery:begin -->";
-const END: &str = "<!-- bench:discovery:end -->";
-const HEADING: &str = "## Discovery at scale (issue 5)";
-/// The section this one goes before when it is new.
-const LATEST: &str = "## Latest run";
+use crate::report::{Machine, Section};
 
 pub fn render(
     plan: &Plan,
@@ -162,36 +156,13 @@ pub fn render(
     s
 }
 
-/// Replaces the section between the markers, or adds it before "Latest run"; writes the run
-/// file.
-pub fn write(out: &Path, m: &Machine, text: &str) -> anyhow::Result<()> {
-    let doc = std::fs::read_to_string(out).unwrap_or_default();
-    let doc = splice(&doc, text);
-    std::fs::write(out, doc)?;
-    let runs = Path::new("bench/runs");
-    std::fs::create_dir_all(runs)?;
-    let name = format!(
-        "{}-{}-discovery.md",
-        m.date.split(' ').next().unwrap_or("run"),
-        m.commit
-    );
-    std::fs::write(runs.join(name), text)?;
-    Ok(())
-}
-
-fn splice(doc: &str, text: &str) -> String {
-    let section = format!("{BEGIN}\n{text}\n{END}");
-    if let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) {
-        if b < e {
-            return format!("{}{section}{}", &doc[..b], &doc[e + END.len()..]);
-        }
-    }
-    let new = format!("{HEADING}\n\n{section}\n\n");
-    match doc.find(&format!("\n{LATEST}\n")) {
-        Some(at) => format!("{}{new}{}", &doc[..at + 1], &doc[at + 1..]),
-        None => format!("{doc}\n{new}"),
-    }
-}
+/// Where the discovery report goes in `BENCHMARKS.md` and `bench/runs/`.
+pub const SECTION: Section = Section {
+    begin: "<!-- bench:discovery:begin -->",
+    end: "<!-- bench:discovery:end -->",
+    heading: "## Discovery at scale (issue 5)",
+    suffix: "discovery",
+};
 
 /// The `q` quantile by nearest rank.
 fn percentile(values: &[Duration], q: f64) -> Option<Duration> {
@@ -258,12 +229,14 @@ mod tests {
     #[test]
     fn the_section_goes_before_latest_run_then_is_replaced_in_place() {
         let doc = "# Weft benchmarks\n\n## Targets\n\nx\n\n## Latest run\n\n<!-- bench:latest:begin -->\nold\n<!-- bench:latest:end -->\n";
-        let once = splice(doc, "first");
+        let once = SECTION.splice(doc, "first");
         assert!(once.contains("x\n\n## Discovery at scale (issue 5)\n\n<!-- bench:discovery:begin -->\nfirst\n<!-- bench:discovery:end -->\n\n## Latest run\n"), "{once}");
-        let twice = splice(&once, "second");
+        let twice = SECTION.splice(&once, "second");
         assert_eq!(twice, once.replace("first", "second"));
         assert!(twice.contains("<!-- bench:latest:begin -->\nold\n"));
-        assert!(splice("", "t").contains("<!-- bench:discovery:begin -->\nt\n"));
+        assert!(SECTION
+            .splice("", "t")
+            .contains("<!-- bench:discovery:begin -->\nt\n"));
     }
 
     #[test]
