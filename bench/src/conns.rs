@@ -8,6 +8,14 @@
 //! open, and after they closed give the cost per connection. A second proxy gets a descriptor
 //! limit of `--fd-limit` (`prlimit`); the client opens connections one at a time until one is
 //! not echoed within a second, and then checks the proxy serves again once some closed.
+//!
+//! New mesh connections: a client makes `--handshakes` full mutual TLS 1.3 handshakes with a
+//! third proxy's inbound port (strict mTLS), as a peer proxy makes them (its configs and
+//! verifiers, a P-256 certificate from the mesh's issuer), 8 at a time, each on a new TCP
+//! connection. The CPU both ends spent per handshake, from `/proc`, against the same
+//! handshake done in memory in this process (what `make bench-micro`'s `mtls_handshake` does):
+//! the share of rustls's rate that survives sockets, the kernel and the proxy around it.
+//!
 //! Every wait is bounded; every address is on loopback.
 
 use std::{
@@ -51,6 +59,8 @@ pub struct Plan {
     pub count: usize,
     /// The second proxy's descriptor limit.
     pub fd_limit: u64,
+    /// New mesh connections made with the third.
+    pub handshakes: usize,
 }
 
 /// Memory of one proxy, KiB.
@@ -135,6 +145,36 @@ pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
         .context("running prlimit (util-linux)")?;
     anyhow::ensure!(status.success(), "prlimit failed: {status}");
     let (most, recovered) = rt.block_on(fill(entry, plan.fd_limit as usize))?;
+    drop(limited);
+
+    // New mesh connections.
+    let tls = Tls::new(&mesh)?;
+    let in_port = crate::procs::free_port()?;
+    let (inbound, admin) = Chain::weft_proxy(
+        &weft_bin,
+        &mesh,
+        "weft-handshakes",
+        "server",
+        &[
+            ("WEFT_INBOUND_PORT", in_port.to_string()),
+            ("WEFT_INBOUND_TARGET", tcp_up.to_string()),
+            ("WEFT_INBOUND_MTLS", "strict".to_string()),
+        ],
+    )?;
+    crate::procs::wait_ready(admin, "weft-handshakes")?;
+    let entry = SocketAddr::from(([127, 0, 0, 1], in_port));
+    rt.block_on(handshakes(entry, &tls, 16))?; // warm-up
+    let (proxy_before, client_before) = (inbound.cpu()?, own_cpu()?);
+    let wall = rt.block_on(handshakes(entry, &tls, plan.handshakes))?;
+    // The proxy verifies the last client's certificate after that client returned.
+    std::thread::sleep(Duration::from_millis(200));
+    let handshake = Handshakes {
+        count: plan.handshakes,
+        wall,
+        proxy: inbound.cpu()? - proxy_before,
+        client: own_cpu()? - client_before,
+        in_memory: tls.in_memory(plan.handshakes.min(2000))?,
+    };
 
     let text = render(
         &plan,
@@ -147,6 +187,7 @@ pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
             open,
             most,
             recovered,
+            handshake,
         },
         started.elapsed(),
     );
@@ -233,6 +274,123 @@ async fn fill(entry: SocketAddr, bound: usize) -> anyhow::Result<(usize, bool)> 
     Ok((most, recovered))
 }
 
+/// The client's side of the mesh hop, as a peer proxy has it, and the server's, for the
+/// in-memory baseline.
+struct Tls {
+    client: std::sync::Arc<rustls::ClientConfig>,
+    server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    fn new(mesh: &MeshPki) -> anyhow::Result<Tls> {
+        let issuer = mesh.issuer()?;
+        let bundle = weft_certs::TrustBundle::from_pem(&std::fs::read_to_string(&mesh.anchors)?)?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = |sa: &str| -> anyhow::Result<weft_proxy_identity::MeshTls> {
+            let id = weft_certs::SpiffeId::new("cluster.local", "bench", sa)?;
+            let req = weft_certs::new_key_and_csr(&id)?;
+            let signed = issuer.sign_csr(
+                &req.csr_der,
+                &id,
+                Duration::from_secs(3600),
+                time::OffsetDateTime::now_utc(),
+            )?;
+            let store = weft_certs::CertStore::new();
+            store.store(weft_certs::certified_key(
+                &signed.chain_der,
+                &req.key,
+                &provider,
+            )?);
+            Ok(weft_proxy_identity::MeshTls::new(
+                id,
+                bundle.clone(),
+                provider.clone(),
+                store,
+            )?)
+        };
+        let (client, server) = (tls("client")?, tls("server")?);
+        Ok(Tls {
+            client: client.client_config(server.id())?,
+            server: server.server_config(),
+        })
+    }
+
+    /// `count` handshakes in memory on this thread, as `mtls_handshake` makes them: the CPU
+    /// of one, both ends.
+    fn in_memory(&self, count: usize) -> anyhow::Result<Duration> {
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+        let started = crate::procs::thread_cpu()?;
+        let mut buf = Vec::with_capacity(8192);
+        for _ in 0..count {
+            let mut c = rustls::ClientConnection::new(self.client.clone(), name.clone())?;
+            let mut s = rustls::ServerConnection::new(self.server.clone())?;
+            for _ in 0..8 {
+                if !c.is_handshaking() && !s.is_handshaking() {
+                    break;
+                }
+                buf.clear();
+                c.write_tls(&mut buf)?;
+                s.read_tls(&mut buf.as_slice())?;
+                s.process_new_packets()?;
+                buf.clear();
+                s.write_tls(&mut buf)?;
+                c.read_tls(&mut buf.as_slice())?;
+                c.process_new_packets()?;
+            }
+            anyhow::ensure!(
+                !c.is_handshaking() && !s.is_handshaking(),
+                "in-memory handshake did not finish"
+            );
+        }
+        Ok((crate::procs::thread_cpu()? - started) / count.max(1) as u32)
+    }
+}
+
+/// This process's CPU time, every thread.
+fn own_cpu() -> anyhow::Result<Duration> {
+    crate::procs::cpu_of(std::process::id())
+}
+
+/// `count` handshakes with `entry`, 8 at a time, each on a new TCP connection, closed once
+/// done; the wall time.
+async fn handshakes(entry: SocketAddr, tls: &Tls, count: usize) -> anyhow::Result<Duration> {
+    const AT_ONCE: usize = 8;
+    let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..AT_ONCE)
+        .map(|w| {
+            let (connector, name) = (connector.clone(), name.clone());
+            let mine = count / AT_ONCE + usize::from(w < count % AT_ONCE);
+            tokio::spawn(async move {
+                for _ in 0..mine {
+                    let tcp = TcpStream::connect(entry).await?;
+                    tcp.set_nodelay(true)?;
+                    let tls =
+                        tokio::time::timeout(ECHO_PATIENCE, connector.connect(name.clone(), tcp))
+                            .await
+                            .context("no handshake within a second")??;
+                    drop(tls);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.context("handshake task")??;
+    }
+    Ok(started.elapsed())
+}
+
+struct Handshakes {
+    count: usize,
+    wall: Duration,
+    proxy: Duration,
+    client: Duration,
+    /// CPU of one in-memory handshake, both ends.
+    in_memory: Duration,
+}
+
 struct Figures {
     idle: Memory,
     loaded: Memory,
@@ -241,6 +399,7 @@ struct Figures {
     open: Duration,
     most: usize,
     recovered: bool,
+    handshake: Handshakes,
 }
 
 fn render(plan: &Plan, m: &Machine, f: Figures, took: Duration) -> String {
@@ -303,6 +462,29 @@ fn render(plan: &Plan, m: &Machine, f: Figures, took: Duration) -> String {
         } else {
             "did **not** serve a new connection within 2 s"
         }
+    );
+    let h = &f.handshake;
+    let per_handshake = |cpu: Duration| cpu.as_secs_f64() * 1e6 / h.count.max(1) as f64;
+    let (proxy_us, client_us) = (per_handshake(h.proxy), per_handshake(h.client));
+    let both_us = proxy_us + client_us;
+    let memory_us = h.in_memory.as_secs_f64() * 1e6;
+    let share = memory_us / both_us.max(f64::MIN_POSITIVE);
+    let _ = writeln!(
+        s,
+        "\nNew mesh connections: {count} full mutual TLS 1.3 handshakes (P-256, the proxies' \
+         configs and verifiers) with a Weft proxy's inbound port in strict mode, 8 at a time, \
+         each on a new TCP connection: {rate:.0} per second on the wall clock.\n\n\
+         | CPU per handshake, µs | proxy (server) | client | both ends | handshakes per second per \
+         core, both ends |\n|---|---|---|---|---|\n\
+         | end to end | {proxy_us:.0} | {client_us:.0} | {both_us:.0} | {e2e:.0} |\n\
+         | in memory, this process (`mtls_handshake`'s loop) | | | {memory_us:.0} | {mem:.0} |\n\n\
+         Goal (issue 19): end to end at least 0.8x rustls's in-memory rate: **{verdict}** \
+         ({share:.2}x).\n",
+        count = h.count,
+        rate = h.count as f64 / h.wall.as_secs_f64().max(f64::MIN_POSITIVE),
+        e2e = 1e6 / both_us.max(f64::MIN_POSITIVE),
+        mem = 1e6 / memory_us.max(f64::MIN_POSITIVE),
+        verdict = if share >= 0.8 { "met" } else { "not met" },
     );
     s
 }

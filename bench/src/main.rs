@@ -104,6 +104,9 @@ enum Cmd {
         /// The descriptor limit of the proxy that is filled up.
         #[arg(long, default_value_t = 1024)]
         fd_limit: u64,
+        /// New mesh connections (full mTLS handshakes) made. Default 2000 (smoke: 100).
+        #[arg(long)]
+        handshakes: Option<usize>,
         /// A small pass that proves the harness works; writes nothing.
         #[arg(long)]
         smoke: bool,
@@ -321,9 +324,12 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
         Cmd::Conns {
             count,
             fd_limit,
+            handshakes,
             smoke,
             out,
         } => {
+            let handshakes = handshakes.unwrap_or(if smoke { 100 } else { 2000 });
+            anyhow::ensure!(handshakes > 0, "--handshakes: expected at least 1");
             let count = count.unwrap_or(if smoke { 200 } else { 8000 });
             anyhow::ensure!(count > 0, "--count: expected at least 1");
             anyhow::ensure!(
@@ -335,6 +341,7 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
                     smoke,
                     count,
                     fd_limit,
+                    handshakes,
                 },
                 &out,
             )

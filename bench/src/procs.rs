@@ -98,7 +98,16 @@ impl Drop for Proc {
 
 /// User plus system CPU time of process `pid` so far (`std::process::id()` for this one).
 pub fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_in(&format!("/proc/{pid}/stat"))
+}
+
+/// The CPU time (user + system) of the calling thread.
+pub fn thread_cpu() -> anyhow::Result<Duration> {
+    cpu_in("/proc/thread-self/stat")
+}
+
+fn cpu_in(path: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(path)?;
     // Fields after the command name (which may hold spaces) start past the last ')'.
     let rest = stat.rsplit_once(')').context("stat format")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -81,6 +81,14 @@ impl MeshPki {
         })
     }
 
+    /// The issuer the control plane signs with: for a client that makes its own certificate.
+    pub fn issuer(&self) -> anyhow::Result<weft_certs::Ca> {
+        let dir = self.dir.join("issuer");
+        let cert = std::fs::read_to_string(dir.join("issuer.crt"))?;
+        let key = std::fs::read_to_string(dir.join("issuer.key"))?;
+        Ok(weft_certs::Ca::from_pem(&cert, &key)?)
+    }
+
     fn token_file(&self, sa: &str) -> PathBuf {
         self.dir.join(format!("{sa}.token"))
     }
