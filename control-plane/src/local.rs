@@ -359,8 +359,13 @@ impl Default for Seen {
 impl Seen {
     /// Reads the folder and remembers what it held.
     fn read(&mut self, dir: &Path) -> std::io::Result<Files> {
+        self.read_stamped(dir, Stamps::of(dir))
+    }
+
+    /// [`Seen::read`], with the files' metadata just taken.
+    fn read_stamped(&mut self, dir: &Path, stamps: Stamps) -> std::io::Result<Files> {
         self.reads += 1;
-        self.stamps = Stamps::of(dir);
+        self.stamps = stamps;
         self.at = Some(SystemTime::now());
         let files = read_files(dir);
         self.digest = digest(&files);
@@ -382,7 +387,7 @@ impl Seen {
             return None;
         }
         let digest = self.digest;
-        let files = self.read(dir);
+        let files = self.read_stamped(dir, stamps);
         (self.digest != digest).then_some(files)
     }
 }
