@@ -33,7 +33,7 @@ use tokio::{
 };
 
 use crate::{
-    procs::Proc,
+    procs::{memory_of, Memory, Proc},
     report::{Machine, Section},
     setups::{Chain, Cluster, MeshPki},
 };
@@ -61,22 +61,6 @@ pub struct Plan {
     pub fd_limit: u64,
     /// New mesh connections made with the third.
     pub handshakes: usize,
-}
-
-/// Memory of one proxy, KiB.
-#[derive(Debug, Clone, Copy)]
-struct Memory {
-    rss: u64,
-    anon: u64,
-}
-
-impl Memory {
-    fn of(proc: &Proc) -> anyhow::Result<Memory> {
-        Ok(Memory {
-            rss: proc.status_kib("VmRSS")?,
-            anon: proc.status_kib("RssAnon")?,
-        })
-    }
 }
 
 pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
@@ -119,7 +103,7 @@ pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     std::thread::sleep(Duration::from_millis(500));
-    let idle = Memory::of(&proxy)?;
+    let idle = memory_of(proxy.pid())?;
     let (held, open) = rt.block_on(open_many(entry, plan.count))?;
     anyhow::ensure!(
         held.len() == plan.count,
@@ -128,11 +112,11 @@ pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
         plan.count
     );
     std::thread::sleep(Duration::from_millis(500));
-    let loaded = Memory::of(&proxy)?;
+    let loaded = memory_of(proxy.pid())?;
     let peak = proxy.status_kib("VmHWM")?;
     drop(held);
     std::thread::sleep(Duration::from_secs(1));
-    let after = Memory::of(&proxy)?;
+    let after = memory_of(proxy.pid())?;
     drop(proxy);
 
     // How many one proxy holds within a descriptor limit.
@@ -439,18 +423,18 @@ fn render(plan: &Plan, m: &Machine, f: Figures, took: Duration) -> String {
          | **per idle connection, KiB** | **{:.1}** | **{:.1}** |\n\
          | peak (VmHWM) | {:.1} | |\n\
          | 1 s after they closed | {:.1} | {:.1} |\n",
-        mib(f.idle.rss),
-        mib(f.idle.anon),
+        mib(f.idle.rss_kib),
+        mib(f.idle.anon_kib),
         plan.count,
-        mib(f.loaded.rss),
-        mib(f.loaded.anon),
-        per(f.idle.rss, f.loaded.rss),
-        per(f.idle.anon, f.loaded.anon),
+        mib(f.loaded.rss_kib),
+        mib(f.loaded.anon_kib),
+        per(f.idle.rss_kib, f.loaded.rss_kib),
+        per(f.idle.anon_kib, f.loaded.anon_kib),
         mib(f.peak),
-        mib(f.after.rss),
-        mib(f.after.anon),
+        mib(f.after.rss_kib),
+        mib(f.after.anon_kib),
     );
-    let per_conn = per(f.idle.rss, f.loaded.rss);
+    let per_conn = per(f.idle.rss_kib, f.loaded.rss_kib);
     let _ = writeln!(
         s,
         "Goal (issue 19): an idle proxied connection costs at most 8 KiB: **{}** ({per_conn:.1} \

@@ -131,12 +131,7 @@ impl Plan {
 }
 
 /// Resident memory of the control plane, KiB.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Memory {
-    pub rss_kib: u64,
-    /// Private memory: heap and stacks, without the binary's shared code pages.
-    pub anon_kib: u64,
-}
+pub use crate::procs::Memory;
 
 /// One kind of change, repeated.
 #[derive(Clone, Debug, Default)]
@@ -311,10 +306,7 @@ impl ControlPlane {
     }
 
     fn memory(&self) -> anyhow::Result<Memory> {
-        Ok(Memory {
-            rss_kib: self.proc.status_kib("VmRSS")?,
-            anon_kib: self.proc.status_kib("RssAnon")?,
-        })
+        crate::procs::memory_of(self.proc.pid())
     }
 
     fn cpu(&self) -> anyhow::Result<Duration> {

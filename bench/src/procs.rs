@@ -119,13 +119,25 @@ fn cpu_in(path: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
 }
 
+/// A process's resident and private memory, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    pub rss_kib: u64,
+    /// Private memory: heap and stacks, without the binary's shared code pages.
+    pub anon_kib: u64,
+}
+
+/// `VmRSS` and `RssAnon` of process `pid`.
+pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
+    Ok(Memory {
+        rss_kib: status_kib_of(pid, "VmRSS")?,
+        anon_kib: status_kib_of(pid, "RssAnon")?,
+    })
+}
+
 /// A `/proc/PID/status` field of process `pid` in KiB (`VmRSS`, `RssAnon`, `VmHWM`).
 pub fn status_kib_of(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    weft_testkit::procfs::status_kib(pid, field)
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 

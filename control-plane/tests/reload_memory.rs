@@ -62,19 +62,15 @@ fn pod_ip(s: usize, e: usize) -> String {
     format!("198.18.{}.{}", n / 250, n % 250 + 1)
 }
 
-/// The process's resident set, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
+/// A `/proc/PID/status` figure of the control plane, KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    weft_testkit::procfs::status_kib(pid, field)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// A `/proc/PID/status` figure in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+/// Its resident set, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 async fn applied(cp: &ControlPlane) -> f64 {
@@ -125,7 +121,7 @@ async fn a_hundred_reloads_leave_memory_where_one_left_it() {
         "RSS KiB: loaded {start}, after reload 1 {first}, {} {middle}, {RELOADS} {last} (private \
          {} KiB); every 10th: {:?}",
         RELOADS / 2,
-        status_kib(pid, "RssAnon:"),
+        status_kib(pid, "RssAnon"),
         after.iter().step_by(10).collect::<Vec<_>>()
     );
     eprintln!("{report}");

@@ -33,6 +33,7 @@ pub mod http;
 pub mod kube;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+pub mod procfs;
 /// The Prometheus text parser (`weft-metrics-text`), here too for the tests' convenience.
 pub use weft_metrics_text as prometheus;
 pub mod wait;
