@@ -24,15 +24,29 @@ fn write_config(dir: &Path, yaml: &str) {
 
 /// A shop/web proxy sending everything to `service` (explicit mode), discovery on.
 async fn client(pki: &Pki, cp: &ControlPlane, service: SocketAddr) -> TestProxy {
-    proxy(
-        &identity_env(pki, cp.addr, "shop", "web"),
-        &[
-            ("WEFT_OUTBOUND_TARGET", service.to_string()),
-            ("WEFT_EJECTION_MIN", "300ms".into()),
-            ("WEFT_EJECTION_MAX", "1s".into()),
-        ],
-    )
-    .await
+    client_with(pki, cp, service, &[]).await
+}
+
+/// How long the balancer of a test that needs every endpoint to get traffic remembers latency.
+/// Peak-EWMA rightly steers away from an endpoint that stalled once (a loaded CI machine stalls
+/// one now and then), and with the default 10 s memory a test's few hundred requests, sent in
+/// a second, may never go back to it (CI saw 89 to 1, and 54/13/53); half a second forgives a
+/// stall within the test and still balances by latency and requests in flight.
+const FORGETFUL: (&str, &str) = ("WEFT_BALANCER_DECAY", "500ms");
+
+async fn client_with(
+    pki: &Pki,
+    cp: &ControlPlane,
+    service: SocketAddr,
+    extra: &[(&str, &str)],
+) -> TestProxy {
+    let mut env = vec![
+        ("WEFT_OUTBOUND_TARGET", service.to_string()),
+        ("WEFT_EJECTION_MIN", "300ms".into()),
+        ("WEFT_EJECTION_MAX", "1s".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    proxy(&identity_env(pki, cp.addr, "shop", "web"), &env).await
 }
 
 async fn backends(n: u8) -> Vec<Backend> {
@@ -119,15 +133,13 @@ async fn setup(yaml: impl Fn(SocketAddr) -> String) -> Setup {
 async fn three_endpoints_share_traffic_and_a_removed_one_gets_no_more() {
     let b = backends(3).await;
     let s = setup(|svc| service_yaml("api", svc, &endpoints(&b))).await;
-    let web = client(&s.pki, &s.cp, s.service).await;
+    let web = client_with(&s.pki, &s.cp, s.service, &[FORGETFUL]).await;
 
     let statuses = load(&web, 4, 75).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let spread = served(&b);
-    // A share each, not an even split: peak-EWMA rightly steers away from an endpoint that was
-    // slow for a moment (a loaded CI machine stalls one now and then, and 300 requests take
-    // less than the estimate's 10 s decay), so one may get far fewer; 5 % still proves that all
-    // three are in the balancer.
+    // A share each, not an even split: an endpoint that stalled a moment gets less for a while
+    // (see FORGETFUL); 5 % still proves that all three are in the balancer.
     assert!(
         spread.iter().all(|n| *n >= 15),
         "every endpoint gets a share: {spread:?}"
@@ -237,7 +249,7 @@ async fn a_failing_endpoint_is_ejected_and_returns_after_its_backoff() {
 async fn an_invalid_edit_is_refused_while_traffic_flows_on_the_old_config() {
     let b = backends(2).await;
     let s = setup(|svc| service_yaml("api", svc, &endpoints(&b))).await;
-    let web = client(&s.pki, &s.cp, s.service).await;
+    let web = client_with(&s.pki, &s.cp, s.service, &[FORGETFUL]).await;
     assert!(send(&web, 10).await.iter().all(|s| *s == 200));
 
     write_config(
@@ -251,13 +263,19 @@ async fn an_invalid_edit_is_refused_while_traffic_flows_on_the_old_config() {
             >= Some(1.0),
         "the control plane refuses the edit"
     );
+    // The edit would have left b0 alone: b1 still being chosen proves the old config holds. It
+    // may sit out a moment if it stalled once (FORGETFUL), so this waits for it, boundedly.
     let before = served(&b);
-    assert!(load(&web, 4, 20).await.iter().all(|s| *s == 200));
-    let after = served(&b);
-    assert!(
-        after[1] > before[1],
-        "both endpoints still in use: {before:?} -> {after:?}"
+    let mut statuses = Vec::new();
+    assert_eventually!(
+        {
+            statuses.extend(load(&web, 4, 5).await);
+            served(&b)[1] > before[1]
+        },
+        "both endpoints still in use: {before:?} -> {:?}",
+        served(&b)
     );
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(endpoint_count(&web).await, 2);
 }
 
@@ -392,6 +410,7 @@ async fn opaque_tcp_is_balanced_per_connection() {
         &[
             ("WEFT_OUTBOUND_TARGET", s.service.to_string()),
             ("WEFT_OPAQUE_PORTS", s.service.port().to_string()),
+            (FORGETFUL.0, FORGETFUL.1.into()),
         ],
     )
     .await;
@@ -399,8 +418,9 @@ async fn opaque_tcp_is_balanced_per_connection() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let spread = served(&b);
     assert_eq!(spread.iter().sum::<usize>(), 120);
+    // A share each (5 %), as in the HTTP spread test: one that stalled gets less for a while.
     assert!(
-        spread.iter().all(|n| *n >= 15),
+        spread.iter().all(|n| *n >= 6),
         "every endpoint gets connections: {spread:?}"
     );
     assert_eq!(

@@ -234,6 +234,7 @@ impl Config {
                 idle_timeout: r.parse(keys::DISCOVERY_IDLE_TIMEOUT, parse_duration)?,
             },
             balance: weft_proxy_balance::Settings {
+                decay: r.parse(keys::BALANCER_DECAY, parse_any_duration)?,
                 failure_threshold: r.parse(keys::EJECTION_FAILURES, |v| {
                     v.parse::<u32>()
                         .ok()

@@ -43,6 +43,19 @@ fn defaults_match_the_design() {
     assert!(!c.opaque_ports.contains(80));
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.log_format, LogFormat::Plain);
+    assert_eq!(c.balance.decay, Duration::from_secs(10));
+}
+
+#[test]
+fn the_balancer_decay_takes_a_duration_and_zero() {
+    let c = Config::from_source(&source(&[("WEFT_BALANCER_DECAY", "250ms")])).expect("valid");
+    assert_eq!(c.balance.decay, Duration::from_millis(250));
+    let c = Config::from_source(&source(&[("WEFT_BALANCER_DECAY", "0s")])).expect("valid");
+    assert_eq!(c.balance.decay, Duration::ZERO);
+    assert_eq!(
+        invalid_key(&[("WEFT_BALANCER_DECAY", "10")]),
+        keys::BALANCER_DECAY
+    );
 }
 
 #[test]

@@ -58,6 +58,7 @@ pub mod keys {
     pub const MESH_DESTINATIONS: &str = "WEFT_MESH_DESTINATIONS";
     pub const DISCOVERY_TIMEOUT: &str = "WEFT_DISCOVERY_TIMEOUT";
     pub const DISCOVERY_IDLE_TIMEOUT: &str = "WEFT_DISCOVERY_IDLE_TIMEOUT";
+    pub const BALANCER_DECAY: &str = "WEFT_BALANCER_DECAY";
     pub const EJECTION_FAILURES: &str = "WEFT_EJECTION_FAILURES";
     pub const EJECTION_MIN: &str = "WEFT_EJECTION_MIN";
     pub const EJECTION_MAX: &str = "WEFT_EJECTION_MAX";
@@ -106,6 +107,7 @@ pub const VARS: &[Var] = &[
     Var { key: keys::MESH_DESTINATIONS, default: DefaultValue::Unset, doc: "Static mesh map, ahead of discovery: comma list of ip:port=spiffe-id or ip:port=spiffe-id@proxy-ip:proxy-port. A connection to ip:port goes over mTLS to the peer proxy (default ip:15143), which must present spiffe-id. Needs a control plane." },
     Var { key: keys::DISCOVERY_TIMEOUT, default: DefaultValue::Text("2s"), doc: "With a control plane: how long the first connection to a destination waits for the control plane to say what it is; past it, that connection is forwarded as it is (later ones use the answer when it comes)." },
     Var { key: keys::DISCOVERY_IDLE_TIMEOUT, default: DefaultValue::Text("5m"), doc: "A destination no connection has used for this long stops being watched (its balancer state is dropped)." },
+    Var { key: keys::BALANCER_DECAY, default: DefaultValue::Text("10s"), doc: "How long the load balancer remembers an endpoint's latency (the peak-EWMA time constant): a slow response raises the estimate at once, and it decays by 1/e over this time, so a shorter value forgives a moment's stall sooner. 0s keeps only the latest response." },
     Var { key: keys::EJECTION_FAILURES, default: DefaultValue::Text("5"), doc: "Consecutive failures (connect errors, resets, 5xx) that eject a Service endpoint from load balancing." },
     Var { key: keys::EJECTION_MIN, default: DefaultValue::Text("1s"), doc: "How long an endpoint is first ejected; each ejection in a row doubles it (with jitter) up to WEFT_EJECTION_MAX. After it, one probe request decides whether it returns." },
     Var { key: keys::EJECTION_MAX, default: DefaultValue::Text("30s"), doc: "The longest ejection." },
