@@ -1,4 +1,6 @@
-//! The gRPC port: TLS, then HTTP/2 served by hyper with tonic's generated service.
+//! The gRPC port: TLS, then HTTP/2 served by hyper with tonic's generated service, its writes
+//! gathered per scheduler turn ([`Coalesce`]) so that a change pushed to many streams of one
+//! connection leaves as one TLS record and one system call.
 //!
 //! tonic's own server is not used: serving with hyper directly gives the TLS acceptor (our
 //! certificate resolver), the handshake timeout and the connection cap without tonic's router
@@ -19,6 +21,7 @@ use weft_api::{
     destination::destination_server::DestinationServer, identity::identity_server::IdentityServer,
     route::routes_server::RoutesServer,
 };
+use weft_proxy_transport::Coalesce;
 
 use crate::{
     discovery::DestinationService,
@@ -155,7 +158,10 @@ async fn serve_conn(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(limits.max_header_list_bytes)
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
+        .serve_connection(
+            TokioIo::new(Coalesce::new(tls)),
+            TowerToHyperService::new(service),
+        );
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

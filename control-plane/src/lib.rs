@@ -85,7 +85,8 @@ pub struct Args {
     /// without --tokens; with --tokens (local mode), an empty config (no Services known).
     #[arg(long, env = "WEFT_CP_SOURCE", value_parser = parse_source)]
     pub source: Option<SourceArg>,
-    /// How often a local config folder is checked for changes.
+    /// How often a local config folder is checked for changes (also at once when inotify
+    /// reports one).
     #[arg(long, env = "WEFT_CP_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub config_poll_interval: Duration,
     /// The cluster's DNS domain, for targets named `name.namespace.svc.<domain>:port`.

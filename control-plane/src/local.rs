@@ -1,6 +1,6 @@
 //! Local mode's config source: a folder of Kubernetes YAML (`*.yaml`, `*.yml`), read with
 //! [`weft_control_plane_config::yaml`] into the same typed objects the Kubernetes source
-//! watches, and polled for changes.
+//! watches, and polled for changes (at once when inotify reports one, [`wake`]).
 //!
 //! A folder is taken whole or not at all: any document that fails to parse or validate, or a
 //! file that cannot be read, refuses the load with every problem listed by file, document
@@ -35,6 +35,9 @@ use crate::{
     metrics::Metrics,
     source::{ConfigSource, SourceFuture},
 };
+
+mod wake;
+use wake::FolderEvents;
 
 /// Largest YAML file read.
 const MAX_FILE_BYTES: u64 = 8 << 20;
@@ -102,14 +105,17 @@ fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The local folder as a [`ConfigSource`]: polled every `interval`, compared by content, and
-/// published only when a changed folder loads whole.
+/// The local folder as a [`ConfigSource`]: polled every `interval` and whenever inotify says
+/// the folder changed ([`wake`]), compared by content, and published only when a changed
+/// folder loads whole.
 ///
-/// Polling rather than inotify, as for the issuer files: a ConfigMap volume updates by
+/// What is read is decided by the poll, never by an event: a ConfigMap volume updates by
 /// swapping a `..data` symlink, editors write through temporary files and renames, and a
-/// content comparison is right in every case. A poll first compares each file's metadata
-/// ([`Stamps`]); only when that moved, or is too recent to prove anything, are the files read
-/// and their content compared, and a changed folder is parsed from that same read.
+/// content comparison is right in every case; events only make it run sooner (a change is in
+/// force milliseconds after the write rather than up to `interval` later). A poll first
+/// compares each file's metadata ([`Stamps`]); only when that moved, or is too recent to prove
+/// anything, are the files read and their content compared, and a changed folder is parsed
+/// from that same read.
 #[derive(Debug)]
 pub struct LocalSource {
     dir: PathBuf,
@@ -204,6 +210,20 @@ impl ConfigSource for LocalSource {
         out: watch::Sender<Arc<Snapshot>>,
         shutdown: CancellationToken,
     ) -> SourceFuture {
+        // Watching starts here, not when the future first runs: an edit made once `run` has
+        // returned is seen.
+        let mut events = match FolderEvents::watch(&self.dir) {
+            Ok(events) => Some(events),
+            Err(e) => {
+                warn!(
+                    dir = %self.dir.display(),
+                    error = %e,
+                    "cannot watch the config folder; changes are read every {:?}",
+                    self.interval
+                );
+                None
+            }
+        };
         Box::pin(async move {
             let mut tick = tokio::time::interval(self.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,6 +231,18 @@ impl ConfigSource for LocalSource {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
+                    r = folder_changed(&mut events) => match r {
+                        Ok(()) => tick.reset(),
+                        Err(e) => {
+                            warn!(
+                                dir = %self.dir.display(),
+                                error = %e,
+                                "stopped watching the config folder; changes are read every {:?}",
+                                self.interval
+                            );
+                            events = None;
+                        }
+                    },
                 }
                 // Reading and parsing files is blocking work: off the async workers.
                 let work = self.work.clone();
@@ -248,6 +280,14 @@ impl ConfigSource for LocalSource {
                 }
             }
         })
+    }
+}
+
+/// The next change `events` reports; never, without a watch.
+async fn folder_changed(events: &mut Option<FolderEvents>) -> std::io::Result<()> {
+    match events {
+        Some(events) => events.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -124,8 +124,9 @@ pub fn render(
          - **Push latency is client-side and nothing is subtracted**: from the `rename` that \
          atomically replaces the Services file (written whole under a temporary name first) to \
          the update's arrival on each subscriber's stream, on the same monotonic clock. It \
-         includes waiting for the control plane's next poll of the folder (0 to {poll} ms; \
-         renames are spread over the poll cycle), re-reading the folder and parsing the \
+         includes the control plane noticing the change (inotify wakes its poll of the folder \
+         once the folder has been quiet for 10 ms; without it, the next poll, 0 to {poll} ms \
+         later), re-reading the folder and parsing the \
          documents whose text changed (the others' typed objects are kept between reads), \
          re-indexing, the push, and this client's own scheduling on the shared cores.\n\
          - A one-Service change flips one endpoint of one Service between ready and not ready, \
@@ -141,7 +142,7 @@ pub fn render(
          over exactly the series' pushes (the difference of two scrapes; its count is checked \
          against the deltas received), interpolated inside buckets as `histogram_quantile` \
          does: from the new snapshot's indexing starting to the update's hand-off to the \
-         stream. It excludes the poll wait and the parse.\n\
+         stream. It excludes noticing the change and the parse.\n\
          - Memory is the control plane's `VmRSS` and `RssAnon` (private: heap and stacks, not \
          the binary's shared code pages) from `/proc` once every stream had its first update; \
          the 0 row is each fresh process with its Services loaded before anyone connects \

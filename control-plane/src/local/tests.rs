@@ -269,3 +269,104 @@ fn a_poll_reads_the_files_only_when_their_metadata_moved_or_is_recent() {
     std::fs::remove_file(dir.path().join("c.yml")).expect("remove");
     assert!(seen.changed(dir.path()).is_some(), "a file gone");
 }
+
+const WEB: &str =
+    "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n";
+
+/// Runs `dir`'s source with a poll interval no test waits for: what it publishes, from the
+/// folder's events alone.
+fn run_without_ticks(dir: &Path) -> (watch::Receiver<Arc<Snapshot>>, CancellationToken) {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let source = LocalSource::load(
+        dir.to_path_buf(),
+        Duration::from_secs(3600),
+        metrics,
+        work(),
+    )
+    .expect("loads");
+    let (tx, rx) = watch::channel(source.snapshot());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(Box::new(source).run(tx, shutdown.clone()));
+    (rx, shutdown)
+}
+
+/// The next snapshot `rx` publishes, within 10 s.
+async fn next_snapshot(rx: &mut watch::Receiver<Arc<Snapshot>>) -> Arc<Snapshot> {
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("a new snapshot within 10 s (the poll interval is an hour)")
+        .expect("the source runs");
+    rx.borrow_and_update().clone()
+}
+
+#[tokio::test]
+async fn an_edit_is_read_when_the_folder_changes_not_at_the_next_tick() {
+    let dir = folder(&[("shop.yaml", GOOD)]);
+    let (mut rx, shutdown) = run_without_ticks(dir.path());
+    // An editor's save (a temporary file renamed over), a removal, a file written in place.
+    // The first may be read by the first tick's poll (the source's task has not run yet); the
+    // others can only be read because of their events.
+    std::fs::write(dir.path().join(".more.yaml.tmp"), WEB).expect("write");
+    std::fs::rename(
+        dir.path().join(".more.yaml.tmp"),
+        dir.path().join("more.yaml"),
+    )
+    .expect("rename");
+    assert_eq!(next_snapshot(&mut rx).await.services.len(), 2);
+    std::fs::remove_file(dir.path().join("more.yaml")).expect("rm");
+    assert_eq!(next_snapshot(&mut rx).await.services.len(), 1);
+    std::fs::write(dir.path().join("more.yml"), WEB).expect("write");
+    assert_eq!(next_snapshot(&mut rx).await.services.len(), 2);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_configmap_volume_update_is_read_when_its_symlink_is_swapped() {
+    // A ConfigMap volume: each key a symlink through `..data`, itself a symlink to the
+    // current timestamped folder; an update writes a new folder and renames a new `..data`
+    // over the old one, so only `..data` changes in the watched folder.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir(root.join("..2026_12_06_1")).expect("mkdir");
+    std::fs::write(root.join("..2026_12_06_1/shop.yaml"), GOOD).expect("write");
+    std::os::unix::fs::symlink("..2026_12_06_1", root.join("..data")).expect("symlink");
+    std::os::unix::fs::symlink("..data/shop.yaml", root.join("shop.yaml")).expect("symlink");
+    let (mut rx, shutdown) = run_without_ticks(root);
+    assert_eq!(rx.borrow().services.len(), 1);
+    // The first update may be the first tick's (the source's task has not run yet); the one
+    // after it can only come from the swap's event.
+    let swap = |n: usize, text: &str| {
+        let version = format!("..2026_12_06_{n}");
+        std::fs::create_dir(root.join(&version)).expect("mkdir");
+        std::fs::write(root.join(&version).join("shop.yaml"), text).expect("write");
+        std::os::unix::fs::symlink(&version, root.join("..data_tmp")).expect("symlink");
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
+    };
+    swap(2, &format!("{GOOD}\n---\n{WEB}"));
+    assert_eq!(next_snapshot(&mut rx).await.services.len(), 2);
+    swap(3, GOOD);
+    assert_eq!(next_snapshot(&mut rx).await.services.len(), 1);
+    shutdown.cancel();
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_removed_folder_ends_the_watch() {
+    let dir = folder(&[("shop.yaml", GOOD)]);
+    let mut events = FolderEvents::watch(dir.path()).expect("inotify");
+    let gone = dir.path().to_path_buf();
+    drop(dir);
+    assert!(!gone.exists());
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        // Deleting the files is events of their own; the folder's removal ends the watch.
+        for _ in 0..16 {
+            if events.changed().await.is_err() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("within 10 s");
+    assert!(ended, "the watch ends with its folder");
+}

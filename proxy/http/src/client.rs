@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 use weft_proxy_metrics::{Direction, Handshake, Metrics};
-use weft_proxy_transport::{connect, ConnectError};
+use weft_proxy_transport::{connect, Coalesce, ConnectError};
 
 use crate::body::RequestBody;
 
@@ -403,7 +403,8 @@ impl Endpoint {
                     .keep_alive_interval(Duration::from_secs(20))
                     .keep_alive_timeout(Duration::from_secs(10))
                     .keep_alive_while_idle(true);
-                h2_handshake(&builder, tls, self.addr).await
+                // Requests sent together leave in one write (see Coalesce).
+                h2_handshake(&builder, Coalesce::new(tls), self.addr).await
             }
         }
     }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::debug;
 use weft_proxy_metrics::RequestSeries;
-use weft_proxy_transport::{connect, OrigDstAddr};
+use weft_proxy_transport::{connect, Coalesce, OrigDstAddr};
 
 use crate::{
     body::{RequestBody, ResponseBody},
@@ -90,7 +90,8 @@ where
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
-        .serve_connection(TokioIo::new(io), service);
+        // Responses finishing together leave in one write (see Coalesce).
+        .serve_connection(TokioIo::new(Coalesce::new(io)), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => return res,
