@@ -82,6 +82,8 @@ pub fn render(
         );
     }
 
+    bars(&mut s, plan, levels);
+
     s.push_str(
         "\n### Where the time and memory go\n\n\
          | subscribers | told per one-Service change | server-side one-Service p50 / p99, ms | \
@@ -166,6 +168,56 @@ pub const SECTION: Section = Section {
 };
 
 /// The `q` quantile by nearest rank.
+/// Subscribers the push-latency bars of issue 19 are set at.
+const BAR_SUBSCRIBERS: usize = 10_000;
+
+/// Issue 19's control-plane bars, each with its verdict: push latency at [`BAR_SUBSCRIBERS`],
+/// peak memory over the changes at every row.
+fn bars(s: &mut String, plan: &Plan, levels: &[Level]) {
+    let verdict = |met: bool| if met { "met" } else { "**not met**" };
+    s.push_str("\n| bar | measured | verdict |\n|---|---|---|\n");
+    let one_bar = Duration::from_millis(50) + plan.poll;
+    match levels.iter().find(|l| l.subscribers == BAR_SUBSCRIBERS) {
+        Some(l) => {
+            let one = percentile(&l.one.latencies, 0.99);
+            let all = percentile(&l.all.latencies, 0.99);
+            let _ = writeln!(
+                s,
+                "| one-Service change to {BAR_SUBSCRIBERS} subscribers: p99 at most 50 ms + the \
+                 {} ms poll interval | {} ms | {} |",
+                plan.poll.as_millis(),
+                opt_ms(one),
+                one.map_or("not measured", |p| verdict(p <= one_bar)),
+            );
+            let _ = writeln!(
+                s,
+                "| every-Service change to {BAR_SUBSCRIBERS} subscribers: p99 at most 250 ms | {} ms \
+                 | {} |",
+                opt_ms(all),
+                all.map_or("not measured", |p| verdict(p <= Duration::from_millis(250))),
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "| push latency to {BAR_SUBSCRIBERS} subscribers | – | not measured (no row of \
+                 {BAR_SUBSCRIBERS}) |"
+            );
+        }
+    }
+    for l in levels {
+        let raised = l.peak_kib.saturating_sub(l.established.rss_kib);
+        let _ = writeln!(
+            s,
+            "| the changes raise peak RSS by at most 20 MiB ({} subscribers: every stream up, \
+             then peak after them) | +{:.1} MiB | {} |",
+            l.subscribers,
+            mib(raised),
+            verdict(raised <= 20 * 1024),
+        );
+    }
+}
+
 fn percentile(values: &[Duration], q: f64) -> Option<Duration> {
     let mut v = values.to_vec();
     v.sort();
