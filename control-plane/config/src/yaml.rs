@@ -123,6 +123,11 @@ impl Reader {
         let mut pieces: Vec<u64> = Vec::new();
         let mut documents = 0;
         let all: Vec<&str> = pieces_of(text).collect();
+        // Up front and at most as many as the document bound lets this file read.
+        let bound = all
+            .len()
+            .min(MAX_DOCUMENTS.saturating_sub(self.documents) + 1);
+        cache.parse_new(&all[..bound], generation);
         for (i, piece) in all.iter().enumerate() {
             // Comments before the first marker belong to the first document, which the
             // marker opens; alone, they would read as an empty document of their own.
@@ -343,7 +348,8 @@ fn object(value: serde_yaml::Value) -> Result<Option<Object>, Problem> {
 }
 
 /// The typed objects of pieces of files' texts, kept by their text between reads of a folder,
-/// so a read after an edit parses only the pieces that changed. What a read did not use goes
+/// so a read after an edit parses only the pieces that changed; many new pieces (an edit of
+/// every Service) are parsed on two threads, the reader's and one scoped helper. What a read did not use goes
 /// at the next [`ParseCache::sweep`]: the cache holds one folder's pieces at most.
 #[derive(Debug, Default)]
 pub struct ParseCache {
@@ -361,6 +367,8 @@ struct Piece {
     syntax_error: bool,
     /// The last read that used it.
     used: u64,
+    /// The read that parsed it: using it then is not a reuse.
+    parsed_in: u64,
 }
 
 impl ParseCache {
@@ -389,45 +397,109 @@ impl ParseCache {
         self.generation += 1;
     }
 
-    /// The id of `text`'s piece, parsed now if it is new.
-    fn find_or_parse(&mut self, text: &str, generation: u64) -> u64 {
+    /// Where `text`'s piece is, or the free id it would take.
+    fn slot(&self, text: &str) -> (u64, bool) {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let mut id: u64 =
             BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
                 .hash_one(text);
         // A different text under the same hash (never seen, but cheap to rule out): probe on.
         loop {
-            match self.pieces.get_mut(&id) {
-                Some((held, piece)) if **held == *text => {
-                    piece.used = generation;
-                    self.reused += 1;
-                    return id;
-                }
+            match self.pieces.get(&id) {
+                Some((held, _)) if **held == *text => return (id, true),
                 Some(_) => id = id.wrapping_add(1),
-                None => break,
+                None => return (id, false),
             }
         }
-        let mut objects = Vec::new();
-        let mut syntax_error = false;
-        for doc in documents(text).take(MAX_DOCUMENTS + 1) {
-            match doc {
-                Ok(value) => objects.push(object(value)),
-                Err(_) => syntax_error = true,
+    }
+
+    /// The id of `text`'s piece, parsed now if it is new.
+    fn find_or_parse(&mut self, text: &str, generation: u64) -> u64 {
+        let (id, held) = self.slot(text);
+        if held {
+            if let Some((_, piece)) = self.pieces.get_mut(&id) {
+                if piece.parsed_in != generation {
+                    self.reused += 1;
+                }
+                piece.used = generation;
             }
+            return id;
         }
+        self.insert(id, text, parse_piece(text), generation);
+        id
+    }
+
+    fn insert(&mut self, id: u64, text: &str, piece: ParsedPiece, generation: u64) {
         self.parsed += 1;
         self.pieces.insert(
             id,
             (
                 text.into(),
                 Piece {
-                    objects,
-                    syntax_error,
+                    objects: piece.objects,
+                    syntax_error: piece.syntax_error,
                     used: generation,
+                    parsed_in: generation,
                 },
             ),
         );
-        id
+    }
+
+    /// Parses the pieces of `texts` the cache does not hold, on two threads when there are at
+    /// least [`PARALLEL_PIECES`] (an edit of every Service parses a thousand slices, and
+    /// nothing else runs until they are read). Pieces it leaves (few, or the helper thread
+    /// failed) are parsed one by one as they are met.
+    fn parse_new(&mut self, texts: &[&str], generation: u64) {
+        let mut new: Vec<&str> = texts.iter().copied().filter(|t| !self.slot(t).1).collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.len() < PARALLEL_PIECES {
+            return;
+        }
+        let (first, second) = new.split_at(new.len() / 2);
+        let parse_all =
+            |texts: &[&str]| -> Vec<ParsedPiece> { texts.iter().map(|t| parse_piece(t)).collect() };
+        let (mine, theirs) = std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("weft-config-parse".into())
+                .spawn_scoped(scope, || parse_all(second));
+            let mine = parse_all(first);
+            (mine, helper.ok().and_then(|h| h.join().ok()))
+        });
+        for (text, piece) in first.iter().zip(mine) {
+            let (id, _) = self.slot(text);
+            self.insert(id, text, piece, generation);
+        }
+        if let Some(theirs) = theirs {
+            for (text, piece) in second.iter().zip(theirs) {
+                let (id, _) = self.slot(text);
+                self.insert(id, text, piece, generation);
+            }
+        }
+    }
+}
+
+/// New pieces at least this many are parsed on two threads.
+const PARALLEL_PIECES: usize = 64;
+
+/// One piece's documents, typed.
+struct ParsedPiece {
+    objects: Vec<Result<Option<Object>, Problem>>,
+    syntax_error: bool,
+}
+
+fn parse_piece(text: &str) -> ParsedPiece {
+    let mut objects = Vec::new();
+    let mut syntax_error = false;
+    for doc in documents(text).take(MAX_DOCUMENTS + 1) {
+        match doc {
+            Ok(value) => objects.push(object(value)),
+            Err(_) => syntax_error = true,
+        }
+    }
+    ParsedPiece {
+        objects,
+        syntax_error,
     }
 }
 

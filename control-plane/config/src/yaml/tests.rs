@@ -266,6 +266,29 @@ fn an_edit_parses_only_the_document_that_changed() {
 }
 
 #[test]
+fn many_new_documents_are_parsed_on_two_threads_into_the_same_snapshot() {
+    let file = |edited: usize, port: u16| -> String {
+        (0..300)
+            .map(|i| service(&format!("s{i}"), if i < edited { port } else { 80 }))
+            .collect::<Vec<_>>()
+            .join("---\n")
+    };
+    let mut cache = ParseCache::new();
+    let (plain, cached) = both(&[("services.yaml", &file(0, 80))], &mut cache);
+    assert_eq!(plain, cached);
+    assert_eq!(cached.expect("reads").services.len(), 300);
+    assert_eq!(cache.counts(), (300, 0), "every piece parsed once");
+    // 100 edited (past PARALLEL_PIECES): those parsed again, the rest reused.
+    let (plain, cached) = both(&[("services.yaml", &file(100, 8080))], &mut cache);
+    assert_eq!(plain, cached);
+    assert_eq!(cache.counts(), (400, 200));
+    // Errors among them read the same too.
+    let (plain, cached) = both(&[("services.yaml", &file(100, 0))], &mut cache);
+    assert_eq!(plain, cached);
+    assert_eq!(cached.expect_err("port 0").len(), 100);
+}
+
+#[test]
 fn the_document_bound_holds_for_cached_reads() {
     let text = "---\n".repeat(MAX_DOCUMENTS + 5);
     let mut cache = ParseCache::new();
