@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(cfg!(feature = "server"))
         .build_client(cfg!(feature = "client"))
         .build_transport(false)
+        // prost with buffers sized for Weft's messages (src/codec.rs).
+        .codec_path("crate::codec::Codec")
         // Hand-written Debug that leaves the token out: requests must be safe to log.
         .skip_debug(["weft.identity.v1.CertifyRequest"])
         .compile_fds(fds)?;

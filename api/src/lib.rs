@@ -41,6 +41,9 @@ pub mod route {
 #[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(any(feature = "server", feature = "client"))]
+pub mod codec;
+
 /// Largest gRPC message either side accepts. A CSR or a certificate chain is a few KiB; this
 /// bounds what a misbehaving peer can make the other buffer.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

@@ -220,6 +220,44 @@ async fn a_watch_gets_the_endpoints_then_each_yaml_change_once() {
 }
 
 #[tokio::test]
+async fn a_large_answer_arrives_whole_through_small_first_buffers() {
+    // 400 meshed endpoints: a first update of tens of KiB, far past the codec's first buffer
+    // (weft_api::codec::INITIAL_BUFFER) on both sides, then a small delta on the grown ones.
+    let ips: Vec<String> = (0..400)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let all: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let pki = Pki::new(1);
+    let config = pki.path("config");
+    std::fs::create_dir(&config).expect("mkdir");
+    write_atomic(&config.join("api.yaml"), &service(&all));
+    let cp = start(&pki, &config).await;
+    let mut client = client(&cp, &pki).await;
+    let mut stream = watch(&mut client, "198.19.0.10:80").await.expect("watch");
+    let first = next(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("first");
+    assert!(
+        prost::Message::encoded_len(&first) > 16 * weft_api::codec::INITIAL_BUFFER,
+        "a large first update"
+    );
+    let Some(pb::update::Kind::Snapshot(snap)) = first.kind else {
+        panic!("{first:?}")
+    };
+    assert_eq!(snap.endpoints.len(), 400);
+    assert!(snap.endpoints.iter().all(|e| e.mesh.is_some()));
+
+    write_atomic(&config.join("api.yaml"), &service(&all[1..]));
+    let update = next(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("a change");
+    let Some(pb::update::Kind::Delta(delta)) = update.kind else {
+        panic!("{update:?}")
+    };
+    assert_eq!(delta.removed, ["198.18.0.1:8080"]);
+}
+
+#[tokio::test]
 async fn a_malformed_target_or_service_ref_is_invalid_argument() {
     let pki = Pki::new(1);
     let config = pki.path("config");
