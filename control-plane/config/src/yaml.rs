@@ -349,8 +349,9 @@ fn object(value: serde_yaml::Value) -> Result<Option<Object>, Problem> {
 
 /// The typed objects of pieces of files' texts, kept by their text between reads of a folder,
 /// so a read after an edit parses only the pieces that changed; many new pieces (an edit of
-/// every Service) are parsed on two threads, the reader's and one scoped helper. What a read did not use goes
-/// at the next [`ParseCache::sweep`]: the cache holds one folder's pieces at most.
+/// every Service) are parsed on two threads, the reader's and one scoped helper. What a read
+/// did not use goes at the next [`ParseCache::sweep`]: the cache holds one folder's pieces at
+/// most.
 #[derive(Debug, Default)]
 pub struct ParseCache {
     /// By the piece's hash: its text and what it holds.
