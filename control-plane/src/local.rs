@@ -161,6 +161,16 @@ impl LocalSource {
         })
     }
 
+    /// Logs that the folder's changes are seen by the poll alone from now on, and why.
+    fn polling_only(&self, what: &str, error: &std::io::Error) {
+        warn!(
+            dir = %self.dir.display(),
+            %error,
+            "{what} the config folder; changes are read every {:?}",
+            self.interval
+        );
+    }
+
     /// What the folder held when last loaded.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.clone()
@@ -215,12 +225,7 @@ impl ConfigSource for LocalSource {
         let mut events = match FolderEvents::watch(&self.dir) {
             Ok(events) => Some(events),
             Err(e) => {
-                warn!(
-                    dir = %self.dir.display(),
-                    error = %e,
-                    "cannot watch the config folder; changes are read every {:?}",
-                    self.interval
-                );
+                self.polling_only("cannot watch", &e);
                 None
             }
         };
@@ -234,12 +239,7 @@ impl ConfigSource for LocalSource {
                     r = folder_changed(&mut events) => match r {
                         Ok(()) => tick.reset(),
                         Err(e) => {
-                            warn!(
-                                dir = %self.dir.display(),
-                                error = %e,
-                                "stopped watching the config folder; changes are read every {:?}",
-                                self.interval
-                            );
+                            self.polling_only("stopped watching", &e);
                             events = None;
                         }
                     },
