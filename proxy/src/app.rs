@@ -292,6 +292,7 @@ impl App {
                 own_id: own_id.clone(),
                 metrics: metrics.clone(),
                 tunnels: drain.tasks().clone(),
+                http1_upgrade: config.mesh_http1_upgrade,
             };
             for (dst, peer) in &config.mesh_destinations {
                 let endpoint = endpoints

@@ -2,8 +2,8 @@
 //! on loopback.
 //!
 //! The client app talks plaintext to proxy A (outbound, explicit mode); A reaches proxy B's
-//! inbound over mTLS with HTTP/2, and B hands the request to the server app in the protocol the
-//! client spoke.
+//! inbound over mTLS (HTTP/1 on pooled connections, the rest on one HTTP/2 connection), and B
+//! hands the request to the server app in the protocol the client spoke.
 
 mod support;
 
@@ -104,7 +104,7 @@ async fn h1_get(addr: std::net::SocketAddr, path: &str) -> http::Response<Bytes>
 }
 
 #[tokio::test]
-async fn http1_and_http2_cross_one_mtls_connection_and_both_identities_show() {
+async fn http1_and_http2_cross_their_mtls_connections_and_both_identities_show() {
     let pki = Pki::new(1);
     let cp = ControlPlane::start(&pki, DAY).await;
     let app = App::start().await;
@@ -132,11 +132,11 @@ async fn http1_and_http2_cross_one_mtls_connection_and_both_identities_show() {
         assert_eq!(rsp.headers()["x-seen-host"], "api.shop.svc");
     }
 
-    // The mesh headers never reach the app.
+    // HTTP/1 on its pooled connection, HTTP/2 on the shared one.
     assert_eq!(
         b.metric(r#"weft_tcp_connections_opened_total{direction="inbound"}"#),
-        Some(1.0),
-        "one mesh connection carried HTTP/1 and HTTP/2:\n{}",
+        Some(2.0),
+        "one mesh connection for HTTP/1, one for HTTP/2:\n{}",
         b.metrics_text()
     );
     assert_eventually!(
@@ -151,11 +151,11 @@ async fn http1_and_http2_cross_one_mtls_connection_and_both_identities_show() {
     );
     assert_eq!(
         a.metric(r#"weft_tls_handshakes_total{direction="outbound",result="ok"}"#),
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         b.metric(r#"weft_tls_handshakes_total{direction="inbound",result="ok"}"#),
-        Some(1.0)
+        Some(2.0)
     );
     let expiry = a
         .metric("weft_identity_cert_expiry_timestamp_seconds")
@@ -168,6 +168,149 @@ async fn http1_and_http2_cross_one_mtls_connection_and_both_identities_show() {
     assert_eq!(
         cp.metric("weft_identity_certificates_issued_total").await,
         Some(2.0)
+    );
+}
+
+/// Three HTTP/1 requests held at the app at once, then five one after another, through A
+/// (with `upgrade` as `WEFT_MESH_HTTP1_UPGRADE`); how many mesh connections B accepted.
+async fn http1_mesh_connections(upgrade: &str) -> f64 {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let mut app = App::start().await;
+    let b = server(&pki, cp.addr, app.addr).await;
+    let a = proxy(
+        &identity_env(&pki, cp.addr, "shop", "web"),
+        &[
+            ("WEFT_OUTBOUND_TARGET", app.addr.to_string()),
+            (
+                "WEFT_MESH_DESTINATIONS",
+                route(app.addr, &spiffe("shop", "api"), &b),
+            ),
+            ("WEFT_MESH_HTTP1_UPGRADE", upgrade.to_string()),
+        ],
+    )
+    .await;
+    let outbound = a.outbound();
+    let held: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(async move { h1_get(outbound, "/gate").await }))
+        .collect();
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(10), app.arrivals.recv())
+            .await
+            .expect("three requests reach the app at once")
+            .expect("arrival");
+    }
+    app.open_gate();
+    for rsp in held {
+        assert_eq!(rsp.await.expect("join").status(), StatusCode::OK);
+    }
+    for _ in 0..5 {
+        let rsp = h1_get(outbound, "/echo").await;
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["x-seen-version"], "HTTP/1.1");
+    }
+    assert_eventually!(
+        b.metric(&mesh_series("inbound", 200)) == Some(8.0),
+        "B served the 8 requests:\n{}",
+        b.metrics_text()
+    );
+    let opened = b
+        .metric(r#"weft_tcp_connections_opened_total{direction="inbound"}"#)
+        .expect("inbound connections counted");
+    assert_eq!(
+        a.metric(r#"weft_tls_handshakes_total{direction="outbound",result="ok"}"#),
+        Some(opened),
+        "a handshake per mesh connection"
+    );
+    opened
+}
+
+#[tokio::test]
+async fn concurrent_http1_requests_cross_on_pooled_connections_that_are_reused() {
+    assert_eq!(
+        http1_mesh_connections("off").await,
+        3.0,
+        "one connection per request in flight, reused by the five that followed"
+    );
+}
+
+#[tokio::test]
+async fn with_the_upgrade_http1_is_multiplexed_on_the_shared_connection() {
+    assert_eq!(http1_mesh_connections("on").await, 1.0);
+}
+
+/// A peer proxy from before `weft.dev/h1`: its mTLS offers only `weft.dev/h2`, and it answers
+/// every request with the version it arrived in and its marks. Counts the connections.
+async fn older_peer(pki: &Pki) -> (SocketAddr, Arc<AtomicU32>) {
+    use hyper::service::service_fn;
+    let tls = pki.mesh_tls("shop", "api");
+    let mut config = (*tls.server_config()).clone();
+    config.alpn_protocols = vec![weft_proxy_identity::MESH_ALPN.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicU32::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        // Bounded: the test makes a handful of connections.
+        for _ in 0..16 {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let mut rsp = http::Response::new(Full::new(Bytes::new()));
+                    let seen = format!("{:?}", req.version());
+                    rsp.headers_mut()
+                        .insert("x-arrived-as", seen.parse().expect("value"));
+                    if let Some(proto) = req.headers().get("weft-orig-proto") {
+                        rsp.headers_mut().insert("x-orig-proto", proto.clone());
+                    }
+                    Ok::<_, std::convert::Infallible>(rsp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn http1_to_a_peer_without_http1_connections_crosses_as_http2() {
+    let pki = Pki::new(1);
+    let cp = ControlPlane::start(&pki, DAY).await;
+    let (peer, conns) = older_peer(&pki).await;
+    let target: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    let a = proxy(
+        &identity_env(&pki, cp.addr, "shop", "web"),
+        &[
+            ("WEFT_OUTBOUND_TARGET", target.to_string()),
+            (
+                "WEFT_MESH_DESTINATIONS",
+                format!("{target}={}@{peer}", spiffe("shop", "api")),
+            ),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        let rsp = h1_get(a.outbound(), "/").await;
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()["x-arrived-as"], "HTTP/2.0");
+        assert_eq!(rsp.headers()["x-orig-proto"], "HTTP/1.1");
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "the HTTP/1 dial that got HTTP/2 became the shared connection"
     );
 }
 

@@ -6,7 +6,6 @@ mod support;
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,7 +19,6 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use support::{
     app::App,
-    mesh::TD,
     mesh::{identity_env, proxy, route, spiffe, ControlPlane, Pki},
     TestProxy,
 };
@@ -296,23 +294,6 @@ async fn a_tap_that_cannot_be_served_says_why_at_once() {
     );
 }
 
-/// A tap client's mesh TLS as `ns`/`sa`: a certificate from an issuer of `pki`'s first anchor.
-fn tapper_tls(pki: &Pki, ns: &str, sa: &str) -> weft_proxy_identity::MeshTls {
-    use weft_certs::{certified_key, new_key_and_csr, CertStore, SpiffeId, TrustBundle};
-    let now = time::OffsetDateTime::now_utc();
-    let issuer = pki.anchors[0].new_issuer(TD, DAY, now).expect("issuer");
-    let id = SpiffeId::new(TD, ns, sa).expect("id");
-    let req = new_key_and_csr(&id).expect("csr");
-    let signed = issuer
-        .sign_csr(&req.csr_der, &id, DAY, now)
-        .expect("signed");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let store = CertStore::new();
-    store.store(certified_key(&signed.chain_der, &req.key, &provider).expect("key"));
-    let bundle = TrustBundle::from_pem(pki.anchors[0].cert_pem()).expect("bundle");
-    weft_proxy_identity::MeshTls::new(id, bundle, provider, store).expect("tls")
-}
-
 /// `GET /tap?query` over mTLS as `ns`/`sa` to `proxy`'s admin port, which must present
 /// `server_id`.
 async fn tap_over_mtls(
@@ -322,7 +303,7 @@ async fn tap_over_mtls(
     server_id: &str,
     query: &str,
 ) -> http::Response<Incoming> {
-    let tls = tapper_tls(pki, ns, sa);
+    let tls = pki.mesh_tls(ns, sa);
     let config = tls
         .client_config(&server_id.parse().expect("server id"))
         .expect("client config");

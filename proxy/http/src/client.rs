@@ -9,6 +9,11 @@
 //!   connection that the server closed before our request was written is retried once on a fresh
 //!   connection: the request was never sent, so nothing is replayed.
 //! - HTTP/2: one multiplexed connection per endpoint, shared by every request.
+//! - The mesh hop (a peer proxy, over mTLS): the apps' HTTP/1 on a pool of HTTP/1 connections
+//!   as above (ALPN `weft.dev/h1`), everything else on one shared HTTP/2 connection
+//!   (`weft.dev/h2`). HTTP/1 kept as HTTP/1 costs each proxy no HTTP/2 framing, stream task or
+//!   HPACK per request; a peer that predates `weft.dev/h1` answers HTTP/2, and its HTTP/1
+//!   requests then cross on the shared connection.
 //!
 //! Why not hyper-util's pooled client: profiled through the proxy (`scripts/profile.sh`), it cost
 //! about 9,500 instructions per request, a quarter of the proxy's total: a task spawned per request
@@ -19,7 +24,10 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, Weak,
+    },
     time::{Duration, Instant},
 };
 
@@ -30,7 +38,7 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_rustls::TlsConnector;
-use tracing::debug;
+use tracing::{debug, info};
 use weft_proxy_metrics::{Direction, Handshake, Metrics};
 use weft_proxy_transport::{connect, Coalesce, ConnectError};
 
@@ -50,11 +58,24 @@ pub struct ClientSettings {
 /// The longest a mesh TLS handshake may take once TCP is connected.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest a pooled HTTP/1 mesh connection waits idle for its next request: well inside
+/// [`MESH_HTTP1_IDLE_CUT`], so a peer never closes a connection this side is about to use.
+pub const MESH_HTTP1_IDLE: Duration = Duration::from_secs(20);
+
+/// How long the receiving proxy keeps an idle HTTP/1 mesh connection, or waits for a request's
+/// head on one (peers are authenticated proxies; the sender closes idle ones sooner).
+pub const MESH_HTTP1_IDLE_CUT: Duration = Duration::from_secs(60);
+
 /// How to reach a peer proxy: mutual TLS that must find `server_id` at the other end.
 #[derive(Clone)]
 pub struct MeshConnect {
-    /// The TLS 1.3 client config that checks the peer is `server_id`.
+    /// The TLS 1.3 client config of the shared HTTP/2 connection; it checks the peer is
+    /// `server_id`.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The config of pooled HTTP/1 connections (ALPN `weft.dev/h1`, then `weft.dev/h2`), for
+    /// the apps' HTTP/1; `None` carries it as HTTP/2 on the shared connection
+    /// (`WEFT_MESH_HTTP1_UPGRADE`).
+    pub http1: Option<Arc<rustls::ClientConfig>>,
     /// The SPIFFE ID the peer must present (for errors and the pool key; the config enforces
     /// it).
     pub server_id: Arc<str>,
@@ -133,8 +154,9 @@ impl Upstreams {
         self.get_or_make((addr, version, None), None)
     }
 
-    /// The one HTTP/2 mTLS connection to the peer proxy at `addr`, shared by every request and
-    /// tunnel to that peer whatever the app's protocol.
+    /// The connections to the peer proxy at `addr`: a pool of HTTP/1 mTLS connections for the
+    /// apps' HTTP/1 (unless `mesh` has no HTTP/1 config), and one HTTP/2 mTLS connection for
+    /// the rest, tunnels included.
     pub fn mesh(&self, addr: SocketAddr, mesh: MeshConnect) -> Arc<Endpoint> {
         let key = (addr, UpstreamVersion::Http2, Some(mesh.server_id.clone()));
         self.get_or_make(key, Some(mesh))
@@ -150,6 +172,7 @@ impl Upstreams {
                     addr,
                     version,
                     settings: self.settings.clone(),
+                    mesh_http1: AtomicBool::new(mesh.as_ref().is_some_and(|m| m.http1.is_some())),
                     mesh,
                     metrics: self.metrics.clone(),
                     idle: Mutex::new(Vec::new()),
@@ -159,6 +182,29 @@ impl Upstreams {
             })
             .clone()
     }
+}
+
+/// What became of a request given to an endpoint.
+#[derive(Debug)]
+pub enum Sent {
+    /// The response; for HTTP/1 the connection, lent until the response body is done.
+    Response(Response<Incoming>, Option<Checkout>),
+    /// Not sent: the peer proxy speaks only HTTP/2 on the mesh hop (it predates HTTP/1 mesh
+    /// connections). Send it there. (Boxed: a rare path that would otherwise make every
+    /// request's future larger.)
+    Http2Only(Box<Request<UpstreamBody>>),
+}
+
+/// The shared mesh connection's HTTP/2 settings: long-lived, so kept checked, and a peer that
+/// vanished is noticed before a request is sent into the void.
+fn mesh_h2_builder() -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    builder
 }
 
 /// The HTTP/2 handshake on `io`, the connection's task spawned.
@@ -212,6 +258,9 @@ pub struct Endpoint {
     settings: ClientSettings,
     /// Set for the mesh hop: TLS to a peer proxy.
     mesh: Option<MeshConnect>,
+    /// The mesh hop pools HTTP/1 connections for the apps' HTTP/1: the config allows it and the
+    /// peer has not answered an HTTP/1 dial with HTTP/2.
+    mesh_http1: AtomicBool,
     metrics: Arc<Metrics>,
     idle: Mutex<Vec<Idle>>,
     /// The shared HTTP/2 connection and when a request last used it.
@@ -253,32 +302,24 @@ impl Checkout {
 impl Endpoint {
     /// Sends `req` on a pooled or new connection. For HTTP/1 the connection comes back as a
     /// [`Checkout`] to release when the response body is done.
-    pub async fn send(
-        self: &Arc<Self>,
-        req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<Checkout>), ClientError> {
+    pub async fn send(self: &Arc<Self>, req: Request<UpstreamBody>) -> Result<Sent, ClientError> {
         match self.version {
-            UpstreamVersion::Http1 => self.send_h1(req).await.map(|(rsp, c)| (rsp, Some(c))),
-            UpstreamVersion::Http2 => self.send_h2(req).await.map(|rsp| (rsp, None)),
+            UpstreamVersion::Http1 => self.send_h1(req).await,
+            UpstreamVersion::Http2 => self.send_h2(req).await.map(|rsp| Sent::Response(rsp, None)),
         }
     }
 
-    async fn send_h1(
+    /// Sends on an idle pooled HTTP/1 connection, or a new one: plaintext, or for the mesh hop
+    /// an HTTP/1 mTLS connection to the peer proxy (see [`Endpoint::mesh_http1`]), where a
+    /// peer without them hands the request back as [`Sent::Http2Only`].
+    pub async fn send_h1(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Checkout), ClientError> {
+    ) -> Result<Sent, ClientError> {
         let mut req = req;
         if let Some(mut tx) = self.take_idle() {
             match tx.try_send_request(req).await {
-                Ok(rsp) => {
-                    return Ok((
-                        rsp,
-                        Checkout {
-                            tx,
-                            endpoint: self.clone(),
-                        },
-                    ))
-                }
+                Ok(rsp) => return Ok(self.lent(rsp, tx)),
                 Err(mut e) => match e.take_message() {
                     // Not written: the pooled connection was closing. Retry on a new one.
                     Some(unsent) => {
@@ -291,15 +332,30 @@ impl Endpoint {
         }
         // Dialling is the rare path: boxed, so its large future does not swell the future every
         // request carries (hyper moves that into a task per HTTP/2 stream).
-        let mut tx = Box::pin(self.connect_h1()).await?;
+        let Some(mut tx) = Box::pin(self.connect_h1()).await? else {
+            return Ok(Sent::Http2Only(Box::new(req)));
+        };
         let rsp = tx.send_request(req).await?;
-        Ok((
-            rsp,
-            Checkout {
-                tx,
-                endpoint: self.clone(),
-            },
-        ))
+        Ok(self.lent(rsp, tx))
+    }
+
+    fn lent(
+        self: &Arc<Self>,
+        rsp: Response<Incoming>,
+        tx: http1::SendRequest<UpstreamBody>,
+    ) -> Sent {
+        let checkout = Checkout {
+            tx,
+            endpoint: self.clone(),
+        };
+        Sent::Response(rsp, Some(checkout))
+    }
+
+    /// Whether the apps' HTTP/1 to this peer proxy crosses as HTTP/1 on pooled connections
+    /// (false for plaintext endpoints, with `WEFT_MESH_HTTP1_UPGRADE`, and once the peer
+    /// answered an HTTP/1 dial with HTTP/2).
+    pub fn mesh_http1(&self) -> bool {
+        self.mesh_http1.load(Ordering::Relaxed)
     }
 
     /// The mesh hop, if this endpoint is a peer proxy.
@@ -362,8 +418,9 @@ impl Endpoint {
     /// A ready idle HTTP/1 connection, newest first; stale or closed ones are dropped.
     fn take_idle(&self) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = self.h1_idle_timeout();
         while let Some(conn) = idle.pop() {
-            if conn.tx.is_ready() && conn.since.elapsed() < self.settings.idle_timeout {
+            if conn.tx.is_ready() && conn.since.elapsed() < timeout {
                 return Some(conn.tx);
             }
         }
@@ -377,7 +434,11 @@ impl Endpoint {
         Some(tx.clone())
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<UpstreamBody>, ClientError> {
+    /// A new HTTP/1 connection: plaintext, or for the mesh hop see [`Self::connect_mesh_http1`].
+    async fn connect_h1(&self) -> Result<Option<http1::SendRequest<UpstreamBody>>, ClientError> {
+        if self.mesh.is_some() {
+            return self.connect_mesh_http1().await;
+        }
         let io = TokioIo::new(connect(self.addr, self.settings.connect_timeout).await?);
         let (tx, conn) = http1::Builder::new().handshake(io).await?;
         let addr = self.addr;
@@ -386,37 +447,75 @@ impl Endpoint {
                 debug!(%addr, error = %e, "upstream connection closed with an error");
             }
         });
-        Ok(tx)
+        Ok(Some(tx))
+    }
+
+    /// A new HTTP/1 mTLS connection to the peer proxy, or `None` if the peer answered with HTTP/2
+    /// (it predates `weft.dev/h1`): that connection becomes the shared one, and this endpoint
+    /// sends its HTTP/1 there from now on.
+    async fn connect_mesh_http1(
+        &self,
+    ) -> Result<Option<http1::SendRequest<UpstreamBody>>, ClientError> {
+        let Some((mesh, config)) = self.mesh.as_ref().and_then(|m| Some((m, m.http1.clone()?)))
+        else {
+            return Ok(None);
+        };
+        let tcp = connect(self.addr, self.settings.connect_timeout).await?;
+        let tls = self.tls_connect(mesh, config, tcp).await?;
+        if tls.get_ref().1.alpn_protocol() != Some(weft_proxy_identity::MESH_HTTP1_ALPN) {
+            self.mesh_http1.store(false, Ordering::Relaxed);
+            info!(addr = %self.addr, "the peer proxy has no HTTP/1 mesh connections; HTTP/1 crosses as HTTP/2");
+            let tx = h2_handshake(&mesh_h2_builder(), Coalesce::new(tls), self.addr).await?;
+            let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            if h2.as_ref().is_none_or(|(tx, _)| tx.is_closed()) {
+                *h2 = Some((tx, Instant::now()));
+            }
+            return Ok(None);
+        }
+        let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(tls)).await?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "mesh connection closed with an error");
+            }
+        });
+        Ok(Some(tx))
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, ClientError> {
         let tcp = connect(self.addr, self.settings.connect_timeout).await?;
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
         match &self.mesh {
-            None => h2_handshake(&builder, tcp, self.addr).await,
-            Some(mesh) => {
-                let tls = self.tls_connect(mesh, tcp).await?;
-                // Mesh connections are long-lived and shared: keep them checked, so a peer that
-                // vanished is noticed before a request is sent into the void.
-                builder
-                    .keep_alive_interval(Duration::from_secs(20))
-                    .keep_alive_timeout(Duration::from_secs(10))
-                    .keep_alive_while_idle(true);
-                // Requests sent together leave in one write (see Coalesce).
-                h2_handshake(&builder, Coalesce::new(tls), self.addr).await
+            None => {
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.timer(TokioTimer::new());
+                h2_handshake(&builder, tcp, self.addr).await
             }
+            Some(mesh) => {
+                let tls = self.tls_connect(mesh, mesh.tls.clone(), tcp).await?;
+                // Requests sent together leave in one write (see Coalesce).
+                h2_handshake(&mesh_h2_builder(), Coalesce::new(tls), self.addr).await
+            }
+        }
+    }
+
+    /// The idle bound of this endpoint's HTTP/1 connections.
+    fn h1_idle_timeout(&self) -> Duration {
+        if self.mesh.is_some() {
+            self.settings.idle_timeout.min(MESH_HTTP1_IDLE)
+        } else {
+            self.settings.idle_timeout
         }
     }
 
     async fn tls_connect(
         &self,
         mesh: &MeshConnect,
+        config: Arc<rustls::ClientConfig>,
         tcp: tokio::net::TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
         // No SNI is sent (see the config); the name only satisfies the API.
         let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
-        let handshake = TlsConnector::from(mesh.tls.clone()).connect(name, tcp);
+        let handshake = TlsConnector::from(config).connect(name, tcp);
         let (result, reason) = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => {
                 self.metrics
@@ -441,10 +540,11 @@ impl Endpoint {
     /// unused for that long (requests still in flight keep it open until they finish).
     fn prune(&self) {
         let timeout = self.settings.idle_timeout;
+        let h1_timeout = self.h1_idle_timeout();
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|c| c.since.elapsed() < timeout && !c.tx.is_closed());
+            .retain(|c| c.since.elapsed() < h1_timeout && !c.tx.is_closed());
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         if h2
             .as_ref()

@@ -22,7 +22,7 @@ use weft_proxy_transport::OrigDstAddr;
 
 use crate::{
     body::{RequestBody, ResponseBody},
-    client::{Endpoint, UpstreamVersion},
+    client::{Endpoint, Sent, UpstreamVersion},
     error::ProxyError,
     headers, mesh,
     stage::{Cx, Stage, StageResult},
@@ -31,7 +31,8 @@ use crate::{
 /// Where one endpoint's requests go.
 #[derive(Debug)]
 pub enum Upstream {
-    /// Its proxy, over the mesh hop: one HTTP/2 mTLS connection whatever the app protocol.
+    /// Its proxy, over the mesh hop: the apps' HTTP/1 on pooled HTTP/1 mTLS connections, the
+    /// rest on one shared HTTP/2 mTLS connection (see [`crate::client`]).
     Mesh(Arc<Endpoint>),
     /// The endpoint itself, in plaintext, in one HTTP version: the pool of a connection whose
     /// requests all come in the client's version.
@@ -119,12 +120,16 @@ impl Forward {
         if upgrade {
             return Ok(Sending::MeshUpgrade);
         }
-        // Every request crosses the mesh hop as HTTP/2, marked with what the other side needs
-        // to hand it on.
+        // Marked with what the other side needs to hand it on; HTTP/1 stays HTTP/1 where the
+        // peer pools it, everything else crosses as HTTP/2.
         let version = req.version();
         mesh::mark_outbound(req.headers_mut(), version, self.port);
-        *req.version_mut() = Version::HTTP_2;
-        set_upstream_uri(req, dst)?;
+        if version != Version::HTTP_2 && self.upstream.pool(version).mesh_http1() {
+            *req.version_mut() = Version::HTTP_11;
+            set_upstream_uri(req, dst)?;
+            return Ok(Sending::MeshHttp1);
+        }
+        as_mesh_http2(req, dst)?;
         Ok(Sending::Mesh)
     }
 
@@ -166,6 +171,8 @@ enum Sending {
     Pool,
     /// As HTTP/2 on the mesh connection to the endpoint's proxy.
     Mesh,
+    /// As HTTP/1 on a pooled mesh connection to the endpoint's proxy.
+    MeshHttp1,
     /// An upgrade or CONNECT: HTTP/1 inside a CONNECT stream on the mesh connection.
     MeshUpgrade,
 }
@@ -206,12 +213,21 @@ pub async fn send<C: Chosen>(chosen: C, mut req: Request<RequestBody>, cx: Cx) -
         // The rare path, boxed so it does not swell every request's future.
         Ok(Sending::MeshUpgrade) => Box::pin(this.upgrade_over_mesh(req, connect, endpoint, dst))
             .await
-            .map(|rsp| (rsp, None)),
+            .map(|rsp| Sent::Response(rsp, None)),
         Ok(Sending::Mesh) => endpoint
             .send_h2(req)
             .await
-            .map(|rsp| (rsp, None))
+            .map(|rsp| Sent::Response(rsp, None))
             .map_err(client_error),
+        Ok(Sending::MeshHttp1) => endpoint.send_h1(req).await.map_err(client_error),
+    };
+    let sent = match sent {
+        Ok(Sent::Response(rsp, checkout)) => Ok((rsp, checkout)),
+        // Once per peer that predates HTTP/1 mesh connections: boxed.
+        Ok(Sent::Http2Only(req)) => Box::pin(resend_as_http2(endpoint, *req, dst))
+            .await
+            .map(|rsp| (rsp, None)),
+        Err(e) => Err(e),
     };
     let (mut rsp, checkout) = match sent {
         Ok(sent) => sent,
@@ -252,6 +268,25 @@ impl Stage for Forward {
     ) -> impl std::future::Future<Output = StageResult> + Send + '_ {
         send(self, req, cx)
     }
+}
+
+/// A request readied for HTTP/1 over the mesh, sent as HTTP/2 on the shared connection instead.
+async fn resend_as_http2(
+    endpoint: &Endpoint,
+    mut req: Request<RequestBody>,
+    dst: OrigDstAddr,
+) -> Result<Response<Incoming>, ProxyError> {
+    as_mesh_http2(&mut req, dst)?;
+    endpoint
+        .send_h2(req)
+        .await
+        .map_err(|e| ProxyError::from_client(dst, e))
+}
+
+/// An app's request (marked) made an HTTP/2 request for the shared mesh connection.
+fn as_mesh_http2<B>(req: &mut Request<B>, dst: OrigDstAddr) -> Result<(), ProxyError> {
+    *req.version_mut() = Version::HTTP_2;
+    set_upstream_uri(req, dst)
 }
 
 /// The destination as an authority, for requests that name none.

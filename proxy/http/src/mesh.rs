@@ -1,14 +1,17 @@
-//! The mesh hop: what travels between two proxies over their one mTLS HTTP/2 connection.
+//! The mesh hop: what travels between two proxies over their mTLS connections.
 //!
-//! Every request from an app, HTTP/1 or HTTP/2, crosses as an HTTP/2 request; two headers say
-//! how to hand it on at the other end, and are removed there:
+//! An app's HTTP/2 request crosses as HTTP/2 on the one shared connection to the peer proxy;
+//! its HTTP/1 request as HTTP/1 on a pooled connection (or as HTTP/2 with
+//! `WEFT_MESH_HTTP1_UPGRADE`, or to a peer without HTTP/1 connections). Two headers say how to
+//! hand it on at the other end, and are removed there:
 //! - [`DST_PORT_HEADER`]: the port the app called. The receiving proxy delivers to that port on
 //!   its own pod (never to an address a peer names), so a peer can reach nothing it could not
 //!   reach directly.
 //! - [`ORIG_PROTO_HEADER`]: `HTTP/1.1` when the app spoke HTTP/1, so the receiving proxy speaks
 //!   HTTP/1 to the destination app; absent for HTTP/2.
 //!
-//! Opaque TCP, and HTTP/1 upgrades (WebSocket), cross as an HTTP/2 CONNECT stream to the port.
+//! Opaque TCP, and HTTP/1 upgrades (WebSocket), cross as an HTTP/2 CONNECT stream to the port
+//! on the shared connection.
 
 use http::{header::HeaderValue, HeaderMap, Version};
 

@@ -1,6 +1,7 @@
-//! The receiving end of the mesh hop: HTTP/2 over the terminated mTLS connection from a peer
-//! proxy. Each request is handed to the app on the port it was marked for, in the protocol the
-//! calling app spoke; a CONNECT stream becomes a TCP connection to the port.
+//! The receiving end of the mesh hop: HTTP/2 or HTTP/1 (by the ALPN negotiated) over the
+//! terminated mTLS connection from a peer proxy. Each request is handed to the app on the port
+//! it was marked for, in the protocol the calling app spoke; a CONNECT becomes a TCP connection
+//! to the port.
 
 use std::{
     convert::Infallible,
@@ -12,7 +13,11 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
-use hyper::{body::Incoming, server::conn::http2, service::service_fn};
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::service_fn,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -22,10 +27,11 @@ use weft_proxy_transport::{connect, Coalesce, OrigDstAddr};
 
 use crate::{
     body::{RequestBody, ResponseBody},
-    client::Upstreams,
+    client::{Upstreams, MESH_HTTP1_IDLE_CUT},
     error::ProxyError,
     forward::{upstream_version, Forward, Upstream},
     mesh,
+    server::MIN_HEADER_BYTES,
     stage::{Cx, Stage},
     tap, trace, ServerSettings,
 };
@@ -67,10 +73,20 @@ struct Conn {
     tap: Option<weft_proxy_tap::Point>,
 }
 
-/// Serves HTTP/2 from a peer proxy on `io` until it closes or `shutdown` (GOAWAY, then open
-/// streams finish).
+/// What a mesh connection carries, as its ALPN said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshProtocol {
+    /// `weft.dev/h2`: many requests at once, tunnels included.
+    Http2,
+    /// `weft.dev/h1`: the apps' HTTP/1, one request at a time.
+    Http1,
+}
+
+/// Serves a peer proxy's requests on `io` until it closes or `shutdown` (HTTP/2: GOAWAY, then
+/// open streams finish; HTTP/1: after the current response).
 pub async fn serve_mesh<I>(
     io: I,
+    protocol: MeshProtocol,
     settings: &ServerSettings,
     ctx: MeshInbound,
     shutdown: CancellationToken,
@@ -85,6 +101,20 @@ where
         tap: settings.tap.clone(),
     });
     let service = service_fn(move |req| conn.clone().handle(req));
+    if protocol == MeshProtocol::Http1 {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(MESH_HTTP1_IDLE_CUT)
+            .max_buf_size(settings.max_header_bytes.max(MIN_HEADER_BYTES))
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => return res,
+            () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        return conn.await;
+    }
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))

@@ -1,13 +1,14 @@
 //! Is an inbound connection a peer proxy's mesh TLS, an app's own TLS, or not TLS at all?
 //!
-//! A peer proxy offers ALPN [`MESH_ALPN`](crate::MESH_ALPN) in its ClientHello; any other
+//! A peer proxy offers ALPN [`MESH_ALPN`](crate::MESH_ALPN) or
+//! [`MESH_HTTP1_ALPN`](crate::MESH_HTTP1_ALPN) in its ClientHello; any other
 //! ClientHello belongs to the app (its own TLS, passed through untouched). The ClientHello is
 //! parsed by rustls's [`Acceptor`](rustls::server::Acceptor), not by hand, from a copy of the
 //! bytes read so far; the connection then replays them into the real handshake.
 
 use rustls::server::Acceptor;
 
-use crate::MESH_ALPN;
+use crate::{MESH_ALPN, MESH_HTTP1_ALPN};
 
 /// The most bytes read to find a whole ClientHello: one maximal TLS record and its header.
 pub const MAX_HELLO_BYTES: usize = 5 + (1 << 14);
@@ -15,7 +16,7 @@ pub const MAX_HELLO_BYTES: usize = 5 + (1 << 14);
 /// What the first bytes of a connection are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hello {
-    /// A ClientHello offering the mesh ALPN: terminate TLS here.
+    /// A ClientHello offering a mesh ALPN: terminate TLS here.
     Mesh,
     /// A ClientHello without it: the app's own TLS.
     OtherTls,
@@ -46,10 +47,9 @@ pub fn classify(buf: &[u8]) -> Hello {
         }
         match acceptor.accept() {
             Ok(Some(accepted)) => {
-                let mesh = accepted
-                    .client_hello()
-                    .alpn()
-                    .is_some_and(|mut protocols| protocols.any(|p| p == MESH_ALPN));
+                let mesh = accepted.client_hello().alpn().is_some_and(|mut protocols| {
+                    protocols.any(|p| p == MESH_ALPN || p == MESH_HTTP1_ALPN)
+                });
                 return if mesh { Hello::Mesh } else { Hello::OtherTls };
             }
             Ok(None) => {}
@@ -99,6 +99,12 @@ mod tests {
         let mut more = hello.clone();
         more.extend_from_slice(b"trailing application bytes");
         assert_eq!(classify(&more), Hello::Mesh);
+        // A pooled HTTP/1 connection's hello, as a peer offers it.
+        assert_eq!(
+            classify(&client_hello(&[MESH_HTTP1_ALPN, MESH_ALPN])),
+            Hello::Mesh
+        );
+        assert_eq!(classify(&client_hello(&[MESH_HTTP1_ALPN])), Hello::Mesh);
     }
 
     #[test]

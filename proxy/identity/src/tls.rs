@@ -2,10 +2,11 @@
 //!
 //! Both ends present the proxy's current certificate from one [`CertStore`], so a renewal
 //! reaches every later handshake at once without touching live connections. TLS 1.3 only;
-//! ALPN [`MESH_ALPN`] marks mesh traffic; no SNI is sent (the peer's identity is checked from
-//! its certificate, and SNI would name it in the clear); session resumption is off, so every
-//! connection checks the peer's current certificate (mesh connections are long-lived and few,
-//! one per peer, so full handshakes cost little).
+//! ALPN [`MESH_ALPN`] or [`MESH_HTTP1_ALPN`] marks mesh traffic and says what the connection
+//! carries; no SNI is sent (the peer's identity is checked from its certificate, and SNI would
+//! name it in the clear); session resumption is off, so every connection checks the peer's
+//! current certificate (mesh connections are long-lived and pooled, so full handshakes are
+//! rare).
 
 use std::{
     collections::HashMap,
@@ -18,9 +19,14 @@ use rustls::{
 };
 use weft_certs::{CertStore, SpiffeClientVerifier, SpiffeId, SpiffeServerVerifier, TrustBundle};
 
-/// The ALPN protocol a proxy offers to a peer proxy: HTTP/2 between proxies, carrying the
-/// apps' HTTP/1, HTTP/2 and opaque TCP.
+/// The ALPN protocol of the shared connection to a peer proxy: HTTP/2, carrying the apps'
+/// HTTP/2, opaque TCP and upgrades (and their HTTP/1 when `WEFT_MESH_HTTP1_UPGRADE` is on).
 pub const MESH_ALPN: &[u8] = b"weft.dev/h2";
+
+/// The ALPN protocol of a pooled connection to a peer proxy that carries the apps' HTTP/1, one
+/// request at a time. Offered before [`MESH_ALPN`], so a peer that predates it answers HTTP/2
+/// and the caller carries HTTP/1 there instead.
+pub const MESH_HTTP1_ALPN: &[u8] = b"weft.dev/h1";
 
 /// Most client configs kept, one per expected peer identity, before the cache starts over.
 const MAX_CLIENT_CONFIGS: usize = 4096;
@@ -33,7 +39,17 @@ pub struct MeshTls {
     provider: Arc<CryptoProvider>,
     store: Arc<CertStore>,
     server: Arc<ServerConfig>,
-    clients: Mutex<HashMap<SpiffeId, Arc<ClientConfig>>>,
+    clients: Mutex<HashMap<SpiffeId, ClientConfigs>>,
+}
+
+/// The client configs toward one expected peer, by what the connection will carry.
+#[derive(Clone, Debug)]
+pub struct ClientConfigs {
+    /// Offers [`MESH_ALPN`] only: the shared HTTP/2 connection.
+    pub http2: Arc<ClientConfig>,
+    /// Offers [`MESH_HTTP1_ALPN`], then [`MESH_ALPN`]: a pooled HTTP/1 connection, or HTTP/2
+    /// from a peer without HTTP/1.
+    pub http1: Arc<ClientConfig>,
 }
 
 impl MeshTls {
@@ -49,7 +65,8 @@ impl MeshTls {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(store.clone());
-        server.alpn_protocols = vec![MESH_ALPN.to_vec()];
+        // The server's order decides: a caller offering both wants HTTP/1.
+        server.alpn_protocols = vec![MESH_HTTP1_ALPN.to_vec(), MESH_ALPN.to_vec()];
         server.session_storage = Arc::new(NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
         Ok(Self {
@@ -82,8 +99,14 @@ impl MeshTls {
         self.server.clone()
     }
 
-    /// The outbound side toward a peer that must be `expected`. Built once per identity.
+    /// The outbound side's shared HTTP/2 connection toward a peer that must be `expected`.
     pub fn client_config(&self, expected: &SpiffeId) -> Result<Arc<ClientConfig>, rustls::Error> {
+        Ok(self.client_configs(expected)?.http2)
+    }
+
+    /// The outbound side toward a peer that must be `expected`, for each kind of connection.
+    /// Built once per identity.
+    pub fn client_configs(&self, expected: &SpiffeId) -> Result<ClientConfigs, rustls::Error> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(expected) {
             return Ok(c.clone());
@@ -95,14 +118,103 @@ impl MeshTls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(self.store.clone());
-        config.alpn_protocols = vec![MESH_ALPN.to_vec()];
         config.enable_sni = false;
         config.resumption = Resumption::disabled();
-        let config = Arc::new(config);
+        let mut http1 = config.clone();
+        config.alpn_protocols = vec![MESH_ALPN.to_vec()];
+        http1.alpn_protocols = vec![MESH_HTTP1_ALPN.to_vec(), MESH_ALPN.to_vec()];
+        let configs = ClientConfigs {
+            http2: Arc::new(config),
+            http1: Arc::new(http1),
+        };
         if clients.len() >= MAX_CLIENT_CONFIGS {
             clients.clear();
         }
-        clients.insert(expected.clone(), config.clone());
-        Ok(config)
+        clients.insert(expected.clone(), configs.clone());
+        Ok(configs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rustls::{pki_types::ServerName, ClientConnection, ServerConnection};
+    use weft_certs::{certified_key, new_key_and_csr, Ca};
+
+    use super::*;
+
+    const TD: &str = "cluster.local";
+
+    fn mesh_tls(issuer: &Ca, bundle: &TrustBundle, sa: &str) -> MeshTls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let id = SpiffeId::new(TD, "shop", sa).expect("id");
+        let req = new_key_and_csr(&id).expect("csr");
+        let now = time::OffsetDateTime::now_utc();
+        let signed = issuer
+            .sign_csr(&req.csr_der, &id, Duration::from_secs(3600), now)
+            .expect("signed");
+        let store = CertStore::new();
+        store.store(certified_key(&signed.chain_der, &req.key, &provider).expect("key"));
+        MeshTls::new(id, bundle.clone(), provider, store).expect("tls")
+    }
+
+    /// A whole handshake in memory; the protocol the client ends up with.
+    fn negotiate(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Option<Vec<u8>> {
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let mut cc = ClientConnection::new(client, name).expect("client");
+        let mut sc = ServerConnection::new(server).expect("server");
+        let mut buf = Vec::new();
+        for _ in 0..8 {
+            if !cc.is_handshaking() && !sc.is_handshaking() {
+                break;
+            }
+            buf.clear();
+            cc.write_tls(&mut buf).expect("client write");
+            sc.read_tls(&mut buf.as_slice()).expect("server read");
+            sc.process_new_packets().expect("server process");
+            buf.clear();
+            sc.write_tls(&mut buf).expect("server write");
+            cc.read_tls(&mut buf.as_slice()).expect("client read");
+            cc.process_new_packets().expect("client process");
+        }
+        assert!(
+            !cc.is_handshaking() && !sc.is_handshaking(),
+            "handshake done"
+        );
+        assert_eq!(cc.alpn_protocol(), sc.alpn_protocol());
+        cc.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn each_kind_of_connection_gets_its_protocol_and_an_older_peer_answers_http2() {
+        let now = time::OffsetDateTime::now_utc();
+        let anchor = Ca::new_anchor(TD, Duration::from_secs(86400), now).expect("anchor");
+        let issuer = anchor
+            .new_issuer(TD, Duration::from_secs(86400), now)
+            .expect("issuer");
+        let bundle = TrustBundle::from_pem(anchor.cert_pem()).expect("bundle");
+        let client = mesh_tls(&issuer, &bundle, "web");
+        let server = mesh_tls(&issuer, &bundle, "api");
+        let configs = client.client_configs(server.id()).expect("configs");
+
+        let http2 = negotiate(configs.http2.clone(), server.server_config());
+        assert_eq!(http2.as_deref(), Some(MESH_ALPN));
+        let http1 = negotiate(configs.http1.clone(), server.server_config());
+        assert_eq!(http1.as_deref(), Some(MESH_HTTP1_ALPN));
+
+        // A proxy from before MESH_HTTP1_ALPN offered only HTTP/2.
+        let mut older = (*server.server_config()).clone();
+        older.alpn_protocols = vec![MESH_ALPN.to_vec()];
+        let fallback = negotiate(configs.http1, Arc::new(older));
+        assert_eq!(fallback.as_deref(), Some(MESH_ALPN));
+
+        // Built once per identity.
+        let again = client.client_configs(server.id()).expect("configs");
+        assert!(Arc::ptr_eq(&again.http2, &configs.http2));
+        assert!(Arc::ptr_eq(
+            &client.client_config(server.id()).expect("config"),
+            &configs.http2
+        ));
     }
 }

@@ -34,8 +34,8 @@ pub use vars::{keys, DefaultValue, Var, DEFAULT_REDIRECT_CHECK_PORT, VARS};
 pub use weft_pod::PortSet;
 
 use parse::{
-    parse_any_duration, parse_duration, parse_mesh_destinations, parse_port, parse_redirect_check,
-    parse_target,
+    parse_any_duration, parse_duration, parse_mesh_destinations, parse_on_off, parse_port,
+    parse_redirect_check, parse_target,
 };
 use source::Reader;
 
@@ -78,6 +78,9 @@ pub struct Config {
     pub inbound_mtls: MtlsMode,
     /// Destinations reached over the mesh hop, and the peer proxy and identity for each.
     pub mesh_destinations: HashMap<SocketAddr, MeshPeer>,
+    /// Whether the apps' HTTP/1 crosses the mesh hop as HTTP/2 on the shared connection
+    /// instead of as HTTP/1 on pooled connections.
+    pub mesh_http1_upgrade: bool,
     /// Discovery, with a control plane.
     pub discovery: DiscoveryConfig,
     /// Load balancing over a Service's endpoints.
@@ -229,6 +232,7 @@ impl Config {
                 _ => Err("expected permissive or strict".into()),
             })?,
             mesh_destinations: r.parse(keys::MESH_DESTINATIONS, parse_mesh_destinations)?,
+            mesh_http1_upgrade: r.parse(keys::MESH_HTTP1_UPGRADE, parse_on_off)?,
             discovery: DiscoveryConfig {
                 timeout: r.parse(keys::DISCOVERY_TIMEOUT, parse_duration)?,
                 idle_timeout: r.parse(keys::DISCOVERY_IDLE_TIMEOUT, parse_duration)?,
@@ -254,11 +258,7 @@ impl Config {
             redirect_check: r.parse(keys::REDIRECT_CHECK, parse_redirect_check)?,
             trace: trace(&r)?,
             workload: r.parse(keys::WORKLOAD, parse_workload)?,
-            tap: r.parse(keys::TAP, |v| match v.trim() {
-                "on" => Ok(true),
-                "off" => Ok(false),
-                _ => Err("expected on or off".to_string()),
-            })?,
+            tap: r.parse(keys::TAP, parse_on_off)?,
             tap_identities: r.parse(keys::TAP_IDENTITIES, |v| {
                 v.split(',')
                     .map(str::trim)

@@ -48,6 +48,14 @@ pub(super) fn parse_port(v: &str) -> Result<u16, String> {
         .map_err(|_| "expected a port number from 0 to 65535".into())
 }
 
+pub(super) fn parse_on_off(v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
 pub(super) fn parse_target(v: &str) -> Result<Target, String> {
     if v.is_empty() {
         return Ok(Target::Transparent);

@@ -44,6 +44,17 @@ fn defaults_match_the_design() {
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.log_format, LogFormat::Plain);
     assert_eq!(c.balance.decay, Duration::from_secs(10));
+    assert!(!c.mesh_http1_upgrade, "HTTP/1 crosses the mesh as HTTP/1");
+}
+
+#[test]
+fn the_mesh_http1_upgrade_is_on_or_off() {
+    let c = Config::from_source(&source(&[("WEFT_MESH_HTTP1_UPGRADE", "on")])).expect("valid");
+    assert!(c.mesh_http1_upgrade);
+    assert_eq!(
+        invalid_key(&[("WEFT_MESH_HTTP1_UPGRADE", "true")]),
+        keys::MESH_HTTP1_UPGRADE
+    );
 }
 
 #[test]

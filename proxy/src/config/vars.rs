@@ -56,6 +56,7 @@ pub mod keys {
     pub const SERVICE_ACCOUNT: &str = "WEFT_SERVICE_ACCOUNT";
     pub const INBOUND_MTLS: &str = weft_pod::settings::ENV_INBOUND_MTLS;
     pub const MESH_DESTINATIONS: &str = "WEFT_MESH_DESTINATIONS";
+    pub const MESH_HTTP1_UPGRADE: &str = "WEFT_MESH_HTTP1_UPGRADE";
     pub const DISCOVERY_TIMEOUT: &str = "WEFT_DISCOVERY_TIMEOUT";
     pub const DISCOVERY_IDLE_TIMEOUT: &str = "WEFT_DISCOVERY_IDLE_TIMEOUT";
     pub const BALANCER_DECAY: &str = "WEFT_BALANCER_DECAY";
@@ -105,6 +106,7 @@ pub const VARS: &[Var] = &[
     Var { key: keys::SERVICE_ACCOUNT, default: DefaultValue::Unset, doc: "The workload's service account. Required with a control plane." },
     Var { key: keys::INBOUND_MTLS, default: DefaultValue::Text("permissive"), doc: "permissive: inbound plaintext from unmeshed clients is served; strict: only mesh mTLS is accepted, anything else is closed and counted in weft_inbound_connections_refused_total. Strict needs a control plane." },
     Var { key: keys::MESH_DESTINATIONS, default: DefaultValue::Unset, doc: "Static mesh map, ahead of discovery: comma list of ip:port=spiffe-id or ip:port=spiffe-id@proxy-ip:proxy-port. A connection to ip:port goes over mTLS to the peer proxy (default ip:15143), which must present spiffe-id. Needs a control plane." },
+    Var { key: keys::MESH_HTTP1_UPGRADE, default: DefaultValue::Text("off"), doc: "How an app's HTTP/1 crosses the mTLS hop to a peer proxy. off: as HTTP/1 on a pool of mTLS connections to the peer, one request at a time each (ALPN weft.dev/h1; idle ones closed after 20s), which costs both proxies less CPU and latency per request. on: upgraded to HTTP/2 and multiplexed on the one shared connection to the peer (fewer connections and handshakes). HTTP/2, gRPC, opaque TCP and upgrades always use the shared connection." },
     Var { key: keys::DISCOVERY_TIMEOUT, default: DefaultValue::Text("2s"), doc: "With a control plane: how long the first connection to a destination waits for the control plane to say what it is; past it, that connection is forwarded as it is (later ones use the answer when it comes)." },
     Var { key: keys::DISCOVERY_IDLE_TIMEOUT, default: DefaultValue::Text("5m"), doc: "A destination no connection has used for this long stops being watched (its balancer state is dropped)." },
     Var { key: keys::BALANCER_DECAY, default: DefaultValue::Text("10s"), doc: "How long the load balancer remembers an endpoint's latency (the peak-EWMA time constant): a slow response raises the estimate at once, and it decays by 1/e over this time, so a shorter value forgives a moment's stall sooner. 0s keeps only the latest response." },

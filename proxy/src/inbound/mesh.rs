@@ -1,11 +1,11 @@
 //! The receiving end of the mesh hop: a peer proxy's mTLS terminated, its identity read, and
-//! its HTTP/2 served by `weft_proxy_http::mesh_server`.
+//! its HTTP/2 or HTTP/1 (by the ALPN negotiated) served by `weft_proxy_http::mesh_server`.
 
 use bytes::BytesMut;
 use tracing::{debug, info};
 use weft_proxy_http::{
     client::{handshake_result, TLS_HANDSHAKE_TIMEOUT},
-    mesh_server::{serve_mesh, Deliver, MeshInbound},
+    mesh_server::{serve_mesh, Deliver, MeshInbound, MeshProtocol},
 };
 use weft_proxy_metrics::{Direction, Handshake};
 use weft_proxy_transport::PrefixedIo;
@@ -70,8 +70,12 @@ pub(super) async fn serve(inbound: &Inbound, io: Accepted, buf: BytesMut, mesh: 
         peer,
         peer_identity: (!client_id.is_empty()).then(|| client_id.as_str().into()),
     };
+    let protocol = match tls.get_ref().1.alpn_protocol() {
+        Some(weft_proxy_identity::MESH_HTTP1_ALPN) => MeshProtocol::Http1,
+        _ => MeshProtocol::Http2,
+    };
     let shutdown = common.drain.signal().clone();
-    if let Err(e) = serve_mesh(tls, &common.server, ctx, shutdown).await {
+    if let Err(e) = serve_mesh(tls, protocol, &common.server, ctx, shutdown).await {
         debug!(error = %e, "mesh connection closed with an error");
     }
 }

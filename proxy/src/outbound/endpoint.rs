@@ -31,6 +31,8 @@ pub(crate) struct Endpoints {
     pub(crate) own_id: Arc<str>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) tunnels: TaskTracker,
+    /// `WEFT_MESH_HTTP1_UPGRADE`: the apps' HTTP/1 crosses as HTTP/2 on the shared connection.
+    pub(crate) http1_upgrade: bool,
 }
 
 impl Endpoints {
@@ -40,12 +42,13 @@ impl Endpoints {
         identity: &SpiffeId,
         proxy: SocketAddr,
     ) -> Result<Arc<weft_proxy_http::client::Endpoint>, NoTls> {
-        let tls = self.tls.client_config(identity).map_err(|e| NoTls {
+        let tls = self.tls.client_configs(identity).map_err(|e| NoTls {
             identity: identity.clone(),
             reason: e.to_string(),
         })?;
         let connect = MeshConnect {
-            tls,
+            tls: tls.http2,
+            http1: (!self.http1_upgrade).then_some(tls.http1),
             server_id: identity.to_string().into(),
         };
         Ok(self.upstreams.mesh(proxy, connect))

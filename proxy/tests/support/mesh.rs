@@ -79,6 +79,25 @@ impl Pki {
         path
     }
 
+    /// Mesh TLS as `ns`/`sa` with a certificate from an issuer of the first anchor: a peer
+    /// that is not a proxy under test (a tap client, a proxy of another version).
+    pub fn mesh_tls(&self, ns: &str, sa: &str) -> weft_proxy_identity::MeshTls {
+        use std::sync::Arc;
+        use weft_certs::{certified_key, new_key_and_csr, CertStore, SpiffeId, TrustBundle};
+        let now = time::OffsetDateTime::now_utc();
+        let issuer = self.anchors[0].new_issuer(TD, YEAR, now).expect("issuer");
+        let id = SpiffeId::new(TD, ns, sa).expect("id");
+        let req = new_key_and_csr(&id).expect("csr");
+        let signed = issuer
+            .sign_csr(&req.csr_der, &id, YEAR, now)
+            .expect("signed");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let store = CertStore::new();
+        store.store(certified_key(&signed.chain_der, &req.key, &provider).expect("key"));
+        let bundle = TrustBundle::from_pem(self.anchors[0].cert_pem()).expect("bundle");
+        weft_proxy_identity::MeshTls::new(id, bundle, provider, store).expect("tls")
+    }
+
     fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
