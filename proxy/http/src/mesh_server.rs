@@ -100,8 +100,9 @@ where
         tracing: settings.trace.clone(),
         tap: settings.tap.clone(),
     });
-    let service = service_fn(move |req| conn.clone().handle(req));
+    let handle = move |req| conn.clone().handle(req);
     if protocol == MeshProtocol::Http1 {
+        let service = service_fn(handle);
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(MESH_HTTP1_IDLE_CUT)
@@ -115,6 +116,9 @@ where
         }
         return conn.await;
     }
+    // Boxed, as the app-facing HTTP/2 server does (see `server::serve`): a stream's task then
+    // copies a pointer, not the request's whole future.
+    let service = service_fn(move |req| Box::pin(handle(req)));
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))

@@ -120,14 +120,18 @@ where
 {
     let tracing = settings.trace.clone();
     let tap = settings.tap.clone();
-    let service = service_fn(move |mut req| {
+    let answer = move |mut req| {
         let stack = stack.clone();
         let traced = tracing.as_ref().and_then(|t| trace::begin(t, &mut req));
         let tapped = tap.as_ref().and_then(|t| t.start(&req));
         async move { handle(&*stack, dst, req, traced, tapped).await }
-    });
+    };
     let io = TokioIo::new(io);
     if protocol == Protocol::Http2 {
+        // hyper runs each stream in a task of its own, and a task copies its whole future
+        // several times over its life (into the task, and at each change of stage): boxed, the
+        // request's large future is written once and the task holds a pointer.
+        let service = service_fn(move |req| Box::pin(answer(req)));
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
@@ -139,6 +143,8 @@ where
         }
         conn.await
     } else {
+        // HTTP/1 keeps the request's future in one buffer per connection: no box.
+        let service = service_fn(answer);
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
