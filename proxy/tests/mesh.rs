@@ -171,9 +171,10 @@ async fn http1_and_http2_cross_their_mtls_connections_and_both_identities_show()
     );
 }
 
-/// Three HTTP/1 requests held at the app at once, then five one after another, through A
-/// (with `upgrade` as `WEFT_MESH_HTTP1_UPGRADE`); how many mesh connections B accepted.
-async fn http1_mesh_connections(upgrade: &str) -> f64 {
+/// `held` HTTP/1 requests held at the app at once, then five one after another, through A
+/// (with `upgrade` as `WEFT_MESH_HTTP1_UPGRADE` and `max_idle` as `WEFT_UPSTREAM_MAX_IDLE`);
+/// how many mesh connections B accepted.
+async fn http1_mesh_connections(upgrade: &str, held: usize, max_idle: usize) -> f64 {
     let pki = Pki::new(1);
     let cp = ControlPlane::start(&pki, DAY).await;
     let mut app = App::start().await;
@@ -187,21 +188,22 @@ async fn http1_mesh_connections(upgrade: &str) -> f64 {
                 route(app.addr, &spiffe("shop", "api"), &b),
             ),
             ("WEFT_MESH_HTTP1_UPGRADE", upgrade.to_string()),
+            ("WEFT_UPSTREAM_MAX_IDLE", max_idle.to_string()),
         ],
     )
     .await;
     let outbound = a.outbound();
-    let held: Vec<_> = (0..3)
+    let waiting: Vec<_> = (0..held)
         .map(|_| tokio::spawn(async move { h1_get(outbound, "/gate").await }))
         .collect();
-    for _ in 0..3 {
+    for _ in 0..held {
         tokio::time::timeout(Duration::from_secs(10), app.arrivals.recv())
             .await
-            .expect("three requests reach the app at once")
+            .expect("the held requests reach the app at once")
             .expect("arrival");
     }
     app.open_gate();
-    for rsp in held {
+    for rsp in waiting {
         assert_eq!(rsp.await.expect("join").status(), StatusCode::OK);
     }
     for _ in 0..5 {
@@ -209,9 +211,10 @@ async fn http1_mesh_connections(upgrade: &str) -> f64 {
         assert_eq!(rsp.status(), StatusCode::OK);
         assert_eq!(rsp.headers()["x-seen-version"], "HTTP/1.1");
     }
+    let served = (held + 5) as f64;
     assert_eventually!(
-        b.metric(&mesh_series("inbound", 200)) == Some(8.0),
-        "B served the 8 requests:\n{}",
+        b.metric(&mesh_series("inbound", 200)) == Some(served),
+        "B served the {served} requests:\n{}",
         b.metrics_text()
     );
     let opened = b
@@ -228,15 +231,24 @@ async fn http1_mesh_connections(upgrade: &str) -> f64 {
 #[tokio::test]
 async fn concurrent_http1_requests_cross_on_pooled_connections_that_are_reused() {
     assert_eq!(
-        http1_mesh_connections("off").await,
+        http1_mesh_connections("off", 3, 64).await,
         3.0,
         "one connection per request in flight, reused by the five that followed"
     );
 }
 
 #[tokio::test]
+async fn past_the_pool_limit_http1_rides_the_shared_connection() {
+    assert_eq!(
+        http1_mesh_connections("off", 4, 2).await,
+        3.0,
+        "two HTTP/1 connections, and the shared HTTP/2 one for the requests beyond them"
+    );
+}
+
+#[tokio::test]
 async fn with_the_upgrade_http1_is_multiplexed_on_the_shared_connection() {
-    assert_eq!(http1_mesh_connections("on").await, 1.0);
+    assert_eq!(http1_mesh_connections("on", 3, 64).await, 1.0);
 }
 
 /// A peer proxy from before `weft.dev/h1`: its mTLS offers only `weft.dev/h2`, and it answers

@@ -25,7 +25,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, Weak,
     },
     time::{Duration, Instant},
@@ -178,6 +178,7 @@ impl Upstreams {
                     idle: Mutex::new(Vec::new()),
                     h2: Mutex::new(None),
                     h2_connecting: tokio::sync::Mutex::new(()),
+                    mesh_http1_open: Arc::new(AtomicUsize::new(0)),
                 })
             })
             .clone()
@@ -189,9 +190,10 @@ impl Upstreams {
 pub enum Sent {
     /// The response; for HTTP/1 the connection, lent until the response body is done.
     Response(Response<Incoming>, Option<Checkout>),
-    /// Not sent: the peer proxy speaks only HTTP/2 on the mesh hop (it predates HTTP/1 mesh
-    /// connections). Send it there. (Boxed: a rare path that would otherwise make every
-    /// request's future larger.)
+    /// Not sent on HTTP/1: the peer proxy speaks only HTTP/2 on the mesh hop (it predates
+    /// HTTP/1 mesh connections), or this endpoint holds as many HTTP/1 mesh connections as it
+    /// may. Send it on the shared HTTP/2 connection. (Boxed: a rare path that would otherwise
+    /// make every request's future larger.)
     Http2Only(Box<Request<UpstreamBody>>),
 }
 
@@ -267,6 +269,19 @@ pub struct Endpoint {
     h2: Mutex<Option<(http2::SendRequest<UpstreamBody>, Instant)>>,
     /// Held while dialling HTTP/2, so concurrent first requests share one connection.
     h2_connecting: tokio::sync::Mutex<()>,
+    /// HTTP/1 mesh connections open to the peer, at most `max_idle_per_endpoint`: past it,
+    /// more concurrent requests ride the shared HTTP/2 connection instead of dialling (a burst
+    /// costs no burst of handshakes).
+    mesh_http1_open: Arc<AtomicUsize>,
+}
+
+/// Counts an open HTTP/1 mesh connection until its task ends.
+struct OpenConn(Arc<AtomicUsize>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -450,9 +465,10 @@ impl Endpoint {
         Ok(Some(tx))
     }
 
-    /// A new HTTP/1 mTLS connection to the peer proxy, or `None` if the peer answered with HTTP/2
-    /// (it predates `weft.dev/h1`): that connection becomes the shared one, and this endpoint
-    /// sends its HTTP/1 there from now on.
+    /// A new HTTP/1 mTLS connection to the peer proxy, or `None`: this endpoint holds as many
+    /// as it may (`max_idle_per_endpoint`), or the peer answered with HTTP/2 (it predates
+    /// `weft.dev/h1`; that connection becomes the shared one, and this endpoint sends its
+    /// HTTP/1 there from now on).
     async fn connect_mesh_http1(
         &self,
     ) -> Result<Option<http1::SendRequest<UpstreamBody>>, ClientError> {
@@ -460,6 +476,12 @@ impl Endpoint {
         else {
             return Ok(None);
         };
+        let open = &self.mesh_http1_open;
+        if open.fetch_add(1, Ordering::Relaxed) >= self.settings.max_idle_per_endpoint {
+            open.fetch_sub(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let counted = OpenConn(open.clone());
         let tcp = connect(self.addr, self.settings.connect_timeout).await?;
         let tls = self.tls_connect(mesh, config, tcp).await?;
         if tls.get_ref().1.alpn_protocol() != Some(weft_proxy_identity::MESH_HTTP1_ALPN) {
@@ -475,6 +497,7 @@ impl Endpoint {
         let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(tls)).await?;
         let addr = self.addr;
         tokio::spawn(async move {
+            let _counted = counted;
             if let Err(e) = conn.await {
                 debug!(%addr, error = %e, "mesh connection closed with an error");
             }

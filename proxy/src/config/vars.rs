@@ -91,7 +91,7 @@ pub const VARS: &[Var] = &[
     Var { key: keys::HEADER_READ_TIMEOUT, default: DefaultValue::Text("30s"), doc: "An HTTP/1 client must send a request's whole head within this time, or its connection is closed (slow-client protection). The clock also runs while a keep-alive connection waits for its next request, so it is the idle timeout of client connections too." },
     Var { key: keys::MAX_HEADER_BYTES, default: DefaultValue::Text("65536"), doc: "The largest request head accepted (at least 8192); HTTP/1 answers 431 past it." },
     Var { key: keys::UPSTREAM_IDLE_TIMEOUT, default: DefaultValue::Text("90s"), doc: "How long an idle pooled upstream connection is kept." },
-    Var { key: keys::UPSTREAM_MAX_IDLE, default: DefaultValue::Text("64"), doc: "The most idle HTTP/1 connections pooled per upstream endpoint." },
+    Var { key: keys::UPSTREAM_MAX_IDLE, default: DefaultValue::Text("64"), doc: "The most idle HTTP/1 connections pooled per upstream endpoint; for a peer proxy (the mesh hop) also the most HTTP/1 connections open to it, past which more concurrent HTTP/1 requests ride the shared HTTP/2 connection." },
     Var { key: keys::SHUTDOWN_GRACE, default: DefaultValue::Text("30s"), doc: "On SIGTERM, SIGINT or POST /shutdown: how long in-flight requests and connections may take to finish before the proxy exits." },
     Var { key: keys::THREADS, default: DefaultValue::Text("1"), doc: "Data-path worker threads (the admin server has its own thread)." },
     Var { key: keys::LOG, default: DefaultValue::Text("info"), doc: "Log filter in tracing's EnvFilter syntax (e.g. info,weft_proxy=debug); changeable at run time with PUT /log-level." },
