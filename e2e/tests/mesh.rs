@@ -551,12 +551,14 @@ fn the_proxys_own_connections_are_not_redirected_back_to_it() {
         "nothing came into A:\n{}",
         a1.text
     );
-    // B's inbound listener got A's one mesh connection, which carried everything.
+    // B's inbound listener got A's two mesh connections, which carried everything: the
+    // pooled HTTP/1 one (the requests, one after another, reuse it) and the shared HTTP/2 one
+    // (the TCP tunnels).
     let b1m = metrics(&b1);
     assert_eq!(
         opened(&b1m, "inbound") - opened(&b0, "inbound"),
-        1.0,
-        "one mesh connection from A's proxy:\n{}",
+        2.0,
+        "two mesh connections from A's proxy:\n{}",
         b1m.text
     );
     assert_eq!(
