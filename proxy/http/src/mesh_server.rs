@@ -13,11 +13,7 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
-use hyper::{
-    body::Incoming,
-    server::conn::{http1, http2},
-    service::service_fn,
-};
+use hyper::{body::Incoming, server::conn::http2, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -31,7 +27,7 @@ use crate::{
     error::ProxyError,
     forward::{upstream_version, Forward, Upstream},
     mesh,
-    server::MIN_HEADER_BYTES,
+    server::serve_http1,
     stage::{Cx, Stage},
     tap, trace, ServerSettings,
 };
@@ -102,19 +98,14 @@ where
     });
     let handle = move |req| conn.clone().handle(req);
     if protocol == MeshProtocol::Http1 {
-        let service = service_fn(handle);
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(MESH_HTTP1_IDLE_CUT)
-            .max_buf_size(settings.max_header_bytes.max(MIN_HEADER_BYTES))
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => return res,
-            () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-        }
-        return conn.await;
+        return serve_http1(
+            TokioIo::new(io),
+            MESH_HTTP1_IDLE_CUT,
+            settings.max_header_bytes,
+            service_fn(handle),
+            shutdown,
+        )
+        .await;
     }
     // Boxed, as the app-facing HTTP/2 server does (see `server::serve`): a stream's task then
     // copies a pointer, not the request's whole future.

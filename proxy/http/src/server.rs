@@ -144,18 +144,42 @@ where
         conn.await
     } else {
         // HTTP/1 keeps the request's future in one buffer per connection: no box.
-        let service = service_fn(answer);
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(settings.max_header_bytes.max(MIN_HEADER_BYTES))
-            .serve_connection(io, service)
-            .with_upgrades();
-        tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => return res,
-            () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-        }
-        conn.await
+        serve_http1(
+            io,
+            settings.header_read_timeout,
+            settings.max_header_bytes,
+            service_fn(answer),
+            shutdown,
+        )
+        .await
     }
+}
+
+/// Serves HTTP/1 (upgrades included) on `io` until the client closes or, after `shutdown`
+/// fires, the current response is sent. `header_read_timeout` also bounds an idle keep-alive
+/// connection's wait for its next request.
+pub(crate) async fn serve_http1<I, S>(
+    io: TokioIo<I>,
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    service: S,
+    shutdown: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_header_bytes.max(MIN_HEADER_BYTES))
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => return res,
+        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    conn.await
 }
