@@ -68,6 +68,10 @@ enum Cmd {
         /// `bench/runs/<date>-<commit>-partial.md`.
         #[arg(long, value_delimiter = ',')]
         setups: Option<Vec<String>>,
+        /// Only this traffic (comma-separated: http1, http2, grpc, tcp). Like `--setups`, a run
+        /// of some traffic is partial: it leaves `BENCHMARKS.md` as it is.
+        #[arg(long, value_delimiter = ',')]
+        traffic: Option<Vec<String>>,
         /// The report file to update (between its bench markers).
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
@@ -130,7 +134,9 @@ pub struct Plan {
     pub body_size: usize,
     /// The set-ups run, in [`SETUPS`] order.
     pub setups: Vec<&'static str>,
-    /// Whether some set-ups were left out on request (`--setups`).
+    /// Whether the opaque TCP runs are in the plan.
+    pub tcp: bool,
+    /// Whether some set-ups or traffic were left out on request (`--setups`, `--traffic`).
     pub partial: bool,
 }
 
@@ -181,6 +187,7 @@ impl Plan {
                 bulk_bytes: 8 << 20,
                 body_size,
                 setups,
+                tcp: true,
                 partial,
             });
         }
@@ -209,8 +216,34 @@ impl Plan {
             bulk_bytes: 512 << 20,
             body_size,
             setups,
+            tcp: true,
             partial,
         })
+    }
+
+    /// Keeps only the scenarios of `traffic` (`http1`, `http2`, `grpc`, `tcp`).
+    fn only_traffic(&mut self, traffic: &[String]) -> anyhow::Result<()> {
+        const KINDS: [(&str, Option<Protocol>); 4] = [
+            ("http1", Some(Protocol::Http1)),
+            ("http2", Some(Protocol::Http2)),
+            ("grpc", Some(Protocol::Grpc)),
+            ("tcp", None),
+        ];
+        let mut wanted = Vec::new();
+        for t in traffic {
+            let Some(&(_, kind)) = KINDS.iter().find(|(name, _)| name == t) else {
+                bail!(
+                    "no traffic {t:?}; the kinds are {}",
+                    KINDS.map(|(name, _)| name).join(", ")
+                );
+            };
+            wanted.push(kind);
+        }
+        self.scenarios
+            .retain(|(protocol, _, _)| wanted.contains(&Some(*protocol)));
+        self.tcp = wanted.contains(&None);
+        self.partial |= KINDS.iter().any(|(_, kind)| !wanted.contains(kind));
+        Ok(())
     }
 }
 
@@ -229,6 +262,10 @@ pub struct TcpSample {
     pub rtt_p50_us: f64,
     pub rtt_p99_us: f64,
     pub bulk_mib_s: f64,
+    /// CPU the set-up's proxies used per GiB of the bulk echo (each way), in seconds: what a
+    /// byte costs them, apart from how the shared cores happened to be divided (none for
+    /// `direct`).
+    pub bulk_cpu_s_per_gib: Option<f64>,
 }
 
 /// Memory of one set-up's proxies: the largest process's idle RSS and peak RSS, KiB.
@@ -292,9 +329,13 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
             reps,
             body_size,
             setups,
+            traffic,
             out,
         } => {
-            let plan = Plan::new(smoke, reps, body_size, setups.as_deref())?;
+            let mut plan = Plan::new(smoke, reps, body_size, setups.as_deref())?;
+            if let Some(traffic) = traffic {
+                plan.only_traffic(&traffic)?;
+            }
             let started = Instant::now();
             let machine = report::Machine::read(&find_oha()?);
             let results = run(&plan)?;
@@ -512,19 +553,30 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    for _ in 0..plan.reps {
+    for _ in 0..plan.reps * usize::from(plan.tcp) {
         for setup in TCP_SETUPS.into_iter().filter(|s| runs(s)) {
-            let entry = chains[&(setup, Mode::Tcp)].entry;
+            let chain = &chains[&(setup, Mode::Tcp)];
+            let entry = chain.entry;
             let pp = rt
                 .block_on(tcp::ping_pong(entry, plan.pingpongs, 64))
                 .with_context(|| format!("{setup} ping-pong"))?;
+            let before = chain.cpu()?;
             let took = rt
                 .block_on(tcp::bulk(entry, plan.bulk_bytes))
                 .with_context(|| format!("{setup} bulk"))?;
+            let gib = plan.bulk_bytes as f64 / f64::from(1u32 << 30);
+            let bulk_cpu_s_per_gib = (!chain.procs.is_empty())
+                .then(|| {
+                    chain
+                        .cpu()
+                        .map(|after| (after - before).as_secs_f64() / gib)
+                })
+                .transpose()?;
             results.tcp.entry(setup).or_default().push(TcpSample {
                 rtt_p50_us: pp.quantile(0.5).as_secs_f64() * 1e6,
                 rtt_p99_us: pp.quantile(0.99).as_secs_f64() * 1e6,
                 bulk_mib_s: plan.bulk_bytes as f64 / (1 << 20) as f64 / took.as_secs_f64(),
+                bulk_cpu_s_per_gib,
             });
         }
     }

@@ -300,23 +300,28 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
     let _ = writeln!(o, "\n### Opaque TCP (one connection)\n");
     let _ = writeln!(
         o,
-        "| set-up | round trip p50, µs | round trip p99, µs | bulk echo, MiB/s each way |"
+        "| set-up | round trip p50, µs | round trip p99, µs | bulk echo, MiB/s each way | \
+         proxies' CPU s per GiB of bulk echo |"
     );
-    let _ = writeln!(o, "|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|");
     for s in TCP_SETUPS.into_iter().filter(|s| plan.setups.contains(s)) {
         let v = r.tcp.get(s).cloned().unwrap_or_default();
         let st = |f: fn(&crate::TcpSample) -> f64| Stat::of(v.iter().map(f).collect());
         let _ = writeln!(
             o,
-            "| {s} | {} | {} | {} |",
+            "| {s} | {} | {} | {} | {} |",
             show(st(|x| x.rtt_p50_us), 0),
             show(st(|x| x.rtt_p99_us), 0),
-            show(st(|x| x.bulk_mib_s), 0)
+            show(st(|x| x.bulk_mib_s), 0),
+            show(st(|x| x.bulk_cpu_s_per_gib.unwrap_or(f64::NAN)), 2)
         );
     }
     let _ = writeln!(
         o,
-        "\nNew mTLS connections: Weft keeps one long-lived connection per peer proxy, so the load \
+        "\nBulk echo: one connection carries the bytes both ways at once; the CPU is both \
+         proxies' user + system time while it runs, per GiB each way (the client and the echo \
+         server share the same cores, so MiB/s also depends on what they use).\n\n\
+         New mTLS connections: Weft keeps one long-lived connection per peer proxy, so the load \
          above opens none after warm-up; the cost of one full mutual handshake is measured by \
          `make bench-micro` (`mtls_handshake`, in BENCHMARKS.md)."
     );

@@ -205,9 +205,13 @@ fn mesh_h2_builder() -> http2::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .max_frame_size(MESH_MAX_FRAME_SIZE);
     builder
 }
+
+/// The largest HTTP/2 frame either end of a mesh connection accepts (SETTINGS_MAX_FRAME_SIZE).
+pub const MESH_MAX_FRAME_SIZE: u32 = 64 * 1024;
 
 /// The HTTP/2 handshake on `io`, the connection's task spawned.
 async fn h2_handshake<I>(

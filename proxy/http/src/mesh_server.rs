@@ -115,6 +115,7 @@ where
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
+        .max_frame_size(crate::client::MESH_MAX_FRAME_SIZE)
         // Responses finishing together leave in one write (see Coalesce).
         .serve_connection(TokioIo::new(Coalesce::new(io)), service);
     tokio::pin!(conn);

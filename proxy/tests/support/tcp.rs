@@ -20,6 +20,17 @@ pub async fn banner_server(banner: &'static [u8]) -> SocketAddr {
     .await
 }
 
+/// A server that echoes every byte back, and half-closes when the client has.
+pub async fn echo_server() -> SocketAddr {
+    serve(|mut s| async move {
+        let (mut r, mut w) = s.split();
+        if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+            let _ = w.shutdown().await;
+        }
+    })
+    .await
+}
+
 /// A server that reads until the client half-closes, then answers how many bytes it got and
 /// closes: it only works if the client's FIN travels through.
 pub async fn half_close_server() -> SocketAddr {
