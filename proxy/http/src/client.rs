@@ -36,13 +36,13 @@ use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
 };
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info};
 use weft_proxy_metrics::{Direction, Handshake, Metrics};
 use weft_proxy_transport::{connect, Coalesce, ConnectError};
 
-use crate::body::RequestBody;
+use crate::{body::RequestBody, exec::BoxedSpawn};
 
 /// How upstream connections are made and kept.
 #[derive(Clone, Debug)]
@@ -199,8 +199,8 @@ pub enum Sent {
 
 /// The shared mesh connection's HTTP/2 settings: long-lived, so kept checked, and a peer that
 /// vanished is noticed before a request is sent into the void.
-fn mesh_h2_builder() -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+fn mesh_h2_builder() -> http2::Builder<BoxedSpawn> {
+    let mut builder = http2::Builder::new(BoxedSpawn);
     builder
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
@@ -215,7 +215,7 @@ pub const MESH_MAX_FRAME_SIZE: u32 = 64 * 1024;
 
 /// The HTTP/2 handshake on `io`, the connection's task spawned.
 async fn h2_handshake<I>(
-    builder: &http2::Builder<TokioExecutor>,
+    builder: &http2::Builder<BoxedSpawn>,
     io: I,
     addr: SocketAddr,
 ) -> Result<http2::SendRequest<UpstreamBody>, ClientError>
@@ -513,7 +513,7 @@ impl Endpoint {
         let tcp = connect(self.addr, self.settings.connect_timeout).await?;
         match &self.mesh {
             None => {
-                let mut builder = http2::Builder::new(TokioExecutor::new());
+                let mut builder = http2::Builder::new(BoxedSpawn);
                 builder.timer(TokioTimer::new());
                 h2_handshake(&builder, tcp, self.addr).await
             }

@@ -30,6 +30,7 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod exec;
 pub mod forward;
 pub mod headers;
 pub mod mesh;
