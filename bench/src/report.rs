@@ -561,7 +561,8 @@ fn routes_section(o: &mut String, scenarios: &[(Protocol, Pace, u32)], r: &Resul
     }
 }
 
-/// Saves a run of some set-ups (`--setups`) as `bench/runs/<date>-<commit>-partial.md`,
+/// Saves a run of some set-ups or traffic (`--setups`, `--traffic`) as
+/// `bench/runs/<date>-<commit>-partial.md`,
 /// leaving `BENCHMARKS.md` as it is: its latest run stays a whole one.
 pub fn write_partial(m: &Machine, text: &str) -> anyhow::Result<std::path::PathBuf> {
     let runs = Path::new("bench/runs");
