@@ -107,6 +107,33 @@ impl ConfigView {
     }
 }
 
+/// How often the admin thread looks at what the allocator holds free.
+const TRIM_EVERY: Duration = Duration::from_secs(2);
+
+/// Free heap grown by more than this since the last look is given back to the system.
+const TRIM_ABOVE: usize = 4 << 20;
+
+/// Every [`TRIM_EVERY`] until `stop`, gives back the heap a burst of connections freed (see
+/// `weft_proxy_heap`). On the admin thread, so the data path never runs the walk itself; it
+/// waits only if it allocates in an arena while that arena is walked.
+async fn trim_heap(stop: CancellationToken) {
+    let mut trimmer = weft_proxy_heap::Trimmer::new(TRIM_ABOVE);
+    let mut tick = tokio::time::interval(TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let weft_proxy_heap::Tick::Trimmed { free } = trimmer.tick() {
+            debug!(
+                free_kib = free >> 10,
+                "gave the heap's free pages back to the system"
+            );
+        }
+    }
+}
+
 /// Serves `listener` on a dedicated thread until `stop` fires. The listener was bound by the
 /// caller, so bind errors surface before anything starts.
 pub fn spawn(
@@ -134,6 +161,7 @@ async fn serve(admin: Admin, listener: std::net::TcpListener, stop: Cancellation
         }
     };
     let admin = Arc::new(admin);
+    tokio::spawn(trim_heap(stop.clone()));
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
