@@ -291,7 +291,15 @@ async fn writes_for_one_change(coalesce: bool) -> usize {
     // Every stream is open and waiting; the connection has gone quiet.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let before = writes.load(Ordering::Relaxed);
-    change.send_replace(1);
+    // Woken from a task on the runtime's one worker, as the control plane's hub wakes them: every
+    // stream is queued before any runs. Woken from the test's own thread instead, the worker
+    // could run the first streams (and flush) while later ones were still being woken, a race
+    // that made this test fail now and then under load.
+    tokio::spawn(async move {
+        change.send_replace(1);
+    })
+    .await
+    .expect("the change is sent");
     for body in &mut bodies {
         let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
             .await
