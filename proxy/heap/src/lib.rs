@@ -116,8 +116,9 @@ mod tests {
         // Whatever the test harness holds free, from here on only growth counts.
         let _ = t.tick();
         let _ = t.tick();
-        // 16 MiB in small blocks (each below glibc's mmap threshold, so on the heap), with a
-        // block kept between each pair freed so the heap cannot shrink from its top.
+        // 16 MiB in small blocks (each below glibc's mmap threshold, so on the heap); one in 64
+        // is kept, so the freed runs lie between live blocks and the heap cannot shrink from
+        // its top.
         let blocks: Vec<Vec<u8>> = (0..8192).map(|i| vec![i as u8; 2048]).collect();
         let kept: Vec<Vec<u8>> = blocks
             .into_iter()

@@ -210,8 +210,9 @@ fn mesh_h2_builder() -> http2::Builder<BoxedSpawn> {
     builder
 }
 
-/// The largest HTTP/2 frame either end of a mesh connection accepts (SETTINGS_MAX_FRAME_SIZE).
-pub const MESH_MAX_FRAME_SIZE: u32 = 64 * 1024;
+/// The largest HTTP/2 frame either end of a mesh connection accepts (SETTINGS_MAX_FRAME_SIZE):
+/// an opaque tunnel's copy buffer, so each read crosses as one DATA frame.
+pub const MESH_MAX_FRAME_SIZE: u32 = weft_proxy_transport::copy::BUFFER_SIZE as u32;
 
 /// The HTTP/2 handshake on `io`, the connection's task spawned.
 async fn h2_handshake<I>(

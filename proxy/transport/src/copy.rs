@@ -23,7 +23,8 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// One direction's buffer: a mesh connection's largest HTTP/2 frame (`MESH_MAX_FRAME_SIZE`).
+/// One direction's buffer; a mesh connection's largest HTTP/2 frame is this size too
+/// (`weft_proxy_http::client::MESH_MAX_FRAME_SIZE`), at most 16 MiB (HTTP/2's limit).
 pub const BUFFER_SIZE: usize = 64 * 1024;
 
 /// Buffers each thread keeps for reuse; past this, a returned buffer is freed.
