@@ -7,6 +7,14 @@
 //! name it in the clear); session resumption is off, so every connection checks the peer's
 //! current certificate (mesh connections are long-lived and pooled, so full handshakes are
 //! rare).
+//!
+//! Cipher suites: [`MESH_CIPHER_SUITES`], AES-128-GCM first, then ChaCha20-Poly1305. Both ends
+//! are Weft proxies, so the mesh need not offer what a browser would: rustls's default puts
+//! AES-256-GCM with SHA-384 first, whose transcript hash and key schedule run SHA-512 in
+//! software on CPUs whose SHA extensions cover only SHA-256, and whose 14 AES rounds cost every
+//! record more than AES-128's 10 (`BENCHMARKS.md`, "the mesh's cipher suite"). AES-128 keeps
+//! 128-bit security, TLS 1.3's mandatory suite; ChaCha20 serves CPUs without AES instructions
+//! (Linkerd's proxy offers only ChaCha20-Poly1305).
 
 use std::{
     collections::HashMap,
@@ -14,8 +22,8 @@ use std::{
 };
 
 use rustls::{
-    client::Resumption, crypto::CryptoProvider, server::NoServerSessionStorage, ClientConfig,
-    ServerConfig,
+    client::Resumption, crypto::CryptoProvider, server::NoServerSessionStorage, CipherSuite,
+    ClientConfig, ServerConfig,
 };
 use weft_certs::{CertStore, SpiffeClientVerifier, SpiffeId, SpiffeServerVerifier, TrustBundle};
 
@@ -27,6 +35,13 @@ pub const MESH_ALPN: &[u8] = b"weft.dev/h2";
 /// request at a time. Offered before [`MESH_ALPN`], so a peer that predates it answers HTTP/2
 /// and the caller carries HTTP/1 there instead.
 pub const MESH_HTTP1_ALPN: &[u8] = b"weft.dev/h1";
+
+/// The mesh hop's TLS 1.3 cipher suites, most preferred first (a rustls server follows the
+/// client's order, and both ends offer this one).
+pub const MESH_CIPHER_SUITES: [CipherSuite; 2] = [
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+];
 
 /// Most client configs kept, one per expected peer identity, before the cache starts over.
 const MAX_CLIENT_CONFIGS: usize = 4096;
@@ -53,13 +68,15 @@ pub struct ClientConfigs {
 }
 
 impl MeshTls {
-    /// Configs for `id`, trusting `bundle`, presenting whatever `store` holds.
+    /// Configs for `id`, trusting `bundle`, presenting whatever `store` holds, with `provider`'s
+    /// cryptography limited to [`MESH_CIPHER_SUITES`] (an error if it has none of them).
     pub fn new(
         id: SpiffeId,
         bundle: TrustBundle,
         provider: Arc<CryptoProvider>,
         store: Arc<CertStore>,
     ) -> Result<Self, rustls::Error> {
+        let provider = Arc::new(mesh_provider(&provider)?);
         let verifier = SpiffeClientVerifier::new(bundle.clone(), id.trust_domain(), &provider);
         let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -135,6 +152,29 @@ impl MeshTls {
     }
 }
 
+/// `provider` with only the mesh's cipher suites, in the mesh's order.
+fn mesh_provider(provider: &CryptoProvider) -> Result<CryptoProvider, rustls::Error> {
+    let cipher_suites: Vec<_> = MESH_CIPHER_SUITES
+        .iter()
+        .filter_map(|want| {
+            provider
+                .cipher_suites
+                .iter()
+                .find(|have| have.suite() == *want)
+                .copied()
+        })
+        .collect();
+    if cipher_suites.is_empty() {
+        return Err(rustls::Error::General(format!(
+            "the crypto provider offers none of the mesh's cipher suites {MESH_CIPHER_SUITES:?}"
+        )));
+    }
+    Ok(CryptoProvider {
+        cipher_suites,
+        ..provider.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -161,6 +201,14 @@ mod tests {
 
     /// A whole handshake in memory; the protocol the client ends up with.
     fn negotiate(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Option<Vec<u8>> {
+        handshake(client, server).0
+    }
+
+    /// A whole handshake in memory; the protocol and cipher suite both ends agreed.
+    fn handshake(
+        client: Arc<ClientConfig>,
+        server: Arc<ServerConfig>,
+    ) -> (Option<Vec<u8>>, CipherSuite) {
         let name = ServerName::try_from("127.0.0.1").expect("name");
         let mut cc = ClientConnection::new(client, name).expect("client");
         let mut sc = ServerConnection::new(server).expect("server");
@@ -183,7 +231,9 @@ mod tests {
             "handshake done"
         );
         assert_eq!(cc.alpn_protocol(), sc.alpn_protocol());
-        cc.alpn_protocol().map(<[u8]>::to_vec)
+        let suite = cc.negotiated_cipher_suite().expect("client suite").suite();
+        assert_eq!(Some(suite), sc.negotiated_cipher_suite().map(|s| s.suite()));
+        (cc.alpn_protocol().map(<[u8]>::to_vec), suite)
     }
 
     #[test]
@@ -216,5 +266,72 @@ mod tests {
             &client.client_config(server.id()).expect("config"),
             &configs.http2
         ));
+    }
+
+    #[test]
+    fn the_mesh_agrees_on_aes_128_gcm_with_itself_and_with_a_peer_offering_every_suite() {
+        let now = time::OffsetDateTime::now_utc();
+        let anchor = Ca::new_anchor(TD, Duration::from_secs(86400), now).expect("anchor");
+        let issuer = anchor
+            .new_issuer(TD, Duration::from_secs(86400), now)
+            .expect("issuer");
+        let bundle = TrustBundle::from_pem(anchor.cert_pem()).expect("bundle");
+        let client = mesh_tls(&issuer, &bundle, "web");
+        let server = mesh_tls(&issuer, &bundle, "api");
+        let ours = client.client_config(server.id()).expect("config");
+        let (_, suite) = handshake(ours.clone(), server.server_config());
+        assert_eq!(suite, CipherSuite::TLS13_AES_128_GCM_SHA256);
+
+        // A peer with rustls's default provider (AES-256-GCM first), as proxies were before the
+        // mesh chose its suites: it still meets this proxy on AES-128-GCM, either way round.
+        let every = Arc::new(rustls::crypto::ring::default_provider());
+        assert_eq!(
+            every.cipher_suites[0].suite(),
+            CipherSuite::TLS13_AES_256_GCM_SHA384,
+            "the default this test stands in for"
+        );
+        let old_server = ServerConfig::builder_with_provider(every.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("versions")
+            .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(
+                bundle.clone(),
+                server.id().trust_domain(),
+                &every,
+            )))
+            .with_cert_resolver(server.store().clone());
+        let (_, suite) = handshake(ours, Arc::new(old_server));
+        assert_eq!(suite, CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let mut old_client = ClientConfig::builder_with_provider(every.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
+                bundle.clone(),
+                server.id().clone(),
+                &every,
+            )))
+            .with_client_cert_resolver(client.store().clone());
+        old_client.enable_sni = false;
+        old_client.alpn_protocols = vec![MESH_ALPN.to_vec()];
+        let (alpn, suite) = handshake(Arc::new(old_client), server.server_config());
+        assert_eq!(suite, CipherSuite::TLS13_AES_128_GCM_SHA256);
+        assert_eq!(alpn.as_deref(), Some(MESH_ALPN));
+
+        // A provider with none of the mesh's suites is refused, by name.
+        let mut aes256_only = rustls::crypto::ring::default_provider();
+        aes256_only
+            .cipher_suites
+            .retain(|s| s.suite() == CipherSuite::TLS13_AES_256_GCM_SHA384);
+        let err = MeshTls::new(
+            client.id().clone(),
+            bundle,
+            Arc::new(aes256_only),
+            client.store().clone(),
+        )
+        .expect_err("no mesh suite");
+        assert!(
+            err.to_string().contains("TLS13_AES_128_GCM_SHA256"),
+            "{err}"
+        );
     }
 }
