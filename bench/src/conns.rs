@@ -152,14 +152,19 @@ pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
     )?;
     crate::procs::wait_ready(admin, "weft-handshakes")?;
     let entry = SocketAddr::from(([127, 0, 0, 1], in_port));
-    rt.block_on(handshakes(entry, &tls, 16))?; // warm-up
-                                               // End to end and in memory take turns, so a change in the machine's speed during the run
-                                               // (other work, the CPU's clock) weighs on both sides of the ratio alike.
+    let bare = BareServer::start(tls.server.clone())?;
+    // Warm-up.
+    rt.block_on(handshakes(entry, &tls, 16))?;
+    rt.block_on(handshakes(bare.addr, &tls, 16))?;
+    // End to end (the proxy, then a bare tokio-rustls server) and in memory take turns, so a
+    // change in the machine's speed during the run (other work, the CPU's clock) weighs on
+    // every side of the ratios alike.
     let mut handshake = Handshakes {
         count: plan.handshakes,
         wall: Duration::ZERO,
         proxy: Duration::ZERO,
         client: Duration::ZERO,
+        bare: (Duration::ZERO, Duration::ZERO),
         in_memory: (Duration::ZERO, Duration::ZERO),
     };
     let mut in_memory_count = 0;
@@ -172,6 +177,12 @@ pub fn main(plan: Plan, out: &Path) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
         handshake.proxy += inbound.cpu()? - proxy_before;
         handshake.client += own_cpu()? - client_before;
+        let (server_before, all_before) = (bare.cpu()?, own_cpu()?);
+        rt.block_on(handshakes(bare.addr, &tls, share(plan.handshakes)))?;
+        std::thread::sleep(Duration::from_millis(200));
+        let server = bare.cpu()? - server_before;
+        handshake.bare.0 += server;
+        handshake.bare.1 += (own_cpu()? - all_before).saturating_sub(server);
         let count = share(plan.handshakes.min(2000));
         let (both, server) = tls.in_memory(count)?;
         handshake.in_memory.0 += both;
@@ -362,6 +373,88 @@ fn own_cpu() -> anyhow::Result<Duration> {
     crate::procs::cpu_of(std::process::id())
 }
 
+/// A tokio-rustls server on its own thread (one current-thread runtime) with the proxy's
+/// server config, doing nothing but the handshake and waiting for the close: what a socket and
+/// a runtime cost around a handshake without a proxy. Stops when dropped.
+struct BareServer {
+    addr: SocketAddr,
+    thread: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BareServer {
+    fn start(config: std::sync::Arc<rustls::ServerConfig>) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (path_tx, path_rx) = std::sync::mpsc::channel();
+        let join = std::thread::Builder::new()
+            .name("bare-tls".into())
+            .spawn(move || {
+                let _ = path_tx.send(crate::procs::thread_path());
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    loop {
+                        let tcp = tokio::select! {
+                            _ = &mut stopped => return,
+                            accepted = listener.accept() => match accepted {
+                                Ok((tcp, _)) => tcp,
+                                Err(_) => continue,
+                            },
+                        };
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            let _ = tcp.set_nodelay(true);
+                            let serve = async {
+                                let mut tls = acceptor.accept(tcp).await?;
+                                let mut byte = [0u8; 1];
+                                while tls.read(&mut byte).await? > 0 {}
+                                std::io::Result::Ok(())
+                            };
+                            let _ = tokio::time::timeout(Duration::from_secs(5), serve).await;
+                        });
+                    }
+                });
+            })?;
+        let thread = path_rx
+            .recv_timeout(Duration::from_secs(5))
+            .context("the bare TLS server's thread did not start")??;
+        Ok(Self {
+            addr,
+            thread,
+            stop: Some(stop),
+            join: Some(join),
+        })
+    }
+
+    /// The server thread's CPU so far.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        crate::procs::thread_cpu_at(&self.thread)
+    }
+}
+
+impl Drop for BareServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(join) = self.join.take() {
+            let _ = join.join();
+        }
+    }
+}
+
 /// The turns end-to-end and in-memory handshakes take.
 const HANDSHAKE_ROUNDS: usize = 4;
 
@@ -401,6 +494,8 @@ struct Handshakes {
     wall: Duration,
     proxy: Duration,
     client: Duration,
+    /// The same handshakes with a bare tokio-rustls server: its CPU, and the client's.
+    bare: (Duration, Duration),
     /// CPU of one in-memory handshake, both ends, and the server's part.
     in_memory: (Duration, Duration),
 }
@@ -483,6 +578,8 @@ fn render(plan: &Plan, m: &Machine, f: Figures, took: Duration) -> String {
     let both_us = proxy_us + client_us;
     let memory_us = h.in_memory.0.as_secs_f64() * 1e6;
     let memory_server_us = h.in_memory.1.as_secs_f64() * 1e6;
+    let (bare_server_us, bare_client_us) = (per_handshake(h.bare.0), per_handshake(h.bare.1));
+    let bare_us = bare_server_us + bare_client_us;
     let share = memory_us / both_us.max(f64::MIN_POSITIVE);
     let server_share = memory_server_us / proxy_us.max(f64::MIN_POSITIVE);
     let _ = writeln!(
@@ -494,15 +591,20 @@ fn render(plan: &Plan, m: &Machine, f: Figures, took: Duration) -> String {
          | CPU per handshake, µs | proxy (server) | client | both ends | handshakes per second per \
          core, both ends |\n|---|---|---|---|---|\n\
          | end to end | {proxy_us:.0} | {client_us:.0} | {both_us:.0} | {e2e:.0} |\n\
+         | end to end with a bare tokio-rustls server (no proxy), this process | {bare_server_us:.0} | {bare_client_us:.0} | {bare_us:.0} | {bare:.0} |\n\
          | in memory, this process (`mtls_handshake`'s loop) | {memory_server_us:.0} | {memory_client_us:.0} | {memory_us:.0} | {mem:.0} |\n\n\
          Goal (issue 19): end to end at least 0.8x rustls's in-memory rate: **{verdict}** \
          ({share:.2}x for both ends; the proxy's side alone keeps {server_share:.2}x of the \
-         in-memory server's rate; the client here is the harness, not a proxy).\n",
+         in-memory server's rate; the client here is the harness, not a proxy). Against the \
+         bare tokio-rustls server over the same sockets the proxy's side keeps \
+         {bare_share:.2}x of its rate: what sockets and a runtime cost is in both.\n",
         count = h.count,
         rate = h.count as f64 / h.wall.as_secs_f64().max(f64::MIN_POSITIVE),
         e2e = 1e6 / both_us.max(f64::MIN_POSITIVE),
         memory_client_us = memory_us - memory_server_us,
         mem = 1e6 / memory_us.max(f64::MIN_POSITIVE),
+        bare = 1e6 / bare_us.max(f64::MIN_POSITIVE),
+        bare_share = bare_server_us / proxy_us.max(f64::MIN_POSITIVE),
         verdict = if share >= 0.8 { "met" } else { "not met" },
     );
     s

@@ -106,6 +106,17 @@ pub fn thread_cpu() -> anyhow::Result<Duration> {
     cpu_in("/proc/thread-self/stat")
 }
 
+/// The CPU time (user + system) of a thread of this process, by its `/proc/thread-self` path
+/// as that thread read it ([`thread_path`]).
+pub fn thread_cpu_at(path: &std::path::Path) -> anyhow::Result<Duration> {
+    cpu_in(&format!("{}/stat", path.display()))
+}
+
+/// Where the calling thread's `/proc` entry is, for [`thread_cpu_at`] from another thread.
+pub fn thread_path() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::path::Path::new("/proc").join(std::fs::read_link("/proc/thread-self")?))
+}
+
 fn cpu_in(path: &str) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(path)?;
     // Fields after the command name (which may hold spaces) start past the last ')'.
