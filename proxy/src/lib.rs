@@ -20,6 +20,7 @@
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/log-level`, `/shutdown`, on its own thread.
 //! - [`drain`]: the shutdown signal and the connection tasks it waits for.
 //! - [`telemetry`]: logging setup and the run-time log filter handle.
+//! - [`memcpy`]: on AMD CPUs the proxy starts itself again with glibc's `memcpy` tuned.
 //!
 //! HTTP serving and upstream pools live in `weft-proxy-http`, sockets in `weft-proxy-transport`,
 //! metrics in `weft-proxy-metrics`.
@@ -35,6 +36,7 @@ mod conn;
 mod detect;
 pub mod drain;
 mod inbound;
+pub mod memcpy;
 mod outbound;
 pub mod redirect_check;
 mod tcp;

@@ -31,7 +31,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(e),
     };
-    match run(config) {
+    // On AMD, start again with glibc's memcpy tuned (`weft_proxy::memcpy`), before any thread.
+    let untuned = weft_proxy::memcpy::restart_tuned().err();
+    match run(config, untuned) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weft-proxy: {e:#}");
@@ -79,9 +81,12 @@ fn config_error(e: config::ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, untuned: Option<std::io::Error>) -> anyhow::Result<()> {
     let log = telemetry::init(&config.log, config.log_format).context("logging")?;
     info!(version = env!("CARGO_PKG_VERSION"), config = ?config, "starting");
+    if let Some(e) = untuned {
+        warn!(error = %e, "could not start again with memcpy tuned for this AMD CPU; going on");
+    }
     // Each proxied connection holds two descriptors; the default soft limit (often 1024) is far
     // below what a busy pod needs. Raise it to the hard limit, as Go's runtime does.
     match rlimit::increase_nofile_limit(u64::MAX) {

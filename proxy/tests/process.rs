@@ -281,3 +281,51 @@ fn await_ready_returns_once_the_pods_proxy_is_ready_and_fails_when_there_is_none
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// What `/proc` shows of a running proxy: its environment block (NULs as newlines) and its
+/// name. glibc writes a NUL after each tunable value it reads into the block itself, so
+/// `GLIBC_TUNABLES=a=1:b=2` reads there as `GLIBC_TUNABLES=a=1` and `b=2` (the process's own
+/// `getenv` sees a whole copy).
+fn environ_and_name(proxy: &ProxyProcess) -> (String, String) {
+    let pid = proxy.child.id();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    (environ, name.trim().to_string())
+}
+
+#[tokio::test]
+async fn on_amd_the_proxy_starts_again_with_memcpy_tuned_and_serves_under_its_name() {
+    use weft_proxy::memcpy::{cpu_is_amd, THRESHOLD, TUNABLE};
+    let app = App::start().await;
+    let proxy = ProxyProcess::spawn(&[("WEFT_OUTBOUND_TARGET", &app.addr.to_string())]);
+    let (environ, name) = environ_and_name(&proxy);
+    // The same process (the PID this test started), named as before the restart.
+    assert_eq!(name, "weft-proxy");
+    let ours = format!("GLIBC_TUNABLES={TUNABLE}={THRESHOLD}");
+    if cpu_is_amd() && cfg!(target_env = "gnu") {
+        assert!(environ.lines().any(|l| l == ours), "{environ}");
+    } else {
+        assert!(
+            !environ.contains("GLIBC_TUNABLES"),
+            "left alone off AMD: {environ}"
+        );
+    }
+    let res = request(proxy.outbound, "GET", "/tuned", "").await;
+    assert_eq!(res.map(|(s, _)| s), Some(200), "served after the restart");
+
+    // An operator's value is kept as given (no restart), other tunables with it.
+    let given = format!("glibc.malloc.arena_max=2:{TUNABLE}=4096");
+    let proxy = ProxyProcess::spawn(&[
+        ("WEFT_OUTBOUND_TARGET", &app.addr.to_string()),
+        ("GLIBC_TUNABLES", &given),
+    ]);
+    let (environ, name) = environ_and_name(&proxy);
+    assert_eq!(name, "weft-proxy");
+    assert!(
+        environ.contains("GLIBC_TUNABLES=glibc.malloc.arena_max=2")
+            && environ.contains(&format!("{TUNABLE}=4096"))
+            && !environ.contains(&format!("={THRESHOLD}")),
+        "{environ}"
+    );
+}
