@@ -410,7 +410,11 @@ impl BareServer {
                             _ = &mut stopped => return,
                             accepted = listener.accept() => match accepted {
                                 Ok((tcp, _)) => tcp,
-                                Err(_) => continue,
+                                Err(_) => {
+                                    // Out of descriptors, say: not a busy loop.
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                    continue;
+                                }
                             },
                         };
                         let acceptor = acceptor.clone();
