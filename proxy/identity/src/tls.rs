@@ -199,6 +199,19 @@ mod tests {
         MeshTls::new(id, bundle.clone(), provider, store).expect("tls")
     }
 
+    /// Two proxies of one mesh, `web` and `api`, and the mesh's trust bundle.
+    fn web_and_api() -> (TrustBundle, MeshTls, MeshTls) {
+        let now = time::OffsetDateTime::now_utc();
+        let anchor = Ca::new_anchor(TD, Duration::from_secs(86400), now).expect("anchor");
+        let issuer = anchor
+            .new_issuer(TD, Duration::from_secs(86400), now)
+            .expect("issuer");
+        let bundle = TrustBundle::from_pem(anchor.cert_pem()).expect("bundle");
+        let client = mesh_tls(&issuer, &bundle, "web");
+        let server = mesh_tls(&issuer, &bundle, "api");
+        (bundle, client, server)
+    }
+
     /// A whole handshake in memory; the protocol the client ends up with.
     fn negotiate(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Option<Vec<u8>> {
         handshake(client, server).0
@@ -238,14 +251,7 @@ mod tests {
 
     #[test]
     fn each_kind_of_connection_gets_its_protocol_and_an_older_peer_answers_http2() {
-        let now = time::OffsetDateTime::now_utc();
-        let anchor = Ca::new_anchor(TD, Duration::from_secs(86400), now).expect("anchor");
-        let issuer = anchor
-            .new_issuer(TD, Duration::from_secs(86400), now)
-            .expect("issuer");
-        let bundle = TrustBundle::from_pem(anchor.cert_pem()).expect("bundle");
-        let client = mesh_tls(&issuer, &bundle, "web");
-        let server = mesh_tls(&issuer, &bundle, "api");
+        let (_, client, server) = web_and_api();
         let configs = client.client_configs(server.id()).expect("configs");
 
         let http2 = negotiate(configs.http2.clone(), server.server_config());
@@ -270,14 +276,7 @@ mod tests {
 
     #[test]
     fn the_mesh_agrees_on_aes_128_gcm_with_itself_and_with_a_peer_offering_every_suite() {
-        let now = time::OffsetDateTime::now_utc();
-        let anchor = Ca::new_anchor(TD, Duration::from_secs(86400), now).expect("anchor");
-        let issuer = anchor
-            .new_issuer(TD, Duration::from_secs(86400), now)
-            .expect("issuer");
-        let bundle = TrustBundle::from_pem(anchor.cert_pem()).expect("bundle");
-        let client = mesh_tls(&issuer, &bundle, "web");
-        let server = mesh_tls(&issuer, &bundle, "api");
+        let (bundle, client, server) = web_and_api();
         let ours = client.client_config(server.id()).expect("config");
         let (_, suite) = handshake(ours.clone(), server.server_config());
         assert_eq!(suite, CipherSuite::TLS13_AES_128_GCM_SHA256);
