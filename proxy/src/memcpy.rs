@@ -18,8 +18,8 @@ use std::ffi::OsString;
 /// The glibc tunable: copies at least this long use `rep movsb`.
 pub const TUNABLE: &str = "glibc.cpu.x86_rep_movsb_threshold";
 
-/// 1 GiB: past glibc's non-temporal threshold on any machine, where it stops using `rep movsb`
-/// anyway.
+/// 1 GiB: far above any copy the proxy makes (its largest buffers are 64 KiB); copies past
+/// glibc's non-temporal threshold take its non-temporal path either way.
 pub const THRESHOLD: u64 = 1 << 30;
 
 /// The `GLIBC_TUNABLES` value to start again with, or `None` to go on as started: the CPU is not
@@ -62,6 +62,15 @@ fn restart(tunables: String) -> Result<(), std::io::Error> {
     use std::os::unix::process::CommandExt;
     // The program's own path (not `/proc/self/exe`, which would name the process `exe`).
     let exe = std::env::current_exe()?;
+    // Started through the dynamic loader (`ld-linux-x86-64.so.2 weft-proxy`): the loader is not
+    // the program, and running it again without its argument would not start the proxy.
+    if exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("ld-") || n.starts_with("ld."))
+    {
+        return Ok(());
+    }
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| OsString::from("weft-proxy"));
     // `exec` replaces this process (same PID) and returns only on failure.
