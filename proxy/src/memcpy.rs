@@ -30,10 +30,9 @@ pub fn tunables_for(amd: bool, current: Option<&str>) -> Option<String> {
     }
     let ours = format!("{TUNABLE}={THRESHOLD}");
     match current {
-        None => Some(ours),
-        Some(c) if c.split(':').any(|t| t.split('=').next() == Some(TUNABLE)) => None,
-        Some("") => Some(ours),
+        None | Some("") => Some(ours),
         // Tunables are colon-separated `name=value` pairs.
+        Some(c) if c.split(':').any(|t| t.split('=').next() == Some(TUNABLE)) => None,
         Some(c) => Some(format!("{c}:{ours}")),
     }
 }
