@@ -1,5 +1,5 @@
 # The commands a newcomer runs. README and CI call these same targets.
-.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules dashboards dashboards-preview unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni profile k8s k8s-deps k8s-prep cluster
+.PHONY: demo test sweep lint deny images chart-tools jaeger-tools rules dashboards dashboards-preview unit demo-once fuzz-smoke fuzz deps bench bench-smoke bench-deps bench-micro bench-cni symbol-order profile k8s k8s-deps k8s-prep cluster
 
 CARGO ?= cargo
 # Every release build names the same packages, so cargo unifies features once and the demo's
@@ -134,6 +134,7 @@ fuzz:
 ## (8,000 idle ones, and a descriptor limit filled; seconds); writes BENCHMARKS.md
 bench: bench-deps
 	$(CARGO) build --release --locked $(RELEASE_PACKAGES)
+	scripts/symbol-order.sh --check
 	./target/release/weft-bench run
 	./target/release/weft-bench discovery
 	./target/release/weft-bench conns
@@ -141,12 +142,19 @@ bench: bench-deps
 ## bench-smoke: the same harness in under a minute, to prove it works; writes nothing
 bench-smoke: bench-deps
 	$(CARGO) build --release --locked $(RELEASE_PACKAGES)
+	scripts/symbol-order.sh --check
 	./target/release/weft-bench run --smoke
 	./target/release/weft-bench discovery --smoke
 	./target/release/weft-bench conns --smoke
 
 bench-deps:
 	scripts/bench-deps.sh
+
+## symbol-order: lay the proxy's code out by when it first runs (proxy/symbol-order.txt, from
+## callgrind watching mesh proxies start and serve; a few minutes), so an idle proxy maps less
+## of its binary; re-run after dependency updates (bench and bench-smoke say when it is stale)
+symbol-order: bench-deps
+	scripts/symbol-order.sh
 
 ## bench-cni: how long weft-cni's ADD and DEL take, nft and legacy (root; writes nothing)
 bench-cni:
