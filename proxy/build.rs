@@ -1,7 +1,11 @@
 //! Link settings for the proxy binary, which every meshed pod runs: what it costs in memory
-//! is paid once per pod (BENCHMARKS.md, "Idle RSS").
+//! is paid once per pod (BENCHMARKS.md, "the binary laid out by when its code runs").
+
+use std::{fmt::Write as _, path::PathBuf};
 
 fn main() {
+    println!("cargo:rerun-if-changed=symbol-order.txt");
+    println!("cargo:rerun-if-changed=build.rs");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if target_os != "linux" || target_env != "gnu" {
@@ -11,14 +15,67 @@ fn main() {
     // which the dynamic loader reads whole at every start, become 8 KiB. The binary stays
     // position-independent.
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
-    // Functions laid out start-up first, then serving (scripts/symbol-order.sh), so the code a
-    // proxy runs sits in few of the 64 KiB windows the kernel maps a binary's code in by.
     // Release builds only: debug builds' symbols differ and nobody measures their memory.
-    println!("cargo:rerun-if-changed=symbol-order.txt");
-    println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var("PROFILE").as_deref() == Ok("release") {
-        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={dir}/symbol-order.txt");
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    if std::env::var("PROFILE").as_deref() != Ok("release") {
+        return;
+    }
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
+    let order = std::fs::read_to_string(dir.join("symbol-order.txt"))
+        .expect("proxy/symbol-order.txt is part of the source (scripts/symbol-order.sh)");
+    let script = out.join("symbol-order.ld");
+    std::fs::write(&script, linker_script(&order)).expect("OUT_DIR is writable");
+    // Functions laid out by the phase of a proxy's life that first runs them
+    // (scripts/symbol-order.sh), so the code a proxy runs sits in few of the 64 KiB windows the
+    // kernel maps a binary's code in by. Two ways, for two kinds of name: the linker script
+    // places functions by section name with ThinLTO's `.llvm.<hash>` suffix matched by a
+    // pattern (the hash covers the module's bytes, paths in its debug information included, so
+    // it differs from one checkout to another); the ordering file places, by symbol, what has no
+    // section of its own (assembly) and orders within each phase.
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+    println!(
+        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+        dir.join("symbol-order.txt").display()
+    );
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+}
+
+/// An output section `.text.weft` before `.text`, filled phase by phase with the functions the
+/// ordering file names, each matched with or without ThinLTO's suffix and as cold code.
+fn linker_script(order: &str) -> String {
+    let mut script = String::from("SECTIONS {\n  .text.weft : {\n");
+    let mut phase = String::new();
+    for line in order.lines().map(str::trim) {
+        if line.starts_with("# phase") {
+            flush(&mut phase, &mut script);
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name = line.split_once(".llvm.").map_or(line, |(name, _)| name);
+        // Names the linker-script lexer would split or read as a pattern are left to the
+        // ordering file.
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_$.".contains(&b))
+        {
+            continue;
+        }
+        let _ = write!(
+            phase,
+            " .text.{name} .text.{name}.llvm.* .text.unlikely.{name} .text.unlikely.{name}.llvm.*"
+        );
+    }
+    flush(&mut phase, &mut script);
+    script.push_str("  }\n} INSERT BEFORE .text;\n");
+    script
+}
+
+/// Ends one phase's input-section description.
+fn flush(phase: &mut String, script: &mut String) {
+    if !phase.is_empty() {
+        let _ = writeln!(script, "    *({phase})");
+        phase.clear();
     }
 }
