@@ -11,8 +11,8 @@ fn main() {
     if target_os != "linux" || target_env != "gnu" {
         return;
     }
-    // Relative relocations packed (DT_RELR, glibc 2.36 and later): 600 KiB of `.rela.dyn`,
-    // which the dynamic loader reads whole at every start, become 8 KiB. The binary stays
+    // Relative relocations packed (DT_RELR, glibc 2.36 and later): 616 KiB of `.rela.dyn`,
+    // which the dynamic loader reads whole at every start, become 11 KiB. The binary stays
     // position-independent.
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     // Release builds only: debug builds' symbols differ and nobody measures their memory.
@@ -30,8 +30,8 @@ fn main() {
     // kernel maps a binary's code in by. Two ways, for two kinds of name: the linker script
     // places functions by section name with ThinLTO's `.llvm.<hash>` suffix matched by a
     // pattern (the hash covers the module's bytes, paths in its debug information included, so
-    // it differs from one checkout to another); the ordering file places, by symbol, what has no
-    // section of its own (assembly) and orders within each phase.
+    // it differs from one checkout to another); the ordering file sorts, by symbol, what has no
+    // section of its own (assembly) and the functions within each phase.
     println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
     println!(
         "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
@@ -40,14 +40,24 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
 }
 
-/// An output section `.text.weft` before `.text`, filled phase by phase with the functions the
-/// ordering file names, each matched with or without ThinLTO's suffix and as cold code.
+/// The `.text` output section, filled phase by phase with the functions the ordering file
+/// names, each matched with or without ThinLTO's suffix and as cold code; after the first phase,
+/// the code that has no section per function (assembly, the C run-time), which the ordering file
+/// sorts so that what ran comes first. Everything else follows as the linker places it. The
+/// section keeps its name: valgrind (`make profile`, `make symbol-order`) reads symbols only
+/// from `.text`.
 fn linker_script(order: &str) -> String {
-    let mut script = String::from("SECTIONS {\n  .text.weft : {\n");
+    let mut script = String::from("SECTIONS {\n  .text : {\n");
     let mut phase = String::new();
+    let mut phases = 0;
     for line in order.lines().map(str::trim) {
         if line.starts_with("# phase") {
-            flush(&mut phase, &mut script);
+            if flush(&mut phase, &mut script) {
+                phases += 1;
+                if phases == 1 {
+                    script.push_str("    *(.text)\n");
+                }
+            }
             continue;
         }
         if line.is_empty() || line.starts_with('#') {
@@ -68,14 +78,16 @@ fn linker_script(order: &str) -> String {
         );
     }
     flush(&mut phase, &mut script);
-    script.push_str("  }\n} INSERT BEFORE .text;\n");
+    script.push_str("  }\n} INSERT BEFORE .init;\n");
     script
 }
 
-/// Ends one phase's input-section description.
-fn flush(phase: &mut String, script: &mut String) {
-    if !phase.is_empty() {
-        let _ = writeln!(script, "    *({phase})");
-        phase.clear();
+/// Ends one phase's input-section description; whether it had any function.
+fn flush(phase: &mut String, script: &mut String) -> bool {
+    if phase.is_empty() {
+        return false;
     }
+    let _ = writeln!(script, "    *({phase})");
+    phase.clear();
+    true
 }

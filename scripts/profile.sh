@@ -53,17 +53,8 @@ oha="${CARGO_HOME:-$HOME/.cargo}/bin/oha"
 # shellcheck disable=SC2086
 cargo build --release --locked -q ${RELEASE_PACKAGES:--p weft-proxy -p weft-control-plane -p weftctl -p weft-bench}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port_on() { python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"; }
-free_port() { free_port_on 127.0.0.1; }
+# shellcheck source=scripts/local-mesh.sh
+. scripts/local-mesh.sh
 path=/
 
 # The `service*` hops' cluster (namespace `profile`): Service `api` and, for routes, `api-v1`
@@ -180,12 +171,7 @@ if [ "$hop" = plain ]; then
   profiled=${pids[-1]}
 else
   bin=./target/release
-  $bin/weftctl certs create-anchor --out "$work/pki" >/dev/null
-  $bin/weftctl certs create-issuer --anchor-cert "$work/pki/anchor.crt" \
-    --anchor-key "$work/pki/anchor.key" --out "$work/pki/issuer" >/dev/null
-  printf 'profile-client-token-0001 profile client\nprofile-server-token-0001 profile server\n' >"$work/tokens"
-  echo profile-client-token-0001 >"$work/client.token"
-  echo profile-server-token-0001 >"$work/server.token"
+  mesh_pki "$bin" profile
   cp_port=$(free_port); cp_admin=$(free_port); in_port=$(free_port); other_admin=$(free_port)
   source_args=()
   client_dst=(WEFT_OUTBOUND_TARGET="127.0.0.1:$up"

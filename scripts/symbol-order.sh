@@ -49,17 +49,8 @@ oha="${CARGO_HOME:-$HOME/.cargo}/bin/oha"
 cargo build --release --locked -q $RELEASE_PACKAGES
 bin=./target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port_on() { python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"; }
-free_port() { free_port_on 127.0.0.1; }
+# shellcheck source=scripts/local-mesh.sh
+. scripts/local-mesh.sh
 # Bounded wait for an HTTP endpoint (proxies under valgrind start in seconds, not milliseconds).
 await() {
   for _ in $(seq 1 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
@@ -71,12 +62,7 @@ up=$(free_port); tcp=$(free_port)
 $bin/weft-bench server --http "127.0.0.1:$up" --tcp "127.0.0.1:$tcp" >/dev/null &
 pids+=($!)
 
-$bin/weftctl certs create-anchor --out "$work/pki" >/dev/null
-$bin/weftctl certs create-issuer --anchor-cert "$work/pki/anchor.crt" \
-  --anchor-key "$work/pki/anchor.key" --out "$work/pki/issuer" >/dev/null
-printf 'order-client-token-00001 order client\norder-server-token-00001 order server\n' >"$work/tokens"
-echo order-client-token-00001 >"$work/client.token"
-echo order-server-token-00001 >"$work/server.token"
+mesh_pki "$bin" order
 
 # A Service with one endpoint (the HTTP server's pod) and an HTTPRoute on it: the discovery
 # client's code (endpoints, routes, balancing) runs as it does in a cluster.
