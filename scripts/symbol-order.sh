@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Writes proxy/symbol-order.txt: the proxy's functions in the order the linker should lay them
-# out (proxy/build.rs hands the file to lld as --symbol-ordering-file for release builds).
+# out (for release builds, proxy/build.rs turns it into a linker script for lld and hands lld
+# the file itself as --symbol-ordering-file).
 #
 # Why: the kernel maps a binary's code into a process in 64 KiB windows around each page fault,
 # so a proxy's resident code is every window in which start-up or idling touched one function.
 # Left to itself the linker lays functions out by crate and codegen unit, and start-up touches
 # most windows of the 8 MiB text. Laid out start-up first, then serving, the code a proxy runs
-# sits in few windows and the rest is never mapped (BENCHMARKS.md, "Idle RSS: code laid out").
+# sits in few windows and the rest is never mapped (BENCHMARKS.md, "the binary laid out by
+# when its code runs").
 #
 # How: callgrind (which sees every function executed, unlike sampling) watches mesh proxies
 # start, connect to a control plane and idle, then serve a first request, HTTP/1.1 load, HTTP/2
@@ -18,10 +20,10 @@
 # of their code, so a file made at one commit still places nearly every function at the next;
 # names a build does not have are skipped (lld is told not to warn). ThinLTO's `.llvm.<hash>`
 # suffixes hash a module's bytes, paths included, so proxy/build.rs matches them by pattern in
-# a linker script. The features are those of
-# the Makefile's release build (RELEASE_PACKAGES, built together): a binary built with another
-# package set has other names and is laid out as before. Re-run after dependency updates or
-# large changes: `make symbol-order` (a few minutes: proxies run under valgrind).
+# a linker script. The features are those of the Makefile's release build (RELEASE_PACKAGES,
+# built together): a binary built with another package set has other names and is laid out as
+# before. Re-run after dependency updates or large changes: `make symbol-order` (a few
+# minutes: proxies run under valgrind).
 # `scripts/symbol-order.sh --check` says how much of the file the release binary has.
 set -euo pipefail
 cd "$(dirname "$0")/.."
