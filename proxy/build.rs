@@ -49,14 +49,12 @@ fn main() {
 fn linker_script(order: &str) -> String {
     let mut script = String::from("SECTIONS {\n  .text : {\n");
     let mut phase = String::new();
-    let mut phases = 0;
+    let mut assembly_placed = false;
     for line in order.lines().map(str::trim) {
         if line.starts_with("# phase") {
-            if flush(&mut phase, &mut script) {
-                phases += 1;
-                if phases == 1 {
-                    script.push_str("    *(.text)\n");
-                }
+            if flush(&mut phase, &mut script) && !assembly_placed {
+                script.push_str("    *(.text)\n");
+                assembly_placed = true;
             }
             continue;
         }

@@ -24,3 +24,21 @@ mesh_pki() {
   echo "$2-client-token-0001" >"$work/client.token"
   echo "$2-server-token-0001" >"$work/server.token"
 }
+
+# server_pod NAMESPACE INBOUND_PORT: the manifest of pod server-0 (service account server, pod
+# IP 127.0.0.1, its proxy's inbound port), for a control plane reading a local folder.
+server_pod() {
+  cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: server-0, namespace: $1}
+spec:
+  serviceAccountName: server
+  containers:
+  - {name: app, image: app}
+  - name: weft-proxy
+    image: weft-proxy
+    ports: [{name: weft-inbound, containerPort: $2}]
+status: {podIP: 127.0.0.1}
+YAML
+}

@@ -80,19 +80,7 @@ endpoints: [{addresses: [127.0.0.1], targetRef: {kind: Pod, name: server-0, name
 ---
 YAML
   done
-  cat <<YAML
-apiVersion: v1
-kind: Pod
-metadata: {name: server-0, namespace: profile}
-spec:
-  serviceAccountName: server
-  containers:
-  - {name: app, image: app}
-  - name: weft-proxy
-    image: weft-proxy
-    ports: [{name: weft-inbound, containerPort: $in_port}]
-status: {podIP: 127.0.0.1}
-YAML
+  server_pod profile "$in_port"
   local backends="[{name: api-v1, port: $svc_port, weight: 90}, {name: api-v2, port: $svc_port, weight: 10}]"
   case "$1" in
     service-route | service-route-policy)

@@ -70,7 +70,8 @@ mesh_pki "$bin" order
 # client's code (endpoints, routes, balancing) runs as it does in a cluster.
 svc_port=$(free_port_on 127.0.10.1); in_http=$(free_port); in_tcp=$(free_port)
 mkdir "$work/cluster"
-cat >"$work/cluster/cluster.yaml" <<YAML
+{
+  cat <<YAML
 apiVersion: v1
 kind: Service
 metadata: {name: api, namespace: order}
@@ -83,17 +84,9 @@ addressType: IPv4
 ports: [{name: http, port: $up}]
 endpoints: [{addresses: [127.0.0.1], targetRef: {kind: Pod, name: server-0, namespace: order}}]
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: server-0, namespace: order}
-spec:
-  serviceAccountName: server
-  containers:
-  - {name: app, image: app}
-  - name: weft-proxy
-    image: weft-proxy
-    ports: [{name: weft-inbound, containerPort: $in_http}]
-status: {podIP: 127.0.0.1}
+YAML
+  server_pod order "$in_http"
+  cat <<YAML
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -105,6 +98,7 @@ spec:
     timeouts: {request: 10s}
     backendRefs: [{name: api, port: $svc_port}]
 YAML
+} >"$work/cluster/cluster.yaml"
 cp_port=$(free_port); cp_admin=$(free_port)
 $bin/weft-control-plane --issuer "$work/pki/issuer" --tokens "$work/tokens" --log warn \
   --grpc-addr "127.0.0.1:$cp_port" --admin-addr "127.0.0.1:$cp_admin" \
@@ -112,23 +106,22 @@ $bin/weft-control-plane --issuer "$work/pki/issuer" --tokens "$work/tokens" --lo
 pids+=($!)
 await "http://127.0.0.1:$cp_admin/ready"
 
-# Four proxies under callgrind: the HTTP server's and the TCP server's (inbound, strict mTLS),
-# a client that knows its peers from a static map and one that learns them from the control
-# plane. GLIBC_TUNABLES set here keeps the proxy from restarting itself (proxy/src/memcpy.rs),
+# Five proxies under callgrind: the HTTP server's and the TCP server's (inbound, strict mTLS),
+# clients that know their peer from a static map (HTTP, TCP) and one that learns it from the
+# control plane. GLIBC_TUNABLES set here keeps the proxy from restarting itself (proxy/src/memcpy.rs),
 # which valgrind would not follow.
 ident=(WEFT_CONTROL_PLANE="127.0.0.1:$cp_port" WEFT_TRUST_ANCHORS="$work/pki/issuer/anchors.pem"
   WEFT_NAMESPACE=order WEFT_LOG=warn GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=1073741824)
 callgrind=(valgrind --tool=callgrind --demangle=no --compress-strings=no --dump-instr=no -q)
-admins=()
+admins=(); proxies=()
 run_proxy() {
   local name=$1 admin
   shift
   admin=$(free_port)
   env "${ident[@]}" WEFT_ADMIN_PORT="$admin" "$@" \
     "${callgrind[@]}" --callgrind-out-file="$work/cg.$name" $bin/weft-proxy &
-  pids+=($!)
+  pids+=($!); proxies+=($!)
   admins+=("$admin")
-  eval "pid_$name=\$!; admin_$name=\$admin"
 }
 server=(WEFT_SERVICE_ACCOUNT=server WEFT_IDENTITY_TOKEN_FILE="$work/server.token"
   WEFT_OUTBOUND_PORT=0 WEFT_INBOUND_MTLS=strict)
@@ -143,14 +136,13 @@ run_proxy tcp "${client[@]}" WEFT_OUTBOUND_PORT="$out_tcp" WEFT_OUTBOUND_TARGET=
   WEFT_MESH_DESTINATIONS="127.0.0.1:$tcp=$server_id@127.0.0.1:$in_tcp"
 run_proxy service "${client[@]}" WEFT_OUTBOUND_PORT="$out_service" WEFT_OUTBOUND_TARGET="127.0.10.1:$svc_port"
 for admin in "${admins[@]}"; do await "http://127.0.0.1:$admin/ready"; done
-all_pids=("$pid_http_server" "$pid_tcp_server" "$pid_static" "$pid_tcp" "$pid_service")
 # Each phase ends with a dump of every proxy's counts (cg.NAME.1, .2, ...); a function goes in
 # the phase that first ran it, so a proxy that has done only the first few things maps only the
 # first part of the code.
 phase=0
 end_phase() {
   phase=$((phase + 1))
-  for pid in "${all_pids[@]}"; do callgrind_control -d "$pid" >/dev/null 2>&1; done
+  for pid in "${proxies[@]}"; do callgrind_control -d "$pid" >/dev/null 2>&1; done
 }
 # 1. Idle: the timers and the control plane's streams run for a while, as in a quiet pod.
 sleep 3
