@@ -252,5 +252,26 @@ dump=$(ls -t "$work"/callgrind.out* | grep -v '\.out$' | head -1 || true)
 cp "$dump" "${PROFILE_OUT:-/tmp/weft-profile.out}"
 total=$(callgrind_annotate "$dump" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",","",$1); print $1}')
 echo "profile: $proto over $hop, $n requests: $total instructions, $((total / n)) per request"
-callgrind_annotate --inclusive=no --threshold=100 "$dump" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | head -40
+# `sed` reads its input to the end: `head` would leave callgrind_annotate to die of SIGPIPE, which
+# ends the script under pipefail.
+callgrind_annotate --inclusive=no --threshold=100 "$dump" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 1,40p
+# The same instructions by the crate of the function that ran them (code inlined into a
+# function counts for that function's crate; generic code for the crate that names it first,
+# `<hyper::proto::h2::...>` for hyper): which library the cost per request is in.
+echo "profile: instructions per request by crate"
+callgrind_annotate --inclusive=no --auto=no --threshold=100 "$dump" 2>/dev/null |
+  grep -E "^ *[0-9,]+ \(" | sed 's/,//g' | awk -v n="$n" '
+    $2 ~ /^\((9[0-9]|100)\./ { next }  # main and the frames below it: inclusive, not own cost
+    {
+      cost = $1; line = $0; sub(/^ *[0-9]+ \([^)]*\) +/, "", line)
+      fn = line; sub(/^[^:]*:/, "", fn); sub(/ \[.*$/, "", fn)
+      sub(/^</, "", fn); sub(/^core::ptr::drop_in_place</, "", fn)
+      crate = fn; sub(/::.*$/, "", crate); sub(/<.*$/, "", crate)
+      if (line ~ /libc\.so/) crate = line ~ /malloc/ ? "libc malloc" : line ~ /mem(move|cpy|set|cmp)/ ? "libc mem*" : "libc"
+      else if (line ~ /ring-0[^:]*\.S:/) crate = "ring (assembly)"
+      sum[crate] += cost; total += cost
+    }
+    END {
+      for (c in sum) if (sum[c] / n >= 100) printf "%9d  %5.1f%%  %s\n", sum[c] / n, 100 * sum[c] / total, c
+    }' | sort -rn | sed -n 1,20p
 echo "profile: the whole dump is in ${PROFILE_OUT:-/tmp/weft-profile.out} (callgrind_annotate, kcachegrind)"

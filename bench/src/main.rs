@@ -253,6 +253,8 @@ pub struct HttpSample {
     pub outcome: load::Outcome,
     /// CPU time the set-up's proxies used during the run (none for `direct`).
     pub cpu: Option<Duration>,
+    /// The part of `cpu` spent in the kernel (system time).
+    pub kernel_cpu: Option<Duration>,
     pub duration: Duration,
 }
 
@@ -521,7 +523,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
             for &setup in &plan.setups {
                 let key = chain_for(setup, protocol);
                 let chain = chains.get_mut(&(key.0, key.1)).context("chain")?;
-                let before = chain.cpu()?;
+                let before = chain.cpu_times()?;
                 let outcome = load::run(
                     &oha,
                     &grpc_message,
@@ -533,7 +535,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
                 )
                 .with_context(|| format!("{setup}: {} {pace:?} x{conns}", protocol.name()))?;
                 let cpu = (!chain.procs.is_empty())
-                    .then(|| chain.cpu().map(|after| after - before))
+                    .then(|| chain.cpu_times().map(|after| after - before))
                     .transpose()?;
                 chain.check_running()?;
                 results
@@ -542,7 +544,8 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
                     .or_default()
                     .push(HttpSample {
                         outcome,
-                        cpu,
+                        cpu: cpu.map(|c| c.total()),
+                        kernel_cpu: cpu.map(|c| c.system),
                         duration,
                     });
             }

@@ -73,6 +73,11 @@ impl Proc {
         cpu_of(self.pid()).with_context(|| format!("CPU time of {}", self.name))
     }
 
+    /// User and system CPU time so far, apart.
+    pub fn cpu_times(&self) -> anyhow::Result<CpuTimes> {
+        cpu_times_of(self.pid()).with_context(|| format!("CPU time of {}", self.name))
+    }
+
     /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
     pub fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
         status_kib_of(self.pid(), field).with_context(|| format!("{field} of {}", self.name))
@@ -101,6 +106,44 @@ pub fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
     cpu_in(&format!("/proc/{pid}/stat"))
 }
 
+/// The CPU time of process `pid` so far, user and system (kernel) apart.
+pub fn cpu_times_of(pid: u32) -> anyhow::Result<CpuTimes> {
+    cpu_times_in(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time spent in user space and in the kernel on the process's behalf (system calls,
+/// and the network stack's work they run).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTimes {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl CpuTimes {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for CpuTimes {
+    type Output = CpuTimes;
+    fn sub(self, before: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+        }
+    }
+}
+
+impl std::iter::Sum for CpuTimes {
+    fn sum<I: Iterator<Item = CpuTimes>>(iter: I) -> CpuTimes {
+        iter.fold(CpuTimes::default(), |a, b| CpuTimes {
+            user: a.user + b.user,
+            system: a.system + b.system,
+        })
+    }
+}
+
 /// The CPU time (user + system) of the calling thread.
 pub fn thread_cpu() -> anyhow::Result<Duration> {
     cpu_in("/proc/thread-self/stat")
@@ -118,6 +161,10 @@ pub fn thread_path() -> anyhow::Result<std::path::PathBuf> {
 }
 
 fn cpu_in(path: &str) -> anyhow::Result<Duration> {
+    cpu_times_in(path).map(CpuTimes::total)
+}
+
+fn cpu_times_in(path: &str) -> anyhow::Result<CpuTimes> {
     let stat = std::fs::read_to_string(path)?;
     // Fields after the command name (which may hold spaces) start past the last ')'.
     let rest = stat.rsplit_once(')').context("stat format")?.1;
@@ -126,8 +173,11 @@ fn cpu_in(path: &str) -> anyhow::Result<Duration> {
     let field = |i: usize| -> anyhow::Result<u64> {
         Ok(fields.get(i).context("stat format")?.parse::<u64>()?)
     };
-    let ticks = field(11)? + field(12)?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    let secs = |ticks: u64| Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+    Ok(CpuTimes {
+        user: secs(field(11)?),
+        system: secs(field(12)?),
+    })
 }
 
 /// A process's resident and private memory, KiB.

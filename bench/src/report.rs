@@ -261,9 +261,27 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
             )
         })
     };
+    // The closed loop's CPU per 10k requests split: user space, and the kernel's (system
+    // calls and the loopback TCP they run), medians over the runs.
+    let split_10k = |p, c, s| {
+        let per_10k = |part: fn(&crate::HttpSample) -> Option<Duration>| {
+            http(p, Pace::Max, c, s).and_then(|v| {
+                Stat::of(
+                    v.iter()
+                        .filter_map(|x| {
+                            Some(part(x)?.as_secs_f64() * 10_000.0 / x.outcome.requests as f64)
+                        })
+                        .collect(),
+                )
+            })
+        };
+        let user = per_10k(|x| Some(x.cpu? - x.kernel_cpu?))?;
+        let kernel = per_10k(|x| x.kernel_cpu)?;
+        Some(format!("{:.3} / {:.3}", user.median, kernel.median))
+    };
     let _ = writeln!(o, "\n### Maximum throughput (closed loop) and CPU\n");
-    let _ = writeln!(o, "| protocol | conns | set-up | requests/s | requests per proxy CPU-second | CPU s per 10k requests (both proxies) | CPU s per 10k at a fixed rate (both proxies) |");
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "| protocol | conns | set-up | requests/s | requests per proxy CPU-second | CPU s per 10k requests (both proxies) | of which user / kernel (medians) | CPU s per 10k at a fixed rate (both proxies) |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
     for &(p, _, c) in scenarios.iter().filter(|s| s.1 == Pace::Max) {
         for &s in &plan.setups {
             let rps = http(p, Pace::Max, c, s)
@@ -280,11 +298,12 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
                 });
             let _ = writeln!(
                 o,
-                "| {} | {c} | {s} | {} | {} | {} | {} |",
+                "| {} | {c} | {s} | {} | {} | {} | {} | {} |",
                 p.name(),
                 show(rps, 0),
                 show(per_core(p, c, s), 0),
                 show(cpu_10k(p, Pace::Max, c, s), 3),
+                split_10k(p, c, s).unwrap_or_else(|| "–".into()),
                 at_rate.unwrap_or_else(|| "–".into())
             );
         }

@@ -506,6 +506,11 @@ impl Chain {
         self.procs.iter().map(Proc::cpu).sum()
     }
 
+    /// The chain's proxies' CPU time, user and kernel apart.
+    pub fn cpu_times(&self) -> anyhow::Result<crate::procs::CpuTimes> {
+        self.procs.iter().map(Proc::cpu_times).sum()
+    }
+
     /// Fails if a proxy of the chain died.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         self.procs.iter_mut().try_for_each(Proc::check_running)
