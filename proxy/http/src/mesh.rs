@@ -13,12 +13,19 @@
 //! Opaque TCP, and HTTP/1 upgrades (WebSocket), cross as an HTTP/2 CONNECT stream to the port
 //! on the shared connection.
 
-use http::{header::HeaderValue, HeaderMap, Version};
+use http::{
+    header::{HeaderName, HeaderValue},
+    HeaderMap, Version,
+};
+
+// Header names as `HeaderName` constants, not `&str`: a `&str` key is parsed and checked again
+// on every insert and lookup (`HdrName::from_static`, 2 % of the sending proxy's instructions
+// per HTTP/1 request, BENCHMARKS.md); a constant is checked once, at compile time.
 
 /// The destination port on the receiving pod.
-pub const DST_PORT_HEADER: &str = "weft-dst-port";
+pub const DST_PORT_HEADER: HeaderName = HeaderName::from_static("weft-dst-port");
 /// The protocol the calling app spoke, when it was not HTTP/2.
-pub const ORIG_PROTO_HEADER: &str = "weft-orig-proto";
+pub const ORIG_PROTO_HEADER: HeaderName = HeaderName::from_static("weft-orig-proto");
 
 const HTTP_11: &str = "HTTP/1.1";
 const HTTP_10: &str = "HTTP/1.0";
@@ -57,11 +64,11 @@ pub enum MarkError {
 /// Reads and removes the mesh headers of an inbound request.
 pub fn take_inbound(headers: &mut HeaderMap) -> Result<Marked, MarkError> {
     let port = headers
-        .remove(DST_PORT_HEADER)
+        .remove(&DST_PORT_HEADER)
         .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
         .filter(|p| *p != 0)
         .ok_or(MarkError::Port)?;
-    let version = match headers.remove(ORIG_PROTO_HEADER) {
+    let version = match headers.remove(&ORIG_PROTO_HEADER) {
         None => Version::HTTP_2,
         Some(v) if v == HTTP_11 => Version::HTTP_11,
         Some(v) if v == HTTP_10 => Version::HTTP_10,
