@@ -251,10 +251,9 @@ impl Plan {
 #[derive(Clone, Debug)]
 pub struct HttpSample {
     pub outcome: load::Outcome,
-    /// CPU time the set-up's proxies used during the run (none for `direct`).
-    pub cpu: Option<Duration>,
-    /// The part of `cpu` spent in the kernel (system time).
-    pub kernel_cpu: Option<Duration>,
+    /// CPU time the set-up's proxies used during the run, user and kernel apart (none for
+    /// `direct`).
+    pub cpu: Option<procs::CpuTimes>,
     pub duration: Duration,
 }
 
@@ -544,8 +543,7 @@ fn run(plan: &Plan) -> anyhow::Result<Results> {
                     .or_default()
                     .push(HttpSample {
                         outcome,
-                        cpu: cpu.map(|c| c.total()),
-                        kernel_cpu: cpu.map(|c| c.system),
+                        cpu,
                         duration,
                     });
             }

@@ -70,7 +70,7 @@ impl Proc {
 
     /// User plus system CPU time so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        cpu_of(self.pid()).with_context(|| format!("CPU time of {}", self.name))
+        self.cpu_times().map(CpuTimes::total)
     }
 
     /// User and system CPU time so far, apart.

@@ -5,8 +5,9 @@ use std::{fmt::Write as _, path::Path, process::Command, time::Duration};
 
 use crate::{
     load::{Pace, Protocol},
+    procs::CpuTimes,
     setups::TCP_SETUPS,
-    Plan, Results,
+    HttpSample, Plan, Results,
 };
 
 const BEGIN: &str = "<!-- bench:latest:begin -->";
@@ -114,6 +115,15 @@ impl Stat {
             decimals, self.median, decimals, self.min, decimals, self.max
         )
     }
+}
+
+/// CPU seconds per 10k requests over `runs` (the part `part` picks: all, user or kernel).
+fn per_10k(runs: &[HttpSample], part: fn(CpuTimes) -> Duration) -> Option<Stat> {
+    Stat::of(
+        runs.iter()
+            .filter_map(|x| Some(part(x.cpu?).as_secs_f64() * 10_000.0 / x.outcome.requests as f64))
+            .collect(),
+    )
 }
 
 fn show(stat: Option<Stat>, decimals: usize) -> String {
@@ -245,38 +255,19 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
         http(p, Pace::Max, c, s).and_then(|v| {
             Stat::of(
                 v.iter()
-                    .filter_map(|x| Some(2.0 * x.outcome.requests as f64 / x.cpu?.as_secs_f64()))
-                    .collect(),
-            )
-        })
-    };
-    let cpu_10k = |p, pace, c, s| {
-        http(p, pace, c, s).and_then(|v| {
-            Stat::of(
-                v.iter()
                     .filter_map(|x| {
-                        Some(x.cpu?.as_secs_f64() * 10_000.0 / x.outcome.requests as f64)
+                        Some(2.0 * x.outcome.requests as f64 / x.cpu?.total().as_secs_f64())
                     })
                     .collect(),
             )
         })
     };
+    let cpu_10k = |p, pace, c, s| http(p, pace, c, s).and_then(|v| per_10k(v, CpuTimes::total));
     // The closed loop's CPU per 10k requests split: user space, and the kernel's (system
     // calls and the loopback TCP they run), medians over the runs.
     let split_10k = |p, c, s| {
-        let per_10k = |part: fn(&crate::HttpSample) -> Option<Duration>| {
-            http(p, Pace::Max, c, s).and_then(|v| {
-                Stat::of(
-                    v.iter()
-                        .filter_map(|x| {
-                            Some(part(x)?.as_secs_f64() * 10_000.0 / x.outcome.requests as f64)
-                        })
-                        .collect(),
-                )
-            })
-        };
-        let user = per_10k(|x| Some(x.cpu? - x.kernel_cpu?))?;
-        let kernel = per_10k(|x| x.kernel_cpu)?;
+        let v = http(p, Pace::Max, c, s)?;
+        let (user, kernel) = (per_10k(v, |t| t.user)?, per_10k(v, |t| t.system)?);
         Some(format!("{:.3} / {:.3}", user.median, kernel.median))
     };
     let _ = writeln!(o, "\n### Maximum throughput (closed loop) and CPU\n");
@@ -527,17 +518,7 @@ fn routes_section(o: &mut String, scenarios: &[(Protocol, Pace, u32)], r: &Resul
         samples(p, pace, c, s)
             .and_then(|v| Stat::of(v.iter().map(|x| x.outcome.percentiles_us[i]).collect()))
     };
-    let cpu_10k = |p, pace, c, s| {
-        samples(p, pace, c, s).and_then(|v: &Vec<crate::HttpSample>| {
-            Stat::of(
-                v.iter()
-                    .filter_map(|x| {
-                        Some(x.cpu?.as_secs_f64() * 10_000.0 / x.outcome.requests as f64)
-                    })
-                    .collect(),
-            )
-        })
-    };
+    let cpu_10k = |p, pace, c, s| samples(p, pace, c, s).and_then(|v| per_10k(v, CpuTimes::total));
     let _ = writeln!(o, "\n### Routes (issue 15)\n");
     let _ = writeln!(
         o,

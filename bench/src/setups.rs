@@ -503,7 +503,7 @@ impl Chain {
 
     /// Total CPU time of the chain's proxies.
     pub fn cpu(&self) -> anyhow::Result<std::time::Duration> {
-        self.procs.iter().map(Proc::cpu).sum()
+        self.cpu_times().map(crate::procs::CpuTimes::total)
     }
 
     /// The chain's proxies' CPU time, user and kernel apart.
