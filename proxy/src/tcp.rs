@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 use weft_proxy_http::{
@@ -69,7 +68,7 @@ where
         }
         To::Peer(peer) => {
             let tunnel = open_tunnel(peer, dst).await?;
-            copy(client, TokioIo::new(tunnel), dst).await
+            copy(client, tunnel, dst).await
         }
         To::Picked(picked) => {
             let endpoint = OrigDstAddr(picked.slot.addr);
@@ -77,7 +76,7 @@ where
                 Upstream::Mesh(peer) => match open_tunnel(peer, endpoint).await {
                     Ok(tunnel) => {
                         picked.finish(true);
-                        copy(client, TokioIo::new(tunnel), endpoint).await
+                        copy(client, tunnel, endpoint).await
                     }
                     Err(e) => {
                         picked.finish(false);
@@ -105,7 +104,7 @@ where
 async fn open_tunnel(
     peer: &Endpoint,
     dst: OrigDstAddr,
-) -> Result<hyper::upgrade::Upgraded, ForwardError> {
+) -> Result<weft_proxy_http::h2_client::Tunnel, ForwardError> {
     let authority = http::uri::Authority::try_from(dst.to_string())
         .map_err(|source| ForwardError::Authority { dst, source })?;
     peer.open_tunnel(authority, dst.0.port())

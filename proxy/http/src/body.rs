@@ -15,7 +15,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use weft_proxy_metrics::RequestSeries;
 
-use crate::{client::Checkout, replay::ReplayBody};
+use crate::{client::Checkout, h2_client::Received, replay::ReplayBody};
 
 /// Any error a body can end with. Boxed only when it happens.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,7 +74,7 @@ impl Body for RequestBody {
 }
 
 /// An upstream's streamed body, or a short body the proxy wrote itself (an error message).
-pub type Inner = Either<Incoming, Full<Bytes>>;
+pub type Inner = Either<Received, Full<Bytes>>;
 
 pin_project_lite::pin_project! {
     /// A response body that, when dropped (after its last frame was written, or when the client

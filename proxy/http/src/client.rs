@@ -1,4 +1,5 @@
-//! Pooled upstream connections, on hyper's connection API.
+//! Pooled upstream connections: HTTP/1 on hyper's connection API, HTTP/2 on `h2` directly
+//! (see [`crate::h2_client`]).
 //!
 //! Each endpoint (address and HTTP version) has its own pool, so the proxy always dials the
 //! connection's original destination whatever the `Host` header says, and forwards `Host` and
@@ -32,17 +33,17 @@ use std::{
 };
 
 use http::{Request, Response};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info};
 use weft_proxy_metrics::{Direction, Handshake, Metrics};
 use weft_proxy_transport::{connect, Coalesce, ConnectError};
 
-use crate::{body::RequestBody, exec::BoxedSpawn};
+use crate::{
+    body::RequestBody,
+    h2_client::{self, H2Connection, H2Settings, Received, Tunnel},
+};
 
 /// How upstream connections are made and kept.
 #[derive(Clone, Debug)]
@@ -109,7 +110,7 @@ pub enum ClientError {
     Connect(#[from] ConnectError),
     /// The HTTP exchange failed (handshake, reset, protocol error).
     #[error(transparent)]
-    Http(#[from] hyper::Error),
+    Http(#[from] HttpError),
     /// The mesh TLS handshake with the peer proxy failed (wrong identity, untrusted, timeout).
     #[error("mTLS to {addr} (expecting {server_id}) failed: {reason}")]
     Tls {
@@ -123,6 +124,27 @@ pub enum ClientError {
         addr: SocketAddr,
         status: http::StatusCode,
     },
+}
+
+/// An HTTP exchange's failure: from hyper (HTTP/1) or `h2` (HTTP/2).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    H2(#[from] h2::Error),
+}
+
+impl From<hyper::Error> for ClientError {
+    fn from(e: hyper::Error) -> Self {
+        ClientError::Http(e.into())
+    }
+}
+
+impl From<h2::Error> for ClientError {
+    fn from(e: h2::Error) -> Self {
+        ClientError::Http(e.into())
+    }
 }
 
 /// The pools of every endpoint the proxy has talked to recently.
@@ -189,7 +211,7 @@ impl Upstreams {
 #[derive(Debug)]
 pub enum Sent {
     /// The response; for HTTP/1 the connection, lent until the response body is done.
-    Response(Response<Incoming>, Option<Checkout>),
+    Response(Response<Received>, Option<Checkout>),
     /// Not sent on HTTP/1: the peer proxy speaks only HTTP/2 on the mesh hop (it predates
     /// HTTP/1 mesh connections), or this endpoint holds as many HTTP/1 mesh connections as it
     /// may. Send it on the shared HTTP/2 connection. (Boxed: a rare path that would otherwise
@@ -197,40 +219,16 @@ pub enum Sent {
     Http2Only(Box<Request<UpstreamBody>>),
 }
 
-/// The shared mesh connection's HTTP/2 settings: long-lived, so kept checked, and a peer that
-/// vanished is noticed before a request is sent into the void.
-fn mesh_h2_builder() -> http2::Builder<BoxedSpawn> {
-    let mut builder = http2::Builder::new(BoxedSpawn);
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .max_frame_size(MESH_MAX_FRAME_SIZE);
-    builder
-}
+/// The shared mesh connection's HTTP/2 settings: long-lived, so kept checked with PINGs, and a
+/// peer that vanished is noticed before a request is sent into the void.
+const MESH_H2: H2Settings = H2Settings {
+    max_frame_size: MESH_MAX_FRAME_SIZE,
+    keep_alive: Some((Duration::from_secs(20), Duration::from_secs(10))),
+};
 
 /// The largest HTTP/2 frame either end of a mesh connection accepts (SETTINGS_MAX_FRAME_SIZE):
 /// an opaque tunnel's copy buffer, so each read crosses as one DATA frame.
 pub const MESH_MAX_FRAME_SIZE: u32 = weft_proxy_transport::copy::BUFFER_SIZE as u32;
-
-/// The HTTP/2 handshake on `io`, the connection's task spawned.
-async fn h2_handshake<I>(
-    builder: &http2::Builder<BoxedSpawn>,
-    io: I,
-    addr: SocketAddr,
-) -> Result<http2::SendRequest<UpstreamBody>, ClientError>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (tx, conn) = builder.handshake(TokioIo::new(io)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(%addr, error = %e, "upstream connection closed with an error");
-        }
-    });
-    Ok(tx)
-}
 
 /// Closes idle connections past their timeout, and forgets endpoints nobody holds.
 async fn reap(upstreams: Weak<Upstreams>) {
@@ -271,7 +269,7 @@ pub struct Endpoint {
     metrics: Arc<Metrics>,
     idle: Mutex<Vec<Idle>>,
     /// The shared HTTP/2 connection and when a request last used it.
-    h2: Mutex<Option<(http2::SendRequest<UpstreamBody>, Instant)>>,
+    h2: Mutex<Option<(H2Connection, Instant)>>,
     /// Held while dialling HTTP/2, so concurrent first requests share one connection.
     h2_connecting: tokio::sync::Mutex<()>,
     /// HTTP/1 mesh connections open to the peer, at most `max_idle_per_endpoint`: past it,
@@ -368,7 +366,7 @@ impl Endpoint {
             tx,
             endpoint: self.clone(),
         };
-        Sent::Response(rsp, Some(checkout))
+        Sent::Response(rsp.map(Received::H1), Some(checkout))
     }
 
     /// Whether the apps' HTTP/1 to this peer proxy crosses as HTTP/1 on pooled connections
@@ -394,45 +392,47 @@ impl Endpoint {
         &self,
         authority: http::uri::Authority,
         port: u16,
-    ) -> Result<hyper::upgrade::Upgraded, ClientError> {
+    ) -> Result<Tunnel, ClientError> {
         let mut req = Request::new(RequestBody::Empty);
         *req.method_mut() = http::Method::CONNECT;
         *req.uri_mut() = http::Uri::from(authority);
         *req.version_mut() = http::Version::HTTP_2;
         req.headers_mut()
             .insert(crate::mesh::DST_PORT_HEADER, http::HeaderValue::from(port));
-        let mut rsp = self.send_h2(req).await?;
-        if rsp.status() != http::StatusCode::OK {
-            return Err(ClientError::TunnelRefused {
+        let rsp = self.send_h2(req).await?;
+        let status = rsp.status();
+        match rsp.into_body().take_tunnel() {
+            Some(tunnel) if status == http::StatusCode::OK => Ok(tunnel),
+            _ => Err(ClientError::TunnelRefused {
                 addr: self.addr,
-                status: rsp.status(),
-            });
+                status,
+            }),
         }
-        Ok(hyper::upgrade::on(&mut rsp).await?)
     }
 
     /// Sends on the shared HTTP/2 connection, dialling it first if needed.
     pub async fn send_h2(
         &self,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, ClientError> {
-        let mut tx = match self.shared_h2() {
-            Some(tx) => tx,
-            None => {
-                let _dialling = self.h2_connecting.lock().await;
-                match self.shared_h2() {
-                    Some(tx) => tx,
-                    None => {
-                        let tx = Box::pin(self.connect_h2()).await?;
-                        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some((tx.clone(), Instant::now()));
-                        tx
-                    }
-                }
-            }
+    ) -> Result<Response<Received>, ClientError> {
+        // The stream opens before the first await, so the request is not kept in this future
+        // while the response is awaited.
+        let response = match self.shared_h2() {
+            Some(conn) => conn.send(req)?,
+            None => Box::pin(self.dial_h2()).await?.send(req)?,
         };
-        tx.ready().await?;
-        Ok(tx.send_request(req).await?)
+        Ok(response.await?)
+    }
+
+    /// The shared HTTP/2 connection, dialled unless another request just did.
+    async fn dial_h2(&self) -> Result<H2Connection, ClientError> {
+        let _dialling = self.h2_connecting.lock().await;
+        if let Some(conn) = self.shared_h2() {
+            return Ok(conn);
+        }
+        let conn = self.connect_h2().await?;
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some((conn.clone(), Instant::now()));
+        Ok(conn)
     }
 
     /// A ready idle HTTP/1 connection, newest first; stale or closed ones are dropped.
@@ -447,7 +447,7 @@ impl Endpoint {
         None
     }
 
-    fn shared_h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
+    fn shared_h2(&self) -> Option<H2Connection> {
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         let (tx, used) = h2.as_mut().filter(|(tx, _)| !tx.is_closed())?;
         *used = Instant::now();
@@ -492,7 +492,7 @@ impl Endpoint {
         if tls.get_ref().1.alpn_protocol() != Some(weft_proxy_identity::MESH_HTTP1_ALPN) {
             self.mesh_http1.store(false, Ordering::Relaxed);
             info!(addr = %self.addr, "the peer proxy has no HTTP/1 mesh connections; HTTP/1 crosses as HTTP/2");
-            let tx = h2_handshake(&mesh_h2_builder(), Coalesce::new(tls), self.addr).await?;
+            let tx = h2_client::handshake(Coalesce::new(tls), MESH_H2, self.addr).await?;
             let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             if h2.as_ref().is_none_or(|(tx, _)| tx.is_closed()) {
                 *h2 = Some((tx, Instant::now()));
@@ -510,20 +510,16 @@ impl Endpoint {
         Ok(Some(tx))
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, ClientError> {
+    async fn connect_h2(&self) -> Result<H2Connection, ClientError> {
         let tcp = connect(self.addr, self.settings.connect_timeout).await?;
-        match &self.mesh {
-            None => {
-                let mut builder = http2::Builder::new(BoxedSpawn);
-                builder.timer(TokioTimer::new());
-                h2_handshake(&builder, tcp, self.addr).await
-            }
+        Ok(match &self.mesh {
+            None => h2_client::handshake(tcp, H2Settings::default(), self.addr).await?,
             Some(mesh) => {
                 let tls = self.tls_connect(mesh, mesh.tls.clone(), tcp).await?;
                 // Requests sent together leave in one write (see Coalesce).
-                h2_handshake(&mesh_h2_builder(), Coalesce::new(tls), self.addr).await
+                h2_client::handshake(Coalesce::new(tls), MESH_H2, self.addr).await?
             }
-        }
+        })
     }
 
     /// The idle bound of this endpoint's HTTP/1 connections.

@@ -10,7 +10,12 @@ use http::{
 use http_body_util::Full;
 use weft_proxy_transport::{ConnectError, OrigDstAddr};
 
-use crate::{body::ResponseBody, client::ClientError, mesh::MarkError, ERROR_HEADER};
+use crate::{
+    body::ResponseBody,
+    client::{ClientError, HttpError},
+    mesh::MarkError,
+    ERROR_HEADER,
+};
 
 /// Why the proxy answered a request itself instead of relaying the upstream's response.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +28,7 @@ pub enum ProxyError {
     Upstream {
         addr: OrigDstAddr,
         #[source]
-        source: hyper::Error,
+        source: HttpError,
     },
     /// The request cannot be sent on as it is.
     #[error("invalid request: {0}")]

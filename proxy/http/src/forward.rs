@@ -13,7 +13,7 @@ use http::{
     Request, Response, StatusCode, Uri, Version,
 };
 use http_body_util::Either;
-use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
@@ -24,6 +24,7 @@ use crate::{
     body::{RequestBody, ResponseBody},
     client::{Endpoint, Sent, UpstreamVersion},
     error::ProxyError,
+    h2_client::{Received, Tunnel},
     headers, mesh,
     stage::{Cx, Stage, StageResult},
 };
@@ -141,7 +142,7 @@ impl Forward {
         connect: bool,
         endpoint: &Endpoint,
         dst: OrigDstAddr,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Received>, ProxyError> {
         let client_error = |e| ProxyError::from_client(dst, e);
         *req.version_mut() = Version::HTTP_11;
         if !connect {
@@ -151,7 +152,7 @@ impl Forward {
             .open_tunnel(authority(dst)?, self.port)
             .await
             .map_err(client_error)?;
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(tunnel)
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel))
             .await
             .map_err(|e| client_error(e.into()))?;
         tokio::spawn(async move {
@@ -161,6 +162,7 @@ impl Forward {
         });
         tx.send_request(req)
             .await
+            .map(|rsp| rsp.map(Received::H1))
             .map_err(|e| client_error(e.into()))
     }
 }
@@ -250,7 +252,11 @@ pub async fn send<C: Chosen>(chosen: C, mut req: Request<RequestBody>, cx: Cx) -
     headers::strip_hop_by_hop(rsp.headers_mut(), switching);
     if let Some(downstream) = downstream {
         if switching || (connect && status.is_success()) {
-            let upstream = hyper::upgrade::on(&mut rsp);
+            // An HTTP/2 upstream's CONNECT stream, or hyper's HTTP/1 upgrade.
+            let upstream = match rsp.body_mut().take_tunnel() {
+                Some(stream) => Switched::Stream(stream),
+                None => Switched::Upgrade(hyper::upgrade::on(&mut rsp)),
+            };
             this.tunnels.spawn(tunnel(downstream, upstream));
         }
     }
@@ -275,7 +281,7 @@ async fn resend_as_http2(
     endpoint: &Endpoint,
     mut req: Request<RequestBody>,
     dst: OrigDstAddr,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<Received>, ProxyError> {
     as_mesh_http2(&mut req, dst)?;
     endpoint
         .send_h2(req)
@@ -330,17 +336,40 @@ fn set_upstream_uri<B>(req: &mut Request<B>, dst: OrigDstAddr) -> Result<(), Pro
     Ok(())
 }
 
+/// What an upgrade gave, or `None` (logged) when it did not complete.
+fn upgraded<T>(result: hyper::Result<T>) -> Option<T> {
+    result
+        .map_err(|e| debug!(error = %e, "upgrade did not complete"))
+        .ok()
+}
+
+/// The upstream side of a switched connection.
+enum Switched {
+    /// An HTTP/1 upgrade (101) or CONNECT, once hyper hands the connection over.
+    Upgrade(OnUpgrade),
+    /// An HTTP/2 CONNECT stream.
+    Stream(Tunnel),
+}
+
 /// Copies bytes both ways between the two sides of a switched connection until both close.
-async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
-    let (down, up) = match tokio::try_join!(downstream, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            debug!(error = %e, "upgrade did not complete");
-            return;
+async fn tunnel(downstream: OnUpgrade, upstream: Switched) {
+    let copied = match upstream {
+        Switched::Upgrade(upstream) => {
+            let Some((down, up)) = upgraded(tokio::try_join!(downstream, upstream)) else {
+                return;
+            };
+            let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+            weft_proxy_transport::copy::copy_bidirectional(&mut down, &mut up).await
+        }
+        Switched::Stream(mut up) => {
+            let Some(down) = upgraded(downstream.await) else {
+                return;
+            };
+            let mut down = TokioIo::new(down);
+            weft_proxy_transport::copy::copy_bidirectional(&mut down, &mut up).await
         }
     };
-    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    match weft_proxy_transport::copy::copy_bidirectional(&mut down, &mut up).await {
+    match copied {
         Ok((to_server, to_client)) => debug!(to_server, to_client, "upgraded connection closed"),
         Err(e) => debug!(error = %e, "upgraded connection failed"),
     }

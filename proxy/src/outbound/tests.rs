@@ -59,8 +59,9 @@ fn the_per_request_future_stays_small() {
     let size = size_of_return(&make);
     // 2376 before tracing; a sampled request's span and a tapped request's capture are one
     // boxed pointer more each (2392); resending to a peer without HTTP/1 mesh connections is
-    // one await point more, boxed (2408).
-    assert!(size <= 2408, "the per-request future grew to {size} bytes");
+    // one await point more, boxed (2408); HTTP/2 upstreams on `h2` directly, the response
+    // awaited in this future instead of in a task hyper spawned per request (2416).
+    assert!(size <= 2416, "the per-request future grew to {size} bytes");
 
     fn size_of_return<F, Fut>(_: &F) -> usize
     where

@@ -1,0 +1,593 @@
+//! HTTP/2 to upstreams on `h2` directly, without hyper's client.
+//!
+//! hyper's HTTP/2 client hands each request over a channel to the connection's task, which
+//! opens the stream and spawns a task per request to wait for the response and pass it back
+//! through a oneshot; a CONNECT stream's writes go through another channel to a task of their
+//! own, each write copied into a new buffer. Profiled on the mesh hop (issue 19), that is a task
+//! spawned, two channel hand-offs and two wake-ups per request. Here the request's own task
+//! opens the stream (`h2`'s stream store is shared behind a lock, so no hand-off is needed),
+//! waits for the response itself, and a tunnel writes straight into its stream. A task is
+//! spawned only for a request body that is still arriving when the request leaves.
+//!
+//! The connection's task also keeps a long-lived mesh connection checked with PINGs, as hyper's
+//! keep-alive did.
+
+use std::{
+    future::{poll_fn, Future},
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes};
+use h2::{
+    client::{ResponseFuture, SendRequest},
+    Ping, PingPong, Reason, RecvStream, SendStream,
+};
+use http::{header, HeaderMap, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::oneshot,
+};
+use tracing::debug;
+
+use crate::body::{BoxError, RequestBody};
+
+/// How an HTTP/2 upstream connection is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct H2Settings {
+    /// SETTINGS_MAX_FRAME_SIZE: the largest frame this end accepts.
+    pub max_frame_size: u32,
+    /// PING the peer this often, and close the connection if no answer comes within the
+    /// second duration.
+    pub keep_alive: Option<(Duration, Duration)>,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 * 1024,
+            keep_alive: None,
+        }
+    }
+}
+
+/// Flow-control windows and limits: hyper's client defaults, so moving off hyper changed no
+/// window a stream sees.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
+/// One HTTP/2 connection to an upstream: a handle to open streams on it. Clones share it.
+#[derive(Clone, Debug)]
+pub struct H2Connection {
+    tx: SendRequest<Bytes>,
+    /// Set when the connection's task ends (closed, failed, or no answer to a PING).
+    closed: Arc<AtomicBool>,
+}
+
+/// The HTTP/2 handshake on `io`; the connection's task is spawned.
+pub async fn handshake<I>(
+    io: I,
+    settings: H2Settings,
+    addr: std::net::SocketAddr,
+) -> Result<H2Connection, h2::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut conn) = h2::client::Builder::new()
+        .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .max_frame_size(settings.max_frame_size)
+        .enable_push(false)
+        .handshake::<_, Bytes>(io)
+        .await?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let pings = settings
+        .keep_alive
+        .and_then(|every| Some((conn.ping_pong()?, every)));
+    let done = closed.clone();
+    tokio::spawn(async move {
+        let result = match pings {
+            None => conn.await.map_err(ConnEnd::H2),
+            Some((pings, (interval, timeout))) => {
+                drive_with_pings(conn, pings, interval, timeout).await
+            }
+        };
+        done.store(true, Ordering::Release);
+        if let Err(e) = result {
+            debug!(%addr, error = %e, "upstream connection closed with an error");
+        }
+    });
+    Ok(H2Connection { tx, closed })
+}
+
+/// Why a connection's task ended early.
+#[derive(Debug, thiserror::Error)]
+enum ConnEnd {
+    #[error(transparent)]
+    H2(h2::Error),
+    #[error("no answer to a PING within {0:?}")]
+    PingTimeout(Duration),
+}
+
+/// Runs the connection, sending a PING every `interval` (idle or not) and ending it when the
+/// answer takes longer than `timeout`: a peer that vanished is noticed before a request is sent
+/// into the void.
+async fn drive_with_pings<I>(
+    conn: h2::client::Connection<I, Bytes>,
+    mut pings: PingPong,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<(), ConnEnd>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = std::pin::pin!(conn);
+    let timer = tokio::time::sleep(interval);
+    let mut timer = std::pin::pin!(timer);
+    let mut awaiting_pong = false;
+    poll_fn(|cx| loop {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(ConnEnd::H2));
+        }
+        if awaiting_pong {
+            if let Poll::Ready(pong) = pings.poll_pong(cx) {
+                pong.map_err(ConnEnd::H2)?;
+                awaiting_pong = false;
+                timer.as_mut().reset(tokio::time::Instant::now() + interval);
+            }
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if awaiting_pong {
+            return Poll::Ready(Err(ConnEnd::PingTimeout(timeout)));
+        }
+        pings.send_ping(Ping::opaque()).map_err(ConnEnd::H2)?;
+        awaiting_pong = true;
+        timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+        // Poll again: the PING must be written, and the new deadline and the pong watched.
+    })
+    .await
+}
+
+impl H2Connection {
+    /// Whether the connection has ended; a closed one takes no more requests.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `req`: opens its stream now (no hand-off to the connection's task) and returns the
+    /// response head's future. A body still arriving is piped on by a task of its own. A
+    /// successful CONNECT's response carries the stream as a [`Tunnel`] (see
+    /// [`Received::take_tunnel`]).
+    pub fn send(&self, req: Request<RequestBody>) -> Result<ResponseWait, h2::Error> {
+        // A fresh handle has no stream pending open, so it may send at once: the stream opens
+        // now, or queues inside `h2` until the peer's stream limit allows.
+        let mut tx = self.tx.clone();
+        let (head, body) = req.into_parts();
+        let connect = head.method == Method::CONNECT;
+        let eos = !connect && body.is_end_stream();
+        let (response, stream) = tx.send_request(Request::from_parts(head, ()), eos)?;
+        if connect {
+            return Ok(ResponseWait {
+                response,
+                held: Held::Tunnel(Box::new(stream)),
+            });
+        }
+        let held = if eos {
+            Held::Nothing
+        } else {
+            let mut pipe = Pipe {
+                body,
+                stream,
+                cancel: None,
+            };
+            // The body is often already here whole (a small request read with its head): sent
+            // now, no task is needed. Polled without a waker: if it must wait, the task it is
+            // spawned into polls it again and is the one woken.
+            match Pin::new(&mut pipe).poll(&mut Context::from_waker(std::task::Waker::noop())) {
+                Poll::Ready(()) => Held::Nothing,
+                Poll::Pending => {
+                    let (cancel, cancelled) = oneshot::channel();
+                    pipe.cancel = Some(cancelled);
+                    tokio::spawn(pipe);
+                    Held::Pipe(cancel)
+                }
+            }
+        };
+        Ok(ResponseWait { response, held })
+    }
+}
+
+/// A response head on its way. Dropped before it came (the caller gave up), it resets the
+/// stream and stops the request body's pipe.
+#[derive(Debug)]
+pub struct ResponseWait {
+    response: ResponseFuture,
+    held: Held,
+}
+
+/// What a request in flight keeps besides its response's future (one or the other: every
+/// request's future carries this).
+#[derive(Debug)]
+enum Held {
+    Nothing,
+    /// Tells the request body's pipe that the caller gave up.
+    Pipe(oneshot::Sender<()>),
+    /// A CONNECT's sending half, for its tunnel (boxed: rare, and twice the others' size).
+    Tunnel(Box<SendStream<Bytes>>),
+}
+
+impl Future for ResponseWait {
+    type Output = Result<Response<Received>, h2::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let rsp = ready!(Pin::new(&mut self.response).poll(cx))?;
+        // Answered: a pipe carries on to the end of the body.
+        Poll::Ready(Ok(match std::mem::replace(&mut self.held, Held::Nothing) {
+            Held::Tunnel(send) if rsp.status().is_success() => {
+                rsp.map(|recv| Received::Tunnel(Some(Box::new(Tunnel::new(*send, recv)))))
+            }
+            _ => with_body(rsp),
+        }))
+    }
+}
+
+impl Drop for ResponseWait {
+    fn drop(&mut self) {
+        if let Held::Pipe(cancel) = std::mem::replace(&mut self.held, Held::Nothing) {
+            let _ = cancel.send(());
+        }
+    }
+}
+
+/// Copies a request body into its stream, within the stream's flow-control window.
+struct Pipe {
+    body: RequestBody,
+    stream: SendStream<Bytes>,
+    /// Fires (or closes) when the caller stopped waiting for the response.
+    cancel: Option<oneshot::Receiver<()>>,
+}
+
+impl Future for Pipe {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            if let Some(cancel) = &mut this.cancel {
+                if let Poll::Ready(result) = Pin::new(cancel).poll(cx) {
+                    if result.is_ok() {
+                        this.stream.send_reset(Reason::CANCEL);
+                        return Poll::Ready(());
+                    }
+                    // The response came; nothing to cancel any more.
+                    this.cancel = None;
+                }
+            }
+            // The peer reset the stream (or the connection failed): stop reading the body.
+            if let Poll::Ready(reason) = this.stream.poll_reset(cx) {
+                debug!(
+                    ?reason,
+                    "upstream reset a stream while its request body was sent"
+                );
+                return Poll::Ready(());
+            }
+            // One frame at a time in flight: wait for window before reading more of the body.
+            if this.stream.capacity() == 0 {
+                this.stream.reserve_capacity(1);
+                match ready!(this.stream.poll_capacity(cx)) {
+                    Some(Ok(0)) => continue,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        debug!(error = %e, "request body's stream failed");
+                        return Poll::Ready(());
+                    }
+                    None => return Poll::Ready(()),
+                }
+            }
+            let frame = match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    debug!(error = %e, "request body failed; resetting its stream");
+                    this.stream.send_reset(Reason::INTERNAL_ERROR);
+                    return Poll::Ready(());
+                }
+                None => {
+                    let _ = this.stream.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
+                }
+            };
+            let sent = match frame.into_data() {
+                Ok(data) => {
+                    let eos = this.body.is_end_stream();
+                    let sent = this.stream.send_data(data, eos);
+                    if eos || sent.is_err() {
+                        return Poll::Ready(());
+                    }
+                    sent
+                }
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => {
+                        let _ = this.stream.send_trailers(trailers);
+                        return Poll::Ready(());
+                    }
+                    Err(_) => Ok(()),
+                },
+            };
+            if let Err(e) = sent {
+                debug!(error = %e, "request body's stream failed");
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+/// A response body read from an HTTP/2 stream; its flow-control window is given back as each
+/// frame is taken.
+#[derive(Debug)]
+pub struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+    /// What `Content-Length` says is still to come; [`UNKNOWN_LENGTH`] without one (not an
+    /// `Option`: the body stays as small as hyper's).
+    remaining: u64,
+}
+
+const UNKNOWN_LENGTH: u64 = u64::MAX;
+
+impl H2Body {
+    fn new(head: &http::response::Parts, recv: RecvStream) -> Self {
+        Self {
+            recv,
+            data_done: false,
+            remaining: content_length(&head.headers).unwrap_or(UNKNOWN_LENGTH),
+        }
+    }
+}
+
+/// A response head and its stream as a response with an [`H2Body`].
+fn with_body(rsp: Response<RecvStream>) -> Response<Received> {
+    let (head, recv) = rsp.into_parts();
+    let body = H2Body::new(&head, recv);
+    Response::from_parts(head, Received::H2(body))
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if this.remaining != UNKNOWN_LENGTH {
+                        this.remaining = this.remaining.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+/// A response from an upstream: read by hyper (HTTP/1), from an h2 stream, or a successful
+/// CONNECT whose stream is now a byte tunnel (and whose body is empty).
+#[derive(Debug)]
+pub enum Received {
+    /// From hyper's HTTP/1 client.
+    H1(Incoming),
+    /// From an HTTP/2 stream.
+    H2(H2Body),
+    /// A CONNECT's stream, until [`Received::take_tunnel`] takes it (boxed: rare, and large
+    /// beside the others).
+    Tunnel(Option<Box<Tunnel>>),
+}
+
+impl Received {
+    /// The byte stream a successful CONNECT opened, once.
+    pub fn take_tunnel(&mut self) -> Option<Tunnel> {
+        match self {
+            Received::Tunnel(t) => t.take().map(|t| *t),
+            _ => None,
+        }
+    }
+}
+
+impl From<Incoming> for Received {
+    fn from(body: Incoming) -> Self {
+        Received::H1(body)
+    }
+}
+
+impl Body for Received {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Received::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Received::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Received::Tunnel(_) => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Received::H1(b) => b.is_end_stream(),
+            Received::H2(b) => b.is_end_stream(),
+            Received::Tunnel(_) => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Received::H1(b) => b.size_hint(),
+            Received::H2(b) if b.is_end_stream() => SizeHint::with_exact(0),
+            Received::H2(b) if b.remaining == UNKNOWN_LENGTH => SizeHint::default(),
+            Received::H2(b) => SizeHint::with_exact(b.remaining),
+            Received::Tunnel(_) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The length a response's `Content-Length` declares, for its body's size hint (as hyper's
+/// HTTP/2 body gives it).
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A CONNECT stream as a byte stream: reads take the DATA frames' bytes and give their window
+/// back; writes go into the stream as DATA within its window, with no task or channel between.
+#[derive(Debug)]
+pub struct Tunnel {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    /// Received and not yet read.
+    pending: Bytes,
+}
+
+impl Tunnel {
+    fn new(send: SendStream<Bytes>, recv: RecvStream) -> Self {
+        Self {
+            send,
+            recv,
+            pending: Bytes::new(),
+        }
+    }
+}
+
+fn h2_io_error(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        e.into_io()
+            .unwrap_or_else(|| io::ErrorKind::BrokenPipe.into())
+    } else {
+        io::Error::other(e)
+    }
+}
+
+impl AsyncRead for Tunnel {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while this.pending.is_empty() {
+            match ready!(this.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Ok(data)) => this.pending = data,
+                Some(Err(e)) => {
+                    return Poll::Ready(match e.reason() {
+                        // The peer closed its side, as a TCP FIN would.
+                        Some(Reason::NO_ERROR | Reason::CANCEL) => Ok(()),
+                        Some(Reason::STREAM_CLOSED) => {
+                            Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
+                        }
+                        _ => Err(h2_io_error(e)),
+                    });
+                }
+            }
+        }
+        let n = this.pending.len().min(buf.remaining());
+        buf.put_slice(&this.pending[..n]);
+        this.pending.advance(n);
+        let _ = this.recv.flow_control().release_capacity(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tunnel {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let this = &mut *self;
+        let mut capacity = this.send.capacity();
+        if capacity == 0 {
+            this.send.reserve_capacity(buf.len());
+            capacity = loop {
+                match ready!(this.send.poll_capacity(cx)) {
+                    Some(Ok(0)) => {}
+                    Some(Ok(n)) => break n,
+                    Some(Err(e)) => return Poll::Ready(Err(h2_io_error(e))),
+                    None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                }
+            };
+        }
+        let n = capacity.min(buf.len());
+        this.send
+            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+            .map_err(h2_io_error)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The connection's task writes what was sent.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // END_STREAM: this side is done, as a TCP FIN; the other direction carries on.
+        let _ = self.send.send_data(Bytes::new(), true);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every response carries one of these by value: keep it no larger than hyper's own body.
+    #[test]
+    fn a_received_body_is_no_larger_than_hypers() {
+        assert!(
+            std::mem::size_of::<Received>() <= std::mem::size_of::<Incoming>(),
+            "Received {} bytes, Incoming {}",
+            std::mem::size_of::<Received>(),
+            std::mem::size_of::<Incoming>()
+        );
+    }
+}
