@@ -578,7 +578,162 @@ impl AsyncWrite for Tunnel {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+        time::timeout,
+    };
+
     use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// An `h2` server on loopback; each stream goes to `stream`. With `serve` false it answers
+    /// the handshake and then is never polled again (a peer that hung).
+    async fn server<F, Fut>(serve: bool, stream: F) -> SocketAddr
+    where
+        F: Fn(Request<RecvStream>, h2::server::SendResponse<Bytes>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut conn = h2::server::handshake(tcp).await.expect("server handshake");
+            if !serve {
+                // Held, never polled: no PING is answered.
+                tokio::time::sleep(LIMIT).await;
+                drop(conn);
+                return;
+            }
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                tokio::spawn(stream(req, respond));
+            }
+        });
+        addr
+    }
+
+    async fn dial(addr: SocketAddr, settings: H2Settings) -> H2Connection {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        handshake(tcp, settings, addr)
+            .await
+            .expect("client handshake")
+    }
+
+    async fn never_answer(_: Request<RecvStream>, respond: h2::server::SendResponse<Bytes>) {
+        tokio::time::sleep(LIMIT).await;
+        drop(respond);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_answering_pings_is_closed_and_a_live_one_is_not() {
+        let every = Some((Duration::from_millis(50), Duration::from_millis(100)));
+        let settings = H2Settings {
+            keep_alive: every,
+            ..H2Settings::default()
+        };
+        let hung = dial(server(false, never_answer).await, settings).await;
+        let live = dial(server(true, never_answer).await, settings).await;
+        timeout(LIMIT, async {
+            while !hung.is_closed() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the hung peer's connection closes within the PING timeout");
+        // Several intervals later the answering peer's connection is still open and usable.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !live.is_closed(),
+            "a peer that answers PINGs stays connected"
+        );
+        let req = Request::builder()
+            .uri("http://api/")
+            .body(RequestBody::Empty)
+            .expect("request");
+        assert!(
+            hung.send(req).is_err(),
+            "a closed connection takes no request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connect_stream_is_a_byte_tunnel_both_ways_with_half_close() {
+        let addr = server(true, |req, mut respond| async move {
+            assert_eq!(req.method(), Method::CONNECT);
+            let mut up = req.into_body();
+            let mut down = respond
+                .send_response(Response::new(()), false)
+                .expect("answer");
+            // Echo every byte, then end the stream when the client ends its side.
+            while let Some(data) = up.data().await {
+                let data = data.expect("data");
+                let _ = up.flow_control().release_capacity(data.len());
+                down.send_data(data, false).expect("echo");
+            }
+            down.send_data(Bytes::new(), true).expect("end");
+        })
+        .await;
+        let conn = dial(addr, H2Settings::default()).await;
+        let req = Request::builder()
+            .method(Method::CONNECT)
+            .uri("127.0.0.1:80")
+            .body(RequestBody::Empty)
+            .expect("request");
+        let rsp = timeout(LIMIT, conn.send(req).expect("sent"))
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(rsp.status(), http::StatusCode::OK);
+        let mut tunnel = rsp.into_body().take_tunnel().expect("a tunnel");
+        // Larger than a stream's initial window (64 KiB): the writes wait for window.
+        let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut rd, mut wr) = tokio::io::split(&mut tunnel);
+        let write = async {
+            wr.write_all(&sent).await.expect("write");
+            wr.shutdown().await.expect("half close");
+        };
+        let mut back = Vec::new();
+        let read = rd.read_to_end(&mut back);
+        timeout(LIMIT, async { tokio::join!(write, read) })
+            .await
+            .expect("echoed in time")
+            .1
+            .expect("read to the end");
+        assert_eq!(back.len(), sent.len());
+        assert!(back == sent, "every byte came back in order");
+    }
+
+    #[tokio::test]
+    async fn a_response_given_up_on_resets_its_stream() {
+        let (reset_tx, reset_rx) = oneshot::channel();
+        let reset_tx = std::sync::Mutex::new(Some(reset_tx));
+        let addr = server(true, move |_req, mut respond| {
+            let tx = reset_tx.lock().expect("lock").take();
+            async move {
+                let reason = poll_fn(|cx| respond.poll_reset(cx)).await.expect("reset");
+                if let Some(tx) = tx {
+                    let _ = tx.send(reason);
+                }
+            }
+        })
+        .await;
+        let conn = dial(addr, H2Settings::default()).await;
+        let req = Request::builder()
+            .uri("http://api/slow")
+            .body(RequestBody::Empty)
+            .expect("request");
+        let waiting = conn.send(req).expect("sent");
+        let gave_up = timeout(Duration::from_millis(100), waiting).await;
+        assert!(gave_up.is_err(), "the server never answers");
+        let reason = timeout(LIMIT, reset_rx)
+            .await
+            .expect("reset in time")
+            .expect("reason");
+        assert_eq!(reason, Reason::CANCEL);
+    }
 
     /// Every response carries one of these by value: keep it no larger than hyper's own body.
     #[test]
