@@ -32,6 +32,9 @@
 # every request, curl writing the stream to /dev/null); the admin thread that streams the
 # events is profiled too.
 #
+# PROFILE_PROXY names another weft-proxy binary to run in place of target/release/weft-proxy
+# (every proxy of the hop): an earlier commit's build, for a before-and-after on one machine.
+#
 # Usage: scripts/profile.sh [http1|http2] [REQUESTS]
 #          [plain|mesh-outbound|mesh-inbound|service|service-route|service-100-rules|service-route-policy]
 set -euo pipefail
@@ -52,6 +55,8 @@ scripts/bench-deps.sh
 oha="${CARGO_HOME:-$HOME/.cargo}/bin/oha"
 # shellcheck disable=SC2086
 cargo build --release --locked -q ${RELEASE_PACKAGES:--p weft-proxy -p weft-control-plane -p weftctl -p weft-bench}
+proxy=${PROFILE_PROXY:-./target/release/weft-proxy}
+[ -x "$proxy" ] || { echo "profile: $proxy is not an executable" >&2; exit 2; }
 
 # shellcheck source=scripts/local-mesh.sh
 . scripts/local-mesh.sh
@@ -154,7 +159,7 @@ tap_env=(WEFT_TAP=on)
 if [ "$hop" = plain ]; then
   env WEFT_OUTBOUND_PORT=$out WEFT_INBOUND_PORT=0 WEFT_ADMIN_PORT=$admin WEFT_LOG=warn \
     WEFT_OUTBOUND_TARGET="127.0.0.1:$up" "${trace[@]}" "${tap_env[@]}" \
-    "${callgrind[@]}" ./target/release/weft-proxy &
+    "${callgrind[@]}" "$proxy" &
   pids+=($!)
   profiled=${pids[-1]}
 else
@@ -184,14 +189,14 @@ else
   client=(env "${ident[@]}" WEFT_SERVICE_ACCOUNT=client WEFT_IDENTITY_TOKEN_FILE="$work/client.token"
     WEFT_OUTBOUND_PORT="$out" WEFT_INBOUND_PORT=0 "${client_dst[@]}")
   if [ "$hop" = mesh-inbound ]; then
-    "${server[@]}" WEFT_ADMIN_PORT="$admin" "${callgrind[@]}" $bin/weft-proxy &
+    "${server[@]}" WEFT_ADMIN_PORT="$admin" "${callgrind[@]}" "$proxy" &
     pids+=($!); profiled=${pids[-1]}
-    "${client[@]}" WEFT_ADMIN_PORT="$other_admin" $bin/weft-proxy &
+    "${client[@]}" WEFT_ADMIN_PORT="$other_admin" "$proxy" &
     pids+=($!)
   else
-    "${server[@]}" WEFT_ADMIN_PORT="$other_admin" $bin/weft-proxy &
+    "${server[@]}" WEFT_ADMIN_PORT="$other_admin" "$proxy" &
     pids+=($!)
-    "${client[@]}" WEFT_ADMIN_PORT="$admin" "${callgrind[@]}" $bin/weft-proxy &
+    "${client[@]}" WEFT_ADMIN_PORT="$admin" "${callgrind[@]}" "$proxy" &
     pids+=($!); profiled=${pids[-1]}
   fi
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$other_admin/ready" >/dev/null 2>&1 && break; sleep 0.1; done
