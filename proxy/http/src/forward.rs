@@ -24,7 +24,7 @@ use crate::{
     body::{RequestBody, ResponseBody},
     client::{Endpoint, Sent, UpstreamVersion},
     error::ProxyError,
-    h2_client::{Received, Tunnel},
+    h2_client::Received,
     headers, mesh,
     stage::{Cx, Stage, StageResult},
 };
@@ -252,11 +252,7 @@ pub async fn send<C: Chosen>(chosen: C, mut req: Request<RequestBody>, cx: Cx) -
     headers::strip_hop_by_hop(rsp.headers_mut(), switching);
     if let Some(downstream) = downstream {
         if switching || (connect && status.is_success()) {
-            // An HTTP/2 upstream's CONNECT stream, or hyper's HTTP/1 upgrade.
-            let upstream = match rsp.body_mut().take_tunnel() {
-                Some(stream) => Switched::Stream(stream),
-                None => Switched::Upgrade(hyper::upgrade::on(&mut rsp)),
-            };
+            let upstream = hyper::upgrade::on(&mut rsp);
             this.tunnels.spawn(tunnel(downstream, upstream));
         }
     }
@@ -336,40 +332,17 @@ fn set_upstream_uri<B>(req: &mut Request<B>, dst: OrigDstAddr) -> Result<(), Pro
     Ok(())
 }
 
-/// What an upgrade gave, or `None` (logged) when it did not complete.
-fn upgraded<T>(result: hyper::Result<T>) -> Option<T> {
-    result
-        .map_err(|e| debug!(error = %e, "upgrade did not complete"))
-        .ok()
-}
-
-/// The upstream side of a switched connection.
-enum Switched {
-    /// An HTTP/1 upgrade (101) or CONNECT, once hyper hands the connection over.
-    Upgrade(OnUpgrade),
-    /// An HTTP/2 CONNECT stream.
-    Stream(Tunnel),
-}
-
 /// Copies bytes both ways between the two sides of a switched connection until both close.
-async fn tunnel(downstream: OnUpgrade, upstream: Switched) {
-    let copied = match upstream {
-        Switched::Upgrade(upstream) => {
-            let Some((down, up)) = upgraded(tokio::try_join!(downstream, upstream)) else {
-                return;
-            };
-            let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-            weft_proxy_transport::copy::copy_bidirectional(&mut down, &mut up).await
-        }
-        Switched::Stream(mut up) => {
-            let Some(down) = upgraded(downstream.await) else {
-                return;
-            };
-            let mut down = TokioIo::new(down);
-            weft_proxy_transport::copy::copy_bidirectional(&mut down, &mut up).await
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!(error = %e, "upgrade did not complete");
+            return;
         }
     };
-    match copied {
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    match weft_proxy_transport::copy::copy_bidirectional(&mut down, &mut up).await {
         Ok((to_server, to_client)) => debug!(to_server, to_client, "upgraded connection closed"),
         Err(e) => debug!(error = %e, "upgraded connection failed"),
     }

@@ -315,26 +315,23 @@ impl Future for Pipe {
                     return Poll::Ready(());
                 }
             };
-            let sent = match frame.into_data() {
+            match frame.into_data() {
                 Ok(data) => {
                     let eos = this.body.is_end_stream();
-                    let sent = this.stream.send_data(data, eos);
-                    if eos || sent.is_err() {
+                    if let Err(e) = this.stream.send_data(data, eos) {
+                        debug!(error = %e, "request body's stream failed");
                         return Poll::Ready(());
                     }
-                    sent
+                    if eos {
+                        return Poll::Ready(());
+                    }
                 }
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => {
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
                         let _ = this.stream.send_trailers(trailers);
                         return Poll::Ready(());
                     }
-                    Err(_) => Ok(()),
-                },
-            };
-            if let Err(e) = sent {
-                debug!(error = %e, "request body's stream failed");
-                return Poll::Ready(());
+                }
             }
         }
     }
