@@ -15,10 +15,51 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use weft_proxy_metrics::RequestSeries;
 
-use crate::{client::Checkout, h2_client::Received, replay::ReplayBody};
+use crate::{
+    client::Checkout,
+    h2_client::{H2Body, Received},
+    replay::ReplayBody,
+};
 
 /// Any error a body can end with. Boxed only when it happens.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's body as it arrives: read by hyper's HTTP/1 server, or straight from an HTTP/2
+/// stream (see [`crate::h2_server`]).
+#[derive(Debug)]
+pub enum Streamed {
+    H1(Incoming),
+    H2(H2Body),
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Streamed::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Streamed::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Streamed::H1(b) => b.is_end_stream(),
+            Streamed::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Streamed::H1(b) => b.size_hint(),
+            Streamed::H2(b) => b.size_hint(),
+        }
+    }
+}
 
 /// A request body on its way upstream: the client's own, streamed; a replayable copy of it
 /// (retries, mirroring); or none (a tunnel's CONNECT).
@@ -28,16 +69,22 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub enum RequestBody {
     /// The client's body, frame by frame as it arrives.
-    Incoming(Incoming),
+    Streamed(Streamed),
     /// A body that can be sent again (see [`ReplayBody`]).
-    Replay(ReplayBody<Incoming>),
+    Replay(ReplayBody<Streamed>),
     /// No body.
     Empty,
 }
 
 impl From<Incoming> for RequestBody {
     fn from(body: Incoming) -> Self {
-        RequestBody::Incoming(body)
+        RequestBody::Streamed(Streamed::H1(body))
+    }
+}
+
+impl From<H2Body> for RequestBody {
+    fn from(body: H2Body) -> Self {
+        RequestBody::Streamed(Streamed::H2(body))
     }
 }
 
@@ -50,7 +97,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(|e| e.into()),
+            RequestBody::Streamed(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Replay(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
         }
@@ -58,7 +105,7 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Streamed(b) => b.is_end_stream(),
             RequestBody::Replay(b) => b.is_end_stream(),
             RequestBody::Empty => true,
         }
@@ -66,7 +113,7 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Streamed(b) => b.size_hint(),
             RequestBody::Replay(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
@@ -171,7 +218,8 @@ mod tests {
     fn request_bodies_are_unpin() {
         fn unpin<T: Unpin + Send + 'static>() {}
         unpin::<Incoming>();
-        unpin::<ReplayBody<Incoming>>();
+        unpin::<H2Body>();
+        unpin::<ReplayBody<Streamed>>();
         unpin::<RequestBody>();
     }
 }

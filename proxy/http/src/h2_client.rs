@@ -15,7 +15,6 @@
 
 use std::{
     future::{poll_fn, Future},
-    io,
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -25,21 +24,25 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use h2::{
     client::{ResponseFuture, SendRequest},
-    Ping, PingPong, Reason, RecvStream, SendStream,
+    RecvStream, SendStream,
 };
-use http::{header, HeaderMap, Method, Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite},
     sync::oneshot,
 };
 use tracing::debug;
 
-use crate::body::{BoxError, RequestBody};
+pub use crate::h2_stream::{H2Body, Tunnel};
+use crate::{
+    body::{BoxError, RequestBody},
+    h2_stream::{ConnEnd, KeepAlive, Pipe},
+};
 
 /// How an HTTP/2 upstream connection is set up.
 #[derive(Clone, Copy, Debug)]
@@ -98,73 +101,28 @@ where
         .handshake::<_, Bytes>(io)
         .await?;
     let closed = Arc::new(AtomicBool::new(false));
-    let pings = settings
+    let mut keep_alive = settings
         .keep_alive
-        .and_then(|every| Some((conn.ping_pong()?, every)));
+        .and_then(|every| Some(KeepAlive::new(conn.ping_pong()?, every)));
     let done = closed.clone();
     tokio::spawn(async move {
-        let result = match pings {
-            None => conn.await.map_err(ConnEnd::H2),
-            Some((pings, (interval, timeout))) => {
-                drive_with_pings(conn, pings, interval, timeout).await
+        let mut conn = std::pin::pin!(conn);
+        let result = poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(result.map_err(ConnEnd::H2));
             }
-        };
+            match &mut keep_alive {
+                Some(k) => k.poll(cx).map(Err),
+                None => Poll::Pending,
+            }
+        })
+        .await;
         done.store(true, Ordering::Release);
         if let Err(e) = result {
             debug!(%addr, error = %e, "upstream connection closed with an error");
         }
     });
     Ok(H2Connection { tx, closed })
-}
-
-/// Why a connection's task ended early.
-#[derive(Debug, thiserror::Error)]
-enum ConnEnd {
-    #[error(transparent)]
-    H2(h2::Error),
-    #[error("no answer to a PING within {0:?}")]
-    PingTimeout(Duration),
-}
-
-/// Runs the connection, sending a PING every `interval` (idle or not) and ending it when the
-/// answer takes longer than `timeout`: a peer that vanished is noticed before a request is sent
-/// into the void.
-async fn drive_with_pings<I>(
-    conn: h2::client::Connection<I, Bytes>,
-    mut pings: PingPong,
-    interval: Duration,
-    timeout: Duration,
-) -> Result<(), ConnEnd>
-where
-    I: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut conn = std::pin::pin!(conn);
-    let timer = tokio::time::sleep(interval);
-    let mut timer = std::pin::pin!(timer);
-    let mut awaiting_pong = false;
-    poll_fn(|cx| loop {
-        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-            return Poll::Ready(result.map_err(ConnEnd::H2));
-        }
-        if awaiting_pong {
-            if let Poll::Ready(pong) = pings.poll_pong(cx) {
-                pong.map_err(ConnEnd::H2)?;
-                awaiting_pong = false;
-                timer.as_mut().reset(tokio::time::Instant::now() + interval);
-            }
-        }
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        if awaiting_pong {
-            return Poll::Ready(Err(ConnEnd::PingTimeout(timeout)));
-        }
-        pings.send_ping(Ping::opaque()).map_err(ConnEnd::H2)?;
-        awaiting_pong = true;
-        timer.as_mut().reset(tokio::time::Instant::now() + timeout);
-        // Poll again: the PING must be written, and the new deadline and the pong watched.
-    })
-    .await
 }
 
 impl H2Connection {
@@ -194,11 +152,7 @@ impl H2Connection {
         let held = if eos {
             Held::Nothing
         } else {
-            let mut pipe = Pipe {
-                body,
-                stream,
-                cancel: None,
-            };
+            let mut pipe = Pipe::new(body, stream);
             // The body is often already here whole (a small request read with its head): sent
             // now, no task is needed. Polled without a waker: if it must wait, the task it is
             // spawned into polls it again and is the one woken.
@@ -206,7 +160,7 @@ impl H2Connection {
                 Poll::Ready(()) => Held::Nothing,
                 Poll::Pending => {
                     let (cancel, cancelled) = oneshot::channel();
-                    pipe.cancel = Some(cancelled);
+                    pipe.cancel_on(cancelled);
                     tokio::spawn(pipe);
                     Held::Pipe(cancel)
                 }
@@ -258,147 +212,11 @@ impl Drop for ResponseWait {
     }
 }
 
-/// Copies a request body into its stream, within the stream's flow-control window.
-struct Pipe {
-    body: RequestBody,
-    stream: SendStream<Bytes>,
-    /// Fires (or closes) when the caller stopped waiting for the response.
-    cancel: Option<oneshot::Receiver<()>>,
-}
-
-impl Future for Pipe {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        loop {
-            if let Some(cancel) = &mut this.cancel {
-                if let Poll::Ready(result) = Pin::new(cancel).poll(cx) {
-                    if result.is_ok() {
-                        this.stream.send_reset(Reason::CANCEL);
-                        return Poll::Ready(());
-                    }
-                    // The response came; nothing to cancel any more.
-                    this.cancel = None;
-                }
-            }
-            // The peer reset the stream (or the connection failed): stop reading the body.
-            if let Poll::Ready(reason) = this.stream.poll_reset(cx) {
-                debug!(
-                    ?reason,
-                    "upstream reset a stream while its request body was sent"
-                );
-                return Poll::Ready(());
-            }
-            // One frame at a time in flight: wait for window before reading more of the body.
-            if this.stream.capacity() == 0 {
-                this.stream.reserve_capacity(1);
-                match ready!(this.stream.poll_capacity(cx)) {
-                    Some(Ok(0)) => continue,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        debug!(error = %e, "request body's stream failed");
-                        return Poll::Ready(());
-                    }
-                    None => return Poll::Ready(()),
-                }
-            }
-            let frame = match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
-                    debug!(error = %e, "request body failed; resetting its stream");
-                    this.stream.send_reset(Reason::INTERNAL_ERROR);
-                    return Poll::Ready(());
-                }
-                None => {
-                    let _ = this.stream.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
-                }
-            };
-            match frame.into_data() {
-                Ok(data) => {
-                    let eos = this.body.is_end_stream();
-                    if let Err(e) = this.stream.send_data(data, eos) {
-                        debug!(error = %e, "request body's stream failed");
-                        return Poll::Ready(());
-                    }
-                    if eos {
-                        return Poll::Ready(());
-                    }
-                }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        let _ = this.stream.send_trailers(trailers);
-                        return Poll::Ready(());
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A response body read from an HTTP/2 stream; its flow-control window is given back as each
-/// frame is taken.
-#[derive(Debug)]
-pub struct H2Body {
-    recv: RecvStream,
-    data_done: bool,
-    /// What `Content-Length` says is still to come; [`UNKNOWN_LENGTH`] without one (not an
-    /// `Option`: the body stays as small as hyper's).
-    remaining: u64,
-}
-
-const UNKNOWN_LENGTH: u64 = u64::MAX;
-
-impl H2Body {
-    fn new(head: &http::response::Parts, recv: RecvStream) -> Self {
-        Self {
-            recv,
-            data_done: false,
-            remaining: content_length(&head.headers).unwrap_or(UNKNOWN_LENGTH),
-        }
-    }
-}
-
 /// A response head and its stream as a response with an [`H2Body`].
 fn with_body(rsp: Response<RecvStream>) -> Response<Received> {
     let (head, recv) = rsp.into_parts();
-    let body = H2Body::new(&head, recv);
+    let body = H2Body::new(&head.headers, recv);
     Response::from_parts(head, Received::H2(body))
-}
-
-impl Body for H2Body {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = &mut *self;
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    if this.remaining != UNKNOWN_LENGTH {
-                        this.remaining = this.remaining.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => this.data_done = true,
-            }
-        }
-        match ready!(this.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
 }
 
 /// A response from an upstream: read by hyper (HTTP/1), from an h2 stream, or a successful
@@ -450,121 +268,9 @@ impl Body for Received {
     fn size_hint(&self) -> SizeHint {
         match self {
             Received::H1(b) => b.size_hint(),
-            Received::H2(b) if b.is_end_stream() => SizeHint::with_exact(0),
-            Received::H2(b) if b.remaining == UNKNOWN_LENGTH => SizeHint::default(),
-            Received::H2(b) => SizeHint::with_exact(b.remaining),
+            Received::H2(b) => b.size_hint(),
             Received::Tunnel(_) => SizeHint::with_exact(0),
         }
-    }
-}
-
-/// The length a response's `Content-Length` declares, for its body's size hint (as hyper's
-/// HTTP/2 body gives it).
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-/// A CONNECT stream as a byte stream: reads take the DATA frames' bytes and give their window
-/// back; writes go into the stream as DATA within its window, with no task or channel between.
-#[derive(Debug)]
-pub struct Tunnel {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
-    /// Received and not yet read.
-    pending: Bytes,
-}
-
-impl Tunnel {
-    fn new(send: SendStream<Bytes>, recv: RecvStream) -> Self {
-        Self {
-            send,
-            recv,
-            pending: Bytes::new(),
-        }
-    }
-}
-
-fn h2_io_error(e: h2::Error) -> io::Error {
-    if e.is_io() {
-        e.into_io()
-            .unwrap_or_else(|| io::ErrorKind::BrokenPipe.into())
-    } else {
-        io::Error::other(e)
-    }
-}
-
-impl AsyncRead for Tunnel {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        while this.pending.is_empty() {
-            match ready!(this.recv.poll_data(cx)) {
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(data)) => this.pending = data,
-                Some(Err(e)) => {
-                    return Poll::Ready(match e.reason() {
-                        // The peer closed its side, as a TCP FIN would.
-                        Some(Reason::NO_ERROR | Reason::CANCEL) => Ok(()),
-                        Some(Reason::STREAM_CLOSED) => {
-                            Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
-                        }
-                        _ => Err(h2_io_error(e)),
-                    });
-                }
-            }
-        }
-        let n = this.pending.len().min(buf.remaining());
-        buf.put_slice(&this.pending[..n]);
-        this.pending.advance(n);
-        let _ = this.recv.flow_control().release_capacity(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Tunnel {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let this = &mut *self;
-        let mut capacity = this.send.capacity();
-        if capacity == 0 {
-            this.send.reserve_capacity(buf.len());
-            capacity = loop {
-                match ready!(this.send.poll_capacity(cx)) {
-                    Some(Ok(0)) => {}
-                    Some(Ok(n)) => break n,
-                    Some(Err(e)) => return Poll::Ready(Err(h2_io_error(e))),
-                    None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                }
-            };
-        }
-        let n = capacity.min(buf.len());
-        this.send
-            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-            .map_err(h2_io_error)?;
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The connection's task writes what was sent.
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // END_STREAM: this side is done, as a TCP FIN; the other direction carries on.
-        let _ = self.send.send_data(Bytes::new(), true);
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -577,6 +283,8 @@ mod tests {
         net::{TcpListener, TcpStream},
         time::timeout,
     };
+
+    use h2::Reason;
 
     use super::*;
 

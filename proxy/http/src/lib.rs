@@ -5,7 +5,8 @@
 //! - [`stage`]: the [`Stage`](stage::Stage) trait every per-request step implements, and the
 //!   request's context [`Cx`](stage::Cx).
 //! - [`server`]: the edge: serving one accepted connection as HTTP/1 or HTTP/2 through a stack
-//!   of stages, with graceful shutdown; failures become responses there.
+//!   of stages, with graceful shutdown; failures become responses there. HTTP/1 is hyper's
+//!   server; HTTP/2 is [`h2_server`], on `h2` directly (as [`h2_client`] is towards upstreams).
 //! - Stages, one per file, outermost first: [`split`] (which backend Service of a logical
 //!   one, by weight), [`balance`] (which endpoint of a backend Service: power of two choices
 //!   over peak-EWMA latency, with ejection), [`forward`] (one request to one endpoint's pool:
@@ -32,6 +33,8 @@ pub mod client;
 pub mod error;
 pub mod forward;
 pub mod h2_client;
+pub mod h2_server;
+pub mod h2_stream;
 pub mod headers;
 pub mod mesh;
 pub mod mesh_server;

@@ -13,19 +13,24 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
-use hyper::{body::Incoming, server::conn::http2, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::debug;
 use weft_proxy_metrics::RequestSeries;
 use weft_proxy_transport::{connect, Coalesce, OrigDstAddr};
 
 use crate::{
-    body::{RequestBody, ResponseBody},
-    client::{Upstreams, MESH_HTTP1_IDLE_CUT},
+    body::{BoxError, RequestBody, ResponseBody},
+    client::{Upstreams, MESH_HTTP1_IDLE_CUT, MESH_MAX_FRAME_SIZE},
     error::ProxyError,
     forward::{upstream_version, Forward, Upstream},
+    h2_server::{serve_h2, H2ServerSettings, Reply},
+    h2_stream::Tunnel,
     mesh,
     server::serve_http1,
     stage::{Cx, Stage},
@@ -86,7 +91,7 @@ pub async fn serve_mesh<I>(
     settings: &ServerSettings,
     ctx: MeshInbound,
     shutdown: CancellationToken,
-) -> Result<(), hyper::Error>
+) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -96,77 +101,76 @@ where
         tracing: settings.trace.clone(),
         tap: settings.tap.clone(),
     });
-    let handle = move |req| conn.clone().handle(req);
     if protocol == MeshProtocol::Http1 {
-        return serve_http1(
+        let answer = move |req: Request<Incoming>| {
+            let conn = conn.clone();
+            async move {
+                match conn.handle(req.map(RequestBody::from)).await {
+                    // Never a tunnel: an HTTP/1 CONNECT is upgraded by hyper (see `tunnel`).
+                    Reply::Response(rsp) | Reply::Tunnel(rsp, _) => Ok::<_, Infallible>(rsp),
+                }
+            }
+        };
+        serve_http1(
             TokioIo::new(io),
             MESH_HTTP1_IDLE_CUT,
             settings.max_header_bytes,
-            service_fn(handle),
+            service_fn(answer),
             shutdown,
         )
-        .await;
+        .await?;
+        return Ok(());
     }
-    // Boxed, as the app-facing HTTP/2 server does (see `server::serve`): a stream's task then
-    // copies a pointer, not the request's whole future.
-    let service = service_fn(move |req| Box::pin(handle(req)));
-    let conn = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .max_frame_size(crate::client::MESH_MAX_FRAME_SIZE)
-        // Responses finishing together leave in one write (see Coalesce).
-        .serve_connection(TokioIo::new(Coalesce::new(io)), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => return res,
-        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-    }
-    conn.await
+    let h2 = H2ServerSettings {
+        max_header_list: u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX),
+        max_frame_size: MESH_MAX_FRAME_SIZE,
+        keep_alive: Some((Duration::from_secs(20), Duration::from_secs(10))),
+    };
+    // Responses finishing together leave in one write (see Coalesce).
+    let answer = move |req| conn.clone().handle(req);
+    serve_h2(Coalesce::new(io), &h2, answer, shutdown).await?;
+    Ok(())
 }
 
 impl Conn {
-    async fn handle(
-        self: Arc<Self>,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<ResponseBody>, Infallible> {
+    async fn handle(self: Arc<Self>, mut req: Request<RequestBody>) -> Reply {
         let start = Instant::now();
         let traced = self
             .tracing
             .as_ref()
             .and_then(|t| trace::begin(t, &mut req));
         let tapped = self.tap.as_ref().and_then(|t| t.start(&req));
-        let (rsp, error) = match self.deliver(req, start).await {
-            Ok(rsp) => (rsp, None),
+        let (reply, error) = match self.deliver(req, start).await {
+            Ok(reply) => (reply, None),
             Err(Refused(e)) => {
                 // Refused here, before any stage counted it.
                 self.ctx.series.record(e.status(), start.elapsed());
                 debug!(error = %e, "mesh request refused");
                 let kind = e.kind();
-                (e.into_response(), Some(kind))
+                (Reply::Response(e.into_response()), Some(kind))
             }
             // The endpoint stage logged and counted it.
             Err(Failed(e)) => {
                 let kind = e.kind();
-                (e.into_response(), Some(kind))
+                (Reply::Response(e.into_response()), Some(kind))
             }
         };
+        let (Reply::Response(rsp) | Reply::Tunnel(rsp, _)) = &reply;
         if let Some(span) = traced {
             let peer = (self.ctx.peer, self.ctx.peer_identity.clone());
-            (*span).peer(peer.0, peer.1).finish(&rsp, error);
+            (*span).peer(peer.0, peer.1).finish(rsp, error);
         }
         if let Some(tapped) = tapped {
-            tapped.finish(tap::outcome(&rsp, error, Some(&self.ctx.series)));
+            tapped.finish(tap::outcome(rsp, error, Some(&self.ctx.series)));
         }
-        Ok(rsp)
+        reply
     }
 
     async fn deliver(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         start: Instant,
-    ) -> Result<Response<ResponseBody>, Outcome> {
+    ) -> Result<Reply, Outcome> {
         let marked = mesh::take_inbound(req.headers_mut()).map_err(|e| Refused(e.into()))?;
         let addr = match self.ctx.deliver {
             Deliver::To(addr) => addr,
@@ -194,8 +198,9 @@ impl Conn {
         let cx = Cx::new(OrigDstAddr(addr), start);
         let forward = self.forward(addr, marked.version);
         forward
-            .call(req.map(RequestBody::Incoming), cx)
+            .call(req, cx)
             .await
+            .map(Reply::Response)
             .map_err(Failed)
     }
 
@@ -223,30 +228,17 @@ impl Conn {
     }
 
     /// A CONNECT stream: a TCP connection to `addr`, bytes copied both ways until both close.
+    /// Over HTTP/2 the stream itself becomes the tunnel once the answer is sent; over HTTP/1,
+    /// hyper's upgrade of the connection.
     async fn tunnel(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         addr: SocketAddr,
         start: Instant,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
+    ) -> Result<Reply, ProxyError> {
         let mut tcp = connect(addr, self.ctx.connect_timeout)
             .await
             .map_err(ProxyError::Connect)?;
-        let downstream = hyper::upgrade::on(&mut req);
-        self.ctx.tunnels.spawn(async move {
-            match downstream.await {
-                Ok(up) => {
-                    let mut up = TokioIo::new(up);
-                    match weft_proxy_transport::copy::copy_bidirectional(&mut up, &mut tcp).await {
-                        Ok((to_app, to_peer)) => {
-                            debug!(%addr, to_app, to_peer, "mesh tunnel closed")
-                        }
-                        Err(e) => debug!(%addr, error = %e, "mesh tunnel failed"),
-                    }
-                }
-                Err(e) => debug!(error = %e, "mesh tunnel did not open"),
-            }
-        });
         let mut rsp = Response::new(ResponseBody::recorded(
             Either::Right(Full::new(Bytes::new())),
             self.ctx.series.clone(),
@@ -255,7 +247,32 @@ impl Conn {
             None,
         ));
         *rsp.status_mut() = StatusCode::OK;
-        Ok(rsp)
+        let tunnels = self.ctx.tunnels.clone();
+        if req.version() == Version::HTTP_2 {
+            let open = move |mut up: Tunnel| {
+                tunnels.spawn(async move { copy(&mut up, &mut tcp, addr).await });
+            };
+            return Ok(Reply::Tunnel(rsp, Box::new(open)));
+        }
+        let downstream = hyper::upgrade::on(&mut req);
+        tunnels.spawn(async move {
+            match downstream.await {
+                Ok(up) => copy(&mut TokioIo::new(up), &mut tcp, addr).await,
+                Err(e) => debug!(error = %e, "mesh tunnel did not open"),
+            }
+        });
+        Ok(Reply::Response(rsp))
+    }
+}
+
+/// Copies a mesh tunnel's bytes both ways until both sides close.
+async fn copy<A>(up: &mut A, tcp: &mut TcpStream, addr: SocketAddr)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+{
+    match weft_proxy_transport::copy::copy_bidirectional(up, tcp).await {
+        Ok((to_app, to_peer)) => debug!(%addr, to_app, to_peer, "mesh tunnel closed"),
+        Err(e) => debug!(%addr, error = %e, "mesh tunnel failed"),
     }
 }
 

@@ -13,19 +13,16 @@ use std::{
 };
 
 use http::{Request, Response};
-use hyper::{
-    body::Incoming,
-    server::conn::{http1, http2},
-    service::service_fn,
-};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use weft_proxy_detect::Protocol;
 use weft_proxy_transport::OrigDstAddr;
 
 use crate::{
-    body::{RequestBody, ResponseBody},
+    body::{BoxError, RequestBody, ResponseBody},
+    h2_server::{serve_h2, H2ServerSettings, Reply},
     stage::{Cx, Stage, StageResult},
     tap,
     trace::{self, Begun},
@@ -56,13 +53,13 @@ pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 pub fn handle<S: Stage>(
     stack: &S,
     dst: OrigDstAddr,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     traced: Option<Box<Begun>>,
     tapped: Option<Box<weft_proxy_tap::Started>>,
 ) -> Handle<impl Future<Output = StageResult> + Send + '_> {
     let cx = Cx::new(dst, Instant::now());
     Handle {
-        answer: stack.call(req.map(RequestBody::Incoming), cx),
+        answer: stack.call(req, cx),
         traced,
         tapped,
     }
@@ -113,47 +110,51 @@ pub async fn serve<I, S>(
     stack: Arc<S>,
     dst: OrigDstAddr,
     shutdown: CancellationToken,
-) -> Result<(), hyper::Error>
+) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Stage + 'static,
 {
     let tracing = settings.trace.clone();
     let tap = settings.tap.clone();
-    let answer = move |mut req| {
+    let answer = move |mut req: Request<RequestBody>| {
         let stack = stack.clone();
         let traced = tracing.as_ref().and_then(|t| trace::begin(t, &mut req));
         let tapped = tap.as_ref().and_then(|t| t.start(&req));
         async move { handle(&*stack, dst, req, traced, tapped).await }
     };
-    let io = TokioIo::new(io);
     if protocol == Protocol::Http2 {
-        // hyper runs each stream in a task of its own, and a task copies its whole future
-        // several times over its life (into the task, and at each change of stage): boxed, the
-        // request's large future is written once and the task holds a pointer.
-        let service = service_fn(move |req| Box::pin(answer(req)));
-        let conn = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-            .serve_connection(io, service);
-        tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => return res,
-            () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-        }
-        conn.await
+        // Each stream's task makes its request's future in place (see `h2_server`): no box.
+        let h2 = H2ServerSettings {
+            max_header_list: u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            keep_alive: None,
+        };
+        let answer = move |req| {
+            let answering = answer(req);
+            async move {
+                let Ok(rsp) = answering.await;
+                Reply::Response(rsp)
+            }
+        };
+        serve_h2(io, &h2, answer, shutdown).await?;
     } else {
         // HTTP/1 keeps the request's future in one buffer per connection: no box.
+        let answer = move |req: Request<Incoming>| answer(req.map(RequestBody::from));
         serve_http1(
-            io,
+            TokioIo::new(io),
             settings.header_read_timeout,
             settings.max_header_bytes,
             service_fn(answer),
             shutdown,
         )
-        .await
+        .await?;
     }
+    Ok(())
 }
+
+/// HTTP/2's default SETTINGS_MAX_FRAME_SIZE, for apps' connections (the mesh hop's are larger).
+const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
 
 /// Serves HTTP/1 (upgrades included) on `io` until the client closes or, after `shutdown`
 /// fires, the current response is sent. `header_read_timeout` also bounds an idle keep-alive

@@ -35,7 +35,7 @@ use tracing::debug;
 use weft_proxy_http::{
     answer::Retried,
     balance::Balanced,
-    body::{RequestBody, ResponseBody},
+    body::{RequestBody, ResponseBody, Streamed},
     error::{ProxyError, TimeoutScope},
     replay::{ReplayBody, DEFAULT_REPLAY_CAP},
     split::Split,
@@ -641,7 +641,7 @@ enum Again {
     /// It had none.
     Empty,
     /// A copy of the body as it is kept (see [`ReplayBody`]), cloned for each retry.
-    Replay(ReplayBody<hyper::body::Incoming>),
+    Replay(ReplayBody<Streamed>),
 }
 
 impl Again {
@@ -666,13 +666,13 @@ fn replayable(body: RequestBody) -> (RequestBody, Option<Again>) {
         .exact()
         .is_some_and(|n| n <= DEFAULT_REPLAY_CAP as u64);
     match body {
-        RequestBody::Incoming(incoming) if known_small => {
+        RequestBody::Streamed(incoming) if known_small => {
             match ReplayBody::new(incoming, DEFAULT_REPLAY_CAP) {
                 Ok(replay) => {
                     let again = replay.try_clone().map(Again::Replay);
                     (RequestBody::Replay(replay), again)
                 }
-                Err(incoming) => (RequestBody::Incoming(incoming), None),
+                Err(incoming) => (RequestBody::Streamed(incoming), None),
             }
         }
         RequestBody::Replay(replay) if known_small => {

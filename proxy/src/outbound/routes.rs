@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use weft_proxy_discovery::{DiscoveryTarget, Resolved, Routes, ServiceName};
 use weft_proxy_http::{
     balance::Balanced,
-    body::{RequestBody, ResponseBody},
+    body::{RequestBody, ResponseBody, Streamed},
     error::ProxyError,
     replay::{ReplayBody, DEFAULT_REPLAY_CAP},
     split::Split,
@@ -345,7 +345,7 @@ struct After {
     share: usize,
     /// Copies to send once the primary is answered: the head, and where.
     mirrors: Vec<(Request<RequestBody>, Arc<Balanced>)>,
-    replay: Option<ReplayBody<hyper::body::Incoming>>,
+    replay: Option<ReplayBody<Streamed>>,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     cx: Cx,
@@ -465,10 +465,10 @@ pub(crate) fn call<'a>(
             continue;
         }
         // The body goes to the mirror once the primary has read it (the copies take turns).
-        if let RequestBody::Incoming(incoming) = body {
+        if let RequestBody::Streamed(incoming) = body {
             body = match ReplayBody::new(incoming, DEFAULT_REPLAY_CAP) {
                 Ok(replay) => RequestBody::Replay(replay),
-                Err(incoming) => RequestBody::Incoming(incoming),
+                Err(incoming) => RequestBody::Streamed(incoming),
             };
         }
         if matches!(body, RequestBody::Replay(_)) {

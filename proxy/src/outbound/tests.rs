@@ -53,6 +53,7 @@ fn the_per_request_future_stays_small() {
     // the value, so build the future inside a closure that is never called. This is the future
     // `weft_proxy_http::serve` hands hyper.
     let make = move |req: Request<Incoming>| {
+        let req = req.map(weft_proxy_http::body::RequestBody::from);
         let stack = stack.clone();
         async move { weft_proxy_http::server::handle(&*stack, dst, req, None, None).await }
     };

@@ -1,0 +1,517 @@
+//! HTTP/2 from clients on `h2` directly, without hyper's server: the apps' HTTP/2 to the
+//! outbound proxy, and the mesh hop's HTTP/2 from a peer proxy.
+//!
+//! hyper's HTTP/2 server wraps each stream's body in a body of its own (with a PING recorder
+//! for an adaptive window Weft does not use), checks every response's headers for
+//! connection-specific ones and stamps a `Date` on it, and hands a CONNECT's stream over
+//! through its upgrade channel, whose writes then cross another channel to a task of their own,
+//! each write copied (hyper 1.12's `proto::h2::server` and `upgrade`). Here a request carries
+//! its stream as an [`H2Body`] the stages read straight from; a response's headers arrive here
+//! already cleaned by the endpoint stage (`forward`), or made by the proxy; and a CONNECT
+//! answered with success becomes a [`Tunnel`] over the stream itself. As in hyper, each stream
+//! is answered in a task of its own, so one slow request holds up none of its connection's
+//! others; the request's future is made inside that task, so it is never moved.
+//!
+//! Windows and limits are hyper's server defaults, so moving off hyper changed none that a
+//! client sees.
+
+use std::{
+    future::{poll_fn, Future},
+    pin::pin,
+    sync::Arc,
+    task::Poll,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use h2::{server::SendResponse, Reason, RecvStream};
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::{
+    body::{RequestBody, ResponseBody},
+    h2_stream::{ConnEnd, H2Body, KeepAlive, Pipe, Tunnel},
+};
+
+/// How an HTTP/2 server connection is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct H2ServerSettings {
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: a larger request head is refused.
+    pub max_header_list: u32,
+    /// SETTINGS_MAX_FRAME_SIZE: the largest frame this end accepts.
+    pub max_frame_size: u32,
+    /// PING the client this often, and close the connection if no answer comes within the
+    /// second duration.
+    pub keep_alive: Option<(Duration, Duration)>,
+}
+
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONN_WINDOW: u32 = 1024 * 1024;
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+const MAX_CONCURRENT_STREAMS: u32 = 200;
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
+/// A stream's answer.
+pub enum Reply {
+    /// A response, its body sent as it comes.
+    Response(Response<ResponseBody>),
+    /// A success answering a CONNECT: the head is sent, and the stream, now a byte tunnel, is
+    /// handed to the function (which must not block: it spawns what copies the bytes).
+    Tunnel(Response<ResponseBody>, Box<dyn FnOnce(Tunnel) + Send>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Response(rsp) => f.debug_tuple("Response").field(rsp).finish(),
+            Reply::Tunnel(rsp, _) => f.debug_tuple("Tunnel").field(rsp).finish(),
+        }
+    }
+}
+
+/// Serves HTTP/2 on `io` until the client closes the connection or, after `shutdown` fires,
+/// until the streams open then are answered (GOAWAY first, so the client opens no more). Each
+/// stream's request is answered by `answer`, in a task of its own.
+pub async fn serve_h2<I, A, F>(
+    io: I,
+    settings: &H2ServerSettings,
+    answer: A,
+    shutdown: CancellationToken,
+) -> Result<(), ConnEnd>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    A: Fn(Request<RequestBody>) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(settings.max_frame_size)
+        .max_header_list_size(settings.max_header_list)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .handshake::<_, Bytes>(io);
+    let mut conn = tokio::select! {
+        conn = handshake => conn?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    let mut keep_alive = settings
+        .keep_alive
+        .and_then(|every| Some(KeepAlive::new(conn.ping_pong()?, every)));
+    let answer = Arc::new(answer);
+    let mut shutdown = pin!(shutdown.cancelled_owned());
+    let mut draining = false;
+    loop {
+        let next = poll_fn(|cx| {
+            if !draining && shutdown.as_mut().poll(cx).is_ready() {
+                conn.graceful_shutdown();
+                draining = true;
+            }
+            if let Some(Poll::Ready(end)) = keep_alive.as_mut().map(|k| k.poll(cx)) {
+                return Poll::Ready(Err(end));
+            }
+            conn.poll_accept(cx).map(Ok)
+        })
+        .await?;
+        match next {
+            Some(Ok((req, respond))) => {
+                tokio::spawn(stream(answer.clone(), req, respond));
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// One stream, from its request to the end of its response.
+async fn stream<A, F>(answer: Arc<A>, req: Request<RecvStream>, mut respond: SendResponse<Bytes>)
+where
+    A: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Reply>,
+{
+    let (head, recv) = req.into_parts();
+    // A CONNECT's stream is kept for its tunnel; its request has no body.
+    let (body, connect) = if head.method == Method::CONNECT {
+        (RequestBody::Empty, Some(recv))
+    } else {
+        (H2Body::new(&head.headers, recv).into(), None)
+    };
+    let reply = {
+        let mut answering = pin!(answer(Request::from_parts(head, body)));
+        poll_fn(|cx| {
+            if let Poll::Ready(reply) = answering.as_mut().poll(cx) {
+                return Poll::Ready(Some(reply));
+            }
+            // The client gave up on the stream: dropping the answer's future cancels what it
+            // started upstream.
+            match respond.poll_reset(cx) {
+                Poll::Ready(reason) => {
+                    debug!(?reason, "client reset a stream before its answer");
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    };
+    match (reply, connect) {
+        (None, _) => {}
+        (Some(Reply::Tunnel(rsp, open)), Some(recv)) => {
+            let (head, _counted) = rsp.into_parts();
+            match respond.send_response(Response::from_parts(head, ()), false) {
+                Ok(send) => open(Tunnel::new(send, recv)),
+                Err(e) => debug!(error = %e, "answering a CONNECT failed"),
+            }
+        }
+        (Some(Reply::Response(rsp) | Reply::Tunnel(rsp, _)), _) => send(respond, rsp).await,
+    }
+}
+
+/// Sends a response's head, then its body as it comes.
+async fn send(mut respond: SendResponse<Bytes>, rsp: Response<ResponseBody>) {
+    let (mut head, body) = rsp.into_parts();
+    let eos = body.is_end_stream();
+    if !eos && !head.headers.contains_key(header::CONTENT_LENGTH) {
+        // A body of known length says so, as hyper's server did.
+        if let Some(len) = body.size_hint().exact() {
+            head.headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    match respond.send_response(Response::from_parts(head, ()), eos) {
+        Ok(stream) if !eos => Pipe::new(body, stream).await,
+        Ok(_) => {}
+        Err(e) => {
+            debug!(error = %e, "sending a response's head failed");
+            respond.send_reset(Reason::INTERNAL_ERROR);
+        }
+    }
+    // `body` is dropped here, after its last frame: the request is counted now.
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, time::Instant};
+
+    use http::StatusCode;
+    use http_body_util::{Either, Full};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+        sync::oneshot,
+        task::JoinHandle,
+        time::timeout,
+    };
+    use weft_proxy_metrics::{Direction, Metrics};
+
+    use super::*;
+    use crate::{body::Streamed, h2_client::Received};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// `serve_h2` on one loopback connection, answered by `answer`.
+    async fn server<A, F>(
+        keep_alive: Option<(Duration, Duration)>,
+        answer: A,
+    ) -> (
+        SocketAddr,
+        CancellationToken,
+        JoinHandle<Result<(), ConnEnd>>,
+    )
+    where
+        A: Fn(Request<RequestBody>) -> F + Send + Sync + 'static,
+        F: Future<Output = Reply> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let settings = H2ServerSettings {
+                max_header_list: 16 * 1024,
+                max_frame_size: 16 * 1024,
+                keep_alive,
+            };
+            serve_h2(tcp, &settings, answer, stop).await
+        });
+        (addr, shutdown, served)
+    }
+
+    /// An `h2` client whose connection is driven by a task of its own.
+    async fn client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (tx, conn) = h2::client::handshake(tcp).await.expect("client handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        tx.ready().await.expect("ready")
+    }
+
+    fn request(method: Method, uri: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .expect("request")
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Reads a stream's data to its end, giving the window back as it goes.
+    async fn read_all(body: &mut RecvStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Some(data) = body.data().await {
+            let data = data.expect("data");
+            let _ = body.flow_control().release_capacity(data.len());
+            got.extend_from_slice(&data);
+        }
+        got
+    }
+
+    /// Sends `data` in 16 KiB pieces as the stream's window allows, then `trailers` or
+    /// END_STREAM.
+    async fn write_all(
+        stream: &mut h2::SendStream<Bytes>,
+        data: &[u8],
+        trailers: Option<http::HeaderMap>,
+    ) {
+        for chunk in data.chunks(16 * 1024) {
+            stream.reserve_capacity(chunk.len());
+            let mut left = Bytes::copy_from_slice(chunk);
+            while !left.is_empty() {
+                let n = poll_fn(|cx| stream.poll_capacity(cx))
+                    .await
+                    .expect("open")
+                    .expect("capacity");
+                let piece = left.split_to(n.min(left.len()));
+                stream.send_data(piece, false).expect("send");
+            }
+        }
+        match trailers {
+            Some(t) => stream.send_trailers(t).expect("trailers"),
+            None => stream.send_data(Bytes::new(), true).expect("end"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_body_streams_through_past_the_windows_with_its_trailers() {
+        let metrics = Arc::new(Metrics::new("t").expect("metrics"));
+        let series = metrics.plaintext(Direction::Inbound);
+        // The answer echoes the request's own stream back as the response body.
+        let (addr, _shutdown, _served) = server(None, move |req| {
+            let series = series.clone();
+            async move {
+                let (head, body) = req.into_parts();
+                let RequestBody::Streamed(Streamed::H2(body)) = body else {
+                    panic!("an HTTP/2 request's body is its stream");
+                };
+                assert_eq!(head.version, http::Version::HTTP_2);
+                let body = ResponseBody::recorded(
+                    Either::Left(Received::H2(body)),
+                    series,
+                    StatusCode::OK,
+                    Instant::now(),
+                    None,
+                );
+                Reply::Response(Response::new(body))
+            }
+        })
+        .await;
+        let mut tx = client(addr).await;
+        let (rsp, mut up) = tx
+            .send_request(request(Method::POST, "http://api/echo"), false)
+            .expect("sent");
+        // Twice the server's 1 MiB stream window, and far past the client's 64 KiB one: both
+        // ends must give window back as they read.
+        let sent = pattern(2 * 1024 * 1024 + 3);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let write = write_all(&mut up, &sent, Some(trailers));
+        let read = async {
+            let rsp = rsp.await.expect("answered");
+            assert_eq!(rsp.status(), StatusCode::OK);
+            let mut body = rsp.into_body();
+            let got = read_all(&mut body).await;
+            let trailers = body.trailers().await.expect("trailers");
+            (got, trailers)
+        };
+        let ((), (got, trailers)) = timeout(LIMIT, async { tokio::join!(write, read) })
+            .await
+            .expect("echoed in time");
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "every byte came back in order");
+        let trailers = trailers.expect("the trailers came back");
+        assert_eq!(trailers["grpc-status"], "0");
+        // Counted once its body ended.
+        let text = String::from_utf8(metrics.encode().expect("encode")).expect("utf-8");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("weft_requests_total") && l.ends_with(" 1")),
+            "{text}"
+        );
+    }
+
+    /// Tells when it is dropped.
+    struct Dropped(Option<oneshot::Sender<()>>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_client_resets_drops_its_answer() {
+        let (dropped_tx, dropped_rx) = oneshot::channel();
+        let dropped_tx = std::sync::Mutex::new(Some(dropped_tx));
+        let (addr, _shutdown, _served) = server(None, move |_req| {
+            let guard = Dropped(dropped_tx.lock().expect("lock").take());
+            async move {
+                let _guard = guard;
+                std::future::pending::<Reply>().await
+            }
+        })
+        .await;
+        let mut tx = client(addr).await;
+        let (rsp, up) = tx
+            .send_request(request(Method::GET, "http://api/slow"), true)
+            .expect("sent");
+        assert!(
+            timeout(Duration::from_millis(100), rsp).await.is_err(),
+            "never answered"
+        );
+        // Dropping every handle to an open stream resets it (CANCEL).
+        drop(up);
+        timeout(LIMIT, dropped_rx)
+            .await
+            .expect("the answer is dropped in time")
+            .expect("dropped, not leaked");
+    }
+
+    #[tokio::test]
+    async fn a_connect_answered_with_success_becomes_a_byte_tunnel() {
+        let (addr, _shutdown, _served) = server(None, |req| async move {
+            assert_eq!(req.method(), Method::CONNECT);
+            assert!(
+                matches!(req.body(), RequestBody::Empty),
+                "a CONNECT's stream is the tunnel's, not a body"
+            );
+            let rsp = Response::new(ResponseBody::unrecorded(Full::new(Bytes::new())));
+            // Echo every byte, then close this side when the client closes its own.
+            let open = |tunnel: Tunnel| {
+                tokio::spawn(async move {
+                    let (mut rd, mut wr) = tokio::io::split(tunnel);
+                    tokio::io::copy(&mut rd, &mut wr).await.expect("echo");
+                    wr.shutdown().await.expect("half close");
+                });
+            };
+            Reply::Tunnel(rsp, Box::new(open))
+        })
+        .await;
+        let mut tx = client(addr).await;
+        let (rsp, mut up) = tx
+            .send_request(request(Method::CONNECT, "127.0.0.1:9"), false)
+            .expect("sent");
+        let rsp = timeout(LIMIT, rsp)
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(rsp.status(), StatusCode::OK);
+        let mut down = rsp.into_body();
+        let sent = pattern(300_000);
+        let echoed = timeout(LIMIT, async {
+            tokio::join!(write_all(&mut up, &sent, None), read_all(&mut down)).1
+        })
+        .await
+        .expect("echoed in time");
+        assert!(echoed == sent, "every byte came back in order");
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_an_open_stream_finish_then_ends_the_connection() {
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let release_rx = std::sync::Mutex::new(Some(release_rx));
+        let (addr, shutdown, served) = server(None, move |_req| {
+            let release = release_rx.lock().expect("lock").take();
+            async move {
+                if let Some(release) = release {
+                    let _ = release.await;
+                }
+                let body = Full::new(Bytes::from_static(b"done"));
+                Reply::Response(Response::new(ResponseBody::unrecorded(body)))
+            }
+        })
+        .await;
+        let mut tx = client(addr).await;
+        let (rsp, _) = tx
+            .send_request(request(Method::GET, "http://api/"), true)
+            .expect("sent");
+        // Let the stream open on the server before the drain starts.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!served.is_finished(), "an open stream holds the connection");
+        let _ = release_tx.send(());
+        let rsp = timeout(LIMIT, rsp)
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(read_all(&mut rsp.into_body()).await, b"done");
+        let ended = timeout(LIMIT, served)
+            .await
+            .expect("the connection ends in time")
+            .expect("joined");
+        assert!(ended.is_ok(), "a graceful end: {ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_answering_pings_is_closed() {
+        let every = Some((Duration::from_millis(50), Duration::from_millis(100)));
+        let (addr, _shutdown, served) = server(every, |_req| async {
+            Reply::Response(Response::new(ResponseBody::unrecorded(Full::default())))
+        })
+        .await;
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        // Held and never polled: the client's end answers no PING.
+        let (_tx, _conn) = h2::client::handshake(tcp).await.expect("handshake");
+        let ended = timeout(LIMIT, served)
+            .await
+            .expect("closed within the PING timeout")
+            .expect("joined");
+        assert!(
+            matches!(ended, Err(ConnEnd::PingTimeout(_))),
+            "ended by its PING timeout: {ended:?}"
+        );
+    }
+
+    /// Reads what a raw client gets back, to the end: `serve_h2` must not panic on bytes that
+    /// are not HTTP/2.
+    #[tokio::test]
+    async fn bytes_that_are_not_http2_end_the_connection_with_an_error() {
+        let (addr, _shutdown, served) = server(None, |_req| async {
+            Reply::Response(Response::new(ResponseBody::unrecorded(Full::default())))
+        })
+        .await;
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut back = Vec::new();
+        let _ = timeout(LIMIT, tcp.read_to_end(&mut back)).await;
+        let ended = timeout(LIMIT, served)
+            .await
+            .expect("ended in time")
+            .expect("joined");
+        assert!(ended.is_err(), "not HTTP/2: {ended:?}");
+    }
+}
