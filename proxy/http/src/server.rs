@@ -22,7 +22,7 @@ use weft_proxy_transport::OrigDstAddr;
 
 use crate::{
     body::{BoxError, RequestBody, ResponseBody},
-    h2_server::{serve_h2, H2ServerSettings, Reply},
+    h2_server::{serve_h2, H2ServerSettings},
     stage::{Cx, Stage, StageResult},
     tap,
     trace::{self, Begun},
@@ -124,18 +124,11 @@ where
         async move { handle(&*stack, dst, req, traced, tapped).await }
     };
     if protocol == Protocol::Http2 {
-        // Each stream's task makes its request's future in place (see `h2_server`): no box.
+        // Each stream's task boxes its request's future (see `h2_server`).
         let h2 = H2ServerSettings {
             max_header_list: u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             keep_alive: None,
-        };
-        let answer = move |req| {
-            let answering = answer(req);
-            async move {
-                let Ok(rsp) = answering.await;
-                Reply::Response(rsp)
-            }
         };
         serve_h2(io, &h2, answer, shutdown).await?;
     } else {
