@@ -104,7 +104,7 @@ where
 async fn open_tunnel(
     peer: &Endpoint,
     dst: OrigDstAddr,
-) -> Result<weft_proxy_http::h2_client::Tunnel, ForwardError> {
+) -> Result<weft_proxy_http::h2_stream::Tunnel, ForwardError> {
     let authority = http::uri::Authority::try_from(dst.to_string())
         .map_err(|source| ForwardError::Authority { dst, source })?;
     peer.open_tunnel(authority, dst.0.port())

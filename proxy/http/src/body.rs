@@ -15,11 +15,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use weft_proxy_metrics::RequestSeries;
 
-use crate::{
-    client::Checkout,
-    h2_client::{H2Body, Received},
-    replay::ReplayBody,
-};
+use crate::{client::Checkout, h2_client::Received, h2_stream::H2Body, replay::ReplayBody};
 
 /// Any error a body can end with. Boxed only when it happens.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -42,7 +42,8 @@ use weft_proxy_transport::{connect, Coalesce, ConnectError};
 
 use crate::{
     body::RequestBody,
-    h2_client::{self, H2Connection, H2Settings, Received, Tunnel},
+    h2_client::{self, H2Connection, H2Settings, Received},
+    h2_stream::Tunnel,
 };
 
 /// How upstream connections are made and kept.

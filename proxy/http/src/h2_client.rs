@@ -38,10 +38,9 @@ use tokio::{
 };
 use tracing::debug;
 
-pub use crate::h2_stream::{H2Body, Tunnel};
 use crate::{
     body::{BoxError, RequestBody},
-    h2_stream::{ConnEnd, KeepAlive, Pipe},
+    h2_stream::{ConnEnd, H2Body, KeepAlive, Pipe, Tunnel, DEFAULT_MAX_FRAME_SIZE},
 };
 
 /// How an HTTP/2 upstream connection is set up.
@@ -57,7 +56,7 @@ pub struct H2Settings {
 impl Default for H2Settings {
     fn default() -> Self {
         Self {
-            max_frame_size: 16 * 1024,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             keep_alive: None,
         }
     }

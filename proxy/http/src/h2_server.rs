@@ -282,7 +282,7 @@ mod tests {
     use weft_proxy_metrics::{Direction, Metrics};
 
     use super::*;
-    use crate::{body::Streamed, h2_client::Received};
+    use crate::{body::Streamed, h2_client::Received, h2_stream::DEFAULT_MAX_FRAME_SIZE};
 
     const LIMIT: Duration = Duration::from_secs(10);
 
@@ -307,7 +307,7 @@ mod tests {
             let (tcp, _) = listener.accept().await.expect("accept");
             let settings = H2ServerSettings {
                 max_header_list: 16 * 1024,
-                max_frame_size: 16 * 1024,
+                max_frame_size: DEFAULT_MAX_FRAME_SIZE,
                 keep_alive,
             };
             serve_h2(tcp, &settings, answer, stop).await
@@ -444,12 +444,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_the_client_resets_drops_its_answer() {
+        let (started_tx, started_rx) = oneshot::channel();
         let (dropped_tx, dropped_rx) = oneshot::channel();
-        let dropped_tx = std::sync::Mutex::new(Some(dropped_tx));
+        let signals = std::sync::Mutex::new(Some((started_tx, dropped_tx)));
         let (addr, _shutdown, _served) = server(None, move |_req| {
-            let guard = Dropped(dropped_tx.lock().expect("lock").take());
+            let (started, dropped) = signals.lock().expect("lock").take().expect("one request");
+            let guard = Dropped(Some(dropped));
             async move {
                 let _guard = guard;
+                let _ = started.send(());
                 std::future::pending::<Reply>().await
             }
         })
@@ -458,12 +461,12 @@ mod tests {
         let (rsp, up) = tx
             .send_request(request(Method::GET, "http://api/slow"), true)
             .expect("sent");
-        assert!(
-            timeout(Duration::from_millis(100), rsp).await.is_err(),
-            "never answered"
-        );
+        timeout(LIMIT, started_rx)
+            .await
+            .expect("the answer starts in time")
+            .expect("started");
         // Dropping every handle to an open stream resets it (CANCEL).
-        drop(up);
+        drop((rsp, up));
         timeout(LIMIT, dropped_rx)
             .await
             .expect("the answer is dropped in time")
@@ -511,14 +514,14 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_lets_an_open_stream_finish_then_ends_the_connection() {
+        let (started_tx, started_rx) = oneshot::channel();
         let (release_tx, release_rx) = oneshot::channel::<()>();
-        let release_rx = std::sync::Mutex::new(Some(release_rx));
+        let signals = std::sync::Mutex::new(Some((started_tx, release_rx)));
         let (addr, shutdown, served) = server(None, move |_req| {
-            let release = release_rx.lock().expect("lock").take();
+            let (started, release) = signals.lock().expect("lock").take().expect("one request");
             async move {
-                if let Some(release) = release {
-                    let _ = release.await;
-                }
+                let _ = started.send(());
+                let _ = release.await;
                 let body = Full::new(Bytes::from_static(b"done"));
                 Reply::Response(Response::new(ResponseBody::unrecorded(body)))
             }
@@ -528,9 +531,13 @@ mod tests {
         let (rsp, _) = tx
             .send_request(request(Method::GET, "http://api/"), true)
             .expect("sent");
-        // Let the stream open on the server before the drain starts.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The stream is open on the server (its answer has started) before the drain starts.
+        timeout(LIMIT, started_rx)
+            .await
+            .expect("the answer starts in time")
+            .expect("started");
         shutdown.cancel();
+        // Nothing to wait for: the connection must still be there a while later.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!served.is_finished(), "an open stream holds the connection");
         let _ = release_tx.send(());

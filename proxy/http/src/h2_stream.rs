@@ -23,6 +23,9 @@ use tokio::{
 };
 use tracing::debug;
 
+/// HTTP/2's default SETTINGS_MAX_FRAME_SIZE (the mesh hop's connections take larger frames).
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
+
 /// Why a connection's PINGs ended it, or how it failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnEnd {

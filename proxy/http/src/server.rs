@@ -23,6 +23,7 @@ use weft_proxy_transport::OrigDstAddr;
 use crate::{
     body::{BoxError, RequestBody, ResponseBody},
     h2_server::{serve_h2, H2ServerSettings},
+    h2_stream::DEFAULT_MAX_FRAME_SIZE,
     stage::{Cx, Stage, StageResult},
     tap,
     trace::{self, Begun},
@@ -145,9 +146,6 @@ where
     }
     Ok(())
 }
-
-/// HTTP/2's default SETTINGS_MAX_FRAME_SIZE, for apps' connections (the mesh hop's are larger).
-const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
 
 /// Serves HTTP/1 (upgrades included) on `io` until the client closes or, after `shutdown`
 /// fires, the current response is sent. `header_read_timeout` also bounds an idle keep-alive

@@ -666,13 +666,13 @@ fn replayable(body: RequestBody) -> (RequestBody, Option<Again>) {
         .exact()
         .is_some_and(|n| n <= DEFAULT_REPLAY_CAP as u64);
     match body {
-        RequestBody::Streamed(incoming) if known_small => {
-            match ReplayBody::new(incoming, DEFAULT_REPLAY_CAP) {
+        RequestBody::Streamed(streamed) if known_small => {
+            match ReplayBody::new(streamed, DEFAULT_REPLAY_CAP) {
                 Ok(replay) => {
                     let again = replay.try_clone().map(Again::Replay);
                     (RequestBody::Replay(replay), again)
                 }
-                Err(incoming) => (RequestBody::Streamed(incoming), None),
+                Err(streamed) => (RequestBody::Streamed(streamed), None),
             }
         }
         RequestBody::Replay(replay) if known_small => {

@@ -465,10 +465,10 @@ pub(crate) fn call<'a>(
             continue;
         }
         // The body goes to the mirror once the primary has read it (the copies take turns).
-        if let RequestBody::Streamed(incoming) = body {
-            body = match ReplayBody::new(incoming, DEFAULT_REPLAY_CAP) {
+        if let RequestBody::Streamed(streamed) = body {
+            body = match ReplayBody::new(streamed, DEFAULT_REPLAY_CAP) {
                 Ok(replay) => RequestBody::Replay(replay),
-                Err(incoming) => RequestBody::Streamed(incoming),
+                Err(streamed) => RequestBody::Streamed(streamed),
             };
         }
         if matches!(body, RequestBody::Replay(_)) {

@@ -51,8 +51,8 @@ fn the_per_request_future_stays_small() {
     )));
     // A request body of the real type needs a connection; the future's size does not depend on
     // the value, so build the future inside a closure that is never called. This is the future
-    // `weft_proxy_http::serve` hands hyper's HTTP/1 server, and makes in place in an HTTP/2
-    // stream's task (`h2_server`).
+    // `weft_proxy_http::serve` hands hyper's HTTP/1 server, and boxes for an HTTP/2 stream's
+    // task (`h2_server`).
     let make = move |req: Request<Incoming>| {
         let req = req.map(weft_proxy_http::body::RequestBody::from);
         let stack = stack.clone();
