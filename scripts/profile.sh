@@ -32,6 +32,10 @@
 # every request, curl writing the stream to /dev/null); the admin thread that streams the
 # events is profiled too.
 #
+# With PROFILE_TOOL=strace the proxy runs at full speed and `strace -c -f` counts its system
+# calls (and their errors: EAGAIN is a read or write that found nothing to do) during the
+# measured requests instead of callgrind's instructions: the kernel's half of the cost.
+#
 # PROFILE_PROXY names another weft-proxy binary to run in place of target/release/weft-proxy
 # (every proxy of the hop): an earlier commit's build, for a before-and-after on one machine.
 #
@@ -122,7 +126,12 @@ YAML
 up=$(free_port); out=$(free_port); admin=$(free_port)
 ./target/release/weft-bench server --http "127.0.0.1:$up" --tcp "127.0.0.1:$(free_port)" >/dev/null &
 pids+=($!)
-callgrind=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" -q)
+tool=${PROFILE_TOOL:-callgrind}
+case "$tool" in
+  callgrind) callgrind=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" -q) ;;
+  strace) command -v strace >/dev/null || apt-get install -y -q strace >/dev/null; callgrind=() ;;
+  *) echo "profile: PROFILE_TOOL is callgrind or strace" >&2; exit 2 ;;
+esac
 trace=()
 if [ -n "${PROFILE_TRACE:-}" ]; then
   [ "$hop" = plain ] || { echo "profile: PROFILE_TRACE is for the plain hop" >&2; exit 2; }
@@ -221,9 +230,20 @@ flags=()
 [ "$proto" = http2 ] && flags=(--http2 -p 1)
 "$oha" --no-tui -n 200 -c "$conns" "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null  # warm-up
 # Only the measured requests are counted: zero the counters, measure, dump (this process only).
-callgrind_control -z "$profiled" >/dev/null
+if [ "$tool" = strace ]; then
+  strace -c -f -p "$profiled" -o "$work/strace.out" 2>/dev/null &
+  tracer=$!
+  sleep 0.5  # strace attaches to every thread before the first request
+else
+  callgrind_control -z "$profiled" >/dev/null
+fi
 "$oha" --no-tui -n "$n" -c "$conns" "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null
-callgrind_control -d "$profiled" >/dev/null
+if [ "$tool" = strace ]; then
+  kill -INT "$tracer"
+  wait "$tracer" || true
+else
+  callgrind_control -d "$profiled" >/dev/null
+fi
 sleep 1
 case "$hop" in service*)
   # Where the requests went, by the client proxy's request metrics: every one answered 200, by
@@ -252,6 +272,16 @@ if [ "$tap" = miss ] || [ "$tap" = match ]; then
 fi
 curl -sf -XPOST "http://127.0.0.1:$admin/shutdown" >/dev/null
 wait "$profiled" 2>/dev/null || true
+if [ "$tool" = strace ]; then
+  echo "profile: $proto over $hop, $n requests, $conns connections: system calls per request"
+  # strace's table: % time, seconds, usecs/call, calls, errors, syscall.
+  awk -v n="$n" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {
+      name = $NF; calls = $4; errors = (NF == 6) ? $5 : 0
+      printf "%8.2f  %8.2f errors  %s\n", calls / n, errors / n, name; total += calls
+    }
+    END { printf "%8.2f  in all\n", total / n }' "$work/strace.out" | sort -rn
+  exit 0
+fi
 dump=$(ls -t "$work"/callgrind.out* | grep -v '\.out$' | head -1 || true)
 [ -n "$dump" ] || dump="$work/callgrind.out"
 cp "$dump" "${PROFILE_OUT:-/tmp/weft-profile.out}"

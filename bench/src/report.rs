@@ -469,6 +469,7 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
         hap_mem.map_or("–".into(), |m| format!("{:.1}", mib(m.idle_anon_kib))),
         verdict(weft_mem.map(|m| mib(m.idle_anon_kib) < 2.0))
     );
+    bars_section(&mut o, r, m.cores);
     let _ = writeln!(
         o,
         "\nPeak memory under load is in the table above. Memory per idle connection, connections \
@@ -501,6 +502,85 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
         );
     }
     o
+}
+
+/// What the CPU and bulk bars would take, from this run's own figures: the profile behind a
+/// "not met". A proxy's CPU per request is user space (its code and libraries) plus the kernel
+/// (its system calls and the loopback TCP they run); at the bar, what is left for user space is
+/// the bar less Weft's kernel time, since the system calls are already one read and one write
+/// per message per proxy (`PROFILE_TOOL=strace scripts/profile.sh`). Bulk's bar is set against
+/// the cores the proxies would need at this run's CPU per GiB.
+fn bars_section(o: &mut String, r: &Results, cores: usize) {
+    let split = |p, s, part: fn(CpuTimes) -> Duration| {
+        r.http
+            .iter()
+            .find(|((p2, pace, c, s2), _)| (*p2, *pace, *c) == (p, Pace::Max, 16) && *s2 == s)
+            .and_then(|(_, v)| per_10k(v, part))
+            .map(|x| x.median)
+    };
+    let mut rows = String::new();
+    for p in [Protocol::Http1, Protocol::Http2, Protocol::Grpc] {
+        let (Some(wu), Some(wk), Some(hu), Some(hk)) = (
+            split(p, "weft", |t| t.user),
+            split(p, "weft", |t| t.system),
+            split(p, "haproxy-mtls", |t| t.user),
+            split(p, "haproxy-mtls", |t| t.system),
+        ) else {
+            continue;
+        };
+        let bar = 0.8 * (hu + hk);
+        let left = bar - wk;
+        let cut = if left <= 0.0 {
+            "all of it, and more".to_string()
+        } else {
+            format!("{:.0} %", 100.0 * (1.0 - left / wu).max(0.0))
+        };
+        let _ = writeln!(
+            rows,
+            "| {} | {bar:.3} | {wk:.3} / {hk:.3} | {left:.3} | {wu:.3} / {hu:.3} | {cut} |",
+            p.name()
+        );
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(o, "\n### What the CPU bars leave for user space\n");
+        let _ = writeln!(
+            o,
+            "| protocol | bar: 0.8x HAProxy's, s per 10k | kernel: Weft / HAProxy | left for Weft's user space | user: Weft / HAProxy | Weft's user space to cut |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        o.push_str(&rows);
+        let _ = writeln!(
+            o,
+            "\nClosed loop, 16 connections, medians. The kernel's part is system calls and the \
+             loopback TCP they run; Weft's are one read and one write per message per proxy with no \
+             empty reads (`PROFILE_TOOL=strace scripts/profile.sh`), so the bar has to be met in \
+             user space."
+        );
+    }
+    let bulk = |s: &str, f: fn(&crate::TcpSample) -> f64| {
+        r.tcp
+            .get(s)
+            .and_then(|v| Stat::of(v.iter().map(f).collect()))
+            .map(|x| x.median)
+    };
+    let per_gib = |s| bulk(s, |x| x.bulk_cpu_s_per_gib.unwrap_or(f64::NAN));
+    if let (Some(direct), Some(weft)) = (bulk("direct", |x| x.bulk_mib_s), per_gib("weft")) {
+        let bar = 0.5 * direct;
+        let cores_at = |s_per_gib: f64| bar / 1024.0 * s_per_gib;
+        let others: Vec<String> = ["haproxy-mtls", "haproxy-plain"]
+            .into_iter()
+            .filter_map(|s| Some(format!("{s} {:.1}", cores_at(per_gib(s)?))))
+            .collect();
+        let _ = writeln!(
+            o,
+            "\nOpaque bulk at the bar ({bar:.0} MiB/s each way) would take the two proxies alone \
+             {:.1} cores at Weft's CPU per GiB in this run ({}{}); the machine has {cores}, \
+             shared with the client and the echo server.",
+            cores_at(weft),
+            if others.is_empty() { "" } else { "at theirs: " },
+            others.join(", ")
+        );
+    }
 }
 
 /// What one HTTPRoute costs (issue 15): the Weft chain reached through discovery without a
@@ -654,6 +734,60 @@ mod tests {
         assert_eq!(
             Stat::of(vec![5.0, 7.0, 6.0]).expect("stat").show(0),
             "6 [5–7]"
+        );
+    }
+
+    fn closed_loop(user_s: f64, system_s: f64) -> Vec<HttpSample> {
+        vec![HttpSample {
+            outcome: crate::load::Outcome {
+                requests: 10_000,
+                rps: 1.0,
+                percentiles_us: [0.0; 4],
+                failures: 0,
+            },
+            cpu: Some(CpuTimes {
+                user: Duration::from_secs_f64(user_s),
+                system: Duration::from_secs_f64(system_s),
+            }),
+            duration: Duration::from_secs(1),
+        }]
+    }
+
+    #[test]
+    fn bars_say_what_user_space_must_lose() {
+        let mut r = Results::default();
+        let key = |s| (Protocol::Http1, Pace::Max, 16, s);
+        r.http.insert(key("weft"), closed_loop(0.172, 0.219));
+        r.http
+            .insert(key("haproxy-mtls"), closed_loop(0.189, 0.227));
+        // HTTP/2: Weft's kernel time alone is over the bar.
+        let key2 = |s| (Protocol::Http2, Pace::Max, 16, s);
+        r.http.insert(key2("weft"), closed_loop(0.3, 0.25));
+        r.http.insert(key2("haproxy-mtls"), closed_loop(0.1, 0.2));
+        let tcp = |mib, per_gib| crate::TcpSample {
+            rtt_p50_us: 1.0,
+            rtt_p99_us: 1.0,
+            bulk_mib_s: mib,
+            bulk_cpu_s_per_gib: per_gib,
+        };
+        r.tcp.insert("direct", vec![tcp(2048.0, None)]);
+        r.tcp.insert("weft", vec![tcp(400.0, Some(3.0))]);
+        r.tcp.insert("haproxy-mtls", vec![tcp(400.0, Some(4.0))]);
+        let mut o = String::new();
+        bars_section(&mut o, &r, 2);
+        // 0.8 x 0.416 = 0.333; less Weft's kernel 0.219 leaves 0.114 of its 0.172: cut 34 %.
+        assert!(
+            o.contains("| HTTP/1.1 | 0.333 | 0.219 / 0.227 | 0.114 | 0.172 / 0.189 | 34 % |"),
+            "{o}"
+        );
+        assert!(o.contains("| 0.240 | 0.250 / 0.200 | -0.010 |"), "{o}");
+        assert!(o.contains("all of it, and more"), "{o}");
+        // Bar 1024 MiB/s = 1 GiB/s: 3 and 4 cores at 3 and 4 s per GiB.
+        assert!(o.contains("(1024 MiB/s each way)"), "{o}");
+        assert!(o.contains("proxies alone 3.0 cores"), "{o}");
+        assert!(
+            o.contains("at theirs: haproxy-mtls 4.0); the machine has 2"),
+            "{o}"
         );
     }
 }
