@@ -36,6 +36,13 @@
 # calls (and their errors: EAGAIN is a read or write that found nothing to do) during the
 # measured requests instead of callgrind's instructions: the kernel's half of the cost.
 #
+# With PROFILE_TOOL=proc the proxy runs at full speed and its user and kernel CPU time and its
+# threads' context switches (a voluntary one is a sleep: a wake-up per event it waited for) are
+# read from /proc before and after the measured requests.
+#
+# PROFILE_RATE sends the measured requests at that many per second (oha's open loop) instead
+# of as fast as they are answered: at a low rate every request waits on its own wake-ups.
+#
 # PROFILE_PROXY names another weft-proxy binary to run in place of target/release/weft-proxy
 # (every proxy of the hop): an earlier commit's build, for a before-and-after on one machine.
 #
@@ -130,7 +137,8 @@ tool=${PROFILE_TOOL:-callgrind}
 case "$tool" in
   callgrind) callgrind=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" -q) ;;
   strace) command -v strace >/dev/null || apt-get install -y -q strace >/dev/null; callgrind=() ;;
-  *) echo "profile: PROFILE_TOOL is callgrind or strace" >&2; exit 2 ;;
+  proc) callgrind=() ;;
+  *) echo "profile: PROFILE_TOOL is callgrind, strace or proc" >&2; exit 2 ;;
 esac
 trace=()
 if [ -n "${PROFILE_TRACE:-}" ]; then
@@ -228,19 +236,31 @@ case "$tap" in
 esac
 flags=()
 [ "$proto" = http2 ] && flags=(--http2 -p 1)
+rate=()
+[ -n "${PROFILE_RATE:-}" ] && rate=(-q "$PROFILE_RATE")
+# User and system clock ticks, then voluntary and involuntary context switches of every thread.
+proc_counts() {
+  cut -d' ' -f14,15 "/proc/$1/stat"
+  cat "/proc/$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {v += $2}
+    /^nonvoluntary_ctxt_switches/ {n += $2} END {print v, n}'
+}
 "$oha" --no-tui -n 200 -c "$conns" "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null  # warm-up
 # Only the measured requests are counted: zero the counters, measure, dump (this process only).
 if [ "$tool" = strace ]; then
   strace -c -f -p "$profiled" -o "$work/strace.out" 2>/dev/null &
   tracer=$!
   sleep 0.5  # strace attaches to every thread before the first request
+elif [ "$tool" = proc ]; then
+  before=$(proc_counts "$profiled")
 else
   callgrind_control -z "$profiled" >/dev/null
 fi
-"$oha" --no-tui -n "$n" -c "$conns" "${flags[@]}" "http://127.0.0.1:$out$path" >/dev/null
+"$oha" --no-tui -n "$n" -c "$conns" "${flags[@]}" "${rate[@]}" "http://127.0.0.1:$out$path" >/dev/null
 if [ "$tool" = strace ]; then
   kill -INT "$tracer"
   wait "$tracer" || true
+elif [ "$tool" = proc ]; then
+  after=$(proc_counts "$profiled")
 else
   callgrind_control -d "$profiled" >/dev/null
 fi
@@ -272,6 +292,17 @@ if [ "$tap" = miss ] || [ "$tap" = match ]; then
 fi
 curl -sf -XPOST "http://127.0.0.1:$admin/shutdown" >/dev/null
 wait "$profiled" 2>/dev/null || true
+if [ "$tool" = proc ]; then
+  echo "profile: $proto over $hop, $n requests, $conns connections${PROFILE_RATE:+, $PROFILE_RATE per second}: per request"
+  # shellcheck disable=SC2086
+  set -- $before $after
+  awk -v n="$n" -v hz="$(getconf CLK_TCK)" -v u0="$1" -v s0="$2" -v v0="$3" -v i0="$4" \
+    -v u1="$5" -v s1="$6" -v v1="$7" -v i1="$8" 'BEGIN {
+      printf "%8.1f µs user CPU\n%8.1f µs kernel CPU\n", (u1 - u0) / hz / n * 1e6, (s1 - s0) / hz / n * 1e6
+      printf "%8.2f voluntary context switches (sleeps)\n%8.2f involuntary\n", (v1 - v0) / n, (i1 - i0) / n
+    }'
+  exit 0
+fi
 if [ "$tool" = strace ]; then
   echo "profile: $proto over $hop, $n requests, $conns connections: system calls per request"
   # strace's table: % time, seconds, usecs/call, calls, errors, syscall.
