@@ -62,7 +62,11 @@ async fn run(input: &[u8]) {
         .await
         .expect("a client's handshake waits for nothing");
     for method in [Method::GET, Method::CONNECT] {
-        let uri = if method == Method::CONNECT { "a:1" } else { "http://a/" };
+        let uri = if method == Method::CONNECT {
+            "a:1"
+        } else {
+            "http://a/"
+        };
         let req = Request::builder()
             .method(method)
             .uri(uri)
