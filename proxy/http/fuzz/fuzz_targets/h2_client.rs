@@ -15,8 +15,6 @@
 
 #![no_main]
 
-use std::time::Duration;
-
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
@@ -25,6 +23,7 @@ use weft_proxy_http::{
     body::RequestBody,
     h2_client::{handshake, H2Settings},
 };
+use weft_proxy_http_fuzz::{assert_no_task_outlives_the_connection, settle, LIMIT};
 
 /// The server's preface: a SETTINGS frame with no settings.
 const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -32,9 +31,6 @@ const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 /// HEADERS (END_HEADERS) with `:status 200` (HPACK static index 8) on stream 1, then on 3.
 const HEAD_1: &[u8] = b"\x00\x00\x01\x01\x04\x00\x00\x00\x01\x88";
 const HEAD_3: &[u8] = b"\x00\x00\x01\x01\x04\x00\x00\x00\x03\x88";
-
-/// Far longer than any input needs (kilobytes, over an in-memory pipe): past it, a hang.
-const LIMIT: Duration = Duration::from_secs(10);
 
 fuzz_target!(|input: &[u8]| {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -106,24 +102,5 @@ async fn run(input: &[u8]) {
         ended.is_ok(),
         "the client kept its connection after the upstream's bytes ended"
     );
-    let metrics = tokio::runtime::Handle::current().metrics();
-    let settled = tokio::time::timeout(LIMIT, async {
-        while metrics.num_alive_tasks() > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
-    assert!(
-        settled.is_ok(),
-        "{} task(s) outlived their connection",
-        metrics.num_alive_tasks()
-    );
-}
-
-/// Lets the client's tasks run until they wait (on one thread, with everything in memory, a
-/// bounded number of turns).
-async fn settle() {
-    for _ in 0..64 {
-        tokio::task::yield_now().await;
-    }
+    assert_no_task_outlives_the_connection().await;
 }

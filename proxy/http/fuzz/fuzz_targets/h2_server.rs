@@ -26,7 +26,7 @@
 
 use std::{
     sync::{Arc, OnceLock},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -41,6 +41,7 @@ use weft_proxy_http::{
     h2_server::{serve_h2, H2ServerSettings, Reply},
     h2_stream::DEFAULT_MAX_FRAME_SIZE,
 };
+use weft_proxy_http_fuzz::{assert_no_task_outlives_the_connection, settle, LIMIT};
 use weft_proxy_metrics::{Direction, Metrics, RequestSeries};
 
 /// The client preface, then a SETTINGS frame with no settings: what every client sends first.
@@ -52,9 +53,6 @@ const ECHO_STREAM: &[u8] = b"\x00\x00\x0c\x01\x04\x00\x00\x00\x01\x83\x86\x04\x0
 
 /// HEADERS (END_HEADERS) on stream 3: CONNECT a:1 (`:method` and `:authority` as literals).
 const CONNECT_STREAM: &[u8] = b"\x00\x00\x0e\x01\x04\x00\x00\x00\x03\x02\x07CONNECT\x01\x03a:1";
-
-/// Far longer than any input needs (kilobytes, over an in-memory pipe): past it, a hang.
-const LIMIT: Duration = Duration::from_secs(10);
 
 /// The series echoed responses are counted in (one registry for the whole run).
 fn series() -> Arc<RequestSeries> {
@@ -115,26 +113,7 @@ async fn serve(input: &[u8]) {
         "the connection did not end after the client's bytes did"
     );
     // The connection is gone: its streams' tasks (and tunnels' copies) end on their own.
-    let metrics = tokio::runtime::Handle::current().metrics();
-    let settled = tokio::time::timeout(LIMIT, async {
-        while metrics.num_alive_tasks() > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
-    assert!(
-        settled.is_ok(),
-        "{} task(s) outlived their connection",
-        metrics.num_alive_tasks()
-    );
-}
-
-/// Lets the server and its streams' tasks run until they wait (on one thread, with everything
-/// in memory, a bounded number of turns).
-async fn settle() {
-    for _ in 0..64 {
-        tokio::task::yield_now().await;
-    }
+    assert_no_task_outlives_the_connection().await;
 }
 
 async fn answer(req: Request<RequestBody>) -> Reply {
