@@ -552,9 +552,9 @@ fn bars_section(o: &mut String, r: &Results, cores: usize) {
         let _ = writeln!(
             o,
             "\nClosed loop, 16 connections, medians. The kernel's part is system calls and the \
-             loopback TCP they run; Weft's are one read and one write per message per proxy with no \
-             empty reads (`PROFILE_TOOL=strace scripts/profile.sh`), so the bar has to be met in \
-             user space."
+             loopback TCP they run; Weft's, counted apart (`PROFILE_TOOL=strace \
+             scripts/profile.sh`), are one read and one write per message per proxy with no empty \
+             reads, so the bar has to be met in user space."
         );
     }
     let bulk = |s: &str, f: fn(&crate::TcpSample) -> f64| {
@@ -571,14 +571,17 @@ fn bars_section(o: &mut String, r: &Results, cores: usize) {
             .into_iter()
             .filter_map(|s| Some(format!("{s} {:.1}", cores_at(per_gib(s)?))))
             .collect();
+        let theirs = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" (at theirs: {})", others.join(", "))
+        };
         let _ = writeln!(
             o,
             "\nOpaque bulk at the bar ({bar:.0} MiB/s each way) would take the two proxies alone \
-             {:.1} cores at Weft's CPU per GiB in this run ({}{}); the machine has {cores}, \
+             {:.1} cores at Weft's CPU per GiB in this run{theirs}; the machine has {cores}, \
              shared with the client and the echo server.",
-            cores_at(weft),
-            if others.is_empty() { "" } else { "at theirs: " },
-            others.join(", ")
+            cores_at(weft)
         );
     }
 }
@@ -785,6 +788,17 @@ mod tests {
         // Bar 1024 MiB/s = 1 GiB/s: 3 and 4 cores at 3 and 4 s per GiB.
         assert!(o.contains("(1024 MiB/s each way)"), "{o}");
         assert!(o.contains("proxies alone 3.0 cores"), "{o}");
+        // Without HAProxy's figures the line says nothing of them.
+        let mut tcp_only = r.tcp.clone();
+        tcp_only.remove("haproxy-mtls");
+        let alone = Results {
+            tcp: tcp_only,
+            ..Results::default()
+        };
+        let mut o2 = String::new();
+        bars_section(&mut o2, &alone, 2);
+        assert!(o2.contains("in this run; the machine has 2"), "{o2}");
+        assert!(!o2.contains("theirs"), "{o2}");
         assert!(
             o.contains("at theirs: haproxy-mtls 4.0); the machine has 2"),
             "{o}"
