@@ -421,11 +421,7 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
             verdict(w.zip(h).map(|(w, h)| w.median <= 0.8 * h.median))
         );
     }
-    let tcp = |s: &str, f: fn(&crate::TcpSample) -> f64| {
-        r.tcp
-            .get(s)
-            .and_then(|v| Stat::of(v.iter().map(f).collect()))
-    };
+    let tcp = |s: &str, f: fn(&crate::TcpSample) -> f64| tcp_stat(r, s, f);
     let (bulk, direct_bulk) = (
         tcp("weft", |x| x.bulk_mib_s),
         tcp("direct", |x| x.bulk_mib_s),
@@ -504,6 +500,13 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
     o
 }
 
+/// A figure of set-up `s`'s opaque TCP runs, over the runs.
+fn tcp_stat(r: &Results, s: &str, f: fn(&crate::TcpSample) -> f64) -> Option<Stat> {
+    r.tcp
+        .get(s)
+        .and_then(|v| Stat::of(v.iter().map(f).collect()))
+}
+
 /// What the CPU and bulk bars would take, from this run's own figures: the profile behind a
 /// "not met". A proxy's CPU per request is user space (its code and libraries) plus the kernel
 /// (its system calls and the loopback TCP they run); at the bar, what is left for user space is
@@ -513,9 +516,8 @@ pub fn render(plan: &Plan, m: &Machine, r: &Results, took: Duration) -> String {
 fn bars_section(o: &mut String, r: &Results, cores: usize) {
     let split = |p, s, part: fn(CpuTimes) -> Duration| {
         r.http
-            .iter()
-            .find(|((p2, pace, c, s2), _)| (*p2, *pace, *c) == (p, Pace::Max, 16) && *s2 == s)
-            .and_then(|(_, v)| per_10k(v, part))
+            .get(&(p, Pace::Max, 16, s))
+            .and_then(|v| per_10k(v, part))
             .map(|x| x.median)
     };
     let mut rows = String::new();
@@ -557,12 +559,7 @@ fn bars_section(o: &mut String, r: &Results, cores: usize) {
              reads, so the bar has to be met in user space."
         );
     }
-    let bulk = |s: &str, f: fn(&crate::TcpSample) -> f64| {
-        r.tcp
-            .get(s)
-            .and_then(|v| Stat::of(v.iter().map(f).collect()))
-            .map(|x| x.median)
-    };
+    let bulk = |s: &str, f: fn(&crate::TcpSample) -> f64| tcp_stat(r, s, f).map(|x| x.median);
     let per_gib = |s| bulk(s, |x| x.bulk_cpu_s_per_gib.unwrap_or(f64::NAN));
     if let (Some(direct), Some(weft)) = (bulk("direct", |x| x.bulk_mib_s), per_gib("weft")) {
         let bar = 0.5 * direct;
