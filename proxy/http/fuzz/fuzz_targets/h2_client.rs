@@ -18,12 +18,14 @@
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use weft_proxy_http::{
     body::RequestBody,
     h2_client::{handshake, H2Settings},
 };
-use weft_proxy_http_fuzz::{assert_no_task_outlives_the_connection, settle, LIMIT};
+use weft_proxy_http_fuzz::{
+    assert_no_task_outlives_the_connection, drain, peer_bytes, run_on_one_thread, settle, LIMIT,
+};
 
 /// The server's preface: a SETTINGS frame with no settings.
 const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -32,26 +34,11 @@ const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 const HEAD_1: &[u8] = b"\x00\x00\x01\x01\x04\x00\x00\x00\x01\x88";
 const HEAD_3: &[u8] = b"\x00\x00\x01\x01\x04\x00\x00\x00\x03\x88";
 
-fuzz_target!(|input: &[u8]| {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run(input));
-});
+fuzz_target!(|input: &[u8]| run_on_one_thread(run(input)));
 
 async fn run(input: &[u8]) {
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let (&heads, rest) = input.split_first().unwrap_or((&0, &[]));
-    let mut answer = Vec::with_capacity(SETTINGS.len() + 2 * HEAD_1.len() + rest.len());
-    answer.extend_from_slice(SETTINGS);
-    if heads & 1 != 0 {
-        answer.extend_from_slice(HEAD_1);
-    }
-    if heads & 2 != 0 {
-        answer.extend_from_slice(HEAD_3);
-    }
-    answer.extend_from_slice(rest);
+    let (_, answer) = peer_bytes(input, SETTINGS, &[HEAD_1, HEAD_3]);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
     // The client's handshake writes its preface and needs nothing from the server yet.
     let conn = handshake(client, H2Settings::default(), addr)
@@ -73,18 +60,17 @@ async fn run(input: &[u8]) {
             let Ok(rsp) = wait.await else { return };
             let mut body = rsp.into_body();
             if let Some(tunnel) = body.take_tunnel() {
-                let (mut r, mut w) = tokio::io::split(tunnel);
+                let (r, mut w) = tokio::io::split(tunnel);
                 let _ = w.write_all(b"ping").await;
                 let _ = w.shutdown().await;
-                let mut buf = [0u8; 1024];
-                while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
+                drain(r).await;
                 return;
             }
             while let Some(Ok(_)) = body.frame().await {}
         });
     }
     drop(conn);
-    let (mut rx, mut tx) = tokio::io::split(server);
+    let (rx, mut tx) = tokio::io::split(server);
     let write = async move {
         // Let the client's task write its preface and both streams' heads first.
         settle().await;
@@ -93,10 +79,7 @@ async fn run(input: &[u8]) {
         settle().await;
         let _ = tx.shutdown().await;
     };
-    let read = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
-    };
+    let read = drain(rx);
     let ended = tokio::time::timeout(LIMIT, async { tokio::join!(write, read) }).await;
     assert!(
         ended.is_ok(),

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use weft_proxy_http::{
     body::{RequestBody, ResponseBody, Streamed},
@@ -41,7 +41,9 @@ use weft_proxy_http::{
     h2_server::{serve_h2, H2ServerSettings, Reply},
     h2_stream::DEFAULT_MAX_FRAME_SIZE,
 };
-use weft_proxy_http_fuzz::{assert_no_task_outlives_the_connection, settle, LIMIT};
+use weft_proxy_http_fuzz::{
+    assert_no_task_outlives_the_connection, drain, peer_bytes, run_on_one_thread, settle, LIMIT,
+};
 use weft_proxy_metrics::{Direction, Metrics, RequestSeries};
 
 /// The client preface, then a SETTINGS frame with no settings: what every client sends first.
@@ -62,13 +64,7 @@ fn series() -> Arc<RequestSeries> {
         .plaintext(Direction::Inbound)
 }
 
-fuzz_target!(|input: &[u8]| {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(serve(input));
-});
+fuzz_target!(|input: &[u8]| run_on_one_thread(serve(input)));
 
 async fn serve(input: &[u8]) {
     let (client, server) = tokio::io::duplex(64 * 1024);
@@ -77,17 +73,8 @@ async fn serve(input: &[u8]) {
         max_frame_size: DEFAULT_MAX_FRAME_SIZE,
         keep_alive: None,
     };
-    let (&streams, rest) = input.split_first().unwrap_or((&0, &[]));
-    let mut sent = Vec::with_capacity(PREFACE.len() + 64 + rest.len());
-    sent.extend_from_slice(PREFACE);
-    if streams & 1 != 0 {
-        sent.extend_from_slice(ECHO_STREAM);
-    }
-    if streams & 2 != 0 {
-        sent.extend_from_slice(CONNECT_STREAM);
-    }
-    sent.extend_from_slice(rest);
-    let (mut rx, mut tx) = tokio::io::split(client);
+    let (streams, sent) = peer_bytes(input, PREFACE, &[ECHO_STREAM, CONNECT_STREAM]);
+    let (rx, mut tx) = tokio::io::split(client);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let write = async move {
@@ -100,10 +87,7 @@ async fn serve(input: &[u8]) {
         }
         let _ = tx.shutdown().await;
     };
-    let read = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
-    };
+    let read = drain(rx);
     let serve = async {
         let _ = serve_h2(server, &settings, answer, shutdown).await;
     };
