@@ -249,7 +249,11 @@ proc_counts() {
 if [ "$tool" = strace ]; then
   strace -c -f -p "$profiled" -o "$work/strace.out" 2>/dev/null &
   tracer=$!
-  sleep 0.5  # strace attaches to every thread before the first request
+  # Every thread traced before the first request (strace attaches to them one by one).
+  for _ in $(seq 1 100); do
+    if ! grep -q '^TracerPid:[[:space:]]*0$' "/proc/$profiled"/task/*/status; then break; fi
+    sleep 0.05
+  done
 elif [ "$tool" = proc ]; then
   before=$(proc_counts "$profiled")
 else
